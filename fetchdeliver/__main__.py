@@ -1,0 +1,5 @@
+import sys
+
+from fetchdeliver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""The `fetchdeliver` command: one sub-command per job, each imported only when it runs."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    # The MDA is the hot path: no argparse, no other imports.
+    if argv and argv[0] == "deliver":
+        from fetchdeliver.mda import main as deliver_main
+
+        return deliver_main(argv[1:])
+    return _main_argparse(argv)
+
+
+def _build_parser():
+    import argparse
+
+    from fetchdeliver import __version__
+
+    p = argparse.ArgumentParser(
+        prog="fetchdeliver",
+        description="Fetch mail (POP3/IMAP), filter it with Sieve, deliver it to Maildir/mbox.")
+    p.add_argument("--version", action="version", version=f"fetchdeliver {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("deliver", help="MDA mode: deliver one message from stdin (like procmail)")
+    d.add_argument("-c", "--config")
+    d.add_argument("-f", "--from", dest="sender")
+    d.add_argument("-a", "--recipient", action="append")
+    d.add_argument("-r", "--rules")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--maildir")
+    g.add_argument("--mbox")
+    d.add_argument("-m", "--mailbox", help="default mailbox instead of INBOX")
+    d.add_argument("-n", "--dry-run", action="store_true")
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION")
+    cc = csub.add_parser("check", help="validate the configuration file")
+    cc.add_argument("-c", "--config", help="config file (default: $XDG_CONFIG_HOME/fetchdeliver/config.toml)")
+
+    s = sub.add_parser("sieve", help="Sieve tools: check and test scripts")
+    ssub = s.add_subparsers(dest="sieve_command", metavar="ACTION")
+    sc = ssub.add_parser("check", help="compile scripts and report errors")
+    sc.add_argument("files", nargs="+", metavar="FILE")
+    st = ssub.add_parser("test", help="show what a script would do with a message (no action is performed)")
+    st.add_argument("script")
+    st.add_argument("message")
+    st.add_argument("--json", action="store_true", help="print one JSON object {\"actions\": [...]}")
+    st.add_argument("--trace", action="store_true", help="show which tests matched, line by line")
+    st.add_argument("--from", dest="sender", metavar="ADDR", help="envelope sender")
+    st.add_argument("--to", dest="recipient", metavar="ADDR", help="envelope recipient")
+    st.add_argument("-c", "--config", help="config file for [sieve] options")
+
+    f = sub.add_parser("filter", help="apply a Sieve script to mail already in a Maildir")
+    f.add_argument("--rules", required=True, metavar="SCRIPT")
+    f.add_argument("maildir", metavar="MAILDIR")
+    f.add_argument("--dry-run", action="store_true")
+    f.add_argument("-c", "--config")
+
+    fe = sub.add_parser("fetch", help="fetch mail from the configured POP3/IMAP accounts once")
+    fe.add_argument("-c", "--config")
+    fe.add_argument("accounts", nargs="*", metavar="ACCOUNT")
+    fe.add_argument("--dry-run", action="store_true")
+    fe.add_argument("--verbose", action="store_true")
+
+    dm = sub.add_parser("demo", help="deliver the sample messages through the sample rules")
+    dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
+    dm.add_argument("--once", action="store_true", help="run once and exit (the default for now)")
+    return p
+
+
+def _setup_logging(verbose: int) -> None:
+    import logging
+
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="fetchdeliver: %(levelname)s: %(message)s")
+
+
+def _main_argparse(argv: list[str]) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(int(args.verbose or 0))
+    cmd = args.command
+    if cmd is None:
+        parser.print_help()
+        return 64
+    if cmd == "config":
+        if args.config_command != "check":
+            parser.parse_args(["config", "--help"])
+        from fetchdeliver.commands import config_check
+
+        return config_check(args.config)
+    if cmd == "sieve":
+        from fetchdeliver.sieve import tool
+
+        if args.sieve_command == "check":
+            return tool.check_main(args.files)
+        if args.sieve_command == "test":
+            return tool.test_main(args.script, args.message, json_out=args.json, trace=args.trace,
+                                  sender=args.sender, recipient=args.recipient, config=args.config)
+        parser.parse_args(["sieve", "--help"])
+    if cmd == "filter":
+        from fetchdeliver.sieve import tool
+
+        return tool.filter_main(args.rules, args.maildir, dry_run=args.dry_run, config=args.config)
+    if cmd == "fetch":
+        from fetchdeliver import fetch
+
+        return fetch.main(args)
+    if cmd == "demo":
+        from fetchdeliver.demo import main as demo_main
+
+        return demo_main(args)
+    parser.print_help()
+    return 64

@@ -1,0 +1,357 @@
+"""TOML configuration -> validated settings. Every error names the file, the key and the problem.
+
+The schema is data: each table lists its keys with a type and a checker, so an
+unknown key is an error (not silence) and later features add tables by adding
+entries to `TABLES` / `ARRAY_TABLES`. The parsed, validated result is a plain
+dict; `load()` caches it with `marshal` keyed by the file's path, size and
+mtime, because `tomllib` alone costs the MDA ~10 ms per message.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fetchdeliver.errors import ConfigError
+
+CACHE_FORMAT = 3
+
+
+def default_config_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "fetchdeliver", "config.toml")
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "fetchdeliver")
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fetchdeliver")
+
+
+# ---------------------------------------------------------------------------
+# Key checkers: each takes (value, where) and returns the normalised value or
+# raises ValueError with a message that completes "KEY: ...".
+
+def _str(v, where):
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _nonempty_str(v, where):
+    v = _str(v, where)
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+def _path(v, where):
+    v = _nonempty_str(v, where)
+    if "\0" in v:
+        raise ValueError("a path cannot contain a NUL byte")
+    path = os.path.expandvars(os.path.expanduser(v))
+    if not os.path.isabs(path):
+        # Relative paths are relative to the config file, as users expect.
+        path = os.path.normpath(os.path.join(os.path.dirname(where), path))
+    return path
+
+
+def _bool(v, where):
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _int(lo=None, hi=None):
+    def check(v, where):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {v!r}")
+        if lo is not None and v < lo or hi is not None and v > hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {v}")
+        return v
+    return check
+
+
+def _number(lo=None):
+    def check(v, where):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"expected a number, got {v!r}")
+        if lo is not None and v < lo:
+            raise ValueError(f"must be at least {lo}, got {v}")
+        return float(v)
+    return check
+
+
+def _choice(*choices):
+    def check(v, where):
+        v = _str(v, where)
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, got {v!r}")
+        return v
+    return check
+
+
+def _str_list(v, where):
+    if isinstance(v, str):
+        return [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"expected a list of strings, got {v!r}")
+    return list(v)
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '5m', '2h', '1d', '1h30m' or a plain number of seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    s = text.strip().lower()
+    if not s:
+        raise ValueError("an empty duration (use e.g. 30s, 5m, 2h, 1d)")
+    if s.isdigit():
+        return int(s)
+    total, num = 0, ""
+    for ch in s:
+        if ch.isdigit():
+            num += ch
+        elif ch in units and num:
+            total += int(num) * units[ch]
+            num = ""
+        else:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 1d)")
+    if num:
+        raise ValueError(f"not a duration: {text!r} (a unit s/m/h/d/w must follow {num})")
+    return total
+
+
+def _duration(v, where):
+    if isinstance(v, bool):
+        raise ValueError(f"expected a duration such as \"5m\", got {v!r}")
+    if isinstance(v, int):
+        return v
+    return parse_duration(_str(v, where))
+
+
+# ---------------------------------------------------------------------------
+# The schema. A table is {key: checker}; validators for whole tables (cross-key
+# rules) are in TABLE_RULES.
+
+DELIVERY_KEYS = {
+    "maildir": _path,
+    "mbox": _path,
+    "mbox_folders": _path,
+    "rules": _path,
+    "state_dir": _path,
+    "cache_dir": _path,
+    "fsync": _bool,
+    "lock_timeout": _number(lo=0),
+    "default_mailbox": _nonempty_str,
+}
+
+SIEVE_KEYS = {
+    "extensions": _str_list,          # e.g. ["+editheader", "-enotify"] as Pigeonhole's sieve_extensions
+    "pipe_bin_dir": _path,            # vnd.dovecot.pipe/filter/execute programs (sieve_pipe_bin_dir)
+    "personal_dir": _path,            # include :personal
+    "global_dir": _path,              # include :global
+    "spamtest_header": _nonempty_str,
+    "spamtest_max": _number(),
+    "virustest_header": _nonempty_str,
+    "vacation_min_period": _duration,
+}
+
+TABLES: dict[str, dict] = {
+    "delivery": DELIVERY_KEYS,
+    "sieve": SIEVE_KEYS,
+}
+
+# [[name]] arrays of tables: name -> (keys, required keys). Later features
+# register theirs here (accounts, recipients).
+ARRAY_TABLES: dict[str, tuple[dict, tuple[str, ...]]] = {}
+
+
+def _check_delivery(table: dict, file: str) -> None:
+    if "maildir" in table and "mbox" in table:
+        raise ConfigError("set either maildir or mbox, not both", file=file, key="delivery.mbox")
+    if "mbox_folders" in table and "mbox" not in table:
+        raise ConfigError("mbox_folders needs mbox", file=file, key="delivery.mbox_folders")
+
+
+TABLE_RULES = {"delivery": _check_delivery}
+
+
+def register_array_table(name: str, keys: dict, required: tuple[str, ...] = (), rule=None) -> None:
+    """Let a feature module add a [[name]] table to the schema."""
+    ARRAY_TABLES[name] = (keys, required)
+    if rule is not None:
+        TABLE_RULES[name] = rule
+
+
+def register_table(name: str, keys: dict, rule=None) -> None:
+    """Let a feature module add a [name] table to the schema."""
+    TABLES[name] = keys
+    if rule is not None:
+        TABLE_RULES[name] = rule
+
+
+def _load_feature_schemas() -> None:
+    # Importing these modules registers their tables. Only done on a cache miss.
+    import importlib
+
+    for mod in ("fetchdeliver.accounts",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def _validate_table(name: str, raw: dict, keys: dict, file: str, errors: list[ConfigError],
+                    prefix: str) -> dict:
+    out = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}"
+        checker = keys.get(key)
+        if checker is None:
+            known = ", ".join(sorted(keys))
+            errors.append(ConfigError(f"unknown key (known keys: {known})", file=file, key=full))
+            continue
+        try:
+            out[key] = checker(value, file)
+        except ValueError as e:
+            errors.append(ConfigError(str(e), file=file, key=full))
+    return out
+
+
+def validate(data: dict, file: str) -> dict:
+    """Check a parsed TOML document against the schema; raise one ConfigError listing every problem."""
+    _load_feature_schemas()
+    errors: list[ConfigError] = []
+    out: dict = {}
+    for name, value in data.items():
+        if name in TABLES:
+            if not isinstance(value, dict):
+                errors.append(ConfigError(f"expected a table [{name}]", file=file, key=name))
+                continue
+            out[name] = _validate_table(name, value, TABLES[name], file, errors, name)
+        elif name in ARRAY_TABLES:
+            keys, required = ARRAY_TABLES[name]
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                errors.append(ConfigError(f"expected an array of tables [[{name}]]", file=file, key=name))
+                continue
+            items = []
+            for i, item in enumerate(value):
+                label = f"{name}[{i}]"
+                if isinstance(item.get("name"), str):
+                    label = f"{name}[{i}] ({item['name']})"
+                before = len(errors)
+                checked = _validate_table(name, item, keys, file, errors, label)
+                for req in required:
+                    if req not in item:
+                        errors.append(ConfigError("missing required key", file=file, key=f"{label}.{req}"))
+                if len(errors) == before:
+                    items.append(checked)
+            out[name] = items
+        else:
+            known = ", ".join(sorted([f"[{t}]" for t in TABLES] + [f"[[{t}]]" for t in ARRAY_TABLES]))
+            errors.append(ConfigError(f"unknown table or key (known: {known})", file=file, key=name))
+    if not errors:
+        for name, rule in TABLE_RULES.items():
+            if name in out:
+                try:
+                    rule(out[name], file)
+                except ConfigError as e:
+                    errors.append(e)
+    if errors:
+        raise ConfigErrors(errors)
+    return out
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors at once; str() is one line per error."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = errors
+        Exception.__init__(self, "\n".join(str(e) for e in errors))
+        self.file = errors[0].file if errors else None
+        self.key = errors[0].key if errors else None
+        self.detail = str(self)
+
+
+def parse_file(path: str) -> dict:
+    """Read and validate a config file without any cache."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=path) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", file=path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", file=path) from None
+    return validate(data, path)
+
+
+def load(path: str, *, cache: bool = True) -> dict:
+    """The validated config as a dict, from a marshal cache when the file is unchanged."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=path) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", file=path) from None
+    if not cache:
+        return parse_file(path)
+    import marshal
+
+    real = os.path.realpath(path)
+    stamp = (CACHE_FORMAT, real, st.st_size, st.st_mtime_ns, st.st_ino)
+    cache_file = os.path.join(default_cache_dir(), "config",
+                              real.strip("/").replace("/", "%") + ".marshal")
+    try:
+        with open(cache_file, "rb") as f:
+            cached_stamp, data = marshal.load(f)
+        if tuple(cached_stamp) == stamp:
+            return data
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    data = parse_file(path)
+    try:
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        tmp = f"{cache_file}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            marshal.dump((stamp, data), f)
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return data
+
+
+class Settings:
+    """Convenience view over a validated config dict, with the defaults applied."""
+
+    __slots__ = ("data", "file")
+
+    def __init__(self, data: dict | None = None, file: str | None = None) -> None:
+        self.data = data or {}
+        self.file = file
+
+    @property
+    def delivery(self) -> dict:
+        return self.data.get("delivery", {})
+
+    @property
+    def sieve(self) -> dict:
+        return self.data.get("sieve", {})
+
+    @property
+    def state_dir(self) -> str:
+        return self.delivery.get("state_dir") or default_state_dir()
+
+    @property
+    def cache_dir(self) -> str:
+        return self.delivery.get("cache_dir") or default_cache_dir()
+
+    def table(self, name: str):
+        return self.data.get(name)

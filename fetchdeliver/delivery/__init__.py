@@ -1,0 +1,1 @@
+"""Deliverers: they only store or send. Each returns a Receipt once the result is durable."""

@@ -1,0 +1,59 @@
+"""Exceptions with messages a user can act on, and the sysexits codes they map to."""
+
+# sysexits.h
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_NOUSER = 67
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_OSERR = 71
+EX_CANTCREAT = 73
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class FetchdeliverError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+
+class ConfigError(FetchdeliverError):
+    """A configuration problem; the message names the file and the key."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        self.file = file
+        self.key = key
+        where = ""
+        if file and key:
+            where = f"{file}: {key}: "
+        elif file:
+            where = f"{file}: "
+        elif key:
+            where = f"{key}: "
+        super().__init__(where + message)
+        self.detail = message
+
+
+class DeliveryError(FetchdeliverError):
+    """A delivery did not happen. `temporary` says whether a retry may succeed."""
+
+    temporary = True
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Disk full, lock timeout, unwritable folder, program said EX_TEMPFAIL: retry later."""
+
+    temporary = True
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying will not help (e.g. a program that exits with a permanent failure)."""
+
+    temporary = False
+
+
+class InvalidMailboxName(PermanentDeliveryError):
+    """A folder name that would escape the mail root or cannot be stored."""

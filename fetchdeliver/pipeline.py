@@ -1,0 +1,92 @@
+"""Wiring shared by every source: settings -> store, compiled rules, engine Context.
+
+Sources (MDA, fetch, LMTP, demo) call `build_context()` and then
+`engine.process()` for each message; nothing else needs to know how stores and
+scripts are made.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fetchdeliver.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fetchdeliver.config import Settings
+    from fetchdeliver.delivery.base import MailStore
+    from fetchdeliver.engine import Context
+
+
+def _log():
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+def build_store(*, maildir: str | None = None, mbox: str | None = None,
+                mbox_folders: str | None = None, fsync: bool = True,
+                lock_timeout: float | None = None) -> "MailStore":
+    """A Maildir++ store or an mbox store; exactly one of maildir/mbox."""
+    if maildir:
+        from fetchdeliver.delivery.maildir import MaildirStore
+
+        return MaildirStore(os.path.expanduser(maildir), fsync=fsync)
+    if mbox:
+        from fetchdeliver.delivery.mbox import MboxStore
+
+        kwargs = {"fsync": fsync}
+        if lock_timeout is not None:
+            kwargs["lock_timeout"] = lock_timeout
+        return MboxStore(os.path.expanduser(mbox), mbox_folders, **kwargs)
+    raise ConfigError("no mail store: set [delivery] maildir or mbox, or pass --maildir / --mbox",
+                      key="delivery.maildir")
+
+
+def store_from_settings(settings: "Settings", *, maildir: str | None = None,
+                        mbox: str | None = None) -> "MailStore":
+    d = settings.delivery
+    if not maildir and not mbox:
+        maildir, mbox = d.get("maildir"), d.get("mbox")
+    return build_store(maildir=maildir, mbox=mbox,
+                       mbox_folders=d.get("mbox_folders") if mbox else None,
+                       fsync=d.get("fsync", True), lock_timeout=d.get("lock_timeout"))
+
+
+def sieve_options(settings: "Settings") -> dict:
+    """The [sieve] table in the form the interpreter's SieveEnv takes."""
+    return dict(settings.sieve)
+
+
+def load_rules(path: str | None, settings: "Settings"):
+    """Compile (or load from cache) the Sieve script. Returns (script or None, error text or None).
+
+    A script that does not compile is not fatal for delivery: the caller keeps
+    the message in INBOX (implicit keep) and reports the error.
+    """
+    if not path:
+        return None, None
+    from fetchdeliver import sieve
+    from fetchdeliver.errors import FetchdeliverError
+
+    try:
+        script = sieve.compile_file(path, cache_dir=os.path.join(settings.cache_dir, "sieve"),
+                                    options=sieve_options(settings))
+        return script, None
+    except FetchdeliverError as e:
+        return None, f"rules not used, message kept in INBOX: {e}"
+    except OSError as e:
+        return None, f"rules not used, message kept in INBOX: cannot read {path}: {e.strerror}"
+
+
+def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
+                  rules: str | None = None, default_mailbox: str | None = None,
+                  dry_run: bool = False, state=None) -> "Context":
+    from fetchdeliver.engine import Context
+
+    store = store_from_settings(settings, maildir=maildir, mbox=mbox)
+    script, error = load_rules(rules if rules is not None else settings.delivery.get("rules"), settings)
+    return Context(store, script, script_error=error, sieve_options=sieve_options(settings),
+                   pipe_bin_dir=settings.sieve.get("pipe_bin_dir"), state=state,
+                   default_mailbox=default_mailbox or settings.delivery.get("default_mailbox", "INBOX"),
+                   dry_run=dry_run)
