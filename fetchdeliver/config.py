@@ -197,7 +197,8 @@ def _load_feature_schemas() -> None:
     # Importing these modules registers their tables. Only done on a cache miss.
     import importlib
 
-    for mod in ("fetchdeliver.accounts",):
+    for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
+                "fetchdeliver.imapserver.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,0 +1,1 @@
+"""The IMAP server: protocol, sessions, storage backends, authentication."""

@@ -1,0 +1,1 @@
+"""Outbound mail: the persistent SMTP queue, relay and MX delivery."""
