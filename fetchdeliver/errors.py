@@ -57,3 +57,7 @@ class PermanentDeliveryError(DeliveryError):
 
 class InvalidMailboxName(PermanentDeliveryError):
     """A folder name that would escape the mail root or cannot be stored."""
+
+
+class MailboxNotFound(PermanentDeliveryError):
+    """Delivery without :create to a mailbox that does not exist."""

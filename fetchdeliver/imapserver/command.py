@@ -1,0 +1,177 @@
+"""`fetchdeliver imap` (run the server) and `fetchdeliver passwd USER` (write a hashed passwd-file entry)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError
+
+
+def _log():
+    import logging
+
+    return logging.getLogger("fetchdeliver.imapserver")
+
+
+def _load(path: str | None) -> tuple[dict, str | None]:
+    from fetchdeliver import config
+
+    file = path or config.default_config_path()
+    if path is None and not os.path.exists(file):
+        return {}, None
+    import fetchdeliver.imapserver.settings  # noqa: F401  (registers [imap])
+
+    return config.load(file), file
+
+
+def build_config(args, data: dict):
+    """ServerConfig from the [imap] table, with command-line flags taking precedence."""
+    import ssl
+
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+    from fetchdeliver.imapserver.server import ServerConfig
+    from fetchdeliver.imapserver.settings import DEFAULTS
+
+    imap = dict(DEFAULTS)
+    imap.update(data.get("imap", {}))
+    from fetchdeliver.imapserver.settings import _addresses
+
+    for opt, key in (("listen", "listen"), ("tls_listen", "tls_listen")):
+        if getattr(args, opt, None):
+            try:
+                imap[key] = _addresses(getattr(args, opt), "command line")
+            except ValueError as e:
+                raise ConfigError(str(e), key=f"--{opt.replace('_', '-')}") from None
+    if getattr(args, "cert", None):
+        imap["cert"] = os.path.abspath(args.cert)
+    if getattr(args, "key", None):
+        imap["key"] = os.path.abspath(args.key)
+    ctx = None
+    if imap.get("cert") or imap.get("key"):
+        if not (imap.get("cert") and imap.get("key")):
+            raise ConfigError("give both a certificate and a key (--cert F --key F)", key="imap.cert")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(imap["cert"], imap["key"])
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"cannot load certificate {imap['cert']} / key {imap['key']}: {e}",
+                              key="imap.cert") from None
+    if imap.get("tls_listen") and ctx is None:
+        raise ConfigError("--tls-listen / tls_listen needs --cert and --key", key="imap.tls_listen")
+    if imap.get("backend"):
+        from fetchdeliver.imapserver.plugin import load_backend
+
+        authenticator = load_backend(imap["backend"], data)
+    elif imap.get("passwd_file"):
+        authenticator = PasswdFileAuthenticator(imap["passwd_file"])
+        authenticator.users()  # fail now, with the file name, rather than at the first login
+    else:
+        raise ConfigError("no users: set passwd_file (create entries with `fetchdeliver passwd USER`)",
+                          key="imap.passwd_file")
+    delivery = data.get("delivery", {})
+    default_mail = None
+    if delivery.get("maildir"):
+        default_mail = "maildir:" + delivery["maildir"]
+    elif delivery.get("mbox"):
+        default_mail = "mbox:" + delivery["mbox"]
+    return ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
+                        authenticator=authenticator, default_mail=default_mail,
+                        allow_plaintext_auth=imap["allow_plaintext_auth"],
+                        login_failure_delay=float(imap["login_failure_delay"]),
+                        idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
+                        max_literal=imap["max_literal"])
+
+
+def main(args) -> int:
+    """Run the IMAP server until SIGINT/SIGTERM."""
+    import asyncio
+    import signal
+
+    from fetchdeliver.imapserver.server import Server
+
+    try:
+        data, _file = _load(getattr(args, "config", None))
+        cfg = build_config(args, data)
+    except ConfigError as e:
+        print(f"fetchdeliver imap: {e}", file=sys.stderr)
+        return EX_CONFIG
+
+    async def run() -> int:
+        server = Server(cfg)
+        try:
+            addrs = await server.start()
+        except ConfigError as e:
+            print(f"fetchdeliver imap: {e}", file=sys.stderr)
+            return EX_CONFIG
+        for host, port, tls in addrs:
+            print(f"fetchdeliver imap: listening on {host}:{port}{' (TLS)' if tls else ''}",
+                  file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.ensure_future(server.serve_forever())
+        await stop.wait()
+        serving.cancel()
+        await server.stop()
+        return EX_OK
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return EX_OK
+
+
+def passwd_main(args) -> int:
+    """Add or change USER in the passwd-file (from -f, else [imap] passwd_file)."""
+    import getpass
+
+    from fetchdeliver.imapserver.auth import DEFAULT_SCHEME, set_password
+
+    try:
+        path = getattr(args, "file", None)
+        if not path:
+            data, file = _load(getattr(args, "config", None))
+            path = data.get("imap", {}).get("passwd_file")
+            if not path:
+                print("fetchdeliver passwd: no passwd-file: give -f FILE or set [imap] passwd_file",
+                      file=sys.stderr)
+                return EX_USAGE
+        if getattr(args, "stdin", False):
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"New password for {args.user}: ")
+            if getpass.getpass("Again: ") != password:
+                print("fetchdeliver passwd: the passwords differ; nothing changed", file=sys.stderr)
+                return EX_USAGE
+        if not password:
+            print("fetchdeliver passwd: empty password refused", file=sys.stderr)
+            return EX_USAGE
+        set_password(path, args.user, password, getattr(args, "scheme", None) or DEFAULT_SCHEME)
+    except ConfigError as e:
+        print(f"fetchdeliver passwd: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except OSError as e:
+        print(f"fetchdeliver passwd: {e.filename}: {e.strerror}", file=sys.stderr)
+        return EX_SOFTWARE
+    print(f"fetchdeliver passwd: {args.user} written to {path}", file=sys.stderr)
+    return EX_OK
+
+
+def add_arguments(sub) -> None:
+    """The argparse sub-commands, for cli.py: `add_arguments(sub)` after `sub = p.add_subparsers(...)`."""
+    im = sub.add_parser("imap", help="serve the delivered mail over IMAP")
+    im.add_argument("-c", "--config")
+    im.add_argument("--listen", action="append", metavar="HOST:PORT",
+                    help="plain IMAP (STARTTLS when a cert is given); default 127.0.0.1:1143")
+    im.add_argument("--tls-listen", action="append", metavar="HOST:PORT", help="implicit TLS (IMAPS)")
+    im.add_argument("--cert", metavar="FILE")
+    im.add_argument("--key", metavar="FILE")
+    pw = sub.add_parser("passwd", help="add or change a user in the IMAP passwd-file (hashed)")
+    pw.add_argument("user", metavar="USER")
+    pw.add_argument("-c", "--config")
+    pw.add_argument("-f", "--file", metavar="PASSWD_FILE", help="default: [imap] passwd_file")
+    pw.add_argument("-s", "--scheme", default=None,
+                    help="SHA512-CRYPT (default), SHA256-CRYPT, BLF-CRYPT, ARGON2ID or SCRYPT")
+    pw.add_argument("--stdin", action="store_true", help="read the password from stdin (one line)")

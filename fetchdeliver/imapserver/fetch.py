@@ -1,0 +1,320 @@
+"""FETCH: attribute parsing, BODY[section]<partial>, ENVELOPE and BODYSTRUCTURE per RFC 3501 section 9."""
+
+from __future__ import annotations
+
+from fetchdeliver.imapserver.mime import Part, parse_addresses, parse_disposition, to_crlf
+from fetchdeliver.imapserver.protocol import ParseError, Parser, format_internaldate, nstring
+
+MACROS = {
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+SIMPLE = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822",
+          "RFC822.HEADER", "RFC822.TEXT"}
+
+
+class Section:
+    """BODY[...] / BODY.PEEK[...] with an optional <partial>."""
+
+    __slots__ = ("peek", "nums", "spec", "fields", "partial", "label")
+
+    def __init__(self, peek, nums, spec, fields, partial, label) -> None:
+        self.peek = peek          # True for BODY.PEEK (does not set \Seen)
+        self.nums = nums          # [1, 2] for "1.2"
+        self.spec = spec          # "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"
+        self.fields = fields      # header names (upper-case str) for HEADER.FIELDS[.NOT]
+        self.partial = partial    # (offset, count) or None
+        self.label = label        # the response item name, e.g. b"BODY[1.MIME]"
+
+
+def parse_fetch_atts(p: Parser) -> list:
+    """fetch-att list: returns a list of item names (str) and Section objects."""
+    if p.peek() == 40:
+        p.i += 1
+        items = []
+        while True:
+            items.append(_fetch_att(p))
+            if p.maybe(b")"):
+                break
+            p.sp()
+        return items
+    save = p.i
+    word = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz").decode().upper()
+    if word in MACROS and (p.at_end() or p.peek() == 32):
+        return list(MACROS[word])
+    p.i = save
+    return [_fetch_att(p)]
+
+
+def _fetch_att(p: Parser):
+    name = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.").decode().upper()
+    if name in ("BODY", "BODY.PEEK") and p.peek() == 91:
+        return _section(p, name == "BODY.PEEK")
+    if name == "BINARY.PEEK" or name == "BINARY":
+        raise ParseError("BINARY is not supported")
+    if name not in SIMPLE:
+        raise ParseError(f"unknown FETCH item {name or p.b[p.i:p.i + 10]!r}")
+    return name
+
+
+def _section(p: Parser, peek: bool) -> Section:
+    p.expect(b"[")
+    start = p.i
+    nums: list[int] = []
+    spec = ""
+    fields: list[str] = []
+    while p.peek() is not None and 48 <= p.peek() <= 57:
+        nums.append(p.nz_number())
+        if not p.maybe(b"."):
+            break
+    else:
+        pass
+    if p.peek() != 93:
+        word = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.").decode().upper()
+        if word not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"):
+            raise ParseError(f"unknown section text {word!r}")
+        if word == "MIME" and not nums:
+            raise ParseError("MIME needs a part number (e.g. BODY[1.MIME])")
+        spec = word
+        if word.startswith("HEADER.FIELDS"):
+            p.sp()
+            p.expect(b"(")
+            while True:
+                fields.append(p.astring().decode("ascii", "replace").upper())
+                if p.maybe(b")"):
+                    break
+                p.sp()
+    elif nums and p.b[p.i - 1:p.i] == b".":
+        raise ParseError("a section part number ends in '.'")
+    inner = p.b[start:p.i]
+    p.expect(b"]")
+    partial = None
+    if p.maybe(b"<"):
+        off = p.number()
+        p.expect(b".")
+        count = p.nz_number()
+        p.expect(b">")
+        partial = (off, count)
+    return Section(peek, nums, spec, fields, partial, b"BODY[" + inner + b"]")
+
+
+# -- message data ------------------------------------------------------------------------
+
+class Parsed:
+    """A message's CRLF bytes and its lazily built MIME tree."""
+
+    __slots__ = ("raw", "_root")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = to_crlf(raw)
+        self._root: Part | None = None
+
+    @property
+    def root(self) -> Part:
+        if self._root is None:
+            self._root = Part(self.raw, 0, len(self.raw))
+        return self._root
+
+
+def _find_part(root: Part, nums: list[int]) -> Part | None:
+    node = root
+    entered = False
+    for n in nums:
+        target = node.message if (entered and node.message is not None) else node
+        if target.is_multipart():
+            if n > len(target.children):
+                return None
+            node = target.children[n - 1]
+        elif n == 1:
+            # A non-multipart message has one part: itself (its body).
+            node = target
+        else:
+            return None
+        entered = True
+    return node
+
+
+def section_bytes(parsed: Parsed, sec: Section) -> bytes | None:
+    root = parsed.root
+    if not sec.nums:
+        node = root
+    else:
+        node = _find_part(root, sec.nums)
+        if node is None:
+            return None
+    spec = sec.spec
+    if spec == "":
+        data = parsed.raw if not sec.nums else node.body_bytes()
+    elif spec == "MIME":
+        data = node.header_bytes()
+    else:
+        msg = node if not sec.nums else node.message
+        if msg is None:
+            return b""  # HEADER/TEXT of a part that is not message/rfc822: nothing, as Dovecot
+        if spec == "TEXT":
+            data = msg.body_bytes()
+        elif spec == "HEADER":
+            data = msg.header_bytes()
+        else:
+            want = {f.lower() for f in sec.fields}
+            keep = spec == "HEADER.FIELDS"
+            data = b"".join(raw for n, raw in msg.fields() if (n in want) == keep) + b"\r\n"
+    return data
+
+
+def apply_partial(data: bytes, sec: Section) -> tuple[bytes, bytes]:
+    """(response label, bytes) with <partial> applied."""
+    if sec.partial is None:
+        return sec.label, data
+    off, count = sec.partial
+    return sec.label + b"<%d>" % off, data[off:off + count]
+
+
+# -- ENVELOPE ----------------------------------------------------------------------------
+
+def _addr_list(part: Part, name: bytes, fallback: bytes | None = None) -> bytes:
+    value = part.header(name)
+    if value is None and fallback is not None:
+        value = part.header(fallback)
+    if value is None:
+        return b"NIL"
+    addrs = parse_addresses(value)
+    if not addrs:
+        return b"NIL"
+    return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in addrs) + b")"
+
+
+def envelope(part: Part) -> bytes:
+    def h(name):
+        return nstring(part.header(name))
+
+    return b"(" + b" ".join([
+        h(b"date"), h(b"subject"),
+        _addr_list(part, b"from"), _addr_list(part, b"sender", b"from"),
+        _addr_list(part, b"reply-to", b"from"),
+        _addr_list(part, b"to"), _addr_list(part, b"cc"), _addr_list(part, b"bcc"),
+        h(b"in-reply-to"), h(b"message-id"),
+    ]) + b")"
+
+
+# -- BODYSTRUCTURE -----------------------------------------------------------------------
+
+def _params(params) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(nstring(k) + b" " + nstring(v) for k, v in params) + b")"
+
+
+def _lines(data: bytes) -> int:
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _disposition(part: Part) -> bytes:
+    v = part.header(b"content-disposition")
+    d = parse_disposition(v) if v is not None else None
+    if d is None:
+        return b"NIL"
+    return b"(" + nstring(d[0]) + b" " + _params(d[1]) + b")"
+
+
+def _language(part: Part) -> bytes:
+    v = part.header(b"content-language")
+    if v is None:
+        return b"NIL"
+    langs = [x.strip() for x in v.replace(b" ", b"").split(b",") if x.strip()]
+    if not langs:
+        return b"NIL"
+    if len(langs) == 1:
+        return nstring(langs[0])
+    return b"(" + b" ".join(nstring(x) for x in langs) + b")"
+
+
+def bodystructure(part: Part, extended: bool = True) -> bytes:
+    if part.is_multipart():
+        kids = part.children
+        if kids:
+            inner = b"".join(bodystructure(k, extended) for k in kids)
+        else:
+            # RFC 3501 needs at least one part: an empty text/plain, as Dovecot gives.
+            inner = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0' + \
+                (b" NIL NIL NIL NIL)" if extended else b")")
+        out = inner + b" " + nstring(part.subtype)
+        if extended:
+            out += b" " + b" ".join([_params(part.params), _disposition(part), _language(part),
+                                     nstring(part.header(b"content-location"))])
+        return b"(" + out + b")"
+    body = part.body_bytes()
+    enc = part.header(b"content-transfer-encoding")
+    fields = [nstring(part.ctype), nstring(part.subtype), _params(part.params),
+              nstring(part.header(b"content-id")), nstring(part.header(b"content-description")),
+              nstring(enc.strip() if enc else b"7bit"), str(len(body)).encode()]
+    if part.message is not None:
+        fields += [envelope(part.message), bodystructure(part.message, extended),
+                   str(_lines(body)).encode()]
+    elif part.ctype.lower() == "text":
+        fields.append(str(_lines(body)).encode())
+    if extended:
+        fields += [nstring(part.header(b"content-md5")), _disposition(part), _language(part),
+                   nstring(part.header(b"content-location"))]
+    return b"(" + b" ".join(fields) + b")"
+
+
+# -- the FETCH response item list -------------------------------------------------------------
+
+def sets_seen(items: list) -> bool:
+    for it in items:
+        if isinstance(it, Section):
+            if not it.peek:
+                return True
+        elif it in ("RFC822", "RFC822.TEXT"):
+            return True
+    return False
+
+
+def needs_body(items: list) -> bool:
+    return any(isinstance(it, Section) or it in ("ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822",
+                                                  "RFC822.HEADER", "RFC822.TEXT") for it in items)
+
+
+def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, uid_first: bool) -> bytes:
+    """The parenthesized FETCH data of one message."""
+    out = []
+    if uid_first:
+        out.append(b"UID %d" % msg.uid)
+    for it in items:
+        if isinstance(it, Section):
+            data = section_bytes(parsed, it)
+            if data is None:
+                out.append(apply_partial(b"", it)[0] + b" NIL")
+            else:
+                label, data = apply_partial(data, it)
+                out.append(label + b" " + _lit(data))
+        elif it == "FLAGS":
+            out.append(b"FLAGS " + flags_text)
+        elif it == "UID":
+            if not uid_first:
+                out.append(b"UID %d" % msg.uid)
+        elif it == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + format_internaldate(msg.internaldate).encode())
+        elif it == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % (len(parsed.raw) if parsed is not None else mailbox.size(msg)))
+        elif it == "ENVELOPE":
+            out.append(b"ENVELOPE " + envelope(parsed.root))
+        elif it == "BODYSTRUCTURE":
+            out.append(b"BODYSTRUCTURE " + bodystructure(parsed.root, True))
+        elif it == "BODY":
+            out.append(b"BODY " + bodystructure(parsed.root, False))
+        elif it == "RFC822":
+            out.append(b"RFC822 " + _lit(parsed.raw))
+        elif it == "RFC822.HEADER":
+            out.append(b"RFC822.HEADER " + _lit(parsed.root.header_bytes()))
+        elif it == "RFC822.TEXT":
+            out.append(b"RFC822.TEXT " + _lit(parsed.root.body_bytes()))
+    return b"(" + b" ".join(out) + b")"
+
+
+def _lit(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data

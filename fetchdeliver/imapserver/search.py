@@ -1,0 +1,277 @@
+"""SEARCH: the RFC 3501 search-key grammar, and matching keys against messages.
+
+Text keys match case-insensitively as substrings of the decoded text: header
+values with RFC 2047 words decoded, bodies with their Content-Transfer-Encoding
+and charset decoded (as Dovecot does), falling back to the raw bytes.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+
+from fetchdeliver.imapserver.protocol import ParseError, Parser
+
+FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False), "UNSEEN": ("\\Seen", False),
+}
+HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
+DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+CHARSETS = {"UTF-8", "US-ASCII", "UTF8", "ASCII"}
+
+
+class BadCharset(Exception):
+    """SEARCH CHARSET names one we do not support: answered NO [BADCHARSET]."""
+
+
+def parse_search(p: Parser, utf8: bool = False) -> tuple:
+    """`[CHARSET name] key *(SP key)` -> ("AND", [nodes]); the Parser is left at the end."""
+    charset = "UTF-8"
+    save = p.i
+    if p.maybe(b"CHARSET "):
+        charset = p.astring().decode("ascii", "replace").upper()
+        if charset not in CHARSETS:
+            raise BadCharset(charset)
+        p.sp()
+    elif p.at_end():
+        p.i = save
+    keys = [_key(p, charset)]
+    while not p.at_end():
+        p.sp()
+        keys.append(_key(p, charset))
+    return ("AND", keys)
+
+
+def _text(p: Parser, charset: str) -> str:
+    raw = p.astring()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("search text is not valid UTF-8") from None
+
+
+def _key(p: Parser, charset: str, depth: int = 0) -> tuple:
+    if depth > 100:
+        raise ParseError("search keys nested too deeply")
+    c = p.peek()
+    if c == 40:
+        p.i += 1
+        keys = [_key(p, charset, depth + 1)]
+        while not p.maybe(b")"):
+            p.sp()
+            keys.append(_key(p, charset, depth + 1))
+        return ("AND", keys)
+    if c is not None and (48 <= c <= 57 or c == 42):
+        return ("SEQ", p.sequence_set())
+    word = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.").decode().upper()
+    if not word:
+        raise p.error("a search key")
+    if word == "ALL":
+        return ("ALL",)
+    if word in FLAG_KEYS:
+        flag, on = FLAG_KEYS[word]
+        return ("FLAG", flag, on)
+    if word in ("NEW", "OLD", "RECENT"):
+        return (word,)
+    if word in ("KEYWORD", "UNKEYWORD"):
+        p.sp()
+        return ("FLAG", p.flag(), word == "KEYWORD")
+    if word in HEADER_KEYS:
+        p.sp()
+        return ("HEADER", word.lower(), _text(p, charset))
+    if word == "HEADER":
+        p.sp()
+        name = p.astring().decode("ascii", "replace").lower()
+        p.sp()
+        return ("HEADER", name, _text(p, charset))
+    if word in ("BODY", "TEXT"):
+        p.sp()
+        return (word, _text(p, charset))
+    if word in DATE_KEYS:
+        p.sp()
+        y, m, d = p.date()
+        return ("DATE", word, (y, m, d))
+    if word in ("LARGER", "SMALLER"):
+        p.sp()
+        return (word, p.number())
+    if word == "NOT":
+        p.sp()
+        return ("NOT", _key(p, charset, depth + 1))
+    if word == "OR":
+        p.sp()
+        a = _key(p, charset, depth + 1)
+        p.sp()
+        return ("OR", a, _key(p, charset, depth + 1))
+    if word == "UID":
+        p.sp()
+        return ("UID", p.sequence_set())
+    raise ParseError(f"unknown search key {word!r}")
+
+
+# -- matching ---------------------------------------------------------------------------
+
+class Candidate:
+    """What the matcher may ask about one message; the text is loaded only when a key needs it."""
+
+    __slots__ = ("seq", "uid", "flags", "recent", "size_fn", "internaldate", "raw_fn", "_parsed", "_body",
+                 "_headers")
+
+    def __init__(self, seq, uid, flags, recent, size_fn, internaldate, raw_fn) -> None:
+        self.seq = seq
+        self.uid = uid
+        self.flags = flags
+        self.recent = recent
+        self.size_fn = size_fn
+        self.internaldate = internaldate
+        self.raw_fn = raw_fn
+        self._parsed = None
+        self._body = None
+        self._headers = None
+
+    def email(self):
+        if self._parsed is None:
+            from email import message_from_bytes, policy
+
+            self._parsed = message_from_bytes(self.raw_fn(), policy=policy.compat32)
+        return self._parsed
+
+    def header_values(self, name: str) -> list[str]:
+        from fetchdeliver.message import decode_rfc2047
+
+        if self._headers is None:
+            from fetchdeliver.imapserver.mime import split_fields, unfold
+
+            raw = self.raw_fn()
+            end = raw.find(b"\n\n")
+            end2 = raw.find(b"\r\n\r\n")
+            cut = min(x for x in (end, end2, len(raw)) if x >= 0)
+            hdr = raw[:cut].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
+            self._headers = {}
+            for n, field in split_fields(hdr):
+                v = unfold(field.split(b":", 1)[1]) if b":" in field else b""
+                self._headers.setdefault(n, []).append(v)
+        out = []
+        for v in self._headers.get(name, []):
+            text = v.decode("utf-8", "replace")
+            out.append(decode_rfc2047(text))
+        return out
+
+    def body_text(self) -> str:
+        if self._body is None:
+            parts = []
+            try:
+                for part in self.email().walk():
+                    if part.is_multipart():
+                        continue
+                    payload = part.get_payload(decode=True) or b""
+                    if part.get_content_maintype() in ("text", "message") or not part.get_content_type():
+                        cs = part.get_content_charset() or "utf-8"
+                        try:
+                            parts.append(payload.decode(cs, "replace"))
+                        except LookupError:
+                            parts.append(payload.decode("utf-8", "replace"))
+            except Exception:  # a message the parser chokes on: search its raw body instead
+                raw = self.raw_fn()
+                body_at = raw.find(b"\n\n")
+                parts = [raw[body_at + 2:].decode("utf-8", "replace") if body_at >= 0 else ""]
+            self._body = "\n".join(parts).casefold()
+        return self._body
+
+
+def _in_set(n: int, ranges, star: int) -> bool:
+    for a, b in ranges:
+        a = star if a is None else a
+        b = star if b is None else b
+        if a > b:
+            a, b = b, a
+        if a <= n <= b:
+            return True
+    return False
+
+
+def _sent_date(c: Candidate) -> tuple[int, int, int] | None:
+    from email.utils import parsedate_tz
+
+    vals = c.header_values("date")
+    if not vals:
+        return None
+    t = parsedate_tz(vals[0])
+    if t is None:
+        return None
+    return t[0], t[1], t[2]
+
+
+def _internal_date(c: Candidate) -> tuple[int, int, int]:
+    tm = time.localtime(c.internaldate)
+    return tm.tm_year, tm.tm_mon, tm.tm_mday
+
+
+def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
+    kind = node[0]
+    if kind == "AND":
+        return all(matches(k, c, max_seq, max_uid) for k in node[1])
+    if kind == "ALL":
+        return True
+    if kind == "FLAG":
+        flag = node[1]
+        has = flag in c.flags if flag.startswith("\\") else flag.lower() in {f.lower() for f in c.flags}
+        return has == node[2]
+    if kind == "NEW":
+        return c.recent and "\\Seen" not in c.flags
+    if kind == "OLD":
+        return not c.recent
+    if kind == "RECENT":
+        return c.recent
+    if kind == "SEQ":
+        return _in_set(c.seq, node[1], max_seq)
+    if kind == "UID":
+        return _in_set(c.uid, node[1], max_uid)
+    if kind == "NOT":
+        return not matches(node[1], c, max_seq, max_uid)
+    if kind == "OR":
+        return matches(node[1], c, max_seq, max_uid) or matches(node[2], c, max_seq, max_uid)
+    if kind == "LARGER":
+        return c.size_fn() > node[1]
+    if kind == "SMALLER":
+        return c.size_fn() < node[1]
+    if kind == "HEADER":
+        needle = node[2].casefold()
+        vals = c.header_values(node[1])
+        if not needle:
+            return bool(vals)
+        return any(needle in v.casefold() for v in vals)
+    if kind == "BODY":
+        return node[1].casefold() in c.body_text()
+    if kind == "TEXT":
+        needle = node[1].casefold()
+        if needle in c.body_text():
+            return True
+        raw = c.raw_fn()
+        end = raw.find(b"\n\n")
+        head = raw[:end if end >= 0 else len(raw)].decode("utf-8", "replace")
+        from fetchdeliver.message import decode_rfc2047
+
+        return needle in head.casefold() or needle in decode_rfc2047(head).casefold()
+    if kind == "DATE":
+        which, want = node[1], node[2]
+        got = _sent_date(c) if which.startswith("SENT") else _internal_date(c)
+        if got is None:
+            return False
+        base = which[4:] if which.startswith("SENT") else which
+        g, w = calendar.timegm(got + (0, 0, 0)), calendar.timegm(want + (0, 0, 0))
+        return g < w if base == "BEFORE" else g == w if base == "ON" else g >= w
+    raise ValueError(f"unknown search node {kind}")
+
+
+def needs_text(node: tuple) -> bool:
+    kind = node[0]
+    if kind == "AND":
+        return any(needs_text(k) for k in node[1])
+    if kind == "NOT":
+        return needs_text(node[1])
+    if kind == "OR":
+        return needs_text(node[1]) or needs_text(node[2])
+    return kind in ("HEADER", "BODY", "TEXT", "DATE") and (kind != "DATE" or node[1].startswith("SENT"))

@@ -1,0 +1,1028 @@
+"""One IMAP connection: framing (lines + literals, bounded), the state machine, and every command.
+
+States: not authenticated -> authenticated -> selected -> logout (RFC 3501 section 3).
+The selected mailbox is seen through `View`: the sequence numbers and flags the
+client knows. After each command the mailbox is re-read (`Mailbox.sync`) and the
+differences go out as untagged EXISTS / EXPUNGE / FETCH FLAGS; EXPUNGE is held
+back during FETCH, STORE and SEARCH, where RFC 3501 forbids it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import ipaddress
+
+from fetchdeliver.imapserver import fetch as fetchmod
+from fetchdeliver.imapserver import search as searchmod
+from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
+                                              literal_at_end)
+from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
+
+NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
+MAX_COMMANDS_BEFORE_LOGIN = 50
+MAX_AUTH_FAILURES = 3
+MAX_LITERAL_BEFORE_LOGIN = 8192
+
+
+def _log():
+    import logging
+
+    return logging.getLogger("fetchdeliver.imapserver")
+
+
+class Bye(Exception):
+    """End the connection after sending an untagged BYE with this text."""
+
+
+class Done(Exception):
+    """LOGOUT: the tagged OK is sent, close quietly."""
+
+
+class View:
+    """The selected mailbox as the client knows it."""
+
+    def __init__(self, mailbox, readonly: bool) -> None:
+        self.mailbox = mailbox
+        self.readonly = readonly
+        self.msgs: list = []          # MessageInfo in sequence order
+        self.uids: list[int] = []
+        self.flags: dict[int, frozenset] = {}
+        self.recent: set[int] = set()
+        self.uidvalidity = mailbox.uidvalidity
+
+    def flags_of(self, m) -> bytes:
+        return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
+
+
+def flag_list(flags, recent: bool = False) -> bytes:
+    sys_part = [f for f in SYSTEM_FLAGS if f in flags]
+    kws = sorted(f for f in flags if not f.startswith("\\"))
+    if recent:
+        sys_part.append("\\Recent")
+    return ("(" + " ".join(sys_part + kws) + ")").encode("utf-8", "replace")
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Session:
+    def __init__(self, server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 tls: bool) -> None:
+        self.server = server
+        self.cfg = server.config
+        self.reader = reader
+        self.writer = writer
+        self.tls = tls
+        peer = writer.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.state = NOT_AUTH
+        self.account = None
+        self.storage = None
+        self.view: View | None = None
+        self.commands_before_login = 0
+        self.auth_failures = 0
+        self.changed = asyncio.Event()
+        self._watch_tokens = []
+        self.loop = asyncio.get_running_loop()
+
+    # -- output ---------------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def out(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def capabilities(self) -> str:
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
+                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+        if self.state == NOT_AUTH:
+            if self.cfg.ssl_context is not None and not self.tls:
+                caps.append("STARTTLS")
+            if self.login_allowed():
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")
+        return " ".join(caps)
+
+    def login_allowed(self) -> bool:
+        return self.tls or self.cfg.allow_plaintext_auth or is_loopback(self.peer)
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self.send(f"* OK [CAPABILITY {self.capabilities()}] fetchdeliver IMAP ready\r\n".encode())
+            while self.state != LOGOUT:
+                try:
+                    buf = await self.read_command()
+                except Bye as e:
+                    await self.send(f"* BYE {e}\r\n".encode())
+                    return
+                if buf is None:
+                    continue
+                await self.handle(buf)
+        except Done:
+            pass
+        except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+            pass
+        except Bye as e:
+            try:
+                await self.send(f"* BYE {e}\r\n".encode())
+            except ConnectionError:
+                pass
+        finally:
+            self.unwatch()
+            if self.view is not None:
+                self.view.mailbox.close()
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+
+    async def read_line(self, timeout: float | None = None) -> bytes:
+        t = self.cfg.idle_timeout if timeout is None else timeout
+        try:
+            line = await asyncio.wait_for(self.reader.readuntil(b"\n"), t)
+        except asyncio.TimeoutError:
+            raise Bye("Disconnected for inactivity.") from None
+        except asyncio.LimitOverrunError:
+            raise Bye(f"Command line longer than {self.cfg.max_line} bytes.") from None
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                raise Bye("Connection closed in the middle of a command.") from None
+            raise EOFError from None
+        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+
+    async def read_command(self) -> bytes | None:
+        """One complete command (literals included), or None after answering a bad one."""
+        line = await self.read_line()
+        buf = bytearray(line)
+        total = len(line)
+        while True:
+            lit = literal_at_end(line)
+            if lit is None:
+                return bytes(buf)
+            size, nonsync = lit
+            limit = self.cfg.max_literal if self.state != NOT_AUTH else MAX_LITERAL_BEFORE_LOGIN
+            total += size
+            if size > limit or total > limit + self.cfg.max_line * 4:
+                if nonsync:
+                    raise Bye(f"Literal of {size} bytes is too large (limit {limit}).")
+                tag = _guess_tag(bytes(buf))
+                await self.send(f"{tag} BAD [TOOBIG] Literal of {size} bytes is too large "
+                                f"(limit {limit}).\r\n".encode())
+                return None
+            if not nonsync:
+                await self.send(b"+ OK\r\n")
+            try:
+                data = await asyncio.wait_for(self.reader.readexactly(size), self.cfg.idle_timeout)
+            except asyncio.TimeoutError:
+                raise Bye("Disconnected for inactivity.") from None
+            except asyncio.IncompleteReadError:
+                raise EOFError from None
+            buf += b"\r\n" + data
+            line = await self.read_line()
+            buf += line
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def handle(self, buf: bytes) -> None:
+        p = Parser(buf)
+        try:
+            tag = p.tag()
+        except ParseError:
+            await self.send(b"* BAD Missing or invalid tag.\r\n")
+            self._count_before_login()
+            return
+        try:
+            p.sp()
+            name = p.atom().upper()
+        except ParseError:
+            await self.send(f"{tag} BAD Missing command name.\r\n".encode())
+            self._count_before_login()
+            return
+        uid = False
+        if name == "UID":
+            try:
+                p.sp()
+                name = p.atom().upper()
+            except ParseError:
+                await self.send(f"{tag} BAD UID needs a command (FETCH, STORE, SEARCH, COPY, MOVE, "
+                                f"EXPUNGE).\r\n".encode())
+                return
+            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+                await self.send(f"{tag} BAD Unknown UID command {name}.\r\n".encode())
+                return
+            uid = True
+        spec = COMMANDS.get(name)
+        if spec is None:
+            await self.send(f"{tag} BAD Unknown command {name[:40]}.\r\n".encode())
+            self._count_before_login()
+            return
+        method, states = spec
+        if self.state not in states:
+            await self.send(f"{tag} BAD {name} is not valid in the {self.state} state.\r\n".encode())
+            self._count_before_login()
+            return
+        if self.state == NOT_AUTH:
+            self._count_before_login()
+        try:
+            if uid:
+                await method(self, tag, p, uid=True)
+            else:
+                await method(self, tag, p)
+        except ParseError as e:
+            await self.send(f"{tag} BAD Error in IMAP command {name}: {e}.\r\n".encode("utf-8", "replace"))
+        except searchmod.BadCharset as e:
+            await self.send(f'{tag} NO [BADCHARSET ("UTF-8" "US-ASCII")] Unsupported charset {e}.\r\n'
+                            .encode("utf-8", "replace"))
+        except StorageError as e:
+            code = f"[{e.code}] " if e.code else ""
+            await self.send(f"{tag} NO {code}{_oneline(str(e))}\r\n".encode("utf-8", "replace"))
+        except (Bye, Done, ConnectionError, EOFError, asyncio.IncompleteReadError):
+            raise
+        except Exception as e:  # a bug must not take the other sessions (or this one) down
+            _log().exception("internal error in %s", name)
+            await self.send(f"{tag} NO [SERVERBUG] Internal error: {type(e).__name__}.\r\n".encode())
+
+    def _count_before_login(self) -> None:
+        if self.state == NOT_AUTH:
+            self.commands_before_login += 1
+            if self.commands_before_login > MAX_COMMANDS_BEFORE_LOGIN:
+                raise Bye("Too many commands before login.")
+
+    # -- any state -------------------------------------------------------------------------------
+
+    async def cmd_capability(self, tag, p):
+        p.end()
+        await self.send(f"* CAPABILITY {self.capabilities()}\r\n{tag} OK Capability completed.\r\n".encode())
+
+    async def cmd_noop(self, tag, p):
+        p.end()
+        await self.sync_out()
+        await self.send(f"{tag} OK NOOP completed.\r\n".encode())
+
+    async def cmd_logout(self, tag, p):
+        p.end()
+        self.state = LOGOUT
+        await self.send(f"* BYE Logging out.\r\n{tag} OK Logout completed.\r\n".encode())
+        raise Done
+
+    async def cmd_id(self, tag, p):
+        p.sp()
+        if not p.maybe(b"NIL"):
+            p.expect(b"(")
+            while not p.maybe(b")"):
+                p.nstring()
+                p.sp()
+                p.nstring()
+                p.maybe(b" ")
+        p.end()
+        from fetchdeliver import __version__
+
+        await self.send(f'* ID ("name" "fetchdeliver" "version" "{__version__}")\r\n'
+                        f"{tag} OK ID completed.\r\n".encode())
+
+    async def cmd_enable(self, tag, p):
+        p.sp()
+        while True:
+            p.atom()
+            if p.at_end():
+                break
+            p.sp()
+        await self.send(f"* ENABLED\r\n{tag} OK Enabled.\r\n".encode())
+
+    # -- not authenticated ----------------------------------------------------------------------------
+
+    async def cmd_starttls(self, tag, p):
+        p.end()
+        if self.cfg.ssl_context is None or self.tls:
+            await self.send(f"{tag} BAD STARTTLS is not available here.\r\n".encode())
+            return
+        if self.reader._buffer:  # bytes sent after STARTTLS before the handshake: an injection attempt
+            raise Bye("Data after STARTTLS before the TLS handshake.")
+        await self.send(f"{tag} OK Begin TLS negotiation now.\r\n".encode())
+        await self.writer.start_tls(self.cfg.ssl_context)
+        self.tls = True
+
+    async def cmd_login(self, tag, p):
+        p.sp()
+        user = p.astring()
+        p.sp()
+        password = p.astring()
+        p.end()
+        if not self.login_allowed():
+            await self.send(f"{tag} NO [PRIVACYREQUIRED] Plaintext login is disabled on this "
+                            f"connection; use STARTTLS or the TLS port.\r\n".encode())
+            return
+        await self._login(tag, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+
+    async def cmd_authenticate(self, tag, p):
+        p.sp()
+        mech = p.atom().upper()
+        initial = None
+        if not p.at_end():
+            p.sp()
+            initial = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+        p.end()
+        if mech != "PLAIN":
+            await self.send(f"{tag} NO Unsupported authentication mechanism {mech}.\r\n".encode())
+            return
+        if not self.login_allowed():
+            await self.send(f"{tag} NO [PRIVACYREQUIRED] Plaintext authentication is disabled on this "
+                            f"connection; use STARTTLS or the TLS port.\r\n".encode())
+            return
+        if initial is None:
+            await self.send(b"+ \r\n")
+            initial = await self.read_line()
+        if initial == b"*":
+            await self.send(f"{tag} BAD Authentication canceled.\r\n".encode())
+            return
+        try:
+            data = base64.b64decode(initial, validate=True) if initial != b"=" else b""
+            authzid, user, password = data.split(b"\0")
+        except (ValueError, TypeError):
+            await self.send(f"{tag} BAD Invalid SASL PLAIN response.\r\n".encode())
+            return
+        if authzid and authzid != user:
+            await self.send(f"{tag} NO [AUTHORIZATIONFAILED] Proxy authorization is not supported.\r\n"
+                            .encode())
+            return
+        await self._login(tag, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+
+    async def _login(self, tag: str, user: str, password: str) -> None:
+        try:
+            account = await asyncio.to_thread(self.server.authenticate, user, password)
+        except Exception as e:
+            _log().error("authentication backend failed: %s", e)
+            await self.send(f"{tag} NO [UNAVAILABLE] Authentication is temporarily unavailable.\r\n".encode())
+            return
+        if account is None:
+            self.auth_failures += 1
+            _log().warning("failed login for %r from %s", user, self.peer)
+            await asyncio.sleep(self.cfg.login_failure_delay)
+            await self.send(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".encode())
+            if self.auth_failures >= MAX_AUTH_FAILURES:
+                raise Bye("Too many failed logins.")
+            return
+        try:
+            self.storage = self.server.storage_for(account)
+        except Exception as e:
+            _log().error("no mail store for %s: %s", user, e)
+            await self.send(f"{tag} NO [UNAVAILABLE] Mail store unavailable: {_oneline(str(e))}\r\n"
+                            .encode("utf-8", "replace"))
+            return
+        self.account = account
+        self.state = AUTH
+        await self.send(f"{tag} OK [CAPABILITY {self.capabilities()}] Logged in.\r\n".encode())
+
+    # -- authenticated -----------------------------------------------------------------------------
+
+    async def cmd_select(self, tag, p, readonly=False):
+        p.sp()
+        name = p.mailbox()
+        if not p.at_end():
+            p.sp()
+            p.expect(b"(")  # select parameters (CONDSTORE ...) are not supported: refuse clearly
+            raise ParseError("SELECT parameters are not supported")
+        p.end()
+        self.close_view()
+        mbox = self.storage.open(name, readonly=readonly)
+        view = View(mbox, readonly or mbox.readonly)
+        msgs = mbox.sync()
+        view.recent = {m.uid for m in msgs if m.recent}
+        if not view.readonly and view.recent:
+            mbox.take_recent(msgs) if hasattr(mbox, "take_recent") else None
+            msgs = mbox.sync()
+        view.msgs = list(msgs)
+        view.uids = [m.uid for m in msgs]
+        view.flags = {m.uid: m.flags for m in msgs}
+        view.uidvalidity = mbox.uidvalidity
+        self.view = view
+        self.state = SELECTED
+        kws = sorted(set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")})
+        flags = " ".join(list(SYSTEM_FLAGS) + kws)
+        perm = "" if view.readonly else flags + (" \\*" if mbox.permanent_keywords else "")
+        first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
+        lines = [f"* FLAGS ({flags})",
+                 f"* OK [PERMANENTFLAGS ({perm})] Flags permitted.",
+                 f"* {len(msgs)} EXISTS", f"* {len(view.recent)} RECENT"]
+        if first_unseen:
+            lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
+        lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
+                  f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID.",
+                  f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
+                  f"{'Examine' if readonly else 'Select'} completed."]
+        self.watch(mbox)
+        await self.send(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+
+    async def cmd_examine(self, tag, p):
+        await self.cmd_select(tag, p, readonly=True)
+
+    def close_view(self) -> None:
+        if self.view is not None:
+            self.unwatch()
+            self.view.mailbox.close()
+            self.view = None
+            self.state = AUTH
+
+    async def cmd_create(self, tag, p):
+        p.sp()
+        name = p.mailbox()
+        uses: tuple[str, ...] = ()
+        if not p.at_end():
+            p.sp()
+            p.expect(b"(")
+            p.expect(b"USE")
+            p.sp()
+            flags = p.flag_list()
+            p.expect(b")")
+            for f in flags:
+                if f.lower() not in {u.lower() for u in SPECIAL_USES}:
+                    await self.send(f"{tag} NO [USEATTR] Unknown special-use attribute {f}.\r\n".encode())
+                    return
+            uses = tuple(next(u for u in SPECIAL_USES if u.lower() == f.lower()) for f in flags)
+        p.end()
+        name = name.rstrip("/")
+        if name.upper() == "INBOX":
+            await self.send(f"{tag} NO [ALREADYEXISTS] INBOX already exists.\r\n".encode())
+            return
+        self.storage.create(name, uses)
+        await self.send(f"{tag} OK Create completed.\r\n".encode())
+
+    async def cmd_delete(self, tag, p):
+        p.sp()
+        name = p.mailbox()
+        p.end()
+        if self.view is not None and self.view.mailbox.name == name:
+            self.close_view()
+        self.storage.delete(name)
+        await self.send(f"{tag} OK Delete completed.\r\n".encode())
+
+    async def cmd_rename(self, tag, p):
+        p.sp()
+        old = p.mailbox()
+        p.sp()
+        new = p.mailbox()
+        p.end()
+        self.storage.rename(old, new.rstrip("/"))
+        await self.send(f"{tag} OK Rename completed.\r\n".encode())
+
+    async def cmd_subscribe(self, tag, p):
+        p.sp()
+        name = p.mailbox()
+        p.end()
+        self.storage.subscribe(name)
+        await self.send(f"{tag} OK Subscribe completed.\r\n".encode())
+
+    async def cmd_unsubscribe(self, tag, p):
+        p.sp()
+        name = p.mailbox()
+        p.end()
+        self.storage.unsubscribe(name)
+        await self.send(f"{tag} OK Unsubscribe completed.\r\n".encode())
+
+    async def cmd_list(self, tag, p, lsub=False):
+        p.sp()
+        select_subscribed = False
+        if not lsub and p.peek() == 40:   # LIST-EXTENDED selection options
+            p.i += 1
+            while not p.maybe(b")"):
+                opt = p.atom().upper()
+                select_subscribed |= opt == "SUBSCRIBED"
+                p.maybe(b" ")
+            p.sp()
+        ref = decode_mailbox(p.astring())
+        p.sp()
+        patterns = []
+        if not lsub and p.peek() == 40:
+            p.i += 1
+            while not p.maybe(b")"):
+                patterns.append(p.list_mailbox())
+                p.maybe(b" ")
+        else:
+            patterns.append(p.list_mailbox())
+        return_subscribed = False
+        if not lsub and not p.at_end():
+            p.sp()
+            p.expect(b"RETURN")
+            p.sp()
+            p.expect(b"(")
+            while not p.maybe(b")"):
+                opt = p.atom().upper()
+                return_subscribed |= opt == "SUBSCRIBED"
+                p.maybe(b" ")
+        p.end()
+        word = "LSUB" if lsub else "LIST"
+        if len(patterns) == 1 and patterns[0] == b"":
+            await self.send(f'* {word} (\\Noselect) "/" ""\r\n{tag} OK {word} completed.\r\n'.encode())
+            return
+        entries = self.storage.list()
+        subs = set(self.storage.subscriptions()) if (lsub or select_subscribed or return_subscribed) else set()
+        regexes = [_pattern(ref, decode_mailbox(pat)) for pat in patterns]
+        out = []
+        for e in entries:
+            if not any(r.match(e.name) for r in regexes):
+                continue
+            attrs = set(e.attributes)
+            if lsub or select_subscribed:
+                if e.name not in subs:
+                    continue
+                attrs.discard("\\HasChildren")
+                attrs.discard("\\HasNoChildren")
+            if e.name in subs and (select_subscribed or return_subscribed):
+                attrs.add("\\Subscribed")
+            attr_text = " ".join(sorted(attrs, key=_attr_order))
+            out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(e.name) + b"\r\n")
+        out.append(f"{tag} OK {word} completed.\r\n".encode())
+        await self.send(b"".join(out))
+
+    async def cmd_lsub(self, tag, p):
+        await self.cmd_list(tag, p, lsub=True)
+
+    async def cmd_namespace(self, tag, p):
+        p.end()
+        await self.send(f'* NAMESPACE (("" "/")) NIL NIL\r\n{tag} OK Namespace completed.\r\n'.encode())
+
+    async def cmd_status(self, tag, p):
+        p.sp()
+        name = p.mailbox()
+        p.sp()
+        p.expect(b"(")
+        items = []
+        while not p.maybe(b")"):
+            items.append(p.atom().upper())
+            p.maybe(b" ")
+        p.end()
+        bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")]
+        if bad or not items:
+            raise ParseError(f"unknown STATUS item {bad[0] if bad else '(none given)'}")
+        if self.view is not None and self.view.mailbox.name == name:
+            mbox, own = self.view.mailbox, False
+        else:
+            mbox, own = self.storage.open(name, readonly=True), True
+        try:
+            msgs = mbox.sync()
+            vals = []
+            for i in items:
+                if i == "MESSAGES":
+                    v = len(msgs)
+                elif i == "RECENT":
+                    v = sum(1 for m in msgs if m.recent)
+                elif i == "UIDNEXT":
+                    v = mbox.uidnext()
+                elif i == "UIDVALIDITY":
+                    v = mbox.uidvalidity
+                elif i == "UNSEEN":
+                    v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+                else:
+                    v = sum(mbox.size(m) for m in msgs)
+                vals.append(f"{i} {v}")
+        finally:
+            if own:
+                mbox.close()
+        await self.send(b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
+                        + f"{tag} OK Status completed.\r\n".encode())
+
+    async def cmd_append(self, tag, p):
+        p.sp()
+        name = p.mailbox()
+        p.sp()
+        flags: list[str] = []
+        date = None
+        if p.peek() == 40:
+            flags = [canonical_flag(f) for f in p.flag_list()]
+            p.sp()
+        if p.peek() == 34:
+            date = p.date_time()
+            p.sp()
+        data = p.literal()
+        p.end()
+        if any(f.lower() == "\\recent" or f == "\\*" for f in flags):
+            raise ParseError("\\Recent and \\* cannot be set by APPEND")
+        if self.view is not None and self.view.mailbox.name == name:
+            mbox, own = self.view.mailbox, False
+        else:
+            try:
+                mbox, own = self.storage.open(name), True
+            except StorageError as e:
+                if e.code == "NONEXISTENT":
+                    e.code = "TRYCREATE"
+                raise
+        try:
+            uid = mbox.append(data, frozenset(flags), date)
+            uidvalidity = mbox.uidvalidity
+        finally:
+            if own:
+                mbox.close()
+        await self.sync_out()
+        await self.send(f"{tag} OK [APPENDUID {uidvalidity} {uid}] Append completed.\r\n".encode())
+
+    async def cmd_idle(self, tag, p):
+        p.end()
+        await self.sync_out()
+        await self.send(b"+ idling\r\n")
+        reader_task = asyncio.ensure_future(self.read_line(self.cfg.idle_timeout * 3))
+        try:
+            while True:
+                self.changed.clear()
+                waiter = asyncio.ensure_future(self.changed.wait())
+                done, _ = await asyncio.wait({reader_task, waiter}, timeout=self.cfg.idle_poll,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reader_task in done:
+                    waiter.cancel()
+                    line = reader_task.result()
+                    if line.upper() != b"DONE":
+                        await self.send(f"{tag} BAD Expected DONE.\r\n".encode())
+                    else:
+                        await self.sync_out()
+                        await self.send(f"{tag} OK Idle completed.\r\n".encode())
+                    return
+                waiter.cancel()
+                if self.state == SELECTED:
+                    await self.sync_out()
+        finally:
+            if not reader_task.done():
+                reader_task.cancel()
+
+    # -- selected --------------------------------------------------------------------------------------
+
+    async def cmd_check(self, tag, p):
+        p.end()
+        await self.sync_out()
+        await self.send(f"{tag} OK Check completed.\r\n".encode())
+
+    async def cmd_close(self, tag, p):
+        p.end()
+        v = self.view
+        if not v.readonly:
+            try:
+                doomed = [m for m in v.mailbox.sync() if "\\Deleted" in m.flags]
+                v.mailbox.expunge(doomed)
+            except StorageError:
+                pass
+        self.close_view()
+        await self.send(f"{tag} OK Close completed.\r\n".encode())
+
+    async def cmd_unselect(self, tag, p):
+        p.end()
+        self.close_view()
+        await self.send(f"{tag} OK Unselect completed.\r\n".encode())
+
+    async def cmd_expunge(self, tag, p, uid=False):
+        uidset = None
+        if uid:
+            p.sp()
+            uidset = p.sequence_set()
+        p.end()
+        v = self.view
+        if v.readonly:
+            await self.send(f"{tag} NO [READ-ONLY] The mailbox is open read-only.\r\n".encode())
+            return
+        await self.sync_out(expunge=False)
+        star = v.uids[-1] if v.uids else 0
+        doomed = [m for m in v.msgs if "\\Deleted" in v.flags.get(m.uid, m.flags)
+                  and (uidset is None or searchmod._in_set(m.uid, uidset, star))]
+        v.mailbox.expunge(doomed)
+        await self.sync_out()
+        await self.send(f"{tag} OK Expunge completed.\r\n".encode())
+
+    def resolve(self, ranges, uid: bool) -> list[int]:
+        """Indices into view.msgs for a sequence set (by UID when `uid`)."""
+        v = self.view
+        n = len(v.msgs)
+        idx: set[int] = set()
+        if uid:
+            star = v.uids[-1] if v.uids else 0
+            for a, b in ranges:
+                a = star if a is None else a
+                b = star if b is None else b
+                if a > b:
+                    a, b = b, a
+                lo = bisect.bisect_left(v.uids, a)
+                hi = bisect.bisect_right(v.uids, b)
+                idx.update(range(lo, hi))
+        else:
+            for a, b in ranges:
+                a = n if a is None else a
+                b = n if b is None else b
+                if a > b:
+                    a, b = b, a
+                if b > n or a < 1:
+                    raise ParseError(f"invalid message sequence number {b if b > n else a} "
+                                     f"(the mailbox has {n} messages)")
+                idx.update(range(a - 1, b))
+        return sorted(idx)
+
+    async def cmd_fetch(self, tag, p, uid=False):
+        p.sp()
+        ranges = p.sequence_set()
+        p.sp()
+        items = fetchmod.parse_fetch_atts(p)
+        p.end()
+        await self.sync_out(expunge=uid)
+        v = self.view
+        indices = self.resolve(ranges, uid)
+        if uid and "UID" not in items:
+            items = ["UID"] + items
+        need_body = fetchmod.needs_body(items)
+        mark = fetchmod.sets_seen(items) and not v.readonly
+        if mark:
+            changes = [(v.msgs[i], v.flags[v.msgs[i].uid] | {"\\Seen"}) for i in indices
+                       if "\\Seen" not in v.flags[v.msgs[i].uid]]
+            if changes:
+                v.mailbox.set_flags(changes)
+                for m, f in changes:
+                    v.flags[m.uid] = f
+                if "FLAGS" not in items:
+                    items = items + ["FLAGS"]
+        mbox = v.mailbox
+        pending = 0
+        for i in indices:
+            m = v.msgs[i]
+            parsed = None
+            if need_body:
+                try:
+                    parsed = fetchmod.Parsed(mbox.read(m))
+                except StorageError:
+                    continue  # expunged by someone else: nothing to say about it
+            data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid)
+            self.out(b"* %d FETCH " % (i + 1) + data + b"\r\n")
+            pending += len(data)
+            if pending > 256 * 1024:
+                await self.writer.drain()
+                pending = 0
+        await self.send(f"{tag} OK Fetch completed.\r\n".encode())
+
+    async def cmd_store(self, tag, p, uid=False):
+        p.sp()
+        ranges = p.sequence_set()
+        p.sp()
+        mode = "="
+        if p.peek() in (43, 45):
+            mode = chr(p.peek())
+            p.i += 1
+        p.expect(b"FLAGS")
+        silent = p.maybe(b".SILENT")
+        p.sp()
+        if p.peek() == 40:
+            flags = p.flag_list()
+        else:
+            flags = [p.flag()]
+            while not p.at_end():
+                p.sp()
+                flags.append(p.flag())
+        p.end()
+        flags = [canonical_flag(f) for f in flags]
+        for f in flags:
+            if f.startswith("\\") and f not in SYSTEM_FLAGS:
+                raise ParseError(f"the flag {f} cannot be stored")
+        v = self.view
+        if v.readonly:
+            await self.send(f"{tag} NO [READ-ONLY] The mailbox is open read-only.\r\n".encode())
+            return
+        await self.sync_out(expunge=uid)
+        indices = self.resolve(ranges, uid)
+        fs = frozenset(flags)
+        changes = []
+        for i in indices:
+            m = v.msgs[i]
+            cur = v.flags[m.uid]
+            if mode == "+":
+                new = cur | fs
+            elif mode == "-":
+                new = frozenset(f for f in cur if f not in fs and (f.startswith("\\") or
+                                                                   f.lower() not in {x.lower() for x in fs}))
+            else:
+                new = fs
+            if new != cur:
+                changes.append((m, new))
+        if changes:
+            v.mailbox.set_flags(changes)
+            for m, new in changes:
+                v.flags[m.uid] = new
+        if not silent:
+            for i in indices:
+                m = v.msgs[i]
+                extra = b" UID %d" % m.uid if uid else b""
+                self.out(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(m) + extra + b")\r\n")
+        await self.send(f"{tag} OK Store completed.\r\n".encode())
+
+    async def cmd_copy(self, tag, p, uid=False, move=False):
+        p.sp()
+        ranges = p.sequence_set()
+        p.sp()
+        dest_name = p.mailbox()
+        p.end()
+        v = self.view
+        if move and v.readonly:
+            await self.send(f"{tag} NO [READ-ONLY] The mailbox is open read-only.\r\n".encode())
+            return
+        await self.sync_out(expunge=uid)
+        indices = self.resolve(ranges, uid)
+        try:
+            dest = self.storage.open(dest_name)
+        except StorageError as e:
+            if e.code == "NONEXISTENT":
+                e.code = "TRYCREATE"
+            raise
+        try:
+            msgs = [v.msgs[i] for i in indices]
+            for m in msgs:
+                m.flags = v.flags[m.uid]
+            new_uids = v.mailbox.copy_to(msgs, dest) if msgs else []
+            dest_validity = dest.uidvalidity
+        finally:
+            dest.close()
+        code = ""
+        if msgs:
+            # Two lists in the same order: source UID i was copied to destination UID i.
+            code = (f"[COPYUID {dest_validity} {','.join(str(m.uid) for m in msgs)} "
+                    f"{','.join(str(u) for u in new_uids)}] ")
+        if move:
+            if code:
+                self.out(f"* OK {code}Moved.\r\n".encode())
+            v.mailbox.expunge(msgs)
+            await self.sync_out()
+            await self.send(f"{tag} OK Move completed.\r\n".encode())
+        else:
+            await self.sync_out(expunge=uid)
+            await self.send(f"{tag} OK {code}Copy completed.\r\n".encode())
+
+    async def cmd_move(self, tag, p, uid=False):
+        await self.cmd_copy(tag, p, uid=uid, move=True)
+
+    async def cmd_search(self, tag, p, uid=False):
+        p.sp()
+        if p.maybe(b"RETURN "):
+            raise ParseError("SEARCH RETURN (ESEARCH) is not supported")
+        tree = searchmod.parse_search(p)
+        p.end()
+        await self.sync_out(expunge=uid)
+        v = self.view
+        mbox = v.mailbox
+        max_seq = len(v.msgs)
+        max_uid = v.uids[-1] if v.uids else 0
+        hits = []
+        for i, m in enumerate(v.msgs, 1):
+            c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
+                                    lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m))
+            if searchmod.matches(tree, c, max_seq, max_uid):
+                hits.append(m.uid if uid else i)
+        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n"
+                         f"{tag} OK Search completed.\r\n").encode())
+
+    # -- the change feed ------------------------------------------------------------------------------
+
+    async def sync_out(self, expunge: bool = True) -> None:
+        """Re-read the selected mailbox; tell the client what changed."""
+        v = self.view
+        if v is None:
+            return
+        try:
+            msgs = v.mailbox.sync()
+        except StorageError as e:
+            if e.code == "NONEXISTENT":
+                raise Bye("The selected mailbox was deleted.") from None
+            raise
+        if v.mailbox.uidvalidity != v.uidvalidity:
+            raise Bye("The mailbox's UIDVALIDITY changed; please resynchronize.")
+        current = {m.uid: m for m in msgs}
+        out = []
+        if expunge:
+            i = len(v.msgs) - 1
+            while i >= 0:
+                m = v.msgs[i]
+                if m.uid not in current:
+                    out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                    del v.msgs[i]
+                    del v.uids[i]
+                    v.flags.pop(m.uid, None)
+                    v.recent.discard(m.uid)
+                i -= 1
+        last = v.uids[-1] if v.uids else 0
+        new = [m for m in msgs if m.uid > last]
+        for i, m in enumerate(v.msgs):
+            cur = current.get(m.uid)
+            if cur is None:
+                continue
+            v.msgs[i] = cur
+            if cur.flags != v.flags.get(m.uid):
+                v.flags[m.uid] = cur.flags
+                out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+        if new:
+            for m in new:
+                v.msgs.append(m)
+                v.uids.append(m.uid)
+                v.flags[m.uid] = m.flags
+                if m.recent:
+                    v.recent.add(m.uid)
+            out.append(b"* %d EXISTS\r\n" % len(v.msgs))
+            out.append(b"* %d RECENT\r\n" % len(v.recent))
+            if not v.readonly and any(m.recent for m in new) and hasattr(v.mailbox, "take_recent"):
+                v.mailbox.take_recent(new)
+        if out:
+            await self.send(b"".join(out))
+
+    def watch(self, mbox) -> None:
+        self.unwatch()
+        loop = self.loop
+        changed = self.changed
+
+        def notify():
+            loop.call_soon_threadsafe(changed.set)
+
+        self._watch_tokens = self.server.watcher.subscribe(mbox.watch_paths(), notify)
+
+    def unwatch(self) -> None:
+        if self._watch_tokens:
+            self.server.watcher.unsubscribe(self._watch_tokens)
+            self._watch_tokens = []
+
+
+def _read_or_empty(mbox, m) -> bytes:
+    try:
+        return mbox.read(m)
+    except StorageError:
+        return b""
+
+
+def _oneline(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _guess_tag(buf: bytes) -> str:
+    t = buf.split(b" ", 1)[0]
+    try:
+        return Parser(t).tag() if t else "*"
+    except ParseError:
+        return "*"
+
+
+def _attr_order(a: str) -> tuple:
+    order = ["\\Noselect", "\\HasChildren", "\\HasNoChildren", "\\Subscribed"]
+    return (order.index(a) if a in order else len(order), a)
+
+
+def _pattern(ref: str, pattern: str):
+    import re
+
+    full = ref + pattern if not pattern.startswith("/") or not ref else ref.rstrip("/") + pattern
+    out = []
+    for ch in full:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    rx = "".join(out)
+    if full.upper().startswith("INBOX"):
+        rx = "(?i:INBOX)" + "".join(out[5:])
+    return re.compile(rx + r"\Z", re.DOTALL)
+
+
+_ALL = (NOT_AUTH, AUTH, SELECTED)
+_AUTHED = (AUTH, SELECTED)
+COMMANDS = {
+    "CAPABILITY": (Session.cmd_capability, _ALL),
+    "NOOP": (Session.cmd_noop, _ALL),
+    "LOGOUT": (Session.cmd_logout, _ALL),
+    "ID": (Session.cmd_id, _ALL),
+    "STARTTLS": (Session.cmd_starttls, (NOT_AUTH,)),
+    "LOGIN": (Session.cmd_login, (NOT_AUTH,)),
+    "AUTHENTICATE": (Session.cmd_authenticate, (NOT_AUTH,)),
+    "ENABLE": (Session.cmd_enable, _AUTHED),
+    "SELECT": (Session.cmd_select, _AUTHED),
+    "EXAMINE": (Session.cmd_examine, _AUTHED),
+    "CREATE": (Session.cmd_create, _AUTHED),
+    "DELETE": (Session.cmd_delete, _AUTHED),
+    "RENAME": (Session.cmd_rename, _AUTHED),
+    "SUBSCRIBE": (Session.cmd_subscribe, _AUTHED),
+    "UNSUBSCRIBE": (Session.cmd_unsubscribe, _AUTHED),
+    "LIST": (Session.cmd_list, _AUTHED),
+    "LSUB": (Session.cmd_lsub, _AUTHED),
+    "NAMESPACE": (Session.cmd_namespace, _AUTHED),
+    "STATUS": (Session.cmd_status, _AUTHED),
+    "APPEND": (Session.cmd_append, _AUTHED),
+    "IDLE": (Session.cmd_idle, _AUTHED),
+    "CHECK": (Session.cmd_check, (SELECTED,)),
+    "CLOSE": (Session.cmd_close, (SELECTED,)),
+    "UNSELECT": (Session.cmd_unselect, (SELECTED,)),
+    "EXPUNGE": (Session.cmd_expunge, (SELECTED,)),
+    "SEARCH": (Session.cmd_search, (SELECTED,)),
+    "FETCH": (Session.cmd_fetch, (SELECTED,)),
+    "STORE": (Session.cmd_store, (SELECTED,)),
+    "COPY": (Session.cmd_copy, (SELECTED,)),
+    "MOVE": (Session.cmd_move, (SELECTED,)),
+}

@@ -1,0 +1,82 @@
+"""The [imap] configuration table.
+
+    [imap]
+    listen = "127.0.0.1:1143"          # or a list; "" for none
+    tls_listen = "0.0.0.0:993"         # implicit TLS (needs cert and key)
+    cert = "/etc/ssl/mail.pem"
+    key = "/etc/ssl/mail.key"          # STARTTLS is offered on `listen` when both are set
+    passwd_file = "~/.config/fetchdeliver/imap.passwd"
+    allow_plaintext_auth = false       # LOGIN/PLAIN on non-TLS, non-loopback connections
+    login_failure_delay = "2s"
+    idle_timeout = "30m"               # an idle session is dropped after this (IDLE: 3x longer)
+    max_line = 65536                   # bytes in one command line
+    max_literal = 67108864             # bytes in one literal (APPEND size limit)
+    backend = "package.module:factory" # a plugin Authenticator (see docs in imapserver/plugin.py)
+"""
+
+from __future__ import annotations
+
+from fetchdeliver import config
+
+
+def _address(v, where):
+    v = config._str(v, where).strip()
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
+        raise ValueError(f"expected HOST:PORT such as \"127.0.0.1:1143\", got {v!r}")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"{v!r} has no host (use 0.0.0.0 or :: for every address)")
+    return v
+
+
+def _addresses(v, where):
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"expected \"HOST:PORT\" or a list of them, got {v!r}")
+    return [_address(x, where) for x in items if x.strip()]
+
+
+def _plugin(v, where):
+    v = config._nonempty_str(v, where)
+    mod, sep, attr = v.partition(":")
+    if not sep or not mod or not attr:
+        raise ValueError(f"expected \"package.module:callable\", got {v!r}")
+    return v
+
+
+IMAP_KEYS = {
+    "listen": _addresses,
+    "tls_listen": _addresses,
+    "cert": config._path,
+    "key": config._path,
+    "passwd_file": config._path,
+    "allow_plaintext_auth": config._bool,
+    "login_failure_delay": config._duration,
+    "idle_timeout": config._duration,
+    "max_line": config._int(lo=1024, hi=1 << 30),
+    "max_literal": config._int(lo=1024, hi=1 << 40),
+    "backend": _plugin,
+}
+
+
+def _check_imap(table: dict, file: str) -> None:
+    from fetchdeliver.errors import ConfigError
+
+    if table.get("tls_listen") and not (table.get("cert") and table.get("key")):
+        raise ConfigError("tls_listen needs cert and key", file=file, key="imap.tls_listen")
+    if bool(table.get("cert")) != bool(table.get("key")):
+        raise ConfigError("set both cert and key, or neither", file=file, key="imap.cert")
+
+
+config.register_table("imap", IMAP_KEYS, _check_imap)
+
+DEFAULTS = {
+    "listen": ["127.0.0.1:1143"],
+    "tls_listen": [],
+    "allow_plaintext_auth": False,
+    "login_failure_delay": 2,
+    "idle_timeout": 1800,
+    "max_line": 65536,
+    "max_literal": 64 * 1024 * 1024,
+}

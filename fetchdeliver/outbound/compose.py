@@ -1,0 +1,273 @@
+"""The mail we write ourselves: vacation replies, notify mailto, delivery status notifications.
+
+Plus the rules that keep automatic mail from doing harm: no auto-reply to
+lists, bulk mail, other robots or the null sender (RFC 3834, RFC 5230), and
+no redirect that would loop (Delivered-To / X-Loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from email.utils import formatdate, getaddresses, make_msgid
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fetchdeliver.actions import Notify, Vacation
+    from fetchdeliver.message import Message
+
+ROBOT_LOCALPARTS = ("mailer-daemon", "listserv", "majordomo", "postmaster", "noreply", "no-reply")
+LIST_HEADERS = ("list-id", "list-post", "list-help", "list-subscribe", "list-unsubscribe", "list-owner",
+                "list-archive")
+MAX_DELIVERED_TO = 20
+
+
+def bare(addr: str) -> str:
+    return (addr or "").strip().strip("<>").strip().lower()
+
+
+def local_address(message: "Message", hostname: str) -> str:
+    """The address the message was delivered to (for From: of replies and X-Loop)."""
+    for a in (message.original_recipient, *(message.recipients or [])):
+        if a:
+            return bare(a)
+    return f"fetchdeliver@{hostname}"
+
+
+def _header_addresses(message: "Message", *names: str) -> list[str]:
+    values = []
+    for n in names:
+        values.extend(message.get_all(n, decode=True) or [])
+    return [bare(a) for _name, a in getaddresses(values) if a]
+
+
+# -- redirect --------------------------------------------------------------------------------
+
+def redirect_loop(message: "Message", target: str, local: str) -> str | None:
+    """Why redirecting `message` to `target` would loop, or None."""
+    t = bare(target)
+    delivered = [bare(v) for v in (message.get_all("Delivered-To") or [])]
+    if t in delivered:
+        return f"the message was already delivered to {t} (Delivered-To)"
+    loops = [bare(v) for v in (message.get_all("X-Loop") or [])]
+    if t in loops or local in loops:
+        return f"the message was already redirected by {local if local in loops else t} (X-Loop)"
+    if len(delivered) > MAX_DELIVERED_TO:
+        return f"{len(delivered)} Delivered-To headers: a forwarding loop"
+    return None
+
+
+def redirect_raw(message: "Message", local: str) -> bytes:
+    """The bytes to send on: our Return-Path removed (it belongs to the final delivery), X-Loop added."""
+    raw = message.raw
+    if raw[:12].lower() == b"return-path:":
+        nl = raw.find(b"\n")
+        raw = raw[nl + 1:] if nl >= 0 else b""
+    eol = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
+    return f"X-Loop: {local}".encode("utf-8", "surrogateescape") + eol + raw
+
+
+# -- vacation (RFC 5230) -----------------------------------------------------------------------
+
+def auto_reply_refusal(message: "Message", own: list[str]) -> str | None:
+    """Why no automatic reply may go to this message's sender, or None (RFC 3834 / RFC 5230)."""
+    sender = bare(message.sender)
+    if not sender:
+        return "the sender is the null address <>"
+    localpart = sender.split("@", 1)[0]
+    if localpart in ROBOT_LOCALPARTS or localpart.startswith("owner-") or localpart.endswith("-request"):
+        return f"the sender {sender} is a mailing list or mailer daemon"
+    if sender in own:
+        return "the sender is the recipient itself"
+    auto = (message.get("Auto-Submitted") or "no").strip().lower()
+    if not auto.startswith("no"):
+        return f"the message is Auto-Submitted: {auto}"
+    prec = (message.get("Precedence") or "").strip().lower()
+    if prec in ("bulk", "list", "junk"):
+        return f"the message has Precedence: {prec}"
+    for h in LIST_HEADERS:
+        if message.get(h) is not None:
+            return f"the message came from a mailing list ({h})"
+    suppress = (message.get("X-Auto-Response-Suppress") or "").lower()
+    if "all" in suppress or "oof" in suppress:
+        return "the message asks for no automatic replies (X-Auto-Response-Suppress)"
+    return None
+
+
+def vacation_key(action: "Vacation", local: str, sender: str) -> str:
+    """The memory key: one reply per (recipient, sender, handle) within the period."""
+    handle = action.handle
+    if handle is None:  # RFC 5230 4.2: derived from :subject, :from, :mime and the reason
+        handle = hashlib.sha256(repr((action.subject, action.from_, action.mime, action.reason))
+                                .encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{bare(local)}\0{bare(sender)}\0{handle}"
+
+
+def vacation_reply(action: "Vacation", message: "Message", local: str, hostname: str) -> bytes:
+    orig_subject = message.get("Subject") or ""
+    subject = action.subject if action.subject is not None else f"Auto: {orig_subject}".rstrip()
+    from_ = action.from_ or local
+    headers = [("From", from_), ("To", message.sender), ("Subject", subject),
+               ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
+               ("Auto-Submitted", "auto-replied (vacation)"), ("Precedence", "bulk")]
+    mid = (message.get("Message-ID") or "").strip()
+    if mid:
+        refs = (message.get("References") or "").split()
+        headers += [("In-Reply-To", mid), ("References", " ".join([*refs, mid]))]
+    headers.append(("MIME-Version", "1.0"))
+    if action.mime:
+        # :mime: the reason is a MIME entity (its own Content-Type and body)
+        body = action.reason.replace("\r\n", "\n")
+        return _render(headers, None) + body.encode("utf-8", "surrogateescape")
+    return _render(headers, action.reason)
+
+
+# -- notify mailto (RFC 5436) ------------------------------------------------------------------
+
+def parse_mailto(uri: str) -> tuple[list[str], dict[str, str]]:
+    """'mailto:a@b,c@d?subject=x&body=y' -> (recipients, {lower-cased header: value})."""
+    from urllib.parse import unquote
+
+    if not uri.lower().startswith("mailto:"):
+        raise ValueError(f"not a mailto: URI: {uri!r}")
+    rest = uri[7:]
+    path, _, query = rest.partition("?")
+    to = [unquote(a) for a in path.split(",") if a.strip()]
+    headers: dict[str, str] = {}
+    for pair in query.split("&") if query else []:
+        name, _, value = pair.partition("=")
+        name, value = unquote(name).lower(), unquote(value)
+        if name in ("to", "cc"):
+            to.extend(a.strip() for a in value.split(",") if a.strip())
+        elif name in ("subject", "body"):
+            headers[name] = value
+        # every other header (from, auto-submitted, ...) is ignored, as RFC 5436 2.2 requires
+    return [bare(a) for a in to if bare(a)], headers
+
+
+def notify_refusal(message: "Message") -> str | None:
+    auto = (message.get("Auto-Submitted") or "no").strip().lower()
+    if not auto.startswith("no"):
+        return f"the message is Auto-Submitted: {auto} (RFC 5436 2.7)"
+    return None
+
+
+def notify_mail(action: "Notify", message: "Message", local: str, hostname: str, to: list[str],
+                fields: dict[str, str]) -> bytes:
+    orig_from = message.get("From") or message.sender or "unknown sender"
+    orig_subject = message.get("Subject") or "(no subject)"
+    subject = fields.get("subject") or action.message or f"[SIEVE] New mail from {orig_from}: {orig_subject}"
+    body = fields.get("body")
+    if body is None:
+        body = f"{action.message}\n\n" if action.message else ""
+        body += f"From: {orig_from}\nSubject: {orig_subject}\n"
+    headers = [("From", action.from_ or local), ("To", ", ".join(to)), ("Subject", subject),
+               ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
+               ("Auto-Submitted", "auto-notified")]
+    if action.importance in ("1", "3"):
+        headers.append(("Importance", "high" if action.importance == "1" else "low"))
+    headers.append(("MIME-Version", "1.0"))
+    return _render(headers, body)
+
+
+# -- DSN (RFC 3464) ------------------------------------------------------------------------------
+
+def _status_of(error: str, permanent: bool) -> str:
+    # The last answer's enhanced code, as Postfix reports it (a 4.x.x one for mail that expired).
+    m = re.search(r"\b([45])\.(\d{1,3})\.(\d{1,3})\b", error or "")
+    if m:
+        return m.group(0)
+    return "5.0.0" if permanent else "4.0.0"
+
+
+def dsn(*, action: str, sender: str, recipient: str, error: str, original: bytes, hostname: str,
+        arrival: float, retry_until: float | None = None) -> bytes:
+    """A multipart/report DSN; `action` is "failed" or "delayed"."""
+    permanent = action == "failed"
+    boundary = f"{os.urandom(12).hex()}/{hostname}"
+    if permanent:
+        subject = "Undelivered Mail Returned to Sender"
+        text = (f"This is the mail system at host {hostname}.\n\n"
+                f"Your message could not be delivered to <{recipient}> and has been given up.\n\n"
+                f"The last answer was:\n    {error}\n")
+    else:
+        subject = "Delayed Mail (still being retried)"
+        text = (f"This is the mail system at host {hostname}.\n\n"
+                f"Your message to <{recipient}> has not been delivered yet. It is still being retried"
+                + (f" until {formatdate(retry_until, localtime=True)}" if retry_until else "")
+                + f"; you do not need to send it again.\n\nThe last answer was:\n    {error}\n")
+    status = _status_of(error, permanent)
+    diag = " ".join(error.split())[:900]
+    report = [f"Reporting-MTA: dns; {hostname}", f"Arrival-Date: {formatdate(arrival, localtime=True)}", "",
+              f"Final-Recipient: rfc822; {recipient}", f"Original-Recipient: rfc822; {recipient}",
+              f"Action: {action}", f"Status: {status}"]
+    if diag:
+        report.append(f"Diagnostic-Code: smtp; {diag}")
+    report.append(f"Last-Attempt-Date: {formatdate(localtime=True)}")
+    if retry_until and not permanent:
+        report.append(f"Will-Retry-Until: {formatdate(retry_until, localtime=True)}")
+    head_end = _header_end(original)
+    orig_headers = original[:head_end].replace(b"\r\n", b"\n")
+    headers = [("From", f"Mail Delivery System <MAILER-DAEMON@{hostname}>"), ("To", f"<{sender}>"),
+               ("Subject", subject), ("Date", formatdate(localtime=True)),
+               ("Message-ID", make_msgid(domain=hostname)), ("Auto-Submitted", "auto-replied"),
+               ("MIME-Version", "1.0"),
+               ("Content-Type", f'multipart/report; report-type=delivery-status;\n\tboundary="{boundary}"')]
+    out = _render_headers(headers)
+    out += (f"\nThis is a MIME-encapsulated message.\n\n--{boundary}\n"
+            "Content-Description: Notification\nContent-Type: text/plain; charset=utf-8\n"
+            "Content-Transfer-Encoding: 8bit\n\n").encode() + text.encode("utf-8", "replace")
+    out += (f"\n--{boundary}\nContent-Description: Delivery report\n"
+            f"Content-Type: message/delivery-status\n\n").encode() + \
+        ("\n".join(report) + "\n").encode("utf-8", "replace")
+    out += (f"\n--{boundary}\nContent-Description: Undelivered Message Headers\n"
+            "Content-Type: text/rfc822-headers\n\n").encode() + orig_headers.rstrip(b"\n") + b"\n"
+    out += f"\n--{boundary}--\n".encode()
+    return out
+
+
+def _header_end(raw: bytes) -> int:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if i >= 0:
+            return i + len(sep) // 2
+    return len(raw)
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def _encode_header(name: str, value: str) -> str:
+    from email.header import Header
+
+    value = " ".join(str(value).split()) if name.lower() != "content-type" else value
+    if all(" " <= c <= "~" or c in "\n\t" for c in value):
+        return f"{name}: {value}"
+    if name.lower() in ("from", "to", "cc", "reply-to"):
+        from email.utils import formataddr, parseaddr
+
+        disp, addr = parseaddr(value)
+        return f"{name}: {formataddr((disp, addr), charset='utf-8')}"
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode()}"
+
+
+def _render_headers(headers: list[tuple[str, str]]) -> bytes:
+    return "".join(_encode_header(n, v) + "\n" for n, v in headers).encode("ascii", "replace")
+
+
+def _render(headers: list[tuple[str, str]], body: str | None) -> bytes:
+    if body is None:
+        return _render_headers(headers)
+    text = body.replace("\r\n", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    if all(ord(c) < 128 for c in text):
+        cte = "7bit"
+        payload = text.encode("ascii")
+    else:
+        import quopri
+
+        cte = "quoted-printable"
+        payload = quopri.encodestring(text.encode("utf-8"))
+    headers = [*headers, ("Content-Type", "text/plain; charset=utf-8"), ("Content-Transfer-Encoding", cte)]
+    return _render_headers(headers) + b"\n" + payload

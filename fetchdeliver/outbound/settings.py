@@ -1,0 +1,152 @@
+"""[relay] and [queue]: how outbound mail (redirect, vacation, notify, bounces) leaves.
+
+Importing this module registers both tables with fetchdeliver.config; it
+stays light (no smtplib, no dnspython).
+
+    [relay]                       # absent: deliver straight to the recipient's MX hosts
+    host = "smtp.example.org"
+    port = 587                    # default 587 (starttls), 465 (implicit), 25 (none)
+    tls = "starttls"              # "starttls" | "implicit" | "none"
+    user = "me@example.org"
+    password_command = "pass show mail/smtp"   # or password = "..."
+
+    [queue]
+    retry = ["5m", "10m", "30m", "1h", "2h", "4h"]   # waits between tries; the last one repeats
+    delay_notice = "4h"           # tell the sender the mail is late (0: never)
+    bounce_after = "5d"           # give up and send a DSN bounce
+"""
+
+from __future__ import annotations
+
+import os
+
+from fetchdeliver import config
+from fetchdeliver.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fetchdeliver.config import Settings
+
+DEFAULT_RETRY = [300, 600, 1800, 3600, 7200, 14400]
+DEFAULT_DELAY_NOTICE = 4 * 3600
+DEFAULT_BOUNCE_AFTER = 5 * 86400
+DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
+
+
+def _host(v, where):
+    v = config._nonempty_str(v, where)
+    if any(c.isspace() for c in v) or "/" in v:
+        raise ValueError(f"not a host name or address: {v!r}")
+    return v
+
+
+def _durations(v, where):
+    items = v if isinstance(v, list) else [v]
+    out = []
+    for item in items:
+        d = config._duration(item, where)
+        if d <= 0:
+            raise ValueError(f"a retry interval must be positive, got {item!r}")
+        out.append(d)
+    if not out:
+        raise ValueError("give at least one interval, e.g. [\"5m\", \"1h\"]")
+    return out
+
+
+def split_nameserver(item: str) -> tuple[str, int]:
+    """'1.2.3.4', '1.2.3.4:5353', '::1' or '[::1]:5353' -> (address, port)."""
+    if item.startswith("["):
+        host, sep, port = item[1:].partition("]:")
+        if not sep or not port.isdigit():
+            raise ValueError(f"expected [IPv6]:PORT, got {item!r}")
+        return host, int(port)
+    if item.count(":") == 1:
+        host, port = item.split(":")
+        if not port.isdigit():
+            raise ValueError(f"expected ADDRESS or ADDRESS:PORT, got {item!r}")
+        return host, int(port)
+    return item, 53
+
+
+def _nameservers(v, where):
+    out = config._str_list(v, where)
+    for item in out:
+        split_nameserver(item)
+    return out
+
+
+RELAY_KEYS = {
+    "host": _host,
+    "port": config._int(lo=1, hi=65535),
+    "tls": config._choice("starttls", "implicit", "none"),
+    "user": config._nonempty_str,
+    "password": config._str,
+    "password_command": config._nonempty_str,
+    "ca_file": config._path,          # trust this CA (PEM) instead of the system store
+    "helo": _host,
+    "timeout": config._duration,
+}
+
+QUEUE_KEYS = {
+    "retry": _durations,
+    "delay_notice": config._duration,
+    "bounce_after": config._duration,
+    "hostname": _host,                # our name: EHLO, Message-IDs, MAILER-DAEMON@hostname
+    "nameservers": _nameservers,      # DNS servers for MX lookups (default: /etc/resolv.conf)
+    "mx_port": config._int(lo=1, hi=65535),   # the SMTP port of MX hosts (25; tests use others)
+    "timeout": config._duration,      # per SMTP connection / command
+    "interval": config._duration,     # how often a running server looks at the queue
+}
+
+
+def _check_relay(t: dict, file: str) -> None:
+    if "host" not in t:
+        raise ConfigError("missing required key", file=file, key="relay.host")
+    if "password" in t and "password_command" in t:
+        raise ConfigError("set either password or password_command, not both", file=file,
+                          key="relay.password_command")
+    if ("password" in t or "password_command" in t) and "user" not in t:
+        raise ConfigError("a password needs a user", file=file, key="relay.user")
+    if "user" in t and "password" not in t and "password_command" not in t:
+        raise ConfigError("user needs password or password_command", file=file, key="relay.user")
+
+
+def _check_queue(t: dict, file: str) -> None:
+    if "bounce_after" in t and t["bounce_after"] <= 0:
+        raise ConfigError("must be positive", file=file, key="queue.bounce_after")
+
+
+config.register_table("relay", RELAY_KEYS, rule=_check_relay)
+config.register_table("queue", QUEUE_KEYS, rule=_check_queue)
+
+
+class OutboundSettings:
+    """[relay] and [queue] with the defaults applied."""
+
+    __slots__ = ("relay", "retry", "delay_notice", "bounce_after", "hostname", "nameservers", "mx_port",
+                 "timeout", "interval", "state_dir")
+
+    def __init__(self, relay: dict | None = None, queue: dict | None = None, state_dir: str = ".") -> None:
+        q = queue or {}
+        self.relay = dict(relay) if relay else None
+        if self.relay is not None:
+            self.relay.setdefault("tls", "starttls")
+            self.relay.setdefault("port", DEFAULT_PORTS[self.relay["tls"]])
+        self.retry = list(q.get("retry") or DEFAULT_RETRY)
+        self.delay_notice = q.get("delay_notice", DEFAULT_DELAY_NOTICE)
+        self.bounce_after = q.get("bounce_after", DEFAULT_BOUNCE_AFTER)
+        self.hostname = q.get("hostname") or os.uname().nodename
+        self.nameservers = list(q.get("nameservers") or [])
+        self.mx_port = q.get("mx_port", 25)
+        self.timeout = q.get("timeout", 60)
+        self.interval = q.get("interval", 60)
+        self.state_dir = state_dir
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "OutboundSettings":
+        return cls(settings.data.get("relay"), settings.data.get("queue"), settings.state_dir)
+
+    def retry_delay(self, attempts: int) -> int:
+        """Seconds to wait after the `attempts`-th failed try (1-based); the last interval repeats."""
+        i = max(0, min(attempts - 1, len(self.retry) - 1))
+        return self.retry[i]

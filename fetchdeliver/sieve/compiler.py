@@ -1,0 +1,113 @@
+"""Source text -> compiled Script: parse, validate, resolve included scripts."""
+
+from __future__ import annotations
+
+import os
+
+from fetchdeliver.sieve import FORMAT, Script
+from fetchdeliver.sieve.cache import digest
+from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
+from fetchdeliver.sieve.parser import parse
+from fetchdeliver.sieve.registry import enabled_extensions
+from fetchdeliver.sieve.validate import validate
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SieveCompileError([SieveSyntaxError("invalid UTF-8 in script", name, line, column)]) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+class _Unit:
+    """One compiled (main or included) script."""
+
+    def __init__(self, name: str, code: list, requires: list[str], includes: list) -> None:
+        self.name = name
+        self.code = code
+        self.requires = requires
+        self.includes = includes
+
+
+def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str]) -> _Unit:
+    nodes = parse(text, name)
+    v = validate(nodes, name, enabled, options)
+    return _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
+
+
+def include_path(location: str, name: str, options: dict | None, base_dir: str | None) -> str | None:
+    """Where an included script lives: DIR/NAME.sieve in the personal or global directory."""
+    opts = options or {}
+    if location == "global":
+        directory = opts.get("global_dir")
+    else:
+        directory = opts.get("personal_dir") or base_dir
+    if not directory:
+        return None
+    path = os.path.join(directory, name)
+    if not name.endswith(".sieve") and not os.path.exists(path):
+        path += ".sieve"
+    return path
+
+
+def _build(text: str, name: str, path: str | None, options: dict | None, base_dir: str | None,
+           deps: list) -> Script:
+    enabled = enabled_extensions((options or {}).get("extensions"))
+    main = _compile_unit(text, name, options, enabled)
+    includes: dict = {}
+    requires = list(main.requires)
+    errors: list[SieveSyntaxError] = []
+
+    def resolve(unit: _Unit, stack: list[str]) -> None:
+        for location, iname, optional, line, column in unit.includes:
+            key = f"{location}:{iname}"
+            if key in stack:
+                errors.append(SieveSyntaxError("circular include", unit.name, line, column))
+                continue
+            if key in includes:
+                continue
+            ipath = include_path(location, iname, options, base_dir)
+            if ipath is None or not os.path.isfile(ipath):
+                if optional:
+                    includes[key] = None
+                    continue
+                where = "no directory configured for it" if ipath is None else f"{ipath} not found"
+                errors.append(SieveSyntaxError(
+                    f"included {location} script '{iname}' does not exist ({where})", unit.name, line, column))
+                continue
+            with open(ipath, "rb") as f:
+                raw = f.read()
+            deps.append([os.path.abspath(ipath), digest(raw)])
+            try:
+                sub = _compile_unit(_decode(raw, ipath), ipath, options, enabled)
+            except SieveCompileError as e:
+                errors.extend(e.errors)
+                errors.append(SieveSyntaxError(f"failed to compile included script '{iname}'",
+                                               unit.name, line, column))
+                continue
+            includes[key] = {"name": ipath, "code": sub.code, "requires": sub.requires}
+            for r in sub.requires:
+                if r not in requires:
+                    requires.append(r)
+            resolve(sub, stack + [key])
+
+    resolve(main, ["personal:" + os.path.basename(name).removesuffix(".sieve")])
+    if errors:
+        raise SieveCompileError(errors)
+    data = {"format": FORMAT, "name": name, "path": path, "code": main.code, "requires": requires,
+            "main_requires": main.requires, "includes": includes, "deps": deps}
+    return Script(data)
+
+
+def compile_source(text: str, name: str = "script", *, options: dict | None = None) -> Script:
+    return _build(text, name, None, options, None, [])
+
+
+def compile_bytes(raw: bytes, path: str, *, options: dict | None = None) -> Script:
+    text = _decode(raw, path)
+    return _build(text, path, path, options, os.path.dirname(os.path.abspath(path)), [])

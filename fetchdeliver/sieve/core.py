@@ -1,0 +1,202 @@
+"""RFC 5228 core: control commands, keep/discard/redirect, and the base tests."""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve.addresses import parse_address_list, valid_address
+from fetchdeliver.sieve.interpreter import Stop
+from fetchdeliver.sieve.matching import match
+from fetchdeliver.sieve.registry import Extension
+
+EXT = Extension("core")
+EXT.group_tag("comparator", "comparator", "string")
+for _name in ("is", "contains", "matches"):
+    EXT.group_tag("match", _name)
+for _name in ("all", "localpart", "domain"):
+    EXT.group_tag("address-part", _name)
+
+
+def _noop(ctx, node) -> None:
+    pass
+
+
+def _run_if(ctx, node) -> None:
+    for test, block in node[4]:
+        if test is None or ctx.test(test):
+            ctx.run_block(block)
+            return
+
+
+def _check_never(v, node, out) -> None:
+    pass
+
+
+EXT.command("if", tests=1, block=True)(_run_if)
+EXT.command("elsif", tests=1, block=True)(_noop)
+EXT.command("else", block=True)(_noop)
+
+
+@EXT.command("stop")
+def _stop(ctx, node) -> None:
+    ctx.note("stop")
+    raise Stop()
+
+
+@EXT.command("keep")
+def _keep(ctx, node) -> None:
+    ctx.store("INBOX", node[2], "keep")
+
+
+@EXT.command("discard")
+def _discard(ctx, node) -> None:
+    ctx.discard()
+
+
+def _check_redirect(v, node, out) -> None:
+    address = out[3][0] if out[3] else None
+    if isinstance(address, str) and v.constant(address):
+        why = valid_address(address)
+        if why:
+            v.error(f"specified redirect address '{address}' is invalid: {why}", node.args[-1])
+
+
+@EXT.command("redirect", args=("string",), check=_check_redirect)
+def _redirect(ctx, node) -> None:
+    address = ctx.expand(node[3][0])
+    why = valid_address(address)
+    if why:
+        ctx.fail(f"specified redirect address '{address}' is invalid: {why}")
+    addr = parse_address_list(address)[0]
+    ctx.redirect(addr.all(), bool(node[2].get("copy")))
+
+
+# -- tests ----------------------------------------------------------------------
+
+@EXT.test("true")
+def _true(ctx, node) -> bool:
+    return True
+
+
+@EXT.test("false")
+def _false(ctx, node) -> bool:
+    return False
+
+
+@EXT.test("not", tests=1)
+def _not(ctx, node) -> bool:
+    return not ctx.test(node[4])
+
+
+@EXT.test("allof", tests="list")
+def _allof(ctx, node) -> bool:
+    for t in node[4]:
+        if not ctx.test(t):
+            return False
+    return True
+
+
+@EXT.test("anyof", tests="list")
+def _anyof(ctx, node) -> bool:
+    for t in node[4]:
+        if ctx.test(t):
+            return True
+    return False
+
+
+def header_values(ctx, names, tags=None, decode: bool = True) -> list[str]:
+    """Every value of the named headers (of the current MIME part with :mime), :index applied."""
+    out: list[str] = []
+    mime = tags is not None and "mime" in tags
+    index = tags is not None and "index" in tags
+    for name in names:
+        if mime:
+            from fetchdeliver.sieve.extensions.mime import part_header_values
+
+            values = part_header_values(ctx, tags, name, decode)
+        else:
+            values = ctx.message.get_all(name, decode=decode)
+        if index:
+            from fetchdeliver.sieve.extensions.index import pick
+
+            values = pick(values, tags)
+        out.extend(values)
+    return out
+
+
+def _valid_header_name(name: str) -> bool:
+    return bool(name) and all(33 <= ord(c) <= 126 and c != ":" for c in name)
+
+
+def _check_header_names(v, node, out) -> None:
+    names = out[3][0] if out[3] else []
+    for name in names:
+        if v.constant(name) and not _valid_header_name(name):
+            v.error(f"specified header field name '{name}' is invalid", node)
+
+
+@EXT.test("header", args=("strings", "strings"), groups=("comparator", "match"),
+          check=_check_header_names)
+def _header(ctx, node) -> bool:
+    tags = node[2]
+    values = header_values(ctx, ctx.expand_list(node[3][0]), tags)
+    if "mime" in tags and tags.get("match") != "count":
+        from fetchdeliver.sieve.extensions.mime import mime_values
+
+        values = mime_values(ctx, tags, values)
+    return match(ctx, tags, values, ctx.expand_list(node[3][1]))
+
+
+def address_values(ctx, addresses, part: str) -> list[str]:
+    """The `part` (all, localpart, domain, user, detail) of each address; invalid ones only for :all."""
+    out: list[str] = []
+    for a in addresses:
+        if a is None:
+            continue
+        if part == "all":
+            out.append(a.all())
+        elif a.raw is not None:
+            continue  # an unparsable address has no local part or domain
+        elif part == "localpart":
+            out.append(a.local)
+        elif part == "domain":
+            out.append(a.domain)
+        else:
+            v = ctx.address_parts[part](ctx, a)
+            if v is not None:
+                out.append(v)
+    return out
+
+
+@EXT.test("address", args=("strings", "strings"), groups=("comparator", "match", "address-part"),
+          check=_check_header_names)
+def _address(ctx, node) -> bool:
+    tags = node[2]
+    raw_values = header_values(ctx, ctx.expand_list(node[3][0]), tags, decode=False)
+    addresses = []
+    for value in raw_values:
+        addresses.extend(parse_address_list(value))
+    return match(ctx, tags, address_values(ctx, addresses, tags.get("part", "all")),
+                 ctx.expand_list(node[3][1]))
+
+
+@EXT.test("exists", args=("strings",), check=_check_header_names)
+def _exists(ctx, node) -> bool:
+    tags = node[2]
+    for name in ctx.expand_list(node[3][0]):
+        if not header_values(ctx, [name], tags, decode=False):
+            return False
+    return True
+
+
+def _check_size(v, node, out) -> None:
+    tags = out[2]
+    if ("over" in tags) == ("under" in tags):
+        v.error("the size test requires exactly one of the :over or :under tags", node)
+
+
+@EXT.test("size", args=("number",), tags={"over": None, "under": None}, check=_check_size)
+def _size(ctx, node) -> bool:
+    limit = node[3][0]
+    size = ctx.message.size
+    if "over" in node[2]:
+        return size > limit
+    return size < limit

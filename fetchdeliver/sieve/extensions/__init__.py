@@ -1,0 +1,1 @@
+"""One module per Sieve extension; see fetchdeliver.sieve.registry for the API."""

@@ -1,0 +1,74 @@
+"""RFC 5173: the body test with :raw, :content and :text transforms."""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve.matching import match
+from fetchdeliver.sieve.registry import Extension
+
+EXT = Extension("body")
+
+
+def _check(v, node, out) -> None:
+    tags = out[2]
+    if sum(1 for t in ("raw", "content", "text") if t in tags) > 1:
+        v.error("the body test takes only one of :raw, :content and :text", node)
+    if tags.get("match") == "count":
+        v.error("the body test does not support the :count match type", node)
+
+
+def html_to_text(html: str) -> str:
+    import html as h
+    import re
+
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
+    html = re.sub(r"(?s)<[^>]*>", " ", html)
+    return h.unescape(html)
+
+
+def _type_matches(ctype: str, wanted: str) -> bool:
+    wanted = wanted.lower()
+    if not wanted:
+        return True
+    if "/" in wanted:
+        return ctype == wanted
+    return ctype.split("/", 1)[0] == wanted
+
+
+def body_values(ctx, tags) -> list[str]:
+    msg = ctx.message
+    if "raw" in tags:
+        return [msg.body.decode("utf-8", "replace")]
+    from fetchdeliver.sieve.extensions.mime import _parts, _root, part_text
+
+    root = _root(ctx)
+    wanted = ctx.expand_list(tags["content"]) if "content" in tags else ["text"]
+    out: list[str] = []
+    for part in _parts(root):
+        ctype = part.get_content_type().lower()
+        if not any(_type_matches(ctype, w) for w in wanted):
+            continue
+        if ctype.startswith("message/") and "content" in tags:
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                out.append("\r\n".join(p.as_string() for p in payload))
+            else:
+                out.append(str(payload))
+            continue
+        if part.is_multipart():
+            if "content" in tags:
+                # For multipart types only the prologue and epilogue are tested.
+                out.append((part.preamble or "") + (part.epilogue or ""))
+            continue
+        text = part_text(part) if ctype.startswith("text/") else \
+            (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        if ctype == "text/html" and "content" not in tags:
+            text = html_to_text(text)
+        out.append(text)
+    return out
+
+
+@EXT.test("body", args=("strings",), groups=("comparator", "match"),
+          tags={"raw": None, "content": "strings", "text": None}, check=_check)
+def body(ctx, node) -> bool:
+    tags = node[2]
+    return match(ctx, tags, body_values(ctx, tags), ctx.expand_list(node[3][0]))

@@ -1,0 +1,124 @@
+"""RFC 5293: addheader and deleteheader (the edited message is the run's result message).
+
+As in Pigeonhole, Received and Auto-Submitted cannot be deleted (a warning, then ignored).
+"""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve.core import _valid_header_name
+from fetchdeliver.sieve.matching import match
+from fetchdeliver.sieve.registry import Extension
+
+EXT = Extension("editheader")
+
+PROTECTED = ("received", "auto-submitted")
+
+
+def _check_add(v, node, out) -> None:
+    if out[3]:
+        name = out[3][0]
+        if v.constant(name) and not _valid_header_name(name):
+            v.error(f"addheader command: specified field name `{name}' is invalid", node)
+
+
+def _check_delete(v, node, out) -> None:
+    tags = out[2]
+    if "last" in tags and "index" not in tags:
+        v.error("deleteheader: the :last tag requires the :index tag", node)
+    if out[3]:
+        name = out[3][0]
+        if v.constant(name) and not _valid_header_name(name):
+            v.error(f"deleteheader command: specified field name `{name}' is invalid", node)
+
+
+def _split_fields(raw: bytes):
+    """(list of (name, raw field bytes), body offset) of a message's header block."""
+    msg_offset = 0
+    fields: list[tuple[str, bytes]] = []
+    pos = 0
+    n = len(raw)
+    while pos < n:
+        nl = raw.find(b"\n", pos)
+        end = n if nl < 0 else nl + 1
+        line = raw[pos:end]
+        if line in (b"\n", b"\r\n"):
+            return fields, pos
+        if line[:1] in (b" ", b"\t") and fields:
+            name, data = fields[-1]
+            fields[-1] = (name, data + line)
+        else:
+            colon = line.find(b":")
+            if colon <= 0:
+                return fields, pos
+            fields.append((line[:colon].decode("utf-8", "replace").strip(), line))
+        pos = end
+    return fields, n if msg_offset == 0 else msg_offset
+
+
+def _eol(raw: bytes) -> bytes:
+    return b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
+
+
+def _encode_value(value: str) -> str:
+    value = value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    if value.isascii():
+        return value
+    from email.header import Header
+
+    return Header(value, "utf-8").encode()
+
+
+@EXT.command("addheader", args=("string", "string"), tags={"last": None}, check=_check_add)
+def addheader(ctx, node) -> None:
+    name = ctx.expand(node[3][0])
+    if not _valid_header_name(name):
+        ctx.fail(f"addheader action: specified field name `{name}' is invalid")
+    value = _encode_value(ctx.expand(node[3][1]))
+    raw = ctx.message.raw
+    eol = _eol(raw)
+    line = f"{name}: {value}".encode("utf-8") + eol
+    if node[2].get("last"):
+        fields, body = _split_fields(raw)
+        new = raw[:body] + line + raw[body:] if fields else line + raw
+    else:
+        new = line + raw
+    ctx.message = ctx.message.with_raw(new)
+    ctx.edited = True
+    ctx.note(f"addheader {name}")
+
+
+@EXT.command("deleteheader", args=(("string",), ("string", "strings")), groups=("comparator", "match"),
+             tags={"index": "number", "last": None}, check=_check_delete)
+def deleteheader(ctx, node) -> None:
+    from fetchdeliver.message import decode_rfc2047
+
+    tags = node[2]
+    name = ctx.expand(node[3][0])
+    if name.lower() in PROTECTED:
+        ctx.note(f"warning: deleting header field `{name}' is forbidden; ignored")
+        return
+    patterns = ctx.expand_list(node[3][1]) if len(node[3]) == 2 else None
+    raw = ctx.message.raw
+    fields, body = _split_fields(raw)
+    lname = name.lower()
+    positions = [i for i, (n, _) in enumerate(fields) if n.lower() == lname]
+    if "index" in tags:
+        idx = tags["index"]
+        if tags.get("last"):
+            idx = len(positions) - idx + 1
+        positions = [positions[idx - 1]] if 1 <= idx <= len(positions) else []
+    drop = set()
+    for i in positions:
+        if patterns is None:
+            drop.add(i)
+            continue
+        data = fields[i][1].decode("utf-8", "surrogateescape")
+        value = data.split(":", 1)[1].replace("\r", "").replace("\n", "").strip(" \t")
+        if match(ctx, tags, [decode_rfc2047(value)], patterns):
+            drop.add(i)
+    if not drop:
+        return
+    head = b"".join(data for i, (_, data) in enumerate(fields) if i not in drop)
+    ctx.message = ctx.message.with_raw(head + raw[body:])
+    ctx.edited = True
+    ctx.note(f"deleteheader {name}: {len(drop)} removed")

@@ -1,0 +1,22 @@
+"""RFC 5228 section 4.1: fileinto."""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve.registry import Extension
+
+EXT = Extension("fileinto")
+
+
+def _check(v, node, out) -> None:
+    name = out[3][0] if out[3] else None
+    if isinstance(name, str) and v.constant(name):
+        if not name:
+            v.error("fileinto: the mailbox name is empty", node)
+
+
+@EXT.command("fileinto", args=("string",), check=_check)
+def fileinto(ctx, node) -> None:
+    mailbox = ctx.expand(node[3][0])
+    if not mailbox:
+        ctx.fail("fileinto: the mailbox name is empty")
+    ctx.store(mailbox, node[2], "fileinto")

@@ -1,0 +1,17 @@
+"""RFC 5429: reject and ereject (refuse the message; conflicts with keep/fileinto/redirect)."""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve.registry import Extension
+
+EXT = Extension("reject")
+
+
+@EXT.command("reject", args=("string",))
+def reject(ctx, node) -> None:
+    ctx.reject(ctx.expand(node[3][0]), ereject=False)
+
+
+@EXT.command("ereject", args=("string",), ext="ereject")
+def ereject(ctx, node) -> None:
+    ctx.reject(ctx.expand(node[3][0]), ereject=True)

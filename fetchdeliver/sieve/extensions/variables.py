@@ -1,0 +1,165 @@
+"""RFC 5229: variables (set with modifiers, ${name} and ${N} match variables, the string test)."""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve.matching import ascii_lower, match
+from fetchdeliver.sieve.registry import Extension
+
+EXT = Extension("variables")
+
+MAX_VALUE = 4096        # Pigeonhole's sieve_variables_max_variable_size
+MAX_MATCH = 9           # ${0}..${9}
+
+# modifier -> precedence (RFC 5229 section 4.1; Pigeonhole adds :quoteregex, :encodeurl)
+MODIFIERS = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
+             "quotewildcard": 20, "quoteregex": 20, "encodeurl": 15, "length": 10}
+MODIFIER_EXT = {"quoteregex": "regex", "encodeurl": "enotify"}
+
+_IDSTART = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_IDCHAR = _IDSTART | set("0123456789")
+
+
+def valid_identifier(name: str) -> bool:
+    return bool(name) and name[0] in _IDSTART and all(c in _IDCHAR for c in name)
+
+
+def valid_variable_name(name: str, allow_namespace: bool = True) -> bool:
+    parts = name.split(".")
+    if len(parts) > 1 and not allow_namespace:
+        return False
+    return all(valid_identifier(p) for p in parts)
+
+
+def _upper(s: str) -> str:
+    return s.upper() if s.isascii() else "".join(c.upper() if c.isascii() else c for c in s)
+
+
+def lookup(ctx, name: str) -> str | None:
+    """The value of ${name}; None when `name` is not a variable reference at all."""
+    if name.isdigit():
+        idx = int(name)
+        if idx > MAX_MATCH:
+            return None
+        vals = ctx.match_values
+        return vals[idx] if idx < len(vals) else ""
+    if not valid_variable_name(name):
+        return None
+    lname = name.lower()
+    if "." in lname:
+        ns, _, rest = lname.partition(".")
+        if ns == "global" and "." not in rest:
+            return ctx.global_vars.get(rest, "")
+        if ns == "env":
+            env = ctx.ext_state.get("environment")
+            if env is not None:
+                return env(ctx, rest) or ""
+        return None  # unknown namespace: left as written
+    if lname in ctx.ext_state.get("globals", ()):
+        return ctx.global_vars.get(lname, "")
+    return ctx.variables.get(lname, "")
+
+
+def expand(ctx, s: str) -> str:
+    out = []
+    i = 0
+    n = len(s)
+    while i < n:
+        j = s.find("${", i)
+        if j < 0:
+            out.append(s[i:])
+            break
+        out.append(s[i:j])
+        end = s.find("}", j + 2)
+        if end < 0:
+            out.append(s[j:])
+            break
+        value = lookup(ctx, s[j + 2:end])
+        if value is None:
+            out.append("${")
+            i = j + 2
+            continue
+        out.append(value)
+        i = end + 1
+    return "".join(out)
+
+
+def assign(ctx, name: str, value: str) -> None:
+    if len(value) > MAX_VALUE:
+        value = value.encode("utf-8")[:MAX_VALUE].decode("utf-8", "ignore")
+    lname = name.lower()
+    if lname.startswith("global."):
+        ctx.global_vars[lname[7:]] = value
+    elif lname in ctx.ext_state.get("globals", ()):
+        ctx.global_vars[lname] = value
+    else:
+        ctx.variables[lname] = value
+
+
+def get(ctx, name: str) -> str:
+    return lookup(ctx, name) or ""
+
+
+def apply_modifiers(value: str, mods: list[str]) -> str:
+    for m in sorted(mods, key=lambda m: -MODIFIERS[m]):
+        if m == "lower":
+            value = ascii_lower(value)
+        elif m == "upper":
+            value = _upper(value)
+        elif m == "lowerfirst":
+            value = ascii_lower(value[:1]) + value[1:]
+        elif m == "upperfirst":
+            value = _upper(value[:1]) + value[1:]
+        elif m == "quotewildcard":
+            value = "".join("\\" + c if c in "*?\\" else c for c in value)
+        elif m == "quoteregex":
+            value = "".join("\\" + c if c in "\\^$.[]|()?*+{}" else c for c in value)
+        elif m == "encodeurl":
+            from urllib.parse import quote
+
+            value = quote(value, safe="-._~")
+        elif m == "length":
+            value = str(len(value))
+    return value
+
+
+def _check_set(v, node, out) -> None:
+    tags = out[2]
+    seen: dict[int, str] = {}
+    for t in list(tags):
+        if t in MODIFIERS:
+            ext = MODIFIER_EXT.get(t)
+            if ext and ext not in v.required:
+                v.error(f"unknown tagged argument ':{t}' for the set command", node)
+                continue
+            prec = MODIFIERS[t]
+            if prec in seen:
+                v.error(f"modifiers :{seen[prec]} and :{t} of the set command have the same precedence",
+                        node)
+            seen[prec] = t
+    if out[3]:
+        name = out[3][0]
+        if not valid_variable_name(name) or (name.lower().split(".")[0] != "global" and "." in name):
+            v.error(f"invalid variable name '{name}' for the set command", node)
+        elif "." in name and "include" not in v.required:
+            v.error(f"invalid variable name '{name}' for the set command (unknown namespace)", node)
+
+
+@EXT.command("set", args=("string", "string"), tags={m: None for m in MODIFIERS}, check=_check_set)
+def set_(ctx, node) -> None:
+    tags = node[2]
+    name, value = node[3]
+    value = ctx.expand(value)
+    mods = [t for t in tags if t in MODIFIERS]
+    if mods:
+        value = apply_modifiers(value, mods)
+    assign(ctx, name, value)
+    ctx.note(f"set {name} = {value!r}")
+
+
+@EXT.test("string", args=("strings", "strings"), groups=("comparator", "match"))
+def string(ctx, node) -> bool:
+    tags = node[2]
+    values = ctx.expand_list(node[3][0])
+    if tags.get("match") == "count":
+        values = [v for v in values if v != ""]
+    return match(ctx, tags, values, ctx.expand_list(node[3][1]))

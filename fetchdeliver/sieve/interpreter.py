@@ -1,0 +1,260 @@
+"""Run a compiled Sieve script over one message: decide actions, perform no I/O.
+
+On the MDA path: imports only the core and the modules of the extensions the
+script requires. On a run-time error every queued action is dropped and the
+message is kept (implicit keep), as Pigeonhole does.
+"""
+
+from __future__ import annotations
+
+from fetchdeliver.actions import Discard, Redirect, Reject, Store
+from fetchdeliver.sieve import matching
+from fetchdeliver.sieve.errors import SieveRuntimeError
+
+MAX_REDIRECTS = 4
+MAX_ACTIONS = 32
+
+
+class Stop(Exception):
+    """`stop`: end the whole script."""
+
+
+class Return(Exception):
+    """`return` (include): end the current (included) script."""
+
+
+class Break(Exception):
+    """`break` (foreverypart): leave a loop (name or None for the innermost)."""
+
+    def __init__(self, name=None):
+        self.name = name
+
+
+_TABLES: dict = {}
+
+
+def tables(requires: tuple) -> tuple:
+    """(commands, tests, match types, comparators, address parts) for these extensions."""
+    t = _TABLES.get(requires)
+    if t is not None:
+        return t
+    from fetchdeliver.sieve import core
+    from fetchdeliver.sieve.registry import load_extension
+
+    commands: dict = {}
+    tests: dict = {}
+    mtypes = dict(matching.MATCH_TYPES)
+    comparators = dict(matching.COMPARATORS)
+    parts: dict = {}
+    exts = [core.EXT]
+    for name in requires:
+        ext = load_extension(name)
+        if ext is not None and ext not in exts:
+            exts.append(ext)
+    for ext in exts:
+        for name, spec in ext.commands.items():
+            commands[name] = spec.run
+        for name, spec in ext.tests.items():
+            tests[name] = spec.run
+        mtypes.update(ext.match_types)
+        comparators.update(ext.comparators)
+        parts.update(ext.address_parts)
+    t = (commands, tests, mtypes, comparators, parts)
+    _TABLES[requires] = t
+    return t
+
+
+class Context:
+    """The state of one script run (the interpreter and the extension handlers share it)."""
+
+    def __init__(self, script, message, env) -> None:
+        self.script = script
+        self.message = message
+        self.env = env
+        self.requires = frozenset(script.data.get("main_requires", script.requires))
+        (self.commands, self.tests, self.match_types, self.comparators,
+         self.address_parts) = tables(tuple(script.requires))
+        self.actions: list = []
+        self.implicit_keep = True
+        self.flags: list[str] = []
+        self.variables: dict[str, str] = {}
+        self.global_vars: dict[str, str] = {}
+        self.match_values: list[str] = []
+        self.vars_enabled = "variables" in self.requires
+        self.match_vars_enabled = self.vars_enabled
+        self.errors: list[str] = []
+        self.trace: list[str] | None = [] if env.trace else None
+        self.file = script.name
+        self.line = 0
+        self.duplicate_keys: list = []
+        self.ext_state: dict = {}     # per-extension scratch space
+        self.redirects: list[str] = []
+        self.vacation_done = False
+        self.edited = False            # editheader changed the message
+        self.mime_part = None          # foreverypart: the current part
+
+    # -- helpers for handlers ------------------------------------------------
+    def fail(self, message: str):
+        raise SieveRuntimeError(message, self.file, self.line)
+
+    def has(self, ext: str) -> bool:
+        return ext in self.requires
+
+    def comparator(self, name: str):
+        return self.comparators[name]
+
+    def match_fn(self, name: str):
+        return self.match_types[name]
+
+    def set_match_vars(self, values: list[str]) -> None:
+        self.match_values = list(values)
+
+    def expand(self, s: str) -> str:
+        if self.vars_enabled and "${" in s:
+            from fetchdeliver.sieve.extensions.variables import expand
+
+            return expand(self, s)
+        return s
+
+    def expand_list(self, values) -> list[str]:
+        if self.vars_enabled:
+            return [self.expand(s) for s in values]
+        return values
+
+    def note(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace.append(f"{self.file}:{self.line}: {text}")
+
+    # -- execution -----------------------------------------------------------
+    def run_block(self, block) -> None:
+        commands = self.commands
+        for node in block:
+            self.line = node[1]
+            commands[node[0]](self, node)
+
+    def test(self, node) -> bool:
+        saved = self.line
+        self.line = node[1]
+        result = bool(self.tests[node[0]](self, node))
+        if self.trace is not None:
+            self.note(f"{node[0]} test: {'true' if result else 'false'}")
+        self.line = saved
+        return result
+
+    # -- actions ---------------------------------------------------------------
+    def _check_reject_conflict(self, what: str) -> None:
+        for a in self.actions:
+            if a.type in ("reject", "ereject"):
+                self.fail(f"{what} action conflicts with earlier {a.type} action")
+
+    def _add(self, action) -> None:
+        if len(self.actions) >= MAX_ACTIONS:
+            self.fail(f"total number of actions exceeds policy limit ({len(self.actions) + 1} > {MAX_ACTIONS})")
+        self.actions.append(action)
+
+    def store(self, mailbox: str, tags: dict, kind: str) -> None:
+        """keep / fileinto with :flags, :copy, :create as given in the compiled tags."""
+        self._check_reject_conflict("store")
+        if "flags" in tags:
+            from fetchdeliver.sieve.extensions.imap4flags import parse_flags
+
+            flags = parse_flags(self.expand_list(tags["flags"]))
+        else:
+            flags = list(self.flags)
+        copy = bool(tags.get("copy"))
+        create = bool(tags.get("create"))
+        key = "INBOX" if mailbox.upper() == "INBOX" else mailbox
+        for prev in self.actions:
+            # Pigeonhole merges stores to one folder: the last flags win, in the first one's place.
+            if isinstance(prev, Store) and ("INBOX" if prev.mailbox.upper() == "INBOX" else prev.mailbox) == key:
+                # A duplicate store is dropped (it does not cancel the implicit keep either).
+                prev.flags = flags
+                prev.create = prev.create or create
+                self.note(f"{kind} {mailbox}: merged with the earlier store")
+                return
+        self._add(Store(mailbox, flags, copy=copy, create=create, kind=kind))
+        self.note(f"{kind} {mailbox}" + (f" flags {' '.join(flags)}" if flags else ""))
+        if not copy:
+            self.implicit_keep = False
+
+    def redirect(self, address: str, copy: bool) -> None:
+        self._check_reject_conflict("redirect")
+        if address in self.redirects:
+            # The same address again: one redirect (Pigeonhole compares the exact string).
+            return
+        self.redirects.append(address)
+        if len(self.redirects) > self.env.options.get("max_redirects", MAX_REDIRECTS):
+            self.fail(f"number of redirect actions exceeds policy limit "
+                      f"({len(self.redirects)} > {MAX_REDIRECTS})")
+        self._add(Redirect(address, copy=copy))
+        self.note(f"redirect {address}")
+        if not copy:
+            self.implicit_keep = False
+
+    def discard(self) -> None:
+        if not any(a.type == "discard" for a in self.actions):
+            self._add(Discard())
+        self.note("discard")
+        self.implicit_keep = False
+
+    def reject(self, reason: str, ereject: bool) -> None:
+        name = "ereject" if ereject else "reject"
+        for a in self.actions:
+            if a.type in ("keep", "fileinto", "redirect") or a.type in ("reject", "ereject", "vacation"):
+                if a.type in ("reject", "ereject"):
+                    self.fail(f"duplicate {a.type} action not allowed")
+                if a.type == "redirect" and getattr(a, "copy", False):
+                    continue
+                self.fail(f"reject/ereject action conflicts with other action: the {a.type} action "
+                          f"tries to deliver the message")
+        self._add(Reject(reason, ereject=ereject))
+        self.note(f"{name}")
+        self.implicit_keep = False
+
+    def add_action(self, action, cancels_keep: bool = False) -> None:
+        self._add(action)
+        self.note(action.type)
+        if cancels_keep:
+            self.implicit_keep = False
+
+
+class SieveResult:
+    """What a script decided: actions (implicit keep included), errors, the (edited) message."""
+
+    __slots__ = ("actions", "errors", "message", "trace", "duplicate_keys", "implicit_keep")
+
+    def __init__(self, actions, errors, message, trace, duplicate_keys, implicit_keep) -> None:
+        self.actions = actions
+        self.errors = errors
+        self.message = message
+        self.trace = trace
+        self.duplicate_keys = duplicate_keys
+        self.implicit_keep = implicit_keep
+
+    def __repr__(self) -> str:
+        return f"SieveResult(actions={self.actions!r}, errors={self.errors!r})"
+
+
+def run(script, message, env) -> SieveResult:
+    """Run `script` (a compiled Script) on `message` with `env` (a SieveEnv)."""
+    ctx = Context(script, message, env)
+    try:
+        try:
+            ctx.run_block(script.code)
+        except (Stop, Return):
+            pass
+        except Break:
+            pass
+        if len(ctx.actions) > MAX_ACTIONS:
+            ctx.fail("too many actions")
+    except SieveRuntimeError as e:
+        ctx.errors.append(str(e))
+        if ctx.trace is not None:
+            ctx.trace.append(f"runtime error: {e}; keeping the message")
+        return SieveResult([Store("INBOX", [], implicit=True, kind="keep")], ctx.errors, message,
+                           ctx.trace or [], [], True)
+    actions = list(ctx.actions)
+    if ctx.implicit_keep:
+        actions.append(Store("INBOX", list(ctx.flags), implicit=True, kind="keep"))
+    return SieveResult(actions, ctx.errors, ctx.message, ctx.trace or [], ctx.duplicate_keys,
+                       ctx.implicit_keep)

@@ -1,0 +1,323 @@
+"""Parse Sieve text (grammar/sieve.lark, Lark LALR) into plain nodes with positions.
+
+Only the compiler imports this module: a script loaded from the cache never
+pays for Lark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
+
+_PARSER: Lark | None = None
+
+
+def grammar_text() -> str:
+    """The grammar, from the installed package or from the source tree."""
+    try:
+        from importlib.resources import files
+
+        return files("fetchdeliver.grammar").joinpath("sieve.lark").read_text(encoding="utf-8")
+    except (ImportError, FileNotFoundError, OSError, TypeError):
+        path = Path(__file__).resolve().parents[2] / "grammar" / "sieve.lark"
+        return path.read_text(encoding="utf-8")
+
+
+def _parser() -> Lark:
+    global _PARSER
+    if _PARSER is None:
+        _PARSER = Lark(grammar_text(), parser="lalr", lexer="contextual",
+                       propagate_positions=True, maybe_placeholders=False)
+    return _PARSER
+
+
+class Arg:
+    """A positional or tagged argument: kind is "string", "strings", "number" or "tag"."""
+
+    __slots__ = ("kind", "value", "line", "column")
+
+    def __init__(self, kind: str, value, line: int, column: int) -> None:
+        self.kind = kind
+        self.value = value
+        self.line = line
+        self.column = column
+
+    def __repr__(self) -> str:
+        return f"Arg({self.kind}, {self.value!r})"
+
+
+class Node:
+    """A command (block is a list or None) or a test (block is always None)."""
+
+    __slots__ = ("name", "line", "column", "args", "tests", "test_list", "block", "is_test")
+
+    def __init__(self, name: str, line: int, column: int, args: list[Arg], tests: list["Node"],
+                 test_list: bool, block: list["Node"] | None, is_test: bool) -> None:
+        self.name = name
+        self.line = line
+        self.column = column
+        self.args = args
+        self.tests = tests
+        self.test_list = test_list
+        self.block = block
+        self.is_test = is_test
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {self.args!r}, {self.tests!r}, {self.block!r})"
+
+
+# -- string literals ---------------------------------------------------------
+
+def _crlf(text: str) -> str:
+    # Pigeonhole stores every line break of a string literal as CRLF.
+    return text.replace("\r\n", "\n").replace("\n", "\r\n")
+
+
+def unquote(token: str) -> str:
+    """A quoted string's value: backslash takes the next character literally."""
+    body = token[1:-1]
+    if "\\" in body:
+        out = []
+        i = 0
+        n = len(body)
+        while i < n:
+            c = body[i]
+            if c == "\\" and i + 1 < n:
+                i += 1
+                c = body[i]
+            out.append(c)
+            i += 1
+        body = "".join(out)
+    return _crlf(body)
+
+
+def multiline(token: str) -> str:
+    """A text: string's value: the lines between "text:" and ".", dot-unstuffed, CRLF ends."""
+    first_nl = token.index("\n")
+    lines = token[first_nl + 1:].split("\n")
+    # The last two items are the "." terminator line and "" after its newline.
+    lines = lines[:-2]
+    out = []
+    for line in lines:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.startswith(".."):
+            line = line[1:]
+        out.append(line + "\r\n")
+    return "".join(out)
+
+
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MAX_NUMBER = (1 << 63) - 1
+
+
+def number(token: Token, file: str) -> int:
+    text = str(token)
+    unit = 1
+    if text[-1:].lower() in _UNITS:
+        unit = _UNITS[text[-1].lower()]
+        text = text[:-1]
+    value = int(text) * unit
+    if value > MAX_NUMBER:
+        raise SieveSyntaxError(f"number '{token}' is too large", file, token.line, token.column)
+    return value
+
+
+# -- tree to nodes -------------------------------------------------------------
+
+def _string(tree: Tree) -> str:
+    tok = tree.children[0]
+    if tok.type == "MULTILINE_STRING":
+        return multiline(str(tok))
+    return unquote(str(tok))
+
+
+def _arguments(tree: Tree, file: str) -> tuple[list[Arg], list[Node], bool]:
+    args: list[Arg] = []
+    tests: list[Node] = []
+    test_list = False
+    for child in tree.children:
+        data = child.data
+        if data == "string":
+            tok = child.children[0]
+            args.append(Arg("string", _string(child), tok.line, tok.column))
+        elif data == "string_list":
+            args.append(Arg("strings", [_string(s) for s in child.children], child.meta.line,
+                            child.meta.column))
+        elif data == "number":
+            tok = child.children[0]
+            args.append(Arg("number", number(tok, file), tok.line, tok.column))
+        elif data == "tag":
+            tok = child.children[0]
+            args.append(Arg("tag", str(tok)[1:].lower(), tok.line, tok.column))
+        elif data == "test":
+            tests.append(_test(child, file))
+        elif data == "test_list":
+            test_list = True
+            tests.extend(_test(t, file) for t in child.children)
+    return args, tests, test_list
+
+
+def _test(tree: Tree, file: str) -> Node:
+    ident, arguments = tree.children
+    args, tests, test_list = _arguments(arguments, file)
+    return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, None, True)
+
+
+def _command(tree: Tree, file: str) -> Node:
+    ident, arguments = tree.children[0], tree.children[1]
+    args, tests, test_list = _arguments(arguments, file)
+    block = None
+    if tree.data == "block_command":
+        block = [_command(c, file) for c in tree.children[2].children]
+    return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, block, False)
+
+
+# -- error messages ------------------------------------------------------------
+
+_NAMES = {
+    "SEMICOLON": "';'", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'",
+    "COMMA": "','", "LSQB": "'['", "RSQB": "']'", "QUOTED_STRING": "a string",
+    "MULTILINE_STRING": "a string", "NUMBER": "a number", "TAG": "a tag", "IDENTIFIER": "an identifier",
+    "$END": "end of script",
+}
+_ORDER = ["SEMICOLON", "LBRACE", "RBRACE", "RPAR", "COMMA", "RSQB", "QUOTED_STRING", "LSQB", "NUMBER",
+          "TAG", "IDENTIFIER", "LPAR", "$END"]
+
+
+def _found(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of script"
+    text = str(tok)
+    if tok.type == "IDENTIFIER":
+        return f"identifier '{text}'"
+    if tok.type == "TAG":
+        return f"tag '{text}'"
+    if tok.type == "NUMBER":
+        return f"number {text}"
+    if tok.type in ("QUOTED_STRING", "MULTILINE_STRING"):
+        if len(text) > 30:
+            text = text[:27] + "..."
+        return "string " + text.replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{text}'"
+
+
+def _expected(names) -> str:
+    seen = []
+    for n in sorted(set(names), key=lambda x: _ORDER.index(x) if x in _ORDER else 99):
+        label = _NAMES.get(n, n)
+        if label not in seen:
+            seen.append(label)
+    if not seen:
+        return "nothing"
+    if len(seen) == 1:
+        return seen[0]
+    return ", ".join(seen[:-1]) + " or " + seen[-1]
+
+
+def _context(e: UnexpectedToken) -> str:
+    """Describe where the parser was: 'after fileinto arguments', 'in string list', ..."""
+    stack = getattr(getattr(e, "state", None), "value_stack", None) or []
+    for item in reversed(stack):
+        if isinstance(item, Token):
+            if item.type == "IDENTIFIER":
+                return f" after {item} arguments"
+            if item.type == "LSQB":
+                return " in string list"
+            if item.type == "LPAR":
+                return " in test list"
+            if item.type == "LBRACE":
+                return " in block"
+    return ""
+
+
+def _token_error(e: UnexpectedToken, file: str) -> SieveSyntaxError:
+    tok = e.token
+    expected = set(e.expected or ())
+    try:
+        # LALR merges look-ahead sets of similar states; ask the parser what it really accepts.
+        accepted = e.interactive_parser.accepts()
+        if accepted:
+            expected = set(accepted)
+    except Exception:  # an older Lark without accepts(): keep the LALR set
+        pass
+    found = _found(tok)
+    ctx = _context(e)
+    if tok.type == "$END":
+        line, column = _end_position(e)
+    else:
+        line, column = tok.line, tok.column
+    if {"SEMICOLON", "LBRACE"} <= expected:
+        msg = f"expected ';' or '{{'{ctx}, found {found}"
+    elif expected == {"LBRACE"} or ("LBRACE" in expected and "SEMICOLON" not in expected
+                                    and "IDENTIFIER" not in expected and "RBRACE" not in expected):
+        msg = f"expected '{{'{ctx}, found {found}"
+    elif "IDENTIFIER" in expected and "RBRACE" in expected and "SEMICOLON" not in expected:
+        msg = f"expected a command or '}}', found {found}"
+    elif "IDENTIFIER" in expected and "SEMICOLON" not in expected and "LBRACE" not in expected \
+            and not expected & {"QUOTED_STRING", "TAG", "NUMBER", "COMMA", "RPAR", "RSQB"}:
+        what = "a command" if not ctx else "a test"
+        msg = f"expected {what}{ctx}, found {found}"
+    else:
+        msg = f"expected {_expected(expected)}{ctx}, found {found}"
+    return SieveSyntaxError(msg, file, line, column)
+
+
+def _end_position(e) -> tuple[int, int]:
+    text = getattr(e, "_fd_text", "")
+    line = text.count("\n") + 1
+    column = len(text) - (text.rfind("\n") + 1) + 1
+    return line, column
+
+
+def _char_error(e: UnexpectedCharacters, text: str, file: str) -> SieveSyntaxError:
+    pos = e.pos_in_stream
+    line, column = e.line, e.column
+    if text[pos:pos + 1] == ":" and text[:pos].lower().endswith("text") and column > 4:
+        # The lexer took "text" as an identifier: report at the start of "text:".
+        pos -= 4
+        column -= 4
+    rest = text[pos:]
+    if rest.startswith('"'):
+        msg = "unterminated quoted string"
+    elif rest.startswith("/*"):
+        msg = "unterminated comment (missing '*/')"
+    elif rest[:5].lower() == "text:":
+        after = rest[5:].split("\n", 1)[0].strip(" \t\r")
+        if after and not after.startswith("#"):
+            msg = "unexpected characters after 'text:' (a multi-line string starts on the next line)"
+        else:
+            msg = "unterminated multi-line string (missing a line holding a single '.')"
+    elif rest[:1] == ":":
+        msg = "invalid tag: ':' must be followed by an identifier"
+    else:
+        ch = rest[:1]
+        shown = repr(ch) if ch.isprintable() and ch not in "'\\" else ascii(ch)
+        if ch == "'":
+            shown = "\"'\""
+        msg = f"unexpected character {shown}"
+        if ch.isdigit():
+            msg = "invalid number"
+    return SieveSyntaxError(msg, file, line, column)
+
+
+def parse(text: str, file: str = "script") -> list[Node]:
+    """Parse a script; raises SieveCompileError (holding one SieveSyntaxError) on failure."""
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedToken as e:
+        e._fd_text = text  # type: ignore[attr-defined]
+        raise SieveCompileError([_token_error(e, file)]) from None
+    except UnexpectedCharacters as e:
+        raise SieveCompileError([_char_error(e, text, file)]) from None
+    except UnexpectedEOF as e:
+        line = text.count("\n") + 1
+        raise SieveCompileError([SieveSyntaxError("unexpected end of script", file, line, 1)]) from None
+    try:
+        return [_command(c, file) for c in tree.children]
+    except SieveSyntaxError as e:
+        raise SieveCompileError([e]) from None

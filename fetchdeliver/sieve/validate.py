@@ -1,0 +1,354 @@
+"""Check parsed commands against the registry and produce the compiled (plain data) form.
+
+Every problem is collected with its line and column; the caller raises one
+SieveCompileError holding them all.
+"""
+
+from __future__ import annotations
+
+from fetchdeliver.sieve import registry
+from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
+from fetchdeliver.sieve.parser import Arg, Node
+
+GROUP_KEYS = {"comparator": "comparator", "match": "match", "address-part": "part"}
+GROUP_LABELS = {"comparator": "COMPARATOR", "match": "MATCH-TYPE", "address-part": "ADDRESS-PART"}
+TYPE_LABELS = {"string": "a string", "strings": "a string list", "number": "a number", "tag": "a tag"}
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
+MAX_ERRORS = 20
+
+
+class Validator:
+    """One script's validation state: required extensions, errors, the registry in force."""
+
+    def __init__(self, file: str, enabled: set[str] | None = None, options: dict | None = None) -> None:
+        self.file = file
+        self.enabled = enabled if enabled is not None else registry.enabled_extensions()
+        self.options = options or {}
+        self.errors: list[SieveSyntaxError] = []
+        self.required: list[str] = []
+        self.reg = registry.build([])
+        self.includes: list[tuple[str, str, int, int]] = []  # (location, name, line, column)
+        self.reported_unknown: set[str] = set()
+        self.variables = False
+        self.in_loop = 0  # foreverypart nesting, for break
+
+    # -- errors ----------------------------------------------------------
+    def error(self, message: str, where) -> None:
+        line = getattr(where, "line", 0)
+        column = getattr(where, "column", 0)
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(SieveSyntaxError(message, self.file, line, column))
+
+    def has(self, ext: str) -> bool:
+        return ext in self.required
+
+    # -- require ---------------------------------------------------------
+    def require(self, name: str, where) -> None:
+        if name in self.required:
+            return
+        if name in registry.IMPLICIT:
+            self.required.append(name)
+            return
+        if name not in registry.MODULES or name not in self.enabled:
+            self.error(f"require: unknown Sieve capability '{name}'", where)
+            return
+        self.required.append(name)
+        ext = registry.load_extension(name)
+        if ext is not None:
+            self.reg.add(ext)
+        for implied in registry.IMPLIES.get(name, ()):
+            if implied not in self.required:
+                self.required.append(implied)
+        if name == "variables":
+            self.variables = True
+
+    # -- blocks ----------------------------------------------------------
+    def script(self, nodes: list[Node]) -> list:
+        at_start = True
+        rest = []
+        for node in nodes:
+            if node.name == "require" and at_start:
+                self.require_command(node)
+            else:
+                at_start = False
+                rest.append(node)
+        return self.block(rest)
+
+    def require_command(self, node: Node) -> None:
+        if node.block is not None:
+            self.error("the require command does not take a block", node)
+        if node.tests:
+            self.error("the require command does not take a test", node)
+        if len(node.args) != 1 or node.args[0].kind not in ("string", "strings"):
+            self.error("the require command expects one string list argument (the capabilities)", node)
+            return
+        values = node.args[0].value
+        for name in ([values] if isinstance(values, str) else values):
+            self.require(name, node.args[0])
+
+    def block(self, nodes: list[Node]) -> list:
+        out: list = []
+        chain = None  # the branches list of the last if, while elsif/else may follow
+        for node in nodes:
+            name = node.name
+            if name == "require":
+                self.error("require commands can only be placed at top level at the beginning of the file",
+                           node)
+                chain = None
+                continue
+            if name in ("elsif", "else"):
+                if chain is None:
+                    self.error(f"the {name} command must follow an if or elsif command", node)
+                    continue
+                compiled = self.command(node)
+                if compiled is not None:
+                    chain.append([compiled[4], compiled[5]])
+                if name == "else":
+                    chain = None
+                continue
+            compiled = self.command(node)
+            if compiled is None:
+                chain = None
+                continue
+            if name == "if":
+                chain = [[compiled[4], compiled[5]]]
+                out.append(("if", compiled[1], {}, [], chain, None))
+            else:
+                chain = None
+                out.append(compiled)
+        return out
+
+    # -- commands and tests -------------------------------------------------
+    def command(self, node: Node):
+        spec = self.reg.commands.get(node.name)
+        if spec is None or (spec.ext != "core" and spec.ext not in self.required):
+            self.unknown(node, "command")
+            return None
+        tags, args = self.arguments(node, spec)
+        sub = None
+        if spec.tests == 1:
+            if len(node.tests) != 1 or node.test_list:
+                self.error(f"the {node.name} command requires one test", node)
+            else:
+                sub = self.test(node.tests[0])
+        elif node.tests:
+            self.error(f"the {node.name} command does not take a test", node.tests[0])
+        block = None
+        if node.name in ("if", "elsif") and sub is not None and sub[0] == "ihave" and node.block is not None:
+            # ihave is decided now (as Pigeonhole does): a block that needs what we lack is not validated.
+            caps = sub[3][0] if sub[3] else []
+            from fetchdeliver.sieve.extensions.ihave import NOT_BY_IHAVE
+
+            if all(c in self.enabled and c in registry.MODULES and c not in NOT_BY_IHAVE for c in caps):
+                for c in caps:
+                    self.require(c, node)
+                sub = ("true", node.line, {}, [], None)
+            else:
+                out = [node.name, node.line, tags, args, ("false", node.line, {}, [], None), []]
+                return tuple(out)
+        if spec.block:
+            if node.block is None:
+                self.error(f"the {node.name} command requires a block", node)
+            else:
+                if node.name == "foreverypart":
+                    self.in_loop += 1
+                block = self.block(node.block)
+                if node.name == "foreverypart":
+                    self.in_loop -= 1
+        elif node.block is not None:
+            self.error(f"the {node.name} command does not take a block; expected ';'", node)
+        out = [node.name, node.line, tags, args, sub, block]
+        self.run_checks(spec, node, out)
+        if node.name == "else":
+            out[4] = None
+        return tuple(out)
+
+    def test(self, node: Node):
+        if not node.is_test:
+            return None
+        spec = self.reg.tests.get(node.name)
+        if spec is None or (spec.ext != "core" and spec.ext not in self.required):
+            self.unknown(node, "test")
+            return ("false", node.line, {}, [], None)
+        tags, args = self.arguments(node, spec)
+        sub = None
+        if spec.tests == 1:
+            if len(node.tests) != 1 or node.test_list:
+                self.error(f"the {node.name} test requires one test as argument", node)
+            else:
+                sub = self.test(node.tests[0])
+        elif spec.tests == "list":
+            if not node.test_list:
+                self.error(f"the {node.name} test requires a test list '( ... )'", node)
+            sub = [self.test(t) for t in node.tests]
+        elif node.tests:
+            self.error(f"the {node.name} test does not take a test as argument", node.tests[0])
+        out = [node.name, node.line, tags, args, sub]
+        self.run_checks(spec, node, out)
+        return tuple(out)
+
+    def unknown(self, node: Node, kind: str) -> None:
+        if node.name in self.reported_unknown:
+            return
+        self.reported_unknown.add(node.name)
+        hint = ""
+        for ext_name, module in registry.MODULES.items():
+            if not module or ext_name in self.required:
+                continue
+            try:
+                ext = registry.load_extension(ext_name)
+            except ImportError:
+                continue
+            table = ext.commands if kind == "command" else ext.tests
+            if node.name in table and table[node.name].ext == ext_name:
+                hint = f" (missing require \"{ext_name}\")"
+                break
+        self.error(f"unknown {kind} '{node.name}'{hint}", node)
+
+    def run_checks(self, spec, node: Node, out: list) -> None:
+        if spec.check is not None:
+            spec.check(self, node, out)
+        if out[2].get("match") == "regex":
+            from fetchdeliver.sieve.extensions.regex import check_keys
+
+            check_keys(self, node, out)
+        done = []
+        for tag in list(out[2]):
+            check = self.reg.tag_checks.get((spec.name, tag))
+            if check is not None and check not in done:
+                done.append(check)
+                check(self, node, out)
+
+    def arguments(self, node: Node, spec) -> tuple[dict, list]:
+        kind = "test" if node.is_test else "command"
+        what = f"the {node.name} {kind}"
+        tags: dict = {}
+        args = node.args
+        i = 0
+        n = len(args)
+        while i < n and args[i].kind == "tag":
+            a = args[i]
+            i += 1
+            t = a.value
+            found = spec.tags.get(t)
+            group = None
+            if found is None:
+                for g in spec.groups:
+                    if t in self.reg.groups[g]:
+                        found = self.reg.groups[g][t]
+                        group = g
+                        break
+            if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
+                self.error(f"unknown tagged argument ':{t}' for {what}", a)
+                continue
+            ty = found[0]
+            key = GROUP_KEYS[group] if group else t
+            if key in tags:
+                if group:
+                    self.error(f"encountered duplicate {GROUP_LABELS[group]} argument (:{t}) for {what}", a)
+                else:
+                    self.error(f"encountered duplicate tag ':{t}' for {what}", a)
+            value = True
+            if ty is not None:
+                if i >= n or args[i].kind == "tag":
+                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
+                    continue
+                value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
+                i += 1
+            if group == "match":
+                tags["match"] = t
+                if ty is not None:
+                    tags["relation"] = value
+            elif group == "comparator":
+                tags["comparator"] = value
+            elif group == "address-part":
+                tags["part"] = t
+            else:
+                tags[t] = value
+        positional = args[i:]
+        for a in positional:
+            if a.kind == "tag":
+                self.error(f"encountered an unexpected tagged argument ':{a.value}' while validating "
+                           f"positional arguments for {what}", a)
+                return self.defaults(spec, tags, node), []
+        forms = spec.args
+        form = None
+        for f in forms:
+            if len(f) == len(positional):
+                form = f
+                break
+        if form is None:
+            counts = sorted({len(f) for f in forms})
+            expected = " or ".join(str(c) for c in counts)
+            self.error(f"{what} expects {expected} positional argument(s), but {len(positional)} "
+                       f"were found", positional[0] if positional else node)
+            return self.defaults(spec, tags, node), []
+        values = []
+        for idx, (a, ty) in enumerate(zip(positional, form)):
+            label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
+                    f"argument of {what}"
+            values.append(self.coerce(a, ty, label))
+        return self.defaults(spec, tags, node), values
+
+    def decode(self, s: str) -> str:
+        if "encoded-character" in self.required and "${" in s:
+            from fetchdeliver.sieve.extensions.encoded_character import decode
+
+            return decode(s)
+        return s
+
+    def coerce(self, a: Arg, ty: str, label: str):
+        if ty == "strings":
+            if a.kind == "string":
+                return [self.decode(a.value)]
+            if a.kind == "strings":
+                return [self.decode(s) for s in a.value]
+        elif ty == "string":
+            if a.kind == "string":
+                return self.decode(a.value)
+        elif ty == "number":
+            if a.kind == "number":
+                return a.value
+        self.error(f"{label} must be {TYPE_LABELS[ty]}, but {TYPE_LABELS[a.kind]} was found", a)
+        return [] if ty == "strings" else ("" if ty == "string" else 0)
+
+    def defaults(self, spec, tags: dict, node: Node) -> dict:
+        groups = spec.groups
+        if "match" in groups:
+            tags.setdefault("match", "is")
+        if "comparator" in groups:
+            default = "i;octet" if spec.name == "string" else "i;ascii-casemap"
+            cmp = tags.setdefault("comparator", default)
+            self.check_comparator(cmp, tags, node)
+        if "address-part" in groups:
+            tags.setdefault("part", "all")
+        if tags.get("match") in ("count", "value"):
+            rel = tags.get("relation")
+            if rel not in ("gt", "ge", "lt", "le", "eq", "ne"):
+                self.error(f"invalid relational match type '{rel}' (expected gt, ge, lt, le, eq or ne)", node)
+        return tags
+
+    def check_comparator(self, cmp, tags: dict, node: Node) -> None:
+        known = {"i;octet", "i;ascii-casemap"}
+        if "comparator-i;ascii-numeric" in self.required:
+            known.add("i;ascii-numeric")
+        if cmp not in known:
+            self.error(f"unknown comparator '{cmp}'", node)
+            return
+        if cmp == "i;ascii-numeric" and tags.get("match") in ("contains", "matches", "regex"):
+            self.error(f"the comparator 'i;ascii-numeric' does not support the :{tags['match']} match type",
+                       node)
+
+    # -- helpers for extension checks -------------------------------------
+    def constant(self, s) -> bool:
+        """True when a string has no variable references (its value is known now)."""
+        return not (self.variables and "${" in s)
+
+
+def validate(nodes: list[Node], file: str, enabled: set[str] | None = None,
+             options: dict | None = None) -> Validator:
+    v = Validator(file, enabled, options)
+    v.code = v.script(nodes)  # type: ignore[attr-defined]
+    if v.errors:
+        raise SieveCompileError(v.errors)
+    return v

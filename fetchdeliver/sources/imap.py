@@ -1,0 +1,264 @@
+"""IMAP source (imapclient): connect with verified TLS, list, fetch in batches, act on the source.
+
+Every server interaction goes through `_command()`, which turns library and
+socket exceptions into a SourceError naming the IMAP command and quoting the
+server. The caller (fetchdeliver.fetch) owns the order of events: it only calls
+`acknowledge()` for messages whose delivery is durable and recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+
+import imapclient
+from imapclient import exceptions as imap_errors
+
+from fetchdeliver.accounts import Account, SecretError, TLSPinError
+from fetchdeliver.sources.base import SourceError, describe_os_error, server_words
+
+# The largest amount of message data asked for in one FETCH (besides the count limit).
+BATCH_BYTES = 16 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def _command(name: str, where: str = ""):
+    suffix = f" ({where})" if where else ""
+    try:
+        yield
+    except SourceError:
+        raise
+    except imap_errors.LoginError as e:
+        raise SourceError(name, f"server said: {server_words(e)}{suffix}", temporary=False) from None
+    except imap_errors.CapabilityError as e:
+        raise SourceError(name, f"{server_words(e)}{suffix}") from None
+    except imap_errors.IMAPClientAbortError as e:
+        raise SourceError(name, f"connection lost: {server_words(e) or 'the server closed it'}{suffix}") from None
+    except imap_errors.IMAPClientError as e:
+        raise SourceError(name, f"server said: {_strip_imaplib(server_words(e))}{suffix}") from None
+    except (OSError, EOFError) as e:
+        if isinstance(e, EOFError):
+            detail = "connection closed by the server"
+        else:
+            detail = describe_os_error(e)
+        temporary = not isinstance(e, ssl.SSLCertVerificationError)
+        raise SourceError(name, f"{detail}{suffix}", temporary=temporary) from None
+
+
+def _strip_imaplib(text: str) -> str:
+    # imaplib: "UID command error: BAD [b'Error in IMAP command UID FETCH: ...']" -> the server's part.
+    for marker in ("[b'", '[b"'):
+        i = text.find(marker)
+        if i >= 0 and text.endswith(("']", '"]')):
+            status = text[:i].rsplit(":", 1)[-1].strip()
+            return f"{status} {text[i + 3:-2]}".strip()
+    return text
+
+
+class ImapSource:
+    """One IMAP connection for one account."""
+
+    protocol = "imap"
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self.client: imapclient.IMAPClient | None = None
+        self.folder: str | None = None
+        self.readonly = True
+        self.capabilities: set[bytes] = set()
+        self.needs_expunge = False
+
+    # -- session ----------------------------------------------------------------
+    def connect(self) -> None:
+        """Connect, secure and log in. Called again to reconnect (a fresh OAuth2 token each time)."""
+        self.close()
+        a = self.account
+        where = a.address
+        ctx = a.ssl_context() if a.tls != "none" else None
+        cmd = "TLS connect" if a.tls == "implicit" else "connect"
+        with _command(cmd, where):
+            client = imapclient.IMAPClient(a.host, port=a.port, ssl=a.tls == "implicit",
+                                           ssl_context=ctx, timeout=a.timeout)
+        self.client = client
+        try:
+            if a.tls == "starttls":
+                with _command("STARTTLS", where):
+                    if not client.has_capability("STARTTLS"):
+                        raise SourceError("STARTTLS", f"the server does not offer STARTTLS ({where}); "
+                                          'use tls = "implicit" or, on a trusted network, tls = "none"',
+                                          temporary=False)
+                    client.starttls(ctx)
+            if a.tls != "none":
+                try:
+                    a.check_peer(client.socket())
+                except TLSPinError as e:
+                    raise SourceError("TLS", f"{e} ({where})", temporary=False) from None
+            self._login()
+            with _command("CAPABILITY", where):
+                self.capabilities = set(client.capabilities())
+        except BaseException:
+            self.close()
+            raise
+
+    def _login(self) -> None:
+        a = self.account
+        client = self.client
+        who = f"{a.user} at {a.address}"
+        if not a.uses_oauth2:
+            try:
+                password = a.password()
+            except SecretError as e:
+                raise SourceError("LOGIN", str(e), temporary=False) from None
+            with _command("LOGIN", who):
+                client.login(a.user, password)
+            return
+        mech = a.oauth2_mechanism.upper()
+        for attempt in (0, 1):
+            try:
+                token = a.access_token(refresh=attempt == 1)
+            except SecretError as e:
+                raise SourceError(f"AUTHENTICATE {mech}", str(e), temporary=False) from None
+            try:
+                with _command(f"AUTHENTICATE {mech}", who):
+                    if mech == "OAUTHBEARER":
+                        client.oauthbearer_login(a.user, token)
+                    else:
+                        client.oauth2_login(a.user, token, mech="XOAUTH2")
+                return
+            except SourceError:
+                # A cached token the server no longer takes: refresh once (only the built-in flow caches).
+                if attempt == 1 or "oauth2_refresh_token" not in a.oauth2_table():
+                    raise
+
+    def close(self, quit: bool = True) -> None:
+        """LOGOUT and close (`quit=False`: just drop the connection)."""
+        client, self.client = self.client, None
+        self.folder = None
+        if client is None:
+            return
+        try:
+            if not quit:
+                raise ConnectionAbortedError
+            client.logout()
+        except Exception:  # closing a broken connection: nothing left to report
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+    def has(self, capability: str) -> bool:
+        return capability.encode() in self.capabilities
+
+    # -- folders ------------------------------------------------------------------
+    def select(self, folder: str, *, readonly: bool) -> int:
+        """Open `folder`; returns its UIDVALIDITY."""
+        with _command(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", self.account.address):
+            info = self.client.select_folder(folder, readonly=readonly)
+        self.folder = folder
+        self.readonly = readonly
+        self.needs_expunge = False
+        uv = info.get(b"UIDVALIDITY")
+        if uv is None:
+            raise SourceError(f"SELECT {folder}", "the server did not report UIDVALIDITY")
+        return int(uv)
+
+    def search(self, criteria: str = "ALL") -> list[int]:
+        with _command(f"UID SEARCH {criteria}", self.account.address):
+            return sorted(int(u) for u in self.client.search(criteria))
+
+    def sizes(self, uids: list[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for i in range(0, len(uids), 1000):
+            chunk = uids[i:i + 1000]
+            with _command("UID FETCH RFC822.SIZE", self.account.address):
+                data = self.client.fetch(chunk, ["RFC822.SIZE"])
+            for uid, d in data.items():
+                out[int(uid)] = int(d.get(b"RFC822.SIZE", 0))
+        return out
+
+    def batches(self, uids: list[int], sizes: dict[int, int], count: int) -> list[list[int]]:
+        """Split UIDs into FETCH batches of at most `count` messages and about BATCH_BYTES bytes."""
+        out: list[list[int]] = []
+        cur: list[int] = []
+        total = 0
+        for uid in uids:
+            size = sizes.get(uid, 0)
+            if cur and (len(cur) >= count or total + size > BATCH_BYTES):
+                out.append(cur)
+                cur, total = [], 0
+            cur.append(uid)
+            total += size
+        if cur:
+            out.append(cur)
+        return out
+
+    def fetch(self, uids: list[int]) -> dict[int, bytes]:
+        """BODY.PEEK[] of many messages in one command (PEEK: fetching does not set \\Seen)."""
+        with _command("UID FETCH BODY.PEEK[]", self.account.address):
+            data = self.client.fetch(uids, ["BODY.PEEK[]"])
+        out: dict[int, bytes] = {}
+        for uid, d in data.items():
+            raw = d.get(b"BODY[]")
+            if raw is None:
+                continue  # vanished meanwhile (expunged by another client): nothing to deliver
+            out[int(uid)] = bytes(raw)
+        return out
+
+    def acknowledge(self, uids: list[int]) -> None:
+        """Apply the account's `after` policy to messages that are delivered and recorded."""
+        if not uids:
+            return
+        a = self.account
+        client = self.client
+        where = a.address
+        if a.after == "keep":
+            return
+        if a.after == "mark-seen":
+            with _command("UID STORE +FLAGS (\\Seen)", where):
+                client.add_flags(uids, [imapclient.SEEN], silent=True)
+            return
+        if a.after == "move":
+            if self.has("MOVE"):
+                with _command(f"UID MOVE {a.move_to}", where):
+                    client.move(uids, a.move_to)
+                return
+            with _command(f"UID COPY {a.move_to}", where):
+                client.copy(uids, a.move_to)
+        with _command("UID STORE +FLAGS (\\Deleted)", where):
+            client.add_flags(uids, [imapclient.DELETED], silent=True)
+        if self.has("UIDPLUS"):
+            with _command("UID EXPUNGE", where):
+                client.uid_expunge(uids)
+        else:
+            self.needs_expunge = True  # plain EXPUNGE once, at the end of the folder
+
+    def finish_folder(self) -> None:
+        if self.needs_expunge and self.client is not None:
+            with _command("EXPUNGE", self.account.address):
+                self.client.expunge()
+            self.needs_expunge = False
+
+    def ensure_folder(self, folder: str) -> None:
+        """Create `folder` (the move: target) if the server does not have it."""
+        with _command(f"CREATE {folder}", self.account.address):
+            if not self.client.folder_exists(folder):
+                self.client.create_folder(folder)
+
+    # -- push ---------------------------------------------------------------------
+    def idle_wait(self, timeout: float) -> bool:
+        """IDLE on the selected folder until the server announces new mail or `timeout` passes.
+
+        Returns True when new mail (EXISTS/RECENT) was announced. Servers drop IDLE after
+        ~30 minutes: callers should use a timeout below that and loop; on SourceError,
+        `connect()` again (which gets a fresh OAuth2 token).
+        """
+        if self.folder is None:
+            raise SourceError("IDLE", "no folder selected")
+        if not self.has("IDLE"):
+            raise SourceError("IDLE", "the server does not support IDLE", temporary=False)
+        with _command("IDLE", self.account.address):
+            self.client.idle()
+            try:
+                responses = self.client.idle_check(timeout=timeout)
+            finally:
+                self.client.idle_done()
+        return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+

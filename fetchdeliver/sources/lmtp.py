@@ -1,0 +1,445 @@
+"""The LMTP server (RFC 2033) on aiosmtpd: an MTA hands us mail, each recipient gets its own answer.
+
+One asyncio loop speaks the protocol; Sieve and delivery (blocking, fsync-bound)
+run in a thread pool, so slow disks do not stall other sessions. After DATA
+every accepted recipient gets one reply, in RCPT order:
+
+    250 2.0.0  durable in its store (file and directory fsynced)
+    550 5.7.1  a Sieve reject / ereject (the reason follows)
+    451 4.3.0  a temporary failure (452 4.3.1 when the disk is full): the MTA retries
+    552 5.3.4  the message is larger than [lmtp] max_message_size
+
+Bytes: the message is kept exactly as it came on the wire, minus the
+dot-stuffing. Like Dovecot's LMTP (measured against dovecot-lmtpd 2.3.19:
+CRLF becomes LF, a bare LF or bare CR stays as it is) we store LF line ends,
+the native form of Maildir and mbox; `[lmtp] keep_crlf = true` stores CRLF.
+On top go the trace headers a final delivery adds, the same three Dovecot
+adds: Return-Path, Delivered-To and Received.
+
+aiosmtpd's own DATA reader is replaced: it would turn a line over 1000 bytes
+into "500 Line too long", where we must deliver it, and it answers once where
+LMTP needs one answer per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from aiosmtpd.lmtp import LMTP
+
+from fetchdeliver import engine
+from fetchdeliver.errors import FetchdeliverError
+from fetchdeliver.message import Message
+from fetchdeliver.recipients import Recipient, RecipientMap, lmtp_options
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fetchdeliver.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Enhanced status codes (RFC 3463) for replies aiosmtpd builds without one.
+_ENHANCED = {
+    "221": "2.0.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
+    "421": "4.3.2", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
+}
+
+
+def _has_enhanced(text: str) -> bool:
+    parts = text.split(" ", 1)[0].split(".")
+    return len(parts) == 3 and all(p.isdigit() for p in parts)
+
+
+def reply_text(text: str, limit: int = 400) -> str:
+    """One safe reply line: no CR/LF, printable ASCII, bounded length."""
+    s = " ".join(str(text).split())
+    s = "".join(c if " " <= c <= "~" else "?" for c in s)
+    return s[:limit]
+
+
+class _ThreadState:
+    """The state database for the engine, one sqlite connection per worker thread."""
+
+    def __init__(self, state_dir: str) -> None:
+        self._dir = state_dir
+        self._local = threading.local()
+
+    def _get(self):
+        st = getattr(self._local, "state", None)
+        if st is None:
+            from fetchdeliver.state import State
+
+            st = self._local.state = State(self._dir)
+        return st
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+
+class LMTPService:
+    """Everything sessions share: settings, recipient map, per-recipient contexts, the worker pool."""
+
+    def __init__(self, settings: "Settings", *, outbound=None, workers: int | None = None) -> None:
+        self.settings = settings
+        self.options = lmtp_options(settings)
+        self.recipients = RecipientMap.from_settings(settings)
+        self.hostname: str = self.options["hostname"]
+        self.outbound = outbound
+        self.state = _ThreadState(settings.state_dir)
+        self.executor = ThreadPoolExecutor(max_workers=workers or self.options["workers"],
+                                           thread_name_prefix="lmtp-deliver")
+        self.sessions = 0
+        self._contexts: dict[str, object] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._build_lock = threading.Lock()
+        self._servers: list[asyncio.AbstractServer] = []
+
+    # -- per-recipient wiring ---------------------------------------------------------
+    def check(self) -> None:
+        """Build every recipient's context now, so a bad store or script shows at start-up."""
+        targets = self.recipients.recipients or [self.recipients.catch_all]
+        for r in targets:
+            self.context_for(r)
+
+    def context_for(self, r: Recipient):
+        ctx = self._contexts.get(r.key)
+        if ctx is not None:
+            return ctx
+        with self._build_lock:
+            ctx = self._contexts.get(r.key)
+            if ctx is None:
+                ctx = self._build_context(r)
+                self._contexts[r.key] = ctx
+                if getattr(ctx.store, "kind", "") == "mbox":
+                    # fcntl locks do not exclude threads of one process: serialise mbox writers here.
+                    self._locks[r.key] = threading.Lock()
+        return ctx
+
+    def _build_context(self, r: Recipient):
+        from fetchdeliver.pipeline import build_context, build_store
+
+        s = self.settings
+        if r is self.recipients.catch_all:
+            ctx = build_context(s)
+        else:
+            ctx = build_context(s, maildir=r.maildir, mbox=r.mbox, rules=r.rules or "",
+                                default_mailbox=r.default_mailbox)
+            if r.mbox:
+                d = s.delivery
+                ctx.store = build_store(mbox=r.mbox, mbox_folders=r.mbox_folders,
+                                        fsync=d.get("fsync", True), lock_timeout=d.get("lock_timeout"))
+        ctx.state = self.state
+        ctx.outbound = self.outbound
+        if ctx.script_error:
+            log.error("recipient %s: %s", ", ".join(r.addresses) or "*", ctx.script_error)
+        return ctx
+
+    # -- one delivery (runs in a worker thread) ------------------------------------------
+    def trace_headers(self, sender: str, rcpt: str, helo: str, peer: str) -> bytes:
+        from email.utils import formatdate
+
+        eol = "\r\n" if self.options["keep_crlf"] else "\n"
+        sid = os.urandom(9).hex()
+        lines = [f"Return-Path: <{sender}>", f"Delivered-To: {rcpt}",
+                 f"Received: from {helo or 'unknown'} ([{peer}])", f"\tby {self.hostname} with LMTP",
+                 f"\tid {sid}", f"\t(envelope-from <{sender}>)",
+                 f"\tfor <{rcpt}>; {formatdate(localtime=True)}"]
+        return (eol.join(lines) + eol).encode("utf-8", "surrogateescape")
+
+    def deliver(self, body: bytes, sender: str, rcpt: str, target: Recipient, helo: str, peer: str) -> str:
+        """Run one recipient's rules and delivery; return its LMTP reply line."""
+        try:
+            ctx = self.context_for(target)
+            raw = self.trace_headers(sender, rcpt, helo, peer) + body
+            msg = Message(raw, sender=sender, recipients=[rcpt], original_recipient=rcpt,
+                          origin=f"lmtp[{peer}] <{rcpt}>")
+            lock = self._locks.get(target.key)
+            if lock is not None:
+                with lock:
+                    outcome = engine.process(msg, ctx)
+            else:
+                outcome = engine.process(msg, ctx)
+        except FetchdeliverError as e:
+            log.error("<%s>: %s", rcpt, e)
+            return f"451 4.3.0 <{reply_text(rcpt, 200)}> {reply_text(e)}"
+        except Exception as e:  # a bug must become a retry, never a lost message
+            log.exception("<%s>: unexpected error", rcpt)
+            return f"451 4.3.0 <{reply_text(rcpt, 200)}> internal error: {reply_text(e)}"
+        who = f"<{reply_text(rcpt, 200)}>"
+        if outcome.status == engine.DELIVERED:
+            return f"250 2.0.0 {who} delivered to {reply_text(', '.join(outcome.where()) or 'nowhere', 200)}"
+        if outcome.status == engine.REJECTED:
+            return f"550 5.7.1 {who} {reply_text(outcome.reason or 'rejected')}"
+        err = outcome.errors[-1] if outcome.errors else "temporary failure"
+        low = err.lower()
+        if "no space left" in low:
+            return f"452 4.3.1 {who} {reply_text(err)}"
+        if "quota" in low:
+            return f"452 4.2.2 {who} {reply_text(err)}"
+        return f"451 4.3.0 {who} {reply_text(err)}"
+
+    # -- listening -------------------------------------------------------------------------
+    def _factory(self):
+        o = self.options
+        return _Session(self, _Handler(self), data_size_limit=o["max_message_size"],
+                        hostname=self.hostname, ident="fetchdeliver LMTP", timeout=float(o["timeout"]),
+                        loop=asyncio.get_running_loop())
+
+    async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        server = await asyncio.get_running_loop().create_server(self._factory, host, port,
+                                                                reuse_address=True)
+        self._servers.append(server)
+        addr = server.sockets[0].getsockname()
+        return addr[0], addr[1]
+
+    async def listen_unix(self, path: str, mode: int = 0o660) -> str:
+        import stat
+
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a leftover from an earlier run
+        except FileNotFoundError:
+            pass
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        server = await asyncio.get_running_loop().create_unix_server(self._factory, path)
+        os.chmod(path, mode)
+        self._servers.append(server)
+        return path
+
+    async def close(self) -> None:
+        for s in self._servers:
+            s.close()
+        for s in self._servers:
+            await s.wait_closed()
+        self._servers.clear()
+
+    def shutdown(self) -> None:
+        """Wait for running deliveries (they must finish before we may exit)."""
+        self.executor.shutdown(wait=True)
+
+
+class _Handler:
+    """aiosmtpd hooks: the greeting's extensions, the envelope, the recipient check."""
+
+    def __init__(self, service: LMTPService) -> None:
+        self.service = service
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        last = responses[-1][4:]  # "250 HELP"
+        out = [r for r in responses[:-1]]
+        out += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", f"250 {last}"]
+        return out
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.targets = []
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        target = self.service.recipients.lookup(address)
+        if target is None:
+            return f"550 5.1.1 <{reply_text(address, 200)}> User doesn't exist"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.targets.append(target)
+        return "250 2.1.5 Ok"
+
+
+class _Session(LMTP):
+    # The StreamReader's buffer limit. Commands are still limited to 512 bytes by
+    # aiosmtpd; DATA lines of any length are read in pieces by smtp_DATA below.
+    line_length_limit = 65536
+
+    def __init__(self, service: LMTPService, handler, **kwargs) -> None:
+        self.service = service
+        self._counted = False
+        self._in_lhlo = False
+        super().__init__(handler, **kwargs)
+
+    def connection_made(self, transport) -> None:
+        if not self._counted:
+            self._counted = True
+            self.service.sessions += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error) -> None:
+        if self._counted:
+            self._counted = False
+            self.service.sessions -= 1
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self.service.sessions > self.service.options["max_sessions"]:
+            await self.push("421 4.3.2 Too many sessions, try again later")
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def push(self, status) -> None:
+        if isinstance(status, str) and not self._in_lhlo and status[3:4] == " " \
+                and status[:3] in _ENHANCED and not _has_enhanced(status[4:]) \
+                and not status.startswith("220"):
+            status = f"{status[:3]} {_ENHANCED[status[:3]]} {status[4:]}"
+        await super().push(status)
+
+    async def smtp_LHLO(self, arg: str) -> None:
+        if not arg:
+            await self.push("501 Syntax: LHLO hostname")
+            return
+        self._in_lhlo = True
+        try:
+            await super().smtp_LHLO(arg)
+        finally:
+            self._in_lhlo = False
+
+    async def check_helo_needed(self, helo: str = "LHLO") -> bool:
+        return await super().check_helo_needed("LHLO")
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        env = self.envelope
+        if not env.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        limit = self.data_size_limit
+        reader = self._reader
+        # Read up to each ".\r\n" rather than line by line (a 2 MiB line or a 13 KB message is one
+        # or a few reads); it ends the data when it starts a line: at the very start, or after CRLF.
+        parts: list[bytes] = []
+        size = 0
+        tail = b""
+        too_big = False
+        mark = 0
+        while True:
+            try:
+                chunk = await reader.readuntil(b".\r\n")
+                ends = True
+            except asyncio.LimitOverrunError as e:
+                chunk = await reader.read(e.consumed)  # no ".\r\n" in the buffer yet: take what is there
+                ends = False
+            except asyncio.IncompleteReadError:
+                # The client went away before the final dot: nothing was accepted.
+                self.transport.close()
+                return
+            size += len(chunk)
+            last = chunk[-5:] if len(chunk) >= 5 else (tail + chunk)[-5:]
+            if ends and (size == 3 or last[:2] == b"\r\n"):
+                if not too_big:
+                    parts.append(chunk)
+                break
+            tail = last
+            if too_big:
+                pass
+            elif limit and size > limit + 5:
+                too_big = True
+                parts.clear()  # keep reading to the dot, keep nothing
+            else:
+                parts.append(chunk)
+            if size - mark > 1 << 20:
+                mark = size
+                self._reset_timeout()  # a big message is not an idle session
+        if not too_big:
+            data = b"".join(parts)[:-3]  # the terminator's ".\r\n" (its CRLF ends the last line)
+            parts.clear()
+            # RFC 5321 4.5.2 transparency: a line's leading dot is removed
+            if data[:1] == b".":
+                data = data[1:]
+            data = data.replace(b"\r\n.", b"\r\n")
+            if limit and len(data) > limit:
+                too_big = True
+        targets = list(getattr(env, "targets", []))
+        rcpts = list(env.rcpt_tos)
+        sender = env.mail_from or ""
+        if sender == "<>":
+            sender = ""
+        self._set_post_data_state()
+        if too_big:
+            await self.push("\r\n".join(f"552 5.3.4 <{reply_text(r, 200)}> message larger than "
+                                        f"{limit} bytes" for r in rcpts))
+            return
+        body = data
+        if not self.service.options["keep_crlf"]:
+            body = body.replace(b"\r\n", b"\n")
+        peer = self.session.peer
+        peer_text = peer[0] if isinstance(peer, tuple) and peer else "unix-socket"
+        helo = self.session.host_name or ""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        futures = [loop.run_in_executor(self.service.executor, self.service.deliver, body, sender, r, t,
+                                        helo, peer_text) for r, t in zip(rcpts, targets)]
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        lines = []
+        for r, rep in zip(rcpts, replies):
+            if isinstance(rep, BaseException):
+                lines.append(f"451 4.3.0 <{reply_text(r, 200)}> internal error: {reply_text(rep)}")
+            else:
+                lines.append(rep)
+        log.info("%s: from <%s>, %d bytes, %d recipients, %.3fs: %s", peer_text, sender, len(body),
+                 len(rcpts), time.monotonic() - started, "; ".join(x[:3] for x in lines))
+        self._reset_timeout()
+        await self.push("\r\n".join(lines))
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("%r: LMTP session error", self.session.peer if self.session else None)
+        return f"451 4.3.0 Internal error: {reply_text(error)}"
+
+
+class ServerThread:
+    """Run an LMTPService's loop in a background thread (tests, benchmarks, the daemon)."""
+
+    def __init__(self, service: LMTPService) -> None:
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="lmtp-loop", daemon=True)
+        self.thread.start()
+
+    def _run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        return self._run(self.service.listen_tcp(host, port))
+
+    def listen_unix(self, path: str) -> str:
+        return self._run(self.service.listen_unix(path))
+
+    def stop(self) -> None:
+        try:
+            self._run(self.service.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(30)
+            self.service.shutdown()
+            self.loop.close()
+
+
+async def serve(service: LMTPService, *, listen: str | None = None, socket_path: str | None = None,
+                stop: asyncio.Event | None = None, on_ready=None) -> None:
+    """Listen and serve until `stop` is set; `on_ready(where)` is called once listening."""
+    from fetchdeliver.recipients import parse_listen
+
+    if socket_path:
+        where = await service.listen_unix(socket_path)
+    else:
+        host, port = parse_listen(listen or "127.0.0.1:2424")
+        h, p = await service.listen_tcp(host, port)
+        where = f"{h}:{p}"
+    log.info("LMTP server listening on %s", where)
+    if on_ready is not None:
+        on_ready(where)
+    stop = stop or asyncio.Event()
+    await stop.wait()
+    await service.close()

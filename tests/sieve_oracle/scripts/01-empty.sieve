@@ -1,0 +1,1 @@
+# No commands at all: only the implicit keep happens.

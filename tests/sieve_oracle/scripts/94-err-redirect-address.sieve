@@ -1,0 +1,2 @@
+# A constant redirect address that is not an address: compile error.
+redirect "not an address";
