@@ -69,6 +69,14 @@ def _build_parser():
     fe.add_argument("--dry-run", action="store_true")
     fe.add_argument("--verbose", action="store_true")
 
+    from fetchdeliver import lmtp_command
+    from fetchdeliver.imapserver import command as imap_command
+    from fetchdeliver.outbound import command as queue_command
+
+    lmtp_command.add_arguments(sub.add_parser("lmtp", help="accept mail from an MTA over LMTP (RFC 2033)"))
+    queue_command.add_arguments(sub.add_parser("queue", help="the outbound SMTP queue: list, flush, remove"))
+    imap_command.add_arguments(sub)  # `imap` and `passwd`
+
     dm = sub.add_parser("demo", help="deliver the sample messages through the sample rules")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
     dm.add_argument("--once", action="store_true", help="run once and exit (the default for now)")
@@ -113,6 +121,18 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver import fetch
 
         return fetch.main(args)
+    if cmd == "lmtp":
+        from fetchdeliver import lmtp_command
+
+        return lmtp_command.main(args)
+    if cmd == "queue":
+        from fetchdeliver.outbound import command as queue_command
+
+        return queue_command.main(args)
+    if cmd in ("imap", "passwd"):
+        from fetchdeliver.imapserver import command as imap_command
+
+        return imap_command.main(args) if cmd == "imap" else imap_command.passwd_main(args)
     if cmd == "demo":
         from fetchdeliver.demo import main as demo_main
 

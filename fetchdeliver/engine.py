@@ -218,7 +218,7 @@ def _perform_other(a: Action, message: "Message", ctx: Context):
                            "keeping the message in INBOX", message.origin, t)
             return False if t == "redirect" else None
         return ctx.outbound.submit_action(a, message)
-    if t in ("pipe", "execute", "filter"):
+    if t == "pipe":  # filter and execute already ran inside the script
         return _run_program(a, message, ctx)
     _log().warning("%s: unknown action %s ignored", message.origin, t)
     return None

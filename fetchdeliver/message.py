@@ -75,7 +75,10 @@ def _parse_headers(block: bytes) -> list[tuple[str, str]]:
 def _unfold(parts: list[str]) -> str:
     # RFC 5322 unfolding: drop the CRLF, keep the whitespace; Sieve then strips
     # leading and trailing whitespace of the value (RFC 5228 section 5.7).
-    return "".join(parts).strip(" \t")
+    # A continuation line's leading TAB reads as a space, as in Dovecot's
+    # header parser (CLEAN_ONELINE), so "a\n\tb" matches "a b" in both.
+    tail = [" " + p[1:] if p.startswith("\t") else p for p in parts[1:]]
+    return (parts[0] + "".join(tail)).strip(" \t")
 
 
 def _to_text(value: str) -> str:
@@ -125,7 +128,7 @@ class Message:
     """
 
     __slots__ = ("raw", "sender", "recipients", "original_recipient", "origin",
-                 "_headers", "_body_offset", "_email")
+                 "_headers", "_body_offset", "_email", "_added")
 
     def __init__(self, raw: bytes, sender: str = "", recipients: list[str] | None = None,
                  original_recipient: str | None = None, origin: str = "stdin") -> None:
@@ -137,6 +140,9 @@ class Message:
         self._headers: list[tuple[str, str]] | None = None
         self._body_offset: int | None = None
         self._email = None
+        # Header values a Sieve addheader wrote: {value as written: value as given}.
+        # Tests see the given value, not an RFC 2047 decoding of it (as Pigeonhole).
+        self._added: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Message({len(self.raw)} bytes, sender={self.sender!r}, recipients={self.recipients!r})"
@@ -160,7 +166,8 @@ class Message:
         lname = name.lower()
         values = [v for (n, v) in self.header_items if n.lower() == lname]
         if decode:
-            return [decode_rfc2047(v) for v in values]
+            added = self._added
+            return [added[v] if v in added else decode_rfc2047(v) for v in values]
         return [_to_text(v) for v in values]
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -195,8 +202,16 @@ class Message:
     # -- changes -------------------------------------------------------------
     def with_raw(self, raw: bytes) -> "Message":
         """A copy of this message with other bytes (used by editheader)."""
-        return Message(raw=raw, sender=self.sender, recipients=list(self.recipients),
+        copy = Message(raw=raw, sender=self.sender, recipients=list(self.recipients),
                        original_recipient=self.original_recipient, origin=self.origin)
+        copy._added = self._added
+        return copy
+
+    def with_added_header(self, raw: bytes, written: str, given: str) -> "Message":
+        """A copy with other bytes in which a header value `given` was written as `written`."""
+        copy = self.with_raw(raw)
+        copy._added = {**self._added, written: given}
+        return copy
 
     def prepend_header(self, name: str, value: str) -> "Message":
         """A copy with one header added at the very top, in the message's own line ending."""

@@ -87,6 +87,26 @@ class Pending:
         return f"Pending({self.token!r}, {self.folder!r}, uid={self.uid!r})"
 
 
+def open_database(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating) an SQLite database in WAL mode, autocommit; raises sqlite3.Error."""
+    import fcntl
+
+    # Switching a new database to WAL fails at once with "database is locked" (no busy
+    # wait) while another process opens it too (two cron runs): open it one at a time.
+    init_fd = os.open(path + ".init.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(init_fd, fcntl.LOCK_EX)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit is where we say.
+        db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=60000")
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we deliver or acknowledge anything that relies on it.
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        return db
+    finally:
+        os.close(init_fd)
+
+
 def new_token() -> str:
     return "fd" + os.urandom(10).hex()
 
@@ -102,12 +122,7 @@ class State:
             raise StateError(f"cannot create the state directory {state_dir}: {e.strerror}") from None
         self.path = os.path.join(state_dir, "state.sqlite")
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit is where we say.
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before we deliver or acknowledge anything that relies on it.
-            self.db.execute(f"PRAGMA synchronous={synchronous}")
-            self.db.execute("PRAGMA busy_timeout=60000")
+            self.db = open_database(self.path, synchronous=synchronous)
             with self._tx():
                 for stmt in SCHEMA.strip().split(";"):
                     if stmt.strip():

@@ -109,10 +109,9 @@ class OutboundQueue:
         db = getattr(self._local, "db", None)
         if db is None:
             try:
-                db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA busy_timeout=60000")
+                from fetchdeliver.state import open_database
+
+                db = open_database(self.path)
             except sqlite3.Error as e:
                 raise QueueError(f"queue database {self.path}: {e}") from None
             self._local.db = db

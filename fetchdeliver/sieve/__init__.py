@@ -51,13 +51,13 @@ class SieveEnv:
 
     __slots__ = ("message", "envelope_from", "envelope_to", "original_to", "auth_user", "options",
                  "duplicate_seen", "mailbox_exists", "now", "timezone", "trace", "hostname",
-                 "default_mailbox")
+                 "default_mailbox", "run_program")
 
     def __init__(self, message: "Message | None" = None, *, envelope_from: str | None = None,
                  envelope_to: str | None = None, original_to: str | None = None,
                  auth_user: str | None = None, options: dict | None = None, duplicate_seen=None,
                  mailbox_exists=None, now: float | None = None, timezone: int | None = None,
-                 trace: bool = False, hostname: str | None = None) -> None:
+                 trace: bool = False, hostname: str | None = None, run_program=None) -> None:
         self.message = message
         if envelope_from is None:
             envelope_from = message.sender if message is not None else ""
@@ -73,6 +73,10 @@ class SieveEnv:
         self.options = dict(options or {})
         self.duplicate_seen = duplicate_seen      # (key: str, seconds: int) -> bool, records the key
         self.mailbox_exists = mailbox_exists      # (name: str) -> bool
+        # (program: str, args: list[str], stdin: bytes) -> stdout bytes, raising DeliveryError:
+        # vnd.dovecot.execute/filter run while the script runs (their output steers it).
+        # Default: the programs of options["pipe_bin_dir"], as Pigeonhole's sieve_pipe_bin_dir.
+        self.run_program = run_program if run_program is not None else self._bin_dir_program
         if now is None:
             import time
 
@@ -82,6 +86,20 @@ class SieveEnv:
         self.trace = trace
         self.hostname = hostname
         self.default_mailbox = "INBOX"
+
+    def _bin_dir_program(self, program: str, args: list[str], stdin: bytes) -> bytes:
+        from fetchdeliver.delivery.pipe import filter_program
+        from fetchdeliver.errors import PermanentDeliveryError
+
+        bin_dir = self.options.get("pipe_bin_dir")
+        if not bin_dir:
+            raise PermanentDeliveryError(f"program {program!r}: no [sieve] pipe_bin_dir configured")
+        if "/" in program or program in ("", ".", ".."):
+            raise PermanentDeliveryError(f"program name {program!r} must be a plain name")
+        env = {"SENDER": self.envelope_from or "", "RECIPIENT": self.envelope_to or "",
+               "ORIG_RECIPIENT": self.original_to or ""}
+        return filter_program([os.path.join(bin_dir, program), *args], stdin, env=env,
+                              timeout=float(self.options.get("pipe_timeout", 10)))
 
     def local_offset(self, when: float | None = None) -> int:
         """The local time zone's offset from UTC in seconds at `when` (default: now)."""

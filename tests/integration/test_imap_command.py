@@ -12,13 +12,9 @@ import imapclient
 from fetchdeliver.delivery.maildir import MaildirStore
 from imap_helpers import plain
 
-RUN = "import sys, argparse; from fetchdeliver.imapserver import command; p = argparse.ArgumentParser(); " \
-      "s = p.add_subparsers(dest='cmd'); command.add_arguments(s); a = p.parse_args(sys.argv[1:]); " \
-      "sys.exit(command.main(a) if a.cmd == 'imap' else command.passwd_main(a))"
-
-
 def _cmd(*args):
-    return [sys.executable, "-c", RUN, *args]
+    """The real command line: `fetchdeliver imap ...` / `fetchdeliver passwd ...`."""
+    return [sys.executable, "-m", "fetchdeliver", *args]
 
 
 def test_passwd_then_imap_from_config(tmp_path):

@@ -272,7 +272,7 @@ def test_cli_command_on_unix_socket(tmp_path, fetchdeliver_cmd):
     md = tmp_path / "m"
     sock_path = str(tmp_path / "lmtp.sock")
     cfg = write_config(tmp_path, f'[delivery]\nmaildir = "{md}"\nstate_dir = "{tmp_path}/st"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver.lmtp_command", "--socket", sock_path,
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "lmtp", "--socket", sock_path,
                              "-c", cfg], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:

@@ -255,7 +255,7 @@ def test_crash_after_queueing_loses_nothing_and_sends_once(tmp_path, stoppers):
     r = subprocess.run([sys.executable, "-c", crash], input=RAW, capture_output=True, env=env, timeout=60)
     assert r.returncode == -signal.SIGKILL, r.stderr
     qid = r.stdout.decode().strip()
-    cmd = [sys.executable, "-m", "fetchdeliver.outbound.command", "-c", str(cfg)]
+    cmd = [sys.executable, "-m", "fetchdeliver", "queue", "-c", str(cfg)]
     listed = subprocess.run([*cmd, "list"], capture_output=True, text=True, env=env, timeout=60)
     assert listed.returncode == 0 and qid in listed.stdout and "carol@dest.test" in listed.stdout
     for _ in range(2):  # the second flush finds nothing: sent exactly once
@@ -271,7 +271,7 @@ def test_queue_remove_command(tmp_path):
     q = make_queue(tmp_path, "")
     qid = q.enqueue("bob@src.test", "carol@dest.test", RAW)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "fetchdeliver.outbound.command", "-c", str(tmp_path / "config.toml")]
+    cmd = [sys.executable, "-m", "fetchdeliver", "queue", "-c", str(tmp_path / "config.toml")]
     r = subprocess.run([*cmd, "remove", "NOSUCHID"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode != 0 and "NOSUCHID" in r.stderr
     r = subprocess.run([*cmd, "remove", qid], capture_output=True, text=True, env=env, timeout=60)

@@ -73,7 +73,8 @@ def addheader(ctx, node) -> None:
     name = ctx.expand(node[3][0])
     if not _valid_header_name(name):
         ctx.fail(f"addheader action: specified field name `{name}' is invalid")
-    value = _encode_value(ctx.expand(node[3][1]))
+    given = ctx.expand(node[3][1])
+    value = _encode_value(given)
     raw = ctx.message.raw
     eol = _eol(raw)
     line = f"{name}: {value}".encode("utf-8") + eol
@@ -82,7 +83,7 @@ def addheader(ctx, node) -> None:
         new = raw[:body] + line + raw[body:] if fields else line + raw
     else:
         new = line + raw
-    ctx.message = ctx.message.with_raw(new)
+    ctx.message = ctx.message.with_added_header(new, value, given)
     ctx.edited = True
     ctx.note(f"addheader {name}")
 

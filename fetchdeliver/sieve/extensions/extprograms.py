@@ -1,6 +1,9 @@
 """vnd.dovecot.pipe, vnd.dovecot.filter, vnd.dovecot.execute (Pigeonhole's sieve_extprograms).
 
-Programs are plain names (no "/"); the engine runs them from the configured bin dir.
+Programs are plain names (no "/") in the configured bin dir (Pigeonhole's sieve_pipe_bin_dir).
+`pipe` is an action the engine carries out after the script; `filter` and `execute`
+run while the script runs, through the environment's run_program callback (the
+interpreter itself does no I/O), because their output steers the rest of the script.
 """
 
 from __future__ import annotations
@@ -45,27 +48,70 @@ def pipe(ctx, node) -> None:
 EXT.tag("pipe", "copy", ext="copy")
 
 
+def _run(ctx, name: str, args: list[str], stdin: bytes) -> bytes | None:
+    """The program's output, or None when it failed (the reason goes to the trace)."""
+    from fetchdeliver.errors import FetchdeliverError
+
+    try:
+        return ctx.env.run_program(name, args, stdin)
+    except FetchdeliverError as e:
+        ctx.note(f"program {name!r} failed: {e}")
+        return None
+
+
+def _filter(ctx, node) -> bool:
+    # Runs now, as in Pigeonhole: the filtered message is what later tests and actions see.
+    name, args = _program(ctx, node)
+    out = _run(ctx, name, args, ctx.message.raw)
+    if out is None:
+        return False
+    ctx.message = ctx.message.with_raw(out)
+    ctx.edited = True
+    ctx.note(f"filtered through {name!r}")
+    return True
+
+
 @EXT.command("filter", args=FORMS, check=_check, ext="vnd.dovecot.filter")
 def filter_(ctx, node) -> None:
-    name, args = _program(ctx, node)
-    ctx.add_action(Program(name, args, kind="filter"))
+    if not _filter(ctx, node):
+        ctx.fail(f"filter: program {ctx.expand(node[3][0])!r} failed")
 
 
 @EXT.test("filter", args=FORMS, check=_check, ext="vnd.dovecot.filter")
 def filter_test(ctx, node) -> bool:
-    filter_(ctx, node)
-    return True
+    return _filter(ctx, node)
 
 
-@EXT.command("execute", args=FORMS, tags={"input": "string", "pipe": None, "output": "string"},
-             check=_check, ext="vnd.dovecot.execute")
-def execute(ctx, node) -> None:
+EXEC_TAGS = {"input": "string", "pipe": None, "output": "string"}
+
+
+def _execute(ctx, node) -> bool:
+    # Runs now, as in Pigeonhole: :output fills a variable that later tests read.
     name, args = _program(ctx, node)
-    ctx.add_action(Program(name, args, kind="execute"))
+    tags = node[2]
+    if tags.get("pipe"):
+        stdin = ctx.message.raw
+    elif "input" in tags:
+        stdin = ctx.expand(tags["input"]).encode("utf-8")
+    else:
+        stdin = b""
+    out = _run(ctx, name, args, stdin)
+    if out is None:
+        return False
+    if "output" in tags:
+        from fetchdeliver.sieve.extensions.variables import assign
 
-
-@EXT.test("execute", args=FORMS, tags={"input": "string", "pipe": None, "output": "string"},
-          check=_check, ext="vnd.dovecot.execute")
-def execute_test(ctx, node) -> bool:
-    execute(ctx, node)
+        assign(ctx, ctx.expand(tags["output"]), out.decode("utf-8", "replace"))
+    ctx.note(f"executed {name!r}")
     return True
+
+
+@EXT.command("execute", args=FORMS, tags=EXEC_TAGS, check=_check, ext="vnd.dovecot.execute")
+def execute(ctx, node) -> None:
+    if not _execute(ctx, node):
+        ctx.fail(f"execute: program {ctx.expand(node[3][0])!r} failed")
+
+
+@EXT.test("execute", args=FORMS, tags=EXEC_TAGS, check=_check, ext="vnd.dovecot.execute")
+def execute_test(ctx, node) -> bool:
+    return _execute(ctx, node)
