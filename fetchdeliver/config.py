@@ -102,6 +102,12 @@ def _str_list(v, where):
     return list(v)
 
 
+def _str_table(v, where):
+    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+        raise ValueError(f"expected a table of strings, e.g. {{ \"1\" = \"Clean\" }}, got {v!r}")
+    return dict(v)
+
+
 def parse_duration(text: str) -> int:
     """'90s', '5m', '2h', '1d', '1h30m' or a plain number of seconds -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -156,7 +162,19 @@ SIEVE_KEYS = {
     "spamtest_header": _nonempty_str,
     "spamtest_max": _number(),
     "virustest_header": _nonempty_str,
+    "spamtest_type": _choice("score", "strlen", "text"),   # how the header reads (Pigeonhole's status_type)
+    "virustest_type": _choice("score", "strlen", "text"),
+    "spamtest_max_header": _nonempty_str,                  # "NAME: REGEX" giving the maximum score
+    "virustest_max": _number(),
+    "virustest_max_header": _nonempty_str,
+    "spamtest_text_values": _str_table,                    # {"0" = "Clean", ..., "10" = "Spam"} for "text"
+    "virustest_text_values": _str_table,
     "vacation_min_period": _duration,
+    "vacation_max_period": _duration,
+    "vacation_default_period": _duration,
+    "max_redirects": _int(0, 1000),
+    "pipe_timeout": _duration,                             # vnd.dovecot.* programs are killed after this
+    "environment": _str_table,                             # extra items for the environment extension
 }
 
 TABLES: dict[str, dict] = {

@@ -111,7 +111,9 @@ def merge_duplicates(actions: list) -> list:
 def _load(script_path: str, options: dict | None):
     from fetchdeliver.sieve import compile_file
 
-    return compile_file(script_path, use_cache=False, options=options)
+    # The same content-hash cache as the MDA (a stale entry cannot be used: the key is the
+    # script's bytes and options, and every include is re-hashed), like Pigeonhole's .svbin.
+    return compile_file(script_path, options=options)
 
 
 def _message(raw: bytes, sender: str | None, recipient: str | None):
