@@ -74,7 +74,8 @@ def build_config(args, data: dict):
     if delivery.get("maildir"):
         default_mail = "maildir:" + delivery["maildir"]
     elif delivery.get("mbox"):
-        default_mail = "mbox:" + delivery["mbox"]
+        default_mail = "mbox:" + (f"{delivery['mbox_folders']}:INBOX={delivery['mbox']}"
+                                  if delivery.get("mbox_folders") else delivery["mbox"])
     return ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
                         authenticator=authenticator, default_mail=default_mail,
                         allow_plaintext_auth=imap["allow_plaintext_auth"],

@@ -55,11 +55,11 @@ def storage_from_location(location: str):
 
         return MaildirStorage(path)
     if kind == "mbox":
-        try:
-            from fetchdeliver.imapserver.mbox import MboxStorage
-        except ImportError:
-            raise ConfigError(f"mbox mail ({location}) is not served over IMAP yet") from None
-        return MboxStorage(path)
+        from fetchdeliver.imapserver.mbox import MboxStorage
+
+        # "mbox:FILE" (INBOX file, folders in mail/ beside it) or Dovecot's "mbox:DIR:INBOX=FILE".
+        folders, sep, inbox = path.partition(":INBOX=")
+        return MboxStorage(inbox, folders) if sep else MboxStorage(path)
     raise ConfigError(f"unknown mail location {location!r} (expected maildir:PATH or mbox:PATH)")
 
 

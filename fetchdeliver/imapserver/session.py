@@ -43,8 +43,11 @@ class Done(Exception):
 class View:
     """The selected mailbox as the client knows it."""
 
-    def __init__(self, mailbox, readonly: bool) -> None:
+    def __init__(self, mailbox, readonly: bool, name: str | None = None) -> None:
         self.mailbox = mailbox
+        # The name the client selected: with mounted stores (imapserver/mounts.py) a backend's
+        # own name for the mailbox ("INBOX" of an archive tree) may differ from it.
+        self.name = mailbox.name if name is None else name
         self.readonly = readonly
         self.msgs: list = []          # MessageInfo in sequence order
         self.uids: list[int] = []
@@ -398,7 +401,7 @@ class Session:
         p.end()
         self.close_view()
         mbox = self.storage.open(name, readonly=readonly)
-        view = View(mbox, readonly or mbox.readonly)
+        view = View(mbox, readonly or mbox.readonly, name)
         msgs = mbox.sync()
         view.recent = {m.uid for m in msgs if m.recent}
         if not view.readonly and view.recent:
@@ -464,7 +467,7 @@ class Session:
         p.sp()
         name = p.mailbox()
         p.end()
-        if self.view is not None and self.view.mailbox.name == name:
+        if self.view is not None and self.view.name == name:
             self.close_view()
         self.storage.delete(name)
         await self.send(f"{tag} OK Delete completed.\r\n".encode())
@@ -567,7 +570,7 @@ class Session:
         bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")]
         if bad or not items:
             raise ParseError(f"unknown STATUS item {bad[0] if bad else '(none given)'}")
-        if self.view is not None and self.view.mailbox.name == name:
+        if self.view is not None and self.view.name == name:
             mbox, own = self.view.mailbox, False
         else:
             mbox, own = self.storage.open(name, readonly=True), True
@@ -610,7 +613,7 @@ class Session:
         p.end()
         if any(f.lower() == "\\recent" or f == "\\*" for f in flags):
             raise ParseError("\\Recent and \\* cannot be set by APPEND")
-        if self.view is not None and self.view.mailbox.name == name:
+        if self.view is not None and self.view.name == name:
             mbox, own = self.view.mailbox, False
         else:
             try:
