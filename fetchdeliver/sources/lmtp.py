@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +255,11 @@ class _Handler:
         return "250 2.1.5 Ok"
 
 
+# A plain <local@domain> or <local> (nearly every address an MTA sends), dot-atoms only.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDR = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*(?:@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)?)>\s*(.*)\Z", re.S)
+
+
 class _Session(LMTP):
     # The StreamReader's buffer limit. Commands are still limited to 512 bytes by
     # aiosmtpd; DATA lines of any length are read in pieces by smtp_DATA below.
@@ -283,6 +289,21 @@ class _Session(LMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+    def _getaddr(self, arg: str):
+        # aiosmtpd parses every MAIL/RCPT address with email's full RFC 5322 parser, a fifth of
+        # our CPU per message; a plain address gives the same answer from one regex. Anything
+        # else (quoted local parts, address literals, <>) still goes to aiosmtpd.
+        m = _PLAIN_ADDR.match(arg) if arg else None
+        if m is None:
+            try:
+                return super()._getaddr(arg)
+            except Exception:  # email's parser trips over e.g. "<" or "1@[" (IndexError, ...): 501, not 500
+                return None, None
+        addr = m.group(1)
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, m.group(2)
 
     async def push(self, status) -> None:
         if isinstance(status, str) and not self._in_lhlo and status[3:4] == " " \
