@@ -306,3 +306,38 @@ def test_random_bytes_are_delivered_byte_exact(tmp_path, raw, flags):
         assert size == len(raw)
     finally:
         r.rollback()
+
+
+def test_concurrent_directory_fsyncs_are_shared_and_none_is_skipped(tmp_path, monkeypatch):
+    """Group commit: every caller returns only after an fsync that began after its call."""
+    import threading
+
+    from fetchdeliver.delivery import fsio
+
+    d = str(tmp_path)
+    calls, started = [], threading.Event()
+    real_fsync = fsio.os.fsync
+    gate = threading.Event()
+
+    def slow_fsync(fd):
+        calls.append(fd)
+        started.set()
+        gate.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(fsio.os, "fsync", slow_fsync)
+    first = threading.Thread(target=fsio.fsync_dir, args=(d,))
+    first.start()
+    started.wait(10)                      # the first fsync is under way ...
+    later = [threading.Thread(target=fsio.fsync_dir, args=(d,)) for _ in range(5)]
+    for t in later:
+        t.start()                         # ... these five came after it began: it cannot cover them
+    import time
+
+    deadline = time.monotonic() + 10
+    while fsio._DIRS[d][1] < 6 and time.monotonic() < deadline:  # all five hold their tickets
+        time.sleep(0.001)
+    gate.set()
+    for t in [first, *later]:
+        t.join(10)
+    assert len(calls) == 2                # one for the first, one shared by the five
