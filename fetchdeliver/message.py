@@ -41,6 +41,11 @@ def _split_header_block(raw: bytes) -> tuple[bytes, int]:
     return raw, n
 
 
+def header_block(raw: bytes) -> bytes:
+    """The header lines of raw message bytes, without the empty line that ends them."""
+    return _split_header_block(raw)[0]
+
+
 def _parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Split a header block into (name, unfolded raw value) pairs, in order."""
     headers: list[tuple[str, str]] = []

@@ -79,17 +79,11 @@ def parse_blocks(data: bytes) -> list[_Block]:
     return blocks
 
 
-def _header_end(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return i + len(sep) // 2
-    return len(raw)
-
-
 def split_flag_headers(raw: bytes) -> tuple[bytes, frozenset]:
     """(message without the mbox bookkeeping headers, the flags they gave)."""
-    head_end = _header_end(raw)
+    from fetchdeliver.message import header_block
+
+    head_end = len(header_block(raw))
     if not any(h in raw[:head_end].lower() for h in _HIDDEN):
         return raw, frozenset()
     flags: set[str] = set()

@@ -207,8 +207,9 @@ def dsn(*, action: str, sender: str, recipient: str, error: str, original: bytes
     report.append(f"Last-Attempt-Date: {formatdate(localtime=True)}")
     if retry_until and not permanent:
         report.append(f"Will-Retry-Until: {formatdate(retry_until, localtime=True)}")
-    head_end = _header_end(original)
-    orig_headers = original[:head_end].replace(b"\r\n", b"\n")
+    from fetchdeliver.message import header_block
+
+    orig_headers = header_block(original).replace(b"\r\n", b"\n")
     headers = [("From", f"Mail Delivery System <MAILER-DAEMON@{hostname}>"), ("To", f"<{sender}>"),
                ("Subject", subject), ("Date", formatdate(localtime=True)),
                ("Message-ID", make_msgid(domain=hostname)), ("Auto-Submitted", "auto-replied"),
@@ -225,14 +226,6 @@ def dsn(*, action: str, sender: str, recipient: str, error: str, original: bytes
             "Content-Type: text/rfc822-headers\n\n").encode() + orig_headers.rstrip(b"\n") + b"\n"
     out += f"\n--{boundary}--\n".encode()
     return out
-
-
-def _header_end(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return i + len(sep) // 2
-    return len(raw)
 
 
 # -- rendering -------------------------------------------------------------------------------------
