@@ -121,13 +121,15 @@ def _find_part(root: Part, nums: list[int]) -> Part | None:
     node = root
     entered = False
     for n in nums:
+        if entered and node.message is None and not node.is_multipart():
+            return None   # a leaf part has no sub-parts (BODY[1.1] of a text/plain message)
         target = node.message if (entered and node.message is not None) else node
         if target.is_multipart():
             if n > len(target.children):
                 return None
             node = target.children[n - 1]
         elif n == 1:
-            # A non-multipart message has one part: itself (its body).
+            # A non-multipart message (top level or encapsulated) has one part: its body.
             node = target
         else:
             return None
@@ -175,10 +177,8 @@ def apply_partial(data: bytes, sec: Section) -> tuple[bytes, bytes]:
 
 def _addr_list(part: Part, name: bytes, fallback: bytes | None = None) -> bytes:
     value = part.header(name)
-    if value is None and fallback is not None:
-        value = part.header(fallback)
     if value is None:
-        return b"NIL"
+        return b"NIL" if fallback is None else fallback
     addrs = parse_addresses(value)
     if not addrs:
         return b"NIL"
@@ -189,10 +189,9 @@ def envelope(part: Part) -> bytes:
     def h(name):
         return nstring(part.header(name))
 
+    frm = _addr_list(part, b"from")   # Sender and Reply-To default to From: render it once
     return b"(" + b" ".join([
-        h(b"date"), h(b"subject"),
-        _addr_list(part, b"from"), _addr_list(part, b"sender", b"from"),
-        _addr_list(part, b"reply-to", b"from"),
+        h(b"date"), h(b"subject"), frm, _addr_list(part, b"sender", frm), _addr_list(part, b"reply-to", frm),
         _addr_list(part, b"to"), _addr_list(part, b"cc"), _addr_list(part, b"bcc"),
         h(b"in-reply-to"), h(b"message-id"),
     ]) + b")"
@@ -207,9 +206,9 @@ def _params(params) -> bytes:
 
 
 def _lines(data: bytes) -> int:
-    if not data:
-        return 0
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    """body-fld-lines: the line ends in the body, as Dovecot and Cyrus count them (a last line
+    without CRLF, such as a part's last line before its boundary, is not counted)."""
+    return data.count(b"\n")
 
 
 def _disposition(part: Part) -> bytes:

@@ -14,7 +14,9 @@ Flags are the Maildir info letters (D F R S T, keyword letters a..z indexed by
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import time
 
@@ -47,6 +49,24 @@ def split_filename(name: str) -> tuple[str, str]:
     if not sep:
         base = name.split(":", 1)[0]
     return base, info
+
+
+def _dovecot_name_cmp(a: str, b: str) -> int:
+    """Dovecot's maildir_filename_sort_cmp: new files get UIDs in this order (seconds, then
+    microseconds, numerically; then the name), so that both servers number a Maildir alike."""
+    ma, mb = _NAME_TIME.match(a), _NAME_TIME.match(b)
+    sa, sb = int(ma.group(1) or 0), int(mb.group(1) or 0)
+    if sa != sb:
+        return -1 if sa < sb else 1
+    if ma.group(2) is not None and mb.group(2) is not None:
+        ua, ub = int(ma.group(2)), int(mb.group(2))
+        if ua != ub:
+            return -1 if ua < ub else 1
+    return (a > b) - (a < b)
+
+
+_NAME_TIME = re.compile(r"(\d*)(?:\.[^.:M]*M(\d+))?")
+_dovecot_order = functools.cmp_to_key(_dovecot_name_cmp)
 
 
 def _size_from_name(base: str, field: str) -> int | None:
@@ -280,7 +300,7 @@ class MaildirMailbox(Mailbox):
             self._write_uidlist(u)
         if u.uidvalidity != self.uidvalidity:
             self.uidvalidity = u.uidvalidity   # the session notices and disconnects the client
-        new = sorted(b for b in files if b not in u.by_base)
+        new = sorted((b for b in files if b not in u.by_base), key=_dovecot_order)
         if new:
             uid = u.next_uid()
             lines = []

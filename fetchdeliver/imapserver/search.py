@@ -159,6 +159,18 @@ class Candidate:
             out.append(decode_rfc2047(text))
         return out
 
+    def header_blocks(self) -> list[str]:
+        """The raw header text of the message and of each of its parts."""
+        raw = self.raw_fn()
+        end = raw.find(b"\n\n")
+        blocks = [raw[:end if end >= 0 else len(raw)].decode("utf-8", "replace")]
+        try:
+            for part in list(self.email().walk())[1:]:
+                blocks.append("".join(f"{k}: {v}\n" for k, v in part.items()))
+        except Exception:  # a message the parser chokes on: its top header is all there is
+            pass
+        return blocks
+
     def body_text(self) -> str:
         if self._body is None:
             parts = []
@@ -249,12 +261,11 @@ def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
         needle = node[1].casefold()
         if needle in c.body_text():
             return True
-        raw = c.raw_fn()
-        end = raw.find(b"\n\n")
-        head = raw[:end if end >= 0 else len(raw)].decode("utf-8", "replace")
         from fetchdeliver.message import decode_rfc2047
 
-        return needle in head.casefold() or needle in decode_rfc2047(head).casefold()
+        # TEXT covers every header: the message's, its MIME parts' and encapsulated messages'.
+        return any(needle in head.casefold() or needle in decode_rfc2047(head).casefold()
+                   for head in c.header_blocks())
     if kind == "DATE":
         which, want = node[1], node[2]
         got = _sent_date(c) if which.startswith("SENT") else _internal_date(c)

@@ -320,6 +320,17 @@ pop3_uidl_format = %08Xu%08Xv
         os.rename(tmp, dest)
         return dest
 
+    def load_maildir(self, user: str, src: str) -> str:
+        """Copy a whole Maildir++ tree (file names and mtimes kept) to be the user's Maildir; its root."""
+        root = os.path.join(self.home(user), "Maildir")
+        shutil.copytree(src, root, dirs_exist_ok=True)
+        if os.geteuid() == 0:   # Dovecot's mail processes run as mail_uid
+            for dirpath, _dirs, files in os.walk(root):
+                os.chown(dirpath, self.mail_uid, self.mail_gid)
+                for n in files:
+                    os.chown(os.path.join(dirpath, n), self.mail_uid, self.mail_gid)
+        return root
+
     def append_many(self, user: str, raws, folder: str = "INBOX") -> None:
         for raw in raws:
             self.append(user, raw, folder)

@@ -1,4 +1,4 @@
-"""mbsync (isync) against our IMAP server: full two-way sync of a 200-message account, flags on both sides."""
+"""mbsync (isync) against our IMAP server: full two-way sync of a 500-message account, flags on both sides."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fetchdeliver.delivery.maildir import MaildirStore
 from fetchdeliver.imapserver.maildir import MaildirStorage
 from imap_helpers import make_server, plain
 
-N = 200
+N = 500
 
 
 def _conf(path, port, local):

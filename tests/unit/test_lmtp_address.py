@@ -1,6 +1,6 @@
 """The LMTP session's fast address parser gives exactly aiosmtpd's answers."""
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiosmtpd.smtp import SMTP
@@ -31,7 +31,7 @@ def test_known_forms():
     assert ours == theirs == (None, None)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # loaded CI
 @given(st.text(alphabet="ab.@<>-+ \"[]=1Z", max_size=24))
 def test_random_forms(arg):
     ours, theirs = _both(arg)

@@ -39,10 +39,11 @@ def _run_hot(cache_dir, message):
 
 def test_cache_hit_imports_nothing_heavy(tmp_path):
     msg = os.path.join(ROOT, "examples", "messages", "01-newsletter.eml")
-    compile_file(RULES, cache_dir=str(tmp_path))  # fills the cache (imports Lark here, in pytest)
-    entries = os.listdir(tmp_path)
+    cache = tmp_path / "cache"  # not tmp_path itself: the XDG dirs of the test live there too
+    compile_file(RULES, cache_dir=str(cache))  # fills the cache (imports Lark here, in pytest)
+    entries = os.listdir(cache)
     assert len(entries) == 1 and entries[0].endswith(".svc")
-    hit = _run_hot(tmp_path, msg)
+    hit = _run_hot(cache, msg)
     assert hit[0].startswith("fileinto:Lists/")
     assert hit[1] == "heavy="
 

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""IMAP server benchmark: fetchdeliver's server next to Dovecot imapd on one Maildir (issue #6).
+
+One seeded Maildir of --count messages is copied twice; Dovecot (its own config
+in a temporary directory, see tests/integration/dovecot.py) serves one copy and
+`fetchdeliver imap` (a separate process) the other, both on 127.0.0.1. The same
+raw IMAP client times, against each server in turn:
+
+    LOGIN + SELECT INBOX               (first one: Dovecot builds its index, we our uidlist)
+    FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)
+    UID SEARCH HEADER Subject WORD     (by header)
+    UID SEARCH BODY WORD               (by body text)
+    UID FETCH 1:* BODY.PEEK[]          (every body)
+    IDLE notification latency          (a delivery into new/ until "* n EXISTS" arrives)
+
+Each timed row is the median of --repeat runs after one untimed warm-up run; the
+answers (number of FETCH responses, search hits, bytes) must agree or the run
+says so. Run as root (Dovecot's mail processes run as nobody):
+
+    /work/main/.venv/bin/python benchmarks/imap_server.py [--count 10000] [--repeat 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey yankee report meeting invoice build release "
+         "update review lunch travel budget draft notes").split()
+HEADER_WORD = "quarterly"   # in about 1% of the subjects
+BODY_WORD = "xylophone"     # in about 1% of the bodies
+
+
+# -- the mail ---------------------------------------------------------------------------------------
+
+def make_messages(n: int, seed: int) -> list[tuple[bytes, tuple[str, ...]]]:
+    """n varied messages (1-20 KB, a tenth multipart) with flags: most seen, some flagged."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        subj = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(2, 7)))
+        if rnd.random() < 0.01:
+            subj += " " + HEADER_WORD
+        lines = []
+        for _ in range(int(10 ** rnd.uniform(1.2, 2.6))):
+            lines.append(" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 12))))
+        if rnd.random() < 0.01:
+            lines.insert(rnd.randrange(len(lines)), f"the {BODY_WORD} is out of tune")
+        text = "\n".join(lines) + "\n"
+        head = (f"From: Sender {i % 97} <sender{i % 97}@example.org>\nTo: alice@example.com\n"
+                f"Subject: {subj}\nMessage-ID: <bench.{i}@example.org>\n"
+                f"Date: Mon, {1 + i % 28:02d} Sep 2025 {i % 24:02d}:{i % 60:02d}:00 +0000\n")
+        if rnd.random() < 0.1:
+            raw = (head + "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\n"
+                   "Content-Type: text/plain; charset=utf-8\n\n" + text + "--b\n"
+                   "Content-Type: application/octet-stream; name=\"a.bin\"\nContent-Transfer-Encoding: base64\n\n"
+                   "QUJDREVGR0g=\n--b--\n")
+        else:
+            raw = head + "\n" + text
+        r = rnd.random()
+        flags = () if r < 0.2 else ("\\Seen",) if r < 0.9 else ("\\Seen", "\\Flagged")
+        out.append((raw.encode(), flags))
+    return out
+
+
+def build_maildir(root: str, msgs) -> None:
+    from fetchdeliver.delivery.maildir import MaildirStore
+
+    store = MaildirStore(root, fsync=False)
+    for raw, flags in msgs:
+        store.deliver(raw, flags=flags)
+
+
+# -- a raw client -----------------------------------------------------------------------------------
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=300)
+        self.f = self.sock.makefile("rb", buffering=1 << 16)
+        self.n = 0
+        self.f.readline()
+
+    def read(self) -> bytes:
+        """One response, literals included."""
+        out = self.f.readline()
+        while out.endswith(b"}\r\n"):
+            size = int(out[out.rindex(b"{") + 1:-3])
+            out += self.f.read(size) + self.f.readline()
+        return out
+
+    def send(self, text: str) -> str:
+        self.n += 1
+        tag = f"b{self.n}"
+        self.sock.sendall(f"{tag} {text}\r\n".encode())
+        return tag
+
+    def command(self, text: str) -> tuple[list[bytes], int]:
+        """(untagged responses, total bytes); raises unless the answer is OK."""
+        tag = self.send(text).encode() + b" "
+        lines, size = [], 0
+        while True:
+            r = self.read()
+            if not r:
+                raise EOFError(text)
+            size += len(r)
+            if r.startswith(tag):
+                if not r[len(tag):].startswith(b"OK"):
+                    raise RuntimeError(f"{text}: {r!r}")
+                return lines, size
+            lines.append(r)
+
+    def close(self) -> None:
+        try:
+            self.command("LOGOUT")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        self.sock.close()
+
+
+def _login_select(port: int) -> tuple[Client, float]:
+    t = time.perf_counter()
+    c = Client(port)
+    c.command("LOGIN alice secret")
+    c.command("SELECT INBOX")
+    return c, time.perf_counter() - t
+
+
+def _timed(c: Client, text: str) -> tuple[float, object]:
+    t = time.perf_counter()
+    lines, size = c.command(text)
+    took = time.perf_counter() - t
+    if "SEARCH" in text:
+        answer = sorted(int(x) for ln in lines if ln.startswith(b"* SEARCH") for x in ln.split()[2:])
+    else:
+        answer = sum(1 for ln in lines if b" FETCH " in ln[:20])   # byte counts differ (quoting)
+    return took, answer
+
+
+OPS = [
+    ("FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)", "FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)"),
+    ("UID SEARCH by header (Subject)", f"UID SEARCH HEADER Subject {HEADER_WORD}"),
+    ("UID SEARCH by body text", f"UID SEARCH BODY {BODY_WORD}"),
+    ("fetch every body (BODY.PEEK[])", "UID FETCH 1:* BODY.PEEK[]"),
+]
+
+
+def idle_latency(port: int, deliver, repeat: int) -> list[float]:
+    """Seconds from a message's rename into new/ until the IDLEing client reads `* n EXISTS`."""
+    c, _ = _login_select(port)
+    out = []
+    try:
+        for i in range(repeat):
+            tag = c.send("IDLE")
+            while not c.read().startswith(b"+"):
+                pass
+            t = deliver(i)
+            while True:
+                r = c.read()
+                if not r:
+                    raise EOFError("IDLE")
+                if r.endswith(b" EXISTS\r\n"):
+                    out.append(time.perf_counter() - t)
+                    break
+            c.sock.sendall(b"DONE\r\n")
+            while not c.read().startswith(tag.encode() + b" "):
+                pass
+    finally:
+        c.close()
+    return out
+
+
+def run_server(name: str, port: int, deliver, args) -> dict:
+    """Every timed row for one server: {row: (seconds, answer)}."""
+    res: dict = {}
+    c, first = _login_select(port)
+    res["first LOGIN + SELECT (index / uidlist built)"] = (first, None)
+    c.close()
+    for rep in range(args.repeat + 1):   # run 0 is the warm-up
+        c, took = _login_select(port)
+        rows = [("LOGIN + SELECT INBOX", took, None)]
+        for label, cmd in OPS:
+            t, answer = _timed(c, cmd)
+            rows.append((label, t, answer))
+        c.close()
+        if rep:
+            for label, t, answer in rows:
+                res.setdefault(label, ([], answer))[0].append(t)
+    for label, (ts, answer) in list(res.items()):
+        if isinstance(ts, list):
+            res[label] = (statistics.median(ts), answer)
+    lat = idle_latency(port, deliver, args.idle_repeat)
+    res["IDLE: delivery -> EXISTS"] = (statistics.median(lat), None)
+    print(f"  {name}: done", flush=True)
+    return res
+
+
+# -- the servers ------------------------------------------------------------------------------------
+
+def start_ours(work: str, maildir: str) -> tuple[subprocess.Popen, int]:
+    passwd = os.path.join(work, "fd-passwd")
+    with open(passwd, "w") as f:   # {PLAIN}, as in Dovecot's test passwd-file: LOGIN costs no hashing
+        f.write("alice:{PLAIN}secret\n")
+    conf = os.path.join(work, "fd-config.toml")
+    with open(conf, "w") as f:
+        f.write(f'[delivery]\nmaildir = "{maildir}"\n\n[imap]\nlisten = "127.0.0.1:0"\n'
+                f'passwd_file = "{passwd}"\nlogin_failure_delay = "0s"\n')
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=os.path.join(work, "xdg-cache"),
+               XDG_CONFIG_HOME=os.path.join(work, "xdg-config"))
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "imap", "-c", conf],
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError("fetchdeliver imap exited before listening")
+        if "listening on 127.0.0.1:" in line:
+            return proc, int(line.rsplit(":", 1)[1])
+    raise RuntimeError("fetchdeliver imap did not start listening")
+
+
+def _deliverer(maildir: str, uid: int, gid: int):
+    """A function that drops one message into maildir/new/ and returns the time of the rename."""
+    def deliver(i: int) -> float:
+        name = f"{int(time.time())}.M{i}P{os.getpid()}.bench"
+        tmp = os.path.join(maildir, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(f"From: idle@example.org\nSubject: idle {i}\n\nwake up\n".encode())
+        os.chown(tmp, uid, gid)
+        t = time.perf_counter()
+        os.rename(tmp, os.path.join(maildir, "new", name))
+        return t
+    return deliver
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--count", type=int, default=10000, help="messages in the Maildir (default 10000)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per row, the median is shown")
+    ap.add_argument("--idle-repeat", type=int, default=5, help="deliveries for the IDLE latency")
+    ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--dir", default="/tmp", help="where the temporary directory goes")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    from dovecot import Dovecot, DovecotUnavailable
+
+    work = tempfile.mkdtemp(prefix="fd-imapbench-", dir=args.dir)
+    os.chmod(work, 0o755)
+    dc = ours = None
+    try:
+        print(f"building a Maildir of {args.count} messages in {work}", flush=True)
+        src = os.path.join(work, "src")
+        build_maildir(src, make_messages(args.count, args.seed))
+        mine = os.path.join(work, "fd-Maildir")
+        shutil.copytree(src, mine)
+        try:
+            dc = Dovecot({"alice": "secret"},
+                         extra_config="namespace inbox {\n  inbox = yes\n  separator = /\n  prefix =\n}\n")
+        except DovecotUnavailable as e:
+            print(f"Dovecot is needed: {e}", file=sys.stderr)
+            return 2
+        theirs = dc.load_maildir("alice", src)
+        dc.start()
+        ours, port = start_ours(work, mine)
+        results = {
+            "fetchdeliver": run_server("fetchdeliver", port, _deliverer(mine, os.getuid(), os.getgid()), args),
+            "Dovecot": run_server("Dovecot", dc.port("imap"), _deliverer(theirs, dc.mail_uid, dc.mail_gid), args),
+        }
+    finally:
+        if ours is not None:
+            os.killpg(ours.pid, signal.SIGTERM)
+            ours.wait(30)
+        if dc is not None:
+            dc.cleanup()
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    ok = True
+    print(f"\n{args.count} messages, median of {args.repeat} runs (IDLE: of {args.idle_repeat} deliveries)\n")
+    print(f"{'operation':46s} {'fetchdeliver':>13s} {'Dovecot':>10s} {'ours/Dovecot':>13s}")
+    for label, (t_ours, a_ours) in results["fetchdeliver"].items():
+        t_dc, a_dc = results["Dovecot"][label]
+        note = ""
+        if a_ours != a_dc:
+            ok = False
+            note = "  answers differ!"
+        unit = 1000.0
+        print(f"{label:46s} {t_ours * unit:10.1f} ms {t_dc * unit:7.1f} ms {t_ours / t_dc:12.2f}x{note}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
