@@ -278,8 +278,29 @@ def needs_body(items: list) -> bool:
                                                   "RFC822.HEADER", "RFC822.TEXT") for it in items)
 
 
-def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, uid_first: bool) -> bytes:
-    """The parenthesized FETCH data of one message."""
+# FETCH items that depend on the message's content only and may be kept in the server's cache.
+CACHED_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+CACHEABLE = frozenset(CACHED_ITEMS + ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"))
+
+
+def cached_only(items: list, memo: dict | None) -> bool:
+    """Whether every content item of `items` is in `memo` (then the message need not be read)."""
+    return memo is not None and all(not isinstance(it, Section) and it in CACHEABLE and
+                                    (it not in CACHED_ITEMS or it in memo) for it in items)
+
+
+def _memo(memo: dict | None, key: str, make) -> bytes:
+    if memo is None:
+        return make()
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = make()
+    return value
+
+
+def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, uid_first: bool,
+           memo: dict | None = None) -> bytes:
+    """The parenthesized FETCH data of one message; `memo` caches what depends on content only."""
     out = []
     if uid_first:
         out.append(b"UID %d" % msg.uid)
@@ -301,11 +322,11 @@ def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, 
         elif it == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % (len(parsed.raw) if parsed is not None else mailbox.size(msg)))
         elif it == "ENVELOPE":
-            out.append(b"ENVELOPE " + envelope(parsed.root))
+            out.append(b"ENVELOPE " + _memo(memo, it, lambda: envelope(parsed.root)))
         elif it == "BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + bodystructure(parsed.root, True))
+            out.append(b"BODYSTRUCTURE " + _memo(memo, it, lambda: bodystructure(parsed.root, True)))
         elif it == "BODY":
-            out.append(b"BODY " + bodystructure(parsed.root, False))
+            out.append(b"BODY " + _memo(memo, it, lambda: bodystructure(parsed.root, False)))
         elif it == "RFC822":
             out.append(b"RFC822 " + _lit(parsed.raw))
         elif it == "RFC822.HEADER":

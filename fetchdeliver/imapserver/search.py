@@ -117,9 +117,9 @@ class Candidate:
     """What the matcher may ask about one message; the text is loaded only when a key needs it."""
 
     __slots__ = ("seq", "uid", "flags", "recent", "size_fn", "internaldate", "raw_fn", "_parsed", "_body",
-                 "_headers")
+                 "_headers", "memo")
 
-    def __init__(self, seq, uid, flags, recent, size_fn, internaldate, raw_fn) -> None:
+    def __init__(self, seq, uid, flags, recent, size_fn, internaldate, raw_fn, memo: dict | None = None) -> None:
         self.seq = seq
         self.uid = uid
         self.flags = flags
@@ -129,7 +129,8 @@ class Candidate:
         self.raw_fn = raw_fn
         self._parsed = None
         self._body = None
-        self._headers = None
+        self.memo = memo        # the server's cache entry of this message (content-derived only)
+        self._headers = memo.get("headers") if memo is not None else None
 
     def email(self):
         if self._parsed is None:
@@ -153,6 +154,8 @@ class Candidate:
             for n, field in split_fields(hdr):
                 v = unfold(field.split(b":", 1)[1]) if b":" in field else b""
                 self._headers.setdefault(n, []).append(v)
+            if self.memo is not None:
+                self.memo["headers"] = self._headers
         out = []
         for v in self._headers.get(name, []):
             text = v.decode("utf-8", "replace")

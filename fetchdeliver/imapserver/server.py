@@ -67,6 +67,9 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.watcher = Watcher()
+        from fetchdeliver.imapserver.cache import MessageCache
+
+        self.cache = MessageCache()
         self.addresses: list[tuple[str, int, bool]] = []
         self._servers: list[asyncio.base_events.Server] = []
         self.sessions: set[asyncio.Task] = set()

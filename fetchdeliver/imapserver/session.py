@@ -750,16 +750,19 @@ class Session:
                 if "FLAGS" not in items:
                     items = items + ["FLAGS"]
         mbox = v.mailbox
+        cache = self.server.cache
+        cacheable = all(not isinstance(it, fetchmod.Section) and it in fetchmod.CACHEABLE for it in items)
         pending = 0
         for i in indices:
             m = v.msgs[i]
             parsed = None
-            if need_body:
+            memo = cache.entry(mbox, v.uidvalidity, m.uid) if cacheable and need_body else None
+            if need_body and not fetchmod.cached_only(items, memo):
                 try:
                     parsed = fetchmod.Parsed(mbox.read(m))
                 except StorageError:
                     continue  # expunged by someone else: nothing to say about it
-            data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid)
+            data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid, memo)
             self.out(b"* %d FETCH " % (i + 1) + data + b"\r\n")
             pending += len(data)
             if pending > 256 * 1024:
@@ -879,7 +882,8 @@ class Session:
         hits = []
         for i, m in enumerate(v.msgs, 1):
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
-                                    lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m))
+                                    lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
+                                    memo=self.server.cache.entry(mbox, v.uidvalidity, m.uid))
             if searchmod.matches(tree, c, max_seq, max_uid):
                 hits.append(m.uid if uid else i)
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n"
