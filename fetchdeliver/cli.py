@@ -76,6 +76,9 @@ def _build_parser():
     lmtp_command.add_arguments(sub.add_parser("lmtp", help="accept mail from an MTA over LMTP (RFC 2033)"))
     queue_command.add_arguments(sub.add_parser("queue", help="the outbound SMTP queue: list, flush, remove"))
     imap_command.add_arguments(sub)  # `imap` and `passwd`
+    from fetchdeliver.convert import command as convert_command
+
+    convert_command.add_arguments(sub.add_parser("convert", help="convert procmailrc / fetchmailrc / getmailrc"))
 
     dm = sub.add_parser("demo", help="deliver the sample messages through the sample rules")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
@@ -133,6 +136,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.imapserver import command as imap_command
 
         return imap_command.main(args) if cmd == "imap" else imap_command.passwd_main(args)
+    if cmd == "convert":
+        from fetchdeliver.convert import command as convert_command
+
+        return convert_command.main(args)
     if cmd == "demo":
         from fetchdeliver.demo import main as demo_main
 

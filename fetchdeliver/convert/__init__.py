@@ -1,0 +1,1 @@
+"""Converters for people moving in: procmailrc -> Sieve, fetchmailrc / getmailrc -> [[account]] TOML."""
