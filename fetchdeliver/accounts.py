@@ -112,6 +112,9 @@ KEYS = {
     "default_mailbox": config._nonempty_str,
     "maildir": config._path,
     "mbox": config._path,
+    # `fetchdeliver daemon`: how often to fetch, and whether to hold an IMAP IDLE connection.
+    "poll": config._duration,
+    "idle": config._bool,
 }
 
 REQUIRED = ("name", "protocol", "host", "user")
@@ -174,6 +177,10 @@ def check_accounts(accounts: list, file: str) -> None:
             err(i, acc, "oauth2_mechanism", "only used with oauth2_token_command or the refresh-token flow")
         if "maildir" in acc and "mbox" in acc:
             err(i, acc, "mbox", "set either maildir or mbox, not both")
+        if "poll" in acc and acc["poll"] < 1:
+            err(i, acc, "poll", "must be at least 1 second (e.g. \"5m\")")
+        if acc.get("idle") and proto != "imap":
+            err(i, acc, "idle", "IDLE is an IMAP feature; remove it from a POP3 account")
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 

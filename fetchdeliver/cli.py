@@ -77,12 +77,15 @@ def _build_parser():
     queue_command.add_arguments(sub.add_parser("queue", help="the outbound SMTP queue: list, flush, remove"))
     imap_command.add_arguments(sub)  # `imap` and `passwd`
     from fetchdeliver.convert import command as convert_command
+    from fetchdeliver.daemon import command as daemon_command
 
     convert_command.add_arguments(sub.add_parser("convert", help="convert procmailrc / fetchmailrc / getmailrc"))
+    daemon_command.add_daemon_arguments(sub.add_parser("daemon", help="run everything configured, until SIGTERM"))
+    daemon_command.add_status_arguments(sub.add_parser("status", help="accounts, queue and listeners of the daemon"))
 
-    dm = sub.add_parser("demo", help="deliver the sample messages through the sample rules")
+    dm = sub.add_parser("demo", help="the whole loop on samples: IMAP server, fetch, Sieve, Maildir served over IMAP")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
-    dm.add_argument("--once", action="store_true", help="run once and exit (the default for now)")
+    dm.add_argument("--once", action="store_true", help="fetch and filter the samples once, print the summary and exit")
     return p
 
 
@@ -140,6 +143,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.convert import command as convert_command
 
         return convert_command.main(args)
+    if cmd in ("daemon", "status"):
+        from fetchdeliver.daemon import command as daemon_command
+
+        return daemon_command.daemon_main(args) if cmd == "daemon" else daemon_command.status_main(args)
     if cmd == "demo":
         from fetchdeliver.demo import main as demo_main
 

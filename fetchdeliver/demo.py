@@ -1,13 +1,27 @@
-"""`fetchdeliver demo`: deliver the sample messages through the sample rules into a fresh Maildir.
+"""`fetchdeliver demo`: the whole loop on an embedded default, with nothing to set up.
 
-Needs no setup and touches nothing outside the folder it creates (a new
-temporary folder unless --dir is given). It runs the same engine as `deliver`.
+1. The built-in IMAP server starts on 127.0.0.1 (a free port) with a sample mailbox
+   (examples/messages) as user "remote": that is the "remote account".
+2. fetchdeliver fetches from it as an [[account]] would (the same fetch code as
+   `fetchdeliver fetch`), filters with examples/rules.sieve and delivers into a
+   local Maildir.
+3. The same server serves that Maildir as user "demo"; the login is printed so the
+   user can open it in a mail client. Mail APPENDed to "remote" is fetched again
+   within seconds. Ctrl-C ends it cleanly.
+
+`--once` does steps 1-2, prints the summary and exits (for scripts and tests).
+Nothing outside the demo folder (a new temporary folder unless --dir) is touched.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from fetchdeliver.fetch import AccountRun
+
+# How often the running demo looks at the remote account again.
+POLL = 2.0
 
 
 def _read_envelopes(path: str) -> list[tuple[str, str, str]]:
@@ -22,38 +36,191 @@ def _read_envelopes(path: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def run_demo(target_dir: str, out=sys.stdout) -> list[tuple[str, str, list[str]]]:
-    """Deliver every sample message; return (file, status, where) per message."""
-    from fetchdeliver import engine
-    from fetchdeliver.config import Settings
-    from fetchdeliver.message import Message
-    from fetchdeliver.pipeline import build_context
+def make_remote(path: str) -> int:
+    """Fill the "remote" Maildir with the samples, each with the envelope a server would record."""
+    from fetchdeliver.delivery.maildir import MaildirStore
     from fetchdeliver.resources import examples_dir
 
     ex = examples_dir()
-    rules = os.path.join(ex, "rules.sieve")
-    maildir = os.path.join(target_dir, "Mail")
-    settings = Settings({"delivery": {"maildir": maildir, "rules": rules,
-                                      "state_dir": os.path.join(target_dir, "state"),
-                                      "cache_dir": os.path.join(target_dir, "cache")}})
-    ctx = build_context(settings)
-    if ctx.script_error:
-        print(f"warning: {ctx.script_error}", file=out)
-    print(f"Delivering the sample messages through {rules}", file=out)
-    print(f"into the Maildir {maildir}\n", file=out)
-    results = []
+    if os.path.isdir(os.path.join(path, "new")) and (os.listdir(os.path.join(path, "new"))
+                                                     or os.listdir(os.path.join(path, "cur"))):
+        return 0  # a --dir used before: keep its remote mailbox as it is
+    store = MaildirStore(path)
+    n = 0
     for name, sender, rcpt in _read_envelopes(os.path.join(ex, "envelopes.txt")):
         with open(os.path.join(ex, "messages", name), "rb") as f:
             raw = f.read()
-        msg = Message(raw, sender=sender, recipients=[rcpt], origin=f"demo:{name}")
-        outcome = engine.process(msg, ctx)
-        where = [r.mailbox or r.target for r in outcome.receipts]
-        flags = sorted({f for a in outcome.actions for f in getattr(a, "flags", [])})
-        flag_text = f"  flags {' '.join(flags)}" if flags else ""
-        print(f"  {name:22} -> {', '.join(where) or outcome.status}{flag_text}", file=out)
-        results.append((name, outcome.status, where))
-    print(f"\nLook at the result: ls -R {maildir}", file=out)
-    return results
+        nl = b"\r\n" if b"\r\n" in raw[:200] else b"\n"
+        head = (f"Return-Path: <{sender}>".encode() + nl + f"Delivered-To: {rcpt}".encode() + nl
+                + f"X-Demo-Sample: {name}".encode() + nl)
+        store.deliver(head + raw, "INBOX", [])
+        n += 1
+    return n
+
+
+class _Users:
+    """The demo's two IMAP logins (random passwords, in memory only)."""
+
+    def __init__(self, remote_dir: str, local_dir: str) -> None:
+        import secrets
+
+        self.passwords = {"remote": secrets.token_urlsafe(9), "demo": secrets.token_urlsafe(9)}
+        self.mail = {"remote": "maildir:" + remote_dir, "demo": "maildir:" + local_dir}
+
+    def authenticate(self, user: str, password: str):
+        import hmac
+
+        from fetchdeliver.imapserver.auth import Account
+
+        want = self.passwords.get(user)
+        if want is None or not hmac.compare_digest(want.encode(), password.encode()):
+            return None
+        return Account(user, mail=self.mail[user])
+
+
+class DemoRun(AccountRun):
+    """A fetch pass that takes the envelope recipient from Delivered-To: (as fetchmail's `envelope`
+    option does), so the sample rules' `envelope :detail` test sees what it would at delivery."""
+
+    def __init__(self, *args, results: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.results = results
+
+    def _process(self, p, parsed):
+        from fetchdeliver import engine
+        from fetchdeliver.fetch import _envelope_sender
+        from fetchdeliver.message import Message
+
+        a = self.account
+        rcpt = (parsed.get("Delivered-To") or "").strip() or a.recipient
+        msg = Message(parsed.raw, sender=_envelope_sender(parsed), recipients=[rcpt], origin=a.name)
+        msg = msg.prepend_header("Received", self._received(p.token))
+        try:
+            outcome = engine.process(msg, self.ctx)
+        except Exception as e:  # never lose the message over a bug: it stays on the server
+            outcome = engine.Outcome(engine.TEMPFAIL, errors=[f"internal error: {type(e).__name__}: {e}"])
+        name = (parsed.get("X-Demo-Sample") or parsed.get("Subject") or "(message)").strip()
+        flags = sorted({f for act in outcome.actions for f in getattr(act, "flags", [])})
+        self.results.append((name, outcome.status, [r.mailbox or r.target for r in outcome.receipts], flags))
+        return outcome
+
+
+class Demo:
+    """The demo's server, account and local Maildir."""
+
+    def __init__(self, target: str, out=sys.stdout) -> None:
+        from fetchdeliver.resources import examples_dir
+
+        self.target = target
+        self.out = out
+        self.remote_dir = os.path.join(target, "remote")
+        self.maildir = os.path.join(target, "Mail")
+        self.rules = os.path.join(examples_dir(), "rules.sieve")
+        self.server = None
+        self.users = _Users(self.remote_dir, self.maildir)
+
+    def start_server(self) -> int:
+        from fetchdeliver.imapserver.server import ServerConfig, ThreadedServer
+
+        make_remote(self.remote_dir)
+        os.makedirs(self.maildir, exist_ok=True)
+        cfg = ServerConfig(listen=["127.0.0.1:0"], authenticator=self.users, login_failure_delay=0.5,
+                           idle_poll=2.0)
+        self.server = ThreadedServer(cfg).start()
+        return self.server.port()
+
+    def settings(self):
+        from fetchdeliver.config import Settings
+
+        return Settings({
+            "delivery": {"maildir": self.maildir, "rules": self.rules,
+                         "state_dir": os.path.join(self.target, "state"),
+                         "cache_dir": os.path.join(self.target, "cache")},
+            "account": [{"name": "remote", "protocol": "imap", "host": "127.0.0.1", "port": self.server.port(),
+                         "tls": "none", "user": "remote", "password": self.users.passwords["remote"],
+                         "after": "keep", "recipient": "me@example.org", "timeout": 30}]})
+
+    def fetch(self) -> tuple[bool, list]:
+        """One fetch pass from the remote account; (ok, [(sample, status, where, flags)])."""
+        import io
+
+        from fetchdeliver.accounts import from_settings
+        from fetchdeliver.state import State
+
+        settings = self.settings()
+        account = from_settings(settings)[0]
+        results: list = []
+        with State(settings.state_dir) as state:
+            run = DemoRun(account, settings, state, results=results, out=io.StringIO(), err=io.StringIO())
+            ok = run.run()
+        if not ok:
+            err = run.err.getvalue().strip()
+            if err:
+                print(err, file=self.out)
+        return ok, results
+
+    def show(self, results: list) -> None:
+        for name, status, where, flags in results:
+            flag_text = f"  flags {' '.join(flags)}" if flags else ""
+            print(f"  {name:22} -> {', '.join(where) or status}{flag_text}", file=self.out)
+        self.out.flush()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def run_demo(target_dir: str, out=sys.stdout) -> list[tuple[str, str, list[str]]]:
+    """The --once loop: serve the samples, fetch them through the rules; (sample, status, where) each."""
+    demo = Demo(target_dir, out)
+    port = demo.start_server()
+    try:
+        print(f"Built-in IMAP server on 127.0.0.1:{port}; the sample mailbox is the remote account "
+              "\"remote\".", file=out)
+        print(f"Fetching it through {demo.rules}\ninto the Maildir {demo.maildir}\n", file=out)
+        ok, results = demo.fetch()
+        demo.show(results)
+        if not ok:
+            results.append(("(fetch)", "tempfail", []))
+    finally:
+        demo.stop()
+    print(f"\nLook at the result: ls -R {demo.maildir}", file=out)
+    return [(r[0], r[1], r[2]) for r in results]
+
+
+def run_forever(target_dir: str, out=sys.stdout) -> int:
+    """The whole loop until Ctrl-C (SIGINT) or SIGTERM."""
+    import signal
+    import threading
+
+    demo = Demo(target_dir, out)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    port = demo.start_server()
+    try:
+        print(f"Built-in IMAP server on 127.0.0.1:{port}; the sample mailbox is the remote account "
+              "\"remote\".", file=out)
+        print(f"Fetching it through {demo.rules}\ninto the Maildir {demo.maildir}\n", file=out)
+        ok, results = demo.fetch()
+        demo.show(results)
+        print(f"""
+Open the result in your mail client (IMAP, no encryption; it listens on 127.0.0.1 only):
+  server:   127.0.0.1
+  port:     {port}
+  user:     demo
+  password: {demo.users.passwords['demo']}
+Mail you put into the remote account (user: remote, password: {demo.users.passwords['remote']})
+is fetched and filtered within seconds. Ctrl-C ends the demo.""", file=out, flush=True)
+        while not stop.wait(POLL):
+            ok, results = demo.fetch()
+            if results:
+                demo.show(results)
+    finally:
+        demo.stop()
+    print("\ndemo stopped; the mail stays in " + demo.maildir, file=out, flush=True)
+    return 0
 
 
 def main(args) -> int:
@@ -61,5 +228,7 @@ def main(args) -> int:
 
     target = args.dir or tempfile.mkdtemp(prefix="fetchdeliver-demo-")
     os.makedirs(target, exist_ok=True)
+    if not getattr(args, "once", False):
+        return run_forever(target)
     results = run_demo(target)
     return 0 if all(status == "delivered" for _, status, _ in results) else 75

@@ -48,6 +48,10 @@ CREATE INDEX IF NOT EXISTS pending_account ON pending (account);
 CREATE TABLE IF NOT EXISTS memory (
     kind TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (kind, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daemon_account (
+    account TEXT PRIMARY KEY, mode TEXT NOT NULL, last_poll REAL, result TEXT, next_poll REAL,
+    error TEXT, error_since REAL, failures INTEGER NOT NULL DEFAULT 0, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS daemon_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 # The folder name used for POP3 rows in `pending` (POP3 has no folders).

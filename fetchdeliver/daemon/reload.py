@@ -1,0 +1,180 @@
+"""A validated configuration (a "generation") and the watcher that notices edits on disk.
+
+`load_generation()` reads the config file without the marshal cache, builds the
+accounts and compiles every Sieve script the config names. Anything wrong raises
+ConfigError, and the daemon keeps the generation it has. The compiled scripts are
+held by the generation, so deliveries keep using the old, good script even after
+a broken one has been saved over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+
+from fetchdeliver.errors import ConfigError, FetchdeliverError
+
+log = logging.getLogger("fetchdeliver.daemon.reload")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fetchdeliver.accounts import Account
+    from fetchdeliver.config import Settings
+
+
+class Generation:
+    """One loaded, validated configuration: settings, accounts, compiled scripts, watch rules."""
+
+    def __init__(self, path: str, settings: "Settings", accounts: list["Account"], scripts: dict,
+                 fingerprint: str, watch_paths: set[str], watch_dirs: set[str]) -> None:
+        self.path = path
+        self.settings = settings
+        self.accounts = accounts
+        self.scripts = scripts            # rules path -> compiled Script
+        self.fingerprint = fingerprint    # digest of the config and every script (unchanged: no reload)
+        self.watch_paths = watch_paths    # files whose change means "reload"
+        self.watch_dirs = watch_dirs      # directories whose every file counts (include :personal)
+        from fetchdeliver.daemon.watch import WatchRules
+
+        self.watch = WatchRules.from_settings(settings)
+
+    def script(self, path: str | None):
+        return self.scripts.get(path) if path else None
+
+    def table(self, name: str):
+        return self.settings.data.get(name)
+
+
+def _digest(paths: list[str], dirs: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.encode() + b"\0")
+        try:
+            with open(p, "rb") as f:
+                h.update(f.read())
+        except OSError:
+            h.update(b"<missing>")
+    for d in sorted(dirs):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            full = os.path.join(d, n)
+            if os.path.isfile(full):
+                h.update(full.encode() + b"\0")
+                try:
+                    with open(full, "rb") as f:
+                        h.update(f.read())
+                except OSError:
+                    pass
+    return h.hexdigest()
+
+
+def rules_paths(settings: "Settings", accounts: list["Account"]) -> list[str]:
+    """Every Sieve script the configuration uses."""
+    paths = [settings.delivery.get("rules")]
+    paths += [a.rules for a in accounts]
+    spool = settings.data.get("spool") or {}
+    paths.append(spool.get("rules"))
+    return list(dict.fromkeys(p for p in paths if p))
+
+
+def load_generation(path: str) -> Generation:
+    """Read and validate the config and compile its scripts; ConfigError says what is wrong."""
+    from fetchdeliver import sieve
+    from fetchdeliver.accounts import from_settings
+    from fetchdeliver.config import ConfigErrors, Settings, parse_file
+    from fetchdeliver.pipeline import sieve_options
+
+    try:
+        settings = Settings(parse_file(path), path)
+    except ConfigErrors:
+        raise
+    accounts = from_settings(settings)
+    scripts = {}
+    opts = sieve_options(settings)
+    cache = os.path.join(settings.cache_dir, "sieve")
+    for rules in rules_paths(settings, accounts):
+        try:
+            scripts[rules] = sieve.compile_file(rules, cache_dir=cache, options=opts)
+        except FetchdeliverError as e:
+            raise ConfigError(f"Sieve script does not compile: {e}", file=rules) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read the Sieve script: {e.strerror}", file=rules) from None
+    dirs = [d for d in (settings.sieve.get("personal_dir"), settings.sieve.get("global_dir")) if d]
+    files = [path, *scripts]
+    return Generation(path, settings, accounts, scripts, _digest(files, dirs), set(files), set(dirs))
+
+
+def current_fingerprint(gen: Generation) -> str:
+    return _digest(sorted(gen.watch_paths), sorted(gen.watch_dirs))
+
+
+class FileWatcher:
+    """watchdog on the directories of the config and the scripts; calls `on_change()` (debounced)."""
+
+    DEBOUNCE = 0.3
+
+    def __init__(self, on_change) -> None:
+        self.on_change = on_change
+        self.observer = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
+        self._dirs: set[str] = set()
+
+    def watch(self, gen: Generation) -> None:
+        """(Re)point the watcher at what `gen` uses."""
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            log.warning("watchdog is not installed: reload only on SIGHUP")
+            return
+        self.stop()
+        self._paths = {os.path.realpath(p) for p in gen.watch_paths} | set(gen.watch_paths)
+        self._dirs = {os.path.realpath(d) for d in gen.watch_dirs}
+        parents = {os.path.dirname(p) for p in self._paths} | self._dirs
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                for p in (getattr(event, "src_path", ""), getattr(event, "dest_path", "")):
+                    if p and watcher._relevant(os.fsdecode(p)):
+                        watcher._poke()
+                        return
+
+        obs = Observer()
+        handler = Handler()
+        for d in parents:
+            if os.path.isdir(d):
+                obs.schedule(handler, d, recursive=False)
+        obs.daemon = True
+        obs.start()
+        self.observer = obs
+
+    def _relevant(self, p: str) -> bool:
+        return p in self._paths or os.path.dirname(p) in self._dirs or os.path.realpath(p) in self._paths
+
+    def _poke(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.DEBOUNCE, self.on_change)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(5)
+            self.observer = None
