@@ -149,7 +149,7 @@ class State:
         self.close()
 
     def _tx(self):
-        return _Transaction(self.db, self.path)
+        return Transaction(self.db, self.path)
 
     # -- locks ----------------------------------------------------------------------
     def lock_account(self, account: str, *, wait: float = 0.0) -> None:
@@ -307,29 +307,34 @@ class State:
             return self.db.execute("DELETE FROM memory WHERE expires <= ?", (now,)).rowcount
 
 
-class _Transaction:
-    __slots__ = ("db", "path")
+class Transaction:
+    """`with Transaction(db, path):` BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception).
 
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+    sqlite errors come out as `error` ("<what> database PATH: ..."), the project's
+    exception for that database (StateError here, QueueError for the outbound queue).
+    """
+
+    __slots__ = ("db", "path", "error", "what")
+
+    def __init__(self, db: sqlite3.Connection, path: str, error: type = StateError, what: str = "state") -> None:
         self.db = db
         self.path = path
+        self.error = error
+        self.what = what
 
     def __enter__(self):
         # IMMEDIATE: take the write lock now, so two processes never both read-then-write stale data.
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise StateError(f"state database {self.path}: {e}") from None
+            raise self.error(f"{self.what} database {self.path}: {e}") from None
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         except sqlite3.Error as e:
-            raise StateError(f"state database {self.path}: {e}") from None
+            raise self.error(f"{self.what} database {self.path}: {e}") from None
         if isinstance(exc, sqlite3.Error):
-            raise StateError(f"state database {self.path}: {exc}") from exc
+            raise self.error(f"{self.what} database {self.path}: {exc}") from exc
         return False

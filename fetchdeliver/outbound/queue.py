@@ -465,25 +465,7 @@ def _unlink(path: str) -> None:
         pass
 
 
-class _tx:
-    __slots__ = ("db", "path")
+def _tx(db: sqlite3.Connection, path: str):
+    from fetchdeliver.state import Transaction
 
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
-        self.db = db
-        self.path = path
-
-    def __enter__(self):
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise QueueError(f"queue database {self.path}: {e}") from None
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        except sqlite3.Error as e:
-            raise QueueError(f"queue database {self.path}: {e}") from None
-        if isinstance(exc, sqlite3.Error):
-            raise QueueError(f"queue database {self.path}: {exc}") from exc
-        return False
+    return Transaction(db, path, QueueError, "queue")
