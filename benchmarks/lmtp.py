@@ -105,22 +105,24 @@ plugin {{
     return dc, port
 
 
-def start_fetchdeliver(root: Path, script: Path, python: str):
-    cfg = root / "fd.toml"
+def start_fetchdeliver(root: Path, script: Path, python: str, processes: int = 1, tag: str = "fd"):
+    cfg = root / f"{tag}.toml"
     cfg.write_text(f"""
+[lmtp]
+processes = {processes}
 [[recipient]]
 address = "one"
-maildir = "{root}/fd-one"
+maildir = "{root}/{tag}-one"
 rules = "{script}"
 [[recipient]]
 address = "four"
-maildir = "{root}/fd-four"
+maildir = "{root}/{tag}-four"
 rules = "{script}"
 [delivery]
-state_dir = "{root}/fd-state"
-cache_dir = "{root}/fd-cache"
+state_dir = "{root}/{tag}-state"
+cache_dir = "{root}/{tag}-cache"
 """)
-    log = open(root / "fd-lmtp.log", "w+")
+    log = open(root / f"{tag}-lmtp.log", "w+")
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(root / "xdg-cache")}
     proc = subprocess.Popen([python, "-m", "fetchdeliver.lmtp_command", "--listen", "127.0.0.1:0", "-c", str(cfg)],
                             stderr=log, env=env, start_new_session=True)
@@ -143,6 +145,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--dir", help="where the temporary directory goes")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                    help="[lmtp] processes for the second fetchdeliver run (default: the CPUs)")
     args = ap.parse_args()
     if not os.path.exists("/usr/lib/dovecot/lmtp"):
         print("dovecot-lmtpd is not installed (/usr/lib/dovecot/lmtp)", file=sys.stderr)
@@ -159,26 +163,34 @@ def main() -> int:
     if os.geteuid() == 0:  # Dovecot delivers as nobody and writes rules.svbin beside the script
         os.chown(sdir, 65534, 65534)
         os.chown(script, 65534, 65534)
-    dc = proc = None
+    dc = None
+    procs = []
+    variants = [("fd", 1), ("fdn", args.processes)]
     results: dict[tuple[str, int], float] = {}
     try:
         dc, dport = start_dovecot(root, script)
-        proc, fport = start_fetchdeliver(root, script, args.python)
+        ports = {}
+        for tag, nproc in variants:
+            proc, ports[tag] = start_fetchdeliver(root, script, args.python, nproc, tag)
+            procs.append(proc)
         for conns, rcpt in ((1, "one"), (4, "four")):
             results[("dovecot", conns)] = run_clients(dport, rcpt, msgs, wires, conns)
-            results[("fetchdeliver", conns)] = run_clients(fport, rcpt, msgs, wires, conns)
-        # every message delivered once, to the same folder by both
+            for tag, _n in variants:
+                results[(tag, conns)] = run_clients(ports[tag], rcpt, msgs, wires, conns)
+        # every message delivered once, to the same folder by all
         mismatches = 0
         for rcpt in ("one", "four"):
             theirs = mda_pipe.read_folders(Path(dc.maildir(rcpt)))
-            ours = mda_pipe.read_folders(root / f"fd-{rcpt}")
-            for m in msgs:
-                if theirs.get(m.msgid) != ours.get(m.msgid) or len(ours.get(m.msgid, [])) != 1:
-                    mismatches += 1
-                    if mismatches <= 5:
-                        print(f"  {rcpt} {m.msgid}: dovecot {theirs.get(m.msgid)} fetchdeliver {ours.get(m.msgid)}")
+            for tag, _n in variants:
+                ours = mda_pipe.read_folders(root / f"{tag}-{rcpt}")
+                for m in msgs:
+                    if theirs.get(m.msgid) != ours.get(m.msgid) or len(ours.get(m.msgid, [])) != 1:
+                        mismatches += 1
+                        if mismatches <= 5:
+                            print(f"  {tag} {rcpt} {m.msgid}: dovecot {theirs.get(m.msgid)} "
+                                  f"fetchdeliver {ours.get(m.msgid)}")
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
             proc.wait(60)
         if dc is not None:
@@ -191,10 +203,14 @@ def main() -> int:
     n = args.count
     print(f"\n{n} messages ({sum(len(m.raw) for m in msgs) // 1024} KiB), 20 Sieve rules, fsync on, "
           f"one recipient per transaction\n")
-    print(f"{'connections':>11}  {'dovecot-lmtpd':>16}  {'fetchdeliver':>16}  {'ratio':>6}")
+    nproc = args.processes
+    print(f"{'connections':>11}  {'dovecot-lmtpd':>15}  {'fetchdeliver, 1 process':>24}  "
+          f"{f'fetchdeliver, {nproc} processes':>26}")
     for conns in (1, 4):
-        d, f = results[("dovecot", conns)], results[("fetchdeliver", conns)]
-        print(f"{conns:>11}  {n / d:>9.0f} msgs/s  {n / f:>9.0f} msgs/s  {d / f:>5.2f}x")
+        d = results[("dovecot", conns)]
+        cells = [f"{n / results[(tag, conns)]:>7.0f} msgs/s ({d / results[(tag, conns)]:.2f}x)" for tag, _ in variants]
+        print(f"{conns:>11}  {n / d:>8.0f} msgs/s  {cells[0]:>24}  {cells[1]:>26}")
+    print("(ratio: our rate / Dovecot's rate on the same number of connections)")
     print(f"\nrouting: {'identical' if mismatches == 0 else f'{mismatches} differences'}")
     return 0 if mismatches == 0 else 1
 

@@ -7,13 +7,23 @@ Without --listen / --socket the [lmtp] table's `listen` or `socket` is used.
 Once listening it prints "listening on WHERE" to stderr (with port 0, the port
 the kernel chose). The outbound queue runs in the same process, so redirect and
 vacation mail leaves without a separate `queue flush`.
+
+With `--processes N` (or `[lmtp] processes`; default one per CPU, up to 4) the
+socket is bound once and N-1 children are forked; the parent accepts every
+connection and hands it to the least busy process, as Dovecot runs one process
+per connection: deliveries then use every core. The parent alone works the outbound
+queue; a child that queues mail wakes it with SIGUSR1. SIGTERM to the parent
+stops every process after its deliveries in flight.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_OSERR, EX_USAGE
+
+log = logging.getLogger("fetchdeliver.lmtp")
 
 
 def add_arguments(p) -> None:
@@ -21,6 +31,8 @@ def add_arguments(p) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--listen", metavar="HOST:PORT", help="TCP address to listen on (e.g. 127.0.0.1:2424)")
     g.add_argument("--socket", metavar="PATH", help="Unix socket to listen on")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="processes serving connections (default: [lmtp] processes, else one per CPU up to 4)")
     p.add_argument("-c", "--config", help="config file (default: $XDG_CONFIG_HOME/fetchdeliver/config.toml)")
 
 
@@ -62,6 +74,20 @@ def main(args) -> int:
         sys.stderr.write(f"fetchdeliver lmtp: {e}\n")
         return EX_CONFIG
 
+    processes = getattr(args, "processes", None) or table.get("processes") or default_processes()
+    if processes < 1:
+        sys.stderr.write("fetchdeliver lmtp: --processes must be at least 1\n")
+        return EX_USAGE
+    if processes > 1:
+        # Installed before any child exists: a child's SIGUSR1 must never find the default action.
+        signal.signal(signal.SIGUSR1, lambda *_: queue.wakeup.set())
+    try:
+        bound = _bind(listen, sock) if processes > 1 else None
+    except OSError as e:
+        sys.stderr.write(f"fetchdeliver lmtp: cannot listen on {sock or listen}: {e.strerror or e}\n")
+        return EX_OSERR
+    children = _fork_children(processes - 1, bound, service, queue) if bound is not None else []
+
     runner = QueueRunner(queue)
     runner.start()
 
@@ -70,12 +96,19 @@ def main(args) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, queue.wakeup.set)  # a child queued mail
 
         def ready(where: str) -> None:
-            sys.stderr.write(f"fetchdeliver lmtp: listening on {where}\n")
+            sys.stderr.write(f"fetchdeliver lmtp: listening on {where}"
+                             + (f" ({processes} processes)" if children else "") + "\n")
             sys.stderr.flush()
 
-        await serve(service, listen=listen, socket_path=sock, stop=stop, on_ready=ready)
+        if bound is None:
+            await serve(service, listen=listen, socket_path=sock, stop=stop, on_ready=ready)
+            return
+        name = bound.getsockname()
+        ready(name if isinstance(name, str) else f"{name[0]}:{name[1]}")
+        await _dispatch(service, bound, children, stop)
 
     try:
         asyncio.run(run())
@@ -83,9 +116,218 @@ def main(args) -> int:
         sys.stderr.write(f"fetchdeliver lmtp: cannot listen on {sock or listen}: {e.strerror or e}\n")
         return EX_OSERR
     finally:
+        _stop_children(children)
         service.shutdown()  # deliveries in progress finish before we exit
         runner.stop()
     return EX_OK
+
+
+def default_processes() -> int:
+    """One process per CPU, up to 4: deliveries wait on fsync and Python runs one thread at a time."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _bind(listen: str | None, sock_path: str | None):
+    """The listening socket, bound once before the children are forked."""
+    import os
+    import socket
+    import stat
+
+    if sock_path:
+        try:
+            if stat.S_ISSOCK(os.lstat(sock_path).st_mode):
+                os.unlink(sock_path)  # a leftover from an earlier run
+        except FileNotFoundError:
+            pass
+        os.makedirs(os.path.dirname(os.path.abspath(sock_path)), exist_ok=True)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(sock_path)
+        os.chmod(sock_path, 0o660)
+    else:
+        from fetchdeliver.recipients import parse_listen
+
+        host, port = parse_listen(listen or "127.0.0.1:2424")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    s.listen(512)
+    s.setblocking(False)
+    return s
+
+
+class _WakeParent:
+    """Stands in for the queue's wake-up event in a child: tells the parent's queue runner."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def set(self) -> None:
+        import os
+        import signal
+
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+
+    def clear(self) -> None:
+        pass
+
+
+def _fork_children(n: int, lsock, service, queue) -> list[tuple[int, object]]:
+    """Fork `n` children; each serves the connections the parent hands it over a socketpair.
+
+    The parent accepts every connection and gives it to the process with the fewest
+    sessions (itself included), so four clients on two processes are served two and two,
+    which accepting on a shared socket does not guarantee.
+    """
+    import os
+    import socket
+    import threading
+
+    parent = os.getpid()
+    children = []
+    for _ in range(n):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid:
+            theirs.close()
+            ours.setblocking(False)
+            children.append((pid, ours))
+            continue
+        code = 70
+        try:
+            ours.close()
+            lsock.close()
+            for _pid, other in children:
+                other.close()
+            queue._local = threading.local()   # no sqlite connection crosses a fork
+            queue.wakeup = _WakeParent(parent)
+            code = _child(theirs, service)
+        finally:
+            os._exit(code)
+    return children
+
+
+def _child(chan, service) -> int:
+    import asyncio
+    import signal
+    import socket
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        chan.setblocking(False)
+
+        def ended() -> None:
+            try:
+                chan.send(b"d")
+            except OSError:
+                pass
+
+        def handed() -> None:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(chan, 64, 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg, fds = b"", []
+            if not msg and not fds:
+                stop.set()  # the parent is gone: finish what runs, then exit
+                return
+            for fd in fds:
+                asyncio.ensure_future(service.serve_connection(socket.socket(fileno=fd)))
+
+        service.on_session_end = ended
+        loop.add_reader(chan.fileno(), handed)
+        await stop.wait()
+        loop.remove_reader(chan.fileno())
+
+    try:
+        asyncio.run(run())
+    finally:
+        service.shutdown()
+    return EX_OK
+
+
+async def _dispatch(service, lsock, children, stop) -> None:
+    """The parent's loop with children: accept, hand each connection to the least busy process."""
+    import asyncio
+    import socket
+
+    loop = asyncio.get_running_loop()
+    load = [0] * (len(children) + 1)       # sessions per process; 0 is this one
+    alive = [True] * (len(children) + 1)
+
+    def ended_here() -> None:
+        load[0] -= 1
+
+    service.on_session_end = ended_here
+
+    def accept() -> None:
+        try:
+            conn, _ = lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.warning("accept failed: %s", e.strerror or e)
+            return
+        i = min((k for k in range(len(load)) if alive[k]), key=load.__getitem__)
+        load[i] += 1
+        if i:
+            try:
+                socket.send_fds(children[i - 1][1], [b"c"], [conn.fileno()])
+                conn.close()
+                return
+            except OSError:
+                alive[i] = False
+                load[i] -= 1
+                load[0] += 1
+        asyncio.ensure_future(service.serve_connection(conn))
+
+    def done(i: int) -> None:
+        chan = children[i - 1][1]
+        try:
+            data = chan.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            alive[i] = False       # the child exited: serve without it
+            loop.remove_reader(chan.fileno())
+            return
+        load[i] -= len(data)
+
+    loop.add_reader(lsock.fileno(), accept)
+    for i, (_pid, chan) in enumerate(children, 1):
+        loop.add_reader(chan.fileno(), done, i)
+    await stop.wait()
+    loop.remove_reader(lsock.fileno())
+    lsock.close()
+
+
+def _stop_children(children) -> None:
+    import os
+    import signal
+
+    for pid, _chan in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid, chan in children:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        chan.close()
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ LMTP_KEYS = {
     "max_message_size": config._int(lo=1),     # bytes; advertised as SIZE, larger mail gets 552 5.3.4
     "max_sessions": config._int(lo=1, hi=100000),
     "timeout": config._duration,               # idle timeout of a session
-    "workers": config._int(lo=1, hi=256),      # threads that run Sieve + delivery
+    "workers": config._int(lo=1, hi=256),      # threads that run Sieve + delivery, per process
+    "processes": config._int(lo=1, hi=64),     # pre-forked processes sharing the listening socket
     "keep_crlf": config._bool,                 # store CRLF as received (default: LF, as Dovecot does)
     "recipient_delimiter": _delimiter,         # "+": alice+lists@x is alice@x
     "hostname": config._nonempty_str,          # our name in the greeting and Received:

@@ -28,6 +28,7 @@ import threading
 import time
 
 from fetchdeliver.delivery.base import Receipt
+from fetchdeliver.delivery.fsio import fsync_dir
 from fetchdeliver.errors import PermanentDeliveryError, TemporaryDeliveryError
 from fetchdeliver.outbound import compose
 from fetchdeliver.outbound.settings import OutboundSettings
@@ -71,14 +72,6 @@ class QueueItem:
 
 _COLUMNS = ("id, kind, sender, recipient, created, next_attempt, attempts, last_error, delay_notified, "
             "lease_until, size, origin")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class OutboundQueue:
@@ -155,7 +148,7 @@ class OutboundQueue:
             finally:
                 os.close(fd)
             os.rename(tmp, path)
-            _fsync_dir(self.msg_dir)
+            fsync_dir(self.msg_dir)
         except OSError as e:
             _unlink(tmp)
             raise TemporaryDeliveryError(f"cannot write to the outbound queue {self.msg_dir}: "

@@ -97,6 +97,7 @@ class LMTPService:
         self.executor = ThreadPoolExecutor(max_workers=workers or self.options["workers"],
                                            thread_name_prefix="lmtp-deliver")
         self.sessions = 0
+        self.on_session_end = None    # called when a session ends (the pre-fork dispatcher counts)
         self._contexts: dict[str, object] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._build_lock = threading.Lock()
@@ -214,6 +215,26 @@ class LMTPService:
         self._servers.append(server)
         return path
 
+    async def serve_connection(self, conn) -> None:
+        """Serve one connection accepted elsewhere (handed over by the pre-fork dispatcher)."""
+        conn.setblocking(False)
+        await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
+
+    async def listen_socket(self, sock) -> str:
+        """Serve on a socket bound and listening already (shared by pre-forked processes)."""
+        import socket as socketmod
+
+        loop = asyncio.get_running_loop()
+        if sock.family == socketmod.AF_UNIX:
+            server = await loop.create_unix_server(self._factory, sock=sock)
+            where = sock.getsockname()
+        else:
+            server = await loop.create_server(self._factory, sock=sock)
+            addr = sock.getsockname()
+            where = f"{addr[0]}:{addr[1]}"
+        self._servers.append(server)
+        return where
+
     async def close(self) -> None:
         for s in self._servers:
             s.close()
@@ -281,6 +302,8 @@ class _Session(LMTP):
         if self._counted:
             self._counted = False
             self.service.sessions -= 1
+            if self.service.on_session_end is not None:
+                self.service.on_session_end()
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -448,11 +471,13 @@ class ServerThread:
 
 
 async def serve(service: LMTPService, *, listen: str | None = None, socket_path: str | None = None,
-                stop: asyncio.Event | None = None, on_ready=None) -> None:
-    """Listen and serve until `stop` is set; `on_ready(where)` is called once listening."""
+                sock=None, stop: asyncio.Event | None = None, on_ready=None) -> None:
+    """Listen (or use the bound `sock`) and serve until `stop` is set; `on_ready(where)` once listening."""
     from fetchdeliver.recipients import parse_listen
 
-    if socket_path:
+    if sock is not None:
+        where = await service.listen_socket(sock)
+    elif socket_path:
         where = await service.listen_unix(socket_path)
     else:
         host, port = parse_listen(listen or "127.0.0.1:2424")
