@@ -53,6 +53,7 @@ class View:
         self.uids: list[int] = []
         self.flags: dict[int, frozenset] = {}
         self.recent: set[int] = set()
+        self.keywords: set[str] = set()   # the keywords announced in FLAGS
         self.uidvalidity = mailbox.uidvalidity
 
     def flags_of(self, m) -> bytes:
@@ -413,13 +414,9 @@ class Session:
         view.uidvalidity = mbox.uidvalidity
         self.view = view
         self.state = SELECTED
-        kws = sorted(set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")})
-        flags = " ".join(list(SYSTEM_FLAGS) + kws)
-        perm = "" if view.readonly else flags + (" \\*" if mbox.permanent_keywords else "")
+        view.keywords = set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")}
         first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
-        lines = [f"* FLAGS ({flags})",
-                 f"* OK [PERMANENTFLAGS ({perm})] Flags permitted.",
-                 f"* {len(msgs)} EXISTS", f"* {len(view.recent)} RECENT"]
+        lines = self.flags_lines(view) + [f"* {len(msgs)} EXISTS", f"* {len(view.recent)} RECENT"]
         if first_unseen:
             lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
         lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
@@ -428,6 +425,13 @@ class Session:
                   f"{'Examine' if readonly else 'Select'} completed."]
         self.watch(mbox)
         await self.send(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+
+    @staticmethod
+    def flags_lines(view) -> list[str]:
+        """The FLAGS and PERMANENTFLAGS answers for the keywords the client has been told of."""
+        flags = " ".join(list(SYSTEM_FLAGS) + sorted(view.keywords))
+        perm = "" if view.readonly else flags + (" \\*" if view.mailbox.permanent_keywords else "")
+        return [f"* FLAGS ({flags})", f"* OK [PERMANENTFLAGS ({perm})] Flags permitted."]
 
     async def cmd_examine(self, tag, p):
         await self.cmd_select(tag, p, readonly=True)
@@ -817,6 +821,11 @@ class Session:
             v.mailbox.set_flags(changes)
             for m, new in changes:
                 v.flags[m.uid] = new
+            added = {f for f in fs if not f.startswith("\\")} - v.keywords
+            if added and mode != "-":
+                # A keyword new to this mailbox: tell the client before the FETCH answers (as Dovecot).
+                v.keywords |= added
+                self.out(("\r\n".join(self.flags_lines(v)) + "\r\n").encode("utf-8", "replace"))
         if not silent:
             for i in indices:
                 m = v.msgs[i]
