@@ -171,16 +171,22 @@ class Demo:
             self.server = None
 
 
+def _first_pass(demo: "Demo", port: int, out) -> tuple[bool, list]:
+    """Say what runs where, fetch the samples through the rules once and show where they went."""
+    print(f"Built-in IMAP server on 127.0.0.1:{port}; the sample mailbox is the remote account "
+          "\"remote\".", file=out)
+    print(f"Fetching it through {demo.rules}\ninto the Maildir {demo.maildir}\n", file=out)
+    ok, results = demo.fetch()
+    demo.show(results)
+    return ok, results
+
+
 def run_demo(target_dir: str, out=sys.stdout) -> list[tuple[str, str, list[str]]]:
     """The --once loop: serve the samples, fetch them through the rules; (sample, status, where) each."""
     demo = Demo(target_dir, out)
     port = demo.start_server()
     try:
-        print(f"Built-in IMAP server on 127.0.0.1:{port}; the sample mailbox is the remote account "
-              "\"remote\".", file=out)
-        print(f"Fetching it through {demo.rules}\ninto the Maildir {demo.maildir}\n", file=out)
-        ok, results = demo.fetch()
-        demo.show(results)
+        ok, results = _first_pass(demo, port, out)
         if not ok:
             results.append(("(fetch)", "tempfail", []))
     finally:
@@ -200,11 +206,7 @@ def run_forever(target_dir: str, out=sys.stdout) -> int:
         signal.signal(sig, lambda *_: stop.set())
     port = demo.start_server()
     try:
-        print(f"Built-in IMAP server on 127.0.0.1:{port}; the sample mailbox is the remote account "
-              "\"remote\".", file=out)
-        print(f"Fetching it through {demo.rules}\ninto the Maildir {demo.maildir}\n", file=out)
-        ok, results = demo.fetch()
-        demo.show(results)
+        ok, results = _first_pass(demo, port, out)
         print(f"""
 Open the result in your mail client (IMAP, no encryption; it listens on 127.0.0.1 only):
   server:   127.0.0.1
