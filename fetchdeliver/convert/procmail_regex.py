@@ -159,10 +159,15 @@ class Rendered:
 
 
 def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered | None = None) -> Rendered:
-    """Tokens -> pattern. mode "value": one header value; "text": a multi-line body or variable."""
+    """Tokens -> pattern. mode "value": one header value; "text": a multi-line body or variable.
+
+    Left of a `\\/` procmail matches as little as it can and right of it as much as it can
+    (`^Subject:.*\\/[a-z]+` gives the first word): the quantifiers left of it become lazy.
+    """
     r = out or Rendered()
     depth = 0
     split_open = False
+    split_at = next((k for k, t in enumerate(tokens) if t[0] == "split"), -1)
     last = len(tokens) - 1
     for k, tok in enumerate(tokens):
         kind = tok[0]
@@ -170,7 +175,7 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             c = tok[1]
             r.add("[$]" if c == "$" else ("\\" + c if c in _SPECIAL else c))
         elif kind == "any":
-            r.add(".")
+            r.add("." if mode == "value" else "[^\\n]")
         elif kind == "class":
             neg, items = tok[1], tok[2]
             extra = "\\n" if neg and mode == "text" else ""
@@ -182,7 +187,12 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             depth -= 1
             r.add(")")
         elif kind in ("alt", "star", "plus", "q"):
-            r.add({"alt": "|", "star": "*", "plus": "+", "q": "?"}[kind])
+            q = {"alt": "|", "star": "*", "plus": "+", "q": "?"}[kind]
+            if kind != "alt" and k < split_at:
+                q += "?"
+            if kind != "alt" and (not r.parts or r.parts[-1] in ("", "(", "|", "^")):
+                raise Untranslatable(f"{q[0]} with nothing to repeat")
+            r.add(q)
         elif kind == "bol":
             if mode == "value":
                 raise Untranslatable("a ^ inside a header pattern spans several header lines")
@@ -269,16 +279,24 @@ def _enumerate_names(tokens: list[tuple]) -> list[str]:
     return names
 
 
+def _is_space(tok: tuple) -> bool:
+    return (tok[0] == "lit" and tok[1] in " \t") or (
+        tok[0] == "class" and not tok[1] and bool(tok[2]) and all(i in (" ", "\t", "\\t") for i in tok[2]))
+
+
 def _strip_leading_space(tokens: list[tuple]) -> list[tuple]:
-    # Sieve drops the whitespace after the colon; so does the translated pattern.
+    """Sieve drops the whitespace after the colon; so does the translated pattern.
+
+    `^Subject: *x`, `^Subject:[ \t]+x` and `^Subject: x` all start at the value's first
+    non-blank character (a header with no blank after the colon also matches; procmail's
+    `^Subject: x` would not see it, a difference only a hand-made header shows).
+    """
     k = 0
     while k < len(tokens):
-        tok = tokens[k]
-        if tok[0] == "lit" and tok[1] in " \t":
+        if _is_space(tokens[k]):
             k += 1
-        elif (tok[0] == "class" and not tok[1] and tok[2] and all(i in (" ", "\t", "\\t") for i in tok[2])
-              and k + 1 < len(tokens) and tokens[k + 1][0] in ("star", "plus", "q")):
-            k += 2
+            if k < len(tokens) and tokens[k][0] in ("star", "plus", "q"):
+                k += 1
         else:
             break
     return tokens[k:]
@@ -290,12 +308,14 @@ class Test:
     def __init__(self, text: str, match_group: int | None = None) -> None:
         self.text = text
         self.match_group = match_group
+        self.lost_space = False  # MATCH starts at the value: procmail's had the blanks after the colon
 
 
 def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
     """A header condition -> tests of which any must hold."""
     tests: list[Test] = []
     for alt in split_alternatives(tokenize(rx)):
+        lost_space = False
         if len(alt) == 1 and alt[0][0] == "macro" and alt[0][1] in _DAEMON_WORDS:
             tests += [Test(t) for t in daemon_tests(alt[0][1], comparator)]
             continue
@@ -304,7 +324,8 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
             names = TO_NAMES
             rest = alt[1:]
             r.add("^")
-            r.add(TO_PREFIX[alt[0][1]], 1)
+            lazy = any(t[0] == "split" for t in rest)
+            r.add(TO_PREFIX[alt[0][1]].replace("*", "*?").replace(")?", ")??") if lazy else TO_PREFIX[alt[0][1]], 1)
         else:
             if not alt or alt[0][0] != "bol":
                 raise Untranslatable("a header condition must start with ^Name: (Sieve tests one header "
@@ -314,14 +335,20 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
                 raise Untranslatable("a header condition must start with ^Name: (no colon found)")
             names = _enumerate_names(alt[1:colon])
             rest = _strip_leading_space(alt[colon + 1:])
+            if rest and rest[0][0] == "split":
+                # `^Subject: *\/.*`: procmail's MATCH keeps the blanks after the colon,
+                # Sieve's value has none; one space is what nearly every header has.
+                rest = [rest[0]] + _strip_leading_space(rest[1:])
+                lost_space = True
             if not rest:
                 tests.append(Test(f"exists {sieve_list(names)}"))
                 continue
             if rest[0][0] != "anchor":
                 r.add("^")
         render(rest, "value", var_names, r)
-        tests.append(Test(f"header :regex{comparator} {sieve_list(names)} {sieve_str(r.text)}",
-                          r.match_group))
+        t = Test(f"header :regex{comparator} {sieve_list(names)} {sieve_str(r.text)}", r.match_group)
+        t.lost_space = lost_space
+        tests.append(t)
     return tests
 
 

@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 
+from fetchdeliver.convert import checked
 from fetchdeliver.convert import procmail_regex as prx
 from fetchdeliver.convert.procmail_regex import Untranslatable, sieve_str
 
@@ -208,6 +209,7 @@ class Converter:
         self.counter = 0
         self.read_file = read_file or _read
         self.include_depth = 0
+        self.spans: list[tuple] = []
 
     # -- output helpers
     def emit(self, indent: int, text: str) -> None:
@@ -218,6 +220,16 @@ class Converter:
         self.emit(indent, f"# UNTRANSLATED ({item.file}:{item.line}): {text}")
         for r in raw or []:
             self.emit(indent, "#   " + r)
+
+    # Each recipe's and assignment's output sits between two marker comments, so that a
+    # part the compiler refuses can be swapped for a warning (see check_compiles).
+    def open_span(self, item, indent: int) -> int:
+        self.spans.append((item, indent))
+        self.emit(indent, checked.open_marker(len(self.spans) - 1))
+        return len(self.spans) - 1
+
+    def close_span(self, mark: int, indent: int) -> None:
+        self.emit(indent, checked.close_marker(mark))
 
     def var(self, prefix: str) -> str:
         self.counter += 1
@@ -347,14 +359,19 @@ class Converter:
         matched_var: str | None = None
         for it in items:
             if isinstance(it, Assign):
-                if not self.assign(it, indent, guards, conditional):
+                mark = self.open_span(it, indent)
+                ok = self.assign(it, indent, guards, conditional)
+                self.close_span(mark, indent)
+                if not ok:
                     return False
                 continue
             own_matched = self.var("m") if id(it) in needs_matched else None
             mv = matched_var
             if "A" not in it.flags and "a" not in it.flags:
                 matched_var = own_matched
+            mark = self.open_span(it, indent)
             self.recipe(it, indent, guards, in_copy, conditional, mv, own_matched, chain_of.get(id(it)))
+            self.close_span(mark, indent)
         return True
 
     def assign(self, it: Assign, indent: int, guards: list[str], conditional: bool) -> bool:
@@ -460,7 +477,7 @@ class Converter:
             tests.append(f'string :is "${{{chain}}}" ""')
         match_group = None
         try:
-            cond_tests, match_group = self.conditions(r)
+            cond_tests, match_group, lost_space = self.conditions(r)
         except Untranslatable as e:
             self.warn(r, str(e), indent, r.raw[1:])
             return
@@ -473,7 +490,7 @@ class Converter:
         prefix: list[str] = []
         if match_group is not None:
             self.requires.add("variables")
-            prefix.append(f'set "MATCH" "${{{match_group}}}";')
+            prefix.append(f'set "MATCH" "{" " if lost_space else ""}${{{match_group}}}";')
             self.dynamic.add("MATCH")
         if own_matched:
             prefix.append(f'set "{own_matched}" "1";')
@@ -497,6 +514,7 @@ class Converter:
         area = ("H" in r.flags or "B" not in r.flags, "B" in r.flags)
         tests: list[str] = []
         last: tuple[str, int] | None = None
+        lost_space = False
         for line, cond in r.conditions:
             neg = False
             text = cond
@@ -541,6 +559,7 @@ class Converter:
                         for h in hts:
                             if h.match_group is not None:
                                 group = h.match_group
+                                lost_space = lost_space or h.lost_space
                         if group is not None and (len(hts) > 1 or search[1]):
                             raise Untranslatable(f"line {line}: \\/ in a condition with alternatives")
                         parts += [self.fix_vars(h.text, names) for h in hts]
@@ -564,7 +583,10 @@ class Converter:
                 tests.append(t)
         if last:
             tests.append(last[0])
-        return tests, (last[1] if last else None)
+        if last and lost_space:
+            self.problems.append(Problem(r.file, r.line, "(approximate) MATCH starts right after the colon: "
+                                         "procmail keeps the header's own blanks there, the script puts one space"))
+        return tests, (last[1] if last else None), bool(last and lost_space)
 
     def fix_vars(self, text: str, names: list[str]) -> str:
         for k, name in enumerate(names):
@@ -770,7 +792,18 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
     items = parse(text, file)
     c = Converter(file, env if env is not None else default_env(), read_file)
     c.convert(items)
-    body = c.lines
+
+    def on_fail(n, message, indent):
+        if n is None:
+            c.problems.append(Problem(file, 0, f"internal error, the script did not compile: {message}"))
+            return [f"# UNTRANSLATED: the converted script did not compile ({message}); please report this"]
+        item = c.spans[n][0]
+        c.problems.append(Problem(item.file, item.line, f"the translation does not compile: {message}"))
+        raw = item.raw if isinstance(item.raw, list) else [item.raw]
+        return [f"# UNTRANSLATED ({item.file}:{item.line}): the translation does not compile: {message}"] + \
+            ["#   " + r for r in raw]
+
+    body = checked.make_compile(c.lines, c.requires, on_fail)
     reqs = sorted(c.requires)
     maildir = c.static.get("MAILDIR", "")
     default = c.static.get("DEFAULT", "")
