@@ -209,7 +209,13 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
         elif kind == "anchor":
             r.add("^" if k == 0 else "$")
         elif kind == "wb":
-            r.add("(^|[^a-zA-Z0-9_])" if tok[1] == "<" else "([^a-zA-Z0-9_]|$)", 1)
+            # "merely a shorthand for [^a-zA-Z0-9_], but can also match newlines": in a header
+            # value that is the blank before it or the newline after it; in a body or a
+            # variable it needs a real character (`\\>` at the very end of a variable fails).
+            if mode == "text":
+                r.add("[^a-zA-Z0-9_]")
+            else:
+                r.add("(^|[^a-zA-Z0-9_])" if tok[1] == "<" else "([^a-zA-Z0-9_]|$)", 1)
         elif kind == "split":
             if depth or split_open:
                 raise Untranslatable("\\/ inside a group")
@@ -284,6 +290,19 @@ def _is_space(tok: tuple) -> bool:
         tok[0] == "class" and not tok[1] and bool(tok[2]) and all(i in (" ", "\t", "\\t") for i in tok[2]))
 
 
+def _starts_non_blank(tokens: list[tuple]) -> bool:
+    """The pattern's first character cannot be a blank (`[^ ]`, `[a-z]`, a letter)."""
+    if not tokens or (len(tokens) > 1 and tokens[1][0] in ("star", "q")):
+        return False
+    t = tokens[0]
+    if t[0] == "lit":
+        return t[1] not in " \t"
+    if t[0] == "class":
+        blank = any(i in (" ", "\t", "\\t") for i in t[2])
+        return blank if t[1] else not blank
+    return False
+
+
 def _strip_leading_space(tokens: list[tuple]) -> list[tuple]:
     """Sieve drops the whitespace after the colon; so does the translated pattern.
 
@@ -335,7 +354,7 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
                 raise Untranslatable("a header condition must start with ^Name: (no colon found)")
             names = _enumerate_names(alt[1:colon])
             rest = _strip_leading_space(alt[colon + 1:])
-            if rest and rest[0][0] == "split":
+            if rest and rest[0][0] == "split" and not _starts_non_blank(rest[1:]):
                 # `^Subject: *\/.*`: procmail's MATCH keeps the blanks after the colon,
                 # Sieve's value has none; one space is what nearly every header has.
                 rest = [rest[0]] + _strip_leading_space(rest[1:])
