@@ -79,7 +79,7 @@ def _build_parser():
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
-    convert_command.add_arguments(sub.add_parser("convert", help="convert procmailrc / fetchmailrc / getmailrc"))
+    convert_command.add_arguments(sub.add_parser("convert", help="convert procmailrc / maildrop / fetchmailrc / getmailrc"))
     daemon_command.add_daemon_arguments(sub.add_parser("daemon", help="run everything configured, until SIGTERM"))
     daemon_command.add_status_arguments(sub.add_parser("status", help="accounts, queue and listeners of the daemon"))
 

@@ -1,4 +1,4 @@
-"""`fetchdeliver convert procmailrc|fetchmailrc|getmailrc`.
+"""`fetchdeliver convert procmailrc|maildrop|fetchmailrc|getmailrc`.
 
 Exit codes: 0 everything translated, 1 something was not (warnings on stderr,
 comments in the output), 65 the input is not the expected syntax, 66 no input.
@@ -22,6 +22,14 @@ def add_arguments(p) -> None:
     pr.add_argument("--pipe-bin-dir", metavar="DIR", help="pipe_bin_dir to put in those settings")
     pr.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
                     help="procmail environment at conversion time (default: HOME, LOGNAME from yours)")
+    md = sub.add_parser("maildrop", help="print a Sieve script equivalent to a maildrop mailfilter")
+    md.add_argument("file", nargs="?", metavar="FILE", help="default: ~/.mailfilter; - for stdin")
+    md.add_argument("-o", "--output", metavar="OUT", help="write the Sieve script here instead of stdout")
+    md.add_argument("--config-out", metavar="FILE",
+                    help="also write the [delivery]/[sieve] TOML settings the script expects")
+    md.add_argument("--pipe-bin-dir", metavar="DIR", help="pipe_bin_dir to put in those settings")
+    md.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                    help="maildrop environment at conversion time (default: HOME, LOGNAME from yours)")
     fm = sub.add_parser("fetchmailrc", help="print [[account]] TOML for a fetchmailrc")
     fm.add_argument("file", nargs="?", metavar="FILE", help="default: ~/.fetchmailrc; - for stdin")
     gm = sub.add_parser("getmailrc", help="print [[account]] TOML for getmail rc files")
@@ -59,34 +67,39 @@ def main(args) -> int:
 
     which = getattr(args, "convert_command", None)
     if not which:
-        sys.stderr.write("fetchdeliver convert: name a format: procmailrc, fetchmailrc or getmailrc\n")
+        sys.stderr.write("fetchdeliver convert: name a format: procmailrc, maildrop, fetchmailrc or getmailrc\n")
         return 64
     try:
-        if which == "procmailrc":
-            return _procmailrc(args)
+        if which in ("procmailrc", "maildrop"):
+            return _procmailrc(args, which)
         return _accounts(args, which)
     except OSError as e:
         sys.stderr.write(f"fetchdeliver convert {which}: {e.filename or ''}: {e.strerror}\n")
         return EX_NOINPUT
 
 
-def _procmailrc(args) -> int:
+def _procmailrc(args, which: str = "procmailrc") -> int:
     import sys
 
-    from fetchdeliver.convert import procmailrc
+    if which == "maildrop":
+        from fetchdeliver.convert import maildrop as mod
+        from fetchdeliver.convert import procmailrc
+    else:
+        from fetchdeliver.convert import procmailrc
+        mod = procmailrc
 
-    text, name = _read(args.file, "~/.procmailrc")
+    text, name = _read(args.file, "~/.procmailrc" if which == "procmailrc" else "~/.mailfilter")
     env = procmailrc.default_env()
     for item in args.set:
         if "=" not in item:
-            sys.stderr.write(f"fetchdeliver convert procmailrc: --set needs VAR=VALUE, got {item!r}\n")
+            sys.stderr.write(f"fetchdeliver convert {which}: --set needs VAR=VALUE, got {item!r}\n")
             return 64
         k, v = item.split("=", 1)
         env[k] = v
     try:
-        result = procmailrc.convert(text, name, env=env, pipe_bin_dir=args.pipe_bin_dir)
-    except procmailrc.ParseError as e:
-        sys.stderr.write(f"fetchdeliver convert procmailrc: {e}\n")
+        result = mod.convert(text, name, env=env, pipe_bin_dir=args.pipe_bin_dir)
+    except mod.ParseError as e:
+        sys.stderr.write(f"fetchdeliver convert {which}: {e}\n")
         return EX_DATAERR
     _write(args.output, result.script)
     if args.config_out:

@@ -73,8 +73,12 @@ def landed(root: Path, inbox_mbox: Path | None = None) -> list[str]:
         if d.name in ("new", "cur") and (d.parent / "tmp").is_dir():
             out += [_maildir_name(os.path.relpath(d.parent, root))] * len(filenames)
             continue
-        if d.name == "tmp" or ((d / "new").is_dir() and (d / "tmp").is_dir()):
+        if d.name == "tmp":
             continue
+        if (d / "new").is_dir() and (d / "tmp").is_dir():
+            # A Maildir's own files are its index and state; mbox files beside its folders
+            # (maildrop's `to "$DEFAULT/.Lists.x"`) are mailboxes.
+            filenames = [f for f in filenames if f.startswith(".") and not f.endswith(".lock")]
         if rel.split("/")[0].startswith("piped"):
             out += [rel.split("/")[0]] * len(filenames)
             continue
@@ -83,9 +87,9 @@ def landed(root: Path, inbox_mbox: Path | None = None) -> list[str]:
             out += [rel] * len(mh)
         for f in filenames:
             p = d / f
-            if f.isdigit() or f.endswith((".log", ".lock", ".cache")) or f.startswith(("msgid", ".")):
+            if f.isdigit() or f.endswith((".log", ".lock", ".cache")) or f.startswith("msgid"):
                 continue
-            folder = "INBOX" if inbox_mbox is not None and p == inbox_mbox else os.path.relpath(p, root)
+            folder = "INBOX" if inbox_mbox is not None and p == inbox_mbox else _maildir_name(os.path.relpath(p, root))
             out += [folder] * _mbox_count(p)
     return sorted(out)
 
