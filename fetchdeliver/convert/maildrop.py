@@ -292,6 +292,12 @@ def parse(text: str, file: str) -> list:
 
 def _pcre(rx: str, mode: str) -> str:
     """A maildrop (PCRE) pattern -> the Sieve :regex text. mode "value" or "text" (line by line)."""
+    return _pcre_groups(rx, mode)[0]
+
+
+def _pcre_groups(rx: str, mode: str) -> tuple[str, list[int]]:
+    """The pattern and, for each of its capture groups, the group number it has in the output
+    (the line anchors of a body pattern add groups of their own)."""
     if re.search(r"\(\?[=!<>:]?", rx) and not re.search(r"\(\?:", rx):
         raise Untranslatable("lookaround or inline options in a pattern (not in POSIX/RE2 regular expressions)")
     if re.search(r"\(\?[=!<]", rx):
@@ -301,8 +307,12 @@ def _pcre(rx: str, mode: str) -> str:
     out = []
     i = 0
     in_class = False
+    added = 0
+    groups: list[int] = []
     while i < len(rx):
         c = rx[i]
+        if c == "(" and not in_class and not rx.startswith("(?", i):
+            groups.append(len(groups) + added + 1)
         if c == "\\" and i + 1 < len(rx):
             d = rx[i + 1]
             if d == "s" and mode == "text" and not in_class:
@@ -327,13 +337,15 @@ def _pcre(rx: str, mode: str) -> str:
         elif c == "." and mode == "text":
             out.append("[^\\n]")
         elif c == "^" and mode == "text":
-            out.append("(?:^|\\n)" if False else "(^|\\n)")
+            out.append("(^|\\n)")
+            added += 1
         elif c == "$" and mode == "text":
             out.append("(\\r?\\n|$)")
+            added += 1
         else:
             out.append(c)
         i += 1
-    return "".join(out)
+    return "".join(out), groups
 
 
 _HEADER = re.compile(r"^\^([A-Za-z0-9][A-Za-z0-9_-]*):(\\s\*|\\s\+| \*| \+| )?")
@@ -525,16 +537,35 @@ class Converter:
         """After a true pattern test, maildrop's MATCH, MATCH1.. hold what it matched."""
         while c[0] == "and":  # the last pattern of an && chain matched last
             c = c[2] if c[2][0] in ("pat", "var", "and") else c[1]
-        if c[0] == "pat" and "(" in c[1].replace("\\(", ""):
-            n = min(9, len(re.findall(r"(?<!\\)\((?!\?)", c[1])))
-            self.requires.add("variables")
-            self.dynamic.update(f"MATCH{k}" for k in range(1, n + 1))
-            return [f'set "pm_MATCH{k}" "${{{k}}}";' for k in range(1, n + 1)]
         if c[0] in ("pat", "var"):
-            self.requires.add("variables")
-            self.dynamic.add("MATCH")
-            return ['set "pm_MATCH" "${0}";']
+            rx, flags = (c[1], c[2]) if c[0] == "pat" else (c[2], c[3])
+            head = c[0] == "pat" and ("h" in flags or "b" not in flags)
+            body = c[0] == "var" or "b" in flags
+            maps = []
+            if head:
+                maps.append(_pcre_groups(rx, "value")[1])
+            if body:
+                maps.append(_pcre_groups(rx, "text")[1])
+            if maps[0]:
+                if len(maps) > 1 and maps[0] != maps[1]:
+                    raise Untranslatable("MATCH1.. of a pattern searched in the header and the body")
+                if max(maps[0][:9]) > 9:
+                    raise Untranslatable("a capture group beyond ${9}")
+                self.requires.add("variables")
+                self.dynamic.update(f"MATCH{k}" for k in range(1, min(9, len(maps[0])) + 1))
+                return [self.whole_match(c, head, body)] + \
+                    [f'set "pm_MATCH{k}" "${{{g}}}";' for k, g in enumerate(maps[0][:9], 1)]
+            return [self.whole_match(c, head, body)]
         return []
+
+    def whole_match(self, c, head: bool, body: bool) -> str:
+        """MATCH: the text the whole pattern matched; for a header pattern that is the line
+        `Name: value` (Sieve matched the value: the name comes from the pattern)."""
+        self.requires.add("variables")
+        self.dynamic.add("MATCH")
+        m = _HEADER.match(c[1]) if c[0] == "pat" and head and not body else None
+        return f'set "pm_MATCH" "{m.group(1) + ": " if m else ""}${{0}}";'
+
 
     def program_words(self, kind: str, text: str) -> list[str]:
         import shlex

@@ -216,3 +216,89 @@ def test_command_exit_codes(tmp_path):
     assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "UNTRANSLATED" in r.stdout
     r = subprocess.run(fd + [str(tmp_path / "missing")], capture_output=True, text=True)
     assert r.returncode == 66
+
+
+# -- issue 17: always a working script, procmail's dialect exactly ----------------------------
+
+def test_blank_star_after_the_colon_is_not_a_bare_star():
+    # `^Subject: *\*\*\*` once became `^*\*\*\*` ("nothing to repeat") and exit 0.
+    rc = ":0\n* ^Subject: *\\*\\*\\*\nstars/\n"
+    r = conv(rc)
+    assert r.complete
+    assert boxes(rc, msg(subject="*** SPAM *** pills")) == ["stars"]
+    assert boxes(rc, msg(subject="no stars")) == ["INBOX"]
+    assert boxes(":0\n* ^Subject:[ \t]+re:\nre/\n", msg(subject="Re: x")) == ["re"]
+
+
+def test_a_translation_that_does_not_compile_becomes_a_warning_and_the_script_compiles():
+    from fetchdeliver.sieve import compile_text
+
+    r = conv(":0\n* ^Subject:.*a**\nstars/\n:0\n* ^From:.*x\n{\n :0\n * ^To:.*y**\n inner/\n :0\n xs/\n}\n")
+    assert not r.complete
+    lines = sorted(p.line for p in r.problems)
+    assert lines == [3, 9] and all("does not compile" in p.text for p in r.problems)
+    assert "# UNTRANSLATED (rc:3): the translation does not compile" in r.script
+    assert "#   * ^Subject:.*a**" in r.script
+    compile_text(r.script, "x.sieve", options=OPTS)
+    # the rest of the block is still there
+    assert boxes_unchecked(r.script, msg(frm="x@y")) == ["xs"]
+
+
+def boxes_unchecked(script: str, raw: bytes) -> list[str]:
+    return [a[1] if a[0] in ("fileinto", "keep") else a[0] for a in actions(script, raw, OPTS)]
+
+
+def test_match_left_side_is_as_short_as_possible_and_later_conditions_see_it():
+    rc = (":0\n* ^X-Hdr:.*\\/[0-9]+\n.N.$MATCH/\n"
+          ":0\n* ^List-Id:.*<\\/[a-z]+\n* MATCH ?? ^py\n.Py.$MATCH/\n")
+    assert boxes(rc, msg(extra="X-Hdr: ab 123 456\n")) == ["N/123"]   # greedy would give 6
+    assert boxes(rc, msg(extra="List-Id: <python.org>\n")) == ["Py/python"]
+    assert boxes(rc, msg(extra="List-Id: <debian.org>\n")) == ["INBOX"]
+
+
+def test_match_right_after_the_colon_is_approximate_and_says_so():
+    r = conv(":0\n* ^Subject:\\/.*\n{ S=$MATCH }\n")
+    assert [p.line for p in r.problems] == [4] and "approximate" in r.problems[0].text
+    assert 'set "MATCH" " ${1}";' in r.script
+    assert conv(":0\n* ^Subject: *\\/[^ ].*\n{ S=$MATCH }\n").complete
+
+
+def test_variable_conditions_are_case_insensitive_and_word_edges_need_a_character():
+    rc = "S=\"RE: FW: x\"\n:0\n* S ?? ^re:\nre/\n"
+    assert boxes(rc, msg()) == ["re"]
+    # \> at the very end of a variable matches nothing (procmail: it is a character)
+    assert boxes("S=\"a plan\"\n:0\n* S ?? \\<plan\\>\nplan/\n", msg()) == ["INBOX"]
+    assert boxes("S=\"a plan b\"\n:0\n* S ?? \\<plan\\>\nplan/\n", msg()) == ["plan"]
+
+
+def test_formail_duplicate_suppression_is_sieve_duplicate():
+    rc = (":0 Whc: msgid.lock\n| formail -D 8192 msgid.cache\n"
+          ":0 a\n.Dups/\n")
+    r = conv(rc)
+    assert r.complete and 'duplicate :handle "msgid.cache"' in r.script
+    seen: set = set()
+
+    def dup(key, seconds):
+        hit = key in seen
+        seen.add(key)
+        return hit
+
+    raw = msg(extra="Message-ID: <one@x>\n")
+    assert boxes(rc, raw, duplicate_seen=dup) == ["INBOX"]
+    assert boxes(rc, raw, duplicate_seen=dup) == ["Dups"]
+    r = conv(":0 Wh: msgid.lock\n| formail -D 8192 msgid.cache\n")
+    assert "discard;" in r.script
+    assert not conv(":0 h\n| formail -D 8192 msgid.cache\n").complete  # no w/W: procmail ignores the exit code
+
+
+def test_mh_folder_becomes_a_mailbox_of_that_name():
+    r = conv(":0\n* ^Subject:.*x\nlists/debian/.\n")
+    assert r.complete and 'fileinto "lists/debian";' in r.script and "MH folder" in r.script
+
+
+def test_switchrc_ends_the_rc(tmp_path):
+    other = tmp_path / "other.rc"
+    other.write_text(":0\n* ^Subject:.*a\na/\n")
+    rc = f":0\n* ^Subject:.*b\nb/\nSWITCHRC={other}\n:0\nnever/\n"
+    assert boxes(rc, msg(subject="a")) == ["a"]
+    assert boxes(rc, msg(subject="zzz")) == ["INBOX"]
