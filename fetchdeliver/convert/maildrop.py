@@ -659,4 +659,8 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
     if c.problems:
         head.append(f"# {len(c.problems)} part(s) not translated exactly: see the UNTRANSLATED comments.")
     out = head + [""] + checked.require_lines(c.requires) + body
-    return Result("\n".join(out) + "\n", c.problems, "\n".join(cfg) + "\n")
+    result = Result("\n".join(out) + "\n", c.problems, "\n".join(cfg) + "\n")
+    result.mailbox = c.mailbox        # folder path -> mailbox name, for `convert --check`
+    result.static = dict(c.static)   # MAILDIR, DEFAULT, ... as the conversion ended
+    result.programs = dict(c.programs)
+    return result

@@ -148,6 +148,7 @@ class Rendered:
         self.parts: list[str] = []
         self.groups = 0
         self.match_group: int | None = None
+        self.match_blank = False
 
     def add(self, s: str, groups: int = 0) -> None:
         self.parts.append(s)
@@ -228,6 +229,11 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             raise Untranslatable(f"^{tok[1]} is only translated at the start of a condition")
     if split_open:
         r.add(")")
+        # Can MATCH hold a blank? (procmail splits an unquoted $MATCH in a folder name there)
+        r.match_blank = any(
+            t[0] in ("any", "var") or (t[0] == "lit" and t[1] in " \t") or
+            (t[0] == "class" and (any(i in (" ", "\t", "\\t") for i in t[2]) != t[1]))
+            for t in tokens[split_at + 1:])
     if r.match_group is not None and r.match_group > 9:
         raise Untranslatable("\\/ would be capture group %d; Sieve has only ${1}..${9}" % r.match_group)
     return r
@@ -328,6 +334,7 @@ class Test:
         self.text = text
         self.match_group = match_group
         self.lost_space = False  # MATCH starts at the value: procmail's had the blanks after the colon
+        self.match_blank = False  # MATCH may hold a blank
 
 
 def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
@@ -367,6 +374,7 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
         render(rest, "value", var_names, r)
         t = Test(f"header :regex{comparator} {sieve_list(names)} {sieve_str(r.text)}", r.match_group)
         t.lost_space = lost_space
+        t.match_blank = r.match_blank or lost_space
         tests.append(t)
     return tests
 

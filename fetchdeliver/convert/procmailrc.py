@@ -212,6 +212,7 @@ class Converter:
         self.read_file = read_file or _read
         self.include_depth = 0
         self.spans: list[tuple] = []
+        self.blanky: set[str] = set()  # run-time variables whose value may hold a blank
         self.success: str | None = None   # set to "1" by a formail -D recipe that found a duplicate
         self.prev_vars: tuple = (None, None)
 
@@ -422,6 +423,10 @@ class Converter:
             return True
         if it.value is None:
             value = ""
+        if any(n in self.blanky for n in names):
+            self.blanky.add(name)
+        else:
+            self.blanky.discard(name)
         if conditional or names or guards:
             self.dynamic.add(name)
             self.static.pop(name, None)
@@ -504,7 +509,11 @@ class Converter:
         except Untranslatable as e:
             self.warn(r, str(e), indent, r.raw[1:])
             return
-        stages[0] = (tests + stages[0][0], stages[0][1], stages[0][2])
+        stages[0] = (tests + stages[0][0],) + stages[0][1:]
+        for st in stages:
+            if st[1] is not None:  # the folder names below see this MATCH
+                self.dynamic.add("MATCH")
+                (self.blanky.add if st[3] else self.blanky.discard)("MATCH")
         depth = sum(1 for st in stages if st[0])
         try:
             body = self.action(r, indent + depth, in_copy, conditional or depth > 0, guards)
@@ -514,7 +523,7 @@ class Converter:
         # Procmail reads the conditions in order and sets MATCH as soon as a \/ condition
         # matched, for the conditions after it: one nested `if` per \/ condition.
         level = indent
-        for st, group, lost_space in stages:
+        for st, group, lost_space, blank in stages:
             if st:
                 test = st[0] if len(st) == 1 else "allof(" + ",\n{}      ".format("    " * level).join(st) + ")"
                 self.emit(level, f"if {test} {{")
@@ -543,7 +552,7 @@ class Converter:
         stages: list[tuple[list[str], int | None, bool]] = []
         lost_space = False
         for line, cond in r.conditions:
-            lost = False
+            lost = blank = False
             neg = False
             text = cond
             names: list[str] = []
@@ -584,6 +593,7 @@ class Converter:
                     self.requires.update(("regex", "variables"))
                     t = f"string :regex{comparator or CASEMAP} {sieve_str(subject)} {self.render_str(rend.text, names)}"
                     group = rend.match_group
+                    blank = rend.match_blank
                 else:
                     parts: list[str] = []
                     if search[0]:
@@ -592,6 +602,7 @@ class Converter:
                             if h.match_group is not None:
                                 group = h.match_group
                                 lost = h.lost_space
+                                blank = h.match_blank
                         if group is not None and (len(hts) > 1 or search[1]):
                             raise Untranslatable(f"line {line}: \\/ in a condition with alternatives")
                         parts += [self.fix_vars(h.text, names) for h in hts]
@@ -599,7 +610,8 @@ class Converter:
                             self.requires.add("envelope")
                     if search[1]:
                         rend = prx.text_pattern(text, names)
-                        group = rend.match_group if group is None else group
+                        if group is None:
+                            group, blank = rend.match_group, rend.match_blank
                         parts.append(f"body :raw :regex{comparator or CASEMAP} {self.render_str(rend.text, names)}")
                         self.requires.add("body")
                     self.requires.add("regex")
@@ -609,7 +621,7 @@ class Converter:
                 group = None
             lost_space = lost and group is not None
             if group is not None:
-                stages.append((tests + [t], group, lost_space))
+                stages.append((tests + [t], group, lost_space, blank))
                 tests, lost_space = [], False
                 if lost:
                     self.problems.append(Problem(r.file, line, "(approximate) MATCH starts right after the colon: "
@@ -617,7 +629,7 @@ class Converter:
                                                  "one space"))
             else:
                 tests.append(t)
-        stages.append((tests, None, False))
+        stages.append((tests, None, False, False))
         return stages
 
     def fix_vars(self, text: str, names: list[str]) -> str:
@@ -766,6 +778,11 @@ class Converter:
         targets = self._words(action, names)
         if not targets:
             raise Untranslatable("no action")
+        split = [n for n in names if n in self.blanky]
+        if split and '"' not in action and "'" not in action:
+            self.problems.append(Problem(r.file, r.action_line, f"(approximate) ${split[0]} may hold a blank: "
+                                         "procmail splits an unquoted value there into several folders, "
+                                         "the script uses one folder"))
         self._part_flags(r, "mailbox")
         out: list[str] = []
         for t in targets:
@@ -901,7 +918,11 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
         out.append("require [" + ", ".join(sieve_str(r) for r in reqs) + "];")
         out.append("")
     out += body
-    return Result("\n".join(out) + "\n", c.problems, "\n".join(cfg) + "\n")
+    result = Result("\n".join(out) + "\n", c.problems, "\n".join(cfg) + "\n")
+    result.mailbox = c.mailbox        # folder path -> mailbox name, for `convert --check`
+    result.static = dict(c.static)   # MAILDIR, DEFAULT, ... as the conversion ended
+    result.programs = dict(c.programs)
+    return result
 
 
 def _toml(s: str) -> str:
