@@ -153,10 +153,29 @@ def _rewrite_procmail(text: str, home: str, fake_home: str, file: str) -> str:
     return out.replace(home.rstrip("/") + "/", fake_home.rstrip("/") + "/") if home not in ("", "/") else out
 
 
-def _rewrite_maildrop(text: str, home: str, fake_home: str) -> str:
+def _rewrite_maildrop(text: str, home: str, fake_home: str, spoolbox: str) -> str:
     text = re.sub(r'(?m)^(\s*(?:to|cc)\s+)(["\']?)\s*!.*$', r'\1"$HOME/.fd-check-forwarded"', text)
     text = re.sub(r'(?m)^(\s*(?:to|cc)\s+)(["\']?)\s*\|.*$', r'\1"$HOME/.fd-check-piped"', text)
+    # maildrop takes HOME from the password file, not from the environment: spell it out.
+    text = re.sub(r"\$\{?HOME\}?", lambda m: fake_home, text)
+    text = f'DEFAULT="{spoolbox}"\n' + text
     return text.replace(home.rstrip("/") + "/", fake_home.rstrip("/") + "/") if home not in ("", "/") else text
+
+
+def _mirror_dirs(real: str, fake: str, limit: int = 2000) -> None:
+    """The directories (not the files) of a real mail root, empty, under the fake home: the old
+    tool then sees the same Maildirs and folder directories (maildrop creates none itself)."""
+    if not os.path.isdir(real):
+        return
+    n = 0
+    for dirpath, dirnames, _ in os.walk(real):
+        rel = os.path.relpath(dirpath, real)
+        if os.path.basename(dirpath) in ("cur", "new", "tmp"):
+            dirnames[:] = []
+        os.makedirs(os.path.normpath(os.path.join(fake, rel)), exist_ok=True)
+        n += 1
+        if n >= limit:
+            return
 
 
 def _map_back(path: str, root: str, home: str) -> str:
@@ -207,7 +226,7 @@ def old_tool(kind: str, rc_file: str, reads: dict[str, str], result, messages, t
         # The rc file and what it includes, rewritten, at the same places under the fake home.
         for path, text in reads.items():
             new = (_rewrite_procmail(text, home, fake_home, path) if kind == "procmailrc"
-                   else _rewrite_maildrop(text, home, fake_home))
+                   else _rewrite_maildrop(text, home, fake_home, os.path.join(spool, logname)))
             target = os.path.join(root, "rc", "main") if path == rc_file else (
                 fake_home + path[len(home.rstrip("/")):] if path.startswith(home.rstrip("/") + "/") else None)
             if target is None:
@@ -218,14 +237,12 @@ def old_tool(kind: str, rc_file: str, reads: dict[str, str], result, messages, t
             if path == rc_file:
                 os.chmod(target, 0o600)
         for var in ("MAILDIR", "DEFAULT"):
-            v = static.get(var, "")
+            v = static.get(var, "").rstrip("/")
             if v.startswith(home.rstrip("/") + "/"):
                 d = fake_home + v[len(home.rstrip("/")):]
-                if var == "MAILDIR" or d.endswith("/"):
+                if var == "MAILDIR" or os.path.isdir(v) or static.get(var, "").endswith("/"):
                     os.makedirs(d, exist_ok=True)
-                    if kind == "maildrop":
-                        for sub in ("cur", "new", "tmp"):
-                            os.makedirs(os.path.join(d, sub), exist_ok=True)
+                _mirror_dirs(v, d)
         rc = os.path.join(root, "rc", "main")
         spoolbox = os.path.join(spool, logname)
         if kind == "procmailrc":

@@ -459,6 +459,8 @@ class Converter:
             mark = len(self.spans)
             self.spans.append(it)
             self.emit(indent, checked.open_marker(mark))
+            if it[0] in ("to", "cc", "exit", "xfilter"):
+                self.emit(indent, f"# {self.file}:{it[1]}: {it[0]}")
             try:
                 self.statement(it, indent, conditional)
             except Untranslatable as e:
