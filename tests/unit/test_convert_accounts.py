@@ -139,3 +139,20 @@ def test_command_line(tmp_path):
     g.write_text(GETMAILRC.replace("type = Maildir", "type = MultiDestination"))
     r = subprocess.run(fd + ["getmailrc", str(g)], capture_output=True, text=True)
     assert r.returncode == 1 and "warning:" in r.stderr
+
+
+def test_fetchmailrc_multidrop_and_commands_are_warned_about():
+    rc = ("poll mx.example.com via 127.0.0.1 proto pop3 aka example.com mail.example.com\n"
+          "  localdomains example.com envelope 1 X-Original-To qvirtual fd-\n"
+          "  preconnect \"ssh -f tunnel sleep 10\" plugin \"nc %h %p\"\n"
+          "  user joe password pw is joe ann here options uidl keep\n")
+    r = fetchmailrc.convert([(rc, "rc")])
+    text = "\n".join(r.warnings)
+    for what in ("rc:1: aka example.com mail.example.com: multidrop", "rc:2: localdomains example.com",
+                 "rc:2: envelope X-Original-To: multidrop", "rc:2: qvirtual fd-",
+                 "rc:3: preconnect 'ssh -f tunnel sleep 10'", "rc:3: plugin 'nc %h %p'",
+                 "rc:4: is joe ann: several local users"):
+        assert what in text, text
+    (acc,) = accounts(r.toml)
+    assert acc["host"] == "127.0.0.1" and acc["protocol"] == "pop3" and acc["after"] == "keep"
+    assert any("uidl" in n for n in r.notes)
