@@ -156,3 +156,18 @@ def test_fetchmailrc_multidrop_and_commands_are_warned_about():
     (acc,) = accounts(r.toml)
     assert acc["host"] == "127.0.0.1" and acc["protocol"] == "pop3" and acc["after"] == "keep"
     assert any("uidl" in n for n in r.notes)
+
+
+def test_getmailrc_multidestination_first_store_and_warnings(tmp_path):
+    rc = ("[retriever]\ntype = SimpleIMAPSSLRetriever\nserver = imap.example.com\nusername = me\n"
+          "password = pw\n\n[destination]\ntype = MultiDestination\n"
+          "destinations = ('[main]', '/home/me/backup.mbox', 'bogus')\n\n"
+          "[main]\ntype = Maildir\npath = /home/me/Maildir/\n\n[options]\nread_all = true\ndelete = false\n")
+    r = getmailrc.convert([(rc, "gm")])
+    (acc,) = accounts(r.toml)
+    assert acc["maildir"] == "/home/me/Maildir"
+    text = "\n".join(r.warnings)
+    assert "the copy to /home/me/backup.mbox is not converted" in text
+    assert "'bogus' is neither" in text
+    assert any("read_all = true" in n for n in r.notes)
+    validate(tmp_path, r.toml)
