@@ -187,12 +187,14 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
         elif kind == "close":
             depth -= 1
             r.add(")")
+        elif kind in ("star", "plus", "q") and (
+                k == 0 or tokens[k - 1][0] in ("open", "alt", "bol", "anchor", "star", "plus", "q", "split")):
+            # Nothing to repeat: procmail reads the character literally (`a**` is `a*\*`).
+            r.add("\\" + {"star": "*", "plus": "+", "q": "?"}[kind])
         elif kind in ("alt", "star", "plus", "q"):
             q = {"alt": "|", "star": "*", "plus": "+", "q": "?"}[kind]
             if kind != "alt" and k < split_at:
                 q += "?"
-            if kind != "alt" and (not r.parts or r.parts[-1] in ("", "(", "|", "^")):
-                raise Untranslatable(f"{q[0]} with nothing to repeat")
             r.add(q)
         elif kind == "bol":
             if mode == "value":
@@ -369,6 +371,9 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
             if not rest:
                 tests.append(Test(f"exists {sieve_list(names)}"))
                 continue
+            if rest[0][0] in ("star", "plus", "q") and len(_strip_leading_space(alt[colon + 1:])) == len(
+                    alt) - colon - 1:
+                raise Untranslatable("a repeated colon (`^Name:*`): Sieve's value starts after the colon")
             if rest[0][0] != "anchor":
                 r.add("^")
         render(rest, "value", var_names, r)

@@ -231,21 +231,26 @@ def test_blank_star_after_the_colon_is_not_a_bare_star():
 
 
 def test_a_translation_that_does_not_compile_becomes_a_warning_and_the_script_compiles():
+    from fetchdeliver.convert import checked
     from fetchdeliver.sieve import compile_text
 
-    r = conv(":0\n* ^Subject:.*a**\nstars/\n:0\n* ^From:.*x\n{\n :0\n * ^To:.*y**\n inner/\n :0\n xs/\n}\n")
-    assert not r.complete
-    lines = sorted(p.line for p in r.problems)
-    assert lines == [3, 9] and all("does not compile" in p.text for p in r.problems)
-    assert "# UNTRANSLATED (rc:3): the translation does not compile" in r.script
-    assert "#   * ^Subject:.*a**" in r.script
-    compile_text(r.script, "x.sieve", options=OPTS)
-    # the rest of the block is still there
-    assert boxes_unchecked(r.script, msg(frm="x@y")) == ["xs"]
-
-
-def boxes_unchecked(script: str, raw: bytes) -> list[str]:
-    return [a[1] if a[0] in ("fileinto", "keep") else a[0] for a in actions(script, raw, OPTS)]
+    # The mechanism: spans around each recipe; the innermost one around the error is replaced.
+    bad = 'if header :regex "Subject" "^(" { fileinto "x"; }'
+    lines = [checked.open_marker(0), 'if header :contains "From" "x" {', "    " + checked.open_marker(1),
+             "    " + bad, "    " + checked.close_marker(1), '    fileinto "outer";', "}",
+             checked.close_marker(0)]
+    failed = []
+    out = checked.make_compile(lines, {"fileinto", "regex"},
+                               lambda n, msg, indent: failed.append((n, msg)) or [f"# gone {n}"])
+    assert [n for n, _ in failed] == [1] and "regular expression" in failed[0][1]
+    assert out == ['if header :contains "From" "x" {', "    # gone 1", '    fileinto "outer";', "}"]
+    compile_text("require [\"fileinto\", \"regex\"];\n" + "\n".join(out), "x.sieve")
+    # procmail reads a quantifier with nothing to repeat literally: `a**` is `a*\*`
+    rc = ":0\n* ^Subject:.*xa**y\nstars/\n:0\n* ^Subject: (*x)\nparen/\n"
+    assert conv(rc).complete
+    assert boxes(rc, msg(subject="xaa*y")) == ["stars"]
+    assert boxes(rc, msg(subject="xy")) == ["INBOX"]
+    assert boxes(rc, msg(subject="*x")) == ["paren"]
 
 
 def test_match_left_side_is_as_short_as_possible_and_later_conditions_see_it():
@@ -302,3 +307,22 @@ def test_switchrc_ends_the_rc(tmp_path):
     rc = f":0\n* ^Subject:.*b\nb/\nSWITCHRC={other}\n:0\nnever/\n"
     assert boxes(rc, msg(subject="a")) == ["a"]
     assert boxes(rc, msg(subject="zzz")) == ["INBOX"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(rx=st.text(alphabet="ab ^$.*+?()|[]\\/<>:-", max_size=14),
+       flags=st.sampled_from(["", "B", "HB", "D"]))
+def test_any_condition_gives_a_script_that_compiles(rx, flags):
+    """Whatever the regex, the printed script compiles (or the rc is refused as not procmailrc)."""
+    from fetchdeliver.sieve import compile_text
+
+    for cond in (f"^Subject:{rx}", rx, f"S ?? {rx}"):
+        try:
+            r = conv(f"S=x\n:0 {flags}\n* {cond}\n.Box/\n:0\n* ^From:.*\\/[a-z]+\n.F.$MATCH/\n")
+        except procmailrc.ParseError:
+            continue
+        compile_text(r.script, "x.sieve", options=OPTS)
