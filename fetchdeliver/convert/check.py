@@ -210,11 +210,43 @@ def _delivered(root: str) -> list[str]:
     return sorted(set(out))
 
 
+class SpoolGuard:
+    """procmail run as root creates an empty system mailbox (/var/mail/USER) when there is none:
+    remove it again if it was not there before and is still empty."""
+
+    def __init__(self) -> None:
+        import pwd
+
+        try:
+            name = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            name = ""
+        self.paths = [p for p in (os.path.join(d, name) for d in ("/var/mail", "/var/spool/mail"))
+                      if name and os.path.isdir(os.path.dirname(p)) and not os.path.lexists(p)]
+
+    def __enter__(self) -> "SpoolGuard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.paths:
+            try:
+                if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) == 0:
+                    os.unlink(p)
+            except OSError:
+                pass
+
+
 def old_tool(kind: str, rc_file: str, reads: dict[str, str], result, messages, tmp: str,
              home: str, logname: str) -> list[list[str]] | None:
     tool = shutil.which("procmail" if kind == "procmailrc" else "maildrop")
     if not tool:
         return None
+    with SpoolGuard():
+        return _old_tool(kind, tool, rc_file, reads, result, messages, tmp, home, logname)
+
+
+def _old_tool(kind: str, tool: str, rc_file: str, reads: dict[str, str], result, messages, tmp: str,
+              home: str, logname: str) -> list[list[str]]:
     out = []
     static = result.static
     for i, (_, raw) in enumerate(messages):

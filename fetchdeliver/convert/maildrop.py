@@ -11,7 +11,6 @@ weighted scoring, backticks, numeric expressions, patterns Sieve cannot say.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 
@@ -206,7 +205,6 @@ def parse(text: str, file: str) -> list:
         return ("expr", lx.s[start:lx.i].strip())
 
     def statement():
-        line = lx.line_at = None
         lx.skip()
         line = lx.line()
         if lx.peek() == "{":
@@ -232,17 +230,12 @@ def parse(text: str, file: str) -> list:
                 if m and m.group(1) == "else":
                     lx.i = m.end()
                     other = body()
-                elif m:
-                    lx.i = m.end() - len("if")
-                    lx.s = lx.s  # `elsif` is `else if`
+                elif m:  # `elsif` is `else { if ... }`; further elsif/else hang off the inner if
                     lx.i = m.end()
                     lx.expect("(")
                     c2 = cond()
                     lx.expect(")")
                     inner_then = body()
-                    rest = None
-                    # further elsif/else hang off the inner if
-                    lx.i_saved = lx.i
                     other = [elsif_tail(line, c2, inner_then)]
                 else:
                     lx.i = save
@@ -396,7 +389,7 @@ class Converter:
                         self.requires.add("variables")
                         out.append("${" + ("pm_" + name if name.startswith("MATCH") else name) + "}")
                     else:
-                        out.append(self.static.get(name, os.environ.get(name, "") if False else ""))
+                        out.append(self.static.get(name, ""))
                     continue
             out.append(c)
             i += 1

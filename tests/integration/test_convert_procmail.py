@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fetchdeliver.convert.check import SpoolGuard
 from convert_diff import CORPUS, FD, fetchdeliver_side, fill, landed, make_bin, messages, run_parallel, sender
 
 PROCMAIL = shutil.which("procmail")
@@ -70,6 +71,7 @@ def results(tmp_path_factory):
     msgs = messages()
     # procmail runs in the background (mostly asleep) while fetchdeliver uses the CPU.
     pool = ThreadPoolExecutor(1)
+    guard = SpoolGuard()  # procmail as root creates an empty /var/mail/$USER: not ours to leave behind
     pm_done = pool.submit(run_parallel, _procmail_side(tmp, msgs), 96)
     out = {}
     for rc in RCS:
@@ -91,8 +93,11 @@ def results(tmp_path_factory):
         got = fetchdeliver_side(base, script, config.read_text(), str(tpl_mail), msgs,
                                 mbox_inbox_name=mbox_inbox)
         out[rc] = (got, script.read_text())
-    pm_done.result()
-    pool.shutdown()
+    try:
+        pm_done.result()
+    finally:
+        pool.shutdown()
+        guard.__exit__(None, None, None)
     final = {}
     for rc in RCS:
         mbox_inbox = "inbox.mbox" if "DEFAULT=@MAILDIR@/inbox.mbox" in (RCDIR / f"{rc}.rc").read_text() else None
