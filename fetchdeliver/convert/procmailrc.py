@@ -29,7 +29,8 @@ IGNORED_VARS = {
     "SENDMAIL": "see the outbound queue for redirect", "SENDMAILFLAGS": "see the outbound queue",
     "LINEBUF": "no line buffer limit", "TIMEOUT": "not used", "NORESRETRY": "not used",
     "SUSPEND": "not used", "MSGPREFIX": "Maildir names are chosen by fetchdeliver",
-    "EXITCODE": "fetchdeliver deliver uses sysexits codes", "ORGMAIL": "not used",
+    "EXITCODE": "fetchdeliver deliver uses sysexits codes",
+    "ORGMAIL": "procmail's last resort when DEFAULT fails; fetchdeliver asks the MTA to retry (exit 75) instead",
     "PROCMAIL_VERSION": "not used",
 }
 SHELL_METAS = set("&|<>~;?*[`")
