@@ -109,3 +109,21 @@ def test_parse_errors_name_the_line_and_exit_codes(tmp_path):
     assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "UNTRANSLATED" in r.stdout
     r = subprocess.run(fd + [str(syntax)], capture_output=True, text=True)
     assert r.returncode == 65 and str(syntax) in r.stderr
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(rx=st.text(alphabet="ab ^$.*+?()|[]\\<>:-{}1", max_size=14), flags=st.sampled_from(["", ":b", ":hb", ":D"]))
+def test_any_pattern_gives_a_script_that_compiles(rx, flags):
+    """Whatever the pattern, the printed script compiles (or the file is refused as not mailfilter)."""
+    from fetchdeliver.sieve import compile_text
+
+    for cond in (f"/^Subject:{rx}/{flags}", f"/{rx}/{flags}", f"$S =~ /{rx}/"):
+        try:
+            r = conv(f'S="x"\nif ({cond})\n{{\n  to "$DEFAULT/.Box.$MATCH1"\n}}\n')
+        except maildrop.ParseError:
+            continue
+        compile_text(r.script, "x.sieve", options=OPTS)
