@@ -440,7 +440,12 @@ class Converter:
             if not m:
                 raise Untranslatable("a header pattern must start with ^Name: (Sieve tests one header at a time)")
             rest = rx[m.end():]
-            tests.append(f"header :regex{cmp} {sieve_list([m.group(1)])} {sieve_str('^' + _pcre(rest, 'value'))}")
+            name, value = sieve_list([m.group(1)]), sieve_str("^" + _pcre(rest, "value"))
+            # maildrop also searches the headers of every MIME part of a message with a
+            # MIME-Version header (RFC 5703 :anychild includes the top level).
+            self.requires.add("mime")
+            tests.append(f"anyof(header :regex{cmp} {name} {value}, allof(exists \"MIME-Version\", "
+                         f"header :mime :anychild :regex{cmp} {name} {value}))")
         if body:
             self.requires.add("body")
             tests.append(f"body :raw :regex{cmp} {sieve_str(_pcre(rx, 'text'))}")
