@@ -680,6 +680,10 @@ class Converter:
             if not addrs:
                 raise Untranslatable("! without an address")
             self._part_flags(r, "forward")
+            note = ("a forward (redirect) goes out through the outbound queue of `fetchdeliver lmtp` or "
+                    "`fetchdeliver daemon`; `fetchdeliver deliver` has none yet and keeps such mail in INBOX")
+            if note not in self.notes:
+                self.notes.append(note)
             for a in addrs:
                 if copy:
                     self.requires.add("copy")
