@@ -356,7 +356,7 @@ class Converter:
         self.programs: dict[str, str] = {}
         self.read_file = read_file
         self.depth = 0
-        self.groups_set = False
+        self.notes: list[str] = []
 
     def emit(self, indent: int, text: str) -> None:
         self.lines.append("    " * indent + text)
@@ -590,6 +590,10 @@ class Converter:
             args = (" [" + ", ".join(sieve_str(a) for a in words[1:]) + "]") if len(words) > 1 else ""
             self.emit(indent, f"pipe {':copy ' if copy else ''}{sieve_str(posixpath.basename(words[0]))}{args};")
         elif value.startswith("!"):
+            note = ("a forward (redirect) goes out through the outbound queue of `fetchdeliver lmtp` or "
+                    "`fetchdeliver daemon`; `fetchdeliver deliver` has none yet and keeps such mail in INBOX")
+            if note not in self.notes:
+                self.notes.append(note)
             for addr in value[1:].split():
                 if copy:
                     self.requires.add("copy")
@@ -656,6 +660,7 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
     if c.programs:
         head.append("# Programs it runs (link or copy them into pipe_bin_dir):")
         head += [f"#   {n} -> {p}" for n, p in sorted(c.programs.items())]
+    head += [f"# Note: {n}" for n in c.notes]
     if c.problems:
         head.append(f"# {len(c.problems)} part(s) not translated exactly: see the UNTRANSLATED comments.")
     out = head + [""] + checked.require_lines(c.requires) + body
