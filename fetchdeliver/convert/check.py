@@ -184,8 +184,9 @@ def _map_back(path: str, root: str, home: str) -> str:
     return os.path.normpath(os.path.join(home, rel))
 
 
-def _delivered(root: str) -> list[str]:
-    """Every folder path under root holding a message (Maildir, MH, mbox file), as found."""
+def _delivered(root: str, skip: set[str] = frozenset()) -> list[str]:
+    """Every folder path under root holding a message (Maildir, MH, mbox file), as found;
+    skip: the rc file copies."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         base = os.path.basename(dirpath)
@@ -203,7 +204,8 @@ def _delivered(root: str) -> list[str]:
                 break
         for f in filenames:
             p = os.path.join(dirpath, f)
-            if f.isdigit() or f.endswith((".lock", ".log", ".cache")) or p.startswith(os.path.join(root, "rc")):
+            if (f.isdigit() or f.endswith((".lock", ".log", ".cache")) or p in skip
+                    or p.startswith(os.path.join(root, "rc"))):
                 continue
             if os.path.getsize(p) and not f.startswith("msgid"):
                 out.append(p)
@@ -256,6 +258,7 @@ def _old_tool(kind: str, tool: str, rc_file: str, reads: dict[str, str], result,
         os.makedirs(spool, exist_ok=True)
         os.makedirs(fake_home, exist_ok=True)
         # The rc file and what it includes, rewritten, at the same places under the fake home.
+        written: set[str] = set()
         for path, text in reads.items():
             new = (_rewrite_procmail(text, home, fake_home, path) if kind == "procmailrc"
                    else _rewrite_maildrop(text, home, fake_home, os.path.join(spool, logname)))
@@ -266,6 +269,7 @@ def _old_tool(kind: str, tool: str, rc_file: str, reads: dict[str, str], result,
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(new)
+            written.add(target)
             if path == rc_file:
                 os.chmod(target, 0o600)
         for var in ("MAILDIR", "DEFAULT"):
@@ -291,7 +295,7 @@ def _old_tool(kind: str, tool: str, rc_file: str, reads: dict[str, str], result,
             out.append(["(timed out)"])
             continue
         folders = []
-        for p in _delivered(root):
+        for p in _delivered(root, written):
             if p.startswith(spool):
                 folders.append("INBOX")
                 continue

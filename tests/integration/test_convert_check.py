@@ -32,7 +32,11 @@ def test_procmail_check_prints_the_disagreements_and_touches_nothing(tmp_path):
     home = tmp_path / "home"
     (home / "Mail").mkdir(parents=True)
     rc = home / ".procmailrc"
-    rc.write_text("MAILDIR=$HOME/Mail\nDEFAULT=$MAILDIR/\n"
+    # A forward inside an included file is neutralised too (else procmail's copy would not
+    # show "(forwarded)" and m02 would disagree).
+    (home / ".procmail").mkdir()
+    (home / ".procmail" / "inc.rc").write_text(":0 c\n* ^Subject:.*plan\n! plan@example.com\n")
+    rc.write_text("MAILDIR=$HOME/Mail\nDEFAULT=$MAILDIR/\nINCLUDERC=$HOME/.procmail/inc.rc\n"
                   ":0\n* ^Subject: *\\*\\*\\*\n.Spam/\n"
                   ":0 c\n* ^From:.*alice\n! alice-forward@example.com\n"
                   ":0\n* ^Subject:.*lunch\n| /bin/echo piped\n"
@@ -49,9 +53,9 @@ def test_procmail_check_prints_the_disagreements_and_touches_nothing(tmp_path):
     rows = {ln.split("\t")[0].split(":")[0]: ln.split("\t") for ln in lines[1:-1]}
     # procmail splits the unquoted $MATCH at its blanks; the converter warned about that line
     assert set(rows) == {"cur/m03", "cur/m17"}
-    assert rows["cur/m03"][2] == "Reports/ Weekly report 12" and rows["cur/m03"][3] == f"{rc}:12"
+    assert rows["cur/m03"][2] == "Reports/ Weekly report 12" and rows["cur/m03"][3] == f"{rc}:13"
     assert rows["cur/m03"][1] != rows["cur/m03"][2]
-    assert f"{rc}:14: (approximate) $MATCH may hold a blank" in r.stderr
+    assert f"{rc}:15: (approximate) $MATCH may hold a blank" in r.stderr
     assert r.returncode == 1
 
 
