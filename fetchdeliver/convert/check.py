@@ -75,8 +75,10 @@ def ours(script_text: str, programs: dict[str, str], messages, tmp: str) -> list
     bindir = os.path.join(tmp, "bin")
     os.makedirs(bindir, exist_ok=True)
     for name, path in programs.items():
-        if os.path.exists(path) and not os.path.exists(os.path.join(bindir, name)):
-            os.symlink(path, os.path.join(bindir, name))
+        # the program the rc names (found on PATH when it gave no directory, as procmail does)
+        real = path if "/" in path else shutil.which(path)
+        if real and os.path.exists(real) and not os.path.exists(os.path.join(bindir, name)):
+            os.symlink(os.path.abspath(real), os.path.join(bindir, name))
     options = dict(checked.OPTIONS, pipe_bin_dir=bindir)
     script = compile_text(script_text, "converted.sieve", options=options)
     where = _rc_lines(script_text)
