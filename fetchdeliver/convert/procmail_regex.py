@@ -241,6 +241,19 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
     return r
 
 
+def _closing(tokens: list[tuple], k: int) -> int:
+    """The index of the `)` that closes the `(` at k (-1 if none)."""
+    depth = 0
+    for j in range(k, len(tokens)):
+        if tokens[j][0] == "open":
+            depth += 1
+        elif tokens[j][0] == "close":
+            depth -= 1
+            if depth == 0:
+                return j
+    return -1
+
+
 def split_alternatives(tokens: list[tuple]) -> list[list[tuple]]:
     alts: list[list[tuple]] = [[]]
     depth = 0
@@ -342,7 +355,12 @@ class Test:
 def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
     """A header condition -> tests of which any must hold."""
     tests: list[Test] = []
-    for alt in split_alternatives(tokenize(rx)):
+    tokens = tokenize(rx)
+    # `(^TO_alice|^From:.*bob)`: a group around the whole condition only groups its alternatives.
+    while len(tokens) > 2 and tokens[0][0] == "open" and _closing(tokens, 0) == len(tokens) - 1 and \
+            not any(t[0] == "split" for t in tokens):
+        tokens = tokens[1:-1]
+    for alt in split_alternatives(tokens):
         lost_space = False
         if len(alt) == 1 and alt[0][0] == "macro" and alt[0][1] in _DAEMON_WORDS:
             tests += [Test(t) for t in daemon_tests(alt[0][1], comparator)]

@@ -326,3 +326,10 @@ def test_any_condition_gives_a_script_that_compiles(rx, flags):
         except procmailrc.ParseError:
             continue
         compile_text(r.script, "x.sieve", options=OPTS)
+
+
+def test_a_group_around_the_whole_condition_groups_its_alternatives():
+    rc = ":0\n* (^TO_alice@example\\.org|^From:.*bob@)\nab/\n"
+    assert boxes(rc, msg(to="alice@example.org")) == ["ab"]
+    assert boxes(rc, msg(frm="bob@x")) == ["ab"]
+    assert boxes(rc, msg(frm="carol@x")) == ["INBOX"]
