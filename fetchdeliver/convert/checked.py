@@ -61,14 +61,16 @@ def make_compile(lines: list[str], requires, on_fail) -> list[str]:
             break
         except SieveCompileError as e:
             err = e.errors[0]
+            # the message quotes the pattern, whose newlines must not break the comment line
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in err.message)
             idx = err.line - 1 - len(pre)
             inside = [sp for sp in _spans(lines) if sp[1] <= idx <= sp[2]]
             if not inside:
-                lines = on_fail(None, err.message, 0) + ["# " + ln for ln in lines if not ln.strip().startswith(MARK)]
+                lines = on_fail(None, message, 0) + ["# " + ln for ln in lines if not ln.strip().startswith(MARK)]
                 continue
             n, a, b = max(inside, key=lambda sp: sp[1])
             indent = len(lines[a]) - len(lines[a].lstrip())
-            lines[a:b + 1] = [" " * indent + c for c in on_fail(n, err.message, indent)]
+            lines[a:b + 1] = [" " * indent + c for c in on_fail(n, message, indent)]
     else:  # pragma: no cover - each round removes a span
         raise RuntimeError("converted script does not compile")
     return [ln for ln in lines if not ln.strip().startswith(MARK)]

@@ -4,7 +4,9 @@ A header condition `^Name:rest` becomes `header :regex "name" "^rest"`: Sieve ha
 the test the unfolded value without the leading whitespace, so the translated
 pattern starts at the value. Body and variable conditions keep procmail's
 multi-line meaning of ^ and $ ("a newline") by spelling them `(^|\\n)` and
-`(\\r?\\n|$)`, which Python's `re` (our interpreter) and POSIX ERE both read.
+`(${hex:0D}?${hex:0A}|$)`: the newline is written with the encoded-character extension
+(RFC 5228 2.4.2.4), because POSIX regular expressions have no escape for it (glibc and
+the RE2 translation read `\\n` as the letter n).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 # Placeholders for variables whose value is known only when the script runs:
 # expansion puts chr(VAR_BASE + i) in the text, rendering turns it into ${name}.
 VAR_BASE = 0xE000
+
+LF, CR = "${hex:0A}", "${hex:0D}"  # a newline and a carriage return in a Sieve string (encoded-character)
 
 MACROS = {"\x01": "TO_", "\x02": "TO", "\x03": "FROM_DAEMON", "\x04": "FROM_MAILER"}
 
@@ -149,6 +153,7 @@ class Rendered:
         self.groups = 0
         self.match_group: int | None = None
         self.match_blank = False
+        self.approx = False
 
     def add(self, s: str, groups: int = 0) -> None:
         self.parts.append(s)
@@ -163,7 +168,8 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
     """Tokens -> pattern. mode "value": one header value; "text": a multi-line body or variable.
 
     Left of a `\\/` procmail matches as little as it can and right of it as much as it can
-    (`^Subject:.*\\/[a-z]+` gives the first word): the quantifiers left of it become lazy.
+    (`^Subject:.*\\/[a-z]+` gives the first word). POSIX matching is leftmost-longest, so
+    see split_for_match: the caller hands over a left side without quantifiers.
     """
     r = out or Rendered()
     depth = 0
@@ -176,10 +182,10 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             c = tok[1]
             r.add("[$]" if c == "$" else ("\\" + c if c in _SPECIAL else c))
         elif kind == "any":
-            r.add("." if mode == "value" else "[^\\n]")
+            r.add("." if mode == "value" else "[^" + LF + "]")
         elif kind == "class":
             neg, items = tok[1], tok[2]
-            extra = "\\n" if neg and mode == "text" else ""
+            extra = LF if neg and mode == "text" else ""
             r.add("[" + ("^" if neg else "") + "".join(items) + extra + "]")
         elif kind == "open":
             depth += 1
@@ -193,8 +199,6 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             r.add("\\" + {"star": "*", "plus": "+", "q": "?"}[kind])
         elif kind in ("alt", "star", "plus", "q"):
             q = {"alt": "|", "star": "*", "plus": "+", "q": "?"}[kind]
-            if kind != "alt" and k < split_at:
-                q += "?"
             r.add(q)
         elif kind == "bol":
             if mode == "value":
@@ -206,9 +210,9 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             if mode == "value":
                 r.add("$")
             elif k < last and tokens[k + 1][0] == "bol":
-                r.add("\\r?\\n")
+                r.add(CR + "?" + LF)
             else:
-                r.add("(\\r?\\n|$)", 1)
+                r.add("(" + CR + "?" + LF + "|$)", 1)
         elif kind == "anchor":
             r.add("^" if k == 0 else "$")
         elif kind == "wb":
@@ -350,6 +354,29 @@ class Test:
         self.match_group = match_group
         self.lost_space = False  # MATCH starts at the value: procmail's had the blanks after the colon
         self.match_blank = False  # MATCH may hold a blank
+        self.approx = False       # MATCH may differ: see split_for_match
+
+
+_QUANT = ("star", "plus", "q", "alt")
+
+
+def split_for_match(tokens: list[tuple], mode: str) -> tuple[list[tuple], bool, bool]:
+    """Procmail matches the left of `\\/` as short as possible, POSIX regular expressions (and
+    RE2 in leftmost-longest mode) as long as possible. Exact where the left side has no
+    repetition (`^Subject: *\\/...` after the blanks are gone, `^List-Id: <\\/...`), or is `.*`
+    followed by such a fixed part (`^From:.*@\\/...`): then MATCH is the leftmost match of the
+    fixed part and the right side, an unanchored search. Returns (tokens, anchored, approximate).
+    """
+    k = next((j for j, t in enumerate(tokens) if t[0] == "split"), -1)
+    if k < 0:
+        return tokens, True, False
+    left = tokens[:k]
+    if not any(t[0] in _QUANT for t in left):
+        return tokens, True, False
+    start = 1 if mode == "text" and left[:1] == [("bol",)] else 0
+    if left[start:start + 2] == [("any",), ("star",)] and not any(t[0] in _QUANT for t in left[start + 2:]):
+        return left[start + 2:] + tokens[k:], False, False
+    return tokens, True, True
 
 
 def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
@@ -361,7 +388,7 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
             not any(t[0] == "split" for t in tokens):
         tokens = tokens[1:-1]
     for alt in split_alternatives(tokens):
-        lost_space = False
+        lost_space = approx = False
         if len(alt) == 1 and alt[0][0] == "macro" and alt[0][1] in _DAEMON_WORDS:
             tests += [Test(t) for t in daemon_tests(alt[0][1], comparator)]
             continue
@@ -370,8 +397,9 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
             names = TO_NAMES
             rest = alt[1:]
             r.add("^")
-            lazy = any(t[0] == "split" for t in rest)
-            r.add(TO_PREFIX[alt[0][1]].replace("*", "*?").replace(")?", ")??") if lazy else TO_PREFIX[alt[0][1]], 1)
+            r.add(TO_PREFIX[alt[0][1]], 1)
+            if any(t[0] == "split" for t in rest):
+                approx = True
         else:
             if not alt or alt[0][0] != "bol":
                 raise Untranslatable("a header condition must start with ^Name: (Sieve tests one header "
@@ -392,11 +420,13 @@ def header_tests(rx: str, comparator: str, var_names: list[str]) -> list[Test]:
             if rest[0][0] in ("star", "plus", "q") and len(_strip_leading_space(alt[colon + 1:])) == len(
                     alt) - colon - 1:
                 raise Untranslatable("a repeated colon (`^Name:*`): Sieve's value starts after the colon")
-            if rest[0][0] != "anchor":
+            rest, anchored, approx = split_for_match(rest, "value")
+            if rest[0][0] != "anchor" and anchored:
                 r.add("^")
         render(rest, "value", var_names, r)
         t = Test(f"header :regex{comparator} {sieve_list(names)} {sieve_str(r.text)}", r.match_group)
         t.lost_space = lost_space
+        t.approx = approx
         t.match_blank = r.match_blank or lost_space
         tests.append(t)
     return tests
@@ -407,4 +437,7 @@ def text_pattern(rx: str, var_names: list[str]) -> Rendered:
     tokens = tokenize(rx)
     if any(t[0] == "macro" for t in tokens):
         raise Untranslatable("^TO_, ^TO, ^FROM_DAEMON and ^FROM_MAILER only work on the header")
-    return render(tokens, "text", var_names)
+    tokens, _, approx = split_for_match(tokens, "text")
+    r = render(tokens, "text", var_names)
+    r.approx = approx
+    return r

@@ -553,7 +553,7 @@ class Converter:
         stages: list[tuple[list[str], int | None, bool]] = []
         lost_space = False
         for line, cond in r.conditions:
-            lost = blank = False
+            lost = blank = approx = False
             neg = False
             text = cond
             names: list[str] = []
@@ -595,6 +595,7 @@ class Converter:
                     t = f"string :regex{comparator or CASEMAP} {sieve_str(subject)} {self.render_str(rend.text, names)}"
                     group = rend.match_group
                     blank = rend.match_blank
+                    approx = rend.approx
                 else:
                     parts: list[str] = []
                     if search[0]:
@@ -604,6 +605,7 @@ class Converter:
                                 group = h.match_group
                                 lost = h.lost_space
                                 blank = h.match_blank
+                                approx = h.approx
                         if group is not None and (len(hts) > 1 or search[1]):
                             raise Untranslatable(f"line {line}: \\/ in a condition with alternatives")
                         parts += [self.fix_vars(h.text, names) for h in hts]
@@ -612,7 +614,7 @@ class Converter:
                     if search[1]:
                         rend = prx.text_pattern(text, names)
                         if group is None:
-                            group, blank = rend.match_group, rend.match_blank
+                            group, blank, approx = rend.match_group, rend.match_blank, rend.approx
                         parts.append(f"body :raw :regex{comparator or CASEMAP} {self.render_str(rend.text, names)}")
                         self.requires.add("body")
                     self.requires.add("regex")
@@ -624,6 +626,11 @@ class Converter:
             if group is not None:
                 stages.append((tests + [t], group, lost_space, blank))
                 tests, lost_space = [], False
+                if approx:
+                    self.problems.append(Problem(r.file, line, "(approximate) procmail matches the part left of "
+                                                 "\\/ as short as possible, POSIX regular expressions as long "
+                                                 "as possible: MATCH may differ (exact when that part is "
+                                                 "fixed text, or .* and fixed text)"))
                 if lost:
                     self.problems.append(Problem(r.file, line, "(approximate) MATCH starts right after the colon: "
                                                  "procmail keeps the header's own blanks there, the script puts "
@@ -889,6 +896,8 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
         return [f"# UNTRANSLATED ({item.file}:{item.line}): the translation does not compile: {message}"] + \
             ["#   " + r for r in raw]
 
+    if any("${hex:" in ln for ln in c.lines):
+        c.requires.add("encoded-character")  # the newlines in body and variable patterns
     body = checked.make_compile(c.lines, c.requires, on_fail)
     reqs = sorted(c.requires)
     maildir = c.static.get("MAILDIR", "")

@@ -190,7 +190,7 @@ def test_regex_dialect():
     assert header_tests("^Subject:.*\\<cat\\>", "", [])[0].text == \
         'header :regex "Subject" "^.*(^|[^a-zA-Z0-9_])cat([^a-zA-Z0-9_]|$)"'
     assert text_pattern("a{2}", []).text == "a\\{2\\}"
-    assert text_pattern("[^x]", []).text == "[^x\\n]"
+    assert text_pattern("[^x]", []).text == "[^x${hex:0A}]"
     t = header_tests("^Subject:[ \t]*\\$5", "", [])[0].text
     assert t == 'header :regex "Subject" "^[$]5"'
     with pytest.raises(Untranslatable):
