@@ -288,15 +288,23 @@ def _pcre(rx: str, mode: str) -> str:
     return _pcre_groups(rx, mode)[0]
 
 
+LF, CR, TAB = "${hex:0A}", "${hex:0D}", "${hex:09}"  # encoded-character: POSIX has no \\n
+# PCRE escapes -> POSIX text (outside a class, inside one). \\w \\W \\s \\S \\b \\B stay: RE2 and
+# glibc read them; \\d is a plain "d" to glibc, so it is spelled out.
+_ESCAPES = {"d": ("[0-9]", "0-9"), "D": ("[^0-9]", None), "t": (TAB, TAB), "n": (LF, LF), "r": (CR, CR)}
+
+
 def _pcre_groups(rx: str, mode: str) -> tuple[str, list[int]]:
     """The pattern and, for each of its capture groups, the group number it has in the output
-    (the line anchors of a body pattern add groups of their own)."""
-    if re.search(r"\(\?[=!<>:]?", rx) and not re.search(r"\(\?:", rx):
-        raise Untranslatable("lookaround or inline options in a pattern (not in POSIX/RE2 regular expressions)")
+    (the line anchors of a body pattern and `(?:` add groups of their own)."""
     if re.search(r"\(\?[=!<]", rx):
         raise Untranslatable("lookaround in a pattern (not in POSIX/RE2 regular expressions)")
+    if re.search(r"\(\?(?!:)", rx):
+        raise Untranslatable("inline options in a pattern (not in POSIX/RE2 regular expressions)")
     if re.search(r"\\[1-9]", rx):
         raise Untranslatable("a back-reference in a pattern (not in POSIX/RE2 regular expressions)")
+    if re.search(r"(?<!\\)[*+?}]\?|(?<!\\)[*+?}]\+", rx.replace("\\\\", "")):
+        raise Untranslatable("a lazy or possessive quantifier (PCRE only; POSIX matches leftmost-longest)")
     out = []
     i = 0
     in_class = False
@@ -304,14 +312,22 @@ def _pcre_groups(rx: str, mode: str) -> tuple[str, list[int]]:
     groups: list[int] = []
     while i < len(rx):
         c = rx[i]
-        if c == "(" and not in_class and not rx.startswith("(?", i):
+        if c == "(" and not in_class:
+            if rx.startswith("(?:", i):
+                added += 1  # a plain group in POSIX
+                out.append("(")
+                i += 3
+                continue
             groups.append(len(groups) + added + 1)
         if c == "\\" and i + 1 < len(rx):
             d = rx[i + 1]
-            if d == "s" and mode == "text" and not in_class:
-                out.append("[ \\t]")
+            if d in _ESCAPES:
+                text = _ESCAPES[d][1 if in_class else 0]
+                if text is None:
+                    raise Untranslatable(f"\\{d} inside [ ] (not in POSIX regular expressions)")
+                out.append(text)
             elif d == "s" and mode == "text":
-                out.append(" \\t")
+                out.append(" " + TAB if in_class else "[ " + TAB + "]")
             else:
                 out.append(c + d)
             i += 2
@@ -323,17 +339,17 @@ def _pcre_groups(rx: str, mode: str) -> tuple[str, list[int]]:
         elif c == "[":
             in_class = True
             if rx.startswith("[^", i):
-                out.append("[^" + ("\\n" if mode == "text" else ""))
+                out.append("[^" + (LF if mode == "text" else ""))
                 i += 2
                 continue
             out.append(c)
         elif c == "." and mode == "text":
-            out.append("[^\\n]")
+            out.append("[^" + LF + "]")
         elif c == "^" and mode == "text":
-            out.append("(^|\\n)")
+            out.append("(^|" + LF + ")")
             added += 1
         elif c == "$" and mode == "text":
-            out.append("(\\r?\\n|$)")
+            out.append("(" + CR + "?" + LF + "|$)")
             added += 1
         else:
             out.append(c)
@@ -647,6 +663,8 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
         c.problems.append(Problem(file, line, f"the translation does not compile: {message}"))
         return [f"# UNTRANSLATED ({file}:{line}): the translation does not compile: {message}"]
 
+    if any("${hex:" in ln for ln in c.lines):
+        c.requires.add("encoded-character")  # newlines and tabs in the patterns
     body = checked.make_compile(c.lines, c.requires, on_fail)
     root = (c.static.get("DEFAULT") or "").rstrip("/")
     cfg = ["[delivery]", f'maildir = "{root}"']
