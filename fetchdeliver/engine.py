@@ -63,7 +63,7 @@ class Context:
     """What `process()` needs besides the message: where to store, which rules, which options."""
 
     __slots__ = ("store", "script", "script_error", "sieve_options", "pipe_bin_dir", "state",
-                 "outbound", "default_mailbox", "dry_run")
+                 "outbound", "default_mailbox", "dry_run", "rules")
 
     def __init__(self, store: "MailStore", script=None, *, script_error: str | None = None,
                  sieve_options: dict | None = None, pipe_bin_dir: str | None = None, state=None,
@@ -77,11 +77,17 @@ class Context:
         self.outbound = outbound            # the SMTP queue, or None until it is configured
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
+        self.rules = None                   # pipeline.RulesFile: re-read the script when its file changed
 
 
 def decide(message: "Message", ctx: Context) -> tuple[list[Action], list[str], "Message"]:
     """Run the rules (if any) and return (actions, errors, message as edited by the rules)."""
     errors: list[str] = []
+    if ctx.rules is not None:
+        try:
+            ctx.rules.refresh(ctx)
+        except Exception:  # never lose mail over it: the script loaded before stays
+            _log().exception("could not look at the rules file again")
     if ctx.script_error:
         errors.append(ctx.script_error)
     if ctx.script is None:

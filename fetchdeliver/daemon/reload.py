@@ -97,7 +97,11 @@ def load_generation(path: str) -> Generation:
     scripts = {}
     opts = sieve_options(settings)
     cache = os.path.join(settings.cache_dir, "sieve")
+    from fetchdeliver.pipeline import no_active_script
+
     for rules in rules_paths(settings, accounts):
+        if no_active_script(rules):
+            continue   # a user without an active ManageSieve script: mail goes to INBOX
         try:
             scripts[rules] = sieve.compile_file(rules, cache_dir=cache, options=opts)
         except FetchdeliverError as e:
