@@ -117,6 +117,12 @@ class Server:
             self._extensions = sorted(enabled_extensions(self.config.sieve_options.get("extensions")) - IMPLICIT)
         return self._extensions
 
+    def max_redirects(self) -> int:
+        """The most redirects a script may do (the interpreter's limit; [sieve] max_redirects)."""
+        from fetchdeliver.sieve.interpreter import MAX_REDIRECTS
+
+        return int(self.config.sieve_options.get("max_redirects", MAX_REDIRECTS))
+
     def compile_errors(self, script: bytes, path: str, display: str) -> str | None:
         """None when `script` compiles; else one "NAME:LINE:COL: error: ..." line per problem."""
         from fetchdeliver.sieve.compiler import compile_bytes

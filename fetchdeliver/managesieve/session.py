@@ -105,6 +105,8 @@ class Session:
 
         lines = [quote("IMPLEMENTATION") + b" " + quote(f"fetchdeliver {__version__}"),
                  quote("SIEVE") + b" " + quote(" ".join(self.server.sieve_extensions()))]
+        if self.state == AUTH:
+            lines.append(quote("MAXREDIRECTS") + b" " + quote(str(self.server.max_redirects())))
         if "enotify" in self.server.sieve_extensions():
             lines.append(quote("NOTIFY") + b" " + quote("mailto"))
         if self.state == NOT_AUTH:
