@@ -557,3 +557,46 @@ def test_config_table_and_daemon_listener(tmp_path, fetchdeliver_cmd):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_daemon_fetch_runs_the_active_script_without_restart(tmp_path, dovecot, fetchdeliver_cmd):
+    """The daemon fetches from Dovecot with `rules = "~/.dovecot.sieve"`; a script activated over the daemon's own
+    ManageSieve listener steers the next message, with no reload or restart."""
+    import re
+
+    from conftest import make_message
+    from fetchsetup import FetchSetup, toml_value
+
+    passwd = _passwd(tmp_path, {"alice": "secret"})
+    home = tmp_path / "home" / "alice"
+    setup = FetchSetup(tmp_path, dovecot, fetchdeliver_cmd, rules=str(home / ".dovecot.sieve"))
+    setup.account("work", "imap", poll="1s", after="delete")
+    with open(setup.config, "a") as f:
+        f.write(f'\n[managesieve]\nlisten = "127.0.0.1:0"\npasswd_file = {toml_value(passwd)}\n'
+                'login_failure_delay = "0s"\n')
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*fetchdeliver_cmd, "daemon", "-c", setup.config], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        def port():
+            if proc.poll() is not None:
+                raise AssertionError(log.read_text())
+            m = re.search(r"managesieve: listening on 127\.0\.0\.1:(\d+)", log.read_text())
+            return m and int(m.group(1))
+        _wait(port, 30, "the daemon's managesieve listener")
+        inbox, invoices = tmp_path / "Mail", tmp_path / "Mail" / ".Invoices"
+        dovecot.append("alice", make_message(1, "invoice"))
+        _wait(lambda: len(_new(inbox)) == 1, 30, "message 1 in INBOX (no active script)")
+        c = SieveClient(port())
+        assert c.login("alice", "secret").kind == "OK"
+        assert c.cmd(b'PUTSCRIPT "f" ' + literal(FOLDER_SCRIPT)).kind == "OK"
+        assert c.cmd(b'SETACTIVE "f"').kind == "OK"
+        c.cmd(b"LOGOUT")
+        dovecot.append("alice", make_message(2, "invoice"))
+        _wait(lambda: len(_new(invoices)) == 1, 30, "message 2 filed by the activated script")
+        assert len(_new(inbox)) == 1
+        assert "rules not used" not in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
