@@ -108,7 +108,8 @@ class RulesFile:
     """The rules at `path`, looked at again before each message: when the file or the symlink
     changed, the script is loaded again (from the compile cache, keyed by the text's hash, when this
     text was compiled before). This is how a script activated over ManageSieve takes effect at the
-    next message in a long-running LMTP server or fetch."""
+    next message in a long-running LMTP server or fetch. A changed script that does not compile
+    leaves the one loaded before in place (and is logged)."""
 
     __slots__ = ("path", "settings", "stamp")
 
@@ -122,9 +123,14 @@ class RulesFile:
         if stamp == self.stamp:
             return
         self.stamp = stamp
-        ctx.script, ctx.script_error = load_rules(self.path, self.settings)
-        if ctx.script_error:
-            _log().error("%s", ctx.script_error)
+        script, error = load_rules(self.path, self.settings)
+        if error and ctx.script is not None:
+            # A broken edit never replaces working rules (as the daemon's reload promises).
+            _log().error("%s changed but cannot be used; the rules loaded before stay: %s", self.path, error)
+            return
+        ctx.script, ctx.script_error = script, error
+        if error:
+            _log().error("%s", error)
         else:
             _log().info("rules %s changed: loaded again", self.path)
 

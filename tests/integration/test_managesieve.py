@@ -192,9 +192,13 @@ def test_lmtp_server_follows_activation_without_restart(tmp_path, server):
         assert c.cmd(b'SETACTIVE "g"').kind == "OK"
         send(4)
         assert len(_new(maildir / ".Invoices")) == 2
-        assert c.cmd(b'SETACTIVE ""').kind == "OK"
+        # Broken by hand on disk (not through ManageSieve): logged, and the working rules stay.
+        (home / "sieve" / "g.sieve").write_bytes(BROKEN_SCRIPT)
         send(5)
-        assert len(_new(maildir)) == 2 and len(_new(maildir / ".Invoices")) == 2
+        assert len(_new(maildir / ".Invoices")) == 3
+        assert c.cmd(b'SETACTIVE ""').kind == "OK"
+        send(6)
+        assert len(_new(maildir)) == 2 and len(_new(maildir / ".Invoices")) == 3
         c.cmd(b"LOGOUT")
     finally:
         lmtp.stop()
@@ -600,3 +604,59 @@ def test_daemon_fetch_runs_the_active_script_without_restart(tmp_path, dovecot, 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def _tls_login_session(port: int, ca_file: str) -> list:
+    """STARTTLS, the capabilities sent again, AUTHENTICATE "LOGIN" by continuations, a few commands."""
+    c = SieveClient(port)
+    replies = [c.greeting, c.cmd(b"STARTTLS")]
+    ctx = ssl.create_default_context(cafile=ca_file)
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="127.0.0.1")
+    replies.append(c.read_reply())                      # RFC 5804 2.2: capabilities after the handshake
+    replies.append(c.cmd(b"STARTTLS"))                  # not twice
+    c.send(b'AUTHENTICATE "LOGIN"\r\n')
+    challenges = [c._line()]
+    c.send(b'"' + base64.b64encode(b"alice") + b'"\r\n')
+    challenges.append(c._line())
+    c.send(b"{%d+}\r\n" % len(base64.b64encode(b"secret")) + base64.b64encode(b"secret") + b"\r\n")
+    replies.append(c.read_reply())
+    replies.append(c.cmd(b"LISTSCRIPTS"))
+    replies.append(c.cmd(b'AUTHENTICATE "PLAIN" "AGFsaWNlAHNlY3JldA=="'))  # already logged in
+    replies.append(c.cmd(b"LOGOUT"))
+    c.close()
+    return [challenges, *replies]
+
+
+def test_differential_starttls_and_login_mechanism_against_pigeonhole(tmp_path):
+    from dovecot import DovecotUnavailable
+
+    try:
+        dc = SieveDovecot({"alice": "secret"})
+    except DovecotUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        dc.start()
+        theirs = _tls_login_session(dc.port("sieve"), dc.ca_file)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(dc.cert_file)
+        passwd = _passwd(tmp_path, {"alice": "secret"})
+        from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+
+        srv = ThreadedServer(ServerConfig(listen=["127.0.0.1:0"], ssl_context=ctx, login_failure_delay=0,
+                                          authenticator=PasswdFileAuthenticator(passwd))).start()
+        try:
+            ours = _tls_login_session(srv.port(), dc.ca_file)
+        finally:
+            srv.stop()
+    finally:
+        dc.cleanup()
+    assert [base64.b64decode(x.strip(b'"')) for x in ours[0]] == \
+        [base64.b64decode(x.strip(b'"')) for x in theirs[0]] == [b"Username:", b"Password:"]
+    labels = ["greeting", "STARTTLS", "after TLS", "STARTTLS again", "AUTHENTICATE LOGIN", "LISTSCRIPTS",
+              "AUTHENTICATE again", "LOGOUT"]
+    for label, a, b in zip(labels, ours[1:], theirs[1:]):
+        assert _shape(a) == _shape(b), (label, a, b)
+    for i in (0, 2):
+        caps_ours, caps_theirs = _capabilities(ours[1 + i]), _capabilities(theirs[1 + i])
+        assert ("STARTTLS" in caps_ours) == ("STARTTLS" in caps_theirs) == (i == 0), (i, caps_ours, caps_theirs)
+        assert caps_ours["SASL"] == caps_theirs["SASL"]
