@@ -33,6 +33,7 @@ def _ssl_context(cert: str, key: str):
 
 def build_config(args, data: dict):
     """ServerConfig from [managesieve] (logins from [imap] unless it names its own), flags first."""
+    from fetchdeliver.config import Settings
     from fetchdeliver.managesieve.server import ServerConfig
     from fetchdeliver.managesieve.settings import DEFAULTS, addresses
 
@@ -74,7 +75,8 @@ def build_config(args, data: dict):
                         login_failure_delay=float(ms["login_failure_delay"]),
                         idle_timeout=float(ms["idle_timeout"]), sieve_dir=ms["sieve_dir"],
                         max_scripts=ms["max_scripts"], max_script_size=ms["max_script_size"],
-                        sieve_options=data.get("sieve", {}))
+                        sieve_options=data.get("sieve", {}),
+                        compile_cache_dir=os.path.join(Settings(data).cache_dir, "sieve"))
 
 
 def main(args) -> int:

@@ -30,7 +30,7 @@ class ServerConfig:
                  allow_plaintext_auth: bool = False, login_failure_delay: float = 2.0,
                  idle_timeout: float = 1800.0, sieve_dir: str = "~", max_scripts: int = 100,
                  max_script_size: int = 1024 * 1024, sieve_options: dict | None = None,
-                 max_line: int = 8192) -> None:
+                 max_line: int = 8192, compile_cache_dir: str | None = None) -> None:
         self.listen = list(listen)
         self.tls_listen = list(tls_listen)
         self.ssl_context = ssl_context
@@ -43,6 +43,9 @@ class ServerConfig:
         self.max_script_size = max_script_size
         self.sieve_options = dict(sieve_options or {})   # the [sieve] table: extensions, include dirs
         self.max_line = max_line
+        # The compiled-script cache deliveries read (keyed by the text's SHA-256): a script checked here
+        # is not compiled again by SETACTIVE or by the first delivery that runs it. None: no cache.
+        self.compile_cache_dir = compile_cache_dir
 
     @property
     def max_literal(self) -> int:
@@ -125,17 +128,24 @@ class Server:
 
     def compile_errors(self, script: bytes, path: str, display: str) -> str | None:
         """None when `script` compiles; else one "NAME:LINE:COL: error: ..." line per problem."""
+        from fetchdeliver.sieve import cache
         from fetchdeliver.sieve.compiler import compile_bytes
         from fetchdeliver.sieve.errors import SieveCompileError
 
+        cache_dir = self.config.compile_cache_dir
+        key = cache.key(script, self.config.sieve_options)
+        if cache_dir and cache.load(cache_dir, key, path) is not None:
+            return None
         try:
-            compile_bytes(script, path, options=self.config.sieve_options)
+            compiled = compile_bytes(script, path, options=self.config.sieve_options)
         except SieveCompileError as e:
             lines = []
             for err in e.errors:
                 where = display if err.file == path else err.file
                 lines.append(f"{where}:{err.line}:{err.column}: error: {err.message}")
             return "\r\n".join(lines)
+        if cache_dir:
+            cache.store(cache_dir, key, compiled)
         return None
 
     # -- listening ---------------------------------------------------------------------------
