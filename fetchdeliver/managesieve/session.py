@@ -218,7 +218,10 @@ class Session:
 
     async def _client_response(self) -> bytes | None:
         """One SASL response from the client (a string); None when the client cancelled with "*"."""
-        tokens = await self.reader.command()
+        try:
+            tokens = await asyncio.wait_for(self.reader.command(), self.cfg.idle_timeout)
+        except asyncio.TimeoutError:
+            raise Bye("Disconnected for inactivity.") from None
         if len(tokens) != 1 or not isinstance(tokens[0], bytes):
             raise ProtocolError("expected one string as the SASL response.")
         if tokens[0] == b"*":
@@ -258,7 +261,7 @@ class Session:
                 await self.send(response("NO", "Proxy authorization is not supported."))
                 return
         else:  # LOGIN
-            user = first
+            user, password = first, None
             if user is None:
                 await self.send(quote(base64.b64encode(b"Username:")) + b"\r\n")
                 user = await self._client_response()

@@ -25,7 +25,7 @@ def _template(v, where):
     v = config._nonempty_str(v, where)
     if "\0" in v:
         raise ValueError("a path cannot contain a NUL byte")
-    if not (v.startswith("~") or v.startswith("/") or v.startswith("%")):
+    if not (v == "~" or v.startswith("~/") or v.startswith("/")):
         raise ValueError(f"expected an absolute path or one starting with ~ (the user's home), got {v!r}")
     return v
 

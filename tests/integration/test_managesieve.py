@@ -426,6 +426,10 @@ def test_authenticate_plain_and_login_with_continuations_then_unauthenticate(ser
     assert c.read_reply().kind == "OK"
     assert c._line() == b'""'
     assert c.read_reply().kind == "NO"        # cancelled
+    c.send(b'AUTHENTICATE "LOGIN"\r\n"*"\r\n')
+    assert base64.b64decode(c._line().strip(b'"')) == b"Username:"
+    assert c.read_reply().kind == "NO"        # cancelled at the first step
+    assert c.cmd(b"NOOP").kind == "OK"
     c.cmd(b"LOGOUT")
 
 
