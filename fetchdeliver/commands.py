@@ -22,7 +22,9 @@ def config_check(path: str | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EX_CONFIG
     rules = data.get("delivery", {}).get("rules")
-    if rules:
+    from fetchdeliver.pipeline import no_active_script
+
+    if rules and not no_active_script(rules):   # no active ManageSieve script yet is fine
         from fetchdeliver import sieve
 
         try:

@@ -534,7 +534,9 @@ def test_store_layout_quota_names_and_a_hand_written_active_file(tmp_path):
 def test_config_table_and_daemon_listener(tmp_path, fetchdeliver_cmd):
     passwd = _passwd(tmp_path, {"alice": "secret"})
     conf = tmp_path / "config.toml"
-    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "Maildir"}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+    # No script is active yet (no .dovecot.sieve): neither `config check` nor the daemon complains.
+    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "Maildir"}"\nstate_dir = "{tmp_path / "state"}"\n'
+                    f'rules = "{tmp_path}/sieve-homes/alice/.dovecot.sieve"\n\n'
                     f'[managesieve]\nlisten = "127.0.0.1:0"\npasswd_file = "{passwd}"\nmax_scripts = 5\n'
                     f'sieve_dir = "{tmp_path}/sieve-homes/%u"\nlogin_failure_delay = "0s"\n')
     r = subprocess.run([*fetchdeliver_cmd, "config", "check", "-c", str(conf)], capture_output=True, text=True,
