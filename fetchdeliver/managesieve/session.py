@@ -125,8 +125,9 @@ class Session:
             await self.send(self.capability_lines() + response("OK", "fetchdeliver ManageSieve ready."))
             while True:
                 try:
-                    tokens = await asyncio.wait_for(self.reader.command(), self.cfg.idle_timeout)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(self.cfg.idle_timeout):   # no extra task per command
+                        tokens = await self.reader.command()
+                except TimeoutError:
                     raise Bye("Disconnected for inactivity.") from None
                 except TooLarge as e:
                     raise Bye(str(e)) from None
@@ -219,8 +220,9 @@ class Session:
     async def _client_response(self) -> bytes | None:
         """One SASL response from the client (a string); None when the client cancelled with "*"."""
         try:
-            tokens = await asyncio.wait_for(self.reader.command(), self.cfg.idle_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.cfg.idle_timeout):
+                tokens = await self.reader.command()
+        except TimeoutError:
             raise Bye("Disconnected for inactivity.") from None
         if len(tokens) != 1 or not isinstance(tokens[0], bytes):
             raise ProtocolError("expected one string as the SASL response.")
@@ -310,7 +312,8 @@ class Session:
 
     async def cmd_listscripts(self, args):
         _args(args, "", "LISTSCRIPTS")
-        names, active = await asyncio.to_thread(lambda: (self.store.names(), self.store.active()))
+        # Small local reads are done in the loop; compiling and fsyncing go to a thread (one hop each).
+        names, active = self.store.names(), self.store.active()
         out = b"".join(quote(n) + (b" ACTIVE" if n == active else b"") + b"\r\n" for n in names)
         await self.send(out + response("OK", "Listscripts completed."))
 
@@ -333,11 +336,17 @@ class Session:
         self._oversized()
         store = self.store
         store.check_space(name, len(script))
-        errors = await self._compile(script, store.path(name), name)
+
+        def check_and_store() -> str | None:
+            errors = self.server.compile_errors(script, store.path(name), name)
+            if not errors:
+                store.put(name, script)
+            return errors
+
+        errors = await asyncio.to_thread(check_and_store)
         if errors:
             await self.send(response("NO", errors))
             return
-        await asyncio.to_thread(store.put, name, script)
         _log().info("%s: stored script %r (%d bytes)", self.account.user, name, len(script))
         await self.send(response("OK", "Putscript completed."))
 
@@ -354,22 +363,28 @@ class Session:
 
     async def cmd_getscript(self, args):
         (raw_name,) = _args(args, "s", "GETSCRIPT")
-        data = await asyncio.to_thread(self.store.get, self._name(raw_name))
+        data = self.store.get(self._name(raw_name))
         await self.send(b"{%d}\r\n" % len(data) + data + b"\r\n" + response("OK", "Getscript completed."))
 
     async def cmd_setactive(self, args):
         (raw_name,) = _args(args, "s", "SETACTIVE")
         name = text(raw_name)
-        if name:
-            check_name(name)
-            store = self.store
-            # A script written by another tool may not compile: it never becomes the active one.
-            data = await asyncio.to_thread(store.get, name)
-            errors = await self._compile(data, store.path(name), name)
-            if errors:
-                await self.send(response("NO", errors))
-                return
-        await asyncio.to_thread(self.store.set_active, name)
+        store = self.store
+
+        def check_and_activate() -> str | None:
+            if name:
+                check_name(name)
+                # A script written by another tool may not compile: it never becomes the active one.
+                errors = self.server.compile_errors(store.get(name), store.path(name), name)
+                if errors:
+                    return errors
+            store.set_active(name)
+            return None
+
+        errors = await asyncio.to_thread(check_and_activate)
+        if errors:
+            await self.send(response("NO", errors))
+            return
         _log().info("%s: active script is now %r", self.account.user, name or None)
         await self.send(response("OK", "Setactive completed."))
 
@@ -386,7 +401,7 @@ class Session:
 
     async def cmd_havespace(self, args):
         raw_name, size = _args(args, "sn", "HAVESPACE")
-        await asyncio.to_thread(self.store.check_space, self._name(raw_name), int(size))
+        self.store.check_space(self._name(raw_name), int(size))
         await self.send(response("OK", "Putscript would succeed."))
 
 
