@@ -666,3 +666,29 @@ def test_differential_starttls_and_login_mechanism_against_pigeonhole(tmp_path):
         caps_ours, caps_theirs = _capabilities(ours[1 + i]), _capabilities(theirs[1 + i])
         assert ("STARTTLS" in caps_ours) == ("STARTTLS" in caps_theirs) == (i == 0), (i, caps_ours, caps_theirs)
         assert caps_ours["SASL"] == caps_theirs["SASL"]
+
+
+def test_sieve_connect_over_starttls_verifying_the_certificate(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    if shutil.which("sieve-connect") is None:
+        pytest.skip("sieve-connect is not installed (apt-get install sieve-connect)")
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    passwd = _passwd(tmp_path, {"alice": "secret"})
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+
+    srv = ThreadedServer(ServerConfig(listen=["127.0.0.1:0"], ssl_context=ctx, login_failure_delay=0,
+                                      authenticator=PasswdFileAuthenticator(passwd))).start()
+    try:
+        (tmp_path / "s.sieve").write_bytes(FOLDER_SCRIPT)
+        r = subprocess.run(["sieve-connect", "--server", "127.0.0.1", "--port", str(srv.port()), "--user", "alice",
+                            "--passwordfd", "0", "--tlscafile", str(tmp_path / "ca.pem"), "--debug", "--upload",
+                            "--localsieve", str(tmp_path / "s.sieve"), "--remotesieve", "tls"],
+                           input="secret\n", capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "TLS activated" in r.stderr and "Putscript completed" in r.stderr, r.stderr
+        assert (tmp_path / "home" / "alice" / "sieve" / "tls.sieve").read_bytes() == FOLDER_SCRIPT
+    finally:
+        srv.stop()
