@@ -692,3 +692,29 @@ def test_sieve_connect_over_starttls_verifying_the_certificate(tmp_path):
         assert (tmp_path / "home" / "alice" / "sieve" / "tls.sieve").read_bytes() == FOLDER_SCRIPT
     finally:
         srv.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+def test_files_belong_to_the_passwd_file_user_when_run_as_root(tmp_path):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    (tmp_path / "passwd").write_text(f"alice:{{PLAIN}}secret:{nobody.pw_uid}:{nobody.pw_gid}::{home}::\n")
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+
+    srv = ThreadedServer(ServerConfig(listen=["127.0.0.1:0"], login_failure_delay=0,
+                                      authenticator=PasswdFileAuthenticator(str(tmp_path / "passwd")))).start()
+    try:
+        c = SieveClient(srv.port())
+        assert c.login("alice", "secret").kind == "OK"
+        assert c.cmd(b'PUTSCRIPT "s" "keep;"').kind == "OK"
+        assert c.cmd(b'SETACTIVE "s"').kind == "OK"
+        c.cmd(b"LOGOUT")
+    finally:
+        srv.stop()
+    for path in (home / "sieve", home / "sieve" / "s.sieve", home / ".dovecot.sieve"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), path
