@@ -364,6 +364,12 @@ def test_pigeonhole_scripts_are_served_as_they_are(tmp_path):
         c.cmd(b"LOGOUT")
     finally:
         srv.stop()
+    # And delivery runs the script Pigeonhole activated.
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "Maildir"}"\nrules = "{home}/.dovecot.sieve"\n'
+                    f'state_dir = "{tmp_path / "state"}"\n')
+    r = _deliver(str(conf), b"From: a@example.org\nSubject: invoice 7\n\nhi\n")
+    assert r.returncode == 0 and len(_new(tmp_path / "Maildir" / ".Invoices")) == 1, r.stderr
 
 
 # -- protocol errors: NO (or BYE for that connection) and the server keeps serving ------------------------
