@@ -154,6 +154,8 @@ class Session:
                 pass
 
     async def error(self, message: str, code: str | None = None) -> None:
+        _log().debug("%s from %s: %s", self.account.user if self.account else "(not logged in)", self.peer,
+                     message)
         if self.state == NOT_AUTH:
             self.errors += 1
         if self.state == NOT_AUTH and self.errors >= MAX_ERRORS_BEFORE_LOGIN:
