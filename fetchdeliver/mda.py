@@ -161,14 +161,16 @@ def _deliver(opts: dict) -> int:
         return EX_CONFIG
     if ctx.script_error:
         _setup_logging()  # the engine will log why the rules were not used
-    if not ctx.dry_run:
-        # Redirect / vacation / notify go into the outbound queue (durable before we exit 0); the
-        # daemon, `fetchdeliver lmtp` or `fetchdeliver queue flush` sends them. The queue's modules
-        # are imported only when a rule sends mail.
-        from fetchdeliver.outbound.lazy import LazyOutbound
+    # Redirect / vacation / notify go into the outbound queue (durable before we exit 0); the
+    # daemon, `fetchdeliver lmtp` or `fetchdeliver queue flush` sends them. The queue's modules
+    # are imported only when a rule sends mail (a dry run never does).
+    from fetchdeliver.outbound.lazy import LazyOutbound
 
-        ctx.outbound = LazyOutbound(settings)
+    ctx.outbound = LazyOutbound(settings)
     outcome = engine.process(message, ctx)
+    if ctx.dry_run:  # say what the real run would do
+        verb = "would reject" if outcome.status == engine.REJECTED else "would deliver to"
+        sys.stdout.write(f"{verb} {', '.join(outcome.where()) or 'nowhere (discarded)'}\n")
     if outcome.status == engine.DELIVERED:
         return EX_OK
     if outcome.status == engine.REJECTED:

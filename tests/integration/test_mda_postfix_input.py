@@ -63,5 +63,6 @@ def test_dry_run_queues_nothing(tmp_path, fetchdeliver_cmd):
     rules.write_text('redirect "friend@elsewhere.test";\n')
     r = _deliver(fetchdeliver_cmd, tmp_path, "--rules", str(rules), "-n")
     assert r.returncode == 0, r.stderr
+    assert r.stdout == b"would deliver to queue:redirect <friend@elsewhere.test>\n"
     listed = subprocess.run(fetchdeliver_cmd + ["queue", "list"], capture_output=True, text=True, timeout=60)
     assert "the queue is empty" in listed.stdout
