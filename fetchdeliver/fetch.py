@@ -596,6 +596,11 @@ def _mbox_entry_complete(data, pos: int, digest: str) -> bool:
     body = re.sub(rb"(?m)^>(>*From )", rb"\1", region)
     for cut in (1, 2):
         candidate = body[:-cut] if body.endswith(b"\n" * cut) else None
-        if candidate is not None and hashlib.sha256(candidate).hexdigest() == digest:
+        if candidate is None:
+            continue
+        # The digest is of the wire bytes; the store holds them with CRLF made LF (unless
+        # keep_crlf). IMAP and POP3 send every line end as CRLF, so LF -> CRLF gives the wire back.
+        if digest in (hashlib.sha256(candidate).hexdigest(),
+                      hashlib.sha256(candidate.replace(b"\n", b"\r\n")).hexdigest()):
             return True
     return False

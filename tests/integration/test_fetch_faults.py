@@ -16,7 +16,7 @@ KILLS = 20
 
 
 def message_id(raw: bytes) -> bytes:
-    for line in raw.split(b"\r\n"):
+    for line in raw.replace(b"\r\n", b"\n").split(b"\n"):
         if line.lower().startswith(b"message-id:"):
             return line.split(b":", 1)[1].strip()
     raise AssertionError(raw[:300])

@@ -52,6 +52,14 @@ class Env:
 
     def __init__(self) -> None:
         self.base = tempfile.mkdtemp(prefix="fd-postfix-")
+        self.user = self.sink = self.pf = None
+        try:
+            self._setup()
+        except BaseException:  # a skip or a failure half-way: undo what was made
+            self.close()
+            raise
+
+    def _setup(self) -> None:
         os.chmod(self.base, 0o755)
         self.user = pfmod.TestUser(USER, os.path.join(self.base, "home"))
         self.home = self.user.home
@@ -66,19 +74,27 @@ class Env:
             f.write("#!/bin/sh\n" + (f"PYTHONPATH='{pythonpath}'; export PYTHONPATH\n" if pythonpath else "")
                     + f"exec '{python}' -m fetchdeliver \"$@\"\n")
         os.chmod(self.bin, 0o755)
+        probe = subprocess.run(["runuser", "-u", USER, "--", self.bin, "--version"], capture_output=True,
+                               text=True, cwd="/")
+        if probe.returncode != 0:
+            pytest.skip(f"the unprivileged test user cannot run fetchdeliver from {REPO} "
+                        f"(are the source and the venv readable by others?): {probe.stderr.strip()[-300:]}")
         self.sink = Sink()
         self.pf = pfmod.PostfixInstance(self.base, main={
             # what docs/getting-started.md tells a user to put into main.cf
             "mailbox_command": f'{self.bin} deliver -c {self.config} -f "$SENDER" -a "$RECIPIENT"'})
         self.write_config()
-        self.pf.start()
+        self.pf.start()  # stopped by close(), by `postfix stop` and then by the master's PID
 
     def close(self) -> None:
         try:
-            self.pf.stop()
+            if self.pf is not None:
+                self.pf.stop()
         finally:
-            self.sink.stop()
-            self.user.remove()
+            if self.sink is not None:
+                self.sink.stop()
+            if self.user is not None:
+                self.user.remove()
             shutil.rmtree(self.base, ignore_errors=True)
 
     # -- the user's files ------------------------------------------------------------------
