@@ -66,3 +66,23 @@ def test_dry_run_queues_nothing(tmp_path, fetchdeliver_cmd):
     assert r.stdout == b"would deliver to queue:redirect <friend@elsewhere.test>\n"
     listed = subprocess.run(fetchdeliver_cmd + ["queue", "list"], capture_output=True, text=True, timeout=60)
     assert "the queue is empty" in listed.stdout
+
+
+def test_stored_bytes_match_procmail_given_the_same_input(tmp_path, fetchdeliver_cmd):
+    """procmail, the MDA users convert from, drops the From_ line in a Maildir the same way."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("procmail") is None:
+        pytest.skip("procmail is not installed (.ci/run installs it)")
+    stdin = FROM_LINE + MESSAGE + b"\nFrom again, no quoting in a Maildir\n"
+    rc = tmp_path / "procmailrc"
+    rc.write_text(f"DEFAULT={tmp_path}/pm/\nLOGFILE=/dev/null\n")
+    p = subprocess.run(["procmail", "-m", str(rc)], input=stdin, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    r = _deliver(fetchdeliver_cmd, tmp_path, stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    (theirs,) = [raw for _d, raw in _maildir_files(tmp_path / "pm")]
+    (ours,) = [raw for _d, raw in _maildir_files(tmp_path / "Mail")]
+    assert ours == theirs == stdin[len(FROM_LINE):]
