@@ -172,8 +172,15 @@ def _bind(listen: str | None, sock_path: str | None, options: dict | None = None
         prepare_socket_path(sock_path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(sock_path)
-        set_socket_access(sock_path, o.get("socket_owner"), o.get("socket_group"),
-                          o.get("socket_mode", DEFAULT_SOCKET_MODE))
+        try:
+            set_socket_access(sock_path, o.get("socket_owner"), o.get("socket_group"),
+                              o.get("socket_mode", DEFAULT_SOCKET_MODE))
+        except OSError:
+            from fetchdeliver.sources.lmtp import remove_socket
+
+            s.close()
+            remove_socket(sock_path)
+            raise
     else:
         from fetchdeliver.recipients import parse_listen
 

@@ -229,11 +229,16 @@ class LMTPService:
     async def listen_unix(self, path: str, mode: int | None = None) -> str:
         prepare_socket_path(path)
         server = await asyncio.get_running_loop().create_unix_server(self._factory, path)
+        o = self.options
+        try:
+            set_socket_access(path, o.get("socket_owner"), o.get("socket_group"),
+                              mode if mode is not None else o.get("socket_mode", DEFAULT_SOCKET_MODE))
+        except OSError:
+            server.close()
+            remove_socket(path)
+            raise
         self._servers.append(server)
         self._socket_paths.append(path)
-        o = self.options
-        set_socket_access(path, o.get("socket_owner"), o.get("socket_group"),
-                          mode if mode is not None else o.get("socket_mode", DEFAULT_SOCKET_MODE))
         return path
 
     async def serve_connection(self, conn) -> None:

@@ -63,14 +63,16 @@ def test_socket_mode_and_removal_on_exit(tmp_path, fetchdeliver_cmd, processes):
     assert "LHLO" not in text, "aiosmtpd's protocol trace is for -vv only"
 
 
-def test_an_unknown_socket_owner_is_a_clear_error(tmp_path, fetchdeliver_cmd):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_an_unknown_socket_owner_is_a_clear_error(tmp_path, fetchdeliver_cmd, processes):
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[delivery]\nmaildir = "{tmp_path}/Mail"\nstate_dir = "{tmp_path}/state"\n')
     r = subprocess.run(fetchdeliver_cmd + ["lmtp", "-c", str(cfg), "--socket", str(tmp_path / "s"),
-                                           "--processes", "1", "--socket-owner", "no-such-user-fd"],
+                                           "--processes", processes, "--socket-owner", "no-such-user-fd"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "no such user or group" in r.stderr and "no-such-user-fd" in r.stderr, r.stderr
+    assert not (tmp_path / "s").exists(), "no socket is left behind"
 
 
 def test_socket_mode_values():
