@@ -34,6 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--processes", type=int, metavar="N",
                    help="processes serving connections (default: [lmtp] processes, else one per CPU up to 4)")
     p.add_argument("-c", "--config", help="config file (default: $XDG_CONFIG_HOME/fetchdeliver/config.toml)")
+    p.add_argument("--socket-owner", metavar="USER", help="owner of the Unix socket (default: [lmtp] socket_owner)")
+    p.add_argument("--socket-group", metavar="GROUP", help="group of the Unix socket (default: [lmtp] socket_group)")
+    p.add_argument("--socket-mode", metavar="MODE", help="mode of the Unix socket, e.g. 0660 (the default)")
 
 
 def main(args) -> int:
@@ -47,6 +50,7 @@ def main(args) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="fetchdeliver lmtp: %(levelname)s: %(message)s")
+    quiet_protocol_trace(int(getattr(args, "verbose", 0) or 0))
     path = args.config or default_config_path()
     try:
         settings = Settings(load(path), path)
@@ -69,6 +73,18 @@ def main(args) -> int:
 
         queue = OutboundQueue.from_settings(settings)
         service = LMTPService(settings, outbound=queue)
+        for key in ("socket_owner", "socket_group", "socket_mode"):
+            value = getattr(args, key, None)
+            if value is not None:
+                if key == "socket_mode":
+                    from fetchdeliver.recipients import socket_mode
+
+                    try:
+                        value = socket_mode(value)
+                    except ValueError as e:
+                        sys.stderr.write(f"fetchdeliver lmtp: --socket-mode: {e}\n")
+                        return EX_USAGE
+                service.options[key] = value
         service.check()
     except ConfigError as e:
         sys.stderr.write(f"fetchdeliver lmtp: {e}\n")
@@ -82,7 +98,7 @@ def main(args) -> int:
         # Installed before any child exists: a child's SIGUSR1 must never find the default action.
         signal.signal(signal.SIGUSR1, lambda *_: queue.wakeup.set())
     try:
-        bound = _bind(listen, sock) if processes > 1 else None
+        bound = _bind(listen, sock, service.options) if processes > 1 else None
     except OSError as e:
         sys.stderr.write(f"fetchdeliver lmtp: cannot listen on {sock or listen}: {e.strerror or e}\n")
         return EX_OSERR
@@ -116,10 +132,26 @@ def main(args) -> int:
         sys.stderr.write(f"fetchdeliver lmtp: cannot listen on {sock or listen}: {e.strerror or e}\n")
         return EX_OSERR
     finally:
+        if sock and bound is not None:
+            from fetchdeliver.sources.lmtp import remove_socket
+
+            remove_socket(sock)  # the single-process server removes its own in close()
         _stop_children(children)
         service.shutdown()  # deliveries in progress finish before we exit
         runner.stop()
     return EX_OK
+
+
+def quiet_protocol_trace(verbose: int) -> None:
+    """A server logs one line per delivered recipient by default (like Postfix's status=sent lines);
+    aiosmtpd's line-by-line protocol trace (logger "mail.log") only at -vv (debug)."""
+    import logging
+
+    for name in ("fetchdeliver.sources.lmtp", "fetchdeliver.lmtp"):
+        lg = logging.getLogger(name)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 def default_processes() -> int:
@@ -129,22 +161,26 @@ def default_processes() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _bind(listen: str | None, sock_path: str | None):
+def _bind(listen: str | None, sock_path: str | None, options: dict | None = None):
     """The listening socket, bound once before the children are forked."""
-    import os
     import socket
-    import stat
 
     if sock_path:
-        try:
-            if stat.S_ISSOCK(os.lstat(sock_path).st_mode):
-                os.unlink(sock_path)  # a leftover from an earlier run
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(os.path.abspath(sock_path)), exist_ok=True)
+        from fetchdeliver.sources.lmtp import DEFAULT_SOCKET_MODE, prepare_socket_path, set_socket_access
+
+        o = options or {}
+        prepare_socket_path(sock_path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(sock_path)
-        os.chmod(sock_path, 0o660)
+        try:
+            set_socket_access(sock_path, o.get("socket_owner"), o.get("socket_group"),
+                              o.get("socket_mode", DEFAULT_SOCKET_MODE))
+        except OSError:
+            from fetchdeliver.sources.lmtp import remove_socket
+
+            s.close()
+            remove_socket(sock_path)
+            raise
     else:
         from fetchdeliver.recipients import parse_listen
 

@@ -79,6 +79,7 @@ def rules_paths(settings: "Settings", accounts: list["Account"]) -> list[str]:
     paths += [a.rules for a in accounts]
     spool = settings.data.get("spool") or {}
     paths.append(spool.get("rules"))
+    paths += [r.get("rules") for r in settings.data.get("recipient") or []]  # the LMTP recipients' own
     return list(dict.fromkeys(p for p in paths if p))
 
 

@@ -222,6 +222,7 @@ def check_main(files: list[str]) -> int:
     for path in files:
         try:
             compile_file(path, use_cache=False)
+            sys.stdout.write(f"{path}: OK\n")
         except SieveCompileError as e:
             sys.stderr.write(f"{e}\n")
             status = 1
