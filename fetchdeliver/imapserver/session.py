@@ -19,6 +19,7 @@ from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end)
 from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
+from fetchdeliver.netlimits import LoginThrottled
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 MAX_COMMANDS_BEFORE_LOGIN = 50
@@ -366,7 +367,13 @@ class Session:
 
     async def _login(self, tag: str, user: str, password: str) -> None:
         try:
-            account = await asyncio.to_thread(self.server.authenticate, user, password)
+            account = await self.server.check_login(self.peer, user, password)  # delays after failures
+        except LoginThrottled as e:
+            self.auth_failures += 1
+            await self.send(f"{tag} NO [UNAVAILABLE] {e}\r\n".encode())
+            if self.auth_failures >= MAX_AUTH_FAILURES:
+                raise Bye("Too many failed logins.") from None
+            return
         except Exception as e:
             _log().error("authentication backend failed: %s", e)
             await self.send(f"{tag} NO [UNAVAILABLE] Authentication is temporarily unavailable.\r\n".encode())
@@ -374,7 +381,6 @@ class Session:
         if account is None:
             self.auth_failures += 1
             _log().warning("failed login for %r from %s", user, self.peer)
-            await asyncio.sleep(self.cfg.login_failure_delay)
             await self.send(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".encode())
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.")
