@@ -54,8 +54,10 @@ FORGET_FAILURES_AFTER = 3600.0          # an address or user with no failure for
 MAX_TRACKED = 20000                     # addresses and users remembered (oldest forgotten first)
 ACCEPT_PAUSE = 1.0                      # seconds without accepting after EMFILE
 FD_RESERVE = 64                         # descriptors kept for files, pipes and threads beside connections
+FD_MARGIN = 16                          # after EMFILE: connections are capped this far below what was open
+FD_CEILING_TIME = 60.0                  # ... for this long
 
-_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
+OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 _OUT_OF_MEMORY = frozenset({errno.ENOBUFS, errno.ENOMEM})
 # accept() errors that belong to one connection, not to the listener (Linux passes some network errors on).
 _PER_CONNECTION = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
@@ -139,16 +141,34 @@ class ConnectionLimits:
     """Counts open connections overall and per client address; `admit` says whether one more may come."""
 
     def __init__(self, max_total: int = DEFAULT_MAX_CONNECTIONS,
-                 max_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP) -> None:
+                 max_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP, clock=time.monotonic) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.total = 0
         self.per_ip: dict[str, int] = {}
+        self.clock = clock
+        self.ceiling: int | None = None      # a lower cap for a while, after running out of descriptors
+        self.ceiling_until = 0.0
+
+    def tighten(self, ceiling: int, seconds: float = FD_CEILING_TIME) -> None:
+        """Allow at most `ceiling` connections for `seconds` (the descriptors ran out above it)."""
+        self.ceiling = max(1, ceiling)
+        self.ceiling_until = self.clock() + seconds
+
+    def cap(self) -> int:
+        if self.ceiling is not None:
+            if self.clock() < self.ceiling_until:
+                return min(self.max_total, self.ceiling)
+            self.ceiling = None
+        return self.max_total
 
     def admit(self, ip: str | None) -> Slot | str:
         """A Slot for the new connection, or the reason (a sentence) it is refused."""
         key = client_key(ip)
-        if self.total >= self.max_total:
+        cap = self.cap()
+        if self.total >= cap:
+            if cap < self.max_total:
+                return "The server is short of file descriptors, try again later."
             return f"Too many connections to this server (max_connections={self.max_total}), try again later."
         if key is not None and self.per_ip.get(key, 0) >= self.max_per_ip:
             return (f"Too many connections from your address (max_connections_per_ip={self.max_per_ip}), "
@@ -351,13 +371,18 @@ class Listener:
 
     async def _overloaded(self, e: OSError) -> None:
         self.overloads += 1
-        shed = self._shed() if e.errno in _OUT_OF_FDS else 0
-        what = "out of file descriptors" if e.errno in _OUT_OF_FDS else \
+        shed = self._shed() if e.errno in OUT_OF_FDS else 0
+        what = "out of file descriptors" if e.errno in OUT_OF_FDS else \
             "out of memory" if e.errno in _OUT_OF_MEMORY else "accept() failed"
         open_now = self.limits.total if self.limits is not None else -1
+        capped = ""
+        if self.limits is not None and e.errno in OUT_OF_FDS:
+            # Sessions need descriptors too (a SELECT opens files): stay well below where they ran out.
+            self.limits.tighten(open_now - FD_MARGIN)
+            capped = f"; at most {self.limits.cap()} connections for {FD_CEILING_TIME:g}s"
         self.warn.warning("accept", "%s: %s (%s) with %s connections open; refused %d waiting, "
-                          "not accepting for %gs", self.name, what, e.strerror or e,
-                          open_now if open_now >= 0 else "some", shed, self.pause)
+                          "not accepting for %gs%s", self.name, what, e.strerror or e,
+                          open_now if open_now >= 0 else "some", shed, self.pause, capped)
         await asyncio.sleep(self.pause)
         self._reserve()
 

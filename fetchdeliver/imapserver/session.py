@@ -19,7 +19,7 @@ from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end)
 from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
-from fetchdeliver.netlimits import LoginThrottled
+from fetchdeliver.netlimits import OUT_OF_FDS, LoginThrottled, LogLimiter
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 MAX_COMMANDS_BEFORE_LOGIN = 50
@@ -31,6 +31,9 @@ def _log():
     import logging
 
     return logging.getLogger("fetchdeliver.imapserver")
+
+
+RESOURCE_LOG = LogLimiter(_log())
 
 
 class Bye(Exception):
@@ -257,6 +260,11 @@ class Session:
         except (Bye, Done, ConnectionError, EOFError, asyncio.IncompleteReadError):
             raise
         except Exception as e:  # a bug must not take the other sessions (or this one) down
+            if isinstance(e, OSError) and e.errno in OUT_OF_FDS:   # not a bug: no traceback per command
+                RESOURCE_LOG.warning("fds", "%s: %s", name, e.strerror)
+                await self.send(f"{tag} NO [UNAVAILABLE] The server is short of file descriptors; "
+                                f"try again later.\r\n".encode())
+                return
             _log().exception("internal error in %s", name)
             await self.send(f"{tag} NO [SERVERBUG] Internal error: {type(e).__name__}.\r\n".encode())
 
