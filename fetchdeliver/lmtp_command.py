@@ -246,10 +246,15 @@ def _child(chan, service) -> int:
             def release(self) -> None:
                 if self.held:
                     self.held = False
-                    try:
-                        chan.send(b"d" + self.ident)
-                    except OSError:
-                        pass
+                    self.tell()
+
+            def tell(self) -> None:
+                try:
+                    chan.send(b"d" + self.ident)
+                except (BlockingIOError, InterruptedError):
+                    loop.call_later(0.05, self.tell)   # the parent is busy: its count must still drop
+                except OSError:
+                    pass   # the parent is gone
 
         def handed() -> None:
             try:

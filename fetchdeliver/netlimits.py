@@ -603,6 +603,13 @@ def _seconds(v, where) -> float:
     return float(config.parse_duration(config._str(v, where)))
 
 
+def _positive_seconds(v, where) -> float:
+    v = _seconds(v, where)
+    if v <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return v
+
+
 def parse_rate(text: str) -> tuple[int, int]:
     """"60/1m" -> (60, 60): at most 60 per 60 seconds."""
     from fetchdeliver import config
@@ -636,7 +643,7 @@ CONNECTION_KEYS = {
 }
 
 LOGIN_KEYS = {
-    "login_timeout": _seconds,             # a client must log in within this after connecting
+    "login_timeout": _positive_seconds,    # a client must log in within this after connecting
     "login_failure_delay": _seconds,       # first failed login answered after this; doubles per failure
     "login_failure_max_delay": _seconds,   # the doubling stops here
     "login_failure_rate": _rate,           # server-wide checks for addresses with recent failures

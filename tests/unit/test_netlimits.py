@@ -238,7 +238,7 @@ def test_config_keys_check_values(tmp_path):
     assert keys["login_timeout"]("90s", "f") == 90 and keys["login_timeout"](0.5, "f") == 0.5
     assert parse_rate("60/1m") == (60, 60) and parse_rate("5/s") == (5, 1)
     for key, bad in (("login_failure_rate", "fast"), ("max_connections", 0), ("max_connections_per_ip", True),
-                     ("login_timeout", -1)):
+                     ("login_timeout", -1), ("login_timeout", 0)):
         with pytest.raises(ValueError):
             keys[key](bad, "f")
     cfg = tmp_path / "config.toml"
