@@ -102,10 +102,21 @@ def test_login_deadline_drops_unauthenticated_clients_but_not_logged_in_ones(tmp
         assert command(authed, af, "b", "SELECT INBOX")[-1].startswith(b"b OK")
         idle, f, g = greeting(port)       # connected after the logged-in one
         assert g.startswith(b"* OK")
-        # It sends nothing: the deadline ends it with a BYE (however busy commands before login keep it).
+        # It sends nothing: the deadline ends it with a BYE.
         assert f.readline().startswith(b"* BYE Login timeout")
         assert f.readline() == b""
         idle.close()
+        # Commands before login do not keep a connection past the deadline either.
+        busy, f, g = greeting(port)
+        for i in range(40):
+            busy.sendall(b"n%d NOOP\r\n" % i)
+            ans = f.readline()
+            if ans.startswith(b"* BYE"):
+                break
+            assert ans.startswith(b"n%d OK" % i), ans
+            time.sleep(0.1)
+        assert ans.startswith(b"* BYE Login timeout"), ans
+        busy.close()
         # The session that logged in earlier is past the login deadline too, and serves on.
         assert command(authed, af, "c", "NOOP")[-1].startswith(b"c OK")
         assert command(authed, af, "d", "FETCH 1 (FLAGS)")[-1].startswith(b"d OK")
@@ -251,6 +262,23 @@ def test_guessing_from_many_addresses_shares_the_server_wide_rate_and_alice_stil
         assert c.select_folder("INBOX")[b"EXISTS"] == 3
         c.logout()
         assert clock.slept == slept
+    finally:
+        srv.stop()
+
+
+def test_failures_for_one_user_grow_across_addresses_and_connections(tmp_path):
+    srv, clock, auth = _guessing_server(tmp_path, base=2.0, max_delay=64.0, rate=None)
+    port = srv.port()
+    try:
+        for i in range(1, 6):      # five addresses, one connection and one guess each
+            assert b"[AUTHENTICATIONFAILED]" in _guess(port, f"127.0.2.{i}", [f"guess{i}"])[0]
+        # Each answer was held by alice's growing count, though every address was new.
+        assert clock.slept == [2, 4, 8, 16, 32]
+        # The right password from yet another address: no wait, and alice's record is cleared.
+        assert _guess(port, "127.0.2.99", ["secret"])[0].startswith(b"g0 OK")
+        assert clock.slept == [2, 4, 8, 16, 32]
+        assert b"[AUTHENTICATIONFAILED]" in _guess(port, "127.0.2.100", ["wrong"])[0]
+        assert clock.slept[-1] == 2
     finally:
         srv.stop()
 
