@@ -88,7 +88,7 @@ def main(args) -> int:
         return EX_OSERR
     # The caps count the connections of every process: the parent accepts them all.
     total = table.get("max_connections") or service.options["max_sessions"] * processes
-    if not table.get("max_connections") and not sock:
+    if not table.get("max_connections"):
         from fetchdeliver.netlimits import fit_max_connections
 
         total = min(total, fit_max_connections(None, "lmtp"))

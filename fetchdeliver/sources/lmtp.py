@@ -220,16 +220,18 @@ class LMTPService:
         asyncio.ensure_future(self.serve_connection(conn, slot))
 
     async def _listen(self, sock) -> str:
+        if "max_connections" not in self.options:
+            from fetchdeliver.netlimits import fit_max_connections
+
+            self.limits.max_total = min(self.limits.max_total, fit_max_connections(None, "lmtp"))
         lst = self.listener(sock).start()
         self._listeners.append(lst)
         name = sock.getsockname()
         return name if isinstance(name, str) else f"{name[0]}:{name[1]}"
 
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
-        from fetchdeliver.netlimits import bind_tcp, fit_max_connections
+        from fetchdeliver.netlimits import bind_tcp
 
-        if "max_connections" not in self.options:
-            self.limits.max_total = min(self.limits.max_total, fit_max_connections(None, "lmtp"))
         sock = bind_tcp(host, port)
         await self._listen(sock)
         addr = sock.getsockname()
