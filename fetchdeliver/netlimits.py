@@ -60,9 +60,9 @@ FD_CEILING_TIME = 60.0                  # ... for this long
 OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 _OUT_OF_MEMORY = frozenset({errno.ENOBUFS, errno.ENOMEM})
 # accept() errors that belong to one connection, not to the listener (Linux passes some network errors on).
-_PER_CONNECTION = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
-                             errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP,
-                             errno.ENETUNREACH, errno.ECONNRESET, errno.ETIMEDOUT})
+_PER_CONNECTION = frozenset(getattr(errno, name) for name in (
+    "ECONNABORTED", "EPROTO", "EPERM", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+    "EOPNOTSUPP", "ENETUNREACH", "ECONNRESET", "ETIMEDOUT") if hasattr(errno, name))
 
 
 class LoginThrottled(FetchdeliverError):
