@@ -107,6 +107,10 @@ LMTP_KEYS = {
     "keep_crlf": config._bool,                 # store CRLF as received (default: LF, as Dovecot does)
     "recipient_delimiter": _delimiter,         # "+": alice+lists@x is alice@x
     "hostname": config._nonempty_str,          # our name in the greeting and Received:
+    # max_connections (all processes; default max_sessions x processes), max_connections_per_ip
+    # (default: max_connections): more get "421 4.3.2" and are closed (fetchdeliver/netlimits.py)
+    "max_connections": config._int(lo=1, hi=10_000_000),
+    "max_connections_per_ip": config._int(lo=1, hi=10_000_000),
 }
 
 RECIPIENT_KEYS = {

@@ -101,8 +101,14 @@ class LMTPService:
         self._contexts: dict[str, object] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._build_lock = threading.Lock()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: list = []
         self._socket_paths: list[str] = []     # Unix sockets we created (removed on close)
+        # Connection caps: checked where connections are accepted (in the pre-fork parent for all
+        # processes); over them a client gets 421 and is closed. See fetchdeliver/netlimits.py.
+        from fetchdeliver.netlimits import ConnectionLimits
+
+        total = self.options.get("max_connections") or self.options["max_sessions"]
+        self.limits = ConnectionLimits(total, self.options.get("max_connections_per_ip") or total)
 
     # -- per-recipient wiring ---------------------------------------------------------
     def check(self) -> None:
@@ -213,60 +219,84 @@ class LMTPService:
         return outcome, f"451 4.3.0 {who} {reply_text(err)}"
 
     # -- listening -------------------------------------------------------------------------
-    def _factory(self):
+    def _factory(self, slot=None):
         o = self.options
-        return _Session(self, _Handler(self), data_size_limit=o["max_message_size"],
-                        hostname=self.hostname, ident="fetchdeliver LMTP", timeout=float(o["timeout"]),
-                        loop=asyncio.get_running_loop())
+        session = _Session(self, _Handler(self), data_size_limit=o["max_message_size"],
+                           hostname=self.hostname, ident="fetchdeliver LMTP", timeout=float(o["timeout"]),
+                           loop=asyncio.get_running_loop())
+        session.slot = slot
+        return session
+
+    @staticmethod
+    def refusal(reason: str) -> bytes:
+        """The line a connection over a cap gets before it is closed."""
+        return f"421 4.3.2 {reply_text(reason)}\r\n".encode()
+
+    def listener(self, sock, on_socket=None):
+        """A netlimits.Listener on `sock` within this service's limits (started by the caller)."""
+        from fetchdeliver.netlimits import Listener
+
+        name = sock.getsockname()
+        where = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
+        return Listener(sock, on_socket or self._accepted, limits=self.limits, refusal=self.refusal,
+                        name=f"lmtp {where}", logger=log)
+
+    def _accepted(self, conn, slot) -> None:
+        asyncio.ensure_future(self.serve_connection(conn, slot))
+
+    async def _listen(self, sock) -> str:
+        if "max_connections" not in self.options:
+            from fetchdeliver.netlimits import fit_max_connections
+
+            self.limits.max_total = min(self.limits.max_total, fit_max_connections(None, "lmtp"))
+        lst = self.listener(sock).start()
+        self._listeners.append(lst)
+        name = sock.getsockname()
+        return name if isinstance(name, str) else f"{name[0]}:{name[1]}"
 
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
-        server = await asyncio.get_running_loop().create_server(self._factory, host, port,
-                                                                reuse_address=True)
-        self._servers.append(server)
-        addr = server.sockets[0].getsockname()
+        from fetchdeliver.netlimits import bind_tcp
+
+        sock = bind_tcp(host, port)
+        await self._listen(sock)
+        addr = sock.getsockname()
         return addr[0], addr[1]
 
     async def listen_unix(self, path: str, mode: int | None = None) -> str:
-        prepare_socket_path(path)
-        server = await asyncio.get_running_loop().create_unix_server(self._factory, path)
+        from fetchdeliver.netlimits import bind_unix
+
         o = self.options
+        mode = mode if mode is not None else o.get("socket_mode", DEFAULT_SOCKET_MODE)
+        sock = bind_unix(path, 0o600 if mode is None else mode)  # owner only until chown/chmod below
         try:
-            set_socket_access(path, o.get("socket_owner"), o.get("socket_group"),
-                              mode if mode is not None else o.get("socket_mode", DEFAULT_SOCKET_MODE))
+            set_socket_access(path, o.get("socket_owner"), o.get("socket_group"), mode)
         except OSError:
-            server.close()
+            sock.close()
             remove_socket(path)
             raise
-        self._servers.append(server)
         self._socket_paths.append(path)
-        return path
+        return await self._listen(sock)
 
-    async def serve_connection(self, conn) -> None:
-        """Serve one connection accepted elsewhere (handed over by the pre-fork dispatcher)."""
+    async def serve_connection(self, conn, slot=None) -> None:
+        """Serve one accepted connection; `slot.release()` (netlimits) once it is closed."""
         conn.setblocking(False)
-        await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: self._factory(slot), conn)
+        except BaseException:
+            conn.close()
+            if slot is not None:
+                slot.release()
+            raise
 
     async def listen_socket(self, sock) -> str:
-        """Serve on a socket bound and listening already (shared by pre-forked processes)."""
-        import socket as socketmod
-
-        loop = asyncio.get_running_loop()
-        if sock.family == socketmod.AF_UNIX:
-            server = await loop.create_unix_server(self._factory, sock=sock)
-            where = sock.getsockname()
-        else:
-            server = await loop.create_server(self._factory, sock=sock)
-            addr = sock.getsockname()
-            where = f"{addr[0]}:{addr[1]}"
-        self._servers.append(server)
-        return where
+        """Serve on a socket bound and listening already."""
+        sock.setblocking(False)
+        return await self._listen(sock)
 
     async def close(self) -> None:
-        for s in self._servers:
-            s.close()
-        for s in self._servers:
-            await s.wait_closed()
-        self._servers.clear()
+        for lst in self._listeners:
+            lst.close()
+        self._listeners.clear()
         for path in self._socket_paths:
             remove_socket(path)
         self._socket_paths.clear()
@@ -369,6 +399,7 @@ class _Session(LMTP):
 
     def __init__(self, service: LMTPService, handler, **kwargs) -> None:
         self.service = service
+        self.slot = None               # its place under the connection caps (netlimits.Slot)
         self._counted = False
         self._in_lhlo = False
         super().__init__(handler, **kwargs)
@@ -380,6 +411,8 @@ class _Session(LMTP):
         super().connection_made(transport)
 
     def connection_lost(self, error) -> None:
+        if self.slot is not None:
+            self.slot.release()
         if self._counted:
             self._counted = False
             self.service.sessions -= 1
