@@ -89,12 +89,13 @@ def compile_glob(pattern: str) -> list:
     return items
 
 
-def glob(value: str, pattern: str, fold) -> list[str] | None:
+def glob(value: str, pattern: str, fold, tick=None) -> list[str] | None:
     """Match `value` against a :matches pattern; return the wildcard captures or None.
 
     Each wildcard takes as few characters as possible (leftmost-shortest, as
     Pigeonhole does); failed (item, position) pairs are remembered so that a
-    pathological pattern stays polynomial.
+    pathological pattern stays polynomial. Polynomial can still be slow on a long
+    value: `tick` (the run's time budget) is called at every step of a "*".
     """
     items = compile_glob(pattern)
     fv = fold(value)
@@ -128,6 +129,8 @@ def glob(value: str, pattern: str, fold) -> list[str] | None:
             nxt = folded[pi + 1]
             end = si
             while end <= n:
+                if tick is not None:
+                    tick()
                 if isinstance(nxt, str):
                     end = fv.find(nxt, end)
                     if end < 0:
@@ -156,7 +159,7 @@ def match_contains(ctx, cmp, value: str, key: str, tags):
 
 
 def match_matches(ctx, cmp, value: str, key: str, tags):
-    caps = glob(value, key, cmp.fold)
+    caps = glob(value, key, cmp.fold, ctx.tick if ctx is not None else None)
     if caps is None:
         return False
     return [value] + caps
@@ -174,6 +177,9 @@ def match(ctx, tags: dict, values, keys) -> bool:
     fn = ctx.match_fn(mtype)
     for value in values:
         for key in keys:
+            ctx.ticks -= 1
+            if ctx.ticks <= 0:
+                ctx.tick()
             r = fn(ctx, cmp, value, key, tags)
             if r:
                 if r is not True and ctx.match_vars_enabled:
