@@ -1,0 +1,111 @@
+"""Property-based fuzzing (hypothesis) of the Sieve parser, compiler and interpreter, and of the :regex
+translation: whatever the input, the only exceptions are the project's own Sieve errors, and a script
+that compiles runs to a decision (at least one action) on a message."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fetchdeliver.sieve import compile_text
+from fetchdeliver.sieve.errors import SieveSyntaxError
+from fetchdeliver.sieve.extensions.regex import Untranslatable, compile_regex
+
+from sieve_helpers import result
+
+# A modest count keeps the suite fast; FD_FUZZ_EXAMPLES=5000 for a longer hunt.
+FUZZ = settings(max_examples=int(os.environ.get("FD_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+WORDS = ["require", "if", "elsif", "else", "stop", "keep", "discard", "redirect", "fileinto", "reject",
+         "header", "address", "envelope", "exists", "size", "allof", "anyof", "not", "true", "false",
+         "set", "string", "body", "date", "currentdate", "include", "return", "global", "foreverypart",
+         "break", "addflag", "hasflag", "vacation", "notify", "duplicate", "mailboxexists", "ihave",
+         "error", "x", "Subject"]
+TAGS = [":is", ":contains", ":matches", ":regex", ":over", ":under", ":all", ":domain", ":localpart",
+        ":comparator", ":count", ":value", ":copy", ":flags", ":create", ":days", ":raw", ":text",
+        ":lower", ":upper", ":length", ":quotewildcard", ":personal", ":global", ":once", ":optional", ":x"]
+CAPS = ['"fileinto"', '"regex"', '"variables"', '"imap4flags"', '"relational"', '"body"', '"include"',
+        '"vacation"', '"copy"', '"mailbox"', '"date"', '"envelope"', '"foreverypart"', '"mime"',
+        '"comparator-i;ascii-numeric"', '"ihave"', '"duplicate"', '"enotify"', '"nope"']
+STRINGS = ['"a"', '""', '"Subject"', '"*a*?"', '"^(a+)+$"', '"([a-"', '"\\\\1"', '"${1}"', '"${x}"',
+           '"INBOX"', '"u@example.com"', '"i;octet"', '"gt"', '"\\"q\\""', '"1k"', '"[a-z]{2,3}"',
+           '"${unicode:2764}"', "text:\r\nline\r\n..dot\r\n.\r\n"]
+PUNCT = ["{", "}", "(", ")", "[", "]", ",", ";"]
+OTHER = ["0", "1", "10K", "99999999999999999999999", "# c\n", "/* c */", "\n", "\\", ":", '"', "/*",
+         "text:", "é", "\x00", "\ufeff"]
+
+token = st.one_of(st.sampled_from(WORDS), st.sampled_from(TAGS), st.sampled_from(STRINGS),
+                  st.sampled_from(PUNCT), st.sampled_from(OTHER), st.sampled_from(CAPS))
+
+
+def _compile_or_own_error(text: str):
+    try:
+        return compile_text(text, "fuzz.sieve", options={"extensions": ["+editheader"]})
+    except SieveSyntaxError as e:  # SieveCompileError included
+        assert e.file == "fuzz.sieve"
+        return None
+
+
+def _runs_to_a_decision(text: str) -> None:
+    script = _compile_or_own_error(text)
+    if script is None:
+        return
+    r = result(text, options={"extensions": ["+editheader"]})
+    assert r.actions, text
+
+
+@FUZZ
+@given(st.lists(token, max_size=40).map(" ".join))
+def test_token_soup(text):
+    _runs_to_a_decision(text)
+
+
+@FUZZ
+@given(st.lists(token, max_size=30).map(" ".join))
+def test_token_soup_after_a_require(text):
+    _runs_to_a_decision("require [" + ", ".join(CAPS[:-1]) + "];\n" + text)
+
+
+# Scripts that are well formed more often: nested commands and tests from a small grammar.
+_test = st.deferred(lambda: st.one_of(
+    st.sampled_from(["true", "false", 'exists "x"', 'header :contains "subject" "a"',
+                     'header :regex "subject" "^(a|b)+$"', 'address :domain :is "from" "example.com"',
+                     'size :over 1', 'header :matches "subject" "*a*?"', 'string :count "gt" "a" "1"']),
+    _test.map(lambda t: f"not {t}"),
+    st.lists(_test, min_size=1, max_size=3).map(lambda ts: f"anyof({', '.join(ts)})"),
+    st.lists(_test, min_size=1, max_size=3).map(lambda ts: f"allof({', '.join(ts)})"),
+))
+_command = st.deferred(lambda: st.one_of(
+    st.sampled_from(["keep;", "discard;", "stop;", 'fileinto "F";', 'redirect "r@example.com";',
+                     'set "x" "${1}";', 'addflag "\\\\Seen";', "foo;"]),
+    st.tuples(_test, st.lists(_command, max_size=3)).map(lambda a: f"if {a[0]} {{ {' '.join(a[1])} }}"),
+))
+
+
+@FUZZ
+@given(st.lists(_command, max_size=6).map(" ".join))
+def test_generated_scripts(text):
+    _runs_to_a_decision('require ["fileinto", "regex", "variables", "imap4flags", "relational"];\n' + text)
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_arbitrary_text(text):
+    _compile_or_own_error(text)
+
+
+ERE = st.lists(st.sampled_from(list("ab.^$*+?|(){}[]-\\:=,019 ") + ["[:alpha:]", "[.a.]", "[=a=]", "\\<",
+                                                                      "{2,3}", "{1001}", "é"]),
+               max_size=25).map("".join)
+
+
+@FUZZ
+@given(ERE, st.booleans())
+def test_regex_translation_never_raises_anything_else(pattern, ignore_case):
+    try:
+        rx = compile_regex(pattern, ignore_case)
+    except Untranslatable:
+        return
+    rx.search("aab" * 20 + "!")
