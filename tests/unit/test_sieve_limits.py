@@ -46,6 +46,7 @@ def test_nested_repetition_regex_is_answered_without_backtracking():
     ("[[.a.]-c]", "[a-c]"),
     ("(a))", "(a)\\)"),               # an unmatched ")" is ordinary in ERE
     ("a{2,3}b{x", "a{2,3}b\\{x"),
+    ("a{,3}", "a{0,3}"),
     ("\\`a\\'", "\\Aa\\z"),
 ])
 def test_posix_ere_translation(ere, re2):
@@ -245,3 +246,12 @@ def test_config_keys(tmp_path):
     text = str(e.value)
     assert "sieve.max_block_nesting" in text and "sieve.max_script_size" in text
 
+
+
+def test_escaped_lower_case_letter_under_casemap_matches_nothing_as_glibc_reg_icase():
+    # Checked against Pigeonhole in tests/sieve_oracle/scripts/52-regex-posix.sieve.
+    octet = 'require ["regex", "variables", "fileinto"];\nif string :regex "d" "^\\\\d$" { fileinto "hit"; }\n'
+    casemap = octet.replace(":regex", ':regex :comparator "i;ascii-casemap"')
+    assert actions(octet) == [("fileinto", "hit")]
+    assert actions(casemap) == [("keep", "INBOX", "implicit")]
+    assert translate("\\d", ignore_case=True) != translate("\\D", ignore_case=True) == "D"

@@ -106,6 +106,9 @@ def _interval(p: str, i: int) -> tuple[str, int] | None:
         return None
     body = p[i + 1:end]
     lo, sep, hi = body.partition(",")
+    if not lo and sep and hi:
+        lo = "0"  # the C library reads "{,n}" as "{0,n}"
+        body = "0" + body
     if not lo.isdigit() or (hi and not hi.isdigit()) or not lo.isascii() or not hi.isascii():
         return None
     if int(lo) > _RE2_MAX_REPEAT or (hi and int(hi) > _RE2_MAX_REPEAT):
@@ -115,8 +118,15 @@ def _interval(p: str, i: int) -> tuple[str, int] | None:
     return "{" + body + "}", end + 1
 
 
-def translate(pattern: str) -> str:
-    """A POSIX ERE (with the GNU escapes Pigeonhole's regcomp takes) in RE2's syntax."""
+_NOTHING = "[^\\x00-\\x{10FFFF}]"   # one character that no character is
+
+
+def translate(pattern: str, ignore_case: bool = False) -> str:
+    """A POSIX ERE (with the GNU escapes Pigeonhole's regcomp takes) in RE2's syntax.
+
+    ignore_case (i;ascii-casemap, regcomp's REG_ICASE): glibc then folds the value but not an
+    escaped lower-case letter, so "\\d" or "\\n" matches nothing at all; so it does here.
+    """
     out: list[str] = []
     i = 0
     n = len(pattern)
@@ -140,6 +150,8 @@ def translate(pattern: str) -> str:
                 raise Untranslatable(f"the word anchor \\{d} is not supported (use \\b)")
             elif "1" <= d <= "9":
                 raise Untranslatable(f"back-references (\\{d}) are not supported")
+            elif ignore_case and "a" <= d <= "z":
+                out.append(_NOTHING)
             else:
                 out.append(_escape(d))  # the C library takes \d, \n, ... as the plain letter
         elif c == "[":
@@ -197,7 +209,7 @@ def compile_regex(pattern: str, ignore_case: bool):
     if rx is None:
         import re2
 
-        translated = translate(pattern)
+        translated = translate(pattern, ignore_case)
         try:
             rx = re2.compile(translated, _options(ignore_case))
         except re2.error as e:
