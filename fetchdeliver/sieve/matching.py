@@ -176,10 +176,11 @@ def match(ctx, tags: dict, values, keys) -> bool:
         return ctx.match_fn("count")(ctx, cmp, values, keys, tags)
     fn = ctx.match_fn(mtype)
     for value in values:
+        # The time budget: one step per value (a header's values times many keys, a big body).
+        ctx.ticks -= 1
+        if ctx.ticks <= 0:
+            ctx.tick()
         for key in keys:
-            ctx.ticks -= 1
-            if ctx.ticks <= 0:
-                ctx.tick()
             r = fn(ctx, cmp, value, key, tags)
             if r:
                 if r is not True and ctx.match_vars_enabled:
