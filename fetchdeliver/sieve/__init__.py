@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-FORMAT = 3  # bump when the compiled form changes
+FORMAT = 4  # bump when the compiled form changes (4: scripts cached before the size and nesting limits)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -207,7 +207,11 @@ def compile_regex(pattern: str, ignore_case: bool):
     key = (pattern, ignore_case)
     rx = _CACHE.get(key)
     if rx is None:
-        import re2
+        try:
+            import re2
+        except ImportError:
+            raise Untranslatable("the regex extension needs the google-re2 package "
+                                 "(pip install google-re2)") from None
 
         translated = translate(pattern, ignore_case)
         try:
