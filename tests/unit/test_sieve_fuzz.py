@@ -109,3 +109,21 @@ def test_regex_translation_never_raises_anything_else(pattern, ignore_case):
     except Untranslatable:
         return
     rx.search("aab" * 20 + "!")
+
+
+HTML = st.lists(st.sampled_from(["<script>", "<SCRIPT a=1>", "</script>", "</script >", "</scriptx>", "<style>",
+                                 "</style\n>", "<scripts>", "<", ">", "a", " ", "<b>", "&amp;", "</", "\n", "é",
+                                 "<script", "</style"]), max_size=14).map("".join)
+
+
+@FUZZ
+@given(HTML)
+def test_linear_html_to_text_does_what_the_regexes_did(html):
+    import html as h
+    import re
+
+    from fetchdeliver.sieve.extensions.body import html_to_text
+
+    ref = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
+    ref = h.unescape(re.sub(r"(?s)<[^>]*>", " ", ref))
+    assert html_to_text(html) == ref

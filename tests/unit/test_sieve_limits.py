@@ -255,3 +255,15 @@ def test_escaped_lower_case_letter_under_casemap_matches_nothing_as_glibc_reg_ic
     assert actions(octet) == [("fileinto", "hit")]
     assert actions(casemap) == [("keep", "INBOX", "implicit")]
     assert translate("\\d", ignore_case=True) != translate("\\D", ignore_case=True) == "D"
+
+
+def test_body_text_of_hostile_html_is_linear():
+    # 50,000 unclosed "<script>" tags: a backtracking regex rescanned to the end for each one
+    # (about a minute, holding the GIL); the linear scan takes milliseconds.
+    html = b"<p>hello</p>" + b"<script>" * 50000 + b"<" * 100000
+    raw = (b"From: a@example.com\r\nSubject: h\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n"
+           + html + b"\r\n")
+    s = 'require ["body", "fileinto"];\nif body :text :contains "hello" { fileinto "Hello"; }\n'
+    r = result(s, raw, options={"max_run_time": 60})
+    assert r.errors == []
+    assert [a.to_json()["mailbox"] for a in r.actions] == ["Hello"]
