@@ -45,7 +45,8 @@ def test_nested_repetition_regex_is_answered_without_backtracking():
     ("[[:alpha:][:digit:]_]+", "[[:alpha:][:digit:]_]+"),
     ("[[.a.]-c]", "[a-c]"),
     ("(a))", "(a)\\)"),               # an unmatched ")" is ordinary in ERE
-    ("a{2,3}b{x", "a{2,3}b\\{x"),
+    ("a{2,3}b}", "a{2,3}b\\}"),
+    ("a{1,}", "a{1,}"),
     ("a{,3}", "a{0,3}"),
     ("\\`a\\'", "\\Aa\\z"),
 ])
@@ -62,6 +63,12 @@ def test_posix_ere_translation(ere, re2):
     ("[[:nope:]]", "invalid character class name"),
     ("[z-a]", "invalid range end"),
     ("a\\", "trailing backslash"),
+    ("a{x", "unmatched {"),
+    ("a{x}", "invalid content of {x}"),
+    ("a{3,2}", "invalid content of {3,2}"),
+    ("^*a", "invalid preceding regular expression"),
+    ("a|+b", "invalid preceding regular expression"),
+    ("\\b?", "invalid preceding regular expression"),
 ])
 def test_untranslatable_patterns_say_why(ere, why):
     with pytest.raises(Untranslatable) as e:

@@ -99,23 +99,25 @@ def _bracket(p: str, i: int) -> tuple[str, int]:
     return "".join(out), j
 
 
-def _interval(p: str, i: int) -> tuple[str, int] | None:
-    """A valid interval "{m}", "{m,}" or "{m,n}" at p[i]: (text, next index), else None."""
+def _interval(p: str, i: int) -> tuple[str, int]:
+    """The interval "{m}", "{m,}", "{m,n}" or "{,n}" at p[i]: (RE2 text, next index).
+
+    In an ERE "{" always opens an interval; regcomp refuses one that is not well formed.
+    """
     end = p.find("}", i)
     if end < 0:
-        return None
+        raise Untranslatable("unmatched {")
     body = p[i + 1:end]
     lo, sep, hi = body.partition(",")
-    if not lo and sep and hi:
-        lo = "0"  # the C library reads "{,n}" as "{0,n}"
-        body = "0" + body
-    if not lo.isdigit() or (hi and not hi.isdigit()) or not lo.isascii() or not hi.isascii():
-        return None
-    if int(lo) > _RE2_MAX_REPEAT or (hi and int(hi) > _RE2_MAX_REPEAT):
-        raise Untranslatable(f"repetition count in '{{{body}}}' is too large (at most {_RE2_MAX_REPEAT})")
+    if not lo and sep:
+        lo = "0"  # the C library reads "{,n}" as "{0,n}" and "{,}" as "{0,}"
+    if not (lo.isdigit() and lo.isascii()) or (hi and not (hi.isdigit() and hi.isascii())):
+        raise Untranslatable(f"invalid content of {{{body}}}")
     if hi and int(hi) < int(lo):
         raise Untranslatable(f"invalid content of {{{body}}}")
-    return "{" + body + "}", end + 1
+    if int(lo) > _RE2_MAX_REPEAT or (hi and int(hi) > _RE2_MAX_REPEAT):
+        raise Untranslatable(f"repetition count in '{{{body}}}' is too large (at most {_RE2_MAX_REPEAT})")
+    return "{" + lo + sep + hi + "}", end + 1
 
 
 _NOTHING = "[^\\x00-\\x{10FFFF}]"   # one character that no character is
@@ -131,8 +133,22 @@ def translate(pattern: str, ignore_case: bool = False) -> str:
     i = 0
     n = len(pattern)
     depth = 0
+    # What came last: "start" (nothing, "(" or "|"), "assert" (^ $ \\b \\B \\` \\') or "atom".
+    # Like regcomp, a repetition needs an atom before it.
+    last = "start"
     while i < n:
         c = pattern[i]
+        if c in "*+?{":
+            if last != "atom":
+                raise Untranslatable("invalid preceding regular expression")
+        elif c in "^$":
+            last = "assert"
+        elif c in "(|":
+            last = "start"
+        elif c == "\\" and i + 1 < n and pattern[i + 1] in "bB`'":
+            last = "assert"
+        else:
+            last = "atom"
         if c == "\\":
             if i + 1 >= n:
                 raise Untranslatable("trailing backslash")
@@ -169,13 +185,8 @@ def translate(pattern: str, ignore_case: bool = False) -> str:
                 out.append("\\)")  # an unmatched ")" is an ordinary character in ERE
             i += 1
         elif c == "{":
-            found = _interval(pattern, i)
-            if found is None:
-                out.append("\\{")
-                i += 1
-            else:
-                out.append(found[0])
-                i = found[1]
+            text, i = _interval(pattern, i)
+            out.append(text)
         elif c in "}]":
             out.append("\\" + c)
             i += 1
