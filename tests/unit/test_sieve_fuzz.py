@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from fetchdeliver.sieve import compile_text
 from fetchdeliver.sieve.errors import SieveSyntaxError
 from fetchdeliver.sieve.extensions.regex import Untranslatable, compile_regex
+from fetchdeliver.sieve.matching import compile_glob
 
 from sieve_helpers import result
 
@@ -127,3 +128,74 @@ def test_linear_html_to_text_does_what_the_regexes_did(html):
     ref = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
     ref = h.unescape(re.sub(r"(?s)<[^>]*>", " ", ref))
     assert html_to_text(html) == ref
+
+
+# The :matches algorithm before issue 19 (depth-first over every extent of every "*", polynomial of a
+# high degree on long values), kept as the reference the linear one must agree with.
+def reference_glob(value: str, pattern: str, fold) -> list[str] | None:
+    """Match `value` against a :matches pattern; return the wildcard captures or None.
+
+    Each wildcard takes as few characters as possible (leftmost-shortest, as
+    Pigeonhole does); failed (item, position) pairs are remembered so that a
+    pathological pattern stays polynomial.
+    """
+    items = compile_glob(pattern)
+    fv = fold(value)
+    folded = [fold(it) if isinstance(it, str) else it for it in items]
+    n = len(fv)
+    m = len(folded)
+    failed: set = set()
+    caps: list[tuple[int, int]] = []
+
+    def rec(pi: int, si: int) -> bool:
+        if pi == m:
+            return si == n
+        key = (pi, si)
+        if key in failed:
+            return False
+        it = folded[pi]
+        if isinstance(it, str):
+            if fv.startswith(it, si) and rec(pi + 1, si + len(it)):
+                return True
+        elif it[0] == "?":
+            if si < n:
+                caps.append((si, si + 1))
+                if rec(pi + 1, si + 1):
+                    return True
+                caps.pop()
+        else:
+            # Trailing "*" takes the rest at once.
+            if pi == m - 1:
+                caps.append((si, n))
+                return True
+            nxt = folded[pi + 1]
+            end = si
+            while end <= n:
+                if isinstance(nxt, str):
+                    end = fv.find(nxt, end)
+                    if end < 0:
+                        break
+                caps.append((si, end))
+                if rec(pi + 1, end):
+                    return True
+                caps.pop()
+                end += 1
+        failed.add(key)
+        return False
+
+    if rec(0, 0):
+        return [value[a:b] for a, b in caps]
+    return None
+
+
+GLOB_PATTERN = st.lists(st.sampled_from(["*", "?", "a", "b", "ab", "\\*", "\\?", "A", "é"]), max_size=8).map("".join)
+GLOB_VALUE = st.text(alphabet="abAé*?", max_size=12)
+
+
+@FUZZ
+@given(GLOB_PATTERN, GLOB_VALUE, st.booleans())
+def test_matches_agrees_with_the_reference_algorithm(pattern, value, casemap):
+    from fetchdeliver.sieve.matching import ascii_lower, glob
+
+    fold = ascii_lower if casemap else (lambda s: s)
+    assert glob(value, pattern, fold) == reference_glob(value, pattern, fold), (pattern, value)
