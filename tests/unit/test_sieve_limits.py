@@ -49,6 +49,7 @@ def test_nested_repetition_regex_is_answered_without_backtracking():
     ("a{1,}", "a{1,}"),
     ("a{,3}", "a{0,3}"),
     ("\\`a\\'", "\\Aa\\z"),
+    ("\\<cat\\>", "\\bcat\\b"),
 ])
 def test_posix_ere_translation(ere, re2):
     assert translate(ere) == re2
@@ -58,7 +59,8 @@ def test_posix_ere_translation(ere, re2):
     ("([a-", "unmatched ["),
     ("(a", "unmatched ("),
     ("(a)\\1", "back-references"),
-    ("\\<word\\>", "not supported"),
+    ("a*\\>", "word anchor"),
+    ("\\<a?", "word anchor"),
     ("x{1001}", "too large"),
     ("[[:nope:]]", "invalid character class name"),
     ("[z-a]", "invalid range end"),

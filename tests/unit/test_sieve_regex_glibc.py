@@ -67,7 +67,8 @@ def test_the_ctypes_bridge_reads_glibc():
 
 ATOMS = ["a", "b", "A", "B", ".", "[ab]", "[^a]", "[[:alpha:]]", "[[:upper:]]", "[^[:space:]]", "[]a]", "[a-]",
          "\\.", "\\w", "\\W", "\\s", "\\b", "\\B", "\\d", "\\D", "(a|ab)", "(b*)", "((a|b)*c?)", "(a(b)?)+",
-         "(()|a)", "a{2}", "a{1,2}", "b{,1}", "(a)", "^", "$", "x?", "{", "}", ")", "|", "*", "+", "?"]
+         "(()|a)", "a{2}", "a{1,2}", "b{,1}", "(a)", "^", "$", "x?", "{", "}", ")", "|", "*", "+", "?",
+         "\\<a", "b\\>", "\\<ab\\>", "\\<\\w+\\>"]
 PATTERN = st.lists(st.sampled_from(ATOMS), min_size=1, max_size=7).map("".join)
 VALUE = st.text(alphabet="aAbB d.c", max_size=10)
 
@@ -78,6 +79,8 @@ VALUE = st.text(alphabet="aAbB d.c", max_size=10)
 def test_regex_agrees_with_glibc(pattern, value, ignore_case):
     theirs = glibc(pattern, value, ignore_case)
     mine = ours(pattern, value, ignore_case)
+    if isinstance(mine, tuple) and "word anchor" in mine[1]:
+        return   # \\< or \\> where RE2's \\b would not be the same: refused on purpose
     if isinstance(theirs, tuple) or isinstance(mine, tuple):
         # Both refuse the pattern (the reasons are worded alike, not the same).
         assert isinstance(theirs, tuple) and isinstance(mine, tuple), (pattern, theirs, mine)

@@ -5,9 +5,10 @@ the length of the value: a pattern such as "^(a+)+$" cannot backtrack
 catastrophically on hostile mail, as it does with a backtracking engine.
 Sieve's regular expressions are POSIX EREs (Pigeonhole hands them to the C
 library's regcomp); `translate()` turns one into RE2's syntax. What RE2 cannot
-do (back-references, \\< and \\>, repetition counts above 1000, multi-character
-collating elements) is refused with a reason: a compile error when the pattern
-is a literal in the script, else a run-time error (implicit keep).
+do (back-references, \\< and \\> other than next to a word character, repetition
+counts above 1000, multi-character collating elements) is refused with a reason:
+a compile error when the pattern is a literal in the script, else a run-time
+error (implicit keep).
 
 RE2 is imported only when a script uses :regex (the MDA's start-up stays lean).
 """
@@ -120,6 +121,24 @@ def _interval(p: str, i: int) -> tuple[str, int]:
     return "{" + lo + sep + hi + "}", end + 1
 
 
+def _is_word_char(c: str) -> bool:
+    return c.isascii() and (c.isalnum() or c == "_")
+
+
+def _word_anchor_is_boundary(p: str, i: int, kind: str) -> bool:
+    """Is the "\\<" or "\\>" at p[i] sure to sit next to a word character (so it equals \\b)?"""
+    if kind == "<":
+        j = i + 2
+        if p[j:j + 2] == "\\w":
+            j += 1
+        elif not (j < len(p) and _is_word_char(p[j])):
+            return False
+        return p[j + 1:j + 2] not in ("*", "?", "{")   # the character must not be optional
+    if i >= 2 and p[i - 2:i] == "\\w":
+        return i < 3 or p[i - 3] != "\\"
+    return i >= 1 and _is_word_char(p[i - 1]) and (i < 2 or p[i - 2] != "\\")
+
+
 _NOTHING = "[^\\x00-\\x{10FFFF}]"   # one character that no character is
 
 
@@ -145,7 +164,7 @@ def translate(pattern: str, ignore_case: bool = False) -> str:
             last = "assert"
         elif c in "(|":
             last = "start"
-        elif c == "\\" and i + 1 < n and pattern[i + 1] in "bB`'":
+        elif c == "\\" and i + 1 < n and pattern[i + 1] in "bB`'<>":
             last = "assert"
         else:
             last = "atom"
@@ -163,7 +182,12 @@ def translate(pattern: str, ignore_case: bool = False) -> str:
             elif d == "'":
                 out.append("\\z")
             elif d in "<>":
-                raise Untranslatable(f"the word anchor \\{d} is not supported (use \\b)")
+                # RE2 has \\b but not GNU's start/end-of-word; \\b is the same where a word
+                # character certainly follows "\\<" (or precedes "\\>").
+                if not _word_anchor_is_boundary(pattern, i - 2, d):
+                    raise Untranslatable(f"the word anchor \\{d} is supported only next to a word character "
+                                         f"(\\<word\\>); use \\b")
+                out.append("\\b")
             elif "1" <= d <= "9":
                 raise Untranslatable(f"back-references (\\{d}) are not supported")
             elif ignore_case and "a" <= d <= "z":
