@@ -199,3 +199,29 @@ def test_matches_agrees_with_the_reference_algorithm(pattern, value, casemap):
 
     fold = ascii_lower if casemap else (lambda s: s)
     assert glob(value, pattern, fold) == reference_glob(value, pattern, fold), (pattern, value)
+
+
+RICH = ('require ["fileinto", "regex", "variables", "body", "mime", "foreverypart", "envelope", "relational",\n'
+        '         "imap4flags", "date", "subaddress", "editheader", "comparator-i;ascii-numeric"];\n'
+        'if header :regex "subject" "^(re|fwd?): *(.*)$" { set "s" "${2}"; }\n'
+        'if address :detail :matches "to" "*" { fileinto "d-${1}"; }\n'
+        'if body :text :contains "x" { addflag "\\\\Seen"; }\n'
+        'if header :mime :type "content-type" "text" { fileinto "text"; }\n'
+        'foreverypart { if header :mime :param "filename" :matches "content-disposition" "*.exe" '
+        '{ fileinto "exe"; break; } }\n'
+        'if date :value "ge" :originalzone "date" "year" "2000" { fileinto "new"; }\n'
+        'if header :count "ge" :comparator "i;ascii-numeric" "received" "3" { fileinto "hops"; }\n'
+        'if envelope :domain "from" "example.com" { deleteheader "x-a"; addheader "X-B" "${s}"; }\n')
+MESSAGE_PIECES = st.sampled_from([
+    b"Subject: re: hi\r\n", b"To: a+tag@example.com\r\n", b"From: <x@example.com>\r\n", b"Received: x\r\n",
+    b"Date: Mon, 3 Jun 2024 10:00:00 +0200\r\n", b"Date: garbage\r\n", b"Content-Type: multipart/mixed; boundary=b\r\n",
+    b"Content-Type: text/html\r\n", b"Content-Disposition: attachment; filename=a.exe\r\n", b"\r\n", b"--b\r\n",
+    b"--b--\r\n", b"=?utf-8?q?x?=\r\n", b"<script>x\r\n", b" folded\r\n", b"X-A: 1\r\n", b"\xff\xfe\r\n", b"body x\r\n",
+    b"Subject: =?utf-8?b?////?=\r\n", b"To: \"unterminated <a@\r\n", b":\r\n"])
+
+
+@FUZZ
+@given(st.lists(MESSAGE_PIECES, max_size=30).map(b"".join))
+def test_any_message_through_a_rich_script_gets_a_decision(raw):
+    r = result(RICH, raw, options={"extensions": ["+editheader"]})
+    assert r.actions
