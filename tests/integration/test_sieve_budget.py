@@ -190,6 +190,20 @@ def test_fetch_delivers_all_20_messages_past_poisoned_and_slow_ones(tmp_path, do
     assert dovecot.contents("alice") == {}   # every message acknowledged (deleted) after delivery
 
 
+def test_fetch_with_a_too_deep_script_delivers_to_inbox(tmp_path, dovecot, fetchdeliver_cmd):
+    rules = tmp_path / "rules.sieve"
+    rules.write_text(DEEP_RULES)
+    setup = FetchSetup(tmp_path, dovecot, fetchdeliver_cmd, rules=str(rules))
+    setup.account("work", "imap", after="delete")
+    msgs = [make_message(i, "deep") for i in range(3)]
+    dovecot.append_many("alice", msgs)
+    r = setup.run()
+    assert r.returncode == 0, r.stderr
+    assert f"{rules}:32:1: error: cannot nest command blocks deeper than 32 levels" in r.stderr
+    assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
+    assert sorted(originals(setup.delivered())) == sorted(msgs)
+
+
 # -- the daemon ---------------------------------------------------------------------------------------------
 
 def _cpu_seconds(pid: int) -> float:
