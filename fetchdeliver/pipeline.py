@@ -91,6 +91,9 @@ def load_rules(path: str | None, settings: "Settings"):
         return None, f"rules not used, message kept in INBOX: {e}"
     except OSError as e:
         return None, f"rules not used, message kept in INBOX: cannot read {path}: {e.strerror}"
+    except Exception as e:  # a compiler bug must not stop delivery either (implicit keep)
+        return None, f"rules not used, message kept in INBOX: {path}: internal error while compiling: " \
+                     f"{type(e).__name__}: {e}"
 
 
 def _stamp(path: str):

@@ -3,8 +3,10 @@
 A header condition `^Name:rest` becomes `header :regex "name" "^rest"`: Sieve hands
 the test the unfolded value without the leading whitespace, so the translated
 pattern starts at the value. Body and variable conditions keep procmail's
-multi-line meaning of ^ and $ ("a newline") by spelling them `(^|\\n)` and
-`(\\r?\\n|$)`, which Python's `re` (our interpreter) and POSIX ERE both read.
+multi-line meaning of ^ and $ ("a newline") by spelling them `(^|LF)` and
+`(CR?LF|$)` with the line-break characters themselves: a POSIX ERE has no `\\n` escape (the C
+library behind Pigeonhole reads it as the letter n, and so does fetchdeliver). The script spells
+them `${hex:0A}` and `${hex:0D}` (encoded-character), see `encode_breaks()`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ _SENDER_NAMES = ["From", "Sender", "Resent-From", "Resent-Sender", "X-Envelope-F
 def sieve_str(s: str) -> str:
     """A Sieve quoted string."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def encode_breaks(pattern: str) -> tuple[str, bool]:
+    """LF and CR in a pattern as encoded-character's ${hex:0A} / ${hex:0D}; True when any was."""
+    if "\n" not in pattern and "\r" not in pattern:
+        return pattern, False
+    return pattern.replace("\r", "${hex:0D}").replace("\n", "${hex:0A}"), True
 
 
 def sieve_list(items: list[str]) -> str:
@@ -173,7 +182,7 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
             r.add(".")
         elif kind == "class":
             neg, items = tok[1], tok[2]
-            extra = "\\n" if neg and mode == "text" else ""
+            extra = "\n" if neg and mode == "text" else ""
             r.add("[" + ("^" if neg else "") + "".join(items) + extra + "]")
         elif kind == "open":
             depth += 1
@@ -188,14 +197,14 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
                 raise Untranslatable("a ^ inside a header pattern spans several header lines")
             if k > 0 and tokens[k - 1][0] == "eol":
                 continue  # `$^` is one newline, already written
-            r.add("(^|\\n)", 1)
+            r.add("(^|\n)", 1)
         elif kind == "eol":
             if mode == "value":
                 r.add("$")
             elif k < last and tokens[k + 1][0] == "bol":
-                r.add("\\r?\\n")
+                r.add("\r?\n")
             else:
-                r.add("(\\r?\\n|$)", 1)
+                r.add("(\r?\n|$)", 1)
         elif kind == "anchor":
             r.add("^" if k == 0 else "$")
         elif kind == "wb":

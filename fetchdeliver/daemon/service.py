@@ -86,11 +86,15 @@ class Daemon:
             self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
         self.loop.add_signal_handler(signal.SIGHUP, lambda: self._schedule_reload("SIGHUP"))
         try:
-            self.gen = load_generation(self.path)
+            self.gen = load_generation(self.path, keep_broken_scripts=True)
         except ConfigError as e:
             for line in str(e).splitlines():
                 log.error("%s", line)
             return EX_CONFIG
+        for rules, why in self.gen.script_errors.items():
+            # Loud, but not fatal: a restart loop would deliver nothing; implicit keep delivers all.
+            for line in why.splitlines():
+                log.error("STARTED WITHOUT A SIEVE SCRIPT: %s", line)
         try:
             self.status = StatusWriter(State(self.gen.settings.state_dir))
             self.status.started(self.path)
@@ -256,7 +260,12 @@ class Daemon:
 
         async with self._reload_lock:
             try:
-                gen = await in_thread(load_generation, self.path, name="reload")
+                try:
+                    gen = await in_thread(load_generation, self.path, name="reload")
+                except ConfigError:
+                    raise
+                except Exception as e:  # never a "Task exception was never retrieved"
+                    raise ConfigError(f"{type(e).__name__}: {e}") from None
             except ConfigError as e:
                 log.error("reload (%s): the new configuration is refused, the running one stays: %s", reason,
                           str(e).replace("\n", "; "))
