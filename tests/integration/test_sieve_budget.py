@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from conftest import make_message
-from fetchsetup import FetchSetup, originals
+from fetchsetup import FetchSetup, lf, originals
 from lmtp_support import RawClient, Server, dot_stuff, maildir_messages, split_trace, to_wire, write_config
 from test_daemon import daemons, start, wait_for, write_extra  # noqa: F401 (daemons: the fixture)
 
@@ -185,7 +185,7 @@ def test_fetch_delivers_all_20_messages_past_poisoned_and_slow_ones(tmp_path, do
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert "CPU time budget" in r.stderr and "rules.sieve:5: error" in r.stderr
-    assert sorted(originals(setup.delivered())) == sorted(msgs)
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs))
     assert setup.delivered("Trap") == [] and setup.delivered("Never") == []
     assert dovecot.contents("alice") == {}   # every message acknowledged (deleted) after delivery
 
@@ -201,7 +201,7 @@ def test_fetch_with_a_too_deep_script_delivers_to_inbox(tmp_path, dovecot, fetch
     assert r.returncode == 0, r.stderr
     assert f"{rules}:32:1: error: cannot nest command blocks deeper than 32 levels" in r.stderr
     assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
-    assert sorted(originals(setup.delivered())) == sorted(msgs)
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs))
 
 
 # -- the daemon ---------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_daemon_delivers_poisoned_mail_and_honours_sigterm_during_a_slow_run(tmp
     dovecot.append_many("alice", [POISON, slow])
     d = start(daemons, setup)
     wait_for(lambda: setup.count_delivered() == 1, 30, "the poisoned message delivered", proc=d)
-    assert originals(setup.delivered()) == [POISON]
+    assert originals(setup.delivered()) == [lf(POISON)]
     busy_from = _cpu_seconds(d.p.pid)
     wait_for(lambda: _cpu_seconds(d.p.pid) > busy_from + 1.0, 30, "the slow Sieve run under way", proc=d)
     rc, took = d.stop(signal.SIGTERM, timeout=10)
@@ -245,7 +245,7 @@ def test_daemon_starts_with_a_too_deep_script_and_reload_refuses_one(tmp_path, d
     d = start(daemons, setup)
     d.wait_log(r"STARTED WITHOUT A SIEVE SCRIPT: .*rules\.sieve:32:1: error: cannot nest command blocks")
     wait_for(lambda: setup.count_delivered() == 1, 30, "implicit keep with the broken script", proc=d)
-    assert originals(setup.delivered()) == [make_message(1, "deep")]
+    assert originals(setup.delivered()) == [lf(make_message(1, "deep"))]
     d.wait_log(r"rules not used, message kept in INBOX: .*cannot nest command blocks")
 
     rules.write_text('require "fileinto";\nfileinto "Fixed";\n')
