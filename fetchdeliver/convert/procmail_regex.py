@@ -3,7 +3,7 @@
 A header condition `^Name:rest` becomes `header :regex "name" "^rest"`: Sieve hands
 the test the unfolded value without the leading whitespace, so the translated
 pattern starts at the value. Body and variable conditions keep procmail's
-multi-line meaning of ^ and $ ("a newline") by spelling them `(^|\\n)` and
+multi-line meaning of ^ and $ ("a newline") by spelling them `(^|${hex:0A})` and
 `(${hex:0D}?${hex:0A}|$)`: the newline is written with the encoded-character extension
 (RFC 5228 2.4.2.4), because POSIX regular expressions have no escape for it (glibc and
 the RE2 translation read `\\n` as the letter n).
@@ -49,6 +49,13 @@ _SENDER_NAMES = ["From", "Sender", "Resent-From", "Resent-Sender", "X-Envelope-F
 def sieve_str(s: str) -> str:
     """A Sieve quoted string."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def encode_breaks(pattern: str) -> tuple[str, bool]:
+    """LF and CR in a pattern as encoded-character's ${hex:0A} / ${hex:0D}; True when any was."""
+    if "\n" not in pattern and "\r" not in pattern:
+        return pattern, False
+    return pattern.replace("\r", "${hex:0D}").replace("\n", "${hex:0A}"), True
 
 
 def sieve_list(items: list[str]) -> str:
@@ -205,7 +212,7 @@ def render(tokens: list[tuple], mode: str, var_names: list[str], out: Rendered |
                 raise Untranslatable("a ^ inside a header pattern spans several header lines")
             if k > 0 and tokens[k - 1][0] == "eol":
                 continue  # `$^` is one newline, already written
-            r.add("(^|\\n)", 1)
+            r.add("(^|" + LF + ")", 1)
         elif kind == "eol":
             if mode == "value":
                 r.add("$")

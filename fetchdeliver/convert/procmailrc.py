@@ -309,6 +309,9 @@ class Converter:
             out = out.replace(chr(prx.VAR_BASE + k), "${" + name + "}")
         if names:
             self.requires.add("variables")
+        out, encoded = prx.encode_breaks(out)
+        if encoded:
+            self.requires.add("encoded-character")
         return sieve_str(out)
 
     def value(self, raw: str, names: list[str]) -> str:
