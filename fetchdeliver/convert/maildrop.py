@@ -606,8 +606,8 @@ class Converter:
             args = (" [" + ", ".join(sieve_str(a) for a in words[1:]) + "]") if len(words) > 1 else ""
             self.emit(indent, f"pipe {':copy ' if copy else ''}{sieve_str(posixpath.basename(words[0]))}{args};")
         elif value.startswith("!"):
-            note = ("a forward (redirect) goes out through the outbound queue of `fetchdeliver lmtp` or "
-                    "`fetchdeliver daemon`; `fetchdeliver deliver` has none yet and keeps such mail in INBOX")
+            note = ("a forward (redirect) is queued durably in the outbound queue (by `deliver` too) and sent "
+                    "by `fetchdeliver daemon`, `fetchdeliver lmtp` or `fetchdeliver queue flush`")
             if note not in self.notes:
                 self.notes.append(note)
             for addr in value[1:].split():

@@ -690,8 +690,8 @@ class Converter:
             if not addrs:
                 raise Untranslatable("! without an address")
             self._part_flags(r, "forward")
-            note = ("a forward (redirect) goes out through the outbound queue of `fetchdeliver lmtp` or "
-                    "`fetchdeliver daemon`; `fetchdeliver deliver` has none yet and keeps such mail in INBOX")
+            note = ("a forward (redirect) is queued durably in the outbound queue (by `deliver` too) and sent "
+                    "by `fetchdeliver daemon`, `fetchdeliver lmtp` or `fetchdeliver queue flush`")
             if note not in self.notes:
                 self.notes.append(note)
             for a in addrs:
