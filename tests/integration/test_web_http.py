@@ -1,0 +1,191 @@
+"""The web page over plain HTTP against a real `fetchdeliver web` process: the login wall (303), CSRF (403),
+logins through the IMAP passwd-file, the rules endpoints, the non-loopback refusal; the delivery log and
+`fetchdeliver log` with a real MDA delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from web_support import Client, WebProc, env, passwd  # noqa: E402
+
+PAGES = ["/", "/deliveries", "/queue", "/rules", "/deliveries?sender=x"]
+POSTS = ["/logout", "/queue/abc/retry", "/queue/abc/remove", "/rules/check", "/rules/preview", "/rules/save"]
+
+SCRIPT = """require ["fileinto", "imap4flags"];
+if header :contains "subject" "invoice" {
+    fileinto :flags "\\\\Flagged" "Bills";
+    stop;
+}
+"""
+
+
+def _config(tmp_path, extra: str = "") -> str:
+    pw = passwd(tmp_path, {"alice": "secret", "bob": "other"})
+    home = tmp_path / "home" / "alice"
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "Maildir"}"\nstate_dir = "{tmp_path / "state"}"\n'
+                    f'rules = "{home}/.dovecot.sieve"\n\n[imap]\npasswd_file = "{pw}"\n\n'
+                    f'[web]\nlogin_failure_delay = "0s"\n\n[log]\nmda = true\n' + extra)
+    return str(conf)
+
+
+@pytest.fixture
+def web(tmp_path):
+    proc = WebProc(_config(tmp_path), "--listen", "127.0.0.1:0")
+    yield proc
+    proc.stop()
+
+
+def test_every_page_answers_303_to_login_without_a_session(web):
+    c = Client(web.url)
+    for path in PAGES:
+        status, headers, _ = c.get(path)
+        assert status == 303 and headers["location"] == "/login", path
+    for path in POSTS:
+        status, headers, _ = c.post(path, {"csrf": "whatever"})
+        assert status == 303 and headers["location"] == "/login", path
+    status, headers, page = c.get("/login")
+    assert status == 200 and 'name="csrf"' in page
+    cookie = headers["set-cookie"].lower()
+    assert "samesite=strict" in cookie and "httponly" in cookie
+
+
+def test_a_form_post_without_its_csrf_token_answers_403(web):
+    c = Client(web.url)
+    _s, _h, page = c.get("/login")
+    # The login form itself needs the token.
+    status, _h, _b = c.post("/login", {"user": "alice", "password": "secret"})
+    assert status == 403
+    token = c.login("alice", "secret")
+    for path in POSTS:
+        status, _h, body = c.post(path, {"script": "keep;"})
+        assert status == 403, path
+        status, _h, body = c.post(path, {"script": "keep;", "csrf": "wrong" + token})
+        assert status == 403, path
+    status, _h, _b = c.post_json("/rules/check", {"script": "keep;"}, None)
+    assert status == 403
+    # With the token the same requests work.
+    status, _h, body = c.post_json("/rules/check", {"script": "keep;"}, token)
+    assert status == 200 and json.loads(body) == {"ok": True, "errors": []}
+    # A token from another session is refused too.
+    other = Client(web.url)
+    other_token = other.login("bob", "other")
+    status, _h, _b = c.post("/rules/save", {"script": "keep;", "csrf": other_token})
+    assert status == 403
+
+
+def test_wrong_password_is_refused_and_logout_ends_the_session(web):
+    c = Client(web.url)
+    _s, _h, page = c.get("/login")
+    status, _h, body = c.post("/login", {"csrf": Client.csrf(page), "user": "alice", "password": "nope"})
+    assert status == 401 and "Wrong user name or password" in body
+    assert c.get("/")[0] == 303
+    token = c.login("alice", "secret")
+    assert c.get("/")[0] == 200
+    status, headers, _ = c.post("/logout", {"csrf": token})
+    assert status == 303 and headers["location"] == "/login"
+    assert c.get("/")[0] == 303
+
+
+def test_rules_check_reports_line_and_column_and_save_goes_through_the_managesieve_store(web, tmp_path):
+    c = Client(web.url)
+    token = c.login("alice", "secret")
+    broken = 'require "fileinto";\nif header :contains "subject" "x" {\n  fileinto "J"\n}\n'
+    status, _h, body = c.post_json("/rules/check", {"script": broken}, token)
+    res = json.loads(body)
+    assert status == 200 and not res["ok"]
+    assert res["errors"][0]["line"] == 4 and res["errors"][0]["column"] == 1
+    assert "expected ';'" in res["errors"][0]["message"]
+    # A script that does not compile is not saved.
+    status, _h, body = c.post("/rules/save", {"csrf": token, "script": broken})
+    assert status == 422 and "line 4, column 1" in body
+    home = tmp_path / "home" / "alice"
+    assert not os.path.lexists(home / ".dovecot.sieve")
+    status, headers, _ = c.post("/rules/save", {"csrf": token, "script": SCRIPT.replace("\n", "\r\n")})
+    assert status == 303 and headers["location"].startswith("/rules?saved=")
+    # Pigeonhole's layout, as PUTSCRIPT + SETACTIVE leave it; the browser's CRLF stored as LF.
+    assert os.readlink(home / ".dovecot.sieve") == "sieve/fetchdeliver.sieve"
+    assert (home / "sieve" / "fetchdeliver.sieve").read_text() == SCRIPT
+    _s, _h, page = c.get("/rules")
+    assert "fileinto :flags" in page
+
+
+def test_mda_delivery_is_logged_with_its_trace_and_shown(web, tmp_path):
+    conf = str(tmp_path / "config.toml")
+    home = tmp_path / "home" / "alice"
+    (home / "sieve").mkdir()
+    (home / "sieve" / "main.sieve").write_text(SCRIPT)
+    os.symlink("sieve/main.sieve", home / ".dovecot.sieve")
+    for subject in ("invoice 42", "hello"):
+        raw = f"From: Shop <shop@example.org>\nTo: alice@example.org\nSubject: {subject}\n\nBody.\n".encode()
+        r = subprocess.run([sys.executable, "-m", "fetchdeliver", "deliver", "-c", conf, "-f", "shop@example.org",
+                            "-a", "alice@example.org"], input=raw, capture_output=True, timeout=60, env=env())
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "log", "-c", conf, "--json"], capture_output=True,
+                       text=True, timeout=60, env=env())
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["subject"] for row in rows] == ["invoice 42", "hello"]
+    invoice = rows[0]
+    assert invoice["kind"] == "MDA" and invoice["dest"] == ["maildir:Bills"] and invoice["flags"] == ["\\Flagged"]
+    assert invoice["explained"][0] == 'rule at line 2 matched `header :contains "subject" "invoice"`'
+    assert rows[1]["dest"] == ["maildir:INBOX"] and rows[1]["trace"] == []
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "log", "-c", conf, "--subject", "invoice"],
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert "rule at line 2 matched" in r.stdout and "hello" not in r.stdout
+
+    c = Client(web.url)
+    c.login("alice", "secret")
+    _s, _h, page = c.get("/deliveries?folder=Bills")
+    assert "invoice 42" in page and "hello" not in page
+    assert "rule at line 2 matched `header :contains &#34;subject&#34; &#34;invoice&#34;`" in page
+
+
+def test_a_user_sees_only_deliveries_into_their_own_store(tmp_path):
+    conf = _config(tmp_path)
+    pw = tmp_path / "passwd"
+    pw.write_text(pw.read_text().replace(f"{tmp_path}/home/bob::", f"{tmp_path}/home/bob::userdb_mail=maildir:"
+                                         f"{tmp_path}/bobmail"))
+    raw = b"From: a@example.org\nSubject: for alice\n\nx\n"
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "deliver", "-c", conf], input=raw,
+                       capture_output=True, timeout=60, env=env())
+    assert r.returncode == 0, r.stderr
+    proc = WebProc(conf, "--listen", "127.0.0.1:0")
+    try:
+        alice, bob = Client(proc.url), Client(proc.url)
+        alice.login("alice", "secret")
+        bob.login("bob", "other")
+        assert "for alice" in alice.get("/deliveries")[2]
+        assert "for alice" not in bob.get("/deliveries")[2]
+    finally:
+        proc.stop()
+
+
+def test_refuses_plain_http_on_a_non_loopback_address(tmp_path):
+    conf = _config(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "web", "-c", conf, "--listen", "0.0.0.0:0"],
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert r.returncode == 78
+    assert "refusing to serve the web page without TLS on 0.0.0.0:0" in r.stderr
+    assert "allow_insecure" in r.stderr
+
+
+def test_config_check_knows_the_web_and_log_tables(tmp_path):
+    conf = _config(tmp_path)
+    text = open(conf).read().replace('login_failure_delay = "0s"', 'login_failure_delay = "0s"\nlisten = 5')
+    open(conf, "w").write(text + '\n')
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "config", "check", "-c", conf],
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert r.returncode != 0 and "web.listen" in (r.stdout + r.stderr)
+    text = text.replace("listen = 5", "").replace("mda = true", 'keep = "soon"')
+    open(conf, "w").write(text)
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "config", "check", "-c", conf],
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert r.returncode != 0 and "log.keep" in (r.stdout + r.stderr)
