@@ -106,13 +106,13 @@ def describe(item: dict) -> str:
 
 
 class Recorder:
-    """Writes rows for one source (its own SQLite connection, opened on the first row; thread-safe)."""
+    """Writes rows into the state database of `state_dir` (one SQLite connection per thread, opened at
+    its first row: the daemon delivers from several threads)."""
 
     def __init__(self, state_dir: str, keep: float = DEFAULT_KEEP) -> None:
         self.state_dir = state_dir
         self.keep = keep
-        self._db = None
-        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _open(self):
         from fetchdeliver.state import open_database
@@ -124,9 +124,7 @@ class Recorder:
     def record(self, message, outcome, trace: list[str], script, store_root: str = "") -> None:
         """Add the row for `message` (never raises: the log must not fail a delivery)."""
         try:
-            row = self.row(message, outcome, trace, script, store_root)
-            with self._lock:
-                self._insert(row)
+            self._insert(self.row(message, outcome, trace, script, store_root))
         except Exception as e:  # noqa: BLE001 - a diary must not cost a message
             _log().warning("delivery log not written: %s", e)
 
@@ -148,24 +146,27 @@ class Recorder:
     def _insert(self, row: tuple) -> None:
         import sqlite3
 
-        if self._db is None:
-            self._db = self._open()
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._open()
         sql = ("INSERT INTO delivery_log (at, source, sender, from_header, subject, status, dest, flags, "
                "trace, store, errors) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
         try:
-            cur = self._db.execute(sql, row)
+            cur = db.execute(sql, row)
         except sqlite3.OperationalError as e:
             if "no such table" not in str(e):
                 raise
-            create(self._db)
-            cur = self._db.execute(sql, row)
+            create(db)
+            cur = db.execute(sql, row)
         if cur.lastrowid and cur.lastrowid % EXPIRE_EVERY == 0:
-            expire(self._db, self.keep)
+            expire(db, self.keep)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Close this thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
 
 
 def create(db) -> None:
