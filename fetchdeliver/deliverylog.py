@@ -85,6 +85,11 @@ def compact_trace(lines: list[str], script_path: str | None) -> list[dict]:
         item = {"line": line, "what": what[:MAX_TEXT], "src": src}
         if file and file != script_path and os.path.basename(script_path or "") != os.path.basename(file):
             item["file"] = os.path.basename(file)   # an included script
+        prev = out[-1] if out else None
+        if prev and prev["line"] == line and prev["what"].endswith(" test: true") and \
+                what.endswith(" test: true"):
+            out[-1] = item   # tests nested on one line (anyof, not): the enclosing one says it all
+            continue
         out.append(item)
     return out
 
