@@ -10,22 +10,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 
 import pytest
 
-pytest.importorskip("starlette")
-webdriver = pytest.importorskip("selenium.webdriver")
-
-from dovecot import closed_port  # noqa: E402
-from fetchsetup import FetchSetup  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from smtp_sinks import Sink  # noqa: E402
-from test_daemon import DaemonProc  # noqa: E402
-from web_support import passwd, wait_for  # noqa: E402
+from dovecot import closed_port
+from fetchsetup import FetchSetup
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+from smtp_sinks import Sink
+from test_daemon import DaemonProc
+from web_support import passwd, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

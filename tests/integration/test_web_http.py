@@ -11,10 +11,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-
-from web_support import Client, WebProc, env, passwd  # noqa: E402
+from web_support import Client, WebProc, env, passwd
 
 PAGES = ["/", "/deliveries", "/queue", "/rules", "/deliveries?sender=x"]
 POSTS = ["/logout", "/queue/abc/retry", "/queue/abc/remove", "/rules/check", "/rules/preview", "/rules/save"]
