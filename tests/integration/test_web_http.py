@@ -186,3 +186,39 @@ def test_config_check_knows_the_web_and_log_tables(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fetchdeliver", "config", "check", "-c", conf],
                        capture_output=True, text=True, timeout=60, env=env())
     assert r.returncode != 0 and "log.keep" in (r.stdout + r.stderr)
+
+
+def test_https_with_a_certificate_and_secure_cookies(tmp_path):
+    import http.cookiejar
+    import ssl
+    import urllib.request
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_file), append=True)
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    conf = _config(tmp_path)
+    text = open(conf).read().replace("[web]\n", f'[web]\nlisten = ""\ntls_listen = "127.0.0.1:0"\n'
+                                               f'cert = "{cert_file}"\nkey = "{key_file}"\n')
+    open(conf, "w").write(text)
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "web", "-c", conf], stderr=subprocess.PIPE,
+                            text=True, env=env())
+    try:
+        line = proc.stderr.readline()
+        assert "listening on https://127.0.0.1:" in line, line
+        url = line.split("listening on ")[1].strip().rstrip("/")
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
+                                             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with opener.open(url + "/login", timeout=30) as r:
+            cookie = r.headers["set-cookie"].lower()
+            assert r.status == 200 and "secure" in cookie and "samesite=strict" in cookie
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        proc.stderr.close()

@@ -102,3 +102,21 @@ def test_compact_trace_keeps_true_tests_and_actions_with_source_text(tmp_path):
                    {"line": 2, "what": "discard", "src": "discard;"},
                    {"line": 0, "what": "runtime error: boom; keeping the message", "src": ""}]
     assert deliverylog.describe(out[0]) == 'rule at line 1 matched `header :is "x" "y"`'
+
+
+def test_the_mda_imports_neither_the_web_stack_nor_the_log_by_default(tmp_path):
+    import subprocess
+    import sys
+
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "Maildir"}"\nstate_dir = "{tmp_path / "state"}"\n'
+                    f'cache_dir = "{tmp_path / "cache"}"\n\n[web]\nlisten = "127.0.0.1:8025"\n')
+    code = ("import sys\nfrom fetchdeliver.cli import main\nrc = main(['deliver', '-c', sys.argv[1]])\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'jinja2', "
+            "'itsdangerous', 'sqlite3') or m in ('fetchdeliver.deliverylog', 'fetchdeliver.web.app'))\n"
+            "print(rc, bad)\n")
+    for _ in range(2):  # the second run reads the config from its cache
+        r = subprocess.run([sys.executable, "-c", code, str(conf)], input=b"Subject: x\n\nx\n",
+                           capture_output=True, timeout=60)
+        assert r.stdout.decode().strip() == "0 []", r.stdout + r.stderr
+    assert not (tmp_path / "state" / "state.sqlite").exists()
