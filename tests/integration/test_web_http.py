@@ -222,3 +222,37 @@ def test_https_with_a_certificate_and_secure_cookies(tmp_path):
         proc.terminate()
         proc.wait(15)
         proc.stderr.close()
+
+
+def test_queue_remove_and_who_sees_which_queued_message(tmp_path):
+    from fetchdeliver.config import Settings, load
+    from fetchdeliver.outbound.queue import OutboundQueue
+
+    conf = _config(tmp_path, '\n[relay]\nhost = "127.0.0.1"\nport = 9\ntls = "none"\n')
+    text = open(conf).read().replace("[web]\n", '[web]\nadmins = ["bob"]\n')
+    text += f'\n[[account]]\nname = "work"\nprotocol = "imap"\nhost = "127.0.0.1"\nuser = "alice"\npassword = "x"\n'
+    open(conf, "w").write(text)
+    q = OutboundQueue.from_settings(Settings(load(conf), conf))
+    mine = q.enqueue("alice@example.org", "carol@example.org", b"Subject: mine\n\nx\n", origin="work")
+    other = q.enqueue("", "dave@example.org", b"Subject: other\n\nx\n", origin="lmtp[127.0.0.1] <x@y>")
+    q.close()
+    proc = WebProc(conf, "--listen", "127.0.0.1:0")
+    try:
+        alice, bob = Client(proc.url), Client(proc.url)
+        token = alice.login("alice", "secret")
+        bob.login("bob", "other")
+        page = alice.get("/queue")[2]
+        assert mine in page and other not in page and "carol@example.org" in page   # her account's only
+        page = bob.get("/queue")[2]
+        assert mine in page and other in page                                         # an admin's view
+        # alice cannot touch what is not hers; removing her own works.
+        status, headers, _ = alice.post(f"/queue/{other}/remove", {"csrf": token})
+        assert status == 303 and headers["location"] == "/queue?done=gone"
+        status, headers, _ = alice.post(f"/queue/{mine}/remove", {"csrf": token})
+        assert status == 303 and headers["location"] == "/queue?done=removed"
+        q = OutboundQueue.from_settings(Settings(load(conf), conf))
+        assert [i.id for i in q.items()] == [other]
+        q.close()
+        assert "The queue is empty." in alice.get("/queue")[2]
+    finally:
+        proc.stop()
