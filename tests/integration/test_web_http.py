@@ -230,7 +230,7 @@ def test_queue_remove_and_who_sees_which_queued_message(tmp_path):
 
     conf = _config(tmp_path, '\n[relay]\nhost = "127.0.0.1"\nport = 9\ntls = "none"\n')
     text = open(conf).read().replace("[web]\n", '[web]\nadmins = ["bob"]\n')
-    text += f'\n[[account]]\nname = "work"\nprotocol = "imap"\nhost = "127.0.0.1"\nuser = "alice"\npassword = "x"\n'
+    text += '\n[[account]]\nname = "work"\nprotocol = "imap"\nhost = "127.0.0.1"\nuser = "alice"\npassword = "x"\n'
     open(conf, "w").write(text)
     q = OutboundQueue.from_settings(Settings(load(conf), conf))
     mine = q.enqueue("alice@example.org", "carol@example.org", b"Subject: mine\n\nx\n", origin="work")
