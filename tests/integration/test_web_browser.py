@@ -177,6 +177,7 @@ def test_the_page_in_a_browser_against_a_daemon_fetching_from_dovecot(tmp_path, 
                              for r in deliverylog.query(setup.state_dir)), 60, "the saved script in use")
 
         # -- queue: the redirect waits, with its last answer; retry it once the relay is up ---------------------
+        d.wait_log(r"deferred <bob@example\.org> \(try 1")     # its first try has answered
         b.find_element(By.LINK_TEXT, "Queue").click()
         row = WebDriverWait(b, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr.queued")))
         assert "bob@example.org" in row.text and row.find_element(By.CLASS_NAME, "answer").text != "-"
