@@ -257,12 +257,19 @@ def _recent_messages(root: str, count: int) -> list[tuple[str, str]]:
     return [(p, f) for _m, p, f in found[:count]]
 
 
+def _no_programs(program: str, args: list[str], stdin: bytes) -> bytes:
+    """A preview has no side effects: vnd.dovecot.execute/filter programs are not run."""
+    from fetchdeliver.errors import PermanentDeliveryError
+
+    raise PermanentDeliveryError(f"program {program!r} is not run in a preview")
+
+
 def _decision(script, message, options) -> list[str]:
     from fetchdeliver import sieve
 
     if script is None:
         return ["keep INBOX (no rules)"]
-    result = sieve.run(script, message, sieve.SieveEnv(message, options=options))
+    result = sieve.run(script, message, sieve.SieveEnv(message, options=options, run_program=_no_programs))
     out = []
     for a in result.actions:
         t = a.type

@@ -256,3 +256,37 @@ def test_queue_remove_and_who_sees_which_queued_message(tmp_path):
         assert "The queue is empty." in alice.get("/queue")[2]
     finally:
         proc.stop()
+
+
+def test_the_preview_runs_no_program_and_compares_with_the_active_script(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    marker = tmp_path / "ran"
+    (bindir / "touchit").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (bindir / "touchit").chmod(0o755)
+    conf = _config(tmp_path, f'\n[sieve]\npipe_bin_dir = "{bindir}"\nextensions = ["+vnd.dovecot.execute"]\n')
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "Maildir" / ".Bills" / sub).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "Maildir" / ".Bills" / "cur" / "1.x:2,").write_bytes(b"From: a@b\nSubject: invoice 1\n\nx\n")
+    (tmp_path / "Maildir" / "new" / "2.x").write_bytes(b"From: c@d\nSubject: hello\n\nx\n")
+    proc = WebProc(conf, "--listen", "127.0.0.1:0")
+    try:
+        c = Client(proc.url)
+        token = c.login("alice", "secret")
+        assert c.post("/rules/save", {"csrf": token, "script": SCRIPT})[0] == 303
+        script = 'require ["vnd.dovecot.execute"];\nexecute "touchit";\n'
+        status, _h, body = c.post_json("/rules/preview", {"script": script}, token)
+        res = json.loads(body)
+        assert status == 200 and res["errors"] == [] and len(res["rows"]) == 2
+        assert not marker.exists()
+        rows = {r["subject"]: r for r in res["rows"]}
+        assert rows["invoice 1"]["folder"] == "Bills"
+        assert rows["invoice 1"]["current"] == ["fileinto Bills +\\Flagged"]
+        assert rows["invoice 1"]["proposed"][0] == "keep INBOX" and rows["invoice 1"]["changed"]
+        assert rows["hello"]["current"] == ["keep INBOX"] and rows["hello"]["folder"] == "INBOX"
+        # A preview of a script with errors answers with them, line and column.
+        status, _h, body = c.post_json("/rules/preview", {"script": "keep"}, token)
+        assert json.loads(body)["errors"][0]["line"] == 1
+    finally:
+        proc.stop()
