@@ -72,10 +72,10 @@ def build_web_config(args, data: dict, config_path: str | None = None) -> WebCon
     if web.get("tls_listen") and not web.get("cert"):
         raise ConfigError("--tls-listen / tls_listen needs --cert and --key", key="web.tls_listen")
     # Logins, script stores and the Sieve compiler are the ManageSieve server's (same passwd-file).
-    try:
-        sieve = Server(build_config(argparse.Namespace(), data))
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("managesieve.", "web/managesieve."), key="web") from None
+    if not any((data.get(t) or {}).get(k) for t in ("managesieve", "imap") for k in ("passwd_file", "backend")):
+        raise ConfigError("the web page logs users in with the IMAP server's passwd-file: set [imap] "
+                          "passwd_file (create entries with `fetchdeliver passwd USER`)", key="imap.passwd_file")
+    sieve = Server(build_config(argparse.Namespace(), data))
     return WebConfig(listen=web["listen"], tls_listen=web.get("tls_listen", []), cert=web.get("cert"),
                      key=web.get("key"), allow_insecure=web["allow_insecure"], admins=web.get("admins"),
                      session_lifetime=float(web["session_lifetime"]),

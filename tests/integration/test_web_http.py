@@ -290,3 +290,12 @@ def test_the_preview_runs_no_program_and_compares_with_the_active_script(tmp_pat
         assert json.loads(body)["errors"][0]["line"] == 1
     finally:
         proc.stop()
+
+
+def test_without_a_passwd_file_the_error_says_where_logins_come_from(tmp_path):
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "M"}"\nstate_dir = "{tmp_path / "s"}"\n\n[web]\n')
+    r = subprocess.run([sys.executable, "-m", "fetchdeliver", "web", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=60, env=env())
+    assert r.returncode == 78
+    assert "imap.passwd_file" in r.stderr and "fetchdeliver passwd USER" in r.stderr
