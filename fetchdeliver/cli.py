@@ -80,6 +80,11 @@ def _build_parser():
 
     managesieve_command.add_arguments(sub.add_parser("managesieve",
                                                      help="let users edit their Sieve rules (RFC 5804)"))
+    from fetchdeliver import deliverylog
+    from fetchdeliver.web import command as web_command
+
+    web_command.add_arguments(sub.add_parser("web", help="the web page: accounts, deliveries, queue, rules"))
+    deliverylog.add_arguments(sub.add_parser("log", help="the latest deliveries with their Sieve trace"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
@@ -147,6 +152,14 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.managesieve import command as managesieve_command
 
         return managesieve_command.main(args)
+    if cmd == "web":
+        from fetchdeliver.web import command as web_command
+
+        return web_command.main(args)
+    if cmd == "log":
+        from fetchdeliver import deliverylog
+
+        return deliverylog.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 

@@ -200,9 +200,16 @@ SIEVE_KEYS = {
     "environment": _str_table,                             # extra items for the environment extension
 }
 
+LOG_KEYS = {
+    "keep": _duration,                # how long the delivery log keeps a row (default 30d)
+    "deliveries": _bool,              # write the delivery log at all (default true)
+    "mda": _bool,                     # also from `fetchdeliver deliver` (default false: it costs start-up)
+}
+
 TABLES: dict[str, dict] = {
     "delivery": DELIVERY_KEYS,
     "sieve": SIEVE_KEYS,
+    "log": LOG_KEYS,
 }
 
 # [[name]] arrays of tables: name -> (keys, required keys). Later features
@@ -240,7 +247,7 @@ def _load_feature_schemas() -> None:
 
     for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
                 "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
-                "fetchdeliver.managesieve.settings"):
+                "fetchdeliver.managesieve.settings", "fetchdeliver.web.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

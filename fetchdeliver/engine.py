@@ -63,7 +63,7 @@ class Context:
     """What `process()` needs besides the message: where to store, which rules, which options."""
 
     __slots__ = ("store", "script", "script_error", "sieve_options", "pipe_bin_dir", "state",
-                 "outbound", "default_mailbox", "dry_run", "rules")
+                 "outbound", "default_mailbox", "dry_run", "rules", "delivery_log", "trace")
 
     def __init__(self, store: "MailStore", script=None, *, script_error: str | None = None,
                  sieve_options: dict | None = None, pipe_bin_dir: str | None = None, state=None,
@@ -78,11 +78,14 @@ class Context:
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
         self.rules = None                   # pipeline.RulesFile: re-read the script when its file changed
+        self.delivery_log = None            # deliverylog.Recorder: one row per decided message, or None
+        self.trace: list[str] = []          # the last Sieve run's trace (kept only with a delivery_log)
 
 
 def decide(message: "Message", ctx: Context) -> tuple[list[Action], list[str], "Message"]:
     """Run the rules (if any) and return (actions, errors, message as edited by the rules)."""
     errors: list[str] = []
+    ctx.trace = []
     if ctx.rules is not None:
         try:
             ctx.rules.refresh(ctx)
@@ -97,8 +100,10 @@ def decide(message: "Message", ctx: Context) -> tuple[list[Action], list[str], "
     try:
         env = sieve.SieveEnv(message, options=ctx.sieve_options,
                              duplicate_seen=_duplicate_checker(ctx),
-                             mailbox_exists=ctx.store.mailbox_exists)
+                             mailbox_exists=ctx.store.mailbox_exists,
+                             trace=ctx.delivery_log is not None)
         result = sieve.run(ctx.script, message, env)
+        ctx.trace = result.trace
     except Exception as e:  # a bug in the interpreter must not lose mail
         _log().exception("Sieve interpreter failed; keeping the message in INBOX")
         return [keep(implicit=True)], errors + [f"sieve: internal error: {e}"], message
@@ -175,8 +180,8 @@ def process(message: "Message", ctx: Context) -> Outcome:
         stores.append(Store(ctx.default_mailbox, [], implicit=True, kind="keep"))
 
     if rejects and not stores:
-        return Outcome(REJECTED, receipts=receipts, actions=actions, errors=errors,
-                       reason=rejects[0].reason)  # type: ignore[attr-defined]
+        return _logged(message, ctx, Outcome(REJECTED, receipts=receipts, actions=actions, errors=errors,
+                                             reason=rejects[0].reason))  # type: ignore[attr-defined]
 
     for s in stores:
         try:
@@ -201,7 +206,16 @@ def process(message: "Message", ctx: Context) -> Outcome:
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
             return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
-    return Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors)
+    return _logged(message, ctx, Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors))
+
+
+def _logged(message: "Message", ctx: Context, outcome: Outcome) -> Outcome:
+    """Write the delivery log row (when there is a log); the outcome is returned unchanged."""
+    if ctx.delivery_log is not None:
+        store = ctx.store
+        root = getattr(store, "root", None) or getattr(store, "inbox_path", None) or ""
+        ctx.delivery_log.record(message, outcome, ctx.trace, ctx.script, os.path.abspath(root) if root else "")
+    return outcome
 
 
 def _planned(actions, errors, stores, others, rejects, ctx: Context) -> Outcome:

@@ -140,7 +140,7 @@ class RulesFile:
 
 def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
                   rules: str | None = None, default_mailbox: str | None = None,
-                  dry_run: bool = False, state=None) -> "Context":
+                  dry_run: bool = False, state=None, delivery_log: bool = True) -> "Context":
     from fetchdeliver.engine import Context
 
     store = store_from_settings(settings, maildir=maildir, mbox=mbox)
@@ -152,4 +152,8 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
                   default_mailbox=default_mailbox or settings.delivery.get("default_mailbox", "INBOX"),
                   dry_run=dry_run)
     ctx.rules = live
+    if delivery_log and not dry_run:
+        from fetchdeliver.deliverylog import recorder_for
+
+        ctx.delivery_log = recorder_for(settings)
     return ctx

@@ -41,6 +41,7 @@ def _tables(gen, names: tuple[str, ...]) -> str:
 LMTP_TABLES = ("lmtp", "recipient", "delivery", "sieve", "relay", "queue")
 IMAP_TABLES = ("imap", "delivery")
 MANAGESIEVE_TABLES = ("managesieve", "imap", "sieve")
+WEB_TABLES = ("web", "managesieve", "imap", "sieve", "log")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -60,6 +61,7 @@ class Daemon:
         self.lmtp = None
         self.imap = None
         self.managesieve = None
+        self.web = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -169,6 +171,8 @@ class Daemon:
             await self._start_imap()
         if "managesieve" in data:
             await self._start_managesieve()
+        if "web" in data:
+            await self._start_web()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -213,6 +217,19 @@ class Daemon:
         for w in wheres:
             log.info("managesieve: listening on %s", w, extra={"listener": "managesieve"})
 
+    async def _start_web(self) -> None:
+        import argparse
+
+        from fetchdeliver.web.command import build_web_config
+        from fetchdeliver.web.server import WebServer
+
+        server = WebServer(build_web_config(argparse.Namespace(), self.gen.settings.data, self.path), daemon=self)
+        addrs = await server.start()
+        wheres = [f"{'https' if tls else 'http'}://{h}:{p}/" for h, p, tls in addrs]
+        self.web = (server, wheres)
+        for w in wheres:
+            log.info("web: listening on %s", w, extra={"listener": "web"})
+
     def _record_listeners(self) -> None:
         items = []
         if self.lmtp:
@@ -221,6 +238,8 @@ class Daemon:
             items.extend({"kind": "imap", "where": w} for w in self.imap[2])
         if self.managesieve:
             items.extend({"kind": "managesieve", "where": w} for w in self.managesieve[2])
+        if self.web:
+            items.extend({"kind": "web", "where": w} for w in self.web[1])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -312,7 +331,8 @@ class Daemon:
         self.status.accounts(list(wanted))
         if _tables(old, LMTP_TABLES) != _tables(gen, LMTP_TABLES) or \
                 _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
-                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES):
+                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES) or \
+                _tables(old, WEB_TABLES) != _tables(gen, WEB_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -352,6 +372,13 @@ class Daemon:
             serving.cancel()
             try:
                 await asyncio.wait_for(server.stop(), 3)
+            except asyncio.TimeoutError:
+                pass
+        if self.web is not None:
+            server, _ = self.web
+            self.web = None
+            try:
+                await asyncio.wait_for(server.stop(), 6)
             except asyncio.TimeoutError:
                 pass
 

@@ -163,6 +163,12 @@ class OutboundQueue:
             _unlink(os.path.join(self.msg_dir, qid))
         return bool(n)
 
+    def retry_now(self, qid: str) -> bool:
+        """Make `qid` due now (the web page's "retry now"); False when it is not queued."""
+        db = self._db()
+        with _tx(db, self.path):
+            return db.execute("UPDATE queue SET next_attempt=? WHERE id=?", (time.time(), qid)).rowcount == 1
+
     def items(self) -> list[QueueItem]:
         rows = self._db().execute(f"SELECT {_COLUMNS} FROM queue ORDER BY created").fetchall()
         return [QueueItem(r) for r in rows]
