@@ -16,7 +16,7 @@ refuses CREATE, DELETE, RENAME and APPEND. This is the building block for
 
 from __future__ import annotations
 
-from fetchdeliver.imapserver.storage import (Mailbox, MailboxEntry, Storage, StorageError,
+from fetchdeliver.storage.base import (Mailbox, MailboxEntry, Storage, StorageError,
                                              add_children_attributes)
 
 

@@ -18,7 +18,7 @@ from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end)
-from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
+from fetchdeliver.storage.base import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 MAX_COMMANDS_BEFORE_LOGIN = 50
