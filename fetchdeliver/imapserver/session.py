@@ -754,13 +754,12 @@ class Session:
                 if "FLAGS" not in items:
                     items = items + ["FLAGS"]
         mbox = v.mailbox
-        cache = self.server.cache
         cacheable = all(not isinstance(it, fetchmod.Section) and it in fetchmod.CACHEABLE for it in items)
         pending = 0
         for i in indices:
             m = v.msgs[i]
             parsed = None
-            memo = cache.entry(mbox, v.uidvalidity, m.uid) if cacheable and need_body else None
+            memo = self.memo(mbox, m) if cacheable and need_body else None
             if need_body and not fetchmod.cached_only(items, memo):
                 try:
                     parsed = fetchmod.Parsed(mbox.read(m))
@@ -772,7 +771,16 @@ class Session:
             if pending > 256 * 1024:
                 await self.writer.drain()
                 pending = 0
+        if cacheable and need_body:
+            mbox.flush_cached()
         await self.send(f"{tag} OK Fetch completed.\r\n".encode())
+
+    def memo(self, mbox, m) -> dict | None:
+        """What is kept about a message's content: the store's index, else the server's memory."""
+        memo = mbox.cached(m)
+        if memo is None:
+            memo = self.server.cache.entry(mbox, self.view.uidvalidity, m.uid)
+        return memo
 
     async def cmd_store(self, tag, p, uid=False):
         p.sp()
@@ -892,9 +900,10 @@ class Session:
         for i, m in enumerate(v.msgs, 1):
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
-                                    memo=self.server.cache.entry(mbox, v.uidvalidity, m.uid))
+                                    memo=self.memo(mbox, m))
             if searchmod.matches(tree, c, max_seq, max_uid):
                 hits.append(m.uid if uid else i)
+        mbox.flush_cached()
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n"
                          f"{tag} OK Search completed.\r\n").encode())
 

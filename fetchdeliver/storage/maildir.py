@@ -117,10 +117,12 @@ class MaildirStore(Store):
 
     kind = "maildir"
 
-    def __init__(self, root: str, *, fsync: bool = True, lock_timeout: float = 30.0) -> None:
+    def __init__(self, root: str, *, fsync: bool = True, lock_timeout: float = 30.0,
+                 index: bool = True) -> None:
         self.root = root
         self.fsync = fsync
         self.lock_timeout = lock_timeout
+        self.index = index    # keep fetchdeliver-index.sqlite in the folders opened (storage/index.py)
         self._modes: tuple[int, int] | None = None
 
     # -- names ----------------------------------------------------------------------
@@ -685,13 +687,18 @@ class Uidlist:
                     u.nextuid = int(val)
                 elif key == "G":
                     u.guid = val
-        for lineno, line in enumerate(lines[1:], 2):
+        u.add_lines("\n".join(lines[1:]))
+        return u
+
+    def add_lines(self, text: str) -> None:
+        """Parse record lines (the part after the header, or what was appended since)."""
+        for line in text.split("\n"):
             if not line:
                 continue
             uid_s, _, rest = line.partition(" ")
             if not uid_s.isdigit():
                 continue  # Dovecot would call the file corrupted and rebuild; we skip the line
-            if u.version >= 3:
+            if self.version >= 3:
                 ext, colon, base = rest.partition(":")
                 if not colon:
                     ext, base = "", rest
@@ -699,9 +706,8 @@ class Uidlist:
                 ext, base = "", rest.split(" ")[-1]
             base = split_filename(base)[0]
             uid = int(uid_s)
-            u.records.append((uid, ext.strip(), base))
-            u.by_base[base] = uid
-        return u
+            self.records.append((uid, ext.strip(), base))
+            self.by_base[base] = uid
 
     def next_uid(self) -> int:
         last = self.records[-1][0] if self.records else 0
@@ -723,37 +729,178 @@ class _Handle:
 
 
 class MaildirMailbox(Mailbox):
-    """One Maildir folder (cur/ new/ tmp/) with Dovecot's uidlist and keywords files."""
+    """One Maildir folder (cur/ new/ tmp/) with Dovecot's uidlist and keywords files, and our index.
 
-    def __init__(self, store: "MaildirStorage", name: str, path: str, readonly: bool = False) -> None:
+    The index (storage/index.py, `fetchdeliver-index.sqlite` in the folder) mirrors what the
+    last reconciliation saw: UID, file name, internal date, size, MODSEQ and cached parts. When
+    the folder's directories and Dovecot's files are unchanged since then (their stamp is kept in
+    the index), the mailbox is answered from the index alone; otherwise the directories are
+    listed again under `dovecot-uidlist.lock` and the differences written back, each with a new
+    MODSEQ: files added or removed behind our back, flags changed by renames.
+    """
+
+    def __init__(self, store: "MaildirStore", name: str, path: str, readonly: bool = False) -> None:
         self.store = store
         self.name = name
         self.path = path
         self.readonly = readonly
         self.lock_timeout = store.lock_timeout
-        self._stamp = None
+        self._stamp: str | None = None       # the directory stamp the cached list reflects
         self._cache: list[MessageInfo] = []
         self._kw_stamp = None
         self._kw_names: dict[int, str] = {}
         self._uidlist: Uidlist | None = None
-        self._sizes: dict[str, int] = {}
+        self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
+        self._memos: dict[int, dict] | None = None
+        self._memo_len: dict[int, int] = {}
+        self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._ensure_uidlist().uidvalidity
+        if self._ix is not None:
+            self._load_index()
+
+    # -- the index ----------------------------------------------------------------------
+
+    def _open_index(self):
+        from fetchdeliver.storage.index import IndexUnavailable, MailboxIndex
+
+        if not os.path.isdir(os.path.join(self.path, "cur")):
+            return None   # reported as NONEXISTENT by _ensure_uidlist
+        try:
+            return MailboxIndex(self.path)
+        except IndexUnavailable as e:
+            _log().warning("%s: working without an index: %s", self.path, e)
+            return None
+
+    def _index_failed(self, e: Exception) -> None:
+        """The index broke under us: move it aside; the next sync rebuilds it from the mail."""
+        from fetchdeliver.storage.index import IndexUnavailable
+
+        ix = self._ix
+        ix.rollback()
+        try:
+            ix.move_aside(str(e))
+            ix._connect()
+        except (IndexUnavailable, OSError, Exception) as e2:   # noqa: BLE001 - any failure: go on without
+            _log().warning("%s: working without an index: %s", self.path, e2)
+            ix.close()
+            self._ix = None
+        self._stamp = None
+        self._memos = None
+
+    def _load_index(self) -> None:
+        import sqlite3
+
+        ix = self._ix
+        try:
+            if ix.get("uidvalidity") != self.uidvalidity:
+                return   # void or new: the first sync fills it
+            rows = ix.rows()
+            ix.changed_elsewhere()
+            stamp = ix.get("stamp")
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return
+        memo: dict[str, frozenset] = {}
+        self._cache = [self._from_row(r, memo) for r in rows]
+        self._stamp = stamp
+
+    def _from_row(self, r, flag_memo: dict) -> MessageInfo:
+        info = split_filename(r.name)[1] if r.subdir == "cur" else ""
+        flags = flag_memo.get(info)
+        if flags is None:
+            flags = flag_memo[info] = self._flags(info)
+        size = r.size if r.size is not None else _size_from_name(split_filename(r.name)[0], "W")
+        m = MessageInfo(r.uid, flags, r.internaldate, _Handle(r.subdir, r.name), size, r.modseq)
+        m.recent = r.subdir == "new"
+        return m
+
+    def highestmodseq(self) -> int:
+        if self._ix is None:
+            return 0
+        import sqlite3
+
+        try:
+            return self._ix.highestmodseq()
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return 0
+
+    def vanished_since(self, modseq: int) -> list[int]:
+        if self._ix is None:
+            return []
+        return self._ix.vanished_since(modseq)
+
+    def cached(self, msg: MessageInfo) -> dict | None:
+        if self._ix is None:
+            return None
+        if self._memos is None:
+            import sqlite3
+
+            try:
+                self._memos = self._ix.load_cache()
+            except sqlite3.DatabaseError as e:
+                self._index_failed(e)
+                return None
+            self._memo_len = {uid: len(m) for uid, m in self._memos.items()}
+        memo = self._memos.get(msg.uid)
+        if memo is None:
+            memo = self._memos[msg.uid] = {}
+        return memo
+
+    def flush_cached(self) -> None:
+        if self._ix is None or not self._memos:
+            return
+        dirty = [(uid, memo, None) for uid, memo in self._memos.items()
+                 if memo and len(memo) != self._memo_len.get(uid, 0)]
+        if not dirty:
+            return
+        import sqlite3
+
+        try:
+            self._ix.begin()
+            self._ix.save_cache(dirty)
+            self._ix.commit()
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return
+        for uid, memo, _ in dirty:
+            self._memo_len[uid] = len(memo)
 
     # -- files ----------------------------------------------------------------------
 
-    def _lock(self) -> DotLock:
+    def _lock(self):
         from fetchdeliver.delivery.dotlock import DotLock
 
         return DotLock(os.path.join(self.path, "dovecot-uidlist.lock"), timeout=self.lock_timeout,
                        stale=UIDLIST_LOCK_STALE, use_link=False)
 
     def _read_uidlist(self) -> Uidlist | None:
+        """dovecot-uidlist, parsed; a file that only grew (appended records) is read from where we
+        stopped, as Dovecot does."""
         p = os.path.join(self.path, "dovecot-uidlist")
         try:
-            with open(p, encoding="utf-8", errors="surrogateescape") as f:
-                return Uidlist.parse(f.read(), p)
+            with open(p, "rb") as f:
+                st = os.fstat(f.fileno())
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                old, okey = self._uidlist, self._ul_key
+                if old is not None and okey == key:
+                    return old
+                if old is not None and okey is not None and okey[0] == key[0] and key[2] > okey[2]:
+                    f.seek(okey[2])
+                    tail = f.read()
+                    if tail and okey[2] > 0:
+                        cut = tail.rfind(b"\n") + 1    # a record being written is read next time
+                        old.add_lines(tail[:cut].decode("utf-8", "surrogateescape"))
+                        self._ul_key = (key[0], key[1], okey[2] + cut)
+                        return old
+                    f.seek(0)
+                data = f.read()
         except FileNotFoundError:
+            self._uidlist = self._ul_key = None
             return None
+        u = Uidlist.parse(data.decode("utf-8", "surrogateescape"), p)
+        self._uidlist, self._ul_key = u, (key[0], key[1], len(data))
+        return u
 
     def _write_uidlist(self, u: Uidlist) -> None:
         """Replace dovecot-uidlist atomically (caller holds the lock)."""
@@ -772,6 +919,23 @@ class MaildirMailbox(Mailbox):
             _unlink(tmp)
             raise
         fsync_dir(self.path)
+        self._uidlist = self._ul_key = None
+
+    def _append_uidlist(self, u: Uidlist, lines: list[str]) -> None:
+        """Add records at the end of dovecot-uidlist, as Dovecot does (caller holds the lock)."""
+        p = os.path.join(self.path, "dovecot-uidlist")
+        data = "".join(lines).encode("utf-8", "surrogateescape")
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if self._uidlist is u and self._ul_key is not None and self._ul_key[2] + len(data) == st.st_size:
+            self._ul_key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        else:
+            self._uidlist = self._ul_key = None
 
     def _ensure_uidlist(self) -> Uidlist:
         u = self._read_uidlist()
@@ -836,7 +1000,7 @@ class MaildirMailbox(Mailbox):
                 continue
             stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
             newest = max(newest, st.st_mtime)
-        return tuple(stamp), newest
+        return repr(tuple(stamp)), newest
 
     # -- the change feed ----------------------------------------------------------------
 
@@ -845,9 +1009,7 @@ class MaildirMailbox(Mailbox):
         if stamp == self._stamp and time.time() - newest > _FRESH:
             return self._cache
         with self._lock():
-            msgs = self._scan_locked()
-        self._stamp = self._dir_stamp()[0]
-        return msgs
+            return self._scan_locked()
 
     def _listdir(self) -> dict[str, _Handle]:
         files: dict[str, _Handle] = {}
@@ -864,7 +1026,11 @@ class MaildirMailbox(Mailbox):
                     files[base] = _Handle(sub, n)
         return files
 
-    def _scan_locked(self) -> list[MessageInfo]:
+    def _scan_locked(self, _retry: bool = True) -> list[MessageInfo]:
+        """List the folder, number new files in dovecot-uidlist, reconcile the index (lock held)."""
+        import sqlite3
+
+        stamp0 = self._dir_stamp()[0]   # taken first: a change during the scan shows next time
         files = self._listdir()
         u = self._read_uidlist()
         if u is None or not u.uidvalidity:
@@ -885,40 +1051,75 @@ class MaildirMailbox(Mailbox):
                 u.by_base[base] = uid
                 lines.append(f"{uid} :{base}\n")
                 uid += 1
-            p = os.path.join(self.path, "dovecot-uidlist")
-            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            try:
-                write_all(fd, "".join(lines).encode("utf-8", "surrogateescape"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._uidlist = u
-        msgs = []
+            self._append_uidlist(u, lines)
+        ix = self._ix
         old = {m.uid: m for m in self._cache}
-        seen = set()
-        for uid, _ext, base in u.records:
-            h = files.get(base)
-            if h is None or uid in seen:
-                continue
-            seen.add(uid)
-            prev = old.get(uid)
-            info = split_filename(h.name)[1] if h.subdir == "cur" else ""
-            flags = self._flags(info)
-            if prev is not None and prev.handle.name == h.name and prev.handle.subdir == h.subdir \
-                    and prev.flags == flags:
-                msgs.append(prev)
-                continue
-            mtime = prev.internaldate if prev is not None else None
-            if mtime is None:
-                try:
-                    mtime = os.stat(os.path.join(self.path, h.subdir, h.name)).st_mtime
-                except FileNotFoundError:
+        try:
+            if ix is not None:
+                ix.begin()
+                if ix.get("uidvalidity") != u.uidvalidity:
+                    ix.clear()
+                    ix.set("uidvalidity", u.uidvalidity)
+                    old = {}
+                    self._memos = None
+                elif ix.changed_elsewhere():
+                    memo: dict = {}
+                    old = {r.uid: self._from_row(r, memo) for r in ix.rows()}
+            modseq = 0
+            msgs = []
+            seen = set()
+            puts, moves = [], []
+            for uid, _ext, base in u.records:
+                h = files.get(base)
+                if h is None or uid in seen:
                     continue
-            m = MessageInfo(uid, flags, mtime, h, _size_from_name(base, "W"))
-            m.recent = h.subdir == "new"
-            msgs.append(m)
+                seen.add(uid)
+                prev = old.get(uid)
+                if prev is not None and prev.handle.name == h.name and prev.handle.subdir == h.subdir:
+                    msgs.append(prev)
+                    continue
+                flags = self._flags(split_filename(h.name)[1] if h.subdir == "cur" else "")
+                if prev is None:
+                    try:
+                        mtime = os.stat(os.path.join(self.path, h.subdir, h.name)).st_mtime
+                    except FileNotFoundError:
+                        continue
+                    modseq = modseq or (ix.next_modseq() if ix is not None else 0)
+                    m = MessageInfo(uid, flags, mtime, h, _size_from_name(base, "W"), modseq)
+                    puts.append(m)
+                else:
+                    if flags != prev.flags:
+                        modseq = modseq or (ix.next_modseq() if ix is not None else 0)
+                        ms = modseq
+                    else:
+                        ms = prev.modseq
+                    m = MessageInfo(uid, flags, prev.internaldate, h, prev._size, ms)
+                    moves.append(m)
+                m.recent = h.subdir == "new"
+                msgs.append(m)
+            gone = [uid for uid in old if uid not in seen]
+            if ix is not None:
+                from fetchdeliver.storage.index import Row
+
+                for m in puts:
+                    ix.put(Row(m.uid, m.handle.name, m.handle.subdir, m.internaldate, m._size, m.modseq))
+                for m in moves:
+                    ix.move(m.uid, m.handle.name, m.handle.subdir, m.modseq)
+                if gone:
+                    ix.remove(gone, modseq or ix.next_modseq())
+                ix.set("stamp", stamp0)
+                ix.commit()
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            if _retry and self._ix is not None:
+                return self._scan_locked(_retry=False)
+            raise StorageError(f"{self.path}: the index failed twice: {e}", "SERVERBUG") from None
+        if gone and self._memos:
+            for uid in gone:
+                self._memos.pop(uid, None)
         msgs.sort(key=lambda m: m.uid)
         self._cache = msgs
+        self._stamp = stamp0
         return msgs
 
     def uidnext(self) -> int:
@@ -954,6 +1155,25 @@ class MaildirMailbox(Mailbox):
         if self.readonly:
             raise StorageError(f"mailbox {self.name} is read-only", "READ-ONLY")
 
+    def _record(self, msgs: list[MessageInfo], bump: bool) -> None:
+        """Write renamed messages' rows (lock held); `bump`: their flags changed, give a new MODSEQ."""
+        import sqlite3
+
+        ix = self._ix
+        if ix is None or not msgs:
+            return
+        try:
+            ix.begin()
+            if bump:
+                ms = ix.next_modseq()
+                for m in msgs:
+                    m.modseq = ms
+            for m in msgs:
+                ix.move(m.uid, m.handle.name, m.handle.subdir, m.modseq)
+            ix.commit()
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+
     def set_flags(self, changes: list[tuple[MessageInfo, frozenset]]) -> None:
         self._check_writable()
         kws = sorted({f for _, flags in changes for f in flags if not f.startswith("\\")}, key=str.lower)
@@ -965,6 +1185,7 @@ class MaildirMailbox(Mailbox):
                 raise StorageError(f"cannot write {self.path}/dovecot-keywords: {e.strerror}") from e
             self._kw_stamp = None
         with self._lock():
+            done = []
             for msg, flags in changes:
                 letters = []
                 for f in flags:
@@ -975,10 +1196,14 @@ class MaildirMailbox(Mailbox):
                         c = chr(97 + i) if i is not None else None
                     if c:
                         letters.append(c)
-                self._rename(msg, letters)
-        self._stamp = None
+                if self._rename(msg, letters):
+                    msg.flags = self._flags(split_filename(msg.handle.name)[1])
+                    msg.recent = False
+                    done.append(msg)
+            self._record(done, bump=True)
 
-    def _rename(self, msg: MessageInfo, letters: list[str]) -> None:
+    def _rename(self, msg: MessageInfo, letters: list[str]) -> bool:
+        """Give the file its new info letters; False when nothing changed or it is gone."""
         for _attempt in range(3):
             h = msg.handle
             base, info = split_filename(h.name)
@@ -986,7 +1211,7 @@ class MaildirMailbox(Mailbox):
             keep = [c for c in info if c not in LETTER_FLAGS and not "a" <= c <= "z"]
             new_name = f"{base}:2,{''.join(sorted(set(letters + keep)))}"
             if new_name == h.name and h.subdir == "cur":
-                return
+                return False
             src = os.path.join(self.path, h.subdir, h.name)
             dst = os.path.join(self.path, "cur", new_name)
             try:
@@ -995,11 +1220,12 @@ class MaildirMailbox(Mailbox):
                 files = self._listdir()
                 found = files.get(base)
                 if found is None:
-                    return  # expunged meanwhile
+                    return False  # expunged meanwhile
                 msg.handle = found
                 continue
             msg.handle = _Handle("cur", new_name)
-            return
+            return True
+        return False
 
     def take_recent(self, msgs: list[MessageInfo]) -> None:
         """Move new/ messages to cur/ (Dovecot does this when a mailbox is selected read-write)."""
@@ -1009,9 +1235,12 @@ class MaildirMailbox(Mailbox):
         if not todo:
             return
         with self._lock():
+            done = []
             for m in todo:
-                self._rename(m, [c for c in split_filename(m.handle.name)[1]])
-        self._stamp = None
+                if self._rename(m, [c for c in split_filename(m.handle.name)[1]]):
+                    m.recent = False
+                    done.append(m)
+            self._record(done, bump=False)
 
     def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
         self._check_writable()
@@ -1024,11 +1253,48 @@ class MaildirMailbox(Mailbox):
                 os.utime(receipt.path, (internaldate, internaldate))
             except OSError:
                 pass
-        base = split_filename(os.path.basename(receipt.path))[0]
-        self._stamp = None
+        return self.adopt(receipt.path)
+
+    def adopt(self, path: str) -> int:
+        """Give the durable file at `path` (just delivered into this folder) its UID in
+        dovecot-uidlist and its index row; returns the UID. A crash before this only delays
+        the numbering to the next sync: the file is already safe."""
+        name = os.path.basename(path)
+        base = split_filename(name)[0]
+        subdir = os.path.basename(os.path.dirname(path))
+        try:
+            mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            mtime = time.time()   # already moved to cur/ by another reader; the row is fixed at sync
         with self._lock():
-            self._scan_locked()
-        return self._uidlist.by_base[base]
+            u = self._read_uidlist()
+            if u is None or not u.uidvalidity:
+                self._scan_locked()
+                return self._uidlist.by_base[base]
+            uid = u.by_base.get(base)
+            if uid is not None:
+                return uid
+            uid = u.next_uid()
+            u.records.append((uid, "", base))
+            u.by_base[base] = uid
+            self._append_uidlist(u, [f"{uid} :{base}\n"])
+            info = split_filename(name)[1] if subdir == "cur" else ""
+            m = MessageInfo(uid, self._flags(info), mtime, _Handle(subdir, name), _size_from_name(base, "W"))
+            m.recent = subdir == "new"
+            ix = self._ix
+            if ix is not None:
+                import sqlite3
+
+                from fetchdeliver.storage.index import Row
+
+                try:
+                    ix.begin()
+                    m.modseq = ix.next_modseq()
+                    ix.put(Row(uid, name, subdir, mtime, m._size, m.modseq))
+                    ix.commit()
+                except sqlite3.DatabaseError as e:
+                    self._index_failed(e)
+        return uid
 
     def expunge(self, msgs: list[MessageInfo]) -> None:
         self._check_writable()
@@ -1056,10 +1322,30 @@ class MaildirMailbox(Mailbox):
                 u.by_base = {b: uid for uid, _e, b in u.records}
                 u.nextuid = nxt
                 self._write_uidlist(u)
+            ix = self._ix
+            if ix is not None:
+                import sqlite3
+
+                try:
+                    ix.begin()
+                    ix.remove(sorted(gone), ix.next_modseq())
+                    ix.commit()
+                except sqlite3.DatabaseError as e:
+                    self._index_failed(e)
+        self._cache = [m for m in self._cache if m.uid not in gone]
+        if self._memos:
+            for uid in gone:
+                self._memos.pop(uid, None)
         self._stamp = None
 
     def watch_paths(self) -> list[str]:
         return [os.path.join(self.path, "new"), os.path.join(self.path, "cur")]
+
+    def close(self) -> None:
+        if self._ix is not None:
+            self.flush_cached()
+            self._ix.close()
+            self._ix = None
 
 
 def _unlink(p: str) -> None:

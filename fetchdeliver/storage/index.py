@@ -1,0 +1,241 @@
+"""The persistent index of one mailbox: a cache beside the mail, never the only copy of anything.
+
+A Maildir folder keeps it in `fetchdeliver-index.sqlite` (next to Dovecot's
+`dovecot-uidlist`). Per message: UID, the file's current name and subdirectory,
+internal date, RFC822.SIZE, MODSEQ, and the content-derived facts the IMAP server
+asks for again and again (ENVELOPE, BODYSTRUCTURE, BODY, header fields), kept as
+one `marshal` blob. Per mailbox: UIDVALIDITY, HIGHESTMODSEQ, and the directory
+stamp of the last reconciliation, so that a freshly started server answers from
+the index without listing or reading message files. Expunged UIDs are kept with
+the MODSEQ of their expunge (what QRESYNC's VANISHED needs).
+
+The mail (files and dovecot-uidlist) is the truth. The backend reconciles the
+index with it whenever the folder's directories changed; a missing index is
+built again, a corrupt one is moved aside (`...sqlite.corrupt-TIME`) and built
+again. sqlite runs in WAL mode with `synchronous=NORMAL`: a crash of the process
+loses nothing, a power loss may lose the last transactions, which the next
+reconciliation redoes from the files.
+
+Every writer holds the mailbox's `dovecot-uidlist.lock` dotlock while it writes
+here, so a writer may trust the rows it reads inside its transaction.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sqlite3
+import time
+
+INDEX_NAME = "fetchdeliver-index.sqlite"
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS msg (
+    uid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,          -- the file name in its subdirectory (flags in its ':2,' part)
+    subdir TEXT NOT NULL,        -- 'new' or 'cur'
+    internaldate REAL NOT NULL,
+    size INTEGER,                -- RFC822.SIZE, NULL until known
+    modseq INTEGER NOT NULL,
+    cache BLOB                   -- marshal of {item: bytes}: ENVELOPE, BODYSTRUCTURE, BODY, headers
+);
+CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
+"""
+
+
+def _log():
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+class IndexUnavailable(Exception):
+    """The index cannot be opened or written here (read-only folder...): work without it."""
+
+
+class Row:
+    __slots__ = ("uid", "name", "subdir", "internaldate", "size", "modseq")
+
+    def __init__(self, uid, name, subdir, internaldate, size, modseq) -> None:
+        self.uid, self.name, self.subdir = uid, name, subdir
+        self.internaldate, self.size, self.modseq = internaldate, size, modseq
+
+
+class MailboxIndex:
+    """The sqlite index of one folder. Methods raise IndexUnavailable when the file cannot be used."""
+
+    def __init__(self, folder: str, owner_ref: str | None = None) -> None:
+        self.path = os.path.join(folder, INDEX_NAME)
+        self.owner_ref = owner_ref or folder
+        self.db: sqlite3.Connection | None = None
+        self._version = None
+        self.rebuilt = False    # True when this open found no usable index (missing or corrupt)
+        self._open()
+
+    # -- opening, corruption ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        existed = os.path.exists(self.path)
+        try:
+            self._connect()
+            if existed and self._get("version") != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {self._get('version')!r}, "
+                                            f"expected {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and not existed:
+                raise IndexUnavailable(f"{self.path}: {e}") from None
+            self.move_aside(str(e))
+            try:
+                self._connect()
+            except sqlite3.DatabaseError as e2:
+                raise IndexUnavailable(f"{self.path}: {e2}") from None
+            existed = False
+        if not existed:
+            self.rebuilt = True
+
+    def _connect(self) -> None:
+        if self.db is not None:
+            self.db.close()
+        created = not os.path.exists(self.path)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        if self._get("version") is None:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
+        if created:
+            _copy_owner(self.owner_ref, self.path)
+            for extra in ("-wal", "-shm"):
+                _copy_owner(self.owner_ref, self.path + extra)
+
+    def move_aside(self, why: str) -> None:
+        """Put a broken index out of the way (kept for a post-mortem) so that a new one is built."""
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        _log().warning("%s: unusable index (%s): moved to %s, rebuilding it from the mail",
+                       self.path, why, aside)
+        for extra in ("", "-wal", "-shm"):
+            try:
+                os.rename(self.path + extra, aside + extra)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise IndexUnavailable(f"cannot move {self.path + extra} aside: {e.strerror}") from None
+        self.rebuilt = True
+
+    def close(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
+
+    # -- meta ----------------------------------------------------------------------------------
+
+    def _get(self, key: str):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def get(self, key: str):
+        return self._get(key)
+
+    def set(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection committed since the last call (cheap: PRAGMA data_version)."""
+        v = self.db.execute("PRAGMA data_version").fetchone()[0]
+        changed = v != self._version
+        self._version = v
+        return changed
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+        self.changed_elsewhere()   # our own commit is not news
+
+    def rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def highestmodseq(self) -> int:
+        return int(self._get("highestmodseq") or 0)
+
+    def next_modseq(self) -> int:
+        """Raise HIGHESTMODSEQ by one (inside a transaction) and return it."""
+        m = self.highestmodseq() + 1
+        self.set("highestmodseq", m)
+        return m
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def rows(self) -> list[Row]:
+        return [Row(*r) for r in self.db.execute(
+            "SELECT uid, name, subdir, internaldate, size, modseq FROM msg ORDER BY uid")]
+
+    def put(self, row: Row) -> None:
+        self.db.execute("INSERT OR REPLACE INTO msg (uid, name, subdir, internaldate, size, modseq, cache) "
+                        "VALUES (?, ?, ?, ?, ?, ?, (SELECT cache FROM msg WHERE uid = ?))",
+                        (row.uid, row.name, row.subdir, row.internaldate, row.size, row.modseq, row.uid))
+
+    def move(self, uid: int, name: str, subdir: str, modseq: int) -> None:
+        self.db.execute("UPDATE msg SET name = ?, subdir = ?, modseq = ? WHERE uid = ?",
+                        (name, subdir, modseq, uid))
+
+    def remove(self, uids, modseq: int) -> None:
+        """Rows gone: forget them, remember the UIDs as expunged at `modseq`."""
+        self.db.executemany("DELETE FROM msg WHERE uid = ?", ((u,) for u in uids))
+        self.db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", ((u, modseq) for u in uids))
+
+    def clear(self) -> None:
+        """A new UIDVALIDITY: every row is void (HIGHESTMODSEQ keeps growing)."""
+        self.db.execute("DELETE FROM msg")
+        self.db.execute("DELETE FROM expunged")
+
+    def vanished_since(self, modseq: int) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,))]
+
+    # -- cached content-derived facts ----------------------------------------------------------------
+
+    def load_cache(self) -> dict[int, dict]:
+        out = {}
+        for uid, blob in self.db.execute("SELECT uid, cache FROM msg WHERE cache IS NOT NULL"):
+            try:
+                memo = marshal.loads(blob)
+            except (ValueError, EOFError, TypeError):
+                continue   # a damaged blob is only a cache miss
+            if isinstance(memo, dict):
+                out[uid] = memo
+        return out
+
+    def save_cache(self, items) -> None:
+        """items: [(uid, memo dict, size or None)]."""
+        self.db.executemany("UPDATE msg SET cache = ?, size = coalesce(?, size) WHERE uid = ?",
+                            ((marshal.dumps(memo), size, uid) for uid, memo, size in items))
+
+
+def _copy_owner(ref: str, path: str) -> None:
+    """Files we write in a folder belong to the folder's owner (the server may run as root)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(ref)
+        os.chown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass
