@@ -1294,6 +1294,11 @@ class MaildirMailbox(Mailbox):
                     ix.commit()
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
+                    return uid
+            # Known now: the next sync neither numbers it again nor gives it another MODSEQ.
+            self._cache = self._cache + [m]
+            if len(self._cache) > 1 and self._cache[-2].uid > uid:
+                self._cache.sort(key=lambda x: x.uid)
         return uid
 
     def expunge(self, msgs: list[MessageInfo]) -> None:
