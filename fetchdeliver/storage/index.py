@@ -3,8 +3,8 @@
 A Maildir folder keeps it in `fetchdeliver-index.sqlite` (next to Dovecot's
 `dovecot-uidlist`). Per message: UID, the file's current name and subdirectory,
 internal date, RFC822.SIZE, MODSEQ, and the content-derived facts the IMAP server
-asks for again and again (ENVELOPE, BODYSTRUCTURE, BODY, header fields), kept as
-one `marshal` blob. Per mailbox: UIDVALIDITY, HIGHESTMODSEQ, and the directory
+asks for again and again (ENVELOPE, BODYSTRUCTURE and BODY as sent, and the
+header fields as a `marshal` blob decoded only when a search needs them). Per mailbox: UIDVALIDITY, HIGHESTMODSEQ, and the directory
 stamp of the last reconciliation, so that a freshly started server answers from
 the index without listing or reading message files. Expunged UIDs are kept with
 the MODSEQ of their expunge (what QRESYNC's VANISHED needs).
@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS msg (
     internaldate REAL NOT NULL,
     size INTEGER,                -- RFC822.SIZE, NULL until known
     modseq INTEGER NOT NULL,
-    cache BLOB                   -- marshal of {item: bytes}: ENVELOPE, BODYSTRUCTURE, BODY, headers
+    envelope BLOB,               -- the IMAP ENVELOPE, BODYSTRUCTURE and BODY answers, as sent
+    bodystructure BLOB,
+    body BLOB,
+    headers BLOB                 -- marshal of {lower-case field name: [unfolded values]}
 );
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
@@ -189,9 +192,10 @@ class MailboxIndex:
             "SELECT uid, name, subdir, internaldate, size, modseq FROM msg ORDER BY uid")]
 
     def put(self, row: Row) -> None:
-        self.db.execute("INSERT OR REPLACE INTO msg (uid, name, subdir, internaldate, size, modseq, cache) "
-                        "VALUES (?, ?, ?, ?, ?, ?, (SELECT cache FROM msg WHERE uid = ?))",
-                        (row.uid, row.name, row.subdir, row.internaldate, row.size, row.modseq, row.uid))
+        """A message new to the index (a row left from an older life of the UID loses its cache)."""
+        self.db.execute("INSERT OR REPLACE INTO msg (uid, name, subdir, internaldate, size, modseq) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (row.uid, row.name, row.subdir, row.internaldate, row.size, row.modseq))
 
     def move(self, uid: int, name: str, subdir: str, modseq: int) -> None:
         self.db.execute("UPDATE msg SET name = ?, subdir = ?, modseq = ? WHERE uid = ?",
@@ -213,21 +217,73 @@ class MailboxIndex:
 
     # -- cached content-derived facts ----------------------------------------------------------------
 
-    def load_cache(self) -> dict[int, dict]:
+    def load_cache(self) -> dict[int, "Memo"]:
         out = {}
-        for uid, blob in self.db.execute("SELECT uid, cache FROM msg WHERE cache IS NOT NULL"):
-            try:
-                memo = marshal.loads(blob)
-            except (ValueError, EOFError, TypeError):
-                continue   # a damaged blob is only a cache miss
-            if isinstance(memo, dict):
-                out[uid] = memo
+        for uid, env, bs, body, headers in self.db.execute(
+                "SELECT uid, envelope, bodystructure, body, headers FROM msg WHERE envelope IS NOT NULL "
+                "OR bodystructure IS NOT NULL OR body IS NOT NULL OR headers IS NOT NULL"):
+            memo = Memo()
+            if env is not None:
+                memo["ENVELOPE"] = env
+            if bs is not None:
+                memo["BODYSTRUCTURE"] = bs
+            if body is not None:
+                memo["BODY"] = body
+            memo.lazy_headers = headers
+            memo.saved = memo.count()
+            out[uid] = memo
         return out
 
     def save_cache(self, items) -> None:
-        """items: [(uid, memo dict, size or None)]."""
-        self.db.executemany("UPDATE msg SET cache = ?, size = coalesce(?, size) WHERE uid = ?",
-                            ((marshal.dumps(memo), size, uid) for uid, memo, size in items))
+        """items: [(uid, Memo)]."""
+        self.db.executemany(
+            "UPDATE msg SET envelope = ?, bodystructure = ?, body = ?, headers = ? WHERE uid = ?",
+            ((m.get("ENVELOPE"), m.get("BODYSTRUCTURE"), m.get("BODY"), m.headers_blob(), uid)
+             for uid, m in items))
+
+
+class Memo(dict):
+    """One message's cached facts: a dict whose "headers" entry is unmarshalled on first use."""
+
+    __slots__ = ("lazy_headers", "saved")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lazy_headers: bytes | None = None
+        self.saved = 0      # how many entries the index holds (count() differs: save me)
+
+    def _decode(self) -> None:
+        blob, self.lazy_headers = self.lazy_headers, None
+        try:
+            value = marshal.loads(blob)
+        except (ValueError, EOFError, TypeError):
+            return          # a damaged blob is a cache miss
+        if isinstance(value, dict):
+            dict.__setitem__(self, "headers", value)
+
+    def get(self, key, default=None):
+        if key == "headers" and self.lazy_headers is not None:
+            self._decode()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key) -> bool:
+        if key == "headers" and self.lazy_headers is not None:
+            self._decode()
+        return dict.__contains__(self, key)
+
+    def __getitem__(self, key):
+        if key == "headers" and self.lazy_headers is not None:
+            self._decode()
+        return dict.__getitem__(self, key)
+
+    def count(self) -> int:
+        return len(self) + (self.lazy_headers is not None)
+
+    def headers_blob(self) -> bytes | None:
+        if self.lazy_headers is not None:
+            return self.lazy_headers
+        h = dict.get(self, "headers")
+        return None if h is None else marshal.dumps(h)
 
 
 def _copy_owner(ref: str, path: str) -> None:

@@ -751,8 +751,7 @@ class MaildirMailbox(Mailbox):
         self._kw_names: dict[int, str] = {}
         self._uidlist: Uidlist | None = None
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
-        self._memos: dict[int, dict] | None = None
-        self._memo_len: dict[int, int] = {}
+        self._memos: dict | None = None    # uid -> storage.index.Memo, loaded on first use
         self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._ensure_uidlist().uidvalidity
         if self._ix is not None:
@@ -805,12 +804,16 @@ class MaildirMailbox(Mailbox):
         self._stamp = stamp
 
     def _from_row(self, r, flag_memo: dict) -> MessageInfo:
-        info = split_filename(r.name)[1] if r.subdir == "cur" else ""
+        name = r.name
+        if r.subdir == "cur":
+            info = name[name.find(":2,") + 3:] if ":2," in name else ""
+        else:
+            info = ""
         flags = flag_memo.get(info)
         if flags is None:
             flags = flag_memo[info] = self._flags(info)
-        size = r.size if r.size is not None else _size_from_name(split_filename(r.name)[0], "W")
-        m = MessageInfo(r.uid, flags, r.internaldate, _Handle(r.subdir, r.name), size, r.modseq)
+        size = r.size if r.size is not None else _size_from_name(split_filename(name)[0], "W")
+        m = MessageInfo(r.uid, flags, r.internaldate, _Handle(r.subdir, name), size, r.modseq)
         m.recent = r.subdir == "new"
         return m
 
@@ -841,17 +844,17 @@ class MaildirMailbox(Mailbox):
             except sqlite3.DatabaseError as e:
                 self._index_failed(e)
                 return None
-            self._memo_len = {uid: len(m) for uid, m in self._memos.items()}
         memo = self._memos.get(msg.uid)
         if memo is None:
-            memo = self._memos[msg.uid] = {}
+            from fetchdeliver.storage.index import Memo
+
+            memo = self._memos[msg.uid] = Memo()
         return memo
 
     def flush_cached(self) -> None:
         if self._ix is None or not self._memos:
             return
-        dirty = [(uid, memo, None) for uid, memo in self._memos.items()
-                 if memo and len(memo) != self._memo_len.get(uid, 0)]
+        dirty = [(uid, memo) for uid, memo in self._memos.items() if memo.count() != memo.saved]
         if not dirty:
             return
         import sqlite3
@@ -863,8 +866,8 @@ class MaildirMailbox(Mailbox):
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
             return
-        for uid, memo, _ in dirty:
-            self._memo_len[uid] = len(memo)
+        for _uid, memo in dirty:
+            memo.saved = memo.count()
 
     # -- files ----------------------------------------------------------------------
 
@@ -987,10 +990,10 @@ class MaildirMailbox(Mailbox):
                     out.add(name)
         return frozenset(out)
 
-    def _dir_stamp(self):
+    def _dir_stamp(self, subs=("new", "cur", "dovecot-uidlist", "dovecot-keywords")):
         stamp = []
         newest = 0.0
-        for sub in ("new", "cur", "dovecot-uidlist", "dovecot-keywords"):
+        for sub in subs:
             try:
                 st = os.stat(os.path.join(self.path, sub))
             except FileNotFoundError:
@@ -1030,7 +1033,9 @@ class MaildirMailbox(Mailbox):
         """List the folder, number new files in dovecot-uidlist, reconcile the index (lock held)."""
         import sqlite3
 
-        stamp0 = self._dir_stamp()[0]   # taken first: a change during the scan shows next time
+        # The directories' stamp is taken before listing them: a change during the scan shows next
+        # time. Dovecot's files change only under the lock we hold: their stamp is taken at the end.
+        dirs = self._dir_stamp(("new", "cur"))[0]
         files = self._listdir()
         u = self._read_uidlist()
         if u is None or not u.uidvalidity:
@@ -1052,6 +1057,7 @@ class MaildirMailbox(Mailbox):
                 lines.append(f"{uid} :{base}\n")
                 uid += 1
             self._append_uidlist(u, lines)
+        stamp0 = dirs[:-1] + ", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:]
         ix = self._ix
         old = {m.uid: m for m in self._cache}
         try:
