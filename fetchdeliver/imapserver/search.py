@@ -176,6 +176,10 @@ class Candidate:
 
     def body_text(self) -> str:
         if self._body is None:
+            simple = _single_text_body(self.raw_fn())
+            if simple is not None:
+                self._body = simple.casefold()
+                return self._body
             parts = []
             try:
                 for part in self.email().walk():
@@ -194,6 +198,54 @@ class Candidate:
                 parts = [raw[body_at + 2:].decode("utf-8", "replace") if body_at >= 0 else ""]
             self._body = "\n".join(parts).casefold()
         return self._body
+
+
+_PLAIN_ENCODINGS = (b"7bit", b"8bit", b"binary")
+
+
+def _field(head: bytes, name: bytes) -> bytes | None:
+    """The unfolded value of the first `name:` field of a lower-cased header block, or None."""
+    at = head.find(b"\n" + name + b":")
+    if at < 0:
+        if not head.startswith(name + b":"):
+            return None
+        at = -1
+    start = at + 1 + len(name) + 1
+    end = head.find(b"\n", start)
+    while end >= 0 and head[end + 1:end + 2] in (b" ", b"\t"):
+        end = head.find(b"\n", end + 1)
+    return head[start:end if end >= 0 else len(head)].replace(b"\r", b"").replace(b"\n", b"").strip()
+
+
+def _single_text_body(raw: bytes) -> str | None:
+    """The body of a message that is one text part without transfer encoding (most mail), decoded
+    by its charset; None for anything else (multipart, base64, quoted-printable, ...): the email
+    package then takes it apart. Saves the full MIME parse on the common case."""
+    sep = raw.find(b"\n\n")
+    sep2 = raw.find(b"\r\n\r\n")
+    if sep < 0 and sep2 < 0:
+        return None
+    if sep2 >= 0 and (sep < 0 or sep2 < sep):
+        head, body = raw[:sep2 + 2], raw[sep2 + 4:]
+    else:
+        head, body = raw[:sep + 1], raw[sep + 2:]
+    head = head.lower()
+    cte = _field(head, b"content-transfer-encoding")
+    if cte is not None and cte not in _PLAIN_ENCODINGS:
+        return None
+    charset = "utf-8"
+    ctype = _field(head, b"content-type")
+    if ctype is not None:
+        if not ctype.startswith(b"text/"):
+            return None
+        for param in ctype.split(b";")[1:]:
+            k, _, v = param.strip().partition(b"=")
+            if k.strip() == b"charset":
+                charset = v.strip().strip(b'"').decode("ascii", "replace") or "utf-8"
+    try:
+        return body.decode(charset, "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
 
 
 def _in_set(n: int, ranges, star: int) -> bool:

@@ -423,7 +423,6 @@ class Session:
                   f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID.",
                   f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
                   f"{'Examine' if readonly else 'Select'} completed."]
-        self.watch(mbox)
         await self.send(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
 
     @staticmethod
@@ -637,12 +636,23 @@ class Session:
 
     async def cmd_idle(self, tag, p):
         p.end()
+        # The folder is watched only while a client idles: outside IDLE every command re-reads it,
+        # and file events on a busy folder (a STORE renames every file) would cost the session time.
+        # Watch first, then read: a change in between is not missed.
+        if self.view is not None:
+            self.watch(self.view.mailbox)
+        try:
+            await self._idle(tag)
+        finally:
+            self.unwatch()
+
+    async def _idle(self, tag):
+        self.changed.clear()    # before reading: news from here on wakes the loop below
         await self.sync_out()
         await self.send(b"+ idling\r\n")
         reader_task = asyncio.ensure_future(self.read_line(self.cfg.idle_timeout * 3))
         try:
             while True:
-                self.changed.clear()
                 waiter = asyncio.ensure_future(self.changed.wait())
                 done, _ = await asyncio.wait({reader_task, waiter}, timeout=self.cfg.idle_poll,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -656,6 +666,7 @@ class Session:
                         await self.send(f"{tag} OK Idle completed.\r\n".encode())
                     return
                 waiter.cancel()
+                self.changed.clear()
                 if self.state == SELECTED:
                     await self.sync_out()
         finally:
