@@ -55,6 +55,7 @@ class View:
         self.recent: set[int] = set()
         self.keywords: set[str] = set()   # the keywords announced in FLAGS
         self.uidvalidity = mailbox.uidvalidity
+        self.synced = None                # the list Mailbox.sync() returned at the last diff
 
     def flags_of(self, m) -> bytes:
         return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
@@ -941,6 +942,9 @@ class Session:
             raise
         if v.mailbox.uidvalidity != v.uidvalidity:
             raise Bye("The mailbox's UIDVALIDITY changed; please resynchronize.")
+        if msgs is v.synced and len(msgs) == len(v.msgs):
+            return    # the store handed back the very list we diffed last time: nothing changed
+        v.synced = msgs
         current = {m.uid: m for m in msgs}
         out = []
         if expunge:

@@ -596,6 +596,8 @@ SPECIAL_USE_FILE = "fetchdeliver-special-use"
 # A directory changed within this many seconds may change again within the same
 # timestamp tick: do not trust a cached scan of it (Dovecot does the same).
 _FRESH = 2.0
+# With sub-second timestamps (ext4, xfs, btrfs, tmpfs) the granularity is the kernel's clock tick.
+_FRESH_FINE = 0.1
 _last_uidvalidity = 0
 
 
@@ -991,8 +993,11 @@ class MaildirMailbox(Mailbox):
         return frozenset(out)
 
     def _dir_stamp(self, subs=("new", "cur", "dovecot-uidlist", "dovecot-keywords")):
+        """(stamp, time after which it can be trusted): a directory changed within the file
+        system's timestamp granularity may change again under the same stamp."""
         stamp = []
         newest = 0.0
+        fine = True
         for sub in subs:
             try:
                 st = os.stat(os.path.join(self.path, sub))
@@ -1002,32 +1007,47 @@ class MaildirMailbox(Mailbox):
                 stamp.append(None)
                 continue
             stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            newest = max(newest, st.st_mtime)
-        return repr(tuple(stamp)), newest
+            if st.st_mtime > newest:
+                newest = st.st_mtime
+                fine = st.st_mtime_ns % 1_000_000_000 != 0
+        return repr(tuple(stamp)), newest + (_FRESH_FINE if fine else _FRESH)
 
     # -- the change feed ----------------------------------------------------------------
 
     def sync(self) -> list[MessageInfo]:
-        stamp, newest = self._dir_stamp()
-        if stamp == self._stamp and time.time() - newest > _FRESH:
+        stamp, trusted_after = self._dir_stamp()
+        if stamp == self._stamp and time.time() > trusted_after:
             return self._cache
         with self._lock():
             return self._scan_locked()
 
-    def _listdir(self) -> dict[str, _Handle]:
+    def _names(self, sub: str) -> list[str]:
+        try:
+            return [n for n in os.listdir(os.path.join(self.path, sub)) if n[:1] != "."]
+        except FileNotFoundError:
+            raise StorageError(f"mailbox {self.name} was deleted ({self.path})", "NONEXISTENT") from None
+
+    def _listdir(self, new_names: list[str] | None = None, cur_names: list[str] | None = None
+                 ) -> dict[str, _Handle]:
         files: dict[str, _Handle] = {}
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(os.path.join(self.path, sub))
-            except FileNotFoundError:
-                raise StorageError(f"mailbox {self.name} was deleted ({self.path})", "NONEXISTENT") from None
-            for n in names:
-                if n.startswith("."):
-                    continue
-                base = split_filename(n)[0]
-                if base not in files or sub == "cur":
+        for sub, names in (("new", new_names), ("cur", cur_names)):
+            for n in (self._names(sub) if names is None else names):
+                base = n.partition(":2,")[0] if ":2," in n else n.split(":", 1)[0]
+                if sub == "cur" or base not in files:
                     files[base] = _Handle(sub, n)
         return files
+
+    def _unchanged(self, new_names: list[str], cur_names: list[str]) -> bool:
+        """Whether the directories hold exactly the files the cached list knows (our own
+        appends, flag renames and expunges keep it current): then nothing needs reconciling."""
+        cache = self._cache
+        if len(new_names) + len(cur_names) != len(cache):
+            return False
+        known_new, known_cur = set(), set()
+        for m in cache:
+            h = m.handle
+            (known_cur if h.subdir == "cur" else known_new).add(h.name)
+        return known_cur == set(cur_names) and known_new == set(new_names)
 
     def _scan_locked(self, _retry: bool = True) -> list[MessageInfo]:
         """List the folder, number new files in dovecot-uidlist, reconcile the index (lock held)."""
@@ -1036,8 +1056,23 @@ class MaildirMailbox(Mailbox):
         # The directories' stamp is taken before listing them: a change during the scan shows next
         # time. Dovecot's files change only under the lock we hold: their stamp is taken at the end.
         dirs = self._dir_stamp(("new", "cur"))[0]
-        files = self._listdir()
+        new_names, cur_names = self._names("new"), self._names("cur")
         u = self._read_uidlist()
+        if (u is not None and u.uidvalidity == self.uidvalidity and self._cache
+                and self._unchanged(new_names, cur_names)):
+            stamp0 = dirs[:-1] + ", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:]
+            if stamp0 != self._stamp and self._ix is not None:
+                import sqlite3
+
+                try:
+                    self._ix.begin()
+                    self._ix.set("stamp", stamp0)
+                    self._ix.commit()
+                except sqlite3.DatabaseError as e:
+                    self._index_failed(e)
+            self._stamp = stamp0
+            return self._cache
+        files = self._listdir(new_names, cur_names)
         if u is None or not u.uidvalidity:
             u2 = Uidlist()
             u2.uidvalidity = self.uidvalidity or _new_uidvalidity()
