@@ -217,73 +217,106 @@ class MailboxIndex:
 
     # -- cached content-derived facts ----------------------------------------------------------------
 
-    def load_cache(self) -> dict[int, "Memo"]:
-        out = {}
-        for uid, env, bs, body, headers in self.db.execute(
-                "SELECT uid, envelope, bodystructure, body, headers FROM msg WHERE envelope IS NOT NULL "
-                "OR bodystructure IS NOT NULL OR body IS NOT NULL OR headers IS NOT NULL"):
-            memo = Memo()
-            if env is not None:
-                memo["ENVELOPE"] = env
-            if bs is not None:
-                memo["BODYSTRUCTURE"] = bs
-            if body is not None:
-                memo["BODY"] = body
-            memo.lazy_headers = headers
-            memo.saved = memo.count()
-            out[uid] = memo
-        return out
+    def memo_table(self) -> "MemoTable":
+        return MemoTable(self)
 
-    def save_cache(self, items) -> None:
-        """items: [(uid, Memo)]."""
-        self.db.executemany(
-            "UPDATE msg SET envelope = ?, bodystructure = ?, body = ?, headers = ? WHERE uid = ?",
-            ((m.get("ENVELOPE"), m.get("BODYSTRUCTURE"), m.get("BODY"), m.headers_blob(), uid)
-             for uid, m in items))
+
+# The cached facts a caller may keep per message, and the column each lives in.
+COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body", "headers": "headers"}
+
+
+class MemoTable:
+    """The cached facts of one mailbox's messages, loaded one column at a time for the whole
+    mailbox when first asked for (FETCH 1:* ENVELOPE reads the envelopes and nothing else)."""
+
+    def __init__(self, index: MailboxIndex) -> None:
+        self.index = index
+        self.memos: dict[int, Memo] = {}
+        self.loaded: set[str] = set()
+        self.dirty: dict[int, set] = {}
+
+    def memo(self, uid: int) -> "Memo":
+        m = self.memos.get(uid)
+        if m is None:
+            m = self.memos[uid] = Memo(self, uid)
+        return m
+
+    def load(self, key: str) -> None:
+        self.loaded.add(key)
+        col = COLUMNS[key]
+        try:
+            rows = self.index.db.execute(f"SELECT uid, {col} FROM msg WHERE {col} IS NOT NULL").fetchall()
+        except (sqlite3.Error, AttributeError) as e:
+            _log().warning("%s: cannot read cached %s: %s", self.index.path, key, e)
+            return      # a cache miss: the caller parses the message
+        for uid, value in rows:
+            m = self.memo(uid)
+            if key == "headers":
+                if "headers" not in m:
+                    m.raw_headers = value
+            elif dict.get(m, key) is None:
+                dict.__setitem__(m, key, value)
+
+    def forget(self, uids) -> None:
+        for uid in uids:
+            self.memos.pop(uid, None)
+            self.dirty.pop(uid, None)
+
+    def flush(self) -> None:
+        """Write what callers added (the caller runs this inside a transaction)."""
+        dirty, self.dirty = self.dirty, {}
+        db = self.index.db
+        for uid, keys in dirty.items():
+            m = self.memos.get(uid)
+            if m is None:
+                continue
+            for key in keys:
+                value = dict.get(m, key)
+                if key == "headers":
+                    value = None if value is None else marshal.dumps(value)
+                db.execute(f"UPDATE msg SET {COLUMNS[key]} = ? WHERE uid = ?", (value, uid))
 
 
 class Memo(dict):
-    """One message's cached facts: a dict whose "headers" entry is unmarshalled on first use."""
+    """One message's cached facts, as a dict (what fetch.py and search.py expect); columns are
+    loaded from the index on first use, header fields unmarshalled per message."""
 
-    __slots__ = ("lazy_headers", "saved")
+    __slots__ = ("table", "uid", "raw_headers")
 
-    def __init__(self) -> None:
+    def __init__(self, table: MemoTable, uid: int) -> None:
         super().__init__()
-        self.lazy_headers: bytes | None = None
-        self.saved = 0      # how many entries the index holds (count() differs: save me)
+        self.table = table
+        self.uid = uid
+        self.raw_headers: bytes | None = None
 
-    def _decode(self) -> None:
-        blob, self.lazy_headers = self.lazy_headers, None
-        try:
-            value = marshal.loads(blob)
-        except (ValueError, EOFError, TypeError):
-            return          # a damaged blob is a cache miss
-        if isinstance(value, dict):
-            dict.__setitem__(self, "headers", value)
+    def _need(self, key) -> None:
+        if key in COLUMNS and key not in self.table.loaded:
+            self.table.load(key)
+        if key == "headers" and self.raw_headers is not None:
+            blob, self.raw_headers = self.raw_headers, None
+            try:
+                value = marshal.loads(blob)
+            except (ValueError, EOFError, TypeError):
+                return          # a damaged blob is a cache miss
+            if isinstance(value, dict):
+                dict.__setitem__(self, "headers", value)
 
     def get(self, key, default=None):
-        if key == "headers" and self.lazy_headers is not None:
-            self._decode()
+        self._need(key)
         return dict.get(self, key, default)
 
     def __contains__(self, key) -> bool:
-        if key == "headers" and self.lazy_headers is not None:
-            self._decode()
+        self._need(key)
         return dict.__contains__(self, key)
 
     def __getitem__(self, key):
-        if key == "headers" and self.lazy_headers is not None:
-            self._decode()
+        self._need(key)
         return dict.__getitem__(self, key)
 
-    def count(self) -> int:
-        return len(self) + (self.lazy_headers is not None)
-
-    def headers_blob(self) -> bytes | None:
-        if self.lazy_headers is not None:
-            return self.lazy_headers
-        h = dict.get(self, "headers")
-        return None if h is None else marshal.dumps(h)
+    def __setitem__(self, key, value) -> None:
+        dict.__setitem__(self, key, value)
+        if key in COLUMNS:
+            self.table.dirty.setdefault(self.uid, set()).add(key)
 
 
 def _copy_owner(ref: str, path: str) -> None:

@@ -753,7 +753,7 @@ class MaildirMailbox(Mailbox):
         self._kw_names: dict[int, str] = {}
         self._uidlist: Uidlist | None = None
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
-        self._memos: dict | None = None    # uid -> storage.index.Memo, loaded on first use
+        self._memos = None                   # storage.index.MemoTable, made on first use
         self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._ensure_uidlist().uidvalidity
         if self._ix is not None:
@@ -839,37 +839,20 @@ class MaildirMailbox(Mailbox):
         if self._ix is None:
             return None
         if self._memos is None:
-            import sqlite3
-
-            try:
-                self._memos = self._ix.load_cache()
-            except sqlite3.DatabaseError as e:
-                self._index_failed(e)
-                return None
-        memo = self._memos.get(msg.uid)
-        if memo is None:
-            from fetchdeliver.storage.index import Memo
-
-            memo = self._memos[msg.uid] = Memo()
-        return memo
+            self._memos = self._ix.memo_table()
+        return self._memos.memo(msg.uid)
 
     def flush_cached(self) -> None:
-        if self._ix is None or not self._memos:
-            return
-        dirty = [(uid, memo) for uid, memo in self._memos.items() if memo.count() != memo.saved]
-        if not dirty:
+        if self._ix is None or self._memos is None or not self._memos.dirty:
             return
         import sqlite3
 
         try:
             self._ix.begin()
-            self._ix.save_cache(dirty)
+            self._memos.flush()
             self._ix.commit()
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
-            return
-        for _uid, memo in dirty:
-            memo.saved = memo.count()
 
     # -- files ----------------------------------------------------------------------
 
@@ -1155,9 +1138,8 @@ class MaildirMailbox(Mailbox):
             if _retry and self._ix is not None:
                 return self._scan_locked(_retry=False)
             raise StorageError(f"{self.path}: the index failed twice: {e}", "SERVERBUG") from None
-        if gone and self._memos:
-            for uid in gone:
-                self._memos.pop(uid, None)
+        if gone and self._memos is not None:
+            self._memos.forget(gone)
         msgs.sort(key=lambda m: m.uid)
         self._cache = msgs
         self._stamp = stamp0
@@ -1394,9 +1376,8 @@ class MaildirMailbox(Mailbox):
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
         self._cache = [m for m in self._cache if m.uid not in gone]
-        if self._memos:
-            for uid in gone:
-                self._memos.pop(uid, None)
+        if self._memos is not None:
+            self._memos.forget(gone)
         self._stamp = None
 
     def watch_paths(self) -> list[str]:

@@ -180,8 +180,9 @@ def test_cached_parts_survive_a_restart_and_go_with_the_message(root):
     box.close()
     box = MaildirStore(root).open("INBOX")
     msgs = box.sync()
-    assert box.cached(msgs[0]) == {"ENVELOPE": b"(envelope of 1)"}
-    assert box.cached(msgs[1]) == {}
+    assert box.cached(msgs[0]).get("ENVELOPE") == b"(envelope of 1)"
+    assert "ENVELOPE" not in box.cached(msgs[1])
+    assert box.cached(msgs[0]).get("headers") is None
     box.expunge([msgs[0]])
     box.close()
     db = sqlite3.connect(os.path.join(root, INDEX_NAME))
