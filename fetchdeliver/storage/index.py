@@ -188,8 +188,12 @@ class MailboxIndex:
     # -- rows ----------------------------------------------------------------------------------
 
     def rows(self) -> list[Row]:
-        return [Row(*r) for r in self.db.execute(
-            "SELECT uid, name, subdir, internaldate, size, modseq FROM msg ORDER BY uid")]
+        return [Row(*r) for r in self.raw_rows()]
+
+    def raw_rows(self) -> list[tuple]:
+        """(uid, name, subdir, internaldate, size, modseq) tuples, by UID."""
+        return self.db.execute(
+            "SELECT uid, name, subdir, internaldate, size, modseq FROM msg ORDER BY uid").fetchall()
 
     def put(self, row: Row) -> None:
         """A message new to the index (a row left from an older life of the UID loses its cache)."""

@@ -754,8 +754,9 @@ class MaildirMailbox(Mailbox):
         self._uidlist: Uidlist | None = None
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
         self._memos = None                   # storage.index.MemoTable, made on first use
+        self._peeked_next = 1
         self._ix = self._open_index() if store.index else None
-        self.uidvalidity = self._ensure_uidlist().uidvalidity
+        self.uidvalidity = self._peek_uidlist() or self._ensure_uidlist().uidvalidity
         if self._ix is not None:
             self._load_index()
 
@@ -795,14 +796,30 @@ class MaildirMailbox(Mailbox):
         try:
             if ix.get("uidvalidity") != self.uidvalidity:
                 return   # void or new: the first sync fills it
-            rows = ix.rows()
+            rows = ix.raw_rows()
             ix.changed_elsewhere()
             stamp = ix.get("stamp")
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
             return
-        memo: dict[str, frozenset] = {}
-        self._cache = [self._from_row(r, memo) for r in rows]
+        flag_memo: dict[str, frozenset] = {}
+        cache = []
+        append = cache.append
+        for uid, name, subdir, idate, size, modseq in rows:    # the hot loop of SELECT: kept flat
+            if subdir == "cur":
+                at = name.find(":2,")
+                info = name[at + 3:] if at >= 0 else ""
+            else:
+                info = ""
+            flags = flag_memo.get(info)
+            if flags is None:
+                flags = flag_memo[info] = self._flags(info)
+            if size is None:
+                size = _size_from_name(split_filename(name)[0], "W")
+            m = MessageInfo(uid, flags, idate, _Handle(subdir, name), size, modseq)
+            m.recent = subdir == "new"
+            append(m)
+        self._cache = cache
         self._stamp = stamp
 
     def _from_row(self, r, flag_memo: dict) -> MessageInfo:
@@ -924,6 +941,33 @@ class MaildirMailbox(Mailbox):
             self._ul_key = (st.st_ino, st.st_mtime_ns, st.st_size)
         else:
             self._uidlist = self._ul_key = None
+
+    def _peek_uidlist(self) -> int:
+        """UIDVALIDITY (and the next UID) from dovecot-uidlist's header and last line, without
+        parsing every record: opening a mailbox whose index is current needs no more. 0 if unusable."""
+        try:
+            with open(os.path.join(self.path, "dovecot-uidlist"), "rb") as f:
+                head = f.readline(4096).decode("utf-8", "surrogateescape")
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 4096))
+                tail = f.read().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return 0
+        fields = head.split()
+        if len(fields) < 2 or fields[0] != "3":
+            return 0
+        validity = nxt = 0
+        for field in fields[1:]:
+            if field[:1] == "V" and field[1:].isdigit():
+                validity = int(field[1:])
+            elif field[:1] == "N" and field[1:].isdigit():
+                nxt = int(field[1:])
+        last = tail.rstrip("\n").rsplit("\n", 1)[-1]
+        if last != head.rstrip("\n") and last.partition(" ")[0].isdigit():
+            nxt = max(nxt, int(last.partition(" ")[0]) + 1)
+        self._peeked_next = max(nxt, 1)
+        return validity
 
     def _ensure_uidlist(self) -> Uidlist:
         u = self._read_uidlist()
@@ -1146,8 +1190,8 @@ class MaildirMailbox(Mailbox):
         return msgs
 
     def uidnext(self) -> int:
-        u = self._uidlist or self._read_uidlist()
-        return u.next_uid() if u else 1
+        u = self._uidlist
+        return u.next_uid() if u is not None else self._peeked_next
 
     # -- messages -------------------------------------------------------------------
 
