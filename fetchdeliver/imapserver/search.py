@@ -142,6 +142,12 @@ class Candidate:
     def header_values(self, name: str) -> list[str]:
         from fetchdeliver.message import decode_rfc2047
 
+        if self._headers is None and self.memo is not None:
+            # A store's index answers one field for the whole mailbox (storage/index.py Memo).
+            field = getattr(self.memo, "header_field", None)
+            values = field(name) if field is not None else None
+            if values is not None:
+                return [decode_rfc2047(v.decode("utf-8", "replace")) for v in values]
         if self._headers is None:
             from fetchdeliver.imapserver.mime import split_fields, unfold
 

@@ -3,8 +3,8 @@
 A Maildir folder keeps it in `fetchdeliver-index.sqlite` (next to Dovecot's
 `dovecot-uidlist`). Per message: UID, the file's current name and subdirectory,
 internal date, RFC822.SIZE, MODSEQ, and the content-derived facts the IMAP server
-asks for again and again (ENVELOPE, BODYSTRUCTURE and BODY as sent, and the
-header fields as a `marshal` blob decoded only when a search needs them). Per mailbox: UIDVALIDITY, HIGHESTMODSEQ, and the directory
+asks for again and again (ENVELOPE, BODYSTRUCTURE and BODY as sent; header
+fields one row each, so SEARCH SUBJECT reads the subjects and nothing else). Per mailbox: UIDVALIDITY, HIGHESTMODSEQ, and the directory
 stamp of the last reconciliation, so that a freshly started server answers from
 the index without listing or reading message files. Expunged UIDs are kept with
 the MODSEQ of their expunge (what QRESYNC's VANISHED needs).
@@ -22,13 +22,12 @@ here, so a writer may trust the rows it reads inside its transaction.
 
 from __future__ import annotations
 
-import marshal
 import os
 import sqlite3
 import time
 
 INDEX_NAME = "fetchdeliver-index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS msg (
@@ -41,8 +40,15 @@ CREATE TABLE IF NOT EXISTS msg (
     envelope BLOB,               -- the IMAP ENVELOPE, BODYSTRUCTURE and BODY answers, as sent
     bodystructure BLOB,
     body BLOB,
-    headers BLOB                 -- marshal of {lower-case field name: [unfolded values]}
+    hdr INTEGER                  -- 1 when the message's header fields are in `field`
 );
+CREATE TABLE IF NOT EXISTS field (     -- header fields, for SEARCH HEADER/SUBJECT/FROM/...
+    uid INTEGER NOT NULL,
+    name TEXT NOT NULL,          -- lower case
+    value BLOB NOT NULL          -- unfolded, undecoded
+);
+CREATE INDEX IF NOT EXISTS field_name ON field (name, uid);
+CREATE INDEX IF NOT EXISTS field_uid ON field (uid);
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
 """
@@ -200,6 +206,7 @@ class MailboxIndex:
         self.db.execute("INSERT OR REPLACE INTO msg (uid, name, subdir, internaldate, size, modseq) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (row.uid, row.name, row.subdir, row.internaldate, row.size, row.modseq))
+        self.db.execute("DELETE FROM field WHERE uid = ?", (row.uid,))
 
     def move(self, uid: int, name: str, subdir: str, modseq: int) -> None:
         self.db.execute("UPDATE msg SET name = ?, subdir = ?, modseq = ? WHERE uid = ?",
@@ -208,11 +215,13 @@ class MailboxIndex:
     def remove(self, uids, modseq: int) -> None:
         """Rows gone: forget them, remember the UIDs as expunged at `modseq`."""
         self.db.executemany("DELETE FROM msg WHERE uid = ?", ((u,) for u in uids))
+        self.db.executemany("DELETE FROM field WHERE uid = ?", ((u,) for u in uids))
         self.db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", ((u, modseq) for u in uids))
 
     def clear(self) -> None:
         """A new UIDVALIDITY: every row is void (HIGHESTMODSEQ keeps growing)."""
         self.db.execute("DELETE FROM msg")
+        self.db.execute("DELETE FROM field")
         self.db.execute("DELETE FROM expunged")
 
     def vanished_since(self, modseq: int) -> list[int]:
@@ -225,19 +234,24 @@ class MailboxIndex:
         return MemoTable(self)
 
 
-# The cached facts a caller may keep per message, and the column each lives in.
-COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body", "headers": "headers"}
+# The cached facts a caller may keep per message, and the column each lives in ("headers",
+# {lower-case name: [unfolded values]}, lives in the `field` table, one row per field).
+COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+HEADERS = "headers"
 
 
 class MemoTable:
-    """The cached facts of one mailbox's messages, loaded one column at a time for the whole
-    mailbox when first asked for (FETCH 1:* ENVELOPE reads the envelopes and nothing else)."""
+    """The cached facts of one mailbox's messages, loaded one column (or one header field) at a
+    time for the whole mailbox when first asked for: FETCH 1:* ENVELOPE reads the envelopes and
+    nothing else, SEARCH SUBJECT the subjects."""
 
     def __init__(self, index: MailboxIndex) -> None:
         self.index = index
         self.memos: dict[int, Memo] = {}
         self.loaded: set[str] = set()
         self.dirty: dict[int, set] = {}
+        self.with_fields: set[int] | None = None     # UIDs whose header fields are stored
+        self.fields: dict[str, dict[int, list]] = {}
 
     def memo(self, uid: int) -> "Memo":
         m = self.memos.get(uid)
@@ -245,26 +259,40 @@ class MemoTable:
             m = self.memos[uid] = Memo(self, uid)
         return m
 
+    def _query(self, sql: str, args=()) -> list:
+        try:
+            return self.index.db.execute(sql, args).fetchall()
+        except (sqlite3.Error, AttributeError) as e:
+            _log().warning("%s: cannot read the index's cache: %s", self.index.path, e)
+            return []   # a cache miss: the caller parses the message
+
     def load(self, key: str) -> None:
         self.loaded.add(key)
         col = COLUMNS[key]
-        try:
-            rows = self.index.db.execute(f"SELECT uid, {col} FROM msg WHERE {col} IS NOT NULL").fetchall()
-        except (sqlite3.Error, AttributeError) as e:
-            _log().warning("%s: cannot read cached %s: %s", self.index.path, key, e)
-            return      # a cache miss: the caller parses the message
-        for uid, value in rows:
+        for uid, value in self._query(f"SELECT uid, {col} FROM msg WHERE {col} IS NOT NULL"):
             m = self.memo(uid)
-            if key == "headers":
-                if "headers" not in m:
-                    m.raw_headers = value
-            elif dict.get(m, key) is None:
+            if dict.get(m, key) is None:
                 dict.__setitem__(m, key, value)
+
+    def field(self, uid: int, name: str) -> list | None:
+        """The values of header field `name` of message `uid`, or None when its fields are not stored."""
+        if self.with_fields is None:
+            self.with_fields = {r[0] for r in self._query("SELECT uid FROM msg WHERE hdr = 1")}
+        if uid not in self.with_fields:
+            return None
+        values = self.fields.get(name)
+        if values is None:
+            values = self.fields[name] = {}
+            for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY rowid", (name,)):
+                values.setdefault(u, []).append(v)
+        return values.get(uid, [])
 
     def forget(self, uids) -> None:
         for uid in uids:
             self.memos.pop(uid, None)
             self.dirty.pop(uid, None)
+            if self.with_fields is not None:
+                self.with_fields.discard(uid)
 
     def flush(self) -> None:
         """Write what callers added (the caller runs this inside a transaction)."""
@@ -276,34 +304,42 @@ class MemoTable:
                 continue
             for key in keys:
                 value = dict.get(m, key)
-                if key == "headers":
-                    value = None if value is None else marshal.dumps(value)
-                db.execute(f"UPDATE msg SET {COLUMNS[key]} = ? WHERE uid = ?", (value, uid))
+                if key == HEADERS:
+                    db.execute("DELETE FROM field WHERE uid = ?", (uid,))
+                    db.executemany("INSERT INTO field VALUES (?, ?, ?)",
+                                   ((uid, n, v) for n, vals in value.items() for v in vals))
+                    db.execute("UPDATE msg SET hdr = 1 WHERE uid = ?", (uid,))
+                    if self.with_fields is not None:
+                        self.with_fields.add(uid)
+                    for n, vals in value.items():
+                        if n in self.fields:
+                            self.fields[n][uid] = list(vals)
+                else:
+                    db.execute(f"UPDATE msg SET {COLUMNS[key]} = ? WHERE uid = ?", (value, uid))
 
 
 class Memo(dict):
     """One message's cached facts, as a dict (what fetch.py and search.py expect); columns are
-    loaded from the index on first use, header fields unmarshalled per message."""
+    loaded from the index on first use. Header fields are asked for one at a time
+    (`header_field(name)`); the whole {name: values} dict is only ever written."""
 
-    __slots__ = ("table", "uid", "raw_headers")
+    __slots__ = ("table", "uid")
 
     def __init__(self, table: MemoTable, uid: int) -> None:
         super().__init__()
         self.table = table
         self.uid = uid
-        self.raw_headers: bytes | None = None
 
     def _need(self, key) -> None:
         if key in COLUMNS and key not in self.table.loaded:
             self.table.load(key)
-        if key == "headers" and self.raw_headers is not None:
-            blob, self.raw_headers = self.raw_headers, None
-            try:
-                value = marshal.loads(blob)
-            except (ValueError, EOFError, TypeError):
-                return          # a damaged blob is a cache miss
-            if isinstance(value, dict):
-                dict.__setitem__(self, "headers", value)
+
+    def header_field(self, name: str) -> list | None:
+        """[values] of one header field (lower-case name); None when they are not cached."""
+        h = dict.get(self, HEADERS)
+        if h is not None:
+            return h.get(name, [])
+        return self.table.field(self.uid, name)
 
     def get(self, key, default=None):
         self._need(key)
@@ -319,7 +355,7 @@ class Memo(dict):
 
     def __setitem__(self, key, value) -> None:
         dict.__setitem__(self, key, value)
-        if key in COLUMNS:
+        if key in COLUMNS or key == HEADERS:
             self.table.dirty.setdefault(self.uid, set()).add(key)
 
 
