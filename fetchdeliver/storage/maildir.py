@@ -220,7 +220,9 @@ class MaildirStore(Store):
     # -- delivery -------------------------------------------------------------------
 
     def deliver(self, raw: bytes, mailbox: str = "INBOX", flags=(), *, sender: str = "",
-                create: bool = True) -> Receipt:
+                create: bool = True, into_cur: bool = False) -> Receipt:
+        """`into_cur`: put the file in cur/ even without flags (an IMAP APPEND: a reader saw it
+        arrive, so it needs no new/ -> cur/ move later)."""
         path = self.folder_path(mailbox)
         if not create and path != self.root and not os.path.isdir(path):
             raise MailboxNotFound(f"mailbox does not exist: {mailbox!r} ({path}); "
@@ -229,7 +231,7 @@ class MaildirStore(Store):
         if keywords:
             letters = "".join(sorted(letters + self._keyword_letters(path, keywords)))
         base = f"{unique_name()},S={len(raw)},W={virtual_size(raw)}"
-        if letters:
+        if letters or into_cur:
             subdir, final = "cur", f"{base}:2,{letters}"
         else:
             subdir, final = "new", base
@@ -754,6 +756,7 @@ class MaildirMailbox(Mailbox):
         self._uidlist: Uidlist | None = None
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
         self._memos = None                   # storage.index.MemoTable, made on first use
+        self._known: dict | None = None      # {"new": names, "cur": names} of the cached list
         self._peeked_next = 1
         self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._peek_uidlist() or self._ensure_uidlist().uidvalidity
@@ -820,6 +823,7 @@ class MaildirMailbox(Mailbox):
             m.recent = subdir == "new"
             append(m)
         self._cache = cache
+        self._known = None
         self._stamp = stamp
 
     def _from_row(self, r, flag_memo: dict) -> MessageInfo:
@@ -1067,14 +1071,27 @@ class MaildirMailbox(Mailbox):
     def _unchanged(self, new_names: list[str], cur_names: list[str]) -> bool:
         """Whether the directories hold exactly the files the cached list knows (our own
         appends, flag renames and expunges keep it current): then nothing needs reconciling."""
-        cache = self._cache
-        if len(new_names) + len(cur_names) != len(cache):
+        k = self._known
+        if k is None:
+            k = {"new": set(), "cur": set()}
+            for m in self._cache:
+                k[m.handle.subdir].add(m.handle.name)
+            self._known = k
+        known_new, known_cur = k["new"], k["cur"]
+        if (len(new_names) != len(known_new) or len(cur_names) != len(known_cur)
+                or len(known_new) + len(known_cur) != len(self._cache)):
             return False
-        known_new, known_cur = set(), set()
-        for m in cache:
-            h = m.handle
-            (known_cur if h.subdir == "cur" else known_new).add(h.name)
-        return known_cur == set(cur_names) and known_new == set(new_names)
+        return known_cur.issuperset(cur_names) and known_new.issuperset(new_names)
+
+    def _moved(self, old, new) -> None:
+        """Keep the cached name sets right when one of our own changes moves a file."""
+        k = self._known
+        if k is None:
+            return
+        if old is not None:
+            k[old.subdir].discard(old.name)
+        if new is not None:
+            k[new.subdir].add(new.name)
 
     def _scan_locked(self, _retry: bool = True) -> list[MessageInfo]:
         """List the folder, number new files in dovecot-uidlist, reconcile the index (lock held)."""
@@ -1186,6 +1203,7 @@ class MaildirMailbox(Mailbox):
             self._memos.forget(gone)
         msgs.sort(key=lambda m: m.uid)
         self._cache = msgs
+        self._known = None
         self._stamp = stamp0
         return msgs
 
@@ -1303,9 +1321,12 @@ class MaildirMailbox(Mailbox):
                 found = files.get(base)
                 if found is None:
                     return False  # expunged meanwhile
+                self._moved(msg.handle, found)
                 msg.handle = found
                 continue
-            msg.handle = _Handle("cur", new_name)
+            new = _Handle("cur", new_name)
+            self._moved(h, new)
+            msg.handle = new
             return True
         return False
 
@@ -1327,7 +1348,7 @@ class MaildirMailbox(Mailbox):
     def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
         self._check_writable()
         try:
-            receipt = self.store.deliver(raw, self.name, list(flags), create=False)
+            receipt = self.store.deliver(raw, self.name, list(flags), create=False, into_cur=True)
         except FetchdeliverError as e:
             raise StorageError(str(e), "TRYCREATE" if "does not exist" in str(e) else None) from e
         if internaldate is not None:
@@ -1362,7 +1383,8 @@ class MaildirMailbox(Mailbox):
             self._append_uidlist(u, [f"{uid} :{base}\n"])
             info = split_filename(name)[1] if subdir == "cur" else ""
             m = MessageInfo(uid, self._flags(info), mtime, _Handle(subdir, name), _size_from_name(base, "W"))
-            m.recent = subdir == "new"
+            m.recent = True     # new to this session (other sessions see a cur/ file: not recent)
+            self._moved(None, m.handle)
             ix = self._ix
             if ix is not None:
                 import sqlite3
@@ -1420,6 +1442,7 @@ class MaildirMailbox(Mailbox):
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
         self._cache = [m for m in self._cache if m.uid not in gone]
+        self._known = None
         if self._memos is not None:
             self._memos.forget(gone)
         self._stamp = None
