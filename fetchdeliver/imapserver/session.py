@@ -945,6 +945,13 @@ class Session:
         if msgs is v.synced and len(msgs) == len(v.msgs):
             return    # the store handed back the very list we diffed last time: nothing changed
         v.synced = msgs
+        n = len(v.msgs)
+        if len(msgs) > n and (n == 0 or (msgs[n - 1] is v.msgs[-1] and
+                                         all(a is b for a, b in zip(v.msgs, msgs)))):
+            # The known messages are the very objects we hold (the store changes an object only
+            # by replacing it): only new messages to announce.
+            await self._announce(v, msgs[n:], [])
+            return
         current = {m.uid: m for m in msgs}
         out = []
         if expunge:
@@ -968,6 +975,9 @@ class Session:
             if cur.flags != v.flags.get(m.uid):
                 v.flags[m.uid] = cur.flags
                 out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+        await self._announce(v, new, out)
+
+    async def _announce(self, v: View, new: list, out: list) -> None:
         if new:
             for m in new:
                 v.msgs.append(m)
