@@ -71,6 +71,9 @@ class _ReadOnly(Mailbox):
     def flush_cached(self) -> None:
         self._inner.flush_cached()
 
+    def cached_fields(self, name: str):
+        return self._inner.cached_fields(name)
+
     def highestmodseq(self) -> int:
         return self._inner.highestmodseq()
 

@@ -254,6 +254,36 @@ def _single_text_body(raw: bytes) -> str | None:
         return body.decode("utf-8", "replace")
 
 
+def prefilter(tree: tuple, mailbox) -> list[tuple[set, set]]:
+    """For each HEADER key of the top-level AND whose field the store keeps for the whole mailbox
+    (`Mailbox.cached_fields`): (UIDs that match, UIDs whose fields are known). A message known
+    not to match is skipped without reading or building anything; one whose fields are not kept
+    is tested as usual."""
+    if tree[0] != "AND":
+        return []
+    fields = getattr(mailbox, "cached_fields", None)
+    if fields is None:
+        return []
+    from fetchdeliver.message import decode_rfc2047
+
+    out = []
+    for node in tree[1]:
+        if node[0] != "HEADER":
+            continue
+        got = fields(node[1])
+        if got is None:
+            continue
+        known, values = got
+        needle = node[2].casefold()
+        ok = set()
+        for uid, vals in values.items():
+            if not needle or any(needle in decode_rfc2047(v.decode("utf-8", "replace")).casefold()
+                                 for v in vals):
+                ok.add(uid)
+        out.append((ok, known))
+    return out
+
+
 def _in_set(n: int, ranges, star: int) -> bool:
     for a, b in ranges:
         a = star if a is None else a

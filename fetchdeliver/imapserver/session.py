@@ -917,7 +917,10 @@ class Session:
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
         hits = []
+        filters = searchmod.prefilter(tree, mbox)
         for i, m in enumerate(v.msgs, 1):
+            if filters and any(m.uid in known and m.uid not in ok for ok, known in filters):
+                continue
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
                                     memo=self.memo(mbox, m))

@@ -135,6 +135,11 @@ class Mailbox:
     def flush_cached(self) -> None:
         """Persist what callers added to the dicts `cached()` returned."""
 
+    def cached_fields(self, name: str) -> tuple[set, dict] | None:
+        """(UIDs whose header fields are kept, {uid: [raw unfolded values of field `name`]}) for
+        the whole mailbox, so that a header search skips what cannot match; None when not kept."""
+        return None
+
     def highestmodseq(self) -> int:
         """HIGHESTMODSEQ (RFC 7162): raised by every append, flag change and expunge; 0 if not kept."""
         return 0

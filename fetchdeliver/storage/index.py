@@ -274,6 +274,21 @@ class MemoTable:
             if dict.get(m, key) is None:
                 dict.__setitem__(m, key, value)
 
+    def all_fields(self, name: str) -> tuple[set, dict]:
+        """(UIDs whose header fields are stored, {uid: values of field `name`})."""
+        if self.with_fields is None:
+            self.with_fields = {r[0] for r in self._query("SELECT uid FROM msg WHERE hdr = 1")}
+        values = self.fields.get(name)
+        if values is None:
+            values = self.fields[name] = {}
+            for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY rowid", (name,)):
+                values.setdefault(u, []).append(v)
+        for uid, m in self.memos.items():     # fields parsed in this session, not yet written
+            h = dict.get(m, HEADERS)
+            if h is not None and uid not in self.with_fields:
+                values[uid] = list(h.get(name, []))
+        return self.with_fields | {u for u, m in self.memos.items() if dict.get(m, HEADERS) is not None}, values
+
     def field(self, uid: int, name: str) -> list | None:
         """The values of header field `name` of message `uid`, or None when its fields are not stored."""
         if self.with_fields is None:

@@ -863,6 +863,13 @@ class MaildirMailbox(Mailbox):
             self._memos = self._ix.memo_table()
         return self._memos.memo(msg.uid)
 
+    def cached_fields(self, name: str):
+        if self._ix is None:
+            return None
+        if self._memos is None:
+            self._memos = self._ix.memo_table()
+        return self._memos.all_fields(name)
+
     def flush_cached(self) -> None:
         if self._ix is None or self._memos is None or not self._memos.dirty:
             return

@@ -128,3 +128,23 @@ def test_deliverer_and_imap_sessions_at_once_lose_and_duplicate_nothing(tmp_path
     assert sorted(rows) == uids
     assert all(by_base[name.split(":2,")[0]] == uid for uid, name in rows.items())
     assert min(modseqs) >= 1
+
+
+def test_header_search_mixes_indexed_and_new_messages(tmp_path):
+    server, maildir, passwd = make_server(tmp_path, n_plain=4)
+    try:
+        c = _client(server)
+        c.select_folder("INBOX")
+        assert c.search(["SUBJECT", "number 3"]) == [3]      # fills the index's header fields
+        c.logout()
+        server = _restart(server, maildir, passwd)
+        from fetchdeliver.storage.maildir import MaildirStore
+        MaildirStore(maildir).deliver(plain(3, "late"))         # "late number 3": not indexed yet
+        c = _client(server)
+        c.select_folder("INBOX")
+        assert c.search(["SUBJECT", "number 3"]) == [3, 5]
+        assert c.search(["NOT", "SUBJECT", "number 3"]) == [1, 2, 4]
+        assert c.search(["OR", "SUBJECT", "late", "FROM", "sender1@"]) == [1, 5]
+        c.logout()
+    finally:
+        server.stop()
