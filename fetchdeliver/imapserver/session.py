@@ -13,6 +13,7 @@ import asyncio
 import base64
 import bisect
 import ipaddress
+import socket
 
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
@@ -168,6 +169,19 @@ class Session:
             raise EOFError from None
         return line[:-2] if line.endswith(b"\r\n") else line[:-1]
 
+    def ack_now(self) -> None:
+        """ACK what was received at once. After `{N+}` the client sends the literal without
+        waiting for us; a client with Nagle's algorithm on holds it until our ACK, which the
+        kernel would delay (up to 40 ms) hoping to piggyback it on an answer we do not send."""
+        sock = self.writer.get_extra_info("socket")
+        quickack = getattr(socket, "TCP_QUICKACK", None)   # Linux only
+        if sock is None or quickack is None:
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError:
+            pass
+
     async def read_command(self) -> bytes | None:
         """One complete command (literals included), or None after answering a bad one."""
         line = await self.read_line()
@@ -189,6 +203,8 @@ class Session:
                 return None
             if not nonsync:
                 await self.send(b"+ OK\r\n")
+            elif size:
+                self.ack_now()
             try:
                 data = await asyncio.wait_for(self.reader.readexactly(size), self.cfg.idle_timeout)
             except asyncio.TimeoutError:
