@@ -62,7 +62,24 @@ class View:
         return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
 
 
+_FLAG_LISTS: dict = {}
+
+
 def flag_list(flags, recent: bool = False) -> bytes:
+    """"(\\Seen $Work)": a mailbox has few distinct flag sets, so the answers are kept."""
+    key = (flags, recent)
+    try:
+        got = _FLAG_LISTS.get(key)
+    except TypeError:     # a plain set: not hashable, not kept
+        return _flag_list(flags, recent)
+    if got is None:
+        if len(_FLAG_LISTS) > 4096:
+            _FLAG_LISTS.clear()
+        got = _FLAG_LISTS[key] = _flag_list(flags, recent)
+    return got
+
+
+def _flag_list(flags, recent: bool) -> bytes:
     sys_part = [f for f in SYSTEM_FLAGS if f in flags]
     kws = sorted(f for f in flags if not f.startswith("\\"))
     if recent:

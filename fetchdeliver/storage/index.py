@@ -212,6 +212,10 @@ class MailboxIndex:
         self.db.execute("UPDATE msg SET name = ?, subdir = ?, modseq = ? WHERE uid = ?",
                         (name, subdir, modseq, uid))
 
+    def move_many(self, rows) -> None:
+        """rows: (name, subdir, modseq, uid) tuples."""
+        self.db.executemany("UPDATE msg SET name = ?, subdir = ?, modseq = ? WHERE uid = ?", rows)
+
     def remove(self, uids, modseq: int) -> None:
         """Rows gone: forget them, remember the UIDs as expunged at `modseq`."""
         self.db.executemany("DELETE FROM msg WHERE uid = ?", ((u,) for u in uids))

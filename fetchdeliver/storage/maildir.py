@@ -1275,8 +1275,7 @@ class MaildirMailbox(Mailbox):
                 ms = ix.next_modseq()
                 for m in msgs:
                     m.modseq = ms
-            for m in msgs:
-                ix.move(m.uid, m.handle.name, m.handle.subdir, m.modseq)
+            ix.move_many((m.handle.name, m.handle.subdir, m.modseq, m.uid) for m in msgs)
             ix.commit()
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
@@ -1291,20 +1290,29 @@ class MaildirMailbox(Mailbox):
             except OSError as e:
                 raise StorageError(f"cannot write {self.path}/dovecot-keywords: {e.strerror}") from e
             self._kw_stamp = None
+        by_set: dict[frozenset, list[str]] = {}     # a STORE gives many messages the same flags
+        flag_memo: dict[str, frozenset] = {}
         with self._lock():
             done = []
             for msg, flags in changes:
-                letters = []
-                for f in flags:
-                    if f.startswith("\\"):
-                        c = FLAG_LETTERS.get(f)
-                    else:
-                        i = table.get(f.lower())
-                        c = chr(97 + i) if i is not None else None
-                    if c:
-                        letters.append(c)
+                letters = by_set.get(flags)
+                if letters is None:
+                    letters = []
+                    for f in flags:
+                        if f.startswith("\\"):
+                            c = FLAG_LETTERS.get(f)
+                        else:
+                            i = table.get(f.lower())
+                            c = chr(97 + i) if i is not None else None
+                        if c:
+                            letters.append(c)
+                    by_set[flags] = letters
                 if self._rename(msg, letters):
-                    msg.flags = self._flags(split_filename(msg.handle.name)[1])
+                    info = split_filename(msg.handle.name)[1]
+                    got = flag_memo.get(info)
+                    if got is None:
+                        got = flag_memo[info] = self._flags(info)
+                    msg.flags = got
                     msg.recent = False
                     done.append(msg)
             self._record(done, bump=True)
@@ -1319,8 +1327,8 @@ class MaildirMailbox(Mailbox):
             new_name = f"{base}:2,{''.join(sorted(set(letters + keep)))}"
             if new_name == h.name and h.subdir == "cur":
                 return False
-            src = os.path.join(self.path, h.subdir, h.name)
-            dst = os.path.join(self.path, "cur", new_name)
+            src = f"{self.path}/{h.subdir}/{h.name}"
+            dst = f"{self.path}/cur/{new_name}"
             try:
                 os.rename(src, dst)
             except FileNotFoundError:
