@@ -757,6 +757,7 @@ class MaildirMailbox(Mailbox):
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
         self._memos = None                   # storage.index.MemoTable, made on first use
         self._known: dict | None = None      # {"new": names, "cur": names} of the cached list
+        self._unverified = False             # _stamp was taken after our own change, not a listing
         self._peeked_next = 1
         self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._peek_uidlist() or self._ensure_uidlist().uidvalidity
@@ -1054,10 +1055,25 @@ class MaildirMailbox(Mailbox):
 
     def sync(self) -> list[MessageInfo]:
         stamp, trusted_after = self._dir_stamp()
-        if stamp == self._stamp and time.time() > trusted_after:
-            return self._cache
+        if stamp == self._stamp:
+            # A stamp from a listing is trusted once the directories are older than the file
+            # system's timestamp granularity. One we took after our own change (nothing listed)
+            # is used until then, and checked by one listing after it: another process's change
+            # in the very same tick as ours is seen a tick later, never lost.
+            if (time.time() <= trusted_after) == self._unverified:
+                return self._cache
         with self._lock():
             return self._scan_locked()
+
+    def _own_change(self) -> bool:
+        """Before a change we make under the lock: whether our list is current (stamp unchanged)."""
+        return self._stamp is not None and self._dir_stamp()[0] == self._stamp
+
+    def _changed_by_us(self, was_current: bool) -> None:
+        """After our change: the new stamp describes our list (to be verified, see sync())."""
+        if was_current:
+            self._stamp = self._dir_stamp()[0]
+            self._unverified = True
 
     def _names(self, sub: str) -> list[str]:
         try:
@@ -1122,6 +1138,7 @@ class MaildirMailbox(Mailbox):
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
             self._stamp = stamp0
+            self._unverified = False
             return self._cache
         files = self._listdir(new_names, cur_names)
         if u is None or not u.uidvalidity:
@@ -1212,6 +1229,7 @@ class MaildirMailbox(Mailbox):
         self._cache = msgs
         self._known = None
         self._stamp = stamp0
+        self._unverified = False
         return msgs
 
     def uidnext(self) -> int:
@@ -1293,6 +1311,7 @@ class MaildirMailbox(Mailbox):
         by_set: dict[frozenset, list[str]] = {}     # a STORE gives many messages the same flags
         flag_memo: dict[str, frozenset] = {}
         with self._lock():
+            current = self._own_change()
             done = []
             for msg, flags in changes:
                 letters = by_set.get(flags)
@@ -1316,6 +1335,7 @@ class MaildirMailbox(Mailbox):
                     msg.recent = False
                     done.append(msg)
             self._record(done, bump=True)
+            self._changed_by_us(current)
 
     def _rename(self, msg: MessageInfo, letters: list[str]) -> bool:
         """Give the file its new info letters; False when nothing changed or it is gone."""
@@ -1353,15 +1373,18 @@ class MaildirMailbox(Mailbox):
         if not todo:
             return
         with self._lock():
+            current = self._own_change()
             done = []
             for m in todo:
                 if self._rename(m, [c for c in split_filename(m.handle.name)[1]]):
                     m.recent = False
                     done.append(m)
             self._record(done, bump=False)
+            self._changed_by_us(current)
 
     def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
         self._check_writable()
+        current = self._own_change()
         try:
             receipt = self.store.deliver(raw, self.name, list(flags), create=False, into_cur=True)
         except FetchdeliverError as e:
@@ -1371,9 +1394,9 @@ class MaildirMailbox(Mailbox):
                 os.utime(receipt.path, (internaldate, internaldate))
             except OSError:
                 pass
-        return self.adopt(receipt.path)
+        return self.adopt(receipt.path, current)
 
-    def adopt(self, path: str) -> int:
+    def adopt(self, path: str, _list_current: bool = False) -> int:
         """Give the durable file at `path` (just delivered into this folder) its UID in
         dovecot-uidlist and its index row; returns the UID. A crash before this only delays
         the numbering to the next sync: the file is already safe."""
@@ -1418,6 +1441,7 @@ class MaildirMailbox(Mailbox):
             self._cache = self._cache + [m]
             if len(self._cache) > 1 and self._cache[-2].uid > uid:
                 self._cache.sort(key=lambda x: x.uid)
+            self._changed_by_us(_list_current)
         return uid
 
     def expunge(self, msgs: list[MessageInfo]) -> None:

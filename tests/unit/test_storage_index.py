@@ -209,3 +209,28 @@ def test_an_index_that_cannot_be_opened_is_put_aside(root):
     os.mkdir(os.path.join(root, INDEX_NAME))       # not a file at all
     assert [u for u, _, _ in snapshot(root)] == [1, 2, 3, 4, 5]
     assert os.path.isfile(os.path.join(root, INDEX_NAME))
+
+
+def test_a_foreign_change_in_the_same_clock_tick_as_ours_is_seen_soon_after(root):
+    """After our own APPEND the mailbox trusts the stamp it took instead of listing the folder;
+    a file another process dropped into cur/ within the same timestamp tick (simulated by
+    putting the directory's mtime back) must still show up once that tick is surely over."""
+    import time
+
+    box = MaildirStore(root).open("INBOX")
+    box.sync()
+    box.append(msg(50, "ours"))
+    cur = os.path.join(root, "cur")
+    st = os.stat(cur)
+    with open(os.path.join(cur, "1700000001.M1P2.other:2,S"), "wb") as f:
+        f.write(msg(51, "theirs"))
+    os.utime(cur, ns=(st.st_atime_ns, st.st_mtime_ns))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [m for m in box.sync() if box.read(m) == msg(51, "theirs")]
+        if found:
+            break
+        time.sleep(0.02)   # polling for the condition, not a timing assumption
+    assert found, "the foreign message never appeared"
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6, 7]
+    box.close()
