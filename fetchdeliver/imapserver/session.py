@@ -950,9 +950,11 @@ class Session:
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
         hits = []
-        filters = searchmod.prefilter(tree, mbox)
+        skip: set = set()
+        for ok, known in searchmod.prefilter(tree, mbox):
+            skip |= known - ok          # known not to match one key of the AND
         for i, m in enumerate(v.msgs, 1):
-            if filters and any(m.uid in known and m.uid not in ok for ok, known in filters):
+            if m.uid in skip:
                 continue
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS msg (
 CREATE TABLE IF NOT EXISTS field (     -- header fields, for SEARCH HEADER/SUBJECT/FROM/...
     uid INTEGER NOT NULL,
     name TEXT NOT NULL,          -- lower case
-    value BLOB NOT NULL          -- unfolded, undecoded
+    value BLOB NOT NULL          -- unfolded, undecoded; a field's values in rowid order
 );
 CREATE INDEX IF NOT EXISTS field_name ON field (name, uid);
 CREATE INDEX IF NOT EXISTS field_uid ON field (uid);
@@ -285,7 +285,7 @@ class MemoTable:
         values = self.fields.get(name)
         if values is None:
             values = self.fields[name] = {}
-            for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY rowid", (name,)):
+            for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY uid", (name,)):
                 values.setdefault(u, []).append(v)
         for uid, m in self.memos.items():     # fields parsed in this session, not yet written
             h = dict.get(m, HEADERS)
@@ -302,7 +302,7 @@ class MemoTable:
         values = self.fields.get(name)
         if values is None:
             values = self.fields[name] = {}
-            for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY rowid", (name,)):
+            for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY uid", (name,)):
                 values.setdefault(u, []).append(v)
         return values.get(uid, [])
 
