@@ -988,7 +988,9 @@ class Session:
                                          all(a is b for a, b in zip(v.msgs, msgs)))):
             # The known messages are the very objects we hold (the store changes an object only
             # by replacing it): only new messages to announce.
-            await self._announce(v, msgs[n:], [])
+            out: list = []
+            self._new_keywords(v, msgs[n:], out)
+            await self._announce(v, msgs[n:], out)
             return
         current = {m.uid: m for m in msgs}
         out = []
@@ -1005,6 +1007,7 @@ class Session:
                 i -= 1
         last = v.uids[-1] if v.uids else 0
         new = [m for m in msgs if m.uid > last]
+        changed = []
         for i, m in enumerate(v.msgs):
             cur = current.get(m.uid)
             if cur is None:
@@ -1012,8 +1015,18 @@ class Session:
             v.msgs[i] = cur
             if cur.flags != v.flags.get(m.uid):
                 v.flags[m.uid] = cur.flags
-                out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+                changed.append((i, cur))
+        self._new_keywords(v, [m for _, m in changed] + new, out)
+        for i, cur in changed:
+            out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
         await self._announce(v, new, out)
+
+    def _new_keywords(self, v: View, msgs: list, out: list) -> None:
+        """A keyword another session or process set is announced in FLAGS before any FETCH uses it."""
+        added = {f for m in msgs for f in m.flags if not f.startswith("\\")} - v.keywords
+        if added:
+            v.keywords |= added
+            out.extend(ln.encode("utf-8", "replace") + b"\r\n" for ln in self.flags_lines(v))
 
     async def _announce(self, v: View, new: list, out: list) -> None:
         if new:
