@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 INDEX_NAME = "fetchdeliver-index.sqlite"
@@ -60,6 +61,56 @@ def _log():
     return logging.getLogger(__name__)
 
 
+# Open indexes, kept per folder and thread: a session's SELECT finds the connection open, and
+# LOGOUT does not close it (closing the last connection checkpoints the WAL: an fsync or two).
+_POOL: dict = {}
+_IDLE: dict = {}          # key -> index with no user, oldest first
+MAX_IDLE = 32
+
+
+def acquire(folder: str) -> "MailboxIndex":
+    """The open index of `folder` for this thread (IndexUnavailable when it cannot be used)."""
+    key = (os.path.abspath(folder), threading.get_ident())
+    ix = _POOL.get(key)
+    if ix is not None and not ix.same_file():
+        _POOL.pop(key, None)
+        _IDLE.pop(key, None)
+        if ix.users <= 0:
+            ix.close()
+        ix = None
+    if ix is None:
+        ix = MailboxIndex(folder)
+        ix.key = key
+        _POOL[key] = ix
+    ix.users += 1
+    _IDLE.pop(key, None)
+    return ix
+
+
+def release(ix: "MailboxIndex") -> None:
+    ix.users -= 1
+    if ix.users > 0:
+        return
+    if _POOL.get(ix.key) is not ix:
+        ix.close()
+        return
+    _IDLE[ix.key] = ix
+    while len(_IDLE) > MAX_IDLE:
+        key = next(iter(_IDLE))
+        old = _IDLE.pop(key)
+        _POOL.pop(key, None)
+        old.close()
+
+
+def close_idle() -> None:
+    """Close every pooled index no mailbox uses (what a process exit does; tests use it to restart)."""
+    while _IDLE:
+        key = next(iter(_IDLE))
+        old = _IDLE.pop(key)
+        _POOL.pop(key, None)
+        old.close()
+
+
 class IndexUnavailable(Exception):
     """The index cannot be opened or written here (read-only folder...): work without it."""
 
@@ -79,7 +130,10 @@ class MailboxIndex:
         self.path = os.path.join(folder, INDEX_NAME)
         self.owner_ref = owner_ref or folder
         self.db: sqlite3.Connection | None = None
-        self._version = None
+        self.commits = 0
+        self.inode = 0
+        self.users = 0          # mailboxes using it (see acquire/release)
+        self.key: tuple = ()
         self.rebuilt = False    # True when this open found no usable index (missing or corrupt)
         self._open()
 
@@ -119,6 +173,14 @@ class MailboxIndex:
             _copy_owner(self.owner_ref, self.path)
             for extra in ("-wal", "-shm"):
                 _copy_owner(self.owner_ref, self.path + extra)
+        self.inode = os.stat(self.path).st_ino
+
+    def same_file(self) -> bool:
+        """Whether the path still names the file we have open (not renamed or deleted with its folder)."""
+        try:
+            return self.db is not None and os.stat(self.path).st_ino == self.inode
+        except OSError:
+            return False
 
     def move_aside(self, why: str) -> None:
         """Put a broken index out of the way (kept for a post-mortem) so that a new one is built."""
@@ -160,12 +222,10 @@ class MailboxIndex:
     def set(self, key: str, value) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def changed_elsewhere(self) -> bool:
-        """Whether another connection committed since the last call (cheap: PRAGMA data_version)."""
-        v = self.db.execute("PRAGMA data_version").fetchone()[0]
-        changed = v != self._version
-        self._version = v
-        return changed
+    def mark(self) -> tuple:
+        """Changes since: compare two marks. Commits through another connection change
+        `PRAGMA data_version`; those through this one (shared by the mailboxes of a process) the counter."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0], self.commits
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -174,7 +234,7 @@ class MailboxIndex:
 
     def commit(self) -> None:
         self.db.execute("COMMIT")
-        self.changed_elsewhere()   # our own commit is not news
+        self.commits += 1
 
     def rollback(self) -> None:
         try:

@@ -758,6 +758,7 @@ class MaildirMailbox(Mailbox):
         self._memos = None                   # storage.index.MemoTable, made on first use
         self._known: dict | None = None      # {"new": names, "cur": names} of the cached list
         self._unverified = False             # _stamp was taken after our own change, not a listing
+        self._ix_mark: tuple = ()            # index.mark() when our list last matched the index
         self._peeked_next = 1
         self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._peek_uidlist() or self._ensure_uidlist().uidvalidity
@@ -767,12 +768,12 @@ class MaildirMailbox(Mailbox):
     # -- the index ----------------------------------------------------------------------
 
     def _open_index(self):
-        from fetchdeliver.storage.index import IndexUnavailable, MailboxIndex
+        from fetchdeliver.storage.index import IndexUnavailable, acquire
 
         if not os.path.isdir(os.path.join(self.path, "cur")):
             return None   # reported as NONEXISTENT by _ensure_uidlist
         try:
-            return MailboxIndex(self.path)
+            return acquire(self.path)
         except IndexUnavailable as e:
             _log().warning("%s: working without an index: %s", self.path, e)
             return None
@@ -787,8 +788,11 @@ class MaildirMailbox(Mailbox):
             ix.move_aside(str(e))
             ix._connect()
         except (IndexUnavailable, OSError, Exception) as e2:   # noqa: BLE001 - any failure: go on without
+            from fetchdeliver.storage.index import release
+
             _log().warning("%s: working without an index: %s", self.path, e2)
             ix.close()
+            release(ix)
             self._ix = None
         self._stamp = None
         self._memos = None
@@ -801,7 +805,7 @@ class MaildirMailbox(Mailbox):
             if ix.get("uidvalidity") != self.uidvalidity:
                 return   # void or new: the first sync fills it
             rows = ix.raw_rows()
-            ix.changed_elsewhere()
+            self._ix_mark = ix.mark()
             stamp = ix.get("stamp")
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
@@ -841,6 +845,18 @@ class MaildirMailbox(Mailbox):
         m.recent = r.subdir == "new"
         return m
 
+    def _ix_begin(self) -> bool:
+        """BEGIN IMMEDIATE; whether our list reflected the index until now (no one else wrote)."""
+        current = self._ix.mark() == self._ix_mark
+        self._ix.begin()
+        return current
+
+    def _ix_commit(self, current: bool) -> None:
+        """COMMIT; if nothing else had been written, our list still reflects the index."""
+        self._ix.commit()
+        if current:
+            self._ix_mark = self._ix.mark()
+
     def highestmodseq(self) -> int:
         if self._ix is None:
             return 0
@@ -877,9 +893,9 @@ class MaildirMailbox(Mailbox):
         import sqlite3
 
         try:
-            self._ix.begin()
+            current = self._ix_begin()
             self._memos.flush()
-            self._ix.commit()
+            self._ix_commit(current)
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
 
@@ -1132,9 +1148,9 @@ class MaildirMailbox(Mailbox):
                 import sqlite3
 
                 try:
-                    self._ix.begin()
+                    current = self._ix_begin()
                     self._ix.set("stamp", stamp0)
-                    self._ix.commit()
+                    self._ix_commit(current)
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
             self._stamp = stamp0
@@ -1171,7 +1187,7 @@ class MaildirMailbox(Mailbox):
                     ix.set("uidvalidity", u.uidvalidity)
                     old = {}
                     self._memos = None
-                elif ix.changed_elsewhere():
+                elif ix.mark() != self._ix_mark:
                     memo: dict = {}
                     old = {r.uid: self._from_row(r, memo) for r in ix.rows()}
             modseq = 0
@@ -1218,6 +1234,7 @@ class MaildirMailbox(Mailbox):
                     ix.remove(gone, modseq or ix.next_modseq())
                 ix.set("stamp", stamp0)
                 ix.commit()
+                self._ix_mark = ix.mark()
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
             if _retry and self._ix is not None:
@@ -1288,13 +1305,13 @@ class MaildirMailbox(Mailbox):
         if ix is None or not msgs:
             return
         try:
-            ix.begin()
+            current = self._ix_begin()
             if bump:
                 ms = ix.next_modseq()
                 for m in msgs:
                     m.modseq = ms
             ix.move_many((m.handle.name, m.handle.subdir, m.modseq, m.uid) for m in msgs)
-            ix.commit()
+            self._ix_commit(current)
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
 
@@ -1430,10 +1447,10 @@ class MaildirMailbox(Mailbox):
                 from fetchdeliver.storage.index import Row
 
                 try:
-                    ix.begin()
+                    current = self._ix_begin()
                     m.modseq = ix.next_modseq()
                     ix.put(Row(uid, name, subdir, mtime, m._size, m.modseq))
-                    ix.commit()
+                    self._ix_commit(current)
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
                     return uid
@@ -1475,9 +1492,9 @@ class MaildirMailbox(Mailbox):
                 import sqlite3
 
                 try:
-                    ix.begin()
+                    current = self._ix_begin()
                     ix.remove(sorted(gone), ix.next_modseq())
-                    ix.commit()
+                    self._ix_commit(current)
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
         self._cache = [m for m in self._cache if m.uid not in gone]
@@ -1491,9 +1508,11 @@ class MaildirMailbox(Mailbox):
 
     def close(self) -> None:
         if self._ix is not None:
+            from fetchdeliver.storage.index import release
+
             self.flush_cached()
-            self._ix.close()
-            self._ix = None
+            ix, self._ix = self._ix, None
+            release(ix)
 
 
 def _unlink(p: str) -> None:

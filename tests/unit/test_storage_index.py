@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from fetchdeliver.storage.index import INDEX_NAME
+from fetchdeliver.storage.index import INDEX_NAME, close_idle
 from fetchdeliver.storage.maildir import MaildirStore, Uidlist
 
 
@@ -28,11 +28,14 @@ def root(tmp_path):
 
 
 def snapshot(root: str) -> list[tuple[int, frozenset, bytes]]:
+    """The mailbox as a freshly started process sees it."""
+    close_idle()
     box = MaildirStore(root).open("INBOX")
     try:
         return [(m.uid, m.flags, box.read(m)) for m in box.sync()]
     finally:
         box.close()
+        close_idle()
 
 
 def uidlist_uids(root: str) -> dict[str, int]:
@@ -41,6 +44,7 @@ def uidlist_uids(root: str) -> dict[str, int]:
 
 
 def index_rows(root: str) -> dict[int, tuple]:
+    close_idle()
     db = sqlite3.connect(os.path.join(root, INDEX_NAME))
     try:
         return {r[0]: r[1:] for r in db.execute("SELECT uid, name, modseq FROM msg")}
@@ -84,6 +88,7 @@ def test_a_corrupt_index_is_moved_aside_and_rebuilt(root, damage):
 
 def test_an_index_from_an_older_uidvalidity_is_voided(root):
     first = snapshot(root)
+    close_idle()
     db = sqlite3.connect(os.path.join(root, INDEX_NAME))
     db.execute("UPDATE meta SET value = 1 WHERE key = 'uidvalidity'")
     db.execute("UPDATE msg SET name = 'bogus' WHERE uid = 1")
@@ -112,6 +117,7 @@ def test_files_added_and_removed_behind_our_back_are_reconciled(root):
     assert after[-1].modseq > hms0
     assert box.vanished_since(hms0) == [victim.uid]
     box.close()
+    close_idle()
     # The next process sees the same, from the index.
     box = MaildirStore(root).open("INBOX")
     assert [m.uid for m in box.sync()] == uids
@@ -150,6 +156,7 @@ def test_modseq_and_expunged_uids_persist_across_restart(root):
     state = {m.uid: (m.flags, m.modseq) for m in box.sync()}
     box.close()
 
+    close_idle()
     box = MaildirStore(root).open("INBOX")          # a restarted server
     assert box.highestmodseq() == seq[-1]
     assert {m.uid: (m.flags, m.modseq) for m in box.sync()} == state
@@ -178,6 +185,7 @@ def test_cached_parts_survive_a_restart_and_go_with_the_message(root):
     box.cached(msgs[0])["ENVELOPE"] = b"(envelope of 1)"
     box.flush_cached()
     box.close()
+    close_idle()
     box = MaildirStore(root).open("INBOX")
     msgs = box.sync()
     assert box.cached(msgs[0]).get("ENVELOPE") == b"(envelope of 1)"
