@@ -288,6 +288,9 @@ class MailboxIndex:
         self.db.execute("DELETE FROM field")
         self.db.execute("DELETE FROM expunged")
 
+    def expunged_uids(self) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT uid FROM expunged")}
+
     def vanished_since(self, modseq: int) -> list[int]:
         return [r[0] for r in self.db.execute(
             "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,))]

@@ -1478,16 +1478,10 @@ class MaildirMailbox(Mailbox):
                             break
                         m.handle = found
                 gone.add(m.uid)
-            for sub in ("cur", "new"):
-                fsync_dir(os.path.join(self.path, sub))
-            u = self._read_uidlist()
-            if u is not None:
-                nxt = u.next_uid()
-                u.records = [r for r in u.records if r[0] not in gone]
-                u.by_base = {b: uid for uid, _e, b in u.records}
-                u.nextuid = nxt
-                self._write_uidlist(u)
+            # No fsync of the directories: an unlink that a power cut undoes brings a message back,
+            # it never loses one (Dovecot does not sync them either).
             ix = self._ix
+            dead = set(gone)
             if ix is not None:
                 import sqlite3
 
@@ -1495,8 +1489,20 @@ class MaildirMailbox(Mailbox):
                     current = self._ix_begin()
                     ix.remove(sorted(gone), ix.next_modseq())
                     self._ix_commit(current)
+                    dead |= ix.expunged_uids()
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
+            u = self._read_uidlist()
+            if u is not None:
+                # Records of expunged messages are harmless (Dovecot drops them when it rewrites the
+                # file): rewrite when they are many, or always when there is no index to count them.
+                stale = sum(1 for r in u.records if r[0] in dead)
+                if stale and (self._ix is None or stale > max(64, len(u.records) // 4)):
+                    nxt = u.next_uid()
+                    u.records = [r for r in u.records if r[0] not in dead]
+                    u.by_base = {b: uid for uid, _e, b in u.records}
+                    u.nextuid = nxt
+                    self._write_uidlist(u)
         self._cache = [m for m in self._cache if m.uid not in gone]
         self._known = None
         if self._memos is not None:
