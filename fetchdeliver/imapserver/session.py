@@ -660,7 +660,14 @@ class Session:
                     e.code = "TRYCREATE"
                 raise
         try:
-            uid = mbox.append(data, frozenset(flags), date)
+            write = getattr(mbox, "write_message", None)
+            if write is not None and getattr(mbox, "adopt", None) is not None:
+                # The file's write and fsyncs run in a worker thread: other sessions go on meanwhile.
+                current = mbox.own_change()
+                path = await self.loop.run_in_executor(None, write, data, frozenset(flags), date)
+                uid = mbox.adopt(path, current)
+            else:
+                uid = mbox.append(data, frozenset(flags), date)
             uidvalidity = mbox.uidvalidity
         finally:
             if own:

@@ -1081,6 +1081,10 @@ class MaildirMailbox(Mailbox):
         with self._lock():
             return self._scan_locked()
 
+    def own_change(self) -> bool:
+        """Whether our list is current (for an APPEND split into write_message() and adopt())."""
+        return self._own_change()
+
     def _own_change(self) -> bool:
         """Before a change we make under the lock: whether our list is current (stamp unchanged)."""
         return self._stamp is not None and self._dir_stamp()[0] == self._stamp
@@ -1400,8 +1404,14 @@ class MaildirMailbox(Mailbox):
             self._changed_by_us(current)
 
     def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
-        self._check_writable()
         current = self._own_change()
+        return self.adopt(self.write_message(raw, flags, internaldate), current)
+
+    def write_message(self, raw: bytes, flags=(), internaldate: float | None = None) -> str:
+        """The durable half of append(): the file written, fsynced and linked into cur/; its path.
+        Touches nothing shared, so a server may run it in a worker thread while other sessions go
+        on (the fsyncs are most of an APPEND's time); then `adopt(path)` numbers it."""
+        self._check_writable()
         try:
             receipt = self.store.deliver(raw, self.name, list(flags), create=False, into_cur=True)
         except FetchdeliverError as e:
@@ -1411,12 +1421,13 @@ class MaildirMailbox(Mailbox):
                 os.utime(receipt.path, (internaldate, internaldate))
             except OSError:
                 pass
-        return self.adopt(receipt.path, current)
+        return receipt.path
 
-    def adopt(self, path: str, _list_current: bool = False) -> int:
+    def adopt(self, path: str, list_current: bool = False) -> int:
         """Give the durable file at `path` (just delivered into this folder) its UID in
         dovecot-uidlist and its index row; returns the UID. A crash before this only delays
-        the numbering to the next sync: the file is already safe."""
+        the numbering to the next sync: the file is already safe. `list_current`: what
+        `_own_change()` said before the file was written."""
         name = os.path.basename(path)
         base = split_filename(name)[0]
         subdir = os.path.basename(os.path.dirname(path))
@@ -1458,7 +1469,7 @@ class MaildirMailbox(Mailbox):
             self._cache = self._cache + [m]
             if len(self._cache) > 1 and self._cache[-2].uid > uid:
                 self._cache.sort(key=lambda x: x.uid)
-            self._changed_by_us(_list_current)
+            self._changed_by_us(list_current)
         return uid
 
     def expunge(self, msgs: list[MessageInfo]) -> None:
