@@ -114,16 +114,26 @@ class Session:
         self.auth_failures = 0
         self.changed = asyncio.Event()
         self._watch_tokens = []
+        self._pending: list[bytes] = []    # output queued by out(), written by send()/flush()
         self.loop = asyncio.get_running_loop()
 
     # -- output ---------------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        """Queue `data` after what out() queued, and write it all at once (one send per answer)."""
+        self._pending.append(data)
+        await self.flush()
 
     def out(self, data: bytes) -> None:
-        self.writer.write(data)
+        """Queue untagged output; it leaves with the next send() or flush()."""
+        self._pending.append(data)
+
+    async def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self.writer.write(data)
+        await self.writer.drain()
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
@@ -825,7 +835,7 @@ class Session:
             if pending > 256 * 1024:
                 self.out(b"".join(buf))
                 buf.clear()
-                await self.writer.drain()
+                await self.flush()
                 pending = 0
         if buf:
             self.out(b"".join(buf))
