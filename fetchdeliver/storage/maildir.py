@@ -1076,10 +1076,23 @@ class MaildirMailbox(Mailbox):
             # system's timestamp granularity. One we took after our own change (nothing listed)
             # is used until then, and checked by one listing after it: another process's change
             # in the very same tick as ours is seen a tick later, never lost.
-            if (time.time() <= trusted_after) == self._unverified:
+            now = time.time()
+            if not self._unverified:
+                if now > trusted_after:
+                    return self._cache
+            elif now <= trusted_after and now > self._new_trusted_after():
+                # new/ (where deliveries land) must not be fresh: a delivery in the tick of our
+                # own new/ -> cur/ move would hide behind our stamp.
                 return self._cache
         with self._lock():
             return self._scan_locked()
+
+    def _new_trusted_after(self) -> float:
+        try:
+            st = os.stat(os.path.join(self.path, "new"))
+        except FileNotFoundError:
+            return float("inf")
+        return st.st_mtime + (_FRESH_FINE if st.st_mtime_ns % 1_000_000_000 else _FRESH)
 
     def own_change(self) -> bool:
         """Whether our list is current (for an APPEND split into write_message() and adopt())."""
