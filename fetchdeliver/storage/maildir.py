@@ -1,5 +1,10 @@
 """The Maildir++ backend: delivery, and the mailboxes the IMAP server reads, shared with Dovecot.
 
+`MaildirStore` is both faces of one tree: `deliver()` for the MDA, LMTP, fetch and filter (file
+only: no lock, no index, so one process per message stays cheap; the next sync numbers the file),
+and `open()` -> `MaildirMailbox` for the readers, which keep `fetchdeliver-index.sqlite` (see
+storage/index.py) in each folder they open.
+
 Delivery, the qmail/Dovecot way: tmp/ -> fsync -> link into new/ (or cur/) -> fsync dir.
 
 File names look like Dovecot's own (`doveadm`/`dovecot-lda` write
