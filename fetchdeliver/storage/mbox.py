@@ -714,11 +714,15 @@ class MboxMailbox(Mailbox):
                 st.setdefault("next", 1)
                 st.setdefault("uids", {})
                 st.setdefault("flags", {})
+                st.setdefault("modseq", {})        # uid -> MODSEQ (RFC 7162) of its last change
+                st.setdefault("highestmodseq", 0)
+                st.setdefault("vanished", [])      # [uid, MODSEQ of its expunge], the latest kept
                 return st
         except (OSError, ValueError):
             pass
         self._new_state = True
-        return {"uidvalidity": int(time.time()), "next": 1, "uids": {}, "flags": {}}
+        return {"uidvalidity": int(time.time()), "next": 1, "uids": {}, "flags": {}, "modseq": {},
+                "highestmodseq": 0, "vanished": []}
 
     def _save_state(self) -> None:
         """Write the sidecar; a read-only mailbox where it cannot be written just keeps it in memory."""
@@ -765,6 +769,7 @@ class MboxMailbox(Mailbox):
         changed = False
         live = set()
         infos = []
+        modseq = 0
         for b in blocks:
             uid = uids.get(b.key)
             if uid is None:
@@ -772,16 +777,25 @@ class MboxMailbox(Mailbox):
                 st["next"] = uid + 1
                 uids[b.key] = uid
                 changed = True
+                modseq = modseq or self._next_modseq()
+                st["modseq"][str(uid)] = modseq
             live.add(b.key)
             raw, header_flags = split_flag_headers(b.raw)
             stored = st["flags"].get(str(uid))
             flags = frozenset(stored) if stored is not None else header_flags
             info = MessageInfo(uid, frozenset(canonical_flag(f) for f in flags), _from_date(b.from_line),
-                               handle=(b.key, raw), size=len(raw) + raw.count(b"\n") - raw.count(b"\r\n"))
+                               handle=(b.key, raw), size=len(raw) + raw.count(b"\n") - raw.count(b"\r\n"),
+                               modseq=st["modseq"].get(str(uid), 0))
             infos.append(info)
         for key in [k for k in uids if k not in live]:
-            st["flags"].pop(str(uids.pop(key)), None)
+            uid = uids.pop(key)
+            st["flags"].pop(str(uid), None)
+            st["modseq"].pop(str(uid), None)
+            modseq = modseq or self._next_modseq()
+            st["vanished"].append([uid, modseq])
             changed = True
+        if len(st["vanished"]) > 10000:
+            del st["vanished"][:-10000]
         infos.sort(key=lambda m: m.uid)
         self._infos = infos
         # UIDs are assigned even by EXAMINE/STATUS, and must be the same for the next session.
@@ -791,6 +805,16 @@ class MboxMailbox(Mailbox):
 
     def uidnext(self) -> int:
         return max(self._state["next"], 1)
+
+    def _next_modseq(self) -> int:
+        self._state["highestmodseq"] = self._state.get("highestmodseq", 0) + 1
+        return self._state["highestmodseq"]
+
+    def highestmodseq(self) -> int:
+        return self._state.get("highestmodseq", 0)
+
+    def vanished_since(self, modseq: int) -> list[int]:
+        return sorted(u for u, m in self._state.get("vanished", []) if m > modseq)
 
     def keywords(self) -> list[str]:
         return sorted({f for m in self._infos for f in m.flags if not f.startswith("\\")})
@@ -805,9 +829,12 @@ class MboxMailbox(Mailbox):
 
     def set_flags(self, changes: list[tuple[MessageInfo, frozenset]]) -> None:
         self._check_writable()
+        modseq = self._next_modseq()
         for msg, flags in changes:
             self._state["flags"][str(msg.uid)] = sorted(flags)
+            self._state["modseq"][str(msg.uid)] = modseq
             msg.flags = frozenset(flags)
+            msg.modseq = modseq
         self._save_state()
 
     def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:

@@ -242,3 +242,33 @@ def test_a_foreign_change_in_the_same_clock_tick_as_ours_is_seen_soon_after(root
     assert found, "the foreign message never appeared"
     assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6, 7]
     box.close()
+
+
+def test_mbox_mailboxes_keep_modseq_across_restart(tmp_path):
+    """The mbox backend keeps MODSEQ in its .NAME.fdimap sidecar: append, flag change and expunge
+    raise it; expunged UIDs are remembered."""
+    from fetchdeliver.storage.mbox import MboxStore
+
+    path = str(tmp_path / "inbox")
+    store = MboxStore(path)
+    for i in range(1, 4):
+        store.deliver(msg(i))
+    box = store.open("INBOX")
+    msgs = box.sync()
+    h0 = box.highestmodseq()
+    assert h0 >= 1 and all(m.modseq >= 1 for m in msgs)
+    box.set_flags([(msgs[0], frozenset({"\\Seen"}))])
+    h1 = box.highestmodseq()
+    uid = box.append(msg(9))
+    h2 = box.highestmodseq()
+    box.expunge([msgs[1]])
+    h3 = box.highestmodseq()
+    assert h0 < h1 < h2 < h3, (h0, h1, h2, h3)
+    box.close()
+    box = MboxStore(path).open("INBOX")         # a restarted server
+    again = {m.uid: m for m in box.sync()}
+    assert box.highestmodseq() == h3
+    assert again[msgs[0].uid].flags == frozenset({"\\Seen"}) and again[msgs[0].uid].modseq >= h1
+    assert uid in again and msgs[1].uid not in again
+    assert box.vanished_since(h2) == [msgs[1].uid] and box.vanished_since(h3) == []
+    box.close()
