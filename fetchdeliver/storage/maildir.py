@@ -1160,13 +1160,17 @@ class MaildirMailbox(Mailbox):
 
         # The directories' stamp is taken before listing them: a change during the scan shows next
         # time. Dovecot's files change only under the lock we hold: their stamp is taken at the end.
-        dirs = self._dir_stamp(("new", "cur"))[0]
+        dirs, dirs_trusted_after = self._dir_stamp(("new", "cur"))
+        # Listed within the timestamp tick of the directories' last change: a change later in that
+        # tick would not move the stamp, so this listing is verified by another one after the tick
+        # (sync() does it), and the index keeps no stamp a later process would trust.
+        settled = time.time() > dirs_trusted_after
         new_names, cur_names = self._names("new"), self._names("cur")
         u = self._read_uidlist()
         if (u is not None and u.uidvalidity == self.uidvalidity and self._cache
                 and self._unchanged(new_names, cur_names)):
             stamp0 = dirs[:-1] + ", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:]
-            if stamp0 != self._stamp and self._ix is not None:
+            if settled and stamp0 != self._stamp and self._ix is not None:
                 import sqlite3
 
                 try:
@@ -1176,7 +1180,7 @@ class MaildirMailbox(Mailbox):
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
             self._stamp = stamp0
-            self._unverified = False
+            self._unverified = not settled
             return self._cache
         files = self._listdir(new_names, cur_names)
         if u is None or not u.uidvalidity:
@@ -1254,7 +1258,7 @@ class MaildirMailbox(Mailbox):
                     ix.move(m.uid, m.handle.name, m.handle.subdir, m.modseq)
                 if gone:
                     ix.remove(gone, modseq or ix.next_modseq())
-                ix.set("stamp", stamp0)
+                ix.set("stamp", stamp0 if settled else "")
                 ix.commit()
                 self._ix_mark = ix.mark()
         except sqlite3.DatabaseError as e:
@@ -1268,7 +1272,7 @@ class MaildirMailbox(Mailbox):
         self._cache = msgs
         self._known = None
         self._stamp = stamp0
-        self._unverified = False
+        self._unverified = not settled
         return msgs
 
     def uidnext(self) -> int:
