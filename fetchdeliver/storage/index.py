@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS field (     -- header fields, for SEARCH HEADER/SUBJE
 );
 CREATE INDEX IF NOT EXISTS field_name ON field (name, uid);
 CREATE INDEX IF NOT EXISTS field_uid ON field (uid);
+CREATE INDEX IF NOT EXISTS msg_hdr ON msg (hdr);
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
 """

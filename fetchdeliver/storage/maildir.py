@@ -966,7 +966,7 @@ class MaildirMailbox(Mailbox):
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             write_all(fd, data)
-            os.fsync(fd)
+            os.fdatasync(fd)   # the data and the new size: what Dovecot syncs too
             st = os.fstat(fd)
         finally:
             os.close(fd)
