@@ -16,7 +16,7 @@ from fetchdeliver.errors import DeliveryError, InvalidMailboxName
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.delivery.base import MailStore, Receipt
+    from fetchdeliver.storage.base import Store as MailStore, Receipt
     from fetchdeliver.message import Message
 
 DELIVERED = "delivered"

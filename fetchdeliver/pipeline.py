@@ -14,7 +14,7 @@ from fetchdeliver.errors import ConfigError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.config import Settings
-    from fetchdeliver.delivery.base import MailStore
+    from fetchdeliver.storage.base import Store as MailStore
     from fetchdeliver.engine import Context
 
 
@@ -29,11 +29,11 @@ def build_store(*, maildir: str | None = None, mbox: str | None = None,
                 lock_timeout: float | None = None) -> "MailStore":
     """A Maildir++ store or an mbox store; exactly one of maildir/mbox."""
     if maildir:
-        from fetchdeliver.delivery.maildir import MaildirStore
+        from fetchdeliver.storage.maildir import MaildirStore
 
         return MaildirStore(os.path.expanduser(maildir), fsync=fsync)
     if mbox:
-        from fetchdeliver.delivery.mbox import MboxStore
+        from fetchdeliver.storage.mbox import MboxStore
 
         kwargs = {"fsync": fsync}
         if lock_timeout is not None:

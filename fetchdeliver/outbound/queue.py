@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 
-from fetchdeliver.delivery.base import Receipt
+from fetchdeliver.storage.base import Receipt
 from fetchdeliver.delivery.fsio import fsync_dir
 from fetchdeliver.errors import PermanentDeliveryError, TemporaryDeliveryError
 from fetchdeliver.outbound import compose
