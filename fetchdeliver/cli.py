@@ -76,6 +76,9 @@ def _build_parser():
     lmtp_command.add_arguments(sub.add_parser("lmtp", help="accept mail from an MTA over LMTP (RFC 2033)"))
     queue_command.add_arguments(sub.add_parser("queue", help="the outbound SMTP queue: list, flush, remove"))
     imap_command.add_arguments(sub)  # `imap` and `passwd`
+    from fetchdeliver.pop3server import command as pop3_command
+
+    pop3_command.add_arguments(sub.add_parser("pop3", help="serve the delivered mail over POP3"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
@@ -139,6 +142,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.imapserver import command as imap_command
 
         return imap_command.main(args) if cmd == "imap" else imap_command.passwd_main(args)
+    if cmd == "pop3":
+        from fetchdeliver.pop3server import command as pop3_command
+
+        return pop3_command.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 

@@ -40,6 +40,7 @@ def _tables(gen, names: tuple[str, ...]) -> str:
 
 LMTP_TABLES = ("lmtp", "recipient", "delivery", "sieve", "relay", "queue")
 IMAP_TABLES = ("imap", "delivery")
+POP3_TABLES = ("pop3", "imap", "delivery")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -58,6 +59,7 @@ class Daemon:
         self.spool = None
         self.lmtp = None
         self.imap = None
+        self.pop3 = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -161,6 +163,8 @@ class Daemon:
             await self._start_lmtp(lmtp)
         if "imap" in data:
             await self._start_imap()
+        if "pop3" in data:
+            await self._start_pop3()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -191,12 +195,28 @@ class Daemon:
         for w in wheres:
             log.info("imap: listening on %s", w, extra={"listener": "imap"})
 
+    async def _start_pop3(self) -> None:
+        import argparse
+
+        from fetchdeliver.pop3server.command import build_config
+        from fetchdeliver.pop3server.server import Server
+
+        server = Server(build_config(argparse.Namespace(), self.gen.settings.data))
+        addrs = await server.start()
+        serving = asyncio.ensure_future(server.serve_forever())
+        wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
+        self.pop3 = (server, serving, wheres)
+        for w in wheres:
+            log.info("pop3: listening on %s", w, extra={"listener": "pop3"})
+
     def _record_listeners(self) -> None:
         items = []
         if self.lmtp:
             items.append({"kind": "lmtp", "where": self.lmtp[1]})
         if self.imap:
             items.extend({"kind": "imap", "where": w} for w in self.imap[2])
+        if self.pop3:
+            items.extend({"kind": "pop3", "where": w} for w in self.pop3[2])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -282,7 +302,8 @@ class Daemon:
                 t.start()
         self.status.accounts(list(wanted))
         if _tables(old, LMTP_TABLES) != _tables(gen, LMTP_TABLES) or \
-                _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES):
+                _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
+                _tables(old, POP3_TABLES) != _tables(gen, POP3_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -311,6 +332,14 @@ class Daemon:
         if self.imap is not None:
             server, serving, _ = self.imap
             self.imap = None
+            serving.cancel()
+            try:
+                await asyncio.wait_for(server.stop(), 3)
+            except asyncio.TimeoutError:
+                pass
+        if self.pop3 is not None:
+            server, serving, _ = self.pop3
+            self.pop3 = None
             serving.cancel()
             try:
                 await asyncio.wait_for(server.stop(), 3)
