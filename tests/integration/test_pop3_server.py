@@ -1,0 +1,523 @@
+"""The POP3 server against real clients (poplib, fetchmail, getmail6, `fetchdeliver fetch`) and, answer for
+answer, against Dovecot's pop3d serving a copy of the same Maildir."""
+
+from __future__ import annotations
+
+import base64
+import os
+import poplib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from dovecot import DovecotUnavailable
+from pop3_support import AWKWARD, LineClient, Pop3Dovecot, make_pop3_server, plain
+
+from fetchdeliver.storage.maildir import MaildirStore
+
+FD = str(Path(sys.executable).with_name("fetchdeliver"))
+FETCHMAIL = shutil.which("fetchmail")
+GETMAIL = shutil.which("getmail")
+
+
+def _files(maildir: str) -> list[str]:
+    return sorted(n.split(":2,")[0] for sub in ("new", "cur") for n in os.listdir(os.path.join(maildir, sub)))
+
+
+def _fill(maildir: str, n_plain: int = 4) -> list[bytes]:
+    store = MaildirStore(maildir)
+    raws = [plain(i) for i in range(1, n_plain + 1)]
+    for raw in raws:
+        store.deliver(raw)
+    return raws
+
+
+@pytest.fixture
+def srv(tmp_path):
+    maildir = str(tmp_path / "Maildir")
+    raws = _fill(maildir)
+    server = make_pop3_server(tmp_path, maildir)
+    server.maildir = maildir
+    server.raws = raws
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pop3_dovecot(request):
+    try:
+        dc = Pop3Dovecot({"alice": "secret"})
+    except DovecotUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        dc.start()
+    except BaseException:
+        dc.cleanup()
+        raise
+    request.addfinalizer(dc.cleanup)
+    return dc
+
+
+def _wire(raw: bytes) -> bytes:
+    """What poplib hands back for a message: lines without their CRLF, dot-unstuffed."""
+    return raw.replace(b"\r\n", b"\n")
+
+
+# -- poplib ---------------------------------------------------------------------------------------
+
+def test_poplib_session(srv):
+    c = poplib.POP3("127.0.0.1", srv.port(), timeout=30)
+    caps = c.capa()
+    for cap in ("TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"):
+        assert cap in caps
+    assert caps["SASL"] == ["PLAIN", "LOGIN"]
+    assert "STLS" not in caps and "EXPIRE" not in caps and "LOGIN-DELAY" not in caps
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        c.user("alice")
+        c.pass_("wrong")
+    c.user("alice")
+    assert c.pass_("secret").startswith(b"+OK")
+    count, total = c.stat()
+    assert count == 4
+    sizes = [int(x.split()[1]) for x in c.list()[1]]
+    assert sum(sizes) == total
+    for n, raw in enumerate(srv.raws, 1):
+        resp, lines, _octets = c.retr(n)
+        assert b"\n".join(lines) + b"\n" == raw           # poplib undoes the dot-stuffing
+        assert sizes[n - 1] == len(raw) + raw.count(b"\n")  # the size with CRLF line ends
+    head = c.top(1, 0)[1]
+    assert head[-1] == b"" and b"Subject: m number 1" in head and b"body of m 1" not in head
+    assert c.top(1, 1)[1][-1] == b"body of m 1"
+    uidls = [x.split()[1] for x in c.uidl()[1]]
+    assert len(set(uidls)) == 4 and all(len(u) == 16 for u in uidls)
+    assert c.dele(2).startswith(b"+OK")
+    with pytest.raises(poplib.error_proto):
+        c.retr(2)
+    assert c.stat() == (3, total - sizes[1])
+    assert c.rset().startswith(b"+OK") and c.stat()[0] == 4
+    c.dele(2)
+    assert c.noop().startswith(b"+OK")
+    assert c.quit().startswith(b"+OK")
+    assert len(_files(srv.maildir)) == 3
+    # The next session: the same UIDLs for the messages left (stable), message 2's gone.
+    c = poplib.POP3("127.0.0.1", srv.port(), timeout=30)
+    c.user("alice")
+    c.pass_("secret")
+    assert [x.split()[1] for x in c.uidl()[1]] == [uidls[0], uidls[2], uidls[3]]
+    c.quit()
+
+
+def test_stored_messages_untouched_and_retrieved_marked_seen(srv):
+    before = {n: open(os.path.join(srv.maildir, "new", n), "rb").read()
+              for n in os.listdir(os.path.join(srv.maildir, "new"))}
+    c = poplib.POP3("127.0.0.1", srv.port(), timeout=30)
+    c.user("alice")
+    c.pass_("secret")
+    c.retr(1)
+    c.top(2, 3)
+    c.quit()
+    after = {}
+    for sub in ("new", "cur"):
+        for n in os.listdir(os.path.join(srv.maildir, sub)):
+            after[n.split(":2,")[0]] = (n, open(os.path.join(srv.maildir, sub, n), "rb").read())
+    assert {k: v[1] for k, v in after.items()} == before     # byte-exact: CRLF and dots only on the wire
+    seen = sorted(k for k, (name, _) in after.items() if name.endswith(":2,S"))
+    assert len(seen) == 1   # RETR marks \Seen at QUIT, TOP does not
+
+
+def test_sasl_plain_and_login(srv):
+    c = LineClient(srv.port())
+    blob = base64.b64encode(b"\0alice\0secret").decode()
+    assert c.cmd(f"AUTH PLAIN {blob}")[0].startswith(b"+OK")
+    c.cmd("QUIT")
+    c.close()
+    c = LineClient(srv.port())
+    assert c.cmd("AUTH PLAIN")[0] == b"+ \r\n"
+    assert c.cmd(base64.b64encode(b"\0alice\0nope").decode())[0].startswith(b"-ERR [AUTH] ")
+    assert c.cmd("AUTH LOGIN")[0] == b"+ " + base64.b64encode(b"Username:") + b"\r\n"
+    assert c.cmd(base64.b64encode(b"alice").decode())[0] == b"+ " + base64.b64encode(b"Password:") + b"\r\n"
+    assert c.cmd(base64.b64encode(b"secret").decode())[0].startswith(b"+OK")
+    assert c.cmd("STAT")[0] == b"+OK 4 %d\r\n" % sum(len(r) + r.count(b"\n") for r in srv.raws)
+    c.cmd("QUIT")
+    c.close()
+    c = LineClient(srv.port())
+    assert c.cmd("AUTH LOGIN")[0].startswith(b"+ ")
+    assert c.cmd("*")[0].startswith(b"-ERR")
+    status, body = c.cmd("AUTH", multi=True)
+    assert status.startswith(b"+OK") and body == b"PLAIN\r\nLOGIN\r\n.\r\n"
+    c.close()
+
+
+def test_pipelining_and_bad_commands(srv):
+    c = LineClient(srv.port())
+    c.sock.sendall(b"USER alice\r\nPASS secret\r\nSTAT\r\nLIST 1\r\nUIDL 1\r\nRETR 9\r\nDELE x\r\nBOGUS\r\nNOOP\r\n")
+    got = [c.line() for _ in range(9)]
+    assert [g[:3] for g in got] == [b"+OK", b"+OK", b"+OK", b"+OK", b"+OK", b"-ER", b"-ER", b"-ER", b"+OK"], got
+    assert got[2].split()[1] == b"4"
+    # Commands of the wrong state are refused, the session goes on.
+    assert c.cmd("USER bob")[0].startswith(b"-ERR")
+    assert c.cmd("RSET")[0].startswith(b"+OK")
+    c.close()
+
+
+def test_one_session_per_mailbox_imap_alongside(srv, tmp_path):
+    import imapclient
+
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+    from fetchdeliver.imapserver.server import ServerConfig as ImapConfig
+    from fetchdeliver.imapserver.server import ThreadedServer as ImapServer
+
+    first = LineClient(srv.port())
+    assert first.login("alice", "secret").startswith(b"+OK")
+    second = LineClient(srv.port())
+    assert second.login("alice", "secret").startswith(b"-ERR [IN-USE] ")
+    imap = ImapServer(ImapConfig(listen=["127.0.0.1:0"], authenticator=PasswdFileAuthenticator(srv.passwd),
+                                 default_mail="maildir:" + srv.maildir, login_failure_delay=0)).start()
+    try:
+        ic = imapclient.IMAPClient("127.0.0.1", port=imap.port(), ssl=False, timeout=30)
+        ic.login("alice", "secret")
+        ic.select_folder("INBOX")
+        # Mail arriving during the POP3 session is not in its snapshot.
+        MaildirStore(srv.maildir).deliver(plain(99, "late"))
+        assert first.cmd("STAT")[0].split()[1] == b"4"
+        assert first.cmd("DELE 1")[0].startswith(b"+OK")
+        assert first.cmd("QUIT")[0].startswith(b"+OK")
+        ic.noop()
+        assert len(ic.search("ALL")) == 4      # IMAP sees the POP3 deletion and the new message
+        ic.logout()
+    finally:
+        imap.stop()
+    second.close()
+    third = LineClient(srv.port())
+    assert third.login("alice", "secret").startswith(b"+OK")     # the lock went with the QUIT
+    assert third.cmd("STAT")[0].split()[1] == b"4"
+    third.close()
+
+
+def test_dropped_connection_deletes_nothing(srv):
+    c = LineClient(srv.port())
+    c.login("alice", "secret")
+    for n in (1, 2, 3):
+        assert c.cmd(f"DELE {n}")[0].startswith(b"+OK")
+    c.close()    # no QUIT
+    # Poll until the server has noticed (the lock is released), then look.
+    deadline = time.monotonic() + 20
+    while True:
+        again = LineClient(srv.port())
+        status = again.login("alice", "secret")
+        if status.startswith(b"+OK") or time.monotonic() > deadline:
+            break
+        again.close()
+    assert status.startswith(b"+OK"), status
+    assert again.cmd("STAT")[0].split()[1] == b"4"
+    again.close()
+    assert len(_files(srv.maildir)) == 4
+
+
+def test_killed_client_between_dele_and_quit_deletes_nothing(srv):
+    """A real client process (poplib in a child Python) killed by SIGKILL after its DELEs."""
+    script = ("import poplib, sys, time\n"
+              f"c = poplib.POP3('127.0.0.1', {srv.port()}, timeout=30)\n"
+              "c.user('alice'); c.pass_('secret')\n"
+              "for n in (1, 2, 3, 4): c.dele(n)\n"
+              "print('deleted', flush=True)\n"
+              "time.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"deleted\n"
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+    deadline = time.monotonic() + 20
+    while True:
+        c = LineClient(srv.port())
+        status = c.login("alice", "secret")
+        if status.startswith(b"+OK") or time.monotonic() > deadline:
+            break
+        c.close()
+    assert status.startswith(b"+OK"), status
+    assert c.cmd("STAT")[0].split()[1] == b"4"
+    c.close()
+    assert len(_files(srv.maildir)) == 4
+
+
+def test_logindisabled_on_non_loopback_plain_connection(tmp_path):
+    """A connection from an address that is not loopback (the host's own non-127 address, when it has one)."""
+    import socket
+
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("192.0.2.1", 9))   # no packet is sent: this only picks the outgoing address
+        addr = s.getsockname()[0]
+        s.close()
+    except OSError:
+        addr = None
+    if not addr or addr.startswith("127."):
+        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
+    maildir = str(tmp_path / "Maildir")
+    _fill(maildir, 1)
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator, set_password
+    from fetchdeliver.pop3server.server import ServerConfig, ThreadedServer
+
+    passwd = str(tmp_path / "passwd")
+    set_password(passwd, "alice", "secret", "SHA256-CRYPT")
+    for allow in (False, True):
+        server = ThreadedServer(ServerConfig(listen=[f"{addr}:0"], authenticator=PasswdFileAuthenticator(passwd),
+                                             default_mail="maildir:" + maildir, login_failure_delay=0,
+                                             allow_plaintext_auth=allow)).start()
+        try:
+            c = LineClient(server.port(), host=addr)
+            status, body = c.cmd("CAPA", multi=True)
+            if allow:
+                assert b"USER\r\n" in body and b"SASL PLAIN LOGIN\r\n" in body
+                assert c.login("alice", "secret").startswith(b"+OK")
+            else:
+                assert b"USER\r\n" not in body and b"SASL" not in body
+                assert c.cmd("USER alice")[0].startswith(b"-ERR [AUTH] ")
+                assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode())[0].startswith(
+                    b"-ERR [AUTH] ")
+            c.close()
+        finally:
+            server.stop()
+
+
+def test_stls_and_implicit_tls(tmp_path, pop3_dovecot):
+    """STLS and POP3S with a test CA's certificate (the Dovecot fixture's, reused)."""
+    import ssl
+
+    maildir = str(tmp_path / "Maildir")
+    _fill(maildir, 2)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pop3_dovecot.cert_file)
+    server = make_pop3_server(tmp_path, maildir, ssl_context=ctx, tls_listen=["127.0.0.1:0"])
+    try:
+        cctx = ssl.create_default_context(cafile=pop3_dovecot.ca_file)
+        c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+        assert "STLS" in c.capa()
+        c.stls(cctx)
+        assert "STLS" not in c.capa()
+        c.user("alice")
+        c.pass_("secret")
+        assert c.stat()[0] == 2
+        c.quit()
+        c = poplib.POP3_SSL("127.0.0.1", server.port(tls=True), timeout=30, context=cctx)
+        assert "STLS" not in c.capa()
+        c.user("alice")
+        c.pass_("secret")
+        assert c.stat()[0] == 2
+        c.quit()
+    finally:
+        server.stop()
+
+
+def test_expire_and_login_delay(tmp_path):
+    maildir = str(tmp_path / "Maildir")
+    _fill(maildir, 3)
+    server = make_pop3_server(tmp_path, maildir, expire=0, login_delay=3600)
+    try:
+        c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+        caps = c.capa()
+        assert caps["EXPIRE"] == ["0"] and caps["LOGIN-DELAY"] == ["3600"]
+        c.user("alice")
+        c.pass_("secret")
+        c.retr(2)
+        c.quit()
+        assert len(_files(maildir)) == 2     # EXPIRE 0: a retrieved message goes at QUIT
+        c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+        c.user("alice")
+        with pytest.raises(poplib.error_proto, match=r"\[LOGIN-DELAY\]"):
+            c.pass_("secret")
+    finally:
+        server.stop()
+
+
+# -- Dovecot's pop3d on copies of one Maildir ---------------------------------------------------------------
+
+def _session_transcript(port: int, user: str, password: str, count: int) -> list[tuple[str, bytes, bytes]]:
+    """Every listing and message answer of one session: (command, status words that must agree, body)."""
+    c = LineClient(port)
+    assert c.login(user, password).startswith(b"+OK")
+    out = []
+
+    def run(cmd: str, multi: bool, keep_status: bool = True):
+        status, body = c.cmd(cmd, multi)
+        # The first word (+OK/-ERR) always; the rest where RFC 1939 fixes it (STAT, LIST n, UIDL n).
+        words = status.split()
+        out.append((cmd, b" ".join(words if keep_status else words[:1]), body))
+
+    run("STAT", False)
+    run("LIST", True, False)
+    run("UIDL", True, False)
+    for n in range(1, count + 1):
+        run(f"LIST {n}", False)
+        run(f"UIDL {n}", False)
+        for lines in (0, 1, 2, 100):
+            run(f"TOP {n} {lines}", True, False)
+        run(f"RETR {n}", True, False)
+    run(f"LIST {count + 1}", False, False)
+    run("DELE 1", False, False)
+    run("STAT", False)
+    run("LIST", True, False)
+    run("UIDL", True, False)
+    run("RSET", False, False)
+    run("STAT", False)
+    c.cmd("QUIT")
+    c.close()
+    return out
+
+
+def _dovecot_pop3_once(dc, user: str) -> None:
+    """One Dovecot POP3 session that looks at everything (Dovecot numbers the messages: dovecot-uidlist)."""
+    c = LineClient(dc.port("pop3"))
+    assert c.login(user, dc.users[user]).startswith(b"+OK")
+    c.cmd("UIDL", True)
+    c.cmd("QUIT")
+    c.close()
+
+
+@pytest.mark.parametrize("served_first", ["dovecot", "fetchdeliver"])
+def test_same_answers_as_dovecot_pop3d(tmp_path, pop3_dovecot, served_first):
+    dc = pop3_dovecot
+    raws = AWKWARD + [plain(i) for i in range(1, 4)]
+    ours = str(tmp_path / "ours")
+    if served_first == "dovecot":
+        for raw in raws:
+            dc.append("alice", raw)
+        _dovecot_pop3_once(dc, "alice")
+        dc.copy_maildir_to("alice", ours)
+        assert os.path.exists(os.path.join(ours, "dovecot-uidlist"))
+    else:
+        store = MaildirStore(ours)
+        for raw in raws:
+            store.deliver(raw)
+        server = make_pop3_server(tmp_path, ours)
+        try:
+            c = LineClient(server.port())
+            c.login("alice", "secret")
+            c.cmd("UIDL", True)
+            c.cmd("QUIT")
+            c.close()
+        finally:
+            server.stop()
+        shutil.rmtree(dc.user_maildir("alice"))
+        dc.load_maildir("alice", ours)
+    server = make_pop3_server(tmp_path, ours)
+    try:
+        want = _session_transcript(dc.port("pop3"), "alice", "secret", len(raws))
+        got = _session_transcript(server.port(), "alice", "secret", len(raws))
+    finally:
+        server.stop()
+    assert len(got) == len(want)
+    for (cmd, w_status, w_body), (_c, g_status, g_body) in zip(want, got):
+        assert (cmd, g_status, g_body) == (cmd, w_status, w_body)
+
+
+def test_killed_client_and_in_use_same_as_dovecot(tmp_path, pop3_dovecot):
+    """Both servers: a client gone between DELE and QUIT deletes nothing; a second session is -ERR [IN-USE]."""
+    dc = pop3_dovecot
+    for i in range(1, 4):
+        dc.append("alice", plain(i))
+    _dovecot_pop3_once(dc, "alice")
+    ours = dc.copy_maildir_to("alice", str(tmp_path / "ours"))
+    server = make_pop3_server(tmp_path, ours)
+    try:
+        for port, maildir in ((dc.port("pop3"), dc.user_maildir("alice")), (server.port(), ours)):
+            first = LineClient(port)
+            assert first.login("alice", "secret").startswith(b"+OK")
+            second = LineClient(port)
+            assert second.login("alice", "secret").startswith(b"-ERR [IN-USE]")
+            second.close()
+            assert first.cmd("DELE 1")[0].startswith(b"+OK")
+            first.close()
+            deadline = time.monotonic() + 20
+            while True:
+                again = LineClient(port)
+                status = again.login("alice", "secret")
+                if status.startswith(b"+OK") or time.monotonic() > deadline:
+                    break
+                again.close()
+            assert status.startswith(b"+OK"), (port, status)
+            assert again.cmd("STAT")[0].split()[1] == b"3"
+            again.cmd("QUIT")
+            again.close()
+            assert len(_files(maildir)) == 3
+    finally:
+        server.stop()
+
+
+# -- real clients: fetchmail, getmail6, `fetchdeliver fetch` ----------------------------------------------------
+
+def _message_ids(maildir: Path) -> list[str]:
+    import email
+
+    out = []
+    for sub in ("new", "cur"):
+        d = maildir / sub
+        if d.is_dir():
+            out += [email.message_from_bytes(p.read_bytes())["Message-ID"] for p in d.iterdir()]
+    return sorted(out)
+
+
+@pytest.mark.skipif(not FETCHMAIL, reason="fetchmail not installed")
+def test_fetchmail_fetches_and_deletes(srv, tmp_path):
+    out = tmp_path / "fm-out"
+    for sub in ("new", "cur", "tmp"):
+        (out / sub).mkdir(parents=True)
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(f"set no syslog\npoll 127.0.0.1 proto pop3 port {srv.port()}\n"
+                  f"  user \"alice\" password \"secret\"\n  options sslproto '' no keep fetchall\n"
+                  f"  mda \"{FD} deliver --maildir {out}\"\n")
+    rc.chmod(0o600)
+    env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
+    r = subprocess.run([FETCHMAIL, "-f", str(rc), "--nodetach", "--idfile", str(tmp_path / "ids")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _message_ids(out) == sorted(f"<m.{i}@example.org>" for i in range(1, 5))
+    assert _files(srv.maildir) == []
+    # Byte-exact through the whole chain: fetchmail's MDA got what was stored (dots unstuffed, LF).
+    got = sorted(p.read_bytes() for sub in ("new", "cur") for p in (out / sub).iterdir())
+    assert [g.split(b"\n", 1)[1] if g.startswith(b"Return-Path") else g for g in got] == sorted(srv.raws) or \
+        all(any(raw in g for g in got) for raw in srv.raws)
+
+
+@pytest.mark.skipif(not GETMAIL, reason="getmail not installed")
+def test_getmail_fetches_and_deletes(srv, tmp_path, request):
+    shared = Path(tempfile.mkdtemp(prefix="fd-getmail-", dir="/tmp"))
+    shared.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    out = shared / "gm-out"
+    for sub in ("", "new", "cur", "tmp"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / sub).chmod(0o777)
+    rc = tmp_path / "getmailrc"
+    rc.write_text(f"[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {srv.port()}\n"
+                  f"username = alice\npassword = secret\n\n[destination]\ntype = Maildir\npath = {out}/\n"
+                  + ("user = nobody\n" if os.geteuid() == 0 else "")
+                  + "\n[options]\nread_all = true\ndelete = true\n")
+    gm_dir = tmp_path / "getmail-state"
+    gm_dir.mkdir()
+    r = subprocess.run([GETMAIL, "--getmaildir", str(gm_dir), "--rcfile", str(rc), "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _message_ids(out) == sorted(f"<m.{i}@example.org>" for i in range(1, 5))
+    assert _files(srv.maildir) == []
+
+
+def test_fetchdeliver_fetch_against_our_pop3(srv, tmp_path):
+    out = tmp_path / "fetched"
+    cfg = tmp_path / "fetch.toml"
+    cfg.write_text(f'[delivery]\nmaildir = "{out}"\nstate_dir = "{tmp_path / "state"}"\n'
+                   f'cache_dir = "{tmp_path / "cache"}"\n\n'
+                   f'[[account]]\nname = "ours"\nprotocol = "pop3"\nhost = "127.0.0.1"\nport = {srv.port()}\n'
+                   f'tls = "none"\nuser = "alice"\npassword = "secret"\nafter = "delete"\n')
+    r = subprocess.run([FD, "fetch", "-c", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = sorted(p.read_bytes() for sub in ("new", "cur") for p in (out / sub).iterdir())
+    # fetch stores what the server sent (CRLF wire lines); undone, it is what we stored.
+    assert sorted(g.replace(b"\r\n", b"\n") for g in got) == sorted(srv.raws)
+    assert _files(srv.maildir) == []
