@@ -7,8 +7,8 @@ modifier X turns a number into (lower-case) hexadecimal. The default `%08Xu%08Xv
 UIDVALIDITY, eight hex digits each. Variables:
 
     %u  the message's UID            %v  the mailbox's UIDVALIDITY
-    %f  the Maildir file's base name (what Dovecot uses as the GUID of a Maildir message)
-    %g  the same as %f               %%  a percent sign
+    %f  the Maildir file name up to ":2," (Dovecot's %f)
+    %g  the same as %f (Dovecot's GUID of a Maildir message)     %%  a percent sign
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ def check_format(fmt: str) -> None:
         raise ValueError(f"{fmt!r} names no variable that differs between messages (%u, %f or %g)")
 
 
-def _base_name(msg) -> str:
-    """The Maildir base file name (without ":2,flags"), or the UID where the store has no files."""
+def _file_name(msg) -> str:
+    """The Maildir file name without ":2,flags" (",S=...,W=..." kept, as Dovecot does), or the UID
+    where the store has no files."""
     name = getattr(getattr(msg, "handle", None), "name", None)
     if not isinstance(name, str):
         return str(msg.uid)
-    return name.split(":2,", 1)[0].split(",", 1)[0]
+    return name.split(":", 1)[0]
 
 
 def compile_format(fmt: str):
@@ -75,7 +76,7 @@ def compile_format(fmt: str):
                 continue
             var, zero, width, mods = p
             value: int | str
-            value = msg.uid if var == "u" else uidvalidity if var == "v" else _base_name(msg)
+            value = msg.uid if var == "u" else uidvalidity if var == "v" else _file_name(msg)
             if "X" in mods:
                 try:
                     value = "%x" % int(value)
