@@ -18,6 +18,7 @@ import time
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.pop3server.session import InUse, Session
 from fetchdeliver.pop3server.settings import DEFAULT_UIDL_FORMAT
+from fetchdeliver.pop3server.sizes import SizeCache
 from fetchdeliver.pop3server.uidl import compile_format
 
 
@@ -104,6 +105,7 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self.sessions: set[asyncio.Task] = set()
         self._last_login: dict[str, float] = {}
+        self.sizes = SizeCache()
 
     # -- logins and mailboxes -------------------------------------------------------------------
 

@@ -31,11 +31,24 @@ class Bye(Exception):
     """End the connection after sending `-ERR message`."""
 
 
+def crlf(raw: bytes) -> bytes:
+    """Every line end as CRLF (bare LF become CRLF; CRLF and bare CR stay as they are)."""
+    if b"\r" not in raw:
+        return raw.replace(b"\n", b"\r\n")      # LF-only, as MDAs store mail: the fast path
+    if raw.count(b"\n") != raw.count(b"\r\n"):
+        return _BARE_LF.sub(b"\r\n", raw)
+    return raw
+
+
+def wire_size(raw: bytes) -> int:
+    """RFC822.SIZE / the POP3 size: the length with every bare LF counted as CRLF."""
+    return len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+
+
 def wire_bytes(raw: bytes) -> bytes:
     """The message as RETR sends it: CRLF line ends, a final CRLF, leading dots doubled, then ".".
     The stored bytes are not changed."""
-    if raw.count(b"\n") != raw.count(b"\r\n"):
-        raw = _BARE_LF.sub(b"\r\n", raw)
+    raw = crlf(raw)
     if raw and not raw.endswith(b"\r\n"):
         raw += b"\r\n"
     if b"\n." in raw:
@@ -47,8 +60,7 @@ def wire_bytes(raw: bytes) -> bytes:
 
 def top_bytes(raw: bytes, lines: int) -> bytes:
     """TOP: the header, the blank line and the first `lines` lines of the body, on the wire."""
-    if raw.count(b"\n") != raw.count(b"\r\n"):
-        raw = _BARE_LF.sub(b"\r\n", raw)
+    raw = crlf(raw)
     if raw.startswith(b"\r\n"):
         head_end = 2
     else:
@@ -95,6 +107,7 @@ class Session:
         self.deleted: set[int] = set()        # message numbers marked by DELE
         self.retrieved: set[int] = set()      # message numbers sent whole by RETR
         self._sizes: list[int] | None = None
+        self._known: dict[int, int] = {}      # {uid: size} the server remembers for this mailbox
         self.auth_failures = 0
         self.bad_commands = 0
 
@@ -327,6 +340,7 @@ class Session:
             await self.err(f"Mailbox unavailable: {_oneline(str(e))}", "SYS/TEMP")
             return
         self.mailbox, self.lock, self.msgs = opened
+        self._known = self.server.sizes.table(self.lock.key, self.mailbox.uidvalidity)
         self.account = account
         self.server.logged_in(account.user)
         self.state = TRANSACTION
@@ -336,10 +350,23 @@ class Session:
     # -- transaction ------------------------------------------------------------------------------
 
     def sizes(self) -> list[int]:
+        """Every message's size (STAT, LIST): from the store when it knows them, else remembered."""
         if self._sizes is None:
-            size = self.mailbox.size
-            self._sizes = [size(m) for m in self.msgs]
+            known, size = self._known, self.mailbox.size
+            out = []
+            for m in self.msgs:
+                s = known.get(m.uid)
+                if s is None:
+                    s = known[m.uid] = size(m)
+                out.append(s)
+            self._sizes = out
         return self._sizes
+
+    def size_of(self, n: int) -> int | None:
+        """Message n's size if known without reading it."""
+        if self._sizes is not None:
+            return self._sizes[n - 1]
+        return self._known.get(self.msgs[n - 1].uid)
 
     def _number(self, arg: bytes) -> int | None:
         try:
@@ -390,17 +417,18 @@ class Session:
         await self.send(("+OK\r\n" + "".join(lines) + ".\r\n").encode("utf-8", "replace"))
 
     async def _read(self, n: int) -> bytes | None:
+        m = self.msgs[n - 1]
         try:
-            return await asyncio.to_thread(self.mailbox.read, self.msgs[n - 1]) if self._big(n) \
-                else self.mailbox.read(self.msgs[n - 1])
+            size = self.size_of(n)
+            # Read in a thread only what could hold the loop up; small and unknown ones at once.
+            raw = await asyncio.to_thread(self.mailbox.read, m) if size is not None and size > 256 * 1024 \
+                else self.mailbox.read(m)
+            self._known.setdefault(m.uid, wire_size(raw))
+            return raw
         except Exception as e:  # noqa: BLE001 - expunged by an IMAP client meanwhile, an I/O error
             log.warning("%s: cannot read message %d: %s", self.account.user, n, e)
             await self.err(f"Cannot read message {n}: {_oneline(str(e))}", "SYS/TEMP")
             return None
-
-    def _big(self, n: int) -> bool:
-        """Read in a thread only what could hold the loop up (small files are read at once)."""
-        return self.sizes()[n - 1] > 256 * 1024
 
     async def cmd_retr(self, args: bytes) -> None:
         parts = await self._message_arg(args)
@@ -411,7 +439,7 @@ class Session:
         if raw is None:
             return
         self.retrieved.add(n)
-        await self.send(f"+OK {self.sizes()[n - 1]} octets\r\n".encode() + wire_bytes(raw))
+        await self.send(f"+OK {self.size_of(n)} octets\r\n".encode() + wire_bytes(raw))
 
     async def cmd_top(self, args: bytes) -> None:
         parts = await self._message_arg(args, 2)
