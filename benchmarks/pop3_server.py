@@ -4,11 +4,13 @@
 One seeded Maildir of --count messages (default 10,000; sizes 1-16 KB, LF line ends as an MDA
 stores them) is first served once by Dovecot (so dovecot-uidlist numbers the messages), then
 copied: Dovecot serves one copy, `fetchdeliver pop3` (a separate process) the other, both on
-127.0.0.1 with the same {PLAIN} passwords. The same raw client times, against each in turn:
+127.0.0.1 with the same {PLAIN} passwords. File names carry ,S= and ,W= sizes as dovecot-lda's
+and ours do; --bare-names leaves them out (procmail's, maildrop's), so sizes come from the files. The same raw client times, against each in turn:
 
     login + UIDL                   of the whole mailbox (the snapshot is taken at login)
     RETR x --retr                  messages 1..N one after the other (default 2000), as fetchmail does
     LIST                           the whole mailbox
+    first login + STAT             after both servers were restarted (--restarts times)
 
 Each row is the median of --repeat runs after one untimed warm-up session per server; the
 answers (UIDL lines, bytes retrieved) must be equal or the run says so. Target (issue #13):
@@ -40,7 +42,7 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
          "quebec romeo sierra tango uniform victor whiskey yankee report meeting invoice build release").split()
 
 
-def make_maildir(root: Path, count: int, seed: int) -> None:
+def make_maildir(root: Path, count: int, seed: int, sizes_in_names: bool = True) -> None:
     rnd = random.Random(seed)
     for sub in ("new", "cur", "tmp"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,8 @@ def make_maildir(root: Path, count: int, seed: int) -> None:
             n += len(line) + 1
         raw = ("\n".join(lines + body) + "\n").encode()
         name = f"{t0 + i}.M{i}P1.bench"
+        if sizes_in_names:   # as dovecot-lda and fetchdeliver name their files
+            name += f",S={len(raw)},W={len(raw) + len(body) + len(lines)}"   # one CR per line
         (root / "new" / name).write_bytes(raw)
         os.utime(root / "new" / name, (t0 + i, t0 + i))
 
@@ -122,6 +126,16 @@ def session_retr(port: int, n: int) -> tuple[float, int]:
     return took, total
 
 
+def session_stat(port: int) -> tuple[float, bytes]:
+    t = time.perf_counter()
+    c = Client(port)
+    c.login()
+    out = c.cmd("STAT")
+    took = time.perf_counter() - t
+    c.quit()
+    return took, out
+
+
 def session_list(port: int) -> tuple[float, bytes]:
     c = Client(port)
     c.login()
@@ -152,7 +166,12 @@ def main() -> int:
     ap.add_argument("--retr", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--restarts", type=int, default=3,
+                    help="times both servers are restarted to time the first login + STAT (default 3)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--bare-names", action="store_true",
+                    help="file names without ,S=/,W= (as procmail or maildrop write them): every size "
+                         "must be read from the file")
     args = ap.parse_args()
     from pop3_support import Pop3Dovecot
 
@@ -162,7 +181,7 @@ def main() -> int:
     try:
         print(f"making {args.count} messages ...", flush=True)
         src = work / "src"
-        make_maildir(src, args.count, args.seed)
+        make_maildir(src, args.count, args.seed, sizes_in_names=not args.bare_names)
         dc.start()
         shutil.rmtree(dc.user_maildir("alice"))
         dc.load_maildir("alice", str(src))
@@ -174,10 +193,19 @@ def main() -> int:
                        f'cache_dir = "{work / "cache"}"\n\n[pop3]\nlisten = "127.0.0.1:0"\n'
                        f'passwd_file = "{work / "passwd"}"\nlogin_failure_delay = "0s"\n')
         log = work / "fetchdeliver-pop3.log"
-        with open(log, "wb") as lf:
-            proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "pop3", "-c", str(cfg)],
-                                    stdout=lf, stderr=subprocess.STDOUT, cwd=str(REPO))
-        ports = {"dovecot": dc.port("pop3"), "fetchdeliver": wait_port(proc, log)}
+
+        def start_ours():
+            with open(log, "wb") as lf:
+                p = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "pop3", "-c", str(cfg)],
+                                     stdout=lf, stderr=subprocess.STDOUT, cwd=str(REPO))
+            return p, wait_port(p, log)
+
+        def stop_ours(p):
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+
+        proc, port = start_ours()
+        ports = {"dovecot": dc.port("pop3"), "fetchdeliver": port}
         for port in ports.values():     # warm-up: Dovecot's index, our fetchdeliver-index.sqlite, page cache
             session_uidl(port)
             session_retr(port, min(args.retr, args.count))
@@ -193,14 +221,30 @@ def main() -> int:
                     times[server].append(took)
                     answers.setdefault(name, {})[server] = out
             rows[name] = {k: statistics.median(v) for k, v in times.items()}
-        print(f"\nMaildir of {args.count} messages, median of {args.repeat} runs\n")
-        print(f"{'':24} {'Dovecot pop3d':>14} {'fetchdeliver':>14} {'ratio':>7}")
+        # The first session after a restart: Dovecot answers from its index files, we from
+        # dovecot-uidlist and fetchdeliver-index.sqlite (and, without ,W= in the names, the files).
+        firsts = {k: [] for k in ports}
+        for _ in range(args.restarts):
+            dc.stop()
+            stop_ours(proc)
+            dc.start()
+            proc, port = start_ours()
+            ports = {"dovecot": dc.port("pop3"), "fetchdeliver": port}
+            for server, p in ports.items():
+                took, out = session_stat(p)
+                firsts[server].append(took)
+                answers.setdefault("first login + STAT after a restart", {})[server] = out.split()[:3]
+        if args.restarts:
+            rows["first login + STAT after a restart"] = {k: statistics.median(v) for k, v in firsts.items()}
+        names = "without sizes in the file names" if args.bare_names else "with ,S=/,W= in the file names"
+        print(f"\nMaildir of {args.count} messages {names}, median of {args.repeat} runs\n")
+        print(f"{'':36} {'Dovecot pop3d':>14} {'fetchdeliver':>14} {'ratio':>7}")
         ok = True
         for name, r in rows.items():
             ratio = r["fetchdeliver"] / r["dovecot"]
             same = answers[name]["dovecot"] == answers[name]["fetchdeliver"]
             ok &= same
-            print(f"{name:24} {r['dovecot'] * 1000:11.1f} ms {r['fetchdeliver'] * 1000:11.1f} ms {ratio:6.2f}x"
+            print(f"{name:36} {r['dovecot'] * 1000:11.1f} ms {r['fetchdeliver'] * 1000:11.1f} ms {ratio:6.2f}x"
                   f"{'' if same else '   ANSWERS DIFFER'}")
         print("\ntarget: at most 1.5x Dovecot's time" + ("" if ok else "; the answers differed (see above)"))
         return 0 if ok else 1
