@@ -11,6 +11,7 @@ login sees; otherwise the account's `mail` location or [delivery]'s is opened (s
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 import time
@@ -78,8 +79,10 @@ class MailboxLock:
                 return   # not lockable here: the in-process lock still holds
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as e:
                 os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return   # a file system without flock: the in-process lock still holds
                 self._drop()
                 raise InUse("Mailbox is locked by another POP3 session.") from None
             self.fd = fd

@@ -568,6 +568,14 @@ def test_pop3_command_and_daemon_listener(tmp_path, how):
         c.pass_("secret")
         names = sorted(x.split()[1].decode() for x in c.uidl()[1])
         assert names == _files(str(maildir))     # %f: the Maildir file names (as Dovecot's %f)
+        # Another process's POP3 server on the same Maildir meanwhile: -ERR [IN-USE] (flock on the folder).
+        other = make_pop3_server(tmp_path, str(maildir))
+        try:
+            o = LineClient(other.port())
+            assert o.login("alice", "secret").startswith(b"-ERR [IN-USE]")
+            o.close()
+        finally:
+            other.stop()
         c.quit()
     finally:
         proc.send_signal(signal.SIGTERM)
