@@ -19,6 +19,7 @@ import time
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.pop3server.session import InUse, Session
 from fetchdeliver.pop3server.settings import DEFAULT_UIDL_FORMAT
+from fetchdeliver.pop3server.saved_uidls import SavedUidls
 from fetchdeliver.pop3server.sizes import SizeCache
 from fetchdeliver.pop3server.uidl import compile_format
 
@@ -109,6 +110,7 @@ class Server:
         self.sessions: set[asyncio.Task] = set()
         self._last_login: dict[str, float] = {}
         self.sizes = SizeCache()
+        self.saved_uidls = SavedUidls()
 
     # -- logins and mailboxes -------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class Server:
         return open_store(location)
 
     def open_mailbox(self, account):
-        """(mailbox, lock, snapshot) for a login; InUse when another POP3 session has the mailbox."""
+        """(mailbox, lock, snapshot, saved UIDLs) for a login; InUse when another POP3 session has it."""
         store = self.storage_for(account)
         name = self.config.mailbox
         mailbox = store.open(name)
@@ -166,13 +168,15 @@ class Server:
             lock = MailboxLock(key, where if isinstance(where, str) else None)
             try:
                 msgs = list(mailbox.sync())
+                saved = self.saved_uidls.for_folder(where) if isinstance(where, str) and os.path.isdir(where) \
+                    else {}
             except BaseException:
                 lock.release()
                 raise
         except BaseException:
             mailbox.close()
             raise
-        return mailbox, lock, msgs
+        return mailbox, lock, msgs, saved
 
     # -- listening -------------------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ class Session:
         self.retrieved: set[int] = set()      # message numbers sent whole by RETR
         self._sizes: list[int] | None = None
         self._known: dict[int, int] = {}      # {uid: size} the server remembers for this mailbox
+        self.saved_uidls: dict[int, str] = {}  # {uid: UIDL} Dovecot saved in dovecot-uidlist (P field)
         self.auth_failures = 0
         self.bad_commands = 0
 
@@ -339,7 +340,7 @@ class Session:
             log.error("no mailbox for %s: %s", account.user, e)
             await self.err(f"Mailbox unavailable: {_oneline(str(e))}", "SYS/TEMP")
             return
-        self.mailbox, self.lock, self.msgs = opened
+        self.mailbox, self.lock, self.msgs, self.saved_uidls = opened
         self._known = self.server.sizes.table(self.lock.key, self.mailbox.uidvalidity)
         self.account = account
         self.server.logged_in(account.user)
@@ -403,17 +404,23 @@ class Session:
         lines = [f"{i} {s}\r\n" for i, s in enumerate(sizes, 1) if i not in deleted]
         await self.send((f"+OK {len(lines)} messages:\r\n" + "".join(lines) + ".\r\n").encode())
 
+    def uidl_of(self):
+        """A function msg -> UIDL: a saved one (Dovecot's P field) first, else `uidl_format`."""
+        fmt, v, saved = self.server.uidl, self.mailbox.uidvalidity, self.saved_uidls
+        if not saved:
+            return lambda m: fmt(m, v)
+        return lambda m: saved.get(m.uid) or fmt(m, v)
+
     async def cmd_uidl(self, args: bytes) -> None:
-        uidl = self.server.uidl
-        v = self.mailbox.uidvalidity
+        uidl = self.uidl_of()
         if args.strip():
             parts = await self._message_arg(args)
             if parts is not None:
                 n = int(parts[0])
-                await self.ok(f"{n} {uidl(self.msgs[n - 1], v)}")
+                await self.ok(f"{n} {uidl(self.msgs[n - 1])}")
             return
         deleted = self.deleted
-        lines = [f"{i} {uidl(m, v)}\r\n" for i, m in enumerate(self.msgs, 1) if i not in deleted]
+        lines = [f"{i} {uidl(m)}\r\n" for i, m in enumerate(self.msgs, 1) if i not in deleted]
         await self.send(("+OK\r\n" + "".join(lines) + ".\r\n").encode("utf-8", "replace"))
 
     async def _read(self, n: int) -> bytes | None:

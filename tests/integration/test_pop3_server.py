@@ -380,15 +380,42 @@ def _dovecot_pop3_once(dc, user: str) -> None:
     c.close()
 
 
-@pytest.mark.parametrize("served_first", ["dovecot", "fetchdeliver"])
+def _save_uidls(maildir: str, uidls: dict[int, str]) -> None:
+    """Give records of dovecot-uidlist a saved POP3 UIDL (the P field pop3_save_uidl or the
+    pop3-migration plugin writes), and drop Dovecot's index so that it reads them."""
+    path = os.path.join(maildir, "dovecot-uidlist")
+    with open(path) as f:
+        lines = f.read().split("\n")
+    for i, line in enumerate(lines[1:], 1):
+        uid = line.split(" ", 1)[0]
+        if uid.isdigit() and int(uid) in uidls:
+            lines[i] = line.replace(" :", f" P{uidls[int(uid)]} :", 1)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    for name in os.listdir(maildir):
+        if name.startswith("dovecot.index"):
+            os.unlink(os.path.join(maildir, name))
+
+
+@pytest.mark.parametrize("served_first", [
+    "dovecot", "fetchdeliver", "dovecot-migrated",
+    pytest.param("dovecot-migrated-colon", marks=pytest.mark.xfail(
+        strict=True, reason="storage/maildir.py's Uidlist takes the first ':' of a record for the start of "
+        "the file name, so a saved UIDL containing ':' makes the store number that message again "
+        "(Dovecot reads fields up to ' :'); for the h/store owner")),
+])
 def test_same_answers_as_dovecot_pop3d(tmp_path, pop3_dovecot, served_first):
     dc = pop3_dovecot
     raws = AWKWARD + [plain(i) for i in range(1, 4)]
     ours = str(tmp_path / "ours")
-    if served_first == "dovecot":
+    if served_first.startswith("dovecot"):
         for raw in raws:
             dc.append("alice", raw)
         _dovecot_pop3_once(dc, "alice")
+        if served_first.startswith("dovecot-migrated"):
+            # UIDLs an earlier POP3 server gave (kept by Dovecot's migration): both servers send these.
+            fifth = "UID5:with-colon" if served_first.endswith("colon") else "UID5.from-courier"
+            _save_uidls(dc.user_maildir("alice"), {2: "old-server-uidl-2", 5: fifth})
         dc.copy_maildir_to("alice", ours)
         assert os.path.exists(os.path.join(ours, "dovecot-uidlist"))
     else:
@@ -413,6 +440,8 @@ def test_same_answers_as_dovecot_pop3d(tmp_path, pop3_dovecot, served_first):
     finally:
         server.stop()
     assert len(got) == len(want)
+    if served_first.startswith("dovecot-migrated"):
+        assert b"2 old-server-uidl-2\r\n" in want[2][2] and f"5 {fifth}\r\n".encode() in want[2][2]
     for (cmd, w_status, w_body), (_c, g_status, g_body) in zip(want, got):
         assert (cmd, g_status, g_body) == (cmd, w_status, w_body)
 

@@ -40,3 +40,12 @@ def test_uidl_formats():
     for bad in ("%08Xq", "abc", "%v", "%"):
         with pytest.raises(ValueError):
             check_format(bad)
+
+
+def test_saved_uidls_from_dovecot_uidlist():
+    from fetchdeliver.pop3server.saved_uidls import parse_saved_uidls
+
+    data = (b"3 V1 N5 Gabc\n1 W176 :a.host\n2 W10 Pold-2 :b.host,S=9:2,S\n3 Pa:b GX :c.host\n"
+            b"4 :d.host P-not-a-field\n")
+    assert parse_saved_uidls(data) == {2: "old-2", 3: "a:b"}
+    assert parse_saved_uidls(b"3 V1 N2\n1 :a.host\n") == {}
