@@ -286,17 +286,22 @@ def test_logindisabled_on_non_loopback_plain_connection(tmp_path):
             server.stop()
 
 
-def test_stls_and_implicit_tls(tmp_path, pop3_dovecot):
-    """STLS and POP3S with a test CA's certificate (the Dovecot fixture's, reused)."""
+def test_stls_and_implicit_tls(tmp_path):
+    """STLS and POP3S with a certificate from a test CA (trustme)."""
     import ssl
 
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
     maildir = str(tmp_path / "Maildir")
     _fill(maildir, 2)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(pop3_dovecot.cert_file)
+    cert.configure_cert(ctx)
     server = make_pop3_server(tmp_path, maildir, ssl_context=ctx, tls_listen=["127.0.0.1:0"])
     try:
-        cctx = ssl.create_default_context(cafile=pop3_dovecot.ca_file)
+        cctx = ssl.create_default_context()
+        ca.configure_trust(cctx)
         c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
         assert "STLS" in c.capa()
         c.stls(cctx)
@@ -313,6 +318,41 @@ def test_stls_and_implicit_tls(tmp_path, pop3_dovecot):
         c.quit()
     finally:
         server.stop()
+
+
+def test_mbox_store(tmp_path):
+    """The same session over an mbox: DELE applied at QUIT rewrites the file without the message."""
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator, set_password
+    from fetchdeliver.pop3server.server import ServerConfig, ThreadedServer
+    from fetchdeliver.storage.mbox import MboxStore
+
+    mbox = str(tmp_path / "mbox")
+    store = MboxStore(mbox)
+    raws = [plain(i) for i in range(1, 4)]
+    for raw in raws:
+        store.deliver(raw, sender="x@example.org")
+    passwd = str(tmp_path / "passwd")
+    set_password(passwd, "alice", "secret", "SHA256-CRYPT")
+    server = ThreadedServer(ServerConfig(listen=["127.0.0.1:0"], authenticator=PasswdFileAuthenticator(passwd),
+                                         default_mail="mbox:" + mbox, login_failure_delay=0)).start()
+    try:
+        c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+        c.user("alice")
+        c.pass_("secret")
+        assert c.stat()[0] == 3
+        uidls = [x.split()[1] for x in c.uidl()[1]]
+        assert b"\n".join(c.retr(2)[1]) + b"\n" == raws[1]
+        c.dele(2)
+        c.quit()
+        c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+        c.user("alice")
+        c.pass_("secret")
+        assert [x.split()[1] for x in c.uidl()[1]] == [uidls[0], uidls[2]]
+        c.quit()
+    finally:
+        server.stop()
+    data = open(mbox, "rb").read()
+    assert b"Subject: m number 2" not in data and b"Subject: m number 3" in data
 
 
 def test_expire_and_login_delay(tmp_path):
