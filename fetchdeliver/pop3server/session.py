@@ -15,6 +15,7 @@ import re
 import time
 
 from fetchdeliver.imapserver.session import is_loopback
+from fetchdeliver.storage.base import StorageError
 
 log = logging.getLogger("fetchdeliver.pop3server")
 
@@ -432,7 +433,10 @@ class Session:
                 else self.mailbox.read(m)
             self._known.setdefault(m.uid, wire_size(raw))
             return raw
-        except Exception as e:  # noqa: BLE001 - expunged by an IMAP client meanwhile, an I/O error
+        except Exception as e:  # noqa: BLE001 - an I/O error, a store gone away: worth a later retry
+            if isinstance(e, StorageError) and e.code == "EXPUNGEISSUED":   # by an IMAP client meanwhile
+                await self.err(f"Message {n} was deleted by another session.")
+                return None
             log.warning("%s: cannot read message %d: %s", self.account.user, n, e)
             await self.err(f"Cannot read message {n}: {_oneline(str(e))}", "SYS/TEMP")
             return None

@@ -657,3 +657,26 @@ def test_bad_uidl_format_is_a_config_error_naming_the_key(tmp_path):
     r = subprocess.run([FD, "config", "check", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "pop3.uidl_format" in r.stderr + r.stdout and "%q" in r.stderr + r.stdout
+
+
+def test_hostile_input_and_a_message_expunged_meanwhile(srv):
+    """A line over the limit ends that connection only; RETR of a message an IMAP client expunged is -ERR."""
+    bad = LineClient(srv.port())
+    bad.sock.sendall(b"USER " + b"a" * 20000 + b"\r\n")
+    assert bad.line().startswith(b"-ERR")
+    assert bad.line() == b""          # closed
+    bad.close()
+    c = LineClient(srv.port())
+    assert c.login("alice", "secret").startswith(b"+OK")
+    store = MaildirStore(srv.maildir)
+    box = store.open("INBOX")
+    box.expunge([m for m in box.sync() if m.uid == 1])   # as an IMAP EXPUNGE would
+    box.close()
+    status = c.cmd("RETR 1")[0]
+    assert status.startswith(b"-ERR ") and b"deleted by another session" in status
+    status, body = c.cmd("RETR 2", multi=True)
+    assert status.startswith(b"+OK") and body.startswith(b"From: Sender 2")
+    assert c.cmd("DELE 1")[0].startswith(b"+OK")
+    assert c.cmd("QUIT")[0].startswith(b"+OK")     # deleting what is already gone is no error
+    c.close()
+    assert len(_files(srv.maildir)) == 3
