@@ -26,6 +26,8 @@ AWKWARD = [
     b"From: a@example.org\nSubject: mixed\r\n\nline\r\nline\n\r\n",
     b"From: a@example.org\nSubject: many lines\n\n" + b"".join(b"line %d\n" % i for i in range(40)),
     "From: a@example.org\nSubject: 8bit Grüße\n\nKöln\n".encode(),
+    b"From: a@example.org\nSubject: bare CR\n\nold\rmac\rline ends\r\nand a NUL \0 byte\n",
+    b"From: a@example.org\nSubject: folded\n  header line\nX-Dot: .\n\n\n\ntwo blank lines above\n",
 ]
 
 

@@ -651,12 +651,19 @@ def test_pop3_command_and_daemon_listener(tmp_path, how):
         assert proc.wait(20) == 0, log.read_text()
 
 
-def test_bad_uidl_format_is_a_config_error_naming_the_key(tmp_path):
+@pytest.mark.parametrize("line, key, words", [
+    ('uidl_format = "%08Xq"', "pop3.uidl_format", "%q"),
+    ('idle_timeout = "1m"', "pop3.idle_timeout", "10m"),
+    ('expire = "soon"', "pop3.expire", "never"),
+    ('tls_listen = "127.0.0.1:995"', "pop3.tls_listen", "cert"),
+    ('listen = "nowhere"', "pop3.listen", "HOST:PORT"),
+])
+def test_bad_pop3_keys_are_config_errors_naming_the_key(tmp_path, line, key, words):
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[pop3]\nuidl_format = "%08Xq"\n')
+    cfg.write_text(f"[pop3]\n{line}\n")
     r = subprocess.run([FD, "config", "check", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
-    assert "pop3.uidl_format" in r.stderr + r.stdout and "%q" in r.stderr + r.stdout
+    assert key in r.stderr + r.stdout and words in r.stderr + r.stdout, r.stderr + r.stdout
 
 
 def test_hostile_input_and_a_message_expunged_meanwhile(srv):
