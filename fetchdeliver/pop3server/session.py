@@ -487,8 +487,7 @@ class Session:
         doomed = [self.msgs[n - 1] for n in sorted(gone)]
         seen = []
         if self.cfg.mark_seen and not self.mailbox.readonly:
-            seen = [(m, m.flags | {"\\Seen"}) for n in sorted(self.retrieved - gone)
-                    for m in (self.msgs[n - 1],) if "\\Seen" not in m.flags]
+            seen = [self.msgs[n - 1].uid for n in sorted(self.retrieved - gone)]
         try:
             if doomed:
                 await asyncio.to_thread(self.mailbox.expunge, doomed)
@@ -498,14 +497,23 @@ class Session:
             return
         if seen:
             try:
-                await asyncio.to_thread(self.mailbox.set_flags, seen)
-            except Exception as e:  # noqa: BLE001 - \\Seen is a courtesy; the deletions are done
+                await asyncio.to_thread(mark_seen, self.mailbox, seen)
+            except Exception as e:  # noqa: BLE001 - \Seen is a courtesy; the deletions are done
                 log.warning("%s: could not mark %d retrieved messages \\Seen: %s", self.account.user,
                             len(seen), e)
         if doomed:
             log.info("pop3 %s: %d messages deleted at QUIT", self.account.user, len(doomed))
         left = len(self.msgs) - len(doomed)
         await self.ok(f"Logging out, {left} message{'' if left == 1 else 's'} left.")
+
+
+def mark_seen(mailbox, uids: list[int]) -> None:
+    """Add \\Seen to these messages, keeping the flags they have now (an IMAP client may have
+    changed them during the POP3 session: the snapshot's flags are not written back)."""
+    wanted = set(uids)
+    now = [m for m in mailbox.sync() if m.uid in wanted and "\\Seen" not in m.flags]
+    if now:
+        mailbox.set_flags([(m, m.flags | {"\\Seen"}) for m in now])
 
 
 class InUse(Exception):

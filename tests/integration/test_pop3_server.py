@@ -687,3 +687,19 @@ def test_hostile_input_and_a_message_expunged_meanwhile(srv):
     assert c.cmd("QUIT")[0].startswith(b"+OK")     # deleting what is already gone is no error
     c.close()
     assert len(_files(srv.maildir)) == 3
+
+
+def test_seen_at_quit_keeps_flags_an_imap_client_set_meanwhile(srv):
+    c = LineClient(srv.port())
+    assert c.login("alice", "secret").startswith(b"+OK")
+    assert c.cmd("RETR 1", multi=True)[0].startswith(b"+OK")
+    box = MaildirStore(srv.maildir).open("INBOX")
+    first = next(m for m in box.sync() if m.uid == 1)
+    box.set_flags([(first, frozenset({"\\Flagged"}))])     # as an IMAP STORE would, during the POP3 session
+    box.close()
+    assert c.cmd("QUIT")[0].startswith(b"+OK")
+    c.close()
+    box = MaildirStore(srv.maildir).open("INBOX")
+    flags = {m.uid: m.flags for m in box.sync()}
+    box.close()
+    assert flags[1] == {"\\Flagged", "\\Seen"} and flags[2] == frozenset()
