@@ -110,6 +110,7 @@ class Session:
         self._sizes: list[int] | None = None
         self._known: dict[int, int] = {}      # {uid: size} the server remembers for this mailbox
         self.saved_uidls: dict[int, str] = {}  # {uid: UIDL} Dovecot saved in dovecot-uidlist (P field)
+        self._update_job: asyncio.Future | None = None
         self.auth_failures = 0
         self.bad_commands = 0
 
@@ -169,6 +170,12 @@ class Session:
                 pass
 
     def release(self) -> None:
+        job = self._update_job
+        if job is not None and not job.done():
+            # QUIT's changes are still being written (the session was cancelled meanwhile): close
+            # the mailbox and give the lock back when they are done, not under them.
+            job.add_done_callback(lambda _f: self.release())
+            return
         if self.mailbox is not None:
             try:
                 self.mailbox.close()
@@ -488,23 +495,40 @@ class Session:
         seen = []
         if self.cfg.mark_seen and not self.mailbox.readonly:
             seen = [self.msgs[n - 1].uid for n in sorted(self.retrieved - gone)]
-        try:
-            if doomed:
-                await asyncio.to_thread(self.mailbox.expunge, doomed)
-        except Exception as e:  # noqa: BLE001 - RFC 1939: -ERR when the deletions could not be made
-            log.error("%s: QUIT could not delete %d messages: %s", self.account.user, len(doomed), e)
-            await self.err(f"Messages not deleted: {_oneline(str(e))}", "SYS/TEMP")
+        # In a thread the session does not wait for when it is cancelled (server stopping): the
+        # mailbox is closed and the lock released only once the changes are done (see release()).
+        expunge_error = seen_error = None
+        if doomed or seen:
+            self._update_job = asyncio.ensure_future(asyncio.to_thread(apply_quit, self.mailbox, doomed, seen))
+            expunge_error, seen_error = await asyncio.shield(self._update_job)
+        if expunge_error is not None:   # RFC 1939: -ERR when the deletions could not be made
+            log.error("%s: QUIT could not delete %d messages: %s", self.account.user, len(doomed),
+                      expunge_error)
+            await self.err(f"Messages not deleted: {_oneline(str(expunge_error))}", "SYS/TEMP")
             return
-        if seen:
-            try:
-                await asyncio.to_thread(mark_seen, self.mailbox, seen)
-            except Exception as e:  # noqa: BLE001 - \Seen is a courtesy; the deletions are done
-                log.warning("%s: could not mark %d retrieved messages \\Seen: %s", self.account.user,
-                            len(seen), e)
+        if seen_error is not None:      # \Seen is a courtesy; the deletions are done
+            log.warning("%s: could not mark %d retrieved messages \\Seen: %s", self.account.user,
+                        len(seen), seen_error)
         if doomed:
             log.info("pop3 %s: %d messages deleted at QUIT", self.account.user, len(doomed))
         left = len(self.msgs) - len(doomed)
         await self.ok(f"Logging out, {left} message{'' if left == 1 else 's'} left.")
+
+
+def apply_quit(mailbox, doomed: list, seen: list[int]) -> tuple[Exception | None, Exception | None]:
+    """The UPDATE state's work (in a thread): expunge `doomed` (durable on return), then add \\Seen
+    to the UIDs in `seen`; returns (expunge error, \\Seen error)."""
+    try:
+        if doomed:
+            mailbox.expunge(doomed)
+    except Exception as e:  # noqa: BLE001 - reported to the client as -ERR [SYS/TEMP]
+        return e, None
+    try:
+        if seen:
+            mark_seen(mailbox, seen)
+    except Exception as e:  # noqa: BLE001 - logged; the deletions are done
+        return None, e
+    return None, None
 
 
 def mark_seen(mailbox, uids: list[int]) -> None:
