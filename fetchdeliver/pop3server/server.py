@@ -15,6 +15,7 @@ import errno
 import os
 import threading
 import time
+from collections import OrderedDict
 
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.pop3server.session import InUse, Session
@@ -50,6 +51,9 @@ class ServerConfig:
         self.expire = expire                   # "never" (advertised), None (not advertised) or days
         self.login_delay = login_delay
         self.max_line = max_line
+
+
+KEEP_OPEN = 32   # mailboxes kept open between POP3 sessions (each holds its message list and index)
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -111,6 +115,10 @@ class Server:
         self._last_login: dict[str, float] = {}
         self.sizes = SizeCache()
         self.saved_uidls = SavedUidls()
+        self._idle: OrderedDict[str, object] = OrderedDict()   # mailboxes kept open between sessions
+        self._idle_guard = threading.Lock()
+        self._idents: dict[int, str] = {}     # id(open mailbox) -> its key in _idle
+        self._closing = False
 
     # -- logins and mailboxes -------------------------------------------------------------------
 
@@ -156,15 +164,21 @@ class Server:
         return open_store(location)
 
     def open_mailbox(self, account):
-        """(mailbox, lock, snapshot, saved UIDLs) for a login; InUse when another POP3 session has it."""
-        store = self.storage_for(account)
+        """(mailbox, lock, snapshot, saved UIDLs) for a login; InUse when another POP3 session has it.
+
+        A mailbox of a mail location (not a plugin's store) is kept open between its sessions
+        (`keep_mailbox`): the next login then costs a `sync()`, not a reload of the index."""
         name = self.config.mailbox
-        mailbox = store.open(name)
+        custom = getattr(self.config.authenticator, "storage_for", None) is not None
+        ident = None if custom else f"loc:{self.location_for(account)}\0{name}"
+        with self._idle_guard:
+            mailbox = self._idle.pop(ident, None) if ident is not None else None
+        if mailbox is None:
+            mailbox = self.storage_for(account).open(name)
         try:
-            custom = getattr(self.config.authenticator, "storage_for", None) is not None
             where = getattr(mailbox, "path", None)
             key = f"path:{os.path.realpath(where)}" if isinstance(where, str) else \
-                f"user:{account.user}\0{name}" if custom else f"loc:{self.location_for(account)}\0{name}"
+                ident or f"user:{account.user}\0{name}"
             lock = MailboxLock(key, where if isinstance(where, str) else None)
             try:
                 msgs = list(mailbox.sync())
@@ -176,7 +190,35 @@ class Server:
         except BaseException:
             mailbox.close()
             raise
+        if ident is not None:
+            with self._idle_guard:
+                self._idents[id(mailbox)] = ident     # for keep_mailbox()
         return mailbox, lock, msgs, saved
+
+    def keep_mailbox(self, mailbox) -> None:
+        """A session is done with `mailbox`: keep it open for the next login (the least recently
+        used beyond KEEP_OPEN are closed), or close it when it cannot be reused."""
+        evicted = []
+        with self._idle_guard:
+            ident = self._idents.pop(id(mailbox), None)
+            if ident is None or self._closing or ident in self._idle:
+                evicted.append(mailbox)
+            else:
+                self._idle[ident] = mailbox
+                while len(self._idle) > KEEP_OPEN:
+                    evicted.append(self._idle.popitem(last=False)[1])
+        for m in evicted:
+            m.close()
+
+    def close_idle_mailboxes(self) -> None:
+        with self._idle_guard:
+            self._closing = True
+            boxes, self._idle = list(self._idle.values()), OrderedDict()
+        for m in boxes:
+            try:
+                m.close()
+            except Exception:  # noqa: BLE001 - stopping: close the others anyway
+                _log().exception("closing a mailbox")
 
     # -- listening -------------------------------------------------------------------------------
 
@@ -231,6 +273,7 @@ class Server:
                 await asyncio.wait_for(s.wait_closed(), 5)
             except asyncio.TimeoutError:
                 pass
+        self.close_idle_mailboxes()
 
 
 class ThreadedServer:

@@ -178,7 +178,7 @@ class Session:
             return
         if self.mailbox is not None:
             try:
-                self.mailbox.close()
+                self.server.keep_mailbox(self.mailbox)
             except Exception:  # noqa: BLE001 - closing must not hide the session's own outcome
                 log.exception("closing the mailbox of %s", self.account and self.account.user)
             self.mailbox = None
