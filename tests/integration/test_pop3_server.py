@@ -646,6 +646,22 @@ def test_pop3_command_and_daemon_listener(tmp_path, how):
         finally:
             other.stop()
         c.quit()
+        if how == "daemon":
+            # A changed [pop3] table restarts the listener on SIGHUP (port 0: a new port).
+            cfg.write_text(cfg.read_text().replace('uidl_format = "%f"', 'uidl_format = "uid-%u"'))
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while log.read_text(errors="replace").count("pop3: listening on") < 2:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.05)   # polling for the log line, with a deadline
+            import re
+
+            port = int(re.findall(r"pop3: listening on 127\.0\.0\.1:(\d+)", log.read_text())[-1])
+            c = poplib.POP3("127.0.0.1", port, timeout=30)
+            c.user("alice")
+            c.pass_("secret")
+            assert sorted(x.split()[1] for x in c.uidl()[1]) == [b"uid-1", b"uid-2"]
+            c.quit()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, log.read_text()
