@@ -719,3 +719,25 @@ def test_seen_at_quit_keeps_flags_an_imap_client_set_meanwhile(srv):
     flags = {m.uid: m.flags for m in box.sync()}
     box.close()
     assert flags[1] == {"\\Flagged", "\\Seen"} and flags[2] == frozenset()
+
+
+def test_expire_days_deletes_only_old_retrieved_messages(tmp_path):
+    maildir = str(tmp_path / "Maildir")
+    _fill(maildir, 3)
+    new = os.path.join(maildir, "new")
+    old = sorted(os.listdir(new))[0]            # message 1 arrived ten days ago
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(os.path.join(new, old), (ten_days_ago, ten_days_ago))
+    server = make_pop3_server(tmp_path, maildir, expire=7)
+    try:
+        c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+        assert c.capa()["EXPIRE"] == ["7"]
+        c.user("alice")
+        c.pass_("secret")
+        c.retr(1)
+        c.retr(2)
+        c.quit()
+    finally:
+        server.stop()
+    left = _files(maildir)
+    assert len(left) == 2 and old.split(":")[0] not in left
