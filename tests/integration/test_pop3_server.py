@@ -741,3 +741,27 @@ def test_expire_days_deletes_only_old_retrieved_messages(tmp_path):
         server.stop()
     left = _files(maildir)
     assert len(left) == 2 and old.split(":")[0] not in left
+
+
+def test_uidls_stable_across_restarts_and_a_lost_index(tmp_path):
+    maildir = str(tmp_path / "Maildir")
+    _fill(maildir, 5)
+
+    def uidls() -> list[bytes]:
+        server = make_pop3_server(tmp_path, maildir)
+        try:
+            c = poplib.POP3("127.0.0.1", server.port(), timeout=30)
+            c.user("alice")
+            c.pass_("secret")
+            out = [x.split()[1] for x in c.uidl()[1]]
+            c.quit()
+            return out
+        finally:
+            server.stop()
+
+    first = uidls()
+    assert uidls() == first
+    for name in os.listdir(maildir):
+        if name.startswith("fetchdeliver-index"):
+            os.unlink(os.path.join(maildir, name))      # the index is a cache: UIDs live in dovecot-uidlist
+    assert uidls() == first
