@@ -85,6 +85,9 @@ def _build_parser():
 
     web_command.add_arguments(sub.add_parser("web", help="the web page: accounts, deliveries, queue, rules"))
     deliverylog.add_arguments(sub.add_parser("log", help="the latest deliveries with their Sieve trace"))
+    from fetchdeliver.pop3server import command as pop3_command
+
+    pop3_command.add_arguments(sub.add_parser("pop3", help="serve the delivered mail over POP3"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
@@ -160,6 +163,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver import deliverylog
 
         return deliverylog.main(args)
+    if cmd == "pop3":
+        from fetchdeliver.pop3server import command as pop3_command
+
+        return pop3_command.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 

@@ -42,6 +42,7 @@ LMTP_TABLES = ("lmtp", "recipient", "delivery", "sieve", "relay", "queue")
 IMAP_TABLES = ("imap", "delivery")
 MANAGESIEVE_TABLES = ("managesieve", "imap", "sieve")
 WEB_TABLES = ("web", "managesieve", "imap", "sieve", "log")
+POP3_TABLES = ("pop3", "imap", "delivery")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -62,6 +63,7 @@ class Daemon:
         self.imap = None
         self.managesieve = None
         self.web = None
+        self.pop3 = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -173,6 +175,8 @@ class Daemon:
             await self._start_managesieve()
         if "web" in data:
             await self._start_web()
+        if "pop3" in data:
+            await self._start_pop3()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -203,19 +207,27 @@ class Daemon:
         for w in wheres:
             log.info("imap: listening on %s", w, extra={"listener": "imap"})
 
-    async def _start_managesieve(self) -> None:
+    async def _start_server(self, name: str, package: str) -> tuple:
+        """Start a listener whose package has `command.build_config` and `server.Server` (ManageSieve,
+        POP3): (server, its serving task, the addresses it listens on)."""
         import argparse
+        import importlib
 
-        from fetchdeliver.managesieve.command import build_config
-        from fetchdeliver.managesieve.server import Server
-
-        server = Server(build_config(argparse.Namespace(), self.gen.settings.data))
+        build_config = importlib.import_module(f"{package}.command").build_config
+        server = importlib.import_module(f"{package}.server").Server(
+            build_config(argparse.Namespace(), self.gen.settings.data))
         addrs = await server.start()
         serving = asyncio.ensure_future(server.serve_forever())
         wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
-        self.managesieve = (server, serving, wheres)
         for w in wheres:
-            log.info("managesieve: listening on %s", w, extra={"listener": "managesieve"})
+            log.info("%s: listening on %s", name, w, extra={"listener": name})
+        return server, serving, wheres
+
+    async def _start_managesieve(self) -> None:
+        self.managesieve = await self._start_server("managesieve", "fetchdeliver.managesieve")
+
+    async def _start_pop3(self) -> None:
+        self.pop3 = await self._start_server("pop3", "fetchdeliver.pop3server")
 
     async def _start_web(self) -> None:
         import argparse
@@ -240,6 +252,8 @@ class Daemon:
             items.extend({"kind": "managesieve", "where": w} for w in self.managesieve[2])
         if self.web:
             items.extend({"kind": "web", "where": w} for w in self.web[1])
+        if self.pop3:
+            items.extend({"kind": "pop3", "where": w} for w in self.pop3[2])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -332,7 +346,8 @@ class Daemon:
         if _tables(old, LMTP_TABLES) != _tables(gen, LMTP_TABLES) or \
                 _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
                 _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES) or \
-                _tables(old, WEB_TABLES) != _tables(gen, WEB_TABLES):
+                _tables(old, WEB_TABLES) != _tables(gen, WEB_TABLES) or \
+                _tables(old, POP3_TABLES) != _tables(gen, POP3_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -358,17 +373,12 @@ class Daemon:
                 await asyncio.wait_for(in_thread(svc.shutdown, name="lmtp-shutdown"), GRACE)
             except asyncio.TimeoutError:
                 log.warning("lmtp: deliveries still running at the shutdown deadline")
-        if self.imap is not None:
-            server, serving, _ = self.imap
-            self.imap = None
-            serving.cancel()
-            try:
-                await asyncio.wait_for(server.stop(), 3)
-            except asyncio.TimeoutError:
-                pass
-        if self.managesieve is not None:
-            server, serving, _ = self.managesieve
-            self.managesieve = None
+        for attr in ("imap", "managesieve", "pop3"):
+            running = getattr(self, attr)
+            if running is None:
+                continue
+            server, serving, _ = running
+            setattr(self, attr, None)
             serving.cancel()
             try:
                 await asyncio.wait_for(server.stop(), 3)
