@@ -240,7 +240,10 @@ def _encode_header(name: str, value: str) -> str:
         from email.utils import formataddr, parseaddr
 
         disp, addr = parseaddr(value)
-        return f"{name}: {formataddr((disp, addr), charset='utf-8')}"
+        try:
+            return f"{name}: {formataddr((disp, addr), charset='utf-8')}"
+        except UnicodeEncodeError:  # a non-ASCII address (RFC 6532): encoded as one word below
+            pass
     return f"{name}: {Header(value, 'utf-8', header_name=name).encode()}"
 
 

@@ -8,7 +8,7 @@ from fetchdeliver.sieve import FORMAT, Script
 from fetchdeliver.sieve.cache import digest
 from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
 from fetchdeliver.sieve.parser import parse
-from fetchdeliver.sieve.registry import enabled_extensions
+from fetchdeliver.sieve.registry import HARNESS, enabled_extensions
 from fetchdeliver.sieve.validate import validate
 
 
@@ -57,7 +57,8 @@ def include_path(location: str, name: str, options: dict | None, base_dir: str |
 
 def _build(text: str, name: str, path: str | None, options: dict | None, base_dir: str | None,
            deps: list) -> Script:
-    enabled = enabled_extensions((options or {}).get("extensions"))
+    opts = options or {}
+    enabled = enabled_extensions(opts.get("extensions"), harness=opts.get("testsuite_harness") is HARNESS)
     main = _compile_unit(text, name, options, enabled)
     includes: dict = {}
     requires = list(main.requires)

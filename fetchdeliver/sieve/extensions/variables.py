@@ -53,6 +53,9 @@ def lookup(ctx, name: str) -> str | None:
             env = ctx.ext_state.get("environment")
             if env is not None:
                 return env(ctx, rest) or ""
+        hook = ctx.ext_state.get("namespace." + ns)  # e.g. the testsuite's ${tst.path}
+        if hook is not None:
+            return hook(ctx, rest)
         return None  # unknown namespace: left as written
     if lname in ctx.ext_state.get("globals", ()):
         return ctx.global_vars.get(lname, "")
