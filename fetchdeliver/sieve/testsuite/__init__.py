@@ -19,30 +19,31 @@ if TYPE_CHECKING:
     from fetchdeliver.sieve.testsuite.harness import FileResult
 
 
-def run_file(path: str, expect_failure: bool = False) -> "FileResult":
-    """Run one .svtest file; expect_failure is Pigeonhole's `testsuite -F` (every test must fail)."""
+def run_file(path: str, expect_failure: bool = False, plugins: bool = False) -> "FileResult":
+    """Run one .svtest file; expect_failure is Pigeonhole's `testsuite -F` (every test must fail),
+    plugins its `-P sieve_extprograms` (the vnd.dovecot.pipe/filter/execute extensions)."""
     from fetchdeliver.sieve.testsuite.harness import Harness
 
-    return Harness(path, expect_failure).run()
+    return Harness(path, expect_failure, plugins).run()
 
 
-def makefile_cases(makefile: str, plugins: bool = False) -> list[tuple[str, bool]]:
-    """(path, expect_failure) for every file Pigeonhole's `make test` runs, read from its Makefile.am
+def makefile_cases(makefile: str, plugins: bool = False) -> list[tuple[str, bool, bool]]:
+    """(path, expect_failure, plugins) for every file Pigeonhole's `make test` runs, read from its Makefile.am
     (test_cases, failure_test_cases; extprograms_test_cases too with plugins=True)."""
     with open(makefile, encoding="utf-8") as f:
         text = f.read().replace("\\\n", " ")
     base = os.path.dirname(os.path.abspath(makefile))
-    out: list[tuple[str, bool]] = []
-    lists = [("test_cases", False), ("failure_test_cases", True)]
+    out: list[tuple[str, bool, bool]] = []
+    lists = [("test_cases", False, False), ("failure_test_cases", True, False)]
     if plugins:
-        lists.append(("extprograms_test_cases", False))
-    for var, fail in lists:
+        lists.append(("extprograms_test_cases", False, True))
+    for var, fail, plug in lists:
         m = re.search(rf"^{var}\s*=(.*)$", text, re.M)
         if m is None:
             continue
         for word in m.group(1).split():
             if word.endswith(".svtest"):
-                out.append((os.path.join(base, word), fail))
+                out.append((os.path.join(base, word), fail, plug))
     return out
 
 

@@ -12,7 +12,7 @@ def main(files: list[str], *, expect_failure: bool = False, makefile: str | None
     """Print `PASS name` / `FAIL name: first failing test` per file and
     `N/M files passed, K/L tests passed` last; exit 0 when every file passed."""
     out = out or sys.stdout
-    cases = [(f, expect_failure) for f in files]
+    cases = [(f, expect_failure, plugins) for f in files]
     if makefile:
         try:
             cases += makefile_cases(makefile, plugins)
@@ -23,8 +23,8 @@ def main(files: list[str], *, expect_failure: bool = False, makefile: str | None
         sys.stderr.write("fetchdeliver sieve testsuite: no files given (FILE... or --makefile)\n")
         return 64
     files_ok = tests_ok = tests_total = 0
-    for path, fail in cases:
-        res = run_file(path, fail)
+    for path, fail, plug in cases:
+        res = run_file(path, fail, plug)
         name = display_name(path)
         files_ok += res.ok
         tests_ok += res.passed

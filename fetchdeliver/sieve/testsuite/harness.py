@@ -57,6 +57,17 @@ _UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600
           "weeks": 604800}
 
 
+PLUGIN_EXTENSIONS = {"vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute"}
+
+
+def all_extensions(plugins: bool = False) -> str:
+    """Pigeonhole's testsuite enables every extension (no config); the extprograms plugin only with -P."""
+    from fetchdeliver.sieve.registry import HARNESS_ONLY, MODULES
+
+    names = set(MODULES) - HARNESS_ONLY - (set() if plugins else PLUGIN_EXTENSIONS)
+    return " ".join(sorted(names))
+
+
 class TestFail(Exception):
     """test_fail (or a failing testsuite command): end the current test."""
 
@@ -103,14 +114,16 @@ class FileResult:
 class Harness:
     """The state of one file's run (see the module docstring)."""
 
-    def __init__(self, path: str, expect_failure: bool = False) -> None:
+    def __init__(self, path: str, expect_failure: bool = False, plugins: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.dir = os.path.dirname(self.path)
         self.expect_failure = expect_failure
         self.settings: dict[str, str] = {}
         self.options: dict = {"personal_dir": os.path.join(self.dir, "included"),
                               "global_dir": os.path.join(self.dir, "included-global"),
-                              "testsuite_harness": HARNESS, "vacation_min_period": 86400}
+                              "testsuite_harness": HARNESS, "vacation_min_period": 86400,
+                              "extensions": all_extensions(plugins)}
+        self.plugins = plugins
         self.errors: list[str] = []
         self.compiled = None
         self.binaries: dict = {}
@@ -313,6 +326,8 @@ class Harness:
             self.options.pop(key, None)
             if key == "vacation_min_period":
                 self.options[key] = 86400
+            elif key == "extensions":
+                self.options[key] = all_extensions(self.plugins)
 
     @staticmethod
     def _option_key(name: str) -> str | None:
