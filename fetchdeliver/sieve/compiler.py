@@ -32,12 +32,15 @@ class _Unit:
         self.code = code
         self.requires = requires
         self.includes = includes
+        self.warnings: list[str] = []
 
 
 def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str]) -> _Unit:
     nodes = parse(text, name)
     v = validate(nodes, name, enabled, options)
-    return _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
+    unit = _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
+    unit.warnings = [str(w).replace(": error: ", ": warning: ", 1) for w in v.warnings]
+    return unit
 
 
 def include_path(location: str, name: str, options: dict | None, base_dir: str | None) -> str | None:
@@ -102,6 +105,8 @@ def _build(text: str, name: str, path: str | None, options: dict | None, base_di
         raise SieveCompileError(errors)
     data = {"format": FORMAT, "name": name, "path": path, "code": main.code, "requires": requires,
             "main_requires": main.requires, "includes": includes, "deps": deps}
+    if main.warnings:
+        data["warnings"] = main.warnings
     return Script(data)
 
 

@@ -221,7 +221,9 @@ def check_main(files: list[str]) -> int:
     status = 0
     for path in files:
         try:
-            compile_file(path, use_cache=False)
+            script = compile_file(path, use_cache=False)
+            for w in script.data.get("warnings", ()):
+                sys.stderr.write(f"{w}\n")
         except SieveCompileError as e:
             sys.stderr.write(f"{e}\n")
             status = 1

@@ -25,6 +25,7 @@ class Validator:
         self.enabled = enabled if enabled is not None else registry.enabled_extensions()
         self.options = options or {}
         self.errors: list[SieveSyntaxError] = []
+        self.warnings: list[SieveSyntaxError] = []  # accepted, but worth telling (as Pigeonhole warns)
         self.required: list[str] = []
         self.reg = registry.build([])
         self.includes: list[tuple[str, str, int, int]] = []  # (location, name, line, column)
@@ -38,6 +39,10 @@ class Validator:
         column = getattr(where, "column", 0)
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(SieveSyntaxError(message, self.file, line, column))
+
+    def warning(self, message: str, where) -> None:
+        self.warnings.append(SieveSyntaxError(message, self.file, getattr(where, "line", 0),
+                                              getattr(where, "column", 0)))
 
     def has(self, ext: str) -> bool:
         return ext in self.required
