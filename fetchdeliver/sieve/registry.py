@@ -84,6 +84,8 @@ MODULES = {
     "vnd.dovecot.pipe": "extprograms",
     "vnd.dovecot.filter": "extprograms",
     "vnd.dovecot.execute": "extprograms",
+    "vnd.dovecot.debug": "vnd_debug",
+    "vnd.dovecot.environment": "vnd_environment",
     # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
     # (see HARNESS_ONLY); a module path with dots is imported as it stands.
     "vnd.dovecot.testsuite": "fetchdeliver.sieve.testsuite.extension",
@@ -93,11 +95,13 @@ MODULES = {
 }
 
 # Requiring the key makes the listed extensions available too.
-IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",)}
+IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",),
+           "vnd.dovecot.environment": ("environment",)}
 
 # Pigeonhole's defaults: these need sieve_extensions = +NAME to be used.
 DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "virustest", "vacation-seconds",
-                       "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute"}
+                       "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute",
+                       "vnd.dovecot.debug", "vnd.dovecot.environment"}
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
 HARNESS_ONLY = {"vnd.dovecot.testsuite"}
 HARNESS = object()  # options["testsuite_harness"] is HARNESS: a value no config file can hold

@@ -51,6 +51,8 @@ def lookup(ctx, name: str) -> str | None:
             return ctx.global_vars.get(rest, "")
         if ns == "env":
             env = ctx.ext_state.get("environment")
+            if env is None and "vnd.dovecot.environment" in ctx.requires:
+                from fetchdeliver.sieve.extensions.vnd_environment import variable as env
             if env is not None:
                 return env(ctx, rest) or ""
         hook = ctx.ext_state.get("namespace." + ns)  # e.g. the testsuite's ${tst.path}

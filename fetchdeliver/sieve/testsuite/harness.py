@@ -141,6 +141,7 @@ class Harness:
                             options=self.options, mailbox_exists=self._mailbox_exists,
                             duplicate_seen=self._duplicate_seen, hostname="example.com")
         self.env.auth_user = None
+        self.options = self.env.options  # SieveEnv copies the dict: settings must change its copy
         self.base = self._message(DEFAULT_MESSAGE)
         self.env.message = self.base
         self.result = FileResult(path)
