@@ -8,7 +8,7 @@ from fetchdeliver.sieve.registry import Extension
 EXT = Extension("variables")
 
 MAX_VALUE = 4096        # Pigeonhole's sieve_variables_max_variable_size
-MAX_MATCH = 9           # ${0}..${9}
+MAX_MATCH = 32          # ${0}..${32}, as Pigeonhole (RFC 5229 3.2: at least ${0}..${9})
 
 # modifier -> precedence (RFC 5229 section 4.1; Pigeonhole adds :quoteregex, :encodeurl)
 MODIFIERS = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
