@@ -68,8 +68,10 @@ def _build(text: str, name: str, path: str | None, options: dict | None, base_di
     errors: list[SieveSyntaxError] = []
 
     def resolve(unit: _Unit, stack: list[str]) -> None:
-        for location, iname, optional, line, column in unit.includes:
+        for location, iname, optional, line, column, *more in unit.includes:
             key = f"{location}:{iname}"
+            if key in stack and more and more[0]:
+                continue  # include :once of a script being included: a no-op, not a loop (RFC 6609 3.2)
             if key in stack:
                 errors.append(SieveSyntaxError("circular include", unit.name, line, column))
                 continue

@@ -81,8 +81,9 @@ def test_compile_errors_are_matched_by_test_error(tmp_path):
     path = write(tmp_path, "c.svtest", HEADER + '''
 test "errors" {
   if test_script_compile "broken.sieve" { test_fail "compiled"; }
-  if not test_error :count "eq" :comparator "i;ascii-numeric" "2" { test_fail "two errors"; }
+  if not test_error :count "eq" :comparator "i;ascii-numeric" "3" { test_fail "two errors and the phase"; }
   if not test_error :index 1 :matches "unknown command 'frobnicate'*" { test_fail "first error"; }
+  if not test_error :index 3 "validation failed" { test_fail "the failed phase is logged last"; }
 }
 ''')
     res = run_file(path)

@@ -392,7 +392,9 @@ class Harness:
         try:
             self.compiled = self._compile(os.path.join(self.dir, name))
         except SieveCompileError as e:
-            self.errors = [x.message for x in e.errors]
+            # Pigeonhole logs each problem, then one line for the failed phase; the testsuite's
+            # error counts include that line.
+            self.errors = [x.message for x in e.errors] + [self._failed_phase(name)]
             return False
         except OSError as e:
             self.errors = [f"failed to open sieve script: {e.strerror}"]
@@ -421,6 +423,16 @@ class Harness:
         main.edited = sub.edited
         self.keep_flags = list(sub.flags)
         return ok or "vnd.dovecot.testsuite" in self.compiled.requires
+
+    def _failed_phase(self, name: str) -> str:
+        from fetchdeliver.sieve.parser import parse
+
+        try:
+            with open(os.path.join(self.dir, name), "rb") as f:
+                parse(f.read().decode("utf-8", "replace"), name)
+        except SieveCompileError:
+            return "parse failed"
+        return "validation failed"
 
     def _run_context(self, ctx) -> bool:
         try:
