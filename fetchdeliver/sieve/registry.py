@@ -85,6 +85,8 @@ MODULES = {
     "vnd.dovecot.filter": "extprograms",
     "vnd.dovecot.execute": "extprograms",
     "vnd.dovecot.debug": "vnd_debug",
+    "special-use": "special_use",
+    "mailboxid": "mailboxid",
     "vnd.dovecot.environment": "vnd_environment",
     # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
     # (see HARNESS_ONLY); a module path with dots is imported as it stands.
@@ -101,7 +103,9 @@ IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",),
 # Pigeonhole's defaults: these need sieve_extensions = +NAME to be used.
 DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "virustest", "vacation-seconds",
                        "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute",
-                       "vnd.dovecot.debug", "vnd.dovecot.environment"}
+                       "vnd.dovecot.debug", "vnd.dovecot.environment", "special-use",
+                       # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
+                       "mailboxid"}
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
 HARNESS_ONLY = {"vnd.dovecot.testsuite"}
 HARNESS = object()  # options["testsuite_harness"] is HARNESS: a value no config file can hold
