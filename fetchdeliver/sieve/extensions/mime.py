@@ -103,6 +103,8 @@ def foreverypart(ctx, node) -> None:
     if depth >= 3:
         ctx.fail("foreverypart: nesting too deep")
     ctx.ext_state["foreverypart_depth"] = depth + 1
+    if outer is None:
+        ctx.ext_state["mime_root"] = start  # replace (RFC 5703) edits parts of this tree
     try:
         # At the top level Pigeonhole visits the message itself first; nested loops visit the children.
         parts = list(_parts(start))
