@@ -52,6 +52,8 @@ def _discard(ctx, node) -> None:
 
 
 def _check_redirect(v, node, out) -> None:
+    if "list" in out[2]:
+        return  # extlists: the argument names a list, not an address
     address = out[3][0] if out[3] else None
     if isinstance(address, str) and v.constant(address):
         why = valid_address(address)
@@ -61,6 +63,10 @@ def _check_redirect(v, node, out) -> None:
 
 @EXT.command("redirect", args=("string",), check=_check_redirect)
 def _redirect(ctx, node) -> None:
+    if "list" in node[2]:
+        from fetchdeliver.sieve.extensions.extlists import redirect_list
+
+        return redirect_list(ctx, ctx.expand(node[3][0]), bool(node[2].get("copy")))
     address = ctx.expand(node[3][0])
     why = valid_address(address)
     if why:
