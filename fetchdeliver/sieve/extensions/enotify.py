@@ -65,10 +65,15 @@ def notify(ctx, node) -> None:
     why = mailto_error(method)
     if why:
         ctx.fail(f"notify action: invalid method '{method}': {why}")
-    ctx.add_action(Notify(method, from_=ctx.expand(tags["from"]) if "from" in tags else None,
-                          importance=ctx.expand(tags["importance"]) if "importance" in tags else None,
-                          options=ctx.expand_list(tags.get("options", [])),
-                          message=ctx.expand(tags["message"]) if "message" in tags else None))
+    action = Notify(method, from_=ctx.expand(tags["from"]) if "from" in tags else None,
+                    importance=ctx.expand(tags["importance"]) if "importance" in tags else None,
+                    options=ctx.expand_list(tags.get("options", [])),
+                    message=ctx.expand(tags["message"]) if "message" in tags else None)
+    if "fcc" in tags:
+        from fetchdeliver.sieve.extensions.fcc import attach
+
+        attach(ctx, action, tags)
+    ctx.add_action(action)
 
 
 @EXT.test("valid_notify_method", args=("strings",))

@@ -74,5 +74,10 @@ def vacation(ctx, node) -> None:
         handle = (reason + (subject or "") + (f"<{frm}>" if frm else "<default-from>")
                   + ("<MIME>" if mime else "<NO-MIME>"))
     seconds = _period(ctx, tags)
-    ctx.add_action(Vacation(reason, subject=subject, seconds=seconds, from_=frm, addresses=addresses,
-                            mime=mime, handle=handle))
+    action = Vacation(reason, subject=subject, seconds=seconds, from_=frm, addresses=addresses,
+                      mime=mime, handle=handle)
+    if "fcc" in tags:
+        from fetchdeliver.sieve.extensions.fcc import attach
+
+        attach(ctx, action, tags)
+    ctx.add_action(action)

@@ -561,6 +561,7 @@ class Harness:
             if compose.auto_reply_refusal(message, own) is None:
                 raw = compose.vacation_reply(action, message, local, "example.com")
                 self.smtp.append(("", compose.bare(message.sender), raw))
+                self._fcc(action, raw)
             return True
         if t in ("reject", "ereject"):
             if compose.bare(message.sender):
@@ -577,6 +578,7 @@ class Harness:
             raw = compose.notify_mail(action, message, local, "example.com", to, fields)
             for rcpt in to:
                 self.smtp.append(("", rcpt, raw))
+            self._fcc(action, raw)
             return True
         if t in ("pipe", "filter", "execute"):
             try:
@@ -586,6 +588,13 @@ class Harness:
                 return False
             return True
         return True
+
+    def _fcc(self, action, raw: bytes) -> None:
+        fcc = getattr(action, "fcc", None)
+        if fcc:
+            if fcc["create"]:
+                self.mailbox_create(fcc["mailbox"])
+            self._store(fcc["mailbox"], Message(raw), fcc["flags"])
 
     @staticmethod
     def _rejection(action, message: Message, local: str) -> bytes:
