@@ -211,7 +211,7 @@ def _perform_other(a: Action, message: "Message", ctx: Context):
     t = a.type
     if t == "discard":
         return None
-    if t in ("redirect", "vacation", "notify"):
+    if t in ("redirect", "vacation", "notify", "report"):
         if ctx.outbound is None:
             # No outbound queue configured: the message must not vanish because of it.
             _log().warning("%s: %s needs the outbound SMTP queue, which is not configured; "

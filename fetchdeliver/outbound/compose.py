@@ -171,6 +171,44 @@ def notify_mail(action: "Notify", message: "Message", local: str, hostname: str,
     return _render(headers, body)
 
 
+# -- feedback reports (RFC 5965, vnd.dovecot.report) ------------------------------------------
+
+def feedback_report(action, message: "Message", local: str, hostname: str) -> bytes:
+    """A multipart/report; report-type=feedback-report about `message` (RFC 5965)."""
+    boundary = f"{os.urandom(12).hex()}/{hostname}"
+    from_ = action.from_ or f"postmaster@{hostname}"
+    subject = message.get("Subject") or ""
+    headers = [("From", from_), ("To", action.address),
+               ("Subject", f"Report: {subject}".rstrip()), ("Date", formatdate(localtime=True)),
+               ("Message-ID", make_msgid(domain=hostname)), ("Auto-Submitted", "auto-generated (report)"),
+               ("MIME-Version", "1.0"),
+               ("Content-Type", f'multipart/report; report-type=feedback-report; boundary="{boundary}"')]
+    text = action.message.replace("\r\n", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    fields = [f"Version: 1", f"Feedback-Type: {action.feedback_type}", "User-Agent: fetchdeliver"]
+    if message.sender:
+        fields.append(f"Original-Mail-From: <{message.sender}>")
+    for rcpt in message.recipients or [local]:
+        fields.append(f"Original-Rcpt-To: <{rcpt}>")
+    original = message.raw
+    if action.headers_only:
+        from fetchdeliver.message import header_block
+
+        original = header_block(original) + b"\n"
+    eol_fix = original.replace(b"\r\n", b"\n")
+    b = boundary.encode("ascii")
+    text_part = _render([("Content-Type", "text/plain; charset=utf-8")], text)
+    out = (_render_headers(headers) + b"\n"
+           + b"This is a feedback report (RFC 5965).\n\n--" + b + b"\n" + text_part
+           + b"\n--" + b + b"\nContent-Type: message/feedback-report\n\n"
+           + "\n".join(fields).encode("utf-8", "replace") + b"\n"
+           + b"\n--" + b + b"\nContent-Type: "
+           + (b"text/rfc822-headers" if action.headers_only else b"message/rfc822") + b"\n\n"
+           + eol_fix + (b"" if eol_fix.endswith(b"\n") else b"\n") + b"\n--" + b + b"--\n")
+    return out
+
+
 # -- DSN (RFC 3464) ------------------------------------------------------------------------------
 
 def _status_of(error: str, permanent: bool) -> str:

@@ -189,6 +189,10 @@ class OutboundQueue:
                 return self._vacation(action, message, local)
             if t == "notify":
                 return self._notify(action, message, local)
+            if t == "report":
+                raw = compose.feedback_report(action, message, local, host)
+                qid = self.enqueue("", compose.bare(action.address), raw, kind="report", origin=message.origin)
+                return self._receipt(qid, f"report <{compose.bare(action.address)}>")
         except sqlite3.Error as e:
             raise TemporaryDeliveryError(f"outbound queue {self.path}: {e}") from None
         raise PermanentDeliveryError(f"the outbound queue cannot carry out a {t!r} action")

@@ -91,6 +91,7 @@ MODULES = {
     "enclose": "mime_edit",
     "extlists": "extlists",
     "fcc": "fcc",
+    "vnd.dovecot.report": "vnd_report",
     "vnd.dovecot.environment": "vnd_environment",
     # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
     # (see HARNESS_ONLY); a module path with dots is imported as it stands.
@@ -109,7 +110,7 @@ DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "vir
                        "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute",
                        "vnd.dovecot.debug", "vnd.dovecot.environment", "special-use",
                        # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
-                       "mailboxid", "replace", "enclose", "extlists", "fcc"}
+                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report"}
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
 HARNESS_ONLY = {"vnd.dovecot.testsuite"}
 HARNESS = object()  # options["testsuite_harness"] is HARNESS: a value no config file can hold

@@ -103,7 +103,7 @@ def test_mailbox_delete(ctx, node) -> None:
 
 @EXT.command("test_result_reset")
 def test_result_reset(ctx, node) -> None:
-    _h(ctx).result_reset(ctx)
+    _h(ctx).command_result_reset(ctx)
 
 
 @EXT.command("test_result_print")

@@ -491,6 +491,11 @@ class Harness:
         self.keep_done = False
         self.keep_flags = None
 
+    def command_result_reset(self, ctx) -> None:
+        """test_result_reset: the result, and the captured outgoing mail too (as Pigeonhole's)."""
+        self.result_reset(ctx)
+        self.smtp = []
+
     def action_names(self, ctx) -> list[str]:
         names = []
         for a in self.main.actions:
@@ -579,6 +584,10 @@ class Harness:
             for rcpt in to:
                 self.smtp.append(("", rcpt, raw))
             self._fcc(action, raw)
+            return True
+        if t == "report":
+            raw = compose.feedback_report(action, message, local, "example.com")
+            self.smtp.append(("", compose.bare(action.address), raw))
             return True
         if t in ("pipe", "filter", "execute"):
             try:
