@@ -68,7 +68,7 @@ test "run" {
   if not test_script_run { test_fail "run again"; }
   if not test_result_execute { test_fail "execute"; }
   if not test_message :folder "Lists" 0 { test_fail "no message in Lists"; }
-  test_message :smtp 1;
+  test_message :smtp 0;  # test_result_reset emptied the outgoing box, as in Pigeonhole
   if not envelope :is "to" "x@example.com" { test_fail "redirect envelope"; }
 }
 ''')

@@ -92,6 +92,31 @@ def _first_address(message: Message, *names: str) -> str | None:
     return None
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# Lenient as Dovecot's SMTP parser: dots anywhere in a local part (seen in Japanese mobile
+# mail), "_" in domain labels.
+_LOCAL = rf'(?:\.*{_ATOM}(?:\.+{_ATOM})*\.*|"(?:[^"\\\r\n]|\\.)*")'
+_LABEL = r"[A-Za-z0-9_-]+"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\]*\])"
+_ROUTE = rf"@{_DOMAIN}(?:,@{_DOMAIN})*:"
+
+
+def smtp_path(value: str, localpart_only: bool) -> str:
+    """A test_set envelope value read as an SMTP path (RFC 5321): the address without brackets
+    and source route, or "" when it does not parse (the testsuite then has no address: null)."""
+    import re
+
+    v = value.strip()
+    if v.startswith("<") and v.endswith(">"):
+        v = v[1:-1]
+    if not v:
+        return ""
+    m = re.fullmatch(rf"(?:{_ROUTE})?({_LOCAL})(?:@({_DOMAIN}))?", v)
+    if m is None or (m.group(2) is None and not localpart_only):
+        return ""
+    return m.group(1) + ("@" + m.group(2) if m.group(2) else "")
+
+
 class FileResult:
     """The outcome of one file: tests run and passed, the first failure, the log lines."""
 
@@ -152,7 +177,12 @@ class Harness:
 
     @staticmethod
     def _folder_key(name: str) -> str:
-        return "INBOX" if name.upper() == "INBOX" else name
+        # INBOX is case-insensitive, also as the first level of a hierarchy ("Inbox.Junk").
+        if name.upper() == "INBOX":
+            return "INBOX"
+        if name[:6].upper() in ("INBOX.", "INBOX/"):
+            return "INBOX" + name[5:]
+        return name
 
     def _duplicate_seen(self, key: str, seconds: int) -> bool:
         if key in self.duplicates:
@@ -263,12 +293,14 @@ class Harness:
         if name == "message":
             self.base = self._message(value.encode("utf-8", "surrogateescape"))
             self._set_current(self.base)
+            if main is not None:
+                main.flags = []  # a new message starts without flags (imap4flags)
         elif name == "envelope.from":
-            self.env.envelope_from = value.strip().strip("<>") if value.strip() != "<>" else ""
+            self.env.envelope_from = smtp_path(value, localpart_only=False)
         elif name == "envelope.to":
-            self.env.envelope_to = self.env.original_to = value.strip().strip("<>")
+            self.env.envelope_to = self.env.original_to = smtp_path(value, localpart_only=True)
         elif name == "envelope.orig_to":
-            self.env.original_to = value.strip().strip("<>")
+            self.env.original_to = smtp_path(value, localpart_only=True)
         elif name == "envelope.auth":
             self.env.auth_user = value
         self._sync_envelope()
@@ -303,6 +335,11 @@ class Harness:
             if folder is None or not 0 <= index < len(folder):
                 return False
             self.base = self._message(folder[index][0])
+            if self.main is not None:
+                # imap4flags starts from the stored message's flags (as in Pigeonhole)
+                from fetchdeliver.sieve.extensions.imap4flags import parse_flags
+
+                self.main.flags = parse_flags([" ".join(folder[index][1])])
         self._set_current(self.base)
         return True
 
@@ -461,6 +498,7 @@ class Harness:
                 break
             sub = self._new_context(script, message)
             sub.actions = actions
+            sub.flags = flags  # imap4flags' internal variable belongs to the message, across scripts
             if not self._run_context(sub):
                 ok = False
                 keep = True
