@@ -572,7 +572,9 @@ class Harness:
         self.executed = len(main.actions)
         if (main.implicit_keep or not ok) and not self.keep_done:
             flags = self.keep_flags if self.keep_flags is not None else main.flags
-            self._store("INBOX", main.message, list(flags))
+            # After a failed action the fallback keep stores the message as received (no header
+            # edits), as Pigeonhole's result execution does.
+            self._store("INBOX", main.message if ok else self.base, list(flags))
             self.keep_done = True
         return ok
 
