@@ -19,6 +19,8 @@ def fileinto(ctx, node) -> None:
     mailbox = ctx.expand(node[3][0])
     if not mailbox:
         ctx.fail("fileinto: the mailbox name is empty")
+    if "\ufffd" in mailbox or any("\udc80" <= c <= "\udcff" for c in mailbox):
+        ctx.fail(f"fileinto: invalid folder name {mailbox!r}: not valid UTF-8")
     tags = node[2]
     if "specialuse" in tags:
         from fetchdeliver.sieve.extensions.special_use import resolve

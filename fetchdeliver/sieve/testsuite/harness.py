@@ -579,6 +579,14 @@ class Harness:
         return ok
 
     def _store(self, mailbox: str, message: Message, flags: list[str]) -> bool:
+        from fetchdeliver.delivery.names import split_name
+        from fetchdeliver.errors import InvalidMailboxName
+
+        try:
+            split_name(mailbox)  # the names the project's mail stores accept
+        except InvalidMailboxName as e:
+            self.errors.append(f"failed to store into mailbox: {e}")
+            return False
         key = self._folder_key(mailbox)
         if key not in self.mailboxes:
             self.errors.append(f"failed to store into mailbox '{mailbox}': Mailbox doesn't exist: {mailbox}")
