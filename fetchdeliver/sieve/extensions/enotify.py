@@ -32,7 +32,11 @@ def mailto_error(uri: str) -> str | None:
     recipients = [r for r in (x.strip() for x in _unquote(to).split(",")) if r]
     for pair in query.split("&") if query else []:
         hname, _, hvalue = pair.partition("=")
-        if _unquote(hname).lower() == "to":
+        field = _unquote(hname)
+        if not field or not all(33 <= ord(c) <= 126 and c != ":" for c in field):
+            # RFC 6068 2: hfname is a header field name (RFC 5322 3.6.8: printable, no colon)
+            return f"invalid header field name '{field}'"
+        if field.lower() == "to":
             recipients.extend(r for r in (_unquote(x).strip() for x in hvalue.split(",")) if r)
     if not recipients:
         return "no recipients"
