@@ -173,8 +173,31 @@ def address_values(ctx, addresses, part: str) -> list[str]:
     return out
 
 
+# RFC 5228 5.1: "Implementations MUST restrict the address test to headers that contain
+# addresses". The RFC 5322 address fields, their Resent- forms, and the other fields known to
+# carry addresses (the same names Pigeonhole accepts, and a few more).
+ADDRESS_HEADERS = frozenset((
+    "from", "sender", "reply-to", "to", "cc", "bcc",
+    "resent-from", "resent-sender", "resent-reply-to", "resent-to", "resent-cc", "resent-bcc",
+    "delivered-to", "x-original-to", "envelope-to", "errors-to", "return-receipt-to",
+    "disposition-notification-to", "mail-followup-to", "mail-reply-to", "apparently-to", "x-beenthere",
+    "for-approval", "for-handling", "for-comment", "x-admin", "read-receipt-to", "x-confirm-reading-to",
+    "return-receipt-requested", "registered-mail-reply-requested-by", "abuse-reports-to",
+    "x-complaints-to", "x-report-abuse-to"))
+
+
+def _check_address(v, node, out) -> None:
+    _check_header_names(v, node, out)
+    if "mime" in out[2]:
+        return  # :mime looks at MIME part headers (RFC 5703), checked there
+    for name in (out[3][0] if out[3] else []):
+        if v.constant(name) and name.lower() not in ADDRESS_HEADERS and _valid_header_name(name):
+            v.error(f"specified header '{name}' is not allowed for the address test "
+                    f"(it does not hold addresses)", node)
+
+
 @EXT.test("address", args=("strings", "strings"), groups=("comparator", "match", "address-part"),
-          check=_check_header_names)
+          check=_check_address)
 def _address(ctx, node) -> bool:
     tags = node[2]
     raw_values = header_values(ctx, ctx.expand_list(node[3][0]), tags, decode=False)

@@ -193,6 +193,12 @@ class Validator:
         return tuple(out)
 
     def unknown(self, node: Node, kind: str) -> None:
+        other = self.reg.tests if kind == "command" else self.reg.commands
+        if node.name in other:
+            # Known, but in the wrong place: say so every time (as Pigeonhole does).
+            other_kind = "test" if kind == "command" else "command"
+            self.error(f"attempted to use {other_kind} '{node.name}' as {kind}", node)
+            return
         if node.name in self.reported_unknown:
             return
         self.reported_unknown.add(node.name)
