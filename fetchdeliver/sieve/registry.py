@@ -75,6 +75,7 @@ MODULES = {
     "include": "include",
     "enotify": "enotify",
     "duplicate": "duplicate",
+    "vnd.dovecot.duplicate": "duplicate",   # Pigeonhole's older name; implies duplicate
     "mime": "mime",
     "foreverypart": "mime",
     "extracttext": "mime",
@@ -103,12 +104,13 @@ MODULES = {
 
 # Requiring the key makes the listed extensions available too.
 IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",),
-           "vnd.dovecot.environment": ("environment",)}
+           "vnd.dovecot.environment": ("environment",), "vnd.dovecot.duplicate": ("duplicate",)}
 
 # Pigeonhole's defaults: these need sieve_extensions = +NAME to be used.
 DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "virustest", "vacation-seconds",
                        "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute",
-                       "vnd.dovecot.debug", "vnd.dovecot.environment", "special-use",
+                       "vnd.dovecot.debug", "vnd.dovecot.environment", "vnd.dovecot.duplicate",
+                       "special-use",
                        # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
                        "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report"}
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
