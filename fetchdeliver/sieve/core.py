@@ -145,7 +145,7 @@ def _check_header_names(v, node, out) -> None:
 def _header(ctx, node) -> bool:
     tags = node[2]
     values = header_values(ctx, ctx.expand_list(node[3][0]), tags)
-    if "mime" in tags and tags.get("match") != "count":
+    if "mime" in tags:  # :count counts the extracted values too (RFC 5703 4.2)
         from fetchdeliver.sieve.extensions.mime import mime_values
 
         values = mime_values(ctx, tags, values)

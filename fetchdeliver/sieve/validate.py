@@ -235,6 +235,7 @@ class Validator:
         what = f"the {node.name} {kind}"
         tags: dict = {}
         args = node.args
+        unknown_tag = False
         i = 0
         n = len(args)
         while i < n and args[i].kind == "tag":
@@ -251,6 +252,7 @@ class Validator:
                         break
             if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
                 self.error(f"unknown tagged argument ':{t}' for {what}", a)
+                unknown_tag = True
                 continue
             ty = found[0]
             key = GROUP_KEYS[group] if group else t
@@ -277,6 +279,10 @@ class Validator:
             else:
                 tags[t] = value
         positional = args[i:]
+        if unknown_tag:
+            # The arguments after an unknown tag cannot be told apart (its value or a positional
+            # one?): no second error about their count, as in Pigeonhole.
+            return self.defaults(spec, tags, node), []
         for a in positional:
             if a.kind == "tag":
                 self.error(f"encountered an unexpected tagged argument ':{a.value}' while validating "
