@@ -32,6 +32,7 @@ class Validator:
         self.reported_unknown: set[str] = set()
         self.variables = False
         self.in_loop = 0  # foreverypart nesting, for break
+        self.bad_arguments = False  # the last command's tags could not be read
 
     # -- errors ----------------------------------------------------------
     def error(self, message: str, where) -> None:
@@ -130,6 +131,7 @@ class Validator:
             self.unknown(node, "command")
             return None
         tags, args = self.arguments(node, spec)
+        bad = self.bad_arguments  # sub-tests validated below reset it
         sub = None
         if spec.tests == 1:
             if len(node.tests) != 1 or node.test_list:
@@ -163,7 +165,8 @@ class Validator:
         elif node.block is not None:
             self.error(f"the {node.name} command does not take a block; expected ';'", node)
         out = [node.name, node.line, tags, args, sub, block]
-        self.run_checks(spec, node, out)
+        if not bad:
+            self.run_checks(spec, node, out)
         if node.name == "else":
             out[4] = None
         return tuple(out)
@@ -176,6 +179,7 @@ class Validator:
             self.unknown(node, "test")
             return ("false", node.line, {}, [], None)
         tags, args = self.arguments(node, spec)
+        bad = self.bad_arguments  # sub-tests validated below reset it
         sub = None
         if spec.tests == 1:
             if len(node.tests) != 1 or node.test_list:
@@ -189,7 +193,8 @@ class Validator:
         elif node.tests:
             self.error(f"the {node.name} test does not take a test as argument", node.tests[0])
         out = [node.name, node.line, tags, args, sub]
-        self.run_checks(spec, node, out)
+        if not bad:
+            self.run_checks(spec, node, out)
         return tuple(out)
 
     def unknown(self, node: Node, kind: str) -> None:
@@ -236,6 +241,7 @@ class Validator:
         tags: dict = {}
         args = node.args
         unknown_tag = False
+        self.bad_arguments = False
         i = 0
         n = len(args)
         while i < n and args[i].kind == "tag":
@@ -265,8 +271,12 @@ class Validator:
             if ty is not None:
                 if i >= n or args[i].kind == "tag":
                     self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
+                    unknown_tag = True
                     continue
+                before = len(self.errors)
                 value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
+                if len(self.errors) > before:
+                    unknown_tag = True  # a wrong tag value: the rest cannot be read reliably either
                 i += 1
             if group == "match":
                 tags["match"] = t
@@ -280,6 +290,7 @@ class Validator:
                 tags[t] = value
         positional = args[i:]
         if unknown_tag:
+            self.bad_arguments = True  # nor checks of values that could not be read
             # The arguments after an unknown tag cannot be told apart (its value or a positional
             # one?): no second error about their count, as in Pigeonhole.
             return self.defaults(spec, tags, node), []
@@ -304,7 +315,10 @@ class Validator:
         for idx, (a, ty) in enumerate(zip(positional, form)):
             label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
                     f"argument of {what}"
+            before = len(self.errors)
             values.append(self.coerce(a, ty, label))
+            if len(self.errors) > before:
+                self.bad_arguments = True  # no checks on a value that is not there
         return self.defaults(spec, tags, node), values
 
     def decode(self, s: str) -> str:
