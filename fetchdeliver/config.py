@@ -175,6 +175,15 @@ SIEVE_KEYS = {
     "max_redirects": _int(0, 1000),
     "pipe_timeout": _duration,                             # vnd.dovecot.* programs are killed after this
     "environment": _str_table,                             # extra items for the environment extension
+    "special_use": _str_table,                             # special-use: {"\\Junk" = "Spam"} (RFC 8579)
+    "mailbox_ids": _str_table,                             # mailboxid: {"F2212" = "Work"} (RFC 9042)
+    "lists": _str_table,                                   # extlists: {"name" = "/path/file"} (RFC 6134)
+    "addressbook": _path,                                  # extlists: the ":addrbook:default" list
+    "report_from": _nonempty_str,                          # vnd.dovecot.report: From of reports
+    "user_email": _nonempty_str,                           # the user's address (report_from = "user_email")
+    "editheader_protected": _str_list,                     # header names editheader may not add/delete
+    "editheader_forbid_add": _str_list,
+    "editheader_forbid_delete": _str_list,
 }
 
 TABLES: dict[str, dict] = {

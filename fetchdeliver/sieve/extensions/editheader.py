@@ -70,7 +70,7 @@ def _encode_value(value: str) -> str:
 
 def _configured(ctx, key: str) -> set[str]:
     value = ctx.env.options.get(key) or ""
-    names = value.split() if isinstance(value, str) else list(value)
+    names = (value if isinstance(value, str) else " ".join(value)).split()
     return {n.lower() for n in names if _valid_header_name(n)}
 
 
