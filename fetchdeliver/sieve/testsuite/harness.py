@@ -50,8 +50,11 @@ SETTING_OPTIONS = {
     "sieve_filter_bin_dir": "pipe_bin_dir",
     "sieve_execute_bin_dir": "pipe_bin_dir",
     "recipient_delimiter": "recipient_delimiter",
+    "sieve_pipe_exec_timeout": "pipe_timeout",
+    "sieve_filter_exec_timeout": "pipe_timeout",
+    "sieve_execute_exec_timeout": "pipe_timeout",
 }
-PERIOD_OPTIONS = {"vacation_min_period", "vacation_max_period", "vacation_default_period"}
+PERIOD_OPTIONS = {"vacation_min_period", "vacation_max_period", "vacation_default_period", "pipe_timeout"}
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hour": 3600,
           "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800,
           "weeks": 604800}
@@ -388,6 +391,8 @@ class Harness:
             return
         if key in PERIOD_OPTIONS:
             self.options[key] = _period(value)
+            if key == "pipe_timeout" and self.options[key] == 0:
+                self.options[key] = 86400  # Pigeonhole's 0: no time limit
         elif key == "spamtest_max" or key == "virustest_max":
             try:
                 self.options[key] = float(value)
