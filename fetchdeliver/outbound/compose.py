@@ -95,6 +95,21 @@ def auto_reply_refusal(message: "Message", own: list[str]) -> str | None:
     return None
 
 
+def vacation_refusal(action: "Vacation", message: "Message", local: str) -> str | None:
+    """Why no vacation reply may be sent for `message` (RFC 5230 4.5), or None: the
+    auto-reply rules, then the user's addresses (recipient, :addresses, :from) must be in
+    To/Cc/Bcc/Resent-*."""
+    own = [local, *(bare(a) for a in action.addresses)]
+    if action.from_:
+        own += [bare(a) for _n, a in getaddresses([action.from_]) if a]
+    why = auto_reply_refusal(message, own)
+    if why is None:
+        to = _header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+        if not any(a in to for a in own):
+            why = "none of the recipient's addresses is in To/Cc/Bcc"
+    return why
+
+
 def vacation_key(action: "Vacation", local: str, sender: str) -> str:
     """The memory key: one reply per (recipient, sender, handle) within the period."""
     handle = action.handle

@@ -603,7 +603,7 @@ class Harness:
         from fetchdeliver.outbound import compose
 
         t = action.type
-        local = compose.bare(self.env.envelope_to)
+        local = compose.local_address(message, "example.com")  # as the outbound queue
         if t in ("keep", "fileinto"):
             if action.create:
                 self.mailbox_create(action.mailbox)
@@ -615,8 +615,7 @@ class Harness:
             self.smtp.append((sender, compose.bare(action.address), message.raw))
             return True
         if t == "vacation":
-            own = [local, *(compose.bare(a) for a in action.addresses)]
-            if compose.auto_reply_refusal(message, own) is None:
+            if compose.vacation_refusal(action, message, local) is None:  # as the outbound queue
                 raw = compose.vacation_reply(action, message, local, "example.com")
                 self.smtp.append(("", compose.bare(message.sender), raw))
                 self._fcc(action, raw)
