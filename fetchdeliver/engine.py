@@ -256,6 +256,8 @@ def _run_program(a, message: "Message", ctx: Context):
     if "/" in a.program or a.program in ("", ".", ".."):
         raise PermanentDeliveryError(f"{a.type}: program name {a.program!r} must be a plain name")
     path = os.path.join(ctx.pipe_bin_dir, a.program)
-    env = {"SENDER": message.sender, "RECIPIENT": ",".join(message.recipients),
-           "ORIGINAL_RECIPIENT": message.original_recipient or ""}
+    from fetchdeliver.sieve import program_environment
+
+    env = program_environment(message.sender, ",".join(message.recipients), message.original_recipient)
+    env["ORIGINAL_RECIPIENT"] = env["ORIG_RECIPIENT"]  # the name this engine used first
     return run_program([path, *a.args], message.raw, env=env)
