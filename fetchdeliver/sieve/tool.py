@@ -54,6 +54,8 @@ def describe(action) -> list[str]:
             lines.append(f"    => from    : {action.from_}")
         if action.handle:
             lines.append(f"    => handle  : {action.handle}")
+        if getattr(action, "fcc", None):
+            lines.append(f"    => fcc     : {action.fcc['mailbox']}")
         lines.append("")
         lines.append("START MESSAGE")
         lines.append(action.reason.replace("\r\n", "\n").rstrip("\n"))
@@ -73,6 +75,8 @@ def describe(action) -> list[str]:
                 lines.append(f"       + To: {r}")
         lines.append("")
         return lines
+    if t == "report":
+        return [f" * send {action.feedback_type} report to: <{action.address}>"]
     if t in ("pipe", "filter", "execute"):
         args = " ".join(repr(x) for x in action.args)
         verb = {"pipe": "pipe message to external program",

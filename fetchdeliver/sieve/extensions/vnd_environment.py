@@ -1,8 +1,9 @@
 """vnd.dovecot.environment (Pigeonhole): more environment items and the ${env.NAME} variables.
 
 Items: "vnd.dovecot.default-mailbox" (INBOX), "vnd.dovecot.username" (the user the
-script runs for) and "vnd.dovecot.config.NAME" (the [sieve] option env_NAME, as
-Pigeonhole's sieve_env_NAME setting). With "variables", ${env.ITEM} reads any
+script runs for) and "vnd.dovecot.config.NAME" (Pigeonhole's sieve_env_NAME setting: in a
+config file `environment = { "vnd.dovecot.config.NAME" = "value" }` in [sieve], or the
+option env_NAME given by a program). With "variables", ${env.ITEM} reads any
 environment item ("_" in the name stands for "-").
 """
 

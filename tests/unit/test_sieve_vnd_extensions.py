@@ -1,0 +1,51 @@
+"""vnd.dovecot.debug, vnd.dovecot.environment, vnd.dovecot.duplicate, and duplicate within one run."""
+
+from __future__ import annotations
+
+import pytest
+
+from fetchdeliver.message import Message
+from fetchdeliver.sieve import SieveEnv, compile_text, run
+from fetchdeliver.sieve.errors import SieveCompileError
+
+MSG = Message(b"From: a@example.org\nMessage-ID: <x@example.org>\nSubject: hi\n\nbody\n", "a@example.org",
+              ["me@example.net"])
+
+
+def result(script, trace=False, **options):
+    opts = {"extensions": "+vnd.dovecot.debug +vnd.dovecot.environment +vnd.dovecot.duplicate", **options}
+    seen: set = set()
+
+    def duplicate_seen(key, seconds):
+        was = key in seen
+        seen.add(key)
+        return was
+    env = SieveEnv(MSG, options=opts, trace=trace, auth_user="me", duplicate_seen=duplicate_seen)
+    res = run(compile_text(script, options=opts), MSG, env)
+    assert not res.errors, res.errors
+    return res
+
+
+def test_debug_log_goes_to_the_trace_and_changes_nothing():
+    res = result('require ["vnd.dovecot.debug", "variables"];\nset "x" "42";\ndebug_log "x is ${x}";\n',
+                 trace=True)
+    assert any("debug_log: x is 42" in line for line in res.trace)
+    assert [a.type for a in res.actions] == ["keep"]
+
+
+def test_vnd_environment_items_and_env_variables():
+    script = ('require ["vnd.dovecot.environment", "variables", "fileinto"];\n'
+              'if environment :is "vnd.dovecot.default-mailbox" "INBOX" { fileinto "a"; }\n'
+              'if environment :is "vnd.dovecot.username" "me" { fileinto "b"; }\n'
+              'if environment :is "vnd.dovecot.config.team" "ops" { fileinto "c"; }\n'
+              'if string "${env.vnd.dovecot.default_mailbox}" "INBOX" { fileinto "d"; }\n')
+    res = result(script, env_team="ops")
+    assert [a.mailbox for a in res.actions] == ["a", "b", "c", "d"]
+    with pytest.raises(SieveCompileError):
+        compile_text('require "vnd.dovecot.environment";\n')  # off by default, as in Pigeonhole
+
+
+def test_duplicate_twice_in_one_run_and_the_vnd_name():
+    script = ('require ["vnd.dovecot.duplicate", "fileinto"];\n'
+              'if duplicate { fileinto "dup1"; }\nif duplicate { fileinto "dup2"; }\n')
+    assert [a.mailbox for a in result(script).actions] == ["INBOX"]
