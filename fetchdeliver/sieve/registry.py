@@ -93,6 +93,7 @@ MODULES = {
     "extlists": "extlists",
     "fcc": "fcc",
     "vnd.dovecot.report": "vnd_report",
+    "imapflags": "imapflags",   # the deprecated draft of imap4flags
     "vnd.dovecot.environment": "vnd_environment",
     # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
     # (see HARNESS_ONLY); a module path with dots is imported as it stands.
@@ -112,7 +113,14 @@ DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "vir
                        "vnd.dovecot.debug", "vnd.dovecot.environment", "vnd.dovecot.duplicate",
                        "special-use",
                        # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
-                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report"}
+                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report", "imapflags"}
+# Extensions that cannot be required together (name -> {other: why}).
+CONFLICTS = {
+    "imapflags": {"imap4flags": "the (deprecated) imapflags extension cannot be used together with "
+                                "the imap4flags extension"},
+    "imap4flags": {"imapflags": "the (deprecated) imapflags extension cannot be used together with "
+                                "the imap4flags extension"},
+}
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
 HARNESS_ONLY = {"vnd.dovecot.testsuite"}
 HARNESS = object()  # options["testsuite_harness"] is HARNESS: a value no config file can hold

@@ -58,6 +58,9 @@ class Validator:
         if name not in registry.MODULES or name not in self.enabled:
             self.error(f"require: unknown Sieve capability '{name}'", where)
             return
+        for other, why in registry.CONFLICTS.get(name, {}).items():
+            if other in self.required:
+                self.error(why, where)
         self.required.append(name)
         ext = registry.load_extension(name)
         if ext is not None:

@@ -49,3 +49,13 @@ def test_duplicate_twice_in_one_run_and_the_vnd_name():
     script = ('require ["vnd.dovecot.duplicate", "fileinto"];\n'
               'if duplicate { fileinto "dup1"; }\nif duplicate { fileinto "dup2"; }\n')
     assert [a.mailbox for a in result(script).actions] == ["INBOX"]
+
+
+def test_deprecated_imapflags_mark_and_conflict():
+    opts = {"extensions": "+imapflags"}
+    script = 'require ["imapflags", "fileinto"];\nmark;\nfileinto "a";\nunmark;\naddflag "$x";\nfileinto "b";\n'
+    res = run(compile_text(script, options=opts), MSG, SieveEnv(MSG, options=opts))
+    assert [(a.mailbox, a.flags) for a in res.actions] == [("a", ["\\Flagged"]), ("b", ["$x"])]
+    with pytest.raises(SieveCompileError) as e:
+        compile_text('require ["imapflags", "imap4flags"];\n', options=opts)
+    assert "cannot be used together with the imap4flags extension" in str(e.value)
