@@ -94,6 +94,7 @@ MODULES = {
     "fcc": "fcc",
     "vnd.dovecot.report": "vnd_report",
     "imapflags": "imapflags",   # the deprecated draft of imap4flags
+    "notify": "deprecated_notify",   # the deprecated draft of enotify
     "vnd.dovecot.environment": "vnd_environment",
     # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
     # (see HARNESS_ONLY); a module path with dots is imported as it stands.
@@ -113,13 +114,17 @@ DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "vir
                        "vnd.dovecot.debug", "vnd.dovecot.environment", "vnd.dovecot.duplicate",
                        "special-use",
                        # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
-                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report", "imapflags"}
+                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report", "imapflags", "notify"}
 # Extensions that cannot be required together (name -> {other: why}).
 CONFLICTS = {
     "imapflags": {"imap4flags": "the (deprecated) imapflags extension cannot be used together with "
                                 "the imap4flags extension"},
     "imap4flags": {"imapflags": "the (deprecated) imapflags extension cannot be used together with "
                                 "the imap4flags extension"},
+    "notify": {"enotify": "the (deprecated) notify extension cannot be used together with the enotify "
+                          "extension"},
+    "enotify": {"notify": "the (deprecated) notify extension cannot be used together with the enotify "
+                          "extension"},
 }
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
 HARNESS_ONLY = {"vnd.dovecot.testsuite"}

@@ -59,3 +59,17 @@ def test_deprecated_imapflags_mark_and_conflict():
     with pytest.raises(SieveCompileError) as e:
         compile_text('require ["imapflags", "imap4flags"];\n', options=opts)
     assert "cannot be used together with the imap4flags extension" in str(e.value)
+
+
+def test_deprecated_notify_and_denotify():
+    opts = {"extensions": "+notify"}
+    script = ('require "notify";\n'
+              'notify :options ["a@example.com", "A@example.com"] :id "one" :message "$from$: $subject$";\n'
+              'notify :options "b@example.com" :id "two" :low;\n'
+              'denotify :is "two";\n')
+    res = run(compile_text(script, options=opts), MSG, SieveEnv(MSG, options=opts))
+    notes = [a for a in res.actions if a.type == "notify"]
+    assert [(n.method, n.message, n.importance) for n in notes] == [("mailto:a@example.com", "a@example.org: hi", "2")]
+    with pytest.raises(SieveCompileError) as e:
+        compile_text('require ["notify", "enotify"];\n', options=opts)
+    assert "cannot be used together with the enotify extension" in str(e.value)
