@@ -172,6 +172,8 @@ SIEVE_KEYS = {
     "vacation_min_period": _duration,
     "vacation_max_period": _duration,
     "vacation_default_period": _duration,
+    "vacation_default_subject": _nonempty_str,             # reply subject without :subject
+    "vacation_default_subject_template": _nonempty_str,    # ... when the message has one: "Re: %$"
     "max_redirects": _int(0, 1000),
     "pipe_timeout": _duration,                             # vnd.dovecot.* programs are killed after this
     "environment": _str_table,                             # extra items for the environment extension

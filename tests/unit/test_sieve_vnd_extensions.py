@@ -73,3 +73,17 @@ def test_deprecated_notify_and_denotify():
     with pytest.raises(SieveCompileError) as e:
         compile_text('require ["notify", "enotify"];\n', options=opts)
     assert "cannot be used together with the enotify extension" in str(e.value)
+
+
+def test_vacation_default_subject_options():
+    def subject(raw, **options):
+        msg = Message(raw, "a@example.org", ["me@example.net"])
+        res = run(compile_text('require "vacation";\nvacation "away";\n'), msg, SieveEnv(msg, options=options))
+        return res.actions[0].subject
+
+    with_subject = b"From: a@example.org\nSubject: Bloemetjes\n\nx\n"
+    without = b"From: a@example.org\n\nx\n"
+    opts = {"vacation_default_subject": "Away", "vacation_default_subject_template": "Automatisch: %$"}
+    assert subject(with_subject, **opts) == "Automatisch: Bloemetjes"
+    assert subject(without, **opts) == "Away"
+    assert subject(with_subject) is None  # the outbound default, "Auto: Bloemetjes"
