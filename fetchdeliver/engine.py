@@ -258,17 +258,40 @@ def _perform_other(a: Action, message: "Message", ctx: Context):
     t = a.type
     if t == "discard":
         return None
-    if t in ("redirect", "vacation", "notify"):
+    if t in ("redirect", "vacation", "notify", "report"):
         if ctx.outbound is None:
             # No outbound queue configured: the message must not vanish because of it.
             _log().warning("%s: %s needs the outbound SMTP queue, which is not configured; "
                            "keeping the message in INBOX", message.origin, t)
             return False if t == "redirect" else None
-        return ctx.outbound.submit_action(a, message)
+        receipt = ctx.outbound.submit_action(a, message)
+        if getattr(a, "fcc", None) and receipt is not None and receipt.path:
+            return _file_fcc_copy(a, receipt, message, ctx)
+        return receipt
     if t == "pipe":  # filter and execute already ran inside the script
         return _run_program(a, message, ctx)
     _log().warning("%s: unknown action %s ignored", message.origin, t)
     return None
+
+
+def _file_fcc_copy(a: Action, receipt: "Receipt", message: "Message", ctx: Context) -> "Receipt":
+    """RFC 8580: file a copy of the message vacation/notify queued. A failure is only logged
+    (section 4: it must not affect the sending); the copy is rolled back with the queued message."""
+    from fetchdeliver.delivery.base import Receipt
+
+    fcc = a.fcc  # type: ignore[attr-defined]
+    try:
+        with open(receipt.path, "rb") as f:  # type: ignore[arg-type]
+            raw = f.read()
+        copy = ctx.store.deliver(raw, fcc["mailbox"], fcc["flags"], sender="", create=fcc["create"])
+    except (DeliveryError, OSError) as e:
+        _log().warning("%s: %s :fcc copy to %s not filed: %s", message.origin, a.type, fcc["mailbox"], e)
+        return receipt
+
+    def undo() -> None:
+        copy.rollback()
+        receipt.rollback()
+    return Receipt(receipt.target, receipt.mailbox, receipt.path, undo=undo)
 
 
 def _run_program(a, message: "Message", ctx: Context):
@@ -280,6 +303,8 @@ def _run_program(a, message: "Message", ctx: Context):
     if "/" in a.program or a.program in ("", ".", ".."):
         raise PermanentDeliveryError(f"{a.type}: program name {a.program!r} must be a plain name")
     path = os.path.join(ctx.pipe_bin_dir, a.program)
-    env = {"SENDER": message.sender, "RECIPIENT": ",".join(message.recipients),
-           "ORIGINAL_RECIPIENT": message.original_recipient or ""}
+    from fetchdeliver.sieve import program_environment
+
+    env = program_environment(message.sender, ",".join(message.recipients), message.original_recipient)
+    env["ORIGINAL_RECIPIENT"] = env["ORIG_RECIPIENT"]  # the name this engine used first
     return run_program([path, *a.args], message.raw, env=env)

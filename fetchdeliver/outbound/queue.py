@@ -195,6 +195,10 @@ class OutboundQueue:
                 return self._vacation(action, message, local)
             if t == "notify":
                 return self._notify(action, message, local)
+            if t == "report":
+                raw = compose.feedback_report(action, message, local, host)
+                qid = self.enqueue("", compose.bare(action.address), raw, kind="report", origin=message.origin)
+                return self._receipt(qid, f"report <{compose.bare(action.address)}>")
         except sqlite3.Error as e:
             raise TemporaryDeliveryError(f"outbound queue {self.path}: {e}") from None
         raise PermanentDeliveryError(f"the outbound queue cannot carry out a {t!r} action")
@@ -212,15 +216,8 @@ class OutboundQueue:
         return self._receipt(qid, f"redirect <{compose.bare(action.address)}>")
 
     def _vacation(self, action, message: "Message", local: str):
-        own = [local, *(compose.bare(a) for a in action.addresses)]
-        if action.from_:
-            own += [a for _n, a in _addresses([action.from_])]
-        why = compose.auto_reply_refusal(message, own)
-        if why is None:
-            # RFC 5230 4.5: reply only to mail addressed to the user (not Bcc'd lists and the like)
-            to = compose._header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
-            if not any(a in to for a in own):
-                why = "none of the recipient's addresses is in To/Cc/Bcc"
+        # RFC 5230 4.5: no reply to robots and lists, only to mail addressed to the user
+        why = compose.vacation_refusal(action, message, local)
         if why:
             log.info("%s: no vacation reply: %s", message.origin, why)
             return None
@@ -461,12 +458,6 @@ class QueueRunner:
                 wait = max(0.05, min(wait, nxt - time.time()))
             self.queue.wakeup.wait(wait)
         self.queue.close()
-
-
-def _addresses(values: list[str]):
-    from email.utils import getaddresses
-
-    return [(n, compose.bare(a)) for n, a in getaddresses(values) if a]
 
 
 def _unlink(path: str) -> None:
