@@ -230,10 +230,8 @@ def check_main(files: list[str]) -> int:
         try:
             script = compile_file(path, use_cache=False)
             for w in script.data.get("warnings", ()):
-                sys.stderr.write(f"{w}
-")
-            sys.stdout.write(f"{path}: OK
-")
+                sys.stderr.write(f"{w}\n")
+            sys.stdout.write(f"{path}: OK\n")
         except SieveCompileError as e:
             sys.stderr.write(f"{e}\n")
             status = 1
