@@ -80,6 +80,10 @@ def _build_parser():
 
     managesieve_command.add_arguments(sub.add_parser("managesieve",
                                                      help="let users edit their Sieve rules (RFC 5804)"))
+    from fetchdeliver.submission import command as submission_command
+
+    submission_command.add_arguments(sub.add_parser("submission",
+                                                    help="let users' mail clients send (RFC 6409, port 587/465)"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
@@ -147,6 +151,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.managesieve import command as managesieve_command
 
         return managesieve_command.main(args)
+    if cmd == "submission":
+        from fetchdeliver.submission import command as submission_command
+
+        return submission_command.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 
