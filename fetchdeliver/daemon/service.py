@@ -41,6 +41,7 @@ def _tables(gen, names: tuple[str, ...]) -> str:
 LMTP_TABLES = ("lmtp", "recipient", "delivery", "sieve", "relay", "queue")
 IMAP_TABLES = ("imap", "delivery")
 MANAGESIEVE_TABLES = ("managesieve", "imap", "sieve")
+SUBMISSION_TABLES = ("submission", "imap", "recipient", "delivery", "sieve", "relay", "queue")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -60,6 +61,7 @@ class Daemon:
         self.lmtp = None
         self.imap = None
         self.managesieve = None
+        self.submission = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -165,6 +167,8 @@ class Daemon:
             await self._start_imap()
         if "managesieve" in data:
             await self._start_managesieve()
+        if "submission" in data:
+            await self._start_submission()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -209,6 +213,20 @@ class Daemon:
         for w in wheres:
             log.info("managesieve: listening on %s", w, extra={"listener": "managesieve"})
 
+    async def _start_submission(self) -> None:
+        import argparse
+
+        from fetchdeliver.submission.command import build_config
+        from fetchdeliver.submission.server import Server
+
+        server = Server(build_config(argparse.Namespace(), self.gen.settings.data, self.path), self.outbound)
+        addrs = await server.start()
+        serving = asyncio.ensure_future(server.serve_forever())
+        wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
+        self.submission = (server, serving, wheres)
+        for w in wheres:
+            log.info("submission: listening on %s", w, extra={"listener": "submission"})
+
     def _record_listeners(self) -> None:
         items = []
         if self.lmtp:
@@ -217,6 +235,8 @@ class Daemon:
             items.extend({"kind": "imap", "where": w} for w in self.imap[2])
         if self.managesieve:
             items.extend({"kind": "managesieve", "where": w} for w in self.managesieve[2])
+        if self.submission:
+            items.extend({"kind": "submission", "where": w} for w in self.submission[2])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -303,7 +323,8 @@ class Daemon:
         self.status.accounts(list(wanted))
         if _tables(old, LMTP_TABLES) != _tables(gen, LMTP_TABLES) or \
                 _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
-                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES):
+                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES) or \
+                _tables(old, SUBMISSION_TABLES) != _tables(gen, SUBMISSION_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -345,6 +366,14 @@ class Daemon:
                 await asyncio.wait_for(server.stop(), 3)
             except asyncio.TimeoutError:
                 pass
+        if self.submission is not None:
+            server, serving, _ = self.submission
+            self.submission = None
+            serving.cancel()
+            try:  # accepted messages being queued finish first
+                await asyncio.wait_for(server.stop(), GRACE)
+            except asyncio.TimeoutError:
+                log.warning("submission: messages still being queued at the shutdown deadline")
 
     async def shutdown(self) -> None:
         deadline = time.monotonic() + GRACE
