@@ -456,3 +456,30 @@ def test_command_and_daemon_serve_submission(tmp_path, how):
             proc.wait(10)
         w.sink.stop()
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("authenticators", ["plain", "login"])
+def test_neomutt_smtp_url(tmp_path, authenticators):
+    """neomutt (batch mode: the same SMTP code as its compose screen) with smtp_url and a password."""
+    exe = shutil.which("neomutt")
+    if exe is None:
+        pytest.skip("neomutt is not installed (apt-get install neomutt)")
+    w = World(tmp_path)
+    try:
+        home = tmp_path / "mutthome"
+        home.mkdir()
+        rc = home / "muttrc"
+        rc.write_text(f'set smtp_url = "smtp://alice@127.0.0.1:{w.port}/"\nset smtp_pass = "secret"\n'
+                      f'set smtp_authenticators = "{authenticators}"\nset ssl_starttls = no\nset ssl_force_tls = no\n'
+                      'set from = "Alice <alice@example.org>"\nset use_from = yes\nset record = ""\n'
+                      'set header_cache = ""\nset message_cachedir = ""\nset folder = "/dev/null"\n')
+        env = dict(os.environ, HOME=str(home), TERM="dumb", TMPDIR=str(tmp_path))
+        out = subprocess.run([exe, "-n", "-F", str(rc), "-s", "from neomutt", "--", "carol@remote.example"],
+                             input=b"written in neomutt\n", capture_output=True, env=env, timeout=60)
+        assert out.returncode == 0, (out.stdout + out.stderr).decode()[-2000:]
+        got = wait_for(lambda: w.sink.messages, what="relay")
+        m = Message(got[0].data)
+        assert got[0].mail_from == "alice@example.org" and m.get("Subject") == "from neomutt"
+        assert b"written in neomutt" in got[0].data and len(w.sent()) == 1
+    finally:
+        w.stop()
