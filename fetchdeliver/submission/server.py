@@ -2,10 +2,10 @@
 
     server = Server(cfg, queue); await server.start()  -> [("127.0.0.1", 40123, False), ...]
 
-Extensions: SIZE, 8BITMIME, SMTPUTF8, PIPELINING, ENHANCEDSTATUSCODES, STARTTLS (when a
-certificate is set), AUTH with the mechanisms of fetchdeliver.submission.sasl. Not offered:
-DSN (aiosmtpd refuses the RET/ENVID/NOTIFY/ORCPT parameters, and the queue does not carry
-them) and CHUNKING/BDAT (aiosmtpd has no BDAT).
+Extensions: SIZE, 8BITMIME, SMTPUTF8, PIPELINING, ENHANCEDSTATUSCODES, CHUNKING (BDAT is
+ours: aiosmtpd has none), STARTTLS (when a certificate is set), AUTH with the mechanisms of
+fetchdeliver.submission.sasl. Not offered: DSN (aiosmtpd refuses the RET/ENVID/NOTIFY/ORCPT
+parameters, and the queue does not carry them).
 
 Rules: AUTH only over TLS or from a loopback address (unless allow_plaintext_auth); MAIL,
 RCPT and DATA only after a login (530 5.7.0); the envelope sender and every From: address
@@ -220,9 +220,60 @@ class SubmissionSession(SMTP):
         await super().smtp_RCPT(arg)
 
     async def smtp_DATA(self, arg) -> None:
-        if await self.check_helo_needed() or await self._need_login():
+        if await self.check_helo_needed() or await self._need_login() or await self._refuse_data_after_bdat():
             return
         await super().smtp_DATA(arg)
+
+    async def smtp_BDAT(self, arg) -> None:
+        """CHUNKING (RFC 3030): `BDAT size [LAST]` then exactly `size` octets, no dot-stuffing.
+        The chunks are read even when the command is refused, so the session stays in step."""
+        parts = (arg or "").split()
+        if not parts or len(parts) > 2 or not parts[0].isdigit() or \
+                (len(parts) == 2 and parts[1].upper() != "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        size, last = int(parts[0]), len(parts) == 2
+        try:
+            chunk = await self._reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            self.transport.close()  # gone in the middle of a chunk: nothing was accepted
+            return
+        self._reset_timeout()
+        if not self.session.host_name or self.account is None or not self.envelope.rcpt_tos:
+            self.envelope.bdat_refused = True
+        if getattr(self.envelope, "bdat_refused", False):
+            if self.account is None:
+                await self.push("530 5.7.0 Authentication required")
+            else:
+                await self.push("503 5.5.1 Error: need MAIL and RCPT before BDAT")
+            if last:
+                self._set_post_data_state()
+            return
+        buf = getattr(self.envelope, "bdat", None)
+        if buf is None:
+            buf = self.envelope.bdat = bytearray()
+        if not getattr(self.envelope, "bdat_too_big", False):
+            buf += chunk
+            if self.data_size_limit and len(buf) > self.data_size_limit:
+                self.envelope.bdat_too_big = True
+                buf.clear()
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        if getattr(self.envelope, "bdat_too_big", False):
+            self._set_post_data_state()
+            await self.push(f"552 5.3.4 Message larger than {self.data_size_limit} octets")
+            return
+        self.envelope.original_content = self.envelope.content = bytes(buf)
+        status = await self.event_handler.handle_DATA(self, self.session, self.envelope)
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _refuse_data_after_bdat(self) -> bool:
+        if getattr(self.envelope, "bdat", None) is not None or getattr(self.envelope, "bdat_refused", False):
+            await self.push("503 5.5.1 Error: DATA after BDAT (send the rest with BDAT)")
+            return True
+        return False
 
     async def smtp_VRFY(self, arg) -> None:
         await self.push("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery")
@@ -243,7 +294,7 @@ class _Handler:
         out = [r for r in responses[:-1] if not r[4:].upper().startswith("AUTH")]
         if smtp.may_authenticate():
             out.append("250-AUTH " + " ".join(sasl.MECHANISMS))
-        out += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250 HELP"]
+        out += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-CHUNKING", "250 HELP"]
         return out
 
     async def handle_MAIL(self, smtp, session, envelope, address, mail_options):

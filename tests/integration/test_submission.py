@@ -483,3 +483,41 @@ def test_neomutt_smtp_url(tmp_path, authenticators):
         assert b"written in neomutt" in got[0].data and len(w.sent()) == 1
     finally:
         w.stop()
+
+
+def test_bdat_chunks_are_one_message(world):
+    """CHUNKING (RFC 3030): no installed client sends BDAT, so this speaks it on a socket."""
+    sock = socket.create_connection(("127.0.0.1", world.port), timeout=30)
+    f = sock.makefile("rb")
+
+    def reply() -> bytes:
+        r = f.readline()
+        while r[3:4] == b"-":
+            r = f.readline()
+        return r
+
+    reply()
+    sock.sendall(b"EHLO client.test\r\n")
+    lines = [f.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(f.readline())
+    assert any(b"CHUNKING" in ln for ln in lines)
+    sock.sendall(b"BDAT 3 LAST\r\nabc")
+    assert reply().startswith(b"530 5.7.0")  # no login: refused, and the 3 octets were read
+    sock.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n")
+    assert reply().startswith(b"235")
+    a, b = BODY[:100], BODY[100:]   # the split falls inside a line; a line starting with "." is sent as is
+    sock.sendall(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<carol@remote.example>\r\n"
+                 + f"BDAT {len(a)}\r\n".encode() + a + f"BDAT {len(b)} LAST\r\n".encode() + b)
+    replies = [reply() for _ in range(4)]
+    assert replies[0].startswith(b"250") and replies[1].startswith(b"250")
+    assert replies[2].startswith(b"250 2.0.0 100 octets received")
+    assert replies[3].startswith(b"250 2.0.0 Ok: queued as")
+    sock.sendall(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<carol@remote.example>\r\nBDAT 1\r\nxDATA\r\nRSET\r\n")
+    replies = [reply() for _ in range(5)]
+    assert replies[3].startswith(b"503 5.5.1") and replies[4].startswith(b"250")
+    sock.sendall(b"QUIT\r\n")
+    reply()
+    sock.close()
+    got = wait_for(lambda: world.sink.messages, what="relay")
+    assert len(got) == 1 and _tail_after_added(got[0].data, BODY).startswith(b"Received: ")
