@@ -44,6 +44,9 @@ ENHANCED = {
 }
 
 
+MAX_FAILED_LOGINS = 3
+
+
 def has_enhanced(text: str) -> bool:
     parts = text.split(" ", 1)[0].split(".")
     return len(parts) == 3 and all(p.isdigit() for p in parts)
@@ -122,6 +125,7 @@ class SubmissionSession(SMTP):
         self.account = None
         self.identity = None
         self.failed_user = ""
+        self.failed_logins = 0
         self._in_ehlo = False
         super().__init__(_Handler(server), **kwargs)
 
@@ -199,6 +203,12 @@ class SubmissionSession(SMTP):
             delay = self.server.config.login_failure_delay
             if delay:
                 await asyncio.sleep(delay)
+            self.failed_logins += 1
+            if self.failed_logins >= MAX_FAILED_LOGINS:
+                # As ManageSieve (and Pigeonhole): the third failure ends the connection.
+                await self.push("421 4.7.0 Too many failed logins, closing connection")
+                self.transport.close()
+                return
             await self.push("535 5.7.8 Authentication credentials invalid")
             return
         self.account = account
