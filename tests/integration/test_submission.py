@@ -157,8 +157,7 @@ def test_wrong_password_is_refused(world):
     assert e.value.smtp_code == 535 and e.value.smtp_error.startswith(b"5.7.8")
     code, _ = s.mail("alice@example.org")
     assert code == 530
-    with pytest.raises(smtplib.SMTPAuthenticationError):
-        s.login("alice", "wrong again")
+    # smtplib's login() tried PLAIN and then LOGIN: two failures so far
     code, text = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0alice\0third").decode())
     assert (code, text[:5]) == (421, b"4.7.0")  # the third failure ends the connection
     with pytest.raises(smtplib.SMTPServerDisconnected):
