@@ -1,7 +1,7 @@
 """What happens to a submitted message once its DATA is in (runs in a worker thread).
 
-1. Remote recipients go into the persistent outbound queue (fsynced, committed).
-2. A copy goes into the sender's Sent mailbox (sent.save_sent_copy).
+1. A copy goes into the sender's Sent mailbox (sent.save_sent_copy).
+2. Remote recipients go into the persistent outbound queue (fsynced, committed).
 3. Local recipients are delivered at once through the engine, with their own Sieve rules;
    one that fails temporarily is queued instead (the queue delivers it locally later), one
    whose rules reject the message gets a bounce into the sender's INBOX.
@@ -64,14 +64,16 @@ class Dispatcher:
         receipts = []
         lf = None
         try:
-            for r, t in targets:
-                if t is None:
-                    queued.append(self.queue.enqueue(sender, r, raw, kind="submission", origin=origin))
+            # The Sent copy first: taking it back is local, while a queued row may be on its way
+            # to the relay the moment it is committed.
             if self.save_sent:
                 lf = to_lf(raw)
                 receipt = self._sent_copy(account, lf)
                 if receipt is not None:
                     receipts.append(receipt)
+            for r, t in targets:
+                if t is None:
+                    queued.append(self.queue.enqueue(sender, r, raw, kind="submission", origin=origin))
         except (FetchdeliverError, OSError) as e:
             log.error("%s: not accepted: %s", origin, e)
             self._undo(queued, receipts)

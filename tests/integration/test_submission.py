@@ -525,3 +525,47 @@ def test_bdat_chunks_are_one_message(world):
     sock.close()
     got = wait_for(lambda: world.sink.messages, what="relay")
     assert len(got) == 1 and _tail_after_added(got[0].data, BODY).startswith(b"Received: ")
+
+
+def test_neomutt_compose_screen_in_tmux(tmp_path):
+    """neomutt interactively: the compose screen, `y` sends through smtp_url (STARTTLS, AUTH LOGIN)."""
+    for tool in ("neomutt", "tmux"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install {tool})")
+    from test_imap_clients import Tmux  # the same tmux driver as the IMAP client tests
+
+    ca_obj = pytest.importorskip("trustme").CA()
+    w = World(tmp_path, ssl_files=_cert_files(ca_obj, tmp_path))
+    tmux = None
+    try:
+        home = tmp_path / "mutthome"
+        home.mkdir()
+        ca_file = tmp_path / "ca.pem"
+        ca_obj.cert_pem.write_to_path(str(ca_file))
+        body = tmp_path / "body.txt"
+        body.write_text("typed in the compose screen\n")
+        rc = home / "muttrc"
+        rc.write_text(f'set smtp_url = "smtp://alice@127.0.0.1:{w.port}/"\nset smtp_pass = "secret"\n'
+                      'set smtp_authenticators = "login"\nset ssl_starttls = yes\nset ssl_force_tls = yes\n'
+                      f'set certificate_file = "{ca_file}"\nset ssl_verify_host = no\n'
+                      'set from = "Alice <alice@example.org>"\nset use_from = yes\nset record = ""\n'
+                      'set editor = "true"\nset abort_unmodified = no\nset edit_headers = no\nset autoedit = no\nset help = no\n'
+                      'set header_cache = ""\nset message_cachedir = ""\nset folder = "/dev/null"\n'
+                      'set sleep_time = 0\nset wait_key = no\n')
+        env = dict(os.environ, HOME=str(home), TERM="xterm", TMPDIR=str(tmp_path))
+        tmux = Tmux(str(tmp_path / "tmux.sock"), env,
+                    f"neomutt -n -F {rc} -s 'composed in tmux' -i {body} carol@remote.example")
+        # neomutt confirms the To: and Subject: it was given (one line prompts), then shows the compose menu
+        tmux.wait(lambda s: s.rstrip().endswith("To: carol@remote.example"), "the To: prompt")
+        tmux.keys("Enter")
+        tmux.wait(lambda s: s.rstrip().endswith("Subject: composed in tmux"), "the Subject: prompt")
+        tmux.keys("Enter")
+        tmux.wait(lambda s: "Compose" in s and "composed in tmux" in s, "the compose screen")
+        tmux.keys("y")
+        got = wait_for(lambda: w.sink.messages, what="the message at the relay")
+        assert b"typed in the compose screen" in got[0].data and b"with ESMTPSA" in got[0].data
+        assert got[0].mail_from == "alice@example.org" and len(w.sent()) == 1  # filed before it was queued
+    finally:
+        if tmux is not None:
+            tmux.kill()
+        w.stop()
