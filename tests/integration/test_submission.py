@@ -121,6 +121,20 @@ def test_local_recipients_sieve_runs(world):
     assert world.inbox("bob") == []
 
 
+def test_local_recipient_rejecting_gives_the_sender_a_bounce(world):
+    with open(os.path.join(world.root, "home", "bob", ".dovecot.sieve"), "w") as f:
+        f.write('require "reject";\nreject "not from you";\n')
+    s = _client(world)
+    s.sendmail("alice@example.org", ["bob@example.net"], BODY)
+    s.quit()
+    assert world.inbox("bob") == []
+    inbox = wait_for(lambda: world.inbox("alice"), what="the bounce in alice's INBOX")
+    with open(inbox[0], "rb") as f:
+        raw = f.read()
+    assert b"Undelivered Mail Returned to Sender" in raw and b"not from you" in raw
+    assert world.sink.messages == []
+
+
 def test_sent_copy_goes_to_the_mailbox_marked_sent(world):
     root = maildir_of(world.root, "alice")
     for d in ("cur", "new", "tmp"):
