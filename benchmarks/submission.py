@@ -52,7 +52,7 @@ def make_messages(count: int, seed: int = 20) -> list[tuple[str, bytes]]:
             line = " ".join(rnd.choice(words) for _ in range(rnd.randrange(5, 14)))
             lines.append(line)
             n += len(line) + 2
-        head = [f"From: Alice <alice@example.org>", f"To: <{rcpt}>", f"Subject: benchmark {i}"]
+        head = ["From: Alice <alice@example.org>", f"To: <{rcpt}>", f"Subject: benchmark {i}"]
         if i % 2:  # half come without Date / Message-ID (the server adds them)
             head += [f"Message-ID: <bench{i}@example.org>", "Date: Tue, 01 Dec 2026 10:00:00 +0000"]
         out.append((rcpt, ("\r\n".join(head) + "\r\n\r\n" + "\r\n".join(lines) + "\r\n").encode()))

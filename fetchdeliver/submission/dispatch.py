@@ -14,9 +14,8 @@ recipients (`route`), so bounces and delay notices for a user land in their INBO
 from __future__ import annotations
 
 import logging
-import os
 
-from fetchdeliver.errors import ConfigError, DeliveryError, FetchdeliverError
+from fetchdeliver.errors import ConfigError, FetchdeliverError
 from fetchdeliver.sources.lmtp import LMTPService, reply_text
 from fetchdeliver.submission.sent import save_sent_copy
 
@@ -149,7 +148,3 @@ class Dispatcher:
 
     def close(self) -> None:
         self.local.shutdown()
-
-
-def hostname_default() -> str:
-    return os.uname().nodename

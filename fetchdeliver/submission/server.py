@@ -243,12 +243,22 @@ class SubmissionSession(SMTP):
             await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
             return
         size, last = int(parts[0]), len(parts) == 2
+        buf = getattr(self.envelope, "bdat", None) or b""
+        keep = not self.data_size_limit or len(buf) + size <= self.data_size_limit
+        chunk = bytearray()
+        left = size
         try:
-            chunk = await self._reader.readexactly(size)
+            while left:  # in pieces: a chunk larger than the limit is read and dropped, never held
+                piece = await self._reader.readexactly(min(left, 1 << 16))
+                left -= len(piece)
+                if keep:
+                    chunk += piece
+                self._reset_timeout()
         except asyncio.IncompleteReadError:
             self.transport.close()  # gone in the middle of a chunk: nothing was accepted
             return
-        self._reset_timeout()
+        if not keep:
+            self.envelope.bdat_too_big = True
         if not self.session.host_name or self.account is None or not self.envelope.rcpt_tos:
             self.envelope.bdat_refused = True
         if getattr(self.envelope, "bdat_refused", False):
@@ -262,11 +272,10 @@ class SubmissionSession(SMTP):
         buf = getattr(self.envelope, "bdat", None)
         if buf is None:
             buf = self.envelope.bdat = bytearray()
-        if not getattr(self.envelope, "bdat_too_big", False):
+        if getattr(self.envelope, "bdat_too_big", False):
+            buf.clear()
+        else:
             buf += chunk
-            if self.data_size_limit and len(buf) > self.data_size_limit:
-                self.envelope.bdat_too_big = True
-                buf.clear()
         if not last:
             await self.push(f"250 2.0.0 {size} octets received")
             return

@@ -583,3 +583,26 @@ def test_neomutt_compose_screen_in_tmux(tmp_path):
         if tmux is not None:
             tmux.kill()
         w.stop()
+
+
+def test_too_big_is_refused_with_data_and_with_bdat(tmp_path):
+    w = World(tmp_path, submission="max_message_size = 2048\n")
+    try:
+        s = _client(w)
+        assert s.esmtp_features["size"] == "2048"
+        big = BODY + b"x" * 3000 + b"\r\n"
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:   # SIZE= in MAIL FROM
+            s.sendmail("alice@example.org", ["carol@remote.example"], big)
+        assert e.value.smtp_code == 552
+        s.rset()
+        s.mail("alice@example.org")
+        s.rcpt("carol@remote.example")
+        s.send(f"BDAT {len(big)} LAST\r\n".encode() + big)
+        code, text = s.getreply()
+        assert (code, text[:5]) == (552, b"5.3.4")
+        s.sendmail("alice@example.org", ["carol@remote.example"], BODY)  # the session goes on
+        s.quit()
+        got = wait_for(lambda: w.sink.messages, what="relay")
+        assert len(got) == 1 and got[0].data.endswith(BODY)
+    finally:
+        w.stop()
