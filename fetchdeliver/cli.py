@@ -96,6 +96,10 @@ def _build_parser():
     from fetchdeliver.pop3server import command as pop3_command
 
     pop3_command.add_arguments(sub.add_parser("pop3", help="serve the delivered mail over POP3"))
+    from fetchdeliver.submission import command as submission_command
+
+    submission_command.add_arguments(sub.add_parser("submission",
+                                                    help="let users' mail clients send (RFC 6409, port 587/465)"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
@@ -180,6 +184,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.pop3server import command as pop3_command
 
         return pop3_command.main(args)
+    if cmd == "submission":
+        from fetchdeliver.submission import command as submission_command
+
+        return submission_command.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 

@@ -43,6 +43,7 @@ IMAP_TABLES = ("imap", "delivery")
 MANAGESIEVE_TABLES = ("managesieve", "imap", "sieve")
 WEB_TABLES = ("web", "managesieve", "imap", "sieve", "log")
 POP3_TABLES = ("pop3", "imap", "delivery")
+SUBMISSION_TABLES = ("submission", "imap", "recipient", "delivery", "sieve", "relay", "queue")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -64,6 +65,7 @@ class Daemon:
         self.managesieve = None
         self.web = None
         self.pop3 = None
+        self.submission = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -177,6 +179,8 @@ class Daemon:
             await self._start_web()
         if "pop3" in data:
             await self._start_pop3()
+        if "submission" in data:
+            await self._start_submission()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -242,6 +246,20 @@ class Daemon:
         for w in wheres:
             log.info("web: listening on %s", w, extra={"listener": "web"})
 
+    async def _start_submission(self) -> None:
+        import argparse
+
+        from fetchdeliver.submission.command import build_config
+        from fetchdeliver.submission.server import Server
+
+        server = Server(build_config(argparse.Namespace(), self.gen.settings.data, self.path), self.outbound)
+        addrs = await server.start()
+        serving = asyncio.ensure_future(server.serve_forever())
+        wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
+        self.submission = (server, serving, wheres)
+        for w in wheres:
+            log.info("submission: listening on %s", w, extra={"listener": "submission"})
+
     def _record_listeners(self) -> None:
         items = []
         if self.lmtp:
@@ -254,6 +272,8 @@ class Daemon:
             items.extend({"kind": "web", "where": w} for w in self.web[1])
         if self.pop3:
             items.extend({"kind": "pop3", "where": w} for w in self.pop3[2])
+        if self.submission:
+            items.extend({"kind": "submission", "where": w} for w in self.submission[2])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -347,7 +367,8 @@ class Daemon:
                 _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
                 _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES) or \
                 _tables(old, WEB_TABLES) != _tables(gen, WEB_TABLES) or \
-                _tables(old, POP3_TABLES) != _tables(gen, POP3_TABLES):
+                _tables(old, POP3_TABLES) != _tables(gen, POP3_TABLES) or \
+                _tables(old, SUBMISSION_TABLES) != _tables(gen, SUBMISSION_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -391,6 +412,14 @@ class Daemon:
                 await asyncio.wait_for(server.stop(), 6)
             except asyncio.TimeoutError:
                 pass
+        if self.submission is not None:
+            server, serving, _ = self.submission
+            self.submission = None
+            serving.cancel()
+            try:  # accepted messages being queued finish first
+                await asyncio.wait_for(server.stop(), GRACE)
+            except asyncio.TimeoutError:
+                log.warning("submission: messages still being queued at the shutdown deadline")
 
     async def shutdown(self) -> None:
         deadline = time.monotonic() + GRACE

@@ -84,6 +84,9 @@ class OutboundQueue:
         self.path = os.path.join(self.dir, "queue.sqlite")
         self._local = threading.local()
         self.wakeup = threading.Event()   # set when something new is queued
+        # Optional: (sender, rcpt, raw) -> smtp.Result, or None to send over the network. The
+        # submission server sets it so that mail (and bounces) for its local users stay local.
+        self.local_delivery = None
         try:
             os.makedirs(self.msg_dir, mode=0o700, exist_ok=True)
         except OSError as e:
@@ -305,7 +308,7 @@ class OutboundQueue:
         """Try every due item once (every item with `flush`). Returns counts by outcome."""
         from fetchdeliver.outbound import smtp
 
-        send = sender_fn or smtp.send
+        send = sender_fn or self._send
         counts = {"sent": 0, "deferred": 0, "bounced": 0, "dropped": 0}
         for item in self.due(now, all_items=flush):
             t = time.time() if now is None else now
@@ -326,6 +329,15 @@ class OutboundQueue:
             t = time.time() if now is None else now
             counts[self._settle(item, raw, result, t)] += 1
         return counts
+
+    def _send(self, settings: OutboundSettings, sender: str, rcpt: str, raw: bytes):
+        from fetchdeliver.outbound import smtp
+
+        if self.local_delivery is not None:
+            result = self.local_delivery(sender, rcpt, raw)
+            if result is not None:
+                return result
+        return smtp.send(settings, sender, rcpt, raw)
 
     def _settle(self, item: QueueItem, raw: bytes, result, now: float) -> str:
         from fetchdeliver.outbound import smtp
