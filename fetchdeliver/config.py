@@ -216,7 +216,8 @@ def _load_feature_schemas() -> None:
     import importlib
 
     for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
-                "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings"):
+                "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
+                "fetchdeliver.storage.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

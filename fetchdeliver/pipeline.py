@@ -46,6 +46,12 @@ def build_store(*, maildir: str | None = None, mbox: str | None = None,
 def store_from_settings(settings: "Settings", *, maildir: str | None = None,
                         mbox: str | None = None) -> "MailStore":
     d = settings.delivery
+    url = (settings.data.get("storage") or {}).get("url")
+    if url and not maildir and not mbox:
+        # [storage] url: the postgres store (docs/scaling.md); psycopg is imported only here.
+        from fetchdeliver.storage.postgres import PostgresStore
+
+        return PostgresStore(url, user=settings.data["storage"].get("user"))
     if not maildir and not mbox:
         maildir, mbox = d.get("maildir"), d.get("mbox")
     return build_store(maildir=maildir, mbox=mbox,

@@ -81,14 +81,8 @@ CREATE TABLE fd_subscription (
     PRIMARY KEY (user_id, name)
 );
 """),
-    ("store copy: progress of `fetchdeliver store copy`, for resuming", """
-CREATE TABLE fd_copy_progress (
-    job text NOT NULL,                        -- SRC -> DST
-    mailbox text NOT NULL,
-    src_uid bigint NOT NULL,
-    dst_uid bigint NOT NULL,
-    PRIMARY KEY (job, mailbox, src_uid)
-);
+    ("CONDSTORE: messages by MODSEQ (FETCH CHANGEDSINCE, SEARCH MODSEQ)", """
+CREATE INDEX fd_message_modseq ON fd_message (mailbox_id, modseq);
 """),
 ]
 

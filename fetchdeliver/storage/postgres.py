@@ -125,6 +125,10 @@ class PostgresStore(Store):
         self.user = user or url_user or getpass.getuser()
         self._user_id: int | None = None
 
+    def for_user(self, user: str) -> "PostgresStore":
+        """The same database, another mail user's mailboxes."""
+        return PostgresStore(self.url, user=user)
+
     # -- connections --------------------------------------------------------------------------------
 
     def connection(self):
