@@ -46,6 +46,7 @@ ALTER TABLE fd_blob ALTER COLUMN body SET STORAGE EXTERNAL;   -- no pointless co
 CREATE TABLE fd_message (
     mailbox_id bigint NOT NULL REFERENCES fd_mailbox ON DELETE CASCADE,
     uid bigint NOT NULL,
+    prefix bytea NOT NULL DEFAULT '',         -- this delivery's own trace headers, before the shared body
     sha256 bytea NOT NULL REFERENCES fd_blob,
     flags text[] NOT NULL DEFAULT '{}',
     internaldate double precision NOT NULL,

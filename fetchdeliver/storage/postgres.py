@@ -342,6 +342,25 @@ def _flags(flags) -> list[str]:
     return sorted({canonical_flag(f) for f in flags if f and f != "\\Recent"})
 
 
+TRACE_FIELDS = (b"return-path:", b"delivered-to:", b"received:", b"x-original-to:")
+MAX_PREFIX = 16 * 1024
+
+
+def split_trace(raw: bytes) -> tuple[bytes, bytes]:
+    """(the trace header fields at the top, the rest). One LMTP transaction to 50 recipients adds a
+    different Delivered-To to each copy: the rest is the same bytes, stored once."""
+    pos = 0
+    low = raw[:MAX_PREFIX].lower()
+    while low.startswith(TRACE_FIELDS, pos):
+        nl = low.find(b"\n", pos)
+        while nl >= 0 and low[nl + 1:nl + 2] in (b" ", b"\t"):
+            nl = low.find(b"\n", nl + 1)
+        if nl < 0:
+            break
+        pos = nl + 1
+    return raw[:pos], raw[pos:]
+
+
 def store_blob(conn, raw: bytes) -> bytes:
     """The body's SHA-256, stored once (a body already there is not sent again)."""
     digest = hashlib.sha256(raw).digest()
@@ -368,11 +387,12 @@ def next_uid_modseq(conn, mailbox_id: int, n: int = 1, uid: int | None = None) -
 def insert_message(conn, mailbox_id: int, raw: bytes, flags, internaldate: float,
                    uid: int | None = None) -> int:
     """Insert one message in the caller's transaction; its UID. NOTIFY goes out at COMMIT."""
-    digest = store_blob(conn, raw)
+    prefix, rest = split_trace(raw)
+    digest = store_blob(conn, rest)
     uid, modseq = next_uid_modseq(conn, mailbox_id, 1, uid)
-    conn.execute("INSERT INTO fd_message (mailbox_id, uid, sha256, flags, internaldate, size, modseq) "
-                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                 (mailbox_id, uid, digest, _flags(flags), internaldate, rfc822_size(raw), modseq))
+    conn.execute("INSERT INTO fd_message (mailbox_id, uid, prefix, sha256, flags, internaldate, size, modseq) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 (mailbox_id, uid, prefix, digest, _flags(flags), internaldate, rfc822_size(raw), modseq))
     conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(mailbox_id),))
     return uid
 
@@ -384,9 +404,9 @@ def copy_rows(conn, src_id: int, dst_id: int, uids: list[int]) -> list[int]:
     first, modseq = next_uid_modseq(conn, dst_id, len(uids))
     new = list(range(first, first + len(uids)))
     conn.execute("""
-        INSERT INTO fd_message (mailbox_id, uid, sha256, flags, internaldate, size, modseq,
+        INSERT INTO fd_message (mailbox_id, uid, prefix, sha256, flags, internaldate, size, modseq,
                                 envelope, bodystructure, body)
-        SELECT %s, n.new_uid, m.sha256, m.flags, m.internaldate, m.size, %s, m.envelope, m.bodystructure, m.body
+        SELECT %s, n.new_uid, m.prefix, m.sha256, m.flags, m.internaldate, m.size, %s, m.envelope, m.bodystructure, m.body
         FROM unnest(%s::bigint[], %s::bigint[]) AS n(old_uid, new_uid)
         JOIN fd_message m ON m.mailbox_id = %s AND m.uid = n.old_uid""",
                  (dst_id, modseq, uids, new, src_id))
@@ -480,12 +500,14 @@ class PostgresMailbox(Mailbox):
     def read(self, msg: MessageInfo) -> bytes:
         try:
             with self._conn() as conn:
-                row = conn.execute("SELECT body FROM fd_blob WHERE sha256 = %s", (msg.handle,)).fetchone()
+                row = conn.execute("SELECT m.prefix, b.body FROM fd_message m JOIN fd_blob b ON "
+                                   "b.sha256 = m.sha256 WHERE m.mailbox_id = %s AND m.uid = %s",
+                                   (self.id, msg.uid)).fetchone()
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
         if row is None:
             raise StorageError(f"message UID {msg.uid} is gone", "EXPUNGEISSUED")
-        return bytes(row[0])
+        return bytes(row[0]) + bytes(row[1])
 
     def size(self, msg: MessageInfo) -> int:
         if msg._size is None:

@@ -92,8 +92,10 @@ def test_lmtp_one_body_for_all_recipients_each_in_their_own_mailbox(tmp_path, db
         (stored,) = messages(db, f"u{i}@example.org")
         assert split_trace(stored)[1] == raw
     with psycopg.connect(db) as conn:
-        # each stored copy differs only in its trace headers; the body files are per message
+        # each copy has its own trace headers (Delivered-To); the rest is stored once
         assert conn.execute("SELECT count(*) FROM fd_message").fetchone()[0] == 5
+        assert conn.execute("SELECT count(*) FROM fd_blob").fetchone()[0] == 1
+        assert len({bytes(r[0]) for r in conn.execute("SELECT prefix FROM fd_message")}) == 5
 
 
 def test_postgres_restarted_during_deliveries(tmp_path, db, postgres_server, fetchdeliver_cmd):

@@ -211,3 +211,18 @@ def test_the_odd_corpus_comes_back_byte_exact_through_imap(tmp_path, db):
     assert len(pg) == len(raws)
     for i, name in enumerate(names, start=1):
         assert pg[i] == md[i], name
+
+
+@pytest.mark.parametrize("raw", [
+    b"Received: from a\n\tby b\nReceived: x\n",            # nothing but trace fields
+    b"Return-Path: <a@b>\r\nDelivered-To: c@d\r\nSubject: s\r\n\r\nbody\r\n",
+    b"Received: unterminated",
+    b"received: lower\n continued\nX: y\n\n\x00\xff",
+    b"",
+])
+def test_trace_headers_split_from_the_shared_body_come_back_byte_exact(db, raw):
+    store = PostgresStore(db, user="alice")
+    store.deliver(raw)
+    box = store.open("INBOX")
+    (m,) = box.sync()
+    assert box.read(m) == raw
