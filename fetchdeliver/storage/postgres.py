@@ -112,6 +112,74 @@ def _is_transient(e: Exception) -> bool:
                           psycopg.errors.DeadlockDetected)) or type(e).__name__ == "PoolTimeout"
 
 
+class _Listener:
+    """LISTEN fd_mailbox for one database, in a daemon thread: a NOTIFY (a commit on any node)
+    touches `<dir>/<mailbox id>/changed`, which the IMAP server's file watcher sees (IDLE wakes
+    within a second, whichever node delivered). Reconnects after a database restart."""
+
+    def __init__(self, dsn: str) -> None:
+        import atexit
+        import tempfile
+
+        self.dsn = dsn
+        self.ready = threading.Event()      # set while LISTEN is in force
+        self.dir = tempfile.mkdtemp(prefix="fetchdeliver-notify-")
+        atexit.register(self._cleanup)
+        self.thread = threading.Thread(target=self._run, name="fetchdeliver-pg-listen", daemon=True)
+        self.thread.start()
+
+    def path(self, mailbox_id: int) -> str:
+        import os
+
+        d = os.path.join(self.dir, str(mailbox_id))
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def _touch(self, mailbox_id: str) -> None:
+        import os
+
+        if not mailbox_id.isdigit():
+            return
+        d = os.path.join(self.dir, mailbox_id)
+        if os.path.isdir(d):   # someone watches this mailbox
+            with open(os.path.join(d, "changed"), "ab") as f:
+                f.write(b".")
+
+    def _run(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while True:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute("LISTEN fd_mailbox")
+                    self.ready.set()
+                    delay = 0.5
+                    for n in conn.notifies():
+                        self._touch(n.payload)
+            except Exception as e:   # the database went away: listen again when it is back
+                self.ready.clear()
+                log.debug("LISTEN fd_mailbox: %s; again in %.1fs", e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    def _cleanup(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_LISTENERS: dict[str, _Listener] = {}
+
+
+def listener_for(dsn: str) -> _Listener:
+    with _POOLS_LOCK:
+        li = _LISTENERS.get(dsn)
+        if li is None:
+            li = _LISTENERS[dsn] = _Listener(dsn)
+        return li
+
+
 class PostgresStore(Store):
     kind = "postgres"
     separator = "/"
@@ -561,6 +629,12 @@ class PostgresMailbox(Mailbox):
     def highestmodseq(self) -> int:
         with self._conn() as conn:
             return conn.execute("SELECT highestmodseq FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
+
+    def watch_paths(self) -> list[str]:
+        """A directory touched whenever a NOTIFY for this mailbox arrives (see _Listener)."""
+        li = listener_for(self.store.url)
+        li.ready.wait(5)   # a commit right after IDLE's "+" is then announced
+        return [li.path(self.id)]
 
     def vanished_since(self, modseq: int) -> list[int]:
         with self._conn() as conn:

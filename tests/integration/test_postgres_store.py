@@ -226,3 +226,41 @@ def test_trace_headers_split_from_the_shared_body_come_back_byte_exact(db, raw):
     box = store.open("INBOX")
     (m,) = box.sync()
     assert box.read(m) == raw
+
+
+def test_idle_wakes_when_another_node_delivers(tmp_path, db, fetchdeliver_cmd):
+    """A delivery by another process (another node) wakes IDLE through LISTEN/NOTIFY, not polling."""
+    import subprocess
+
+    from imap_helpers import RawClient
+
+    store = PostgresStore(db, user="alice")
+    store.deliver(plain(1))
+    passwd = str(tmp_path / "passwd")
+    set_password(passwd, "alice", "secret", "SHA256-CRYPT")
+
+    class PerUser(PasswdFileAuthenticator):
+        def storage_for(self, account):
+            return PostgresStore(db, user=account.user)
+
+    cfg = ServerConfig(listen=["127.0.0.1:0"], authenticator=PerUser(passwd), login_failure_delay=0,
+                       idle_poll=600)      # polling cannot explain a wake-up within the test
+    server = ThreadedServer(cfg).start()
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[delivery]\nstate_dir = "{tmp_path}/state"\n\n[storage]\nurl = "{db}"\nuser = "alice"\n')
+    try:
+        c = RawClient(server.port())
+        c.command("a", b"LOGIN alice secret")
+        c.command("b", b"SELECT INBOX")
+        c.send(b"c IDLE\r\n")
+        assert c.line().startswith(b"+")
+        r = subprocess.run(fetchdeliver_cmd + ["deliver", "-c", str(conf)], input=plain(2),
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        c.sock.settimeout(10)
+        assert c.line() == b"* 2 EXISTS\r\n"
+        c.send(b"DONE\r\n")
+        c.until("c")
+        c.close()
+    finally:
+        server.stop()
