@@ -82,7 +82,7 @@ def pool_for(dsn: str):
             from psycopg_pool import ConnectionPool
 
             # check: a connection broken by a database restart is replaced before use, not handed out.
-            pool = ConnectionPool(dsn, min_size=1, max_size=8, open=True, timeout=15,
+            pool = ConnectionPool(dsn, min_size=1, max_size=8, open=True, timeout=5,
                                   check=ConnectionPool.check_connection, name="fetchdeliver")
             _POOLS[dsn] = pool
         return pool
@@ -110,6 +110,21 @@ def _is_transient(e: Exception) -> bool:
 
     return isinstance(e, (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                           psycopg.errors.DeadlockDetected)) or type(e).__name__ == "PoolTimeout"
+
+
+def _access(method):
+    """For the access face (IMAP...): a database that is away is StorageError UNAVAILABLE (the
+    session answers NO and keeps serving), not the delivery face's TemporaryDeliveryError."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except TemporaryDeliveryError as e:
+            raise StorageError(str(e), "UNAVAILABLE") from e
+
+    return wrapper
 
 
 class _Listener:
@@ -206,11 +221,13 @@ class PostgresStore(Store):
     def user_id(self, conn) -> int:
         if self._user_id is None:
             row = conn.execute("SELECT id FROM fd_user WHERE name = %s", (self.user,)).fetchone()
-            if row is None:
-                conn.execute("INSERT INTO fd_user (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
-                             (self.user,))
-                row = conn.execute("SELECT id FROM fd_user WHERE name = %s", (self.user,)).fetchone()
-            self._user_id = row[0]
+            if row is not None:
+                self._user_id = row[0]
+                return row[0]
+            # created in the caller's transaction: not cached, the transaction may yet roll back
+            conn.execute("INSERT INTO fd_user (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                         (self.user,))
+            return conn.execute("SELECT id FROM fd_user WHERE name = %s", (self.user,)).fetchone()[0]
         return self._user_id
 
     def _mailbox_row(self, conn, name: str, create: bool = False, special_use=()):
@@ -249,6 +266,7 @@ class PostgresStore(Store):
 
     # -- access face --------------------------------------------------------------------------------
 
+    @_access
     def list(self) -> list[MailboxEntry]:
         with self.connection() as conn:
             with conn.transaction():
@@ -274,6 +292,7 @@ class PostgresStore(Store):
                                 (self.user_id(conn), _normalise(name))).fetchone() is not None \
                 or _normalise(name) == "INBOX"
 
+    @_access
     def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
         name = _normalise(name)
         if not name or name.startswith("/") or name.endswith("/") or "//" in name:
@@ -287,6 +306,7 @@ class PostgresStore(Store):
                 raise StorageError(f"Mailbox already exists: {name}", "ALREADYEXISTS")
             self._mailbox_row(conn, name, create=True, special_use=special_use)
 
+    @_access
     def delete(self, name: str) -> None:
         name = _normalise(name)
         if name == "INBOX":
@@ -302,6 +322,7 @@ class PostgresStore(Store):
                 raise StorageError(f"Mailbox doesn't exist: {name}", "NONEXISTENT")
             _collect_blobs(conn)
 
+    @_access
     def rename(self, old: str, new: str) -> None:
         old, new = _normalise(old), _normalise(new)
         with self.connection() as conn, conn.transaction():
@@ -324,16 +345,19 @@ class PostgresStore(Store):
             if n == 0:
                 raise StorageError(f"Mailbox doesn't exist: {old}", "NONEXISTENT")
 
+    @_access
     def subscriptions(self) -> list[str]:
         with self.connection() as conn:
             return [r[0] for r in conn.execute("SELECT name FROM fd_subscription WHERE user_id = %s "
                                                "ORDER BY name", (self.user_id(conn),))]
 
+    @_access
     def subscribe(self, name: str) -> None:
         with self.connection() as conn, conn.transaction():
             conn.execute("INSERT INTO fd_subscription VALUES (%s, %s) ON CONFLICT DO NOTHING",
                          (self.user_id(conn), _normalise(name)))
 
+    @_access
     def unsubscribe(self, name: str) -> None:
         with self.connection() as conn, conn.transaction():
             conn.execute("DELETE FROM fd_subscription WHERE user_id = %s AND name = %s",
@@ -341,6 +365,7 @@ class PostgresStore(Store):
 
     # -- for `store copy` ---------------------------------------------------------------------------
 
+    @_access
     def ensure_mailbox(self, name: str, uidvalidity: int | None = None) -> "PostgresMailbox":
         """Open `name`, creating it; an empty mailbox takes `uidvalidity` when given."""
         with self.connection() as conn, conn.transaction():
@@ -553,12 +578,14 @@ class PostgresMailbox(Mailbox):
             self._memo.forget(set(old) - set(self._by_uid))
         return msgs
 
+    @_access
     def uidnext(self) -> int:
         if self._modseq < 0:
             self.sync()
         with self._conn() as conn:
             return conn.execute("SELECT uidnext FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
 
+    @_access
     def keywords(self) -> list[str]:
         with self._conn() as conn:
             rows = conn.execute("SELECT DISTINCT unnest(flags) FROM fd_message WHERE mailbox_id = %s",
@@ -582,6 +609,7 @@ class PostgresMailbox(Mailbox):
             return super().size(msg)
         return msg._size
 
+    @_access
     def set_flags(self, changes) -> None:
         if not changes:
             return
@@ -603,6 +631,7 @@ class PostgresMailbox(Mailbox):
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
 
+    @_access
     def append_uid(self, uid: int, raw: bytes, flags, internaldate: float) -> int:
         """Append with a chosen UID (`store copy`); StorageError if the UID is taken or expunged."""
         import psycopg
@@ -616,16 +645,19 @@ class PostgresMailbox(Mailbox):
         except psycopg.errors.UniqueViolation as e:
             raise StorageError(f"UID {uid} is taken in {self.name}", "CANNOT") from e
 
+    @_access
     def copy_to(self, msgs, dest) -> list[int]:
         if isinstance(dest, PostgresMailbox) and dest.store.url == self.store.url:
             with self._conn() as conn, conn.transaction():
                 return copy_rows(conn, self.id, dest.id, [m.uid for m in msgs])
         return super().copy_to(msgs, dest)
 
+    @_access
     def expunge(self, msgs) -> None:
         with self._conn() as conn, conn.transaction():
             expunge_uids(conn, self.id, [m.uid for m in msgs])
 
+    @_access
     def highestmodseq(self) -> int:
         with self._conn() as conn:
             return conn.execute("SELECT highestmodseq FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
@@ -636,6 +668,7 @@ class PostgresMailbox(Mailbox):
         li.ready.wait(5)   # a commit right after IDLE's "+" is then announced
         return [li.path(self.id)]
 
+    @_access
     def vanished_since(self, modseq: int) -> list[int]:
         with self._conn() as conn:
             return [r[0] for r in conn.execute("SELECT uid FROM fd_expunged WHERE mailbox_id = %s AND "
