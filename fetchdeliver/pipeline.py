@@ -51,7 +51,13 @@ def store_from_settings(settings: "Settings", *, maildir: str | None = None,
         # [storage] url: the postgres store (docs/scaling.md); psycopg is imported only here.
         from fetchdeliver.storage.postgres import PostgresStore
 
-        return PostgresStore(url, user=settings.data["storage"].get("user"))
+        st = settings.data["storage"]
+        blobs = None
+        if st.get("blobs"):
+            from fetchdeliver.storage.blobs import DEFAULT_MIN_SIZE, BlobStore
+
+            blobs = BlobStore(st["blobs"], st.get("blob_min_size", DEFAULT_MIN_SIZE))
+        return PostgresStore(url, user=st.get("user"), blobs=blobs)
     if not maildir and not mbox:
         maildir, mbox = d.get("maildir"), d.get("mbox")
     return build_store(maildir=maildir, mbox=mbox,

@@ -85,6 +85,10 @@ CREATE TABLE fd_subscription (
     ("CONDSTORE: messages by MODSEQ (FETCH CHANGEDSINCE, SEARCH MODSEQ)", """
 CREATE INDEX fd_message_modseq ON fd_message (mailbox_id, modseq);
 """),
+    ("blobs: a body may live in an S3-compatible store (fd_blob.body NULL, fd_blob.s3 its reference)", """
+ALTER TABLE fd_blob ADD COLUMN s3 text;
+ALTER TABLE fd_blob ADD CONSTRAINT fd_blob_somewhere CHECK (body IS NOT NULL OR s3 IS NOT NULL);
+"""),
 ]
 
 LATEST = len(STEPS)

@@ -61,9 +61,22 @@ def split_location(url: str) -> tuple[str, str | None]:
     for k, v in query:
         if k == "mailuser":
             user = v
-        else:
+        elif k not in OWN_PARAMS:
             rest.append((k, v))
     return urlunsplit(parts._replace(query=urlencode(rest))), user
+
+
+OWN_PARAMS = ("mailuser", "blobs", "blob_min_size")
+
+
+def blobs_from_location(url: str):
+    """The BlobStore named by `?blobs=s3://...` (and `blob_min_size=`), or None."""
+    q = dict(parse_qsl(urlsplit(url).query))
+    if not q.get("blobs"):
+        return None
+    from fetchdeliver.storage.blobs import DEFAULT_MIN_SIZE, BlobStore
+
+    return BlobStore(q["blobs"], int(q.get("blob_min_size", DEFAULT_MIN_SIZE)))
 
 
 def _redact(url: str) -> str:
@@ -199,8 +212,9 @@ class PostgresStore(Store):
     kind = "postgres"
     separator = "/"
 
-    def __init__(self, url: str, user: str | None = None) -> None:
+    def __init__(self, url: str, user: str | None = None, blobs=None) -> None:
         dsn, url_user = split_location(url)
+        self.blobs = blobs if blobs is not None else blobs_from_location(url)   # BlobStore or None
         if not dsn.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"not a PostgreSQL URL: {url!r} (expected postgresql://USER@HOST/DB)",
                               key="storage.url")
@@ -210,7 +224,7 @@ class PostgresStore(Store):
 
     def for_user(self, user: str) -> "PostgresStore":
         """The same database, another mail user's mailboxes."""
-        return PostgresStore(self.url, user=user)
+        return PostgresStore(self.url, user=user, blobs=self.blobs)
 
     # -- connections --------------------------------------------------------------------------------
 
@@ -252,7 +266,7 @@ class PostgresStore(Store):
                 row = self._mailbox_row(conn, mailbox, create=create)
                 if row is None:
                     raise MailboxNotFound(f"mailbox {mailbox!r} of {self.user} does not exist")
-                uid = insert_message(conn, row[0], raw, flags, time.time())
+                uid = insert_message(conn, row[0], raw, flags, time.time(), blobs=self.blobs)
         mbox_id = row[0]
 
         def undo():
@@ -454,12 +468,18 @@ def split_trace(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:pos], raw[pos:]
 
 
-def store_blob(conn, raw: bytes) -> bytes:
-    """The body's SHA-256, stored once (a body already there is not sent again)."""
+def store_blob(conn, raw: bytes, blobs=None) -> bytes:
+    """The body's SHA-256, stored once (a body already there is not sent again): in the row, or,
+    from `blobs.min_size` bytes on, in the blob store (uploaded before the row is written)."""
     digest = hashlib.sha256(raw).digest()
     if conn.execute("SELECT 1 FROM fd_blob WHERE sha256 = %s", (digest,)).fetchone() is None:
-        conn.execute("INSERT INTO fd_blob (sha256, size, body) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                     (digest, len(raw), raw))
+        if blobs is not None and len(raw) >= blobs.min_size:
+            ref = blobs.put(digest, raw)
+            conn.execute("INSERT INTO fd_blob (sha256, size, body, s3) VALUES (%s, %s, NULL, %s) "
+                         "ON CONFLICT DO NOTHING", (digest, len(raw), ref))
+        else:
+            conn.execute("INSERT INTO fd_blob (sha256, size, body) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                         (digest, len(raw), raw))
     return digest
 
 
@@ -478,10 +498,10 @@ def next_uid_modseq(conn, mailbox_id: int, n: int = 1, uid: int | None = None) -
 
 
 def insert_message(conn, mailbox_id: int, raw: bytes, flags, internaldate: float,
-                   uid: int | None = None) -> int:
+                   uid: int | None = None, blobs=None) -> int:
     """Insert one message in the caller's transaction; its UID. NOTIFY goes out at COMMIT."""
     prefix, rest = split_trace(raw)
-    digest = store_blob(conn, rest)
+    digest = store_blob(conn, rest, blobs)
     uid, modseq = next_uid_modseq(conn, mailbox_id, 1, uid)
     conn.execute("INSERT INTO fd_message (mailbox_id, uid, prefix, sha256, flags, internaldate, size, modseq) "
                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -595,14 +615,21 @@ class PostgresMailbox(Mailbox):
     def read(self, msg: MessageInfo) -> bytes:
         try:
             with self._conn() as conn:
-                row = conn.execute("SELECT m.prefix, b.body FROM fd_message m JOIN fd_blob b ON "
-                                   "b.sha256 = m.sha256 WHERE m.mailbox_id = %s AND m.uid = %s",
+                row = conn.execute("SELECT m.prefix, b.body, b.s3, b.sha256 FROM fd_message m JOIN fd_blob b "
+                                   "ON b.sha256 = m.sha256 WHERE m.mailbox_id = %s AND m.uid = %s",
                                    (self.id, msg.uid)).fetchone()
+            if row is None:
+                raise StorageError(f"message UID {msg.uid} is gone", "EXPUNGEISSUED")
+            if row[1] is not None:
+                return bytes(row[0]) + bytes(row[1])
+            blobs = self.store.blobs
+            if blobs is None:   # stored by a node with a blob store; the reference says where
+                from fetchdeliver.storage.blobs import BlobStore
+
+                blobs = self.store.blobs = BlobStore(row[2].rsplit("/", 1)[0])
+            return bytes(row[0]) + blobs.get(row[2], bytes(row[3]))
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
-        if row is None:
-            raise StorageError(f"message UID {msg.uid} is gone", "EXPUNGEISSUED")
-        return bytes(row[0]) + bytes(row[1])
 
     def size(self, msg: MessageInfo) -> int:
         if msg._size is None:
@@ -627,7 +654,8 @@ class PostgresMailbox(Mailbox):
         try:
             with self._conn() as conn, conn.transaction():
                 return insert_message(conn, self.id, raw, flags,
-                                      time.time() if internaldate is None else internaldate)
+                                      time.time() if internaldate is None else internaldate,
+                                      blobs=self.store.blobs)
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
 
@@ -641,7 +669,8 @@ class PostgresMailbox(Mailbox):
                 if conn.execute("SELECT 1 FROM fd_expunged WHERE mailbox_id = %s AND uid = %s",
                                 (self.id, uid)).fetchone():
                     raise StorageError(f"UID {uid} was used before in {self.name}", "CANNOT")
-                return insert_message(conn, self.id, raw, flags, internaldate, uid=uid)
+                return insert_message(conn, self.id, raw, flags, internaldate, uid=uid,
+                                      blobs=self.store.blobs)
         except psycopg.errors.UniqueViolation as e:
             raise StorageError(f"UID {uid} is taken in {self.name}", "CANNOT") from e
 

@@ -4,7 +4,8 @@
     url = "postgresql://fetchdeliver@db.example.org/mail"   # absent: [delivery] maildir/mbox, as before
     user = "alice"                                           # the mail user for `deliver`/fetch (default:
                                                              # the login name); LMTP uses each recipient
-    blobs = "s3://mail-bodies/prod"                          # reserved: bodies in an S3 store (not yet)
+    blobs = "s3://mail-bodies/prod"                          # optional: bodies in an S3-compatible store
+    blob_min_size = 16384                                    # smaller bodies stay in PostgreSQL
 
 Importing this module registers the table with fetchdeliver.config.
 """
@@ -26,13 +27,15 @@ STORAGE_KEYS = {
     "url": _url,
     "user": config._nonempty_str,
     "blobs": config._nonempty_str,
+    "blob_min_size": config._int(lo=0),
 }
 
 
 def _check_storage(table: dict, file: str) -> None:
-    if "blobs" in table:
-        raise ConfigError("bodies in an S3 store are not implemented yet; remove blobs (bodies are kept "
-                          "in PostgreSQL)", file=file, key="storage.blobs")
+    if "blobs" in table and not table["blobs"].startswith("s3://"):
+        raise ConfigError("expected s3://BUCKET/PREFIX", file=file, key="storage.blobs")
+    if "blobs" in table and "url" not in table:
+        raise ConfigError("blobs needs url (the bodies' index is in PostgreSQL)", file=file, key="storage.blobs")
     if "user" in table and "url" not in table:
         raise ConfigError("user needs url", file=file, key="storage.user")
 
