@@ -6,6 +6,9 @@ Every node is one `fetchdeliver lmtp --processes 1` process (so its CPU time is 
 recipient); the clients (4 LMTP connections, spread round-robin over the nodes) send the same
 seeded messages (benchmarks/mda_pipe.py's set) to each setup, one recipient per transaction, no
 Sieve. Dovecot (dovecot-lmtpd, mail_fsync=optimized) gets the same messages over 4 connections.
+Then each setup serves the delivered mailbox over IMAP (N of our IMAP server processes on the
+database; Dovecot's imapd on its Maildir) to 4 connections doing random single-message FETCHes
+and SEARCH SUBJECT for --imap-seconds: operations/s and the ratio.
 Per setup it prints messages/s, the ratio to Dovecot, PostgreSQL's write transactions per message, and the
 CPU seconds per 1000 messages spent in our nodes and in PostgreSQL's processes: on this 2-core
 machine the nodes share the cores, so that split (not the rate) is what docs/scaling.md
@@ -121,12 +124,92 @@ def run_spread(ports: list[int], rcpt: str, msgs, wires, connections: int = 4) -
     return time.perf_counter() - start
 
 
+IMAP_SERVER = """
+import sys
+from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+from fetchdeliver.imapserver.server import ServerConfig, ThreadedServer
+from fetchdeliver.storage.postgres import PostgresStore
+
+url, passwd = sys.argv[1], sys.argv[2]
+
+class PerUser(PasswdFileAuthenticator):
+    def storage_for(self, account):
+        return PostgresStore(url, user=account.user)
+
+srv = ThreadedServer(ServerConfig(listen=["127.0.0.1:0"], authenticator=PerUser(passwd),
+                                  login_failure_delay=0)).start()
+print(srv.port(), flush=True)
+sys.stdin.read()
+srv.stop()
+"""
+
+
+def start_imap_node(url: str, passwd: str, python: str):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([python, "-c", IMAP_SERVER, url, passwd], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, start_new_session=True)
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+def imap_ops(ports: list[int], user: str, password: str, count: int, seconds: float,
+             connections: int = 4) -> float:
+    """Random single-message `UID FETCH n (ENVELOPE BODY.PEEK[HEADER])` and `SEARCH SUBJECT word`
+    over `connections` sessions spread over the nodes for `seconds`; operations per second."""
+    import random
+    import threading
+
+    import imapclient
+
+    done = [0] * connections
+    errors: list[str] = []
+    barrier = threading.Barrier(connections + 1)
+    stop = threading.Event()
+    words = ["report", "invoice", "meeting", "zzz-none", "build", "order"]
+
+    def client(i):
+        rnd = random.Random(i)
+        try:
+            c = imapclient.IMAPClient("127.0.0.1", port=ports[i % len(ports)], ssl=False, timeout=60)
+            c.login(user, password)
+            c.select_folder("INBOX", readonly=True)
+            uids = c.search(["ALL"])
+            barrier.wait()
+            while not stop.is_set():
+                if rnd.random() < 0.8:
+                    c.fetch([rnd.choice(uids)], ["ENVELOPE", "BODY.PEEK[HEADER]"])
+                else:
+                    c.search(["SUBJECT", rnd.choice(words)])
+                done[i] += 1
+            c.logout()
+        except Exception as e:   # a benchmark reports, it does not hide
+            errors.append(repr(e))
+            try:
+                barrier.abort()
+            except Exception:
+                pass
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    if errors:
+        raise RuntimeError(f"IMAP client errors: {errors[:3]}")
+    return sum(done) / (time.perf_counter() - start)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--imap-seconds", type=float, default=5.0)
     args = ap.parse_args()
     import psycopg
 
@@ -148,6 +231,11 @@ def main() -> int:
     try:
         dc, dport = lmtp_bench.start_dovecot(root, script)
         d_time = run_spread([dport], "one", msgs, wires)
+        d_imap = imap_ops([dc.port("imap")], "one", "x", len(msgs), args.imap_seconds)
+        from fetchdeliver.imapserver.auth import set_password
+
+        passwd = str(root / "passwd")
+        set_password(passwd, "bench", "x", "SHA256-CRYPT")
         for n in args.nodes:
             url = pg.new_database()
             with psycopg.connect(url, autocommit=True) as conn:
@@ -166,8 +254,18 @@ def main() -> int:
                 with psycopg.connect(url, autocommit=True) as conn:
                     c1 = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()[0]
                     stored = conn.execute("SELECT count(*) FROM fd_message").fetchone()[0]
+                for p in procs:
+                    p.terminate()
+                    p.wait(60)
+                procs = []
+                for k in range(n):
+                    p, port = start_imap_node(url, passwd, args.python)
+                    procs.append(p)
+                    ports.append(port)
+                ports = ports[n:]
+                ops = imap_ops(ports, "bench", "x", len(msgs), args.imap_seconds)
                 rows.append((n, t, (c1 - c0) / len(msgs), (ours1 - ours0) * 1000 / len(msgs),
-                             (pg1 - pg0) * 1000 / len(msgs), stored))
+                             (pg1 - pg0) * 1000 / len(msgs), stored, ops))
             finally:
                 for p in procs:
                     p.terminate()
@@ -181,12 +279,14 @@ def main() -> int:
     n_msgs = len(msgs)
     print(f"\n{n_msgs} messages ({sum(len(m.raw) for m in msgs) // 1024} KiB), 4 LMTP connections, "
           f"one recipient per transaction, no Sieve; 2 cores shared by everything\n")
-    print(f"dovecot-lmtpd, Maildir: {n_msgs / d_time:7.0f} msgs/s")
-    print(f"{'nodes':>5}  {'msgs/s':>7}  {'vs dovecot':>10}  {'xacts/msg':>11}  "
-          f"{'our CPU ms/msg':>14}  {'PostgreSQL CPU ms/msg':>21}  stored")
+    print(f"Dovecot on a Maildir: LMTP {n_msgs / d_time:7.0f} msgs/s; IMAP {d_imap:7.0f} ops/s "
+          f"(80% UID FETCH n (ENVELOPE BODY.PEEK[HEADER]), 20% SEARCH SUBJECT, 4 connections)")
+    print(f"{'nodes':>5}  {'LMTP msgs/s':>11}  {'vs dovecot':>10}  {'xacts/msg':>9}  "
+          f"{'our CPU ms/msg':>14}  {'PostgreSQL CPU ms/msg':>21}  {'stored':>6}  {'IMAP ops/s':>10}  {'vs dovecot':>10}")
     ok = True
-    for n, t, commits, ours, pgcpu, stored in rows:
-        print(f"{n:>5}  {n_msgs / t:7.0f}  {d_time / t:9.2f}x  {commits:11.2f}  {ours:14.2f}  {pgcpu:21.2f}  {stored}")
+    for n, t, commits, ours, pgcpu, stored, ops in rows:
+        print(f"{n:>5}  {n_msgs / t:11.0f}  {d_time / t:9.2f}x  {commits:9.2f}  {ours:14.2f}  {pgcpu:21.2f}  "
+              f"{stored:>6}  {ops:10.0f}  {ops / d_imap:9.2f}x")
         ok &= stored == n_msgs
     return 0 if ok else 1
 

@@ -89,6 +89,14 @@ CREATE INDEX fd_message_modseq ON fd_message (mailbox_id, modseq);
 ALTER TABLE fd_blob ADD COLUMN s3 text;
 ALTER TABLE fd_blob ADD CONSTRAINT fd_blob_somewhere CHECK (body IS NOT NULL OR s3 IS NOT NULL);
 """),
+    ("leases: work (an account to fetch, a queue run) held by one node at a time", """
+CREATE TABLE fd_lease (
+    name text PRIMARY KEY,                    -- e.g. 'fetch:alice@imap.example.org'
+    holder text NOT NULL,                     -- the node: host:pid:random
+    expires timestamptz NOT NULL,
+    taken timestamptz NOT NULL DEFAULT now()
+);
+"""),
 ]
 
 LATEST = len(STEPS)

@@ -87,17 +87,23 @@ def _redact(url: str) -> str:
     return url
 
 
-def pool_for(dsn: str):
-    """The process's connection pool for `dsn` (opened on first use, checked on borrow)."""
+def pool_for(dsn: str, checked: bool = True):
+    """The process's connection pool for `dsn` (opened on first use).
+
+    Two per database: the delivery face's pool checks a connection before lending it (one round
+    trip), so that the first delivery after a database restart succeeds instead of failing on a
+    dead connection; the access face's pool (IMAP reads, a round trip or two per command) does
+    not, and a command that meets a dead connection answers NO [UNAVAILABLE] once."""
+    key = (dsn, checked)
     with _POOLS_LOCK:
-        pool = _POOLS.get(dsn)
+        pool = _POOLS.get(key)
         if pool is None:
             from psycopg_pool import ConnectionPool
 
-            # check: a connection broken by a database restart is replaced before use, not handed out.
             pool = ConnectionPool(dsn, min_size=1, max_size=8, open=True, timeout=5,
-                                  check=ConnectionPool.check_connection, name="fetchdeliver")
-            _POOLS[dsn] = pool
+                                  check=ConnectionPool.check_connection if checked else None,
+                                  name="fetchdeliver" if checked else "fetchdeliver-access")
+            _POOLS[key] = pool
         return pool
 
 
@@ -228,9 +234,10 @@ class PostgresStore(Store):
 
     # -- connections --------------------------------------------------------------------------------
 
-    def connection(self):
-        """A pooled connection (context manager); transient failures become TemporaryDeliveryError."""
-        return _Borrow(self)
+    def connection(self, checked: bool = True):
+        """A pooled connection (context manager); transient failures become TemporaryDeliveryError.
+        checked=False: from the access face's pool (see pool_for)."""
+        return _Borrow(self, checked)
 
     def user_id(self, conn) -> int:
         if self._user_id is None:
@@ -398,13 +405,14 @@ class _Borrow:
     """`with store.connection() as conn`: a pooled connection; driver and pool failures that a
     retry may cure become TemporaryDeliveryError."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, checked: bool = True) -> None:
         self.store = store
+        self.checked = checked
         self.cm = None
 
     def __enter__(self):
         try:
-            self.cm = pool_for(self.store.url).connection()
+            self.cm = pool_for(self.store.url, self.checked).connection()
             conn = self.cm.__enter__()
         except Exception as e:
             if _is_transient(e):
@@ -565,7 +573,7 @@ class PostgresMailbox(Mailbox):
         self._memo: _MemoTable | None = None
 
     def _conn(self):
-        return self.store.connection()
+        return self.store.connection(checked=False)
 
     def _temp(self, e: Exception) -> StorageError:
         return StorageError(str(e), "UNAVAILABLE")
@@ -743,7 +751,7 @@ class _MemoTable:
 
     def _query(self, sql: str, args=()) -> list:
         try:
-            with self.mbox.store.connection() as conn:
+            with self.mbox.store.connection(checked=False) as conn:
                 return conn.execute(sql, args).fetchall()
         except TemporaryDeliveryError as e:
             log.warning("%s: cannot read cached parts: %s", self.mbox.name, e)
