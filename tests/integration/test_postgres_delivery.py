@@ -221,3 +221,61 @@ def test_store_copy_maildir_to_postgres_and_back_keeps_uids_flags_dates(tmp_path
     r = run(fetchdeliver_cmd, "store", "copy", dst, f"maildir:{tmp_path}/Back", "--journal", str(journal))
     assert b"INBOX: 0 copied, 5 already there" in r.stdout
     assert len(back.sync()) == 5
+
+
+def _start_lmtp_node(tmp_path, url: str, name: str):
+    import re
+    import sys
+
+    cfg = tmp_path / f"{name}.toml"
+    cfg.write_text(f'[storage]\nurl = "{url}"\n\n[[recipient]]\naddress = "alice@example.org"\n\n'
+                   f'[delivery]\nstate_dir = "{tmp_path}/{name}-state"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "lmtp", "--listen", "127.0.0.1:0",
+                             "--processes", "1", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    while line and "listening on" not in line:
+        line = proc.stderr.readline()
+    return proc, int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+
+
+def test_a_node_killed_in_the_middle_of_data_stores_nothing_and_another_node_takes_the_retry(tmp_path, db):
+    """SIGKILL a node during DATA: no reply, so the MTA retries (here: on another node); the
+    message ends up stored exactly once."""
+    import signal
+
+    raw = b"Subject: killed\nMessage-ID: <killed@x>\n\n" + b"line of body\n" * 2000
+    wire = dot_stuff(to_wire(raw))
+    a, port_a = _start_lmtp_node(tmp_path, db, "a")
+    b, port_b = _start_lmtp_node(tmp_path, db, "b")
+    try:
+        c = RawClient("127.0.0.1", port_a)
+        c.reply()
+        c.cmd("LHLO mta.example.org")
+        c.cmd("MAIL FROM:<sender@example.org>")
+        assert c.cmd("RCPT TO:<alice@example.org>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(wire[:len(wire) // 2])
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(30)
+        with pytest.raises((ConnectionError, OSError)):
+            c.send(wire[len(wire) // 2:])
+            c.reply()
+        c.close()
+        assert messages(db, "alice@example.org") == []
+        c = RawClient("127.0.0.1", port_b)      # the MTA's retry, to the surviving node
+        c.reply()
+        c.cmd("LHLO mta.example.org")
+        c.cmd("MAIL FROM:<sender@example.org>")
+        assert c.cmd("RCPT TO:<alice@example.org>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(wire)
+        assert c.reply()[0] == 250
+        c.cmd("QUIT")
+        c.close()
+        (stored,) = messages(db, "alice@example.org")
+        assert split_trace(stored)[1] == raw
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.terminate()
+                p.wait(30)
