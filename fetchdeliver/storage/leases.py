@@ -110,3 +110,12 @@ class Held:
                 self.leases.release(self.name)
             except TemporaryDeliveryError as e:
                 log.warning("lease %s not released (it expires by itself): %s", self.name, e)
+
+
+def fetch_lease(settings, account: str, ttl: float = 120.0) -> "Held | None":
+    """For `fetchdeliver fetch` with [storage] url: the entered lease "fetch:ACCOUNT" (falsy when
+    another node is fetching the account); None without [storage] url (one node: no lease)."""
+    url = (settings.data.get("storage") or {}).get("url")
+    if not url:
+        return None
+    return Leases(url).hold(f"fetch:{account}", ttl).__enter__()

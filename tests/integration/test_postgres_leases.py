@@ -91,3 +91,31 @@ def test_three_nodes_racing_for_ten_accounts_hold_disjoint_sets(db):
         t.join(60)
     everything = [a for v in taken.values() for a in v]
     assert sorted(everything) == sorted(f"fetch:account{k}" for k in range(10))   # each exactly once
+
+
+def test_two_nodes_fetching_one_account_deliver_each_message_once(tmp_path, db, dovecot, fetchdeliver_cmd):
+    """Two `fetchdeliver fetch` nodes (own state directories, one database) on one POP3 account at
+    once: the lease lets one fetch it; every message lands in PostgreSQL exactly once. (POP3 with
+    `after = "delete"`: with "keep" the nodes would need the fetch state in PostgreSQL, not there yet.)"""
+    from conftest import make_message
+    from fetchdeliver.storage.postgres import PostgresStore
+
+    msgs = [make_message(i, "twonodes", body_lines=200) for i in range(30)]
+    dovecot.append_many("alice", msgs)
+    procs = []
+    for node in ("a", "b"):
+        cfg = tmp_path / f"{node}.toml"
+        cfg.write_text(f'[delivery]\nstate_dir = "{tmp_path}/{node}-state"\n\n[storage]\nurl = "{db}"\n'
+                       f'user = "alice"\n\n[[account]]\nname = "pop"\nprotocol = "pop3"\nhost = "127.0.0.1"\n'
+                       f'port = {dovecot.port("pop3")}\ntls = "none"\nuser = "alice"\n'
+                       f'password = "{dovecot.users["alice"]}"\nafter = "delete"\n')
+        procs.append(subprocess.Popen(fetchdeliver_cmd + ["fetch", "-c", str(cfg)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    box = PostgresStore(db, user="alice").open("INBOX")
+    got = [box.read(m) for m in box.sync()]
+    assert len(got) == len(msgs)
+    ids = sorted(line for g in got for line in g.split(b"\n") if line.lower().startswith(b"message-id:"))
+    assert len(set(ids)) == len(msgs)
+    assert dovecot.contents("alice") == {}
