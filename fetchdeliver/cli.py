@@ -107,6 +107,11 @@ def _build_parser():
     daemon_command.add_daemon_arguments(sub.add_parser("daemon", help="run everything configured, until SIGTERM"))
     daemon_command.add_status_arguments(sub.add_parser("status", help="accounts, queue and listeners of the daemon"))
 
+    from fetchdeliver.storage import command as storage_command
+
+    storage_command.add_db_arguments(sub.add_parser("db", help="the PostgreSQL database: migrate the schema"))
+    storage_command.add_store_arguments(sub.add_parser("store", help="mail stores: copy between maildir/mbox/postgresql"))
+
     dm = sub.add_parser("demo", help="the whole loop on samples: IMAP server, fetch, Sieve, Maildir served over IMAP")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
     dm.add_argument("--once", action="store_true", help="fetch and filter the samples once, print the summary and exit")
@@ -160,6 +165,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver import lmtp_command
 
         return lmtp_command.main(args)
+    if cmd in ("db", "store"):
+        from fetchdeliver.storage import command as storage_command
+
+        return storage_command.db_main(args) if cmd == "db" else storage_command.store_main(args)
     if cmd == "queue":
         from fetchdeliver.outbound import command as queue_command
 

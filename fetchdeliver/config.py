@@ -259,7 +259,8 @@ def _load_feature_schemas() -> None:
     for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
                 "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
                 "fetchdeliver.managesieve.settings", "fetchdeliver.web.settings",
-                "fetchdeliver.pop3server.settings", "fetchdeliver.submission.settings"):
+                "fetchdeliver.pop3server.settings", "fetchdeliver.submission.settings",
+                "fetchdeliver.storage.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

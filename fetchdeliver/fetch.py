@@ -174,6 +174,20 @@ class AccountRun:
         except AccountBusy as e:
             self._error_line(f"skipped: {e}")
             return False
+        lease = None
+        if not self.dry_run:
+            from fetchdeliver.storage.leases import fetch_lease   # several nodes on one database
+
+            try:
+                lease = fetch_lease(self.settings, a.name)
+            except FetchdeliverError as e:
+                self.state.unlock_account(a.name)
+                self._error_line(f"skipped: {e}")
+                return False
+            if lease is not None and not lease:
+                self.state.unlock_account(a.name)
+                print(f"{self.name}: skipped: another node is fetching this account", file=self.out)
+                return True
         try:
             self.ctx = self._context()
             if not self.dry_run:
@@ -214,6 +228,8 @@ class AccountRun:
                     pass
                 self.source = None
             self.state.unlock_account(a.name)
+            if lease is not None:
+                lease.__exit__(None, None, None)
             self.progress.clear()
         if error is not None:
             self._error_line(error)

@@ -46,6 +46,18 @@ def build_store(*, maildir: str | None = None, mbox: str | None = None,
 def store_from_settings(settings: "Settings", *, maildir: str | None = None,
                         mbox: str | None = None) -> "MailStore":
     d = settings.delivery
+    url = (settings.data.get("storage") or {}).get("url")
+    if url and not maildir and not mbox:
+        # [storage] url: the postgres store (docs/scaling.md); psycopg is imported only here.
+        from fetchdeliver.storage.postgres import PostgresStore
+
+        st = settings.data["storage"]
+        blobs = None
+        if st.get("blobs"):
+            from fetchdeliver.storage.blobs import DEFAULT_MIN_SIZE, BlobStore
+
+            blobs = BlobStore(st["blobs"], st.get("blob_min_size", DEFAULT_MIN_SIZE))
+        return PostgresStore(url, user=st.get("user"), blobs=blobs)
     if not maildir and not mbox:
         maildir, mbox = d.get("maildir"), d.get("mbox")
     return build_store(maildir=maildir, mbox=mbox,

@@ -144,6 +144,8 @@ class LMTPService:
                 d = s.delivery
                 ctx.store = build_store(mbox=r.mbox, mbox_folders=r.mbox_folders,
                                         fsync=d.get("fsync", True), lock_timeout=d.get("lock_timeout"))
+            elif not r.maildir and getattr(ctx.store, "kind", "") == "postgres":
+                ctx.store = ctx.store.for_user(r.key)   # one database, a mail user per recipient
         ctx.state = self.state
         ctx.outbound = self.outbound
         if ctx.script_error:

@@ -1,0 +1,151 @@
+"""The PostgreSQL schema of the `postgres` store, as numbered steps, and `migrate()`.
+
+Each step runs in its own transaction and records its number in `fd_schema`; the
+whole migration holds a session advisory lock, so `fetchdeliver db migrate` may run
+on every node at once: the first applies the steps, the others wait and find nothing
+left to do. A store refuses a database whose schema is older than it needs
+(SchemaError says to run `fetchdeliver db migrate`), and one that is newer (an older
+fetchdeliver on a newer schema).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fetchdeliver.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ADVISORY_LOCK = 0x66645F6D6967   # "fd_mig": the key every node's migrate takes
+
+STEPS: list[tuple[str, str]] = [
+    ("mail: users, mailboxes, content-addressed bodies, messages, header fields, expunge history, "
+     "subscriptions", """
+CREATE SEQUENCE fd_uidvalidity START WITH 1 MINVALUE 1;
+SELECT setval('fd_uidvalidity', extract(epoch FROM now())::bigint);
+CREATE TABLE fd_user (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL UNIQUE
+);
+CREATE TABLE fd_mailbox (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES fd_user ON DELETE CASCADE,
+    name text NOT NULL,
+    uidvalidity bigint NOT NULL,
+    uidnext bigint NOT NULL DEFAULT 1,       -- the row lock on this row serialises UID allocation
+    highestmodseq bigint NOT NULL DEFAULT 1,
+    special_use text[] NOT NULL DEFAULT '{}',
+    UNIQUE (user_id, name)
+);
+CREATE TABLE fd_blob (                        -- message bodies, byte-exact, once per SHA-256
+    sha256 bytea PRIMARY KEY,
+    size bigint NOT NULL,
+    body bytea                                -- NULL when the body lives in the blob store
+);
+ALTER TABLE fd_blob ALTER COLUMN body SET STORAGE EXTERNAL;   -- no pointless compression attempts
+CREATE TABLE fd_message (
+    mailbox_id bigint NOT NULL REFERENCES fd_mailbox ON DELETE CASCADE,
+    uid bigint NOT NULL,
+    prefix bytea NOT NULL DEFAULT '',         -- this delivery's own trace headers, before the shared body
+    sha256 bytea NOT NULL REFERENCES fd_blob,
+    flags text[] NOT NULL DEFAULT '{}',
+    internaldate double precision NOT NULL,
+    size bigint NOT NULL,                     -- RFC822.SIZE (line ends counted as CRLF)
+    modseq bigint NOT NULL,
+    envelope bytea,                           -- the IMAP answers as sent, cached
+    bodystructure bytea,
+    body bytea,
+    hdr boolean NOT NULL DEFAULT false,       -- header fields are in fd_field
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX fd_message_sha256 ON fd_message (sha256);
+CREATE TABLE fd_field (
+    mailbox_id bigint NOT NULL,
+    uid bigint NOT NULL,
+    pos int NOT NULL,
+    name text NOT NULL,                       -- lower case
+    value bytea NOT NULL,                     -- unfolded, undecoded
+    FOREIGN KEY (mailbox_id, uid) REFERENCES fd_message ON DELETE CASCADE
+);
+CREATE INDEX fd_field_name ON fd_field (mailbox_id, name, uid);
+CREATE INDEX fd_field_uid ON fd_field (mailbox_id, uid);
+CREATE TABLE fd_expunged (
+    mailbox_id bigint NOT NULL REFERENCES fd_mailbox ON DELETE CASCADE,
+    uid bigint NOT NULL,
+    modseq bigint NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX fd_expunged_modseq ON fd_expunged (mailbox_id, modseq);
+CREATE TABLE fd_subscription (
+    user_id bigint NOT NULL REFERENCES fd_user ON DELETE CASCADE,
+    name text NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+"""),
+    ("CONDSTORE: messages by MODSEQ (FETCH CHANGEDSINCE, SEARCH MODSEQ)", """
+CREATE INDEX fd_message_modseq ON fd_message (mailbox_id, modseq);
+"""),
+    ("blobs: a body may live in an S3-compatible store (fd_blob.body NULL, fd_blob.s3 its reference)", """
+ALTER TABLE fd_blob ADD COLUMN s3 text;
+ALTER TABLE fd_blob ADD CONSTRAINT fd_blob_somewhere CHECK (body IS NOT NULL OR s3 IS NOT NULL);
+"""),
+    ("leases: work (an account to fetch, a queue run) held by one node at a time", """
+CREATE TABLE fd_lease (
+    name text PRIMARY KEY,                    -- e.g. 'fetch:alice@imap.example.org'
+    holder text NOT NULL,                     -- the node: host:pid:random
+    expires timestamptz NOT NULL,
+    taken timestamptz NOT NULL DEFAULT now()
+);
+"""),
+]
+
+LATEST = len(STEPS)
+
+
+class SchemaError(ConfigError):
+    pass
+
+
+def current_version(conn) -> int:
+    """The schema version of the database (0: none yet)."""
+    row = conn.execute("SELECT to_regclass('fd_schema')").fetchone()
+    if row[0] is None:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM fd_schema").fetchone()
+    return int(row[0])
+
+
+def check(conn) -> None:
+    v = current_version(conn)
+    if v < LATEST:
+        raise SchemaError(f"the database's fetchdeliver schema is at version {v}, this fetchdeliver needs "
+                          f"{LATEST}: run `fetchdeliver db migrate`", key="storage.url")
+    if v > LATEST:
+        raise SchemaError(f"the database's fetchdeliver schema is at version {v}, newer than this "
+                          f"fetchdeliver knows ({LATEST}): upgrade fetchdeliver on this node",
+                          key="storage.url")
+
+
+def migrate(conn, *, target: int = LATEST) -> list[int]:
+    """Apply the missing steps up to `target`, each in its own transaction; the steps applied.
+
+    `conn` must be in autocommit mode (the advisory lock is held by the session across steps)."""
+    applied: list[int] = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK,))
+    try:
+        with conn.transaction():
+            conn.execute("CREATE TABLE IF NOT EXISTS fd_schema (version int PRIMARY KEY, "
+                         "description text NOT NULL, applied timestamptz NOT NULL DEFAULT now())")
+        for number, (description, sql) in enumerate(STEPS[:target], start=1):
+            with conn.transaction():
+                done = conn.execute("SELECT 1 FROM fd_schema WHERE version = %s", (number,)).fetchone()
+                if done:
+                    continue
+                conn.execute(sql)
+                conn.execute("INSERT INTO fd_schema (version, description) VALUES (%s, %s)",
+                             (number, description))
+            log.info("schema step %d applied: %s", number, description)
+            applied.append(number)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK,))
+    return applied

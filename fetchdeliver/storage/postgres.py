@@ -1,0 +1,873 @@
+"""The `postgres` store: a user's mailboxes in PostgreSQL (psycopg 3 and its connection pool).
+
+Location: `postgresql://DBUSER@HOST:PORT/DB?mailuser=alice` (the libpq URL; `mailuser`
+names the mail user, default the login name of the process). Several nodes may use one
+database at once:
+
+- Bodies are stored byte-exact in `fd_blob`, keyed by their SHA-256: one LMTP
+  transaction to 50 recipients stores the body once.
+- UIDs and MODSEQs come from the mailbox row (`UPDATE fd_mailbox SET uidnext = uidnext + 1
+  ... RETURNING`), inside the transaction that inserts the message: the row lock serialises
+  writers, so two nodes never hand out one UID; UIDVALIDITY from a sequence.
+- `deliver()`/`append()` return only after COMMIT; a database that is away raises
+  TemporaryDeliveryError (LMTP 4xx, MDA exit 75) and nothing is half-stored, because the
+  blob, the message row and the UID counter change in the one transaction.
+- The IMAP server's cached parts (ENVELOPE, BODYSTRUCTURE, BODY, header fields) are kept
+  in the message row and `fd_field`, as the Maildir index keeps them; expunged UIDs with
+  their MODSEQ in `fd_expunged` (QRESYNC's VANISHED).
+- Each commit that changes a mailbox sends `NOTIFY fd_mailbox, '<id>'`.
+
+The schema is created by `fetchdeliver db migrate` (storage/pgschema.py).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import threading
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fetchdeliver.errors import ConfigError, MailboxNotFound, TemporaryDeliveryError
+from fetchdeliver.storage.base import (
+    SPECIAL_USE_NAMES,
+    SYSTEM_FLAGS,
+    MailboxEntry,
+    MessageInfo,
+    Receipt,
+    StorageError,
+    Mailbox,
+    Store,
+    add_children_attributes,
+    canonical_flag,
+)
+
+log = logging.getLogger(__name__)
+
+_POOLS: dict[str, object] = {}
+_POOLS_LOCK = threading.Lock()
+_CHECKED: set[str] = set()
+COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+HEADERS = "headers"
+
+
+def split_location(url: str) -> tuple[str, str | None]:
+    """("postgresql://..." without our own parameters, mail user or None)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    user = None
+    rest = []
+    for k, v in query:
+        if k == "mailuser":
+            user = v
+        elif k not in OWN_PARAMS:
+            rest.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(rest))), user
+
+
+OWN_PARAMS = ("mailuser", "blobs", "blob_min_size")
+
+
+def blobs_from_location(url: str):
+    """The BlobStore named by `?blobs=s3://...` (and `blob_min_size=`), or None."""
+    q = dict(parse_qsl(urlsplit(url).query))
+    if not q.get("blobs"):
+        return None
+    from fetchdeliver.storage.blobs import DEFAULT_MIN_SIZE, BlobStore
+
+    return BlobStore(q["blobs"], int(q.get("blob_min_size", DEFAULT_MIN_SIZE)))
+
+
+def _redact(url: str) -> str:
+    p = urlsplit(url)
+    if p.password:
+        netloc = p.netloc.replace(":" + p.password + "@", ":***@")
+        return urlunsplit(p._replace(netloc=netloc))
+    return url
+
+
+def pool_for(dsn: str, checked: bool = True):
+    """The process's connection pool for `dsn` (opened on first use).
+
+    Two per database: the delivery face's pool checks a connection before lending it (one round
+    trip), so that the first delivery after a database restart succeeds instead of failing on a
+    dead connection; the access face's pool (IMAP reads, a round trip or two per command) does
+    not, and a command that meets a dead connection answers NO [UNAVAILABLE] once."""
+    key = (dsn, checked)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            from psycopg_pool import ConnectionPool
+
+            pool = ConnectionPool(dsn, min_size=1, max_size=8, open=True, timeout=5,
+                                  check=ConnectionPool.check_connection if checked else None,
+                                  name="fetchdeliver" if checked else "fetchdeliver-access")
+            _POOLS[key] = pool
+        return pool
+
+
+def close_pools() -> None:
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+        _CHECKED.clear()
+    for p in pools:
+        p.close()
+
+
+def _unavailable(e: Exception, url: str) -> TemporaryDeliveryError:
+    return TemporaryDeliveryError(f"PostgreSQL at {_redact(url)} is not available: {e}".strip())
+
+
+def rfc822_size(raw: bytes) -> int:
+    return len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+
+
+def _is_transient(e: Exception) -> bool:
+    import psycopg
+
+    return isinstance(e, (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+                          psycopg.errors.DeadlockDetected)) or type(e).__name__ == "PoolTimeout"
+
+
+def _access(method):
+    """For the access face (IMAP...): a database that is away is StorageError UNAVAILABLE (the
+    session answers NO and keeps serving), not the delivery face's TemporaryDeliveryError."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except TemporaryDeliveryError as e:
+            raise StorageError(str(e), "UNAVAILABLE") from e
+
+    return wrapper
+
+
+class _Listener:
+    """LISTEN fd_mailbox for one database, in a daemon thread: a NOTIFY (a commit on any node)
+    touches `<dir>/<mailbox id>/changed`, which the IMAP server's file watcher sees (IDLE wakes
+    within a second, whichever node delivered). Reconnects after a database restart."""
+
+    def __init__(self, dsn: str) -> None:
+        import atexit
+        import tempfile
+
+        self.dsn = dsn
+        self.ready = threading.Event()      # set while LISTEN is in force
+        self.dir = tempfile.mkdtemp(prefix="fetchdeliver-notify-")
+        atexit.register(self._cleanup)
+        self.thread = threading.Thread(target=self._run, name="fetchdeliver-pg-listen", daemon=True)
+        self.thread.start()
+
+    def path(self, mailbox_id: int) -> str:
+        import os
+
+        d = os.path.join(self.dir, str(mailbox_id))
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def _touch(self, mailbox_id: str) -> None:
+        import os
+
+        if not mailbox_id.isdigit():
+            return
+        d = os.path.join(self.dir, mailbox_id)
+        if os.path.isdir(d):   # someone watches this mailbox
+            with open(os.path.join(d, "changed"), "ab") as f:
+                f.write(b".")
+
+    def _run(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while True:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute("LISTEN fd_mailbox")
+                    self.ready.set()
+                    delay = 0.5
+                    for n in conn.notifies():
+                        self._touch(n.payload)
+            except Exception as e:   # the database went away: listen again when it is back
+                self.ready.clear()
+                log.debug("LISTEN fd_mailbox: %s; again in %.1fs", e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    def _cleanup(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_LISTENERS: dict[str, _Listener] = {}
+
+
+def listener_for(dsn: str) -> _Listener:
+    with _POOLS_LOCK:
+        li = _LISTENERS.get(dsn)
+        if li is None:
+            li = _LISTENERS[dsn] = _Listener(dsn)
+        return li
+
+
+class PostgresStore(Store):
+    kind = "postgres"
+    separator = "/"
+
+    def __init__(self, url: str, user: str | None = None, blobs=None) -> None:
+        dsn, url_user = split_location(url)
+        self.blobs = blobs if blobs is not None else blobs_from_location(url)   # BlobStore or None
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"not a PostgreSQL URL: {url!r} (expected postgresql://USER@HOST/DB)",
+                              key="storage.url")
+        self.url = dsn
+        self.user = user or url_user or getpass.getuser()
+        self._user_id: int | None = None
+
+    def for_user(self, user: str) -> "PostgresStore":
+        """The same database, another mail user's mailboxes."""
+        return PostgresStore(self.url, user=user, blobs=self.blobs)
+
+    # -- connections --------------------------------------------------------------------------------
+
+    def connection(self, checked: bool = True):
+        """A pooled connection (context manager); transient failures become TemporaryDeliveryError.
+        checked=False: from the access face's pool (see pool_for)."""
+        return _Borrow(self, checked)
+
+    def user_id(self, conn) -> int:
+        if self._user_id is None:
+            row = conn.execute("SELECT id FROM fd_user WHERE name = %s", (self.user,)).fetchone()
+            if row is not None:
+                self._user_id = row[0]
+                return row[0]
+            # created in the caller's transaction: not cached, the transaction may yet roll back
+            conn.execute("INSERT INTO fd_user (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                         (self.user,))
+            return conn.execute("SELECT id FROM fd_user WHERE name = %s", (self.user,)).fetchone()[0]
+        return self._user_id
+
+    def _mailbox_row(self, conn, name: str, create: bool = False, special_use=()):
+        uid = self.user_id(conn)
+        name = _normalise(name)
+        row = conn.execute("SELECT id, uidvalidity FROM fd_mailbox WHERE user_id = %s AND name = %s",
+                           (uid, name)).fetchone()
+        if row is None and (create or name == "INBOX"):
+            conn.execute("INSERT INTO fd_mailbox (user_id, name, uidvalidity, special_use) "
+                         "VALUES (%s, %s, nextval('fd_uidvalidity'), %s) ON CONFLICT DO NOTHING",
+                         (uid, name, list(special_use)))
+            row = conn.execute("SELECT id, uidvalidity FROM fd_mailbox WHERE user_id = %s AND name = %s",
+                               (uid, name)).fetchone()
+        return row
+
+    # -- delivery face ------------------------------------------------------------------------------
+
+    def deliver(self, raw: bytes, mailbox: str = "INBOX", flags=(), *, sender: str = "",
+                create: bool = True) -> Receipt:
+        with self.connection() as conn:
+            with conn.transaction():
+                row = self._mailbox_row(conn, mailbox, create=create)
+                if row is None:
+                    raise MailboxNotFound(f"mailbox {mailbox!r} of {self.user} does not exist")
+                uid = insert_message(conn, row[0], raw, flags, time.time(), blobs=self.blobs)
+        mbox_id = row[0]
+
+        def undo():
+            with self.connection() as c, c.transaction():
+                expunge_uids(c, mbox_id, [uid])
+
+        return Receipt("postgres", mailbox, None, undo=undo, uid=uid)
+
+    def describe(self, mailbox: str) -> str:
+        return f"mailbox {mailbox!r} of {self.user} in {_redact(self.url)}"
+
+    # -- access face --------------------------------------------------------------------------------
+
+    @_access
+    def list(self) -> list[MailboxEntry]:
+        with self.connection() as conn:
+            with conn.transaction():
+                self._mailbox_row(conn, "INBOX")
+                rows = conn.execute("SELECT name, special_use FROM fd_mailbox WHERE user_id = %s",
+                                    (self.user_id(conn),)).fetchall()
+        return add_children_attributes([MailboxEntry(n, su) for n, su in rows], self.separator)
+
+    def open(self, name: str, readonly: bool = False) -> "PostgresMailbox":
+        try:
+            with self.connection() as conn:
+                with conn.transaction():
+                    row = self._mailbox_row(conn, name)
+        except TemporaryDeliveryError as e:
+            raise StorageError(str(e), "UNAVAILABLE") from e
+        if row is None:
+            raise StorageError(f"Mailbox doesn't exist: {name}", "NONEXISTENT")
+        return PostgresMailbox(self, _normalise(name), row[0], row[1], readonly)
+
+    def exists(self, name: str) -> bool:
+        with self.connection() as conn:
+            return conn.execute("SELECT 1 FROM fd_mailbox WHERE user_id = %s AND name = %s",
+                                (self.user_id(conn), _normalise(name))).fetchone() is not None \
+                or _normalise(name) == "INBOX"
+
+    @_access
+    def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
+        name = _normalise(name)
+        if not name or name.startswith("/") or name.endswith("/") or "//" in name:
+            raise StorageError(f"invalid mailbox name {name!r}", "CANNOT")
+        if not special_use:
+            su = SPECIAL_USE_NAMES.get(name.lower())
+            special_use = (su,) if su else ()
+        with self.connection() as conn, conn.transaction():
+            if conn.execute("SELECT 1 FROM fd_mailbox WHERE user_id = %s AND name = %s",
+                            (self.user_id(conn), name)).fetchone():
+                raise StorageError(f"Mailbox already exists: {name}", "ALREADYEXISTS")
+            self._mailbox_row(conn, name, create=True, special_use=special_use)
+
+    @_access
+    def delete(self, name: str) -> None:
+        name = _normalise(name)
+        if name == "INBOX":
+            raise StorageError("INBOX cannot be deleted", "CANNOT")
+        with self.connection() as conn, conn.transaction():
+            uid = self.user_id(conn)
+            if conn.execute("SELECT 1 FROM fd_mailbox WHERE user_id = %s AND name LIKE %s",
+                            (uid, _like_prefix(name))).fetchone():
+                raise StorageError(f"Mailbox has children, delete them first: {name}", "INUSE")
+            row = conn.execute("DELETE FROM fd_mailbox WHERE user_id = %s AND name = %s RETURNING id",
+                               (uid, name)).fetchone()
+            if row is None:
+                raise StorageError(f"Mailbox doesn't exist: {name}", "NONEXISTENT")
+            _collect_blobs(conn)
+
+    @_access
+    def rename(self, old: str, new: str) -> None:
+        old, new = _normalise(old), _normalise(new)
+        with self.connection() as conn, conn.transaction():
+            uid = self.user_id(conn)
+            if conn.execute("SELECT 1 FROM fd_mailbox WHERE user_id = %s AND name = %s",
+                            (uid, new)).fetchone():
+                raise StorageError(f"Mailbox already exists: {new}", "ALREADYEXISTS")
+            if old == "INBOX":
+                # RFC 3501: RENAME INBOX moves its messages into a new mailbox; INBOX stays, empty.
+                src = self._mailbox_row(conn, "INBOX")
+                dst = self._mailbox_row(conn, new, create=True)
+                msgs = conn.execute("SELECT uid FROM fd_message WHERE mailbox_id = %s ORDER BY uid",
+                                    (src[0],)).fetchall()
+                copy_rows(conn, src[0], dst[0], [r[0] for r in msgs])
+                expunge_uids(conn, src[0], [r[0] for r in msgs])
+                return
+            n = conn.execute("UPDATE fd_mailbox SET name = %s || substr(name, %s) WHERE user_id = %s "
+                             "AND (name = %s OR name LIKE %s)",
+                             (new, len(old) + 1, uid, old, _like_prefix(old))).rowcount
+            if n == 0:
+                raise StorageError(f"Mailbox doesn't exist: {old}", "NONEXISTENT")
+
+    @_access
+    def subscriptions(self) -> list[str]:
+        with self.connection() as conn:
+            return [r[0] for r in conn.execute("SELECT name FROM fd_subscription WHERE user_id = %s "
+                                               "ORDER BY name", (self.user_id(conn),))]
+
+    @_access
+    def subscribe(self, name: str) -> None:
+        with self.connection() as conn, conn.transaction():
+            conn.execute("INSERT INTO fd_subscription VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                         (self.user_id(conn), _normalise(name)))
+
+    @_access
+    def unsubscribe(self, name: str) -> None:
+        with self.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM fd_subscription WHERE user_id = %s AND name = %s",
+                         (self.user_id(conn), _normalise(name)))
+
+    # -- for `store copy` ---------------------------------------------------------------------------
+
+    @_access
+    def ensure_mailbox(self, name: str, uidvalidity: int | None = None) -> "PostgresMailbox":
+        """Open `name`, creating it; an empty mailbox takes `uidvalidity` when given."""
+        with self.connection() as conn, conn.transaction():
+            row = self._mailbox_row(conn, name, create=True)
+            if uidvalidity is not None and row[1] != uidvalidity:
+                n = conn.execute("UPDATE fd_mailbox SET uidvalidity = %s WHERE id = %s AND NOT EXISTS "
+                                 "(SELECT 1 FROM fd_message WHERE mailbox_id = %s) AND NOT EXISTS "
+                                 "(SELECT 1 FROM fd_expunged WHERE mailbox_id = %s)",
+                                 (uidvalidity, row[0], row[0], row[0])).rowcount
+                if n:
+                    row = (row[0], uidvalidity)
+        return PostgresMailbox(self, _normalise(name), row[0], row[1], False)
+
+
+class _Borrow:
+    """`with store.connection() as conn`: a pooled connection; driver and pool failures that a
+    retry may cure become TemporaryDeliveryError."""
+
+    def __init__(self, store: PostgresStore, checked: bool = True) -> None:
+        self.store = store
+        self.checked = checked
+        self.cm = None
+
+    def __enter__(self):
+        try:
+            self.cm = pool_for(self.store.url, self.checked).connection()
+            conn = self.cm.__enter__()
+        except Exception as e:
+            if _is_transient(e):
+                raise _unavailable(e, self.store.url) from e
+            raise
+        if self.store.url in _CHECKED:
+            return conn
+        try:
+            from fetchdeliver.storage import pgschema
+
+            pgschema.check(conn)
+            _CHECKED.add(self.store.url)
+            return conn
+        except BaseException as e:
+            self.cm.__exit__(type(e), e, e.__traceback__)
+            if _is_transient(e):
+                raise _unavailable(e, self.store.url) from e
+            raise
+
+    def __exit__(self, et, ev, tb):
+        try:
+            self.cm.__exit__(et, ev, tb)
+        except Exception as e:
+            if et is None and _is_transient(e):
+                raise _unavailable(e, self.store.url) from e
+            if et is None:
+                raise
+        if ev is not None and _is_transient(ev):
+            raise _unavailable(ev, self.store.url) from ev
+        return False
+
+
+def _normalise(name: str) -> str:
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _like_prefix(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+
+
+def _flags(flags) -> list[str]:
+    return sorted({canonical_flag(f) for f in flags if f and f != "\\Recent"})
+
+
+TRACE_FIELDS = (b"return-path:", b"delivered-to:", b"received:", b"x-original-to:")
+MAX_PREFIX = 16 * 1024
+
+
+def split_trace(raw: bytes) -> tuple[bytes, bytes]:
+    """(the trace header fields at the top, the rest). One LMTP transaction to 50 recipients adds a
+    different Delivered-To to each copy: the rest is the same bytes, stored once."""
+    pos = 0
+    low = raw[:MAX_PREFIX].lower()
+    while low.startswith(TRACE_FIELDS, pos):
+        nl = low.find(b"\n", pos)
+        while nl >= 0 and low[nl + 1:nl + 2] in (b" ", b"\t"):
+            nl = low.find(b"\n", nl + 1)
+        if nl < 0:
+            break
+        pos = nl + 1
+    return raw[:pos], raw[pos:]
+
+
+def store_blob(conn, raw: bytes, blobs=None) -> bytes:
+    """The body's SHA-256, stored once (a body already there is not sent again): in the row, or,
+    from `blobs.min_size` bytes on, in the blob store (uploaded before the row is written)."""
+    digest = hashlib.sha256(raw).digest()
+    if conn.execute("SELECT 1 FROM fd_blob WHERE sha256 = %s", (digest,)).fetchone() is None:
+        if blobs is not None and len(raw) >= blobs.min_size:
+            ref = blobs.put(digest, raw)
+            conn.execute("INSERT INTO fd_blob (sha256, size, body, s3) VALUES (%s, %s, NULL, %s) "
+                         "ON CONFLICT DO NOTHING", (digest, len(raw), ref))
+        else:
+            conn.execute("INSERT INTO fd_blob (sha256, size, body) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                         (digest, len(raw), raw))
+    return digest
+
+
+def next_uid_modseq(conn, mailbox_id: int, n: int = 1, uid: int | None = None) -> tuple[int, int]:
+    """Allocate n UIDs (or the given UID, for `store copy`) and one MODSEQ under the mailbox's row lock."""
+    if uid is None:
+        row = conn.execute("UPDATE fd_mailbox SET uidnext = uidnext + %s, highestmodseq = highestmodseq + 1 "
+                           "WHERE id = %s RETURNING uidnext - %s, highestmodseq", (n, mailbox_id, n)).fetchone()
+    else:
+        row = conn.execute("UPDATE fd_mailbox SET uidnext = greatest(uidnext, %s + 1), "
+                           "highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING %s::bigint, highestmodseq",
+                           (uid, mailbox_id, uid)).fetchone()
+    if row is None:
+        raise StorageError("the mailbox was deleted meanwhile", "NONEXISTENT")
+    return row[0], row[1]
+
+
+def insert_message(conn, mailbox_id: int, raw: bytes, flags, internaldate: float,
+                   uid: int | None = None, blobs=None) -> int:
+    """Insert one message in the caller's transaction; its UID. NOTIFY goes out at COMMIT."""
+    prefix, rest = split_trace(raw)
+    digest = store_blob(conn, rest, blobs)
+    uid, modseq = next_uid_modseq(conn, mailbox_id, 1, uid)
+    conn.execute("INSERT INTO fd_message (mailbox_id, uid, prefix, sha256, flags, internaldate, size, modseq) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 (mailbox_id, uid, prefix, digest, _flags(flags), internaldate, rfc822_size(raw), modseq))
+    conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(mailbox_id),))
+    return uid
+
+
+def copy_rows(conn, src_id: int, dst_id: int, uids: list[int]) -> list[int]:
+    """Copy messages between mailboxes inside the database (the body is shared, not copied)."""
+    if not uids:
+        return []
+    first, modseq = next_uid_modseq(conn, dst_id, len(uids))
+    new = list(range(first, first + len(uids)))
+    conn.execute("""
+        INSERT INTO fd_message (mailbox_id, uid, prefix, sha256, flags, internaldate, size, modseq,
+                                envelope, bodystructure, body)
+        SELECT %s, n.new_uid, m.prefix, m.sha256, m.flags, m.internaldate, m.size, %s, m.envelope, m.bodystructure, m.body
+        FROM unnest(%s::bigint[], %s::bigint[]) AS n(old_uid, new_uid)
+        JOIN fd_message m ON m.mailbox_id = %s AND m.uid = n.old_uid""",
+                 (dst_id, modseq, uids, new, src_id))
+    conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(dst_id),))
+    return new
+
+
+def expunge_uids(conn, mailbox_id: int, uids: list[int]) -> None:
+    if not uids:
+        return
+    _, modseq = next_uid_modseq(conn, mailbox_id, 0)
+    gone = conn.execute("DELETE FROM fd_message WHERE mailbox_id = %s AND uid = ANY(%s) RETURNING uid, sha256",
+                        (mailbox_id, list(uids))).fetchall()
+    if gone:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO fd_expunged VALUES (%s, %s, %s) ON CONFLICT (mailbox_id, uid) "
+                            "DO UPDATE SET modseq = excluded.modseq", [(mailbox_id, u, modseq) for u, _ in gone])
+        _collect_blobs(conn, [d for _, d in gone])
+    conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(mailbox_id),))
+
+
+def _collect_blobs(conn, digests=None) -> None:
+    """Delete bodies no message refers to any more (those of `digests`, or all)."""
+    if digests is None:
+        conn.execute("DELETE FROM fd_blob b WHERE NOT EXISTS (SELECT 1 FROM fd_message m WHERE m.sha256 = b.sha256)")
+    else:
+        conn.execute("DELETE FROM fd_blob b WHERE b.sha256 = ANY(%s) AND NOT EXISTS "
+                     "(SELECT 1 FROM fd_message m WHERE m.sha256 = b.sha256)", (list(set(digests)),))
+
+
+class PostgresMailbox(Mailbox):
+    def __init__(self, store: PostgresStore, name: str, mailbox_id: int, uidvalidity: int,
+                 readonly: bool) -> None:
+        self.store = store
+        self.name = name
+        self.id = mailbox_id
+        self.uidvalidity = uidvalidity
+        self.readonly = readonly
+        self._msgs: list[MessageInfo] = []
+        self._by_uid: dict[int, MessageInfo] = {}
+        self._modseq = -1
+        self._uidnext = 1
+        self._memo: _MemoTable | None = None
+
+    def _conn(self):
+        return self.store.connection(checked=False)
+
+    def _temp(self, e: Exception) -> StorageError:
+        return StorageError(str(e), "UNAVAILABLE")
+
+    def sync(self) -> list[MessageInfo]:
+        try:
+            with self._conn() as conn:
+                row = conn.execute("SELECT highestmodseq, uidnext FROM fd_mailbox WHERE id = %s",
+                                   (self.id,)).fetchone()
+                if row is None:
+                    raise StorageError(f"Mailbox was deleted: {self.name}", "NONEXISTENT")
+                if row[0] == self._modseq:
+                    return self._msgs
+                rows = conn.execute("SELECT uid, flags, internaldate, size, modseq, sha256 FROM fd_message "
+                                    "WHERE mailbox_id = %s ORDER BY uid", (self.id,)).fetchall()
+        except TemporaryDeliveryError as e:
+            raise self._temp(e) from e
+        self._modseq, self._uidnext = row
+        msgs = []
+        old = self._by_uid
+        for uid, flags, idate, size, modseq, digest in rows:
+            fs = frozenset(flags)
+            m = old.get(uid)
+            if m is None or m.flags != fs or m.modseq != modseq:
+                m = MessageInfo(uid, fs, idate, digest, size, modseq)
+            msgs.append(m)
+        self._msgs = msgs
+        self._by_uid = {m.uid: m for m in msgs}
+        if self._memo is not None:
+            self._memo.forget(set(old) - set(self._by_uid))
+        return msgs
+
+    @_access
+    def uidnext(self) -> int:
+        if self._modseq < 0:
+            self.sync()
+        with self._conn() as conn:
+            return conn.execute("SELECT uidnext FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
+
+    @_access
+    def keywords(self) -> list[str]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT DISTINCT unnest(flags) FROM fd_message WHERE mailbox_id = %s",
+                                (self.id,)).fetchall()
+        return sorted(r[0] for r in rows if r[0] not in SYSTEM_FLAGS)
+
+    def read(self, msg: MessageInfo) -> bytes:
+        try:
+            with self._conn() as conn:
+                row = conn.execute("SELECT m.prefix, b.body, b.s3, b.sha256 FROM fd_message m JOIN fd_blob b "
+                                   "ON b.sha256 = m.sha256 WHERE m.mailbox_id = %s AND m.uid = %s",
+                                   (self.id, msg.uid)).fetchone()
+            if row is None:
+                raise StorageError(f"message UID {msg.uid} is gone", "EXPUNGEISSUED")
+            if row[1] is not None:
+                return bytes(row[0]) + bytes(row[1])
+            blobs = self.store.blobs
+            if blobs is None:   # stored by a node with a blob store; the reference says where
+                from fetchdeliver.storage.blobs import BlobStore
+
+                blobs = self.store.blobs = BlobStore(row[2].rsplit("/", 1)[0])
+            return bytes(row[0]) + blobs.get(row[2], bytes(row[3]))
+        except TemporaryDeliveryError as e:
+            raise self._temp(e) from e
+
+    def size(self, msg: MessageInfo) -> int:
+        if msg._size is None:
+            return super().size(msg)
+        return msg._size
+
+    @_access
+    def set_flags(self, changes) -> None:
+        if not changes:
+            return
+        with self._conn() as conn, conn.transaction():
+            _, modseq = next_uid_modseq(conn, self.id, 0)
+            with conn.cursor() as cur:
+                cur.executemany("UPDATE fd_message SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
+                                [(_flags(f), modseq, self.id, m.uid) for m, f in changes])
+            conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(self.id),))
+        for m, f in changes:
+            m.flags = frozenset(_flags(f))
+            m.modseq = modseq
+
+    def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
+        try:
+            with self._conn() as conn, conn.transaction():
+                return insert_message(conn, self.id, raw, flags,
+                                      time.time() if internaldate is None else internaldate,
+                                      blobs=self.store.blobs)
+        except TemporaryDeliveryError as e:
+            raise self._temp(e) from e
+
+    @_access
+    def append_uid(self, uid: int, raw: bytes, flags, internaldate: float) -> int:
+        """Append with a chosen UID (`store copy`); StorageError if the UID is taken or expunged."""
+        import psycopg
+
+        try:
+            with self._conn() as conn, conn.transaction():
+                if conn.execute("SELECT 1 FROM fd_expunged WHERE mailbox_id = %s AND uid = %s",
+                                (self.id, uid)).fetchone():
+                    raise StorageError(f"UID {uid} was used before in {self.name}", "CANNOT")
+                return insert_message(conn, self.id, raw, flags, internaldate, uid=uid,
+                                      blobs=self.store.blobs)
+        except psycopg.errors.UniqueViolation as e:
+            raise StorageError(f"UID {uid} is taken in {self.name}", "CANNOT") from e
+
+    @_access
+    def copy_to(self, msgs, dest) -> list[int]:
+        if isinstance(dest, PostgresMailbox) and dest.store.url == self.store.url:
+            with self._conn() as conn, conn.transaction():
+                return copy_rows(conn, self.id, dest.id, [m.uid for m in msgs])
+        return super().copy_to(msgs, dest)
+
+    @_access
+    def expunge(self, msgs) -> None:
+        with self._conn() as conn, conn.transaction():
+            expunge_uids(conn, self.id, [m.uid for m in msgs])
+
+    @_access
+    def highestmodseq(self) -> int:
+        with self._conn() as conn:
+            return conn.execute("SELECT highestmodseq FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
+
+    def watch_paths(self) -> list[str]:
+        """A directory touched whenever a NOTIFY for this mailbox arrives (see _Listener)."""
+        li = listener_for(self.store.url)
+        li.ready.wait(5)   # a commit right after IDLE's "+" is then announced
+        return [li.path(self.id)]
+
+    @_access
+    def vanished_since(self, modseq: int) -> list[int]:
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute("SELECT uid FROM fd_expunged WHERE mailbox_id = %s AND "
+                                               "modseq > %s ORDER BY uid", (self.id, modseq))]
+
+    # -- cached parts -------------------------------------------------------------------------------
+
+    def cached(self, msg: MessageInfo) -> dict | None:
+        if self._memo is None:
+            self._memo = _MemoTable(self)
+        return self._memo.memo(msg.uid)
+
+    def flush_cached(self) -> None:
+        if self._memo is not None and self._memo.dirty:
+            try:
+                self._memo.flush()
+            except (TemporaryDeliveryError, StorageError) as e:
+                log.warning("%s: cached parts not written: %s", self.name, e)   # a cache: lost is fine
+
+    def cached_fields(self, name: str):
+        if self._memo is None:
+            self._memo = _MemoTable(self)
+        return self._memo.all_fields(name)
+
+
+class _MemoTable:
+    """Cached facts of one mailbox, loaded a column (or a header field) at a time for the whole
+    mailbox, as the Maildir index does (storage/index.py)."""
+
+    def __init__(self, mbox: PostgresMailbox) -> None:
+        self.mbox = mbox
+        self.memos: dict[int, _Memo] = {}
+        self.loaded: set[str] = set()
+        self.dirty: dict[int, set] = {}
+        self.with_fields: set[int] | None = None
+        self.fields: dict[str, dict[int, list]] = {}
+
+    def memo(self, uid: int) -> "_Memo":
+        m = self.memos.get(uid)
+        if m is None:
+            m = self.memos[uid] = _Memo(self, uid)
+        return m
+
+    def _query(self, sql: str, args=()) -> list:
+        try:
+            with self.mbox.store.connection(checked=False) as conn:
+                return conn.execute(sql, args).fetchall()
+        except TemporaryDeliveryError as e:
+            log.warning("%s: cannot read cached parts: %s", self.mbox.name, e)
+            return []
+
+    def load(self, key: str) -> None:
+        self.loaded.add(key)
+        col = COLUMNS[key]
+        for uid, value in self._query(f"SELECT uid, {col} FROM fd_message WHERE mailbox_id = %s "
+                                      f"AND {col} IS NOT NULL", (self.mbox.id,)):
+            m = self.memo(uid)
+            if dict.get(m, key) is None:
+                dict.__setitem__(m, key, bytes(value))
+
+    def _with_fields(self) -> set[int]:
+        if self.with_fields is None:
+            self.with_fields = {r[0] for r in self._query("SELECT uid FROM fd_message WHERE mailbox_id = %s "
+                                                          "AND hdr", (self.mbox.id,))}
+        return self.with_fields
+
+    def _field_values(self, name: str) -> dict[int, list]:
+        values = self.fields.get(name)
+        if values is None:
+            values = self.fields[name] = {}
+            for u, v in self._query("SELECT uid, value FROM fd_field WHERE mailbox_id = %s AND name = %s "
+                                    "ORDER BY uid, pos", (self.mbox.id, name)):
+                values.setdefault(u, []).append(bytes(v))
+        return values
+
+    def all_fields(self, name: str):
+        with_fields = self._with_fields()
+        values = self._field_values(name)
+        for uid, m in self.memos.items():
+            h = dict.get(m, HEADERS)
+            if h is not None and uid not in with_fields:
+                values[uid] = list(h.get(name, []))
+        return with_fields | {u for u, m in self.memos.items() if dict.get(m, HEADERS) is not None}, values
+
+    def field(self, uid: int, name: str):
+        if uid not in self._with_fields():
+            return None
+        return self._field_values(name).get(uid, [])
+
+    def forget(self, uids) -> None:
+        for uid in uids:
+            self.memos.pop(uid, None)
+            self.dirty.pop(uid, None)
+            if self.with_fields is not None:
+                self.with_fields.discard(uid)
+
+    def flush(self) -> None:
+        dirty, self.dirty = self.dirty, {}
+        mid = self.mbox.id
+        with self.mbox.store.connection() as conn, conn.transaction():
+            for uid, keys in dirty.items():
+                m = self.memos.get(uid)
+                if m is None:
+                    continue
+                for key in keys:
+                    value = dict.get(m, key)
+                    if key == HEADERS:
+                        if conn.execute("UPDATE fd_message SET hdr = true WHERE mailbox_id = %s AND uid = %s "
+                                        "AND NOT hdr", (mid, uid)).rowcount == 0:
+                            continue   # expunged meanwhile, or another session wrote them first
+                        rows = [(mid, uid, i, n, bytes(v)) for i, (n, v) in
+                                enumerate((n, v) for n, vals in value.items() for v in vals)]
+                        with conn.cursor() as cur:
+                            cur.executemany("INSERT INTO fd_field VALUES (%s, %s, %s, %s, %s)", rows)
+                        if self.with_fields is not None:
+                            self.with_fields.add(uid)
+                        for n, vals in value.items():
+                            if n in self.fields:
+                                self.fields[n][uid] = list(vals)
+                    elif isinstance(value, (bytes, bytearray, memoryview)):
+                        conn.execute(f"UPDATE fd_message SET {COLUMNS[key]} = %s WHERE mailbox_id = %s "
+                                     f"AND uid = %s", (bytes(value), mid, uid))
+
+
+class _Memo(dict):
+    """One message's cached facts, a dict as fetch.py and search.py expect; columns load on first use."""
+
+    __slots__ = ("table", "uid")
+
+    def __init__(self, table: _MemoTable, uid: int) -> None:
+        super().__init__()
+        self.table = table
+        self.uid = uid
+
+    def _need(self, key) -> None:
+        if key in COLUMNS and key not in self.table.loaded:
+            self.table.load(key)
+
+    def header_field(self, name: str):
+        h = dict.get(self, HEADERS)
+        if h is not None:
+            return h.get(name, [])
+        return self.table.field(self.uid, name)
+
+    def get(self, key, default=None):
+        self._need(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key) -> bool:
+        self._need(key)
+        return dict.__contains__(self, key)
+
+    def __getitem__(self, key):
+        self._need(key)
+        return dict.__getitem__(self, key)
+
+    def __setitem__(self, key, value) -> None:
+        dict.__setitem__(self, key, value)
+        if key in COLUMNS or key == HEADERS:
+            self.table.dirty.setdefault(self.uid, set()).add(key)
+
+
+def from_location(args: str) -> PostgresStore:
+    """Entry point for the locations "postgresql://..." and "postgres://..." (args after the colon)."""
+    return PostgresStore("postgresql:" + args)
