@@ -88,7 +88,15 @@ def build_config(args, data: dict):
                         idle_timeout=float(pop["idle_timeout"]), mailbox=pop["mailbox"],
                         uidl_format=pop["uidl_format"], mark_seen=pop["mark_seen"],
                         expire=None if "expire" not in data.get("pop3", {}) else expire,
-                        login_delay=float(pop["login_delay"]))
+                        login_delay=float(pop["login_delay"]), **_limits(pop))
+
+
+def _limits(pop: dict) -> dict:
+    from fetchdeliver.netlimits import limit_options
+
+    limits = limit_options(pop)
+    del limits["login_failure_delay"]    # given above
+    return limits
 
 
 def warm_up() -> None:
