@@ -76,7 +76,16 @@ def build_config(args, data: dict):
                         idle_timeout=float(ms["idle_timeout"]), sieve_dir=ms["sieve_dir"],
                         max_scripts=ms["max_scripts"], max_script_size=ms["max_script_size"],
                         sieve_options=data.get("sieve", {}),
-                        compile_cache_dir=os.path.join(Settings(data).cache_dir, "sieve"))
+                        compile_cache_dir=os.path.join(Settings(data).cache_dir, "sieve"),
+                        **_limits(ms))
+
+
+def _limits(ms: dict) -> dict:
+    from fetchdeliver.netlimits import limit_options
+
+    limits = limit_options(ms)
+    del limits["login_failure_delay"]    # given above
+    return limits
 
 
 def main(args) -> int:
