@@ -6,14 +6,17 @@ import os
 import sys
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.netlimits import LimitSettings
 
 
-class WebConfig:
+class WebConfig(LimitSettings):
     """Everything the app needs: [web] keys, the whole config, and the ManageSieve server object whose
-    logins, script stores and compiler the page reuses (it is never started here)."""
+    logins, script stores and compiler the page reuses (it is never started here). Also the connection
+    and login limits of netlimits.LimitSettings (max_connections, login_timeout, ...)."""
 
     def __init__(self, *, listen, tls_listen, cert, key, allow_insecure, admins, session_lifetime,
-                 login_failure_delay, data: dict, config_path: str | None, sieve) -> None:
+                 login_failure_delay, data: dict, config_path: str | None, sieve, **limits) -> None:
+        self.set_limits(**limits)
         self.listen = listen
         self.tls_listen = tls_listen
         self.cert = cert
@@ -80,7 +83,15 @@ def build_web_config(args, data: dict, config_path: str | None = None) -> WebCon
                      key=web.get("key"), allow_insecure=web["allow_insecure"], admins=web.get("admins"),
                      session_lifetime=float(web["session_lifetime"]),
                      login_failure_delay=float(web["login_failure_delay"]), data=data,
-                     config_path=config_path, sieve=sieve)
+                     config_path=config_path, sieve=sieve, **_limits(web))
+
+
+def _limits(web: dict) -> dict:
+    from fetchdeliver.netlimits import limit_options
+
+    limits = limit_options(web)
+    del limits["login_failure_delay"]    # given above
+    return limits
 
 
 def main(args) -> int:
