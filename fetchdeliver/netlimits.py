@@ -24,6 +24,14 @@ meanwhile the address cannot try again, and logins from addresses with recent
 failures share a server-wide rate. A correct password from an address without
 failures is never slowed. `FailurePolicy` is the arithmetic (with a clock you can
 give it, for tests and for threaded servers); `LoginThrottle` applies it in asyncio.
+
+The wiring is shared too: each server's table has the keys of LOGIN_KEYS and
+CONNECTION_KEYS (`limit_options` reads them into its ServerConfig, a `LimitSettings`);
+`connection_limits(cfg)` and `login_throttle(cfg)` build its caps and throttle;
+`open_listeners` binds its ports, and `serve_connection` runs one admitted
+connection (TLS handshake, session, login deadline, close, slot released). IMAP,
+POP3 and ManageSieve use all of it; the web page its caps and throttle (uvicorn
+accepts there, see web/server.py); LMTP its caps and Listener.
 """
 
 from __future__ import annotations
@@ -769,8 +777,7 @@ async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable
             logger.debug("connection from %s ended before the session: %s", slot.ip, e)
             conn.close()
             return
-        writer = writers[0] if writers else asyncio.StreamWriter(transport, protocol, reader, loop)
-        writers[:] = [writer]
+        writer = writers[0]      # made by the protocol at connection_made
         sess = session(reader, writer)
         state["session"] = sess
         state["writer"] = writer
