@@ -24,6 +24,14 @@ meanwhile the address cannot try again, and logins from addresses with recent
 failures share a server-wide rate. A correct password from an address without
 failures is never slowed. `FailurePolicy` is the arithmetic (with a clock you can
 give it, for tests and for threaded servers); `LoginThrottle` applies it in asyncio.
+
+The wiring is shared too: each server's table has the keys of LOGIN_KEYS and
+CONNECTION_KEYS (`limit_options` reads them into its ServerConfig, a `LimitSettings`);
+`connection_limits(cfg)` and `login_throttle(cfg)` build its caps and throttle;
+`open_listeners` binds its ports, and `serve_connection` runs one admitted
+connection (TLS handshake, session, login deadline, close, slot released). IMAP,
+POP3 and ManageSieve use all of it; the web page its caps and throttle (uvicorn
+accepts there, see web/server.py); LMTP its caps and Listener.
 """
 
 from __future__ import annotations
@@ -648,3 +656,162 @@ LOGIN_KEYS = {
     "login_failure_max_delay": _seconds,   # the doubling stops here
     "login_failure_rate": _rate,           # server-wide checks for addresses with recent failures
 }
+
+
+def limit_options(table: dict) -> dict:
+    """The limits of a server's config table (LOGIN_KEYS and CONNECTION_KEYS, defaults applied) as
+    keyword arguments for its ServerConfig (imapserver, pop3server, managesieve, web)."""
+    return {
+        # None: 1000, or fewer when the open-file limit cannot hold that many (fit_max_connections)
+        "max_connections": table.get("max_connections"),
+        "max_connections_per_ip": table.get("max_connections_per_ip", DEFAULT_MAX_CONNECTIONS_PER_IP),
+        "login_timeout": float(table.get("login_timeout", DEFAULT_LOGIN_TIMEOUT)),
+        "login_failure_delay": float(table.get("login_failure_delay", DEFAULT_LOGIN_FAILURE_DELAY)),
+        "login_failure_max_delay": float(table.get("login_failure_max_delay", DEFAULT_LOGIN_FAILURE_MAX_DELAY)),
+        "login_failure_rate": parse_rate(table.get("login_failure_rate", "60/1m")),
+    }
+
+
+class LimitSettings:
+    """The limit attributes a server's ServerConfig carries (the keys of `limit_options`)."""
+
+    max_connections: int | None = None
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
+    login_timeout: float = DEFAULT_LOGIN_TIMEOUT
+    login_failure_delay: float = DEFAULT_LOGIN_FAILURE_DELAY
+    login_failure_max_delay: float = DEFAULT_LOGIN_FAILURE_MAX_DELAY
+    login_failure_rate: tuple[int, float] | None = DEFAULT_LOGIN_FAILURE_RATE
+
+    def set_limits(self, **limits) -> None:
+        for k, v in limits.items():
+            if not hasattr(LimitSettings, k):
+                raise TypeError(f"unknown limit {k!r}")
+            setattr(self, k, v)
+
+
+# -- the wiring every server shares ------------------------------------------------------------------------
+
+def connection_limits(cfg) -> ConnectionLimits:
+    """ConnectionLimits from a config with max_connections (None: the default) and max_connections_per_ip."""
+    return ConnectionLimits(cfg.max_connections or DEFAULT_MAX_CONNECTIONS, cfg.max_connections_per_ip)
+
+
+def login_throttle(cfg) -> LoginThrottle:
+    """A LoginThrottle from a config with login_failure_delay, login_failure_max_delay, login_failure_rate."""
+    return LoginThrottle(FailurePolicy(base_delay=cfg.login_failure_delay, max_delay=cfg.login_failure_max_delay,
+                                       rate=cfg.login_failure_rate))
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """"HOST:PORT" or "[V6]:PORT" -> (host, port)."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def open_listeners(protocol: str, groups, *, limits: ConnectionLimits,
+                   accepted: Callable[[socket.socket, Slot, bool], None],
+                   refusal: Callable[[str], bytes | None] | None, logger: logging.Logger | None = None
+                   ) -> tuple[list[Listener], list[tuple[str, int, bool]]]:
+    """Bind and start a Listener for each "HOST:PORT" of `groups` = [(addresses, tls), ...].
+
+    `accepted(conn, slot, tls)` gets each admitted connection. Over a cap a plain connection is
+    answered `refusal(reason)`; a TLS one is closed without a word (nothing can be said before the
+    handshake). A port that cannot be bound is a ConfigError (the ones started are closed)."""
+    from fetchdeliver.errors import ConfigError
+
+    listeners: list[Listener] = []
+    addresses: list[tuple[str, int, bool]] = []
+    try:
+        for addrs, tls in groups:
+            for addr in addrs:
+                host, port = split_address(addr)
+                try:
+                    sock = bind_tcp(host, port)
+                except OSError as e:
+                    raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
+                name = sock.getsockname()
+                where = f"{protocol} {name[0]}:{name[1]}{' (TLS)' if tls else ''}"
+                listener = Listener(sock, lambda conn, slot, tls=tls: accepted(conn, slot, tls), limits=limits,
+                                    refusal=None if tls else refusal, name=where, logger=logger)
+                listeners.append(listener.start())
+                addresses.append((name[0], name[1], tls))
+    except BaseException:
+        for lst in listeners:
+            lst.close()
+        raise
+    return listeners, addresses
+
+
+def spawn(tasks: set, coro: Awaitable) -> asyncio.Task:
+    """Run `coro` as a task kept in `tasks` until it ends (a server's sessions, cancelled at stop)."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable[..., object],
+                           logged_in: Callable[[object], bool], timeout_line: bytes | None,
+                           login_timeout: float, ssl_context=None, max_line: int = 65536,
+                           logger: logging.Logger | None = None) -> None:
+    """One accepted connection, start to end: the TLS handshake (`ssl_context` given), then
+    `session(reader, writer).run()` under the login deadline, then the close; the slot is given back.
+
+    When `login_timeout` passes and `logged_in(session)` is still false, `timeout_line` is sent and
+    the session is cancelled (the deadline covers the TLS handshake too)."""
+    logger = logger or log
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    state: dict = {}
+    timer = loop.call_later(login_timeout, _login_expired, task, state, logged_in, timeout_line)
+    transport = None
+    writers: list = []
+    try:
+        reader = asyncio.StreamReader(limit=max_line)
+        protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: writers.append(w))
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=ssl_context,
+                ssl_handshake_timeout=max(1.0, min(login_timeout, 60.0)) if ssl_context else None)
+        except (OSError, asyncio.TimeoutError) as e:  # a failed TLS handshake, a peer gone already
+            logger.debug("connection from %s ended before the session: %s", slot.ip, e)
+            conn.close()
+            return
+        writer = writers[0]      # made by the protocol at connection_made
+        sess = session(reader, writer)
+        state["session"] = sess
+        state["writer"] = writer
+        await sess.run()
+    except asyncio.CancelledError:
+        # The server is stopping, or the login deadline passed.
+        if transport is not None:
+            transport.abort()
+        else:
+            conn.close()
+    except Exception:
+        logger.exception("session crashed")
+    finally:
+        timer.cancel()
+        try:
+            if transport is not None:
+                transport.close()
+                # A peer that never reads would keep the descriptor until its buffer drains: not for long.
+                try:
+                    await asyncio.wait_for(writers[0].wait_closed(), 5)
+                except Exception:
+                    transport.abort()
+        finally:
+            slot.release()
+
+
+def _login_expired(task: asyncio.Task, state: dict, logged_in, line: bytes | None) -> None:
+    session = state.get("session")
+    if session is not None and logged_in(session):
+        return
+    writer = state.get("writer")
+    if writer is not None and line:
+        try:
+            writer.write(line)
+        except Exception:
+            pass
+    task.cancel()

@@ -75,11 +75,8 @@ class Server:
         self.addresses: list[tuple[str, int, bool]] = []
         self.listeners: list[netlimits.Listener] = []
         self.sessions: set[asyncio.Task] = set()
-        self.limits = netlimits.ConnectionLimits(
-            config.max_connections or netlimits.DEFAULT_MAX_CONNECTIONS, config.max_connections_per_ip)
-        self.throttle = netlimits.LoginThrottle(netlimits.FailurePolicy(
-            base_delay=config.login_failure_delay, max_delay=config.login_failure_max_delay,
-            rate=config.login_failure_rate))
+        self.limits = netlimits.connection_limits(config)
+        self.throttle = netlimits.login_throttle(config)
 
     def authenticate(self, user: str, password: str):
         if self.config.authenticator is None:
@@ -107,85 +104,22 @@ class Server:
     async def start(self) -> list[tuple[str, int, bool]]:
         cfg = self.config
         self.limits.max_total = netlimits.fit_max_connections(cfg.max_connections, "imap")
-        for addrs, tls in ((cfg.listen, False), (cfg.tls_listen, True)):
-            for addr in addrs:
-                host, port = split_address(addr)
-                try:
-                    sock = netlimits.bind_tcp(host, port)
-                except OSError as e:
-                    raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
-                name = sock.getsockname()
-                where = f"imap {name[0]}:{name[1]}{' (TLS)' if tls else ''}"
-                # Over a cap: a BYE on plain IMAP; before a TLS handshake nothing can be said.
-                refusal = None if tls else (lambda why: f"* BYE [UNAVAILABLE] {why}\r\n".encode())
-                listener = netlimits.Listener(sock, lambda conn, slot, tls=tls: self._accepted(conn, slot, tls),
-                                              limits=self.limits, refusal=refusal, name=where, logger=_log())
-                self.listeners.append(listener.start())
-                self.addresses.append((name[0], name[1], tls))
+        # Over a cap: a BYE on plain IMAP; before a TLS handshake nothing can be said.
+        listeners, addresses = netlimits.open_listeners(
+            "imap", ((cfg.listen, False), (cfg.tls_listen, True)), limits=self.limits,
+            accepted=self._accepted, refusal=lambda why: f"* BYE [UNAVAILABLE] {why}\r\n".encode(), logger=_log())
+        self.listeners.extend(listeners)
+        self.addresses.extend(addresses)
         return self.addresses
 
     def _accepted(self, conn, slot, tls: bool) -> None:
-        task = asyncio.ensure_future(self._serve(conn, slot, tls))
-        self.sessions.add(task)
-        task.add_done_callback(self.sessions.discard)
-
-    async def _serve(self, conn, slot, tls: bool) -> None:
-        """One connection: TLS handshake, the session, the login deadline; the slot is given back at the end."""
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        state: dict = {}
-        timer = loop.call_later(cfg.login_timeout, self._login_expired, task, state)
-        transport = None
-        try:
-            reader = asyncio.StreamReader(limit=cfg.max_line)
-            writers: list = []
-            protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: writers.append(w))
-            try:
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol, conn, ssl=cfg.ssl_context if tls else None,
-                    ssl_handshake_timeout=max(1.0, min(cfg.login_timeout, 60.0)) if tls else None)
-            except (OSError, asyncio.TimeoutError) as e:  # a failed TLS handshake, a peer gone already
-                _log().debug("connection from %s ended before the session: %s", slot.ip, e)
-                conn.close()
-                return
-            writer = writers[0]
-            session = Session(self, reader, writer, tls)
-            state["session"] = session
-            state["writer"] = writer
-            await session.run()
-        except asyncio.CancelledError:
-            # The server is stopping, or the login deadline passed.
-            if transport is not None:
-                transport.abort()
-            else:
-                conn.close()
-        except Exception:
-            _log().exception("session crashed")
-        finally:
-            timer.cancel()
-            try:
-                if transport is not None:
-                    transport.close()
-                    # A peer that never reads would keep the descriptor until its buffer drains: not for long.
-                    try:
-                        await asyncio.wait_for(writers[0].wait_closed(), 5)
-                    except Exception:
-                        transport.abort()
-            finally:
-                slot.release()
-
-    def _login_expired(self, task: asyncio.Task, state: dict) -> None:
-        session = state.get("session")
-        if session is not None and session.state != NOT_AUTH:
-            return
-        writer = state.get("writer")
-        if writer is not None:
-            try:
-                writer.write(b"* BYE Login timeout: log in sooner after connecting.\r\n")
-            except Exception:
-                pass
-        task.cancel()
+        netlimits.spawn(self.sessions, netlimits.serve_connection(
+            conn, slot, session=lambda reader, writer: Session(self, reader, writer, tls),
+            logged_in=lambda session: session.state != NOT_AUTH,
+            timeout_line=b"* BYE Login timeout: log in sooner after connecting.\r\n",
+            login_timeout=cfg.login_timeout, ssl_context=cfg.ssl_context if tls else None,
+            max_line=cfg.max_line, logger=_log()))
 
     async def serve_forever(self) -> None:
         await asyncio.gather(*(lst.wait() for lst in self.listeners))

@@ -94,13 +94,10 @@ DEFAULTS = {
 
 
 def limit_options(imap: dict) -> dict:
-    """ServerConfig keyword arguments for the connection and login limits of an [imap] table (defaults applied)."""
+    """ServerConfig keyword arguments for the connection and login limits of an [imap] table (defaults applied;
+    login_failure_delay is left to the caller)."""
     t = dict(DEFAULTS)
     t.update(imap)
-    return {
-        "max_connections": t.get("max_connections"),
-        "max_connections_per_ip": t["max_connections_per_ip"],
-        "login_timeout": float(t["login_timeout"]),
-        "login_failure_max_delay": float(t["login_failure_max_delay"]),
-        "login_failure_rate": netlimits.parse_rate(t["login_failure_rate"]),
-    }
+    options = netlimits.limit_options(t)
+    del options["login_failure_delay"]
+    return options

@@ -35,6 +35,7 @@ def build_config(args, data: dict):
     """ServerConfig from [managesieve] (logins from [imap] unless it names its own), flags first."""
     from fetchdeliver.config import Settings
     from fetchdeliver.managesieve.server import ServerConfig
+    from fetchdeliver.netlimits import limit_options
     from fetchdeliver.managesieve.settings import DEFAULTS, addresses
 
     ms = dict(DEFAULTS)
@@ -72,11 +73,11 @@ def build_config(args, data: dict):
                           "`fetchdeliver passwd USER`)", key="managesieve.passwd_file")
     return ServerConfig(listen=ms["listen"], tls_listen=ms.get("tls_listen", []), ssl_context=ctx,
                         authenticator=authenticator, allow_plaintext_auth=ms["allow_plaintext_auth"],
-                        login_failure_delay=float(ms["login_failure_delay"]),
                         idle_timeout=float(ms["idle_timeout"]), sieve_dir=ms["sieve_dir"],
                         max_scripts=ms["max_scripts"], max_script_size=ms["max_script_size"],
                         sieve_options=data.get("sieve", {}),
-                        compile_cache_dir=os.path.join(Settings(data).cache_dir, "sieve"))
+                        compile_cache_dir=os.path.join(Settings(data).cache_dir, "sieve"),
+                        **limit_options(ms))
 
 
 def main(args) -> int:

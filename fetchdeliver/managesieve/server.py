@@ -15,6 +15,7 @@ import asyncio
 import os
 import threading
 
+from fetchdeliver import netlimits
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.managesieve.storage import ScriptStore
 
@@ -25,12 +26,15 @@ def _log():
     return logging.getLogger("fetchdeliver.managesieve")
 
 
-class ServerConfig:
+class ServerConfig(netlimits.LimitSettings):
+    """Also the connection and login limits of netlimits.LimitSettings (max_connections, login_timeout, ...)."""
+
     def __init__(self, *, listen=("127.0.0.1:4190",), tls_listen=(), ssl_context=None, authenticator=None,
                  allow_plaintext_auth: bool = False, login_failure_delay: float = 2.0,
                  idle_timeout: float = 1800.0, sieve_dir: str = "~", max_scripts: int = 100,
                  max_script_size: int = 1024 * 1024, sieve_options: dict | None = None,
-                 max_line: int = 8192, compile_cache_dir: str | None = None) -> None:
+                 max_line: int = 8192, compile_cache_dir: str | None = None, **limits) -> None:
+        self.set_limits(**limits)
         self.listen = list(listen)
         self.tls_listen = list(tls_listen)
         self.ssl_context = ssl_context
@@ -95,8 +99,10 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.addresses: list[tuple[str, int, bool]] = []
-        self._servers: list[asyncio.base_events.Server] = []
+        self.listeners: list[netlimits.Listener] = []
         self.sessions: set[asyncio.Task] = set()
+        self.limits = netlimits.connection_limits(config)
+        self.throttle = netlimits.login_throttle(config)
         self._extensions: list[str] | None = None
 
     # -- what sessions ask ---------------------------------------------------------------
@@ -104,6 +110,13 @@ class Server:
         if self.config.authenticator is None:
             return None
         return self.config.authenticator.authenticate(user, password)
+
+    async def check_login(self, peer: str | None, user: str, password: str):
+        """The Account for a correct login, else None; slowed after failures (netlimits.LoginThrottle).
+
+        Raises netlimits.LoginThrottled when the password is not checked at all for now."""
+        return await self.throttle.attempt(peer, user,
+                                           lambda: asyncio.to_thread(self.authenticate, user, password))
 
     def store_for(self, account) -> ScriptStore:
         cfg = self.config
@@ -150,50 +163,38 @@ class Server:
 
     # -- listening ---------------------------------------------------------------------------
     async def start(self) -> list[tuple[str, int, bool]]:
-        from fetchdeliver.managesieve.session import Session
+        from fetchdeliver.managesieve.protocol import quote
 
         cfg = self.config
-        for addrs, tls in ((cfg.listen, False), (cfg.tls_listen, True)):
-            for addr in addrs:
-                host, port = split_address(addr)
-
-                async def on_connect(reader, writer, tls=tls):
-                    task = asyncio.current_task()
-                    self.sessions.add(task)
-                    try:
-                        await Session(self, reader, writer, tls).run()
-                    except asyncio.CancelledError:
-                        writer.close()
-                    except Exception:
-                        _log().exception("session crashed")
-                        writer.close()
-                    finally:
-                        self.sessions.discard(task)
-
-                try:
-                    srv = await asyncio.start_server(on_connect, host, port, limit=cfg.max_line,
-                                                     ssl=cfg.ssl_context if tls else None)
-                except OSError as e:
-                    raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
-                self._servers.append(srv)
-                for sock in srv.sockets:
-                    name = sock.getsockname()
-                    self.addresses.append((name[0], name[1], tls))
+        self.limits.max_total = netlimits.fit_max_connections(cfg.max_connections, "managesieve")
+        listeners, addresses = netlimits.open_listeners(
+            "managesieve", ((cfg.listen, False), (cfg.tls_listen, True)), limits=self.limits,
+            accepted=self._accepted, refusal=lambda why: b"BYE " + quote(why) + b"\r\n", logger=_log())
+        self.listeners.extend(listeners)
+        self.addresses.extend(addresses)
         return self.addresses
 
+    def _accepted(self, conn, slot, tls: bool) -> None:
+        from fetchdeliver.managesieve.session import NOT_AUTH, Session
+
+        cfg = self.config
+        netlimits.spawn(self.sessions, netlimits.serve_connection(
+            conn, slot, session=lambda reader, writer: Session(self, reader, writer, tls),
+            logged_in=lambda session: session.state != NOT_AUTH,
+            timeout_line=b'BYE "Login timeout: log in sooner after connecting."\r\n',
+            login_timeout=cfg.login_timeout, ssl_context=cfg.ssl_context if tls else None,
+            max_line=cfg.max_line, logger=_log()))
+
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(s.serve_forever() for s in self._servers))
+        await asyncio.gather(*(lst.wait() for lst in self.listeners))
 
     async def stop(self) -> None:
-        for s in self._servers:
-            s.close()
+        for lst in self.listeners:
+            lst.close()
         for t in list(self.sessions):
             t.cancel()
-        for s in self._servers:
-            try:
-                await asyncio.wait_for(s.wait_closed(), 5)
-            except asyncio.TimeoutError:
-                pass
+        if self.sessions:
+            await asyncio.wait(list(self.sessions), timeout=5)
 
 
 class ThreadedServer:

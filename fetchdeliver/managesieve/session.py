@@ -13,6 +13,7 @@ import base64
 import os
 
 from fetchdeliver.imapserver.session import is_loopback
+from fetchdeliver.netlimits import LoginThrottled
 from fetchdeliver.managesieve.protocol import (Atom, Number, ProtocolError, Reader, TooLarge, quote,
                                                text)
 from fetchdeliver.managesieve.storage import ScriptError, ScriptStore, check_name
@@ -279,7 +280,15 @@ class Session:
 
     async def _login(self, user: str, password: str) -> None:
         try:
-            account = await asyncio.to_thread(self.server.authenticate, user, password)
+            # Failed logins are answered late, longer after each (per address and user, netlimits).
+            account = await self.server.check_login(self.peer, user, password)
+        except LoginThrottled as e:
+            # RFC 5804 TRYLATER: a temporary failure, the same command may succeed later.
+            self.auth_failures += 1
+            if self.auth_failures >= MAX_AUTH_FAILURES:
+                raise Bye("Too many failed logins.") from None
+            await self.send(response("NO", str(e), "TRYLATER"))
+            return
         except Exception as e:
             _log().error("authentication backend failed: %s", e)
             await self.send(response("NO", "Authentication is temporarily unavailable.", "TRYLATER"))
@@ -287,7 +296,6 @@ class Session:
         if account is None:
             self.auth_failures += 1
             _log().warning("failed login for %r from %s", user, self.peer)
-            await asyncio.sleep(self.cfg.login_failure_delay)
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.")
             await self.send(response("NO", "Authentication failed."))

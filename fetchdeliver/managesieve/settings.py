@@ -8,7 +8,12 @@
     passwd_file = "..."                # default: [imap] passwd_file (the same logins)
     backend = "package.module:factory" # default: [imap] backend
     allow_plaintext_auth = false       # PLAIN/LOGIN on non-TLS, non-loopback connections
-    login_failure_delay = "2s"
+    login_failure_delay = "2s"         # a failed login's answer waits this, doubled per earlier failure
+    login_failure_max_delay = "1m"     # ... up to this (from the same address or for the same user)
+    login_failure_rate = "60/1m"       # server-wide password checks for addresses with recent failures
+    login_timeout = "60s"              # log in within this after connecting, or BYE
+    max_connections = 1000             # at once (fewer if the open-file limit is lower); then BYE
+    max_connections_per_ip = 100       # at once from one client address (IPv6: one /64)
     sieve_dir = "~"                    # per-user base: ~ is the passwd-file home, %u user, %n local part,
                                        # %d domain; scripts in BASE/sieve/, the active one BASE/.dovecot.sieve
     max_scripts = 100                  # scripts per user (0: no limit)  -> QUOTA/MAXSCRIPTS
@@ -18,7 +23,7 @@
 
 from __future__ import annotations
 
-from fetchdeliver import config
+from fetchdeliver import config, netlimits
 
 
 def _template(v, where):
@@ -64,7 +69,8 @@ def _keys():
         "passwd_file": config._path,
         "backend": _plugin,
         "allow_plaintext_auth": config._bool,
-        "login_failure_delay": config._duration,
+        **netlimits.LOGIN_KEYS,         # login_timeout, login_failure_delay, _max_delay, _rate
+        **netlimits.CONNECTION_KEYS,    # max_connections, max_connections_per_ip
         "idle_timeout": config._duration,
         "sieve_dir": _template,
         "max_scripts": config._int(lo=0, hi=1 << 20),
@@ -87,7 +93,12 @@ DEFAULTS = {
     "listen": ["127.0.0.1:4190"],
     "tls_listen": [],
     "allow_plaintext_auth": False,
-    "login_failure_delay": 2,
+    "login_failure_delay": netlimits.DEFAULT_LOGIN_FAILURE_DELAY,
+    "login_failure_max_delay": netlimits.DEFAULT_LOGIN_FAILURE_MAX_DELAY,
+    "login_failure_rate": "60/1m",
+    "login_timeout": netlimits.DEFAULT_LOGIN_TIMEOUT,
+    "max_connections_per_ip": netlimits.DEFAULT_MAX_CONNECTIONS_PER_IP,
+    # max_connections: absent means 1000, fitted to the open-file limit (netlimits.fit_max_connections)
     "idle_timeout": 1800,
     "sieve_dir": "~",
     "max_scripts": 100,

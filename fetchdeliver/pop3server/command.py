@@ -45,6 +45,7 @@ def default_mail(data: dict) -> str | None:
 def build_config(args, data: dict):
     """ServerConfig from [pop3] (logins from [imap] unless it names its own), command-line flags first."""
     from fetchdeliver.pop3server.server import ServerConfig
+    from fetchdeliver.netlimits import limit_options
     from fetchdeliver.pop3server.settings import DEFAULTS, addresses
 
     pop = dict(DEFAULTS)
@@ -84,11 +85,10 @@ def build_config(args, data: dict):
     return ServerConfig(listen=pop["listen"], tls_listen=pop.get("tls_listen", []), ssl_context=ctx,
                         authenticator=authenticator, default_mail=default_mail(data),
                         allow_plaintext_auth=pop["allow_plaintext_auth"],
-                        login_failure_delay=float(pop["login_failure_delay"]),
                         idle_timeout=float(pop["idle_timeout"]), mailbox=pop["mailbox"],
                         uidl_format=pop["uidl_format"], mark_seen=pop["mark_seen"],
                         expire=None if "expire" not in data.get("pop3", {}) else expire,
-                        login_delay=float(pop["login_delay"]))
+                        login_delay=float(pop["login_delay"]), **limit_options(pop))
 
 
 def warm_up() -> None:

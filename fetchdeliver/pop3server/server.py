@@ -17,8 +17,9 @@ import threading
 import time
 from collections import OrderedDict
 
+from fetchdeliver import netlimits
 from fetchdeliver.errors import ConfigError
-from fetchdeliver.pop3server.session import InUse, Session
+from fetchdeliver.pop3server.session import AUTHORIZATION, InUse, Session
 from fetchdeliver.pop3server.settings import DEFAULT_UIDL_FORMAT
 from fetchdeliver.pop3server.saved_uidls import SavedUidls
 from fetchdeliver.pop3server.sizes import SizeCache
@@ -31,12 +32,15 @@ def _log():
     return logging.getLogger("fetchdeliver.pop3server")
 
 
-class ServerConfig:
+class ServerConfig(netlimits.LimitSettings):
+    """Also the connection and login limits of netlimits.LimitSettings (max_connections, login_timeout, ...)."""
+
     def __init__(self, *, listen=("127.0.0.1:1110",), tls_listen=(), ssl_context=None, authenticator=None,
                  default_mail: str | None = None, allow_plaintext_auth: bool = False,
                  login_failure_delay: float = 2.0, idle_timeout: float = 600.0, mailbox: str = "INBOX",
                  uidl_format: str = DEFAULT_UIDL_FORMAT, mark_seen: bool = True, expire=None,
-                 login_delay: float = 0, max_line: int = 8192) -> None:
+                 login_delay: float = 0, max_line: int = 8192, **limits) -> None:
+        self.set_limits(**limits)
         self.listen = list(listen)
         self.tls_listen = list(tls_listen)
         self.ssl_context = ssl_context
@@ -110,8 +114,10 @@ class Server:
         self.config = config
         self.uidl = compile_format(config.uidl_format)
         self.addresses: list[tuple[str, int, bool]] = []
-        self._servers: list[asyncio.base_events.Server] = []
+        self.listeners: list[netlimits.Listener] = []
         self.sessions: set[asyncio.Task] = set()
+        self.limits = netlimits.connection_limits(config)
+        self.throttle = netlimits.login_throttle(config)
         self._last_login: dict[str, float] = {}
         self.sizes = SizeCache()
         self.saved_uidls = SavedUidls()
@@ -128,12 +134,11 @@ class Server:
         return self.config.authenticator.authenticate(user, password)
 
     async def check_login(self, peer: str | None, user: str, password: str):
-        """The Account for a correct login, else None.
+        """The Account for a correct login, else None; slowed after failures (netlimits.LoginThrottle).
 
-        NETLIMITS HOOK (login throttle): at the merge with main, wrap this call in
-        `netlimits.LoginThrottle.attempt(peer, user, ...)` as imapserver/server.py does; the
-        session then drops its own fixed login_failure_delay."""
-        return await asyncio.to_thread(self.authenticate, user, password)
+        Raises netlimits.LoginThrottled when the password is not checked at all for now."""
+        return await self.throttle.attempt(peer, user,
+                                           lambda: asyncio.to_thread(self.authenticate, user, password))
 
     def login_delay_left(self, user: str) -> float:
         """Seconds until `user` may log in again under LOGIN-DELAY (0 when allowed now)."""
@@ -224,55 +229,35 @@ class Server:
 
     async def start(self) -> list[tuple[str, int, bool]]:
         cfg = self.config
-        for addrs, tls in ((cfg.listen, False), (cfg.tls_listen, True)):
-            for addr in addrs:
-                host, port = split_address(addr)
-
-                async def on_connect(reader, writer, tls=tls):
-                    await self._accept(reader, writer, tls)
-
-                try:
-                    srv = await asyncio.start_server(on_connect, host, port, limit=cfg.max_line,
-                                                     ssl=cfg.ssl_context if tls else None)
-                except OSError as e:
-                    raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
-                self._servers.append(srv)
-                for sock in srv.sockets:
-                    name = sock.getsockname()
-                    self.addresses.append((name[0], name[1], tls))
+        self.limits.max_total = netlimits.fit_max_connections(cfg.max_connections, "pop3")
+        listeners, addresses = netlimits.open_listeners(
+            "pop3", ((cfg.listen, False), (cfg.tls_listen, True)), limits=self.limits,
+            accepted=self._accepted, refusal=lambda why: f"-ERR [SYS/TEMP] {why}\r\n".encode(), logger=_log())
+        self.listeners.extend(listeners)
+        self.addresses.extend(addresses)
         return self.addresses
 
-    async def _accept(self, reader, writer, tls: bool) -> None:
-        """One accepted connection, start to end.
-
-        NETLIMITS HOOK (connection caps, EMFILE-safe accept loop): at the merge with main, replace
-        `asyncio.start_server` in start() by `netlimits.bind_tcp` + `netlimits.Listener` (refusal
-        line: b"-ERR [SYS/TEMP] " + reason) and call this with the connection's streams, releasing
-        the `Slot` in the finally below, as imapserver/server.py's `_serve` does."""
-        task = asyncio.current_task()
-        self.sessions.add(task)
-        try:
-            await Session(self, reader, writer, tls).run()
-        except asyncio.CancelledError:
-            writer.close()   # the server is stopping: end quietly (nothing is deleted)
-        except Exception:
-            _log().exception("pop3 session crashed")
-        finally:
-            self.sessions.discard(task)
+    def _accepted(self, conn, slot, tls: bool) -> None:
+        """One admitted connection: its session under the login deadline; the slot is given back at the end.
+        A session cancelled (the server stopping, the deadline) deletes nothing: only QUIT does."""
+        cfg = self.config
+        netlimits.spawn(self.sessions, netlimits.serve_connection(
+            conn, slot, session=lambda reader, writer: Session(self, reader, writer, tls),
+            logged_in=lambda session: session.state != AUTHORIZATION,
+            timeout_line=b"-ERR Login timeout: log in sooner after connecting.\r\n",
+            login_timeout=cfg.login_timeout, ssl_context=cfg.ssl_context if tls else None,
+            max_line=cfg.max_line, logger=_log()))
 
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(s.serve_forever() for s in self._servers))
+        await asyncio.gather(*(lst.wait() for lst in self.listeners))
 
     async def stop(self) -> None:
-        for s in self._servers:
-            s.close()
+        for lst in self.listeners:
+            lst.close()
         for t in list(self.sessions):
             t.cancel()
-        for s in self._servers:
-            try:
-                await asyncio.wait_for(s.wait_closed(), 5)
-            except asyncio.TimeoutError:
-                pass
+        if self.sessions:
+            await asyncio.wait(list(self.sessions), timeout=5)
         self.close_idle_mailboxes()
 
 

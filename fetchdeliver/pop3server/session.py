@@ -15,6 +15,7 @@ import re
 import time
 
 from fetchdeliver.imapserver.session import is_loopback
+from fetchdeliver.netlimits import LoginThrottled
 from fetchdeliver.storage.base import StorageError
 
 log = logging.getLogger("fetchdeliver.pop3server")
@@ -320,7 +321,14 @@ class Session:
 
     async def login(self, user: str, password: str) -> None:
         try:
+            # Failed logins are answered late, longer after each (per address and user, netlimits).
             account = await self.server.check_login(self.peer, user, password)
+        except LoginThrottled as e:
+            self.auth_failures += 1
+            await self.err(str(e), "SYS/TEMP")
+            if self.auth_failures >= MAX_AUTH_FAILURES:
+                raise Bye("Too many failed logins.") from None
+            return
         except Exception as e:  # noqa: BLE001 - the backend's failure is the server's, not the user's
             log.error("authentication backend failed: %s", e)
             await self.err("Authentication is temporarily unavailable.", "SYS/TEMP")
@@ -328,8 +336,6 @@ class Session:
         if account is None:
             self.auth_failures += 1
             log.warning("failed POP3 login for %r from %s", user, self.peer)
-            if self.cfg.login_failure_delay:
-                await asyncio.sleep(self.cfg.login_failure_delay)
             await self.err("Authentication failed.", "AUTH")
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.")

@@ -8,7 +8,12 @@
     passwd_file = "..."                # default: [imap] passwd_file (the same logins)
     backend = "package.module:factory" # default: [imap] backend (the IMAP login-and-mailbox plugin)
     allow_plaintext_auth = false       # USER/PASS and AUTH PLAIN/LOGIN on non-TLS, non-loopback connections
-    login_failure_delay = "2s"
+    login_failure_delay = "2s"         # a failed login's answer waits this, doubled per earlier failure
+    login_failure_max_delay = "1m"     # ... up to this (from the same address or for the same user)
+    login_failure_rate = "60/1m"       # server-wide password checks for addresses with recent failures
+    login_timeout = "60s"              # log in within this after connecting, or -ERR and close
+    max_connections = 1000             # at once (fewer if the open-file limit is lower); then -ERR [SYS/TEMP]
+    max_connections_per_ip = 100       # at once from one client address (IPv6: one /64)
     idle_timeout = "10m"               # RFC 1939's autologout timer (at least 10 minutes)
     mailbox = "INBOX"                  # the folder a POP3 session sees
     uidl_format = "%08Xu%08Xv"         # Dovecot's pop3_uidl_format: %u UID, %v UIDVALIDITY, %f file name
@@ -20,7 +25,7 @@
 
 from __future__ import annotations
 
-from fetchdeliver import config
+from fetchdeliver import config, netlimits
 
 
 def addresses(v, where) -> list[str]:
@@ -80,7 +85,8 @@ POP3_KEYS = {
     "passwd_file": config._path,
     "backend": _plugin,
     "allow_plaintext_auth": config._bool,
-    "login_failure_delay": config._duration,
+    **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate
+    **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
     "idle_timeout": config._duration,
     "mailbox": _mailbox,
     "uidl_format": _uidl_format,
@@ -110,7 +116,12 @@ DEFAULTS = {
     "listen": ["127.0.0.1:1110"],
     "tls_listen": [],
     "allow_plaintext_auth": False,
-    "login_failure_delay": 2,
+    "login_failure_delay": netlimits.DEFAULT_LOGIN_FAILURE_DELAY,
+    "login_failure_max_delay": netlimits.DEFAULT_LOGIN_FAILURE_MAX_DELAY,
+    "login_failure_rate": "60/1m",
+    "login_timeout": netlimits.DEFAULT_LOGIN_TIMEOUT,
+    "max_connections_per_ip": netlimits.DEFAULT_MAX_CONNECTIONS_PER_IP,
+    # max_connections: absent means 1000, fitted to the open-file limit (netlimits.fit_max_connections)
     "idle_timeout": 600,
     "mailbox": "INBOX",
     "uidl_format": DEFAULT_UIDL_FORMAT,

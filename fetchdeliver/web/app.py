@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from fetchdeliver.netlimits import LoginThrottle, LoginThrottled, login_throttle
 from fetchdeliver.web import data as pagedata
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,12 @@ class Sessions:
                             samesite="strict", secure=self.secure, path="/")
 
 
-def build_app(cfg, daemon=None) -> Starlette:
+def build_app(cfg, daemon=None, throttle: LoginThrottle | None = None) -> Starlette:
+    """The app; `throttle` holds back logins after failures (default: one from cfg's login_failure_* keys)."""
     from fetchdeliver.web import charts
+
+    if throttle is None:
+        throttle = login_throttle(cfg)
 
     settings = cfg.settings
     sessions = Sessions(_secret(settings.state_dir), cfg.session_lifetime, secure=not cfg.listen)
@@ -148,10 +153,18 @@ def build_app(cfg, daemon=None) -> Starlette:
             return PlainTextResponse("missing or wrong CSRF token", status_code=403)
         user = str(form.get("user", "")).strip()
         password = str(form.get("password", ""))
-        account = await asyncio.to_thread(cfg.sieve.authenticate, user, password) if user else None
+        ip = request.client.host if request.client else None
+        try:
+            # Failed logins are answered late, longer after each (per address and user, netlimits).
+            account = await throttle.attempt(
+                ip, user, lambda: asyncio.to_thread(cfg.sieve.authenticate, user, password)) if user else None
+        except LoginThrottled as e:
+            resp = render(request, "login.html", session, error=str(e))
+            resp.status_code = 429
+            resp.headers["Retry-After"] = str(int(e.retry_after) + 1)
+            return resp
         if account is None:
-            log.info("web: failed login for %r from %s", user, request.client.host if request.client else "?")
-            await asyncio.sleep(cfg.login_failure_delay)
+            log.info("web: failed login for %r from %s", user, ip or "?")
             resp = render(request, "login.html", session, error="Wrong user name or password.")
             resp.status_code = 401
             return resp

@@ -6,14 +6,17 @@ import os
 import sys
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.netlimits import LimitSettings
 
 
-class WebConfig:
+class WebConfig(LimitSettings):
     """Everything the app needs: [web] keys, the whole config, and the ManageSieve server object whose
-    logins, script stores and compiler the page reuses (it is never started here)."""
+    logins, script stores and compiler the page reuses (it is never started here). Also the connection
+    and login limits of netlimits.LimitSettings (max_connections, login_timeout, ...)."""
 
     def __init__(self, *, listen, tls_listen, cert, key, allow_insecure, admins, session_lifetime,
-                 login_failure_delay, data: dict, config_path: str | None, sieve) -> None:
+                 data: dict, config_path: str | None, sieve, **limits) -> None:
+        self.set_limits(**limits)
         self.listen = listen
         self.tls_listen = tls_listen
         self.cert = cert
@@ -21,7 +24,6 @@ class WebConfig:
         self.allow_insecure = allow_insecure
         self.admins = admins
         self.session_lifetime = session_lifetime
-        self.login_failure_delay = login_failure_delay
         self.data = data
         self.config_path = config_path
         self.sieve = sieve            # fetchdeliver.managesieve.server.Server (not listening)
@@ -52,6 +54,7 @@ def build_web_config(args, data: dict, config_path: str | None = None) -> WebCon
     from fetchdeliver.managesieve.command import build_config
     from fetchdeliver.managesieve.server import Server
     from fetchdeliver.managesieve.settings import addresses
+    from fetchdeliver.netlimits import limit_options
     from fetchdeliver.web.settings import DEFAULTS
 
     web = dict(DEFAULTS)
@@ -79,8 +82,7 @@ def build_web_config(args, data: dict, config_path: str | None = None) -> WebCon
     return WebConfig(listen=web["listen"], tls_listen=web.get("tls_listen", []), cert=web.get("cert"),
                      key=web.get("key"), allow_insecure=web["allow_insecure"], admins=web.get("admins"),
                      session_lifetime=float(web["session_lifetime"]),
-                     login_failure_delay=float(web["login_failure_delay"]), data=data,
-                     config_path=config_path, sieve=sieve)
+                     data=data, config_path=config_path, sieve=sieve, **limit_options(web))
 
 
 def main(args) -> int:

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import socket
 
+from fetchdeliver import netlimits
 from fetchdeliver.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,66 @@ def _server_class():
     return EmbeddedServer
 
 
+def refusal(why: str) -> bytes:
+    """The answer to a connection over a cap: 503, then the connection is closed."""
+    body = (why + "\n").encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Retry-After: 60\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+def limited_protocol(limits: netlimits.ConnectionLimits, login_timeout: float, logger=log):
+    """uvicorn's HTTP protocol class within `limits`: a connection over a cap is answered `refusal`
+    and closed before uvicorn sees it; one whose first request (its head) has not arrived `login_timeout` after
+    connecting (the pre-login deadline of the mail servers) is closed. uvicorn itself accepts from
+    our sockets, so this is where each connection starts and ends."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    warn = netlimits.LogLimiter(logger)
+
+    class LimitedHTTPProtocol(AutoHTTPProtocol):
+        _fd_slot = None
+        _fd_timer = None
+
+        def connection_made(self, transport) -> None:
+            peer = transport.get_extra_info("peername")
+            slot = limits.admit(peer[0] if isinstance(peer, tuple) and peer else None)
+            if isinstance(slot, str):
+                warn.warning("cap", "web: refusing connections: %s", slot.rstrip("."))
+                try:
+                    transport.write(refusal(slot))
+                finally:
+                    transport.close()
+                return
+            self._fd_slot = slot
+            super().connection_made(transport)
+            self._fd_timer = asyncio.get_running_loop().call_later(login_timeout, self._fd_deadline)
+
+        def _fd_deadline(self) -> None:
+            self._fd_timer = None
+            if self.cycle is None and not self.transport.is_closing():   # no request begun yet
+                self.transport.close()
+
+        def connection_lost(self, exc) -> None:
+            slot, self._fd_slot = self._fd_slot, None
+            if slot is None:
+                return      # refused: uvicorn never had it
+            if self._fd_timer is not None:
+                self._fd_timer.cancel()
+                self._fd_timer = None
+            try:
+                super().connection_lost(exc)
+            finally:
+                slot.release()
+
+    return LimitedHTTPProtocol
+
+
 class WebServer:
     def __init__(self, cfg, daemon=None) -> None:
         self.cfg = cfg
         self.daemon = daemon
+        self.limits = netlimits.connection_limits(cfg)
+        self.throttle = netlimits.login_throttle(cfg)
         self.addresses: list[tuple[str, int, bool]] = []
         self._servers: list = []
         self._tasks: list[asyncio.Task] = []
@@ -90,8 +147,10 @@ class WebServer:
         from fetchdeliver.web.app import build_app
 
         self.check()
-        app = build_app(self.cfg, daemon=self.daemon)
+        app = build_app(self.cfg, daemon=self.daemon, throttle=self.throttle)
         cls = _server_class()
+        self.limits.max_total = netlimits.fit_max_connections(self.cfg.max_connections, "web")
+        protocol = limited_protocol(self.limits, self.cfg.login_timeout)
         for addrs, tls in ((self.cfg.listen, False), (self.cfg.tls_listen, True)):
             if not addrs:
                 continue
@@ -100,7 +159,7 @@ class WebServer:
             if tls:
                 kwargs = {"ssl_certfile": self.cfg.cert, "ssl_keyfile": self.cfg.key}
             config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
-                                    proxy_headers=False, server_header=False, **kwargs)
+                                    proxy_headers=False, server_header=False, http=protocol, **kwargs)
             server = cls(config)
             self._servers.append(server)
             self._tasks.append(asyncio.ensure_future(server.serve(sockets=socks)))

@@ -8,12 +8,17 @@
     allow_insecure = false             # serve plain HTTP on a non-loopback address (you were warned)
     admins = ["alice"]                 # users who see the whole outbound queue (default: every user)
     session_lifetime = "12h"
-    login_failure_delay = "1s"
+    login_failure_delay = "1s"         # a failed login's answer waits this, doubled per earlier failure
+    login_failure_max_delay = "1m"     # ... up to this (from the same address or for the same user)
+    login_failure_rate = "60/1m"       # server-wide password checks for addresses with recent failures
+    login_timeout = "60s"              # a connection's first request must begin within this, or it is closed
+    max_connections = 1000             # at once (fewer if the open-file limit is lower); then 503
+    max_connections_per_ip = 100       # at once from one client address (IPv6: one /64)
 """
 
 from __future__ import annotations
 
-from fetchdeliver import config
+from fetchdeliver import config, netlimits
 
 
 def _keys():
@@ -27,7 +32,8 @@ def _keys():
         "allow_insecure": config._bool,
         "admins": config._str_list,
         "session_lifetime": config._duration,
-        "login_failure_delay": config._duration,
+        **netlimits.LOGIN_KEYS,         # login_timeout, login_failure_delay, _max_delay, _rate
+        **netlimits.CONNECTION_KEYS,    # max_connections, max_connections_per_ip
     }
 
 
@@ -48,4 +54,9 @@ DEFAULTS = {
     "allow_insecure": False,
     "session_lifetime": 12 * 3600,
     "login_failure_delay": 1,
+    "login_failure_max_delay": netlimits.DEFAULT_LOGIN_FAILURE_MAX_DELAY,
+    "login_failure_rate": "60/1m",
+    "login_timeout": netlimits.DEFAULT_LOGIN_TIMEOUT,
+    "max_connections_per_ip": netlimits.DEFAULT_MAX_CONNECTIONS_PER_IP,
+    # max_connections: absent means 1000, fitted to the open-file limit (netlimits.fit_max_connections)
 }
