@@ -14,6 +14,7 @@ import base64
 import bisect
 import ipaddress
 
+from fetchdeliver import sasl
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
@@ -116,9 +117,8 @@ class Session:
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
-            if self.login_allowed():
-                caps.append("AUTH=PLAIN")
-            else:
+            caps += ["AUTH=" + m for m in sasl.offered(self.cfg.authenticator, self.login_allowed())]
+            if not self.login_allowed():
                 caps.append("LOGINDISABLED")
         return " ".join(caps)
 
@@ -348,40 +348,48 @@ class Session:
             p.sp()
             initial = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
         p.end()
-        if mech != "PLAIN":
+        if mech not in sasl.offered(self.cfg.authenticator, True):
             await self.send(f"{tag} NO Unsupported authentication mechanism {mech}.\r\n".encode())
             return
-        if not self.login_allowed():
+        if mech not in sasl.offered(self.cfg.authenticator, self.login_allowed()):
             await self.send(f"{tag} NO [PRIVACYREQUIRED] Plaintext authentication is disabled on this "
                             f"connection; use STARTTLS or the TLS port.\r\n".encode())
             return
-        if initial is None:
-            await self.send(b"+ \r\n")
-            initial = await self.read_line()
-        if initial == b"*":
-            await self.send(f"{tag} BAD Authentication canceled.\r\n".encode())
-            return
-        try:
-            data = base64.b64decode(initial, validate=True) if initial != b"=" else b""
-            authzid, user, password = data.split(b"\0")
-        except (ValueError, TypeError):
-            await self.send(f"{tag} BAD Invalid SASL PLAIN response.\r\n".encode())
-            return
-        if authzid and authzid != user:
-            await self.send(f"{tag} NO [AUTHORIZATIONFAILED] Proxy authorization is not supported.\r\n"
-                            .encode())
-            return
-        await self._login(tag, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
 
-    async def _login(self, tag: str, user: str, password: str) -> None:
+        async def exchange(challenge: bytes) -> bytes | None:
+            await self.send(b"+ " + base64.b64encode(challenge) + b"\r\n")
+            return sasl.decode_response(await self.read_line())
+
+        async def check(user, verify):
+            return await self.server.throttle.attempt(self.peer, user, verify)
+
+        async def login():
+            first = None if initial is None else sasl.decode_response(initial)
+            if first is None and initial is not None:
+                raise sasl.Cancelled()
+            return await sasl.authenticate(mech, first, exchange, self.cfg.authenticator, check)
+
         try:
-            account = await self.server.check_login(self.peer, user, password)  # delays after failures
+            await self._login(tag, "", sasl_login=login)
+        except sasl.AuthorizationFailed as e:
+            await self.send(f"{tag} NO [AUTHORIZATIONFAILED] {e}\r\n".encode())
+        except sasl.SaslError as e:
+            await self.send(f"{tag} BAD {e}\r\n".encode())
+
+    async def _login(self, tag: str, user: str, password: str = "", sasl_login=None) -> None:
+        try:
+            if sasl_login is not None:    # AUTHENTICATE: fetchdeliver/sasl.py, under the same throttle
+                user, account = await sasl_login()
+            else:
+                account = await self.server.check_login(self.peer, user, password)  # delays after failures
         except LoginThrottled as e:
             self.auth_failures += 1
             await self.send(f"{tag} NO [UNAVAILABLE] {e}\r\n".encode())
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.") from None
             return
+        except sasl.SaslError:
+            raise
         except Exception as e:
             _log().error("authentication backend failed: %s", e)
             await self.send(f"{tag} NO [UNAVAILABLE] Authentication is temporarily unavailable.\r\n".encode())
