@@ -156,3 +156,22 @@ def test_oauthbearer_error_challenge_is_rfc7628(token_srv):
     r.send(base64.b64encode(b"\x01") + b"\r\n")
     assert r.line().startswith(b"a1 NO [AUTHENTICATIONFAILED]")
     r.close()
+
+
+def test_fetchdeliver_passwd_writes_a_scram_line_dovecot_verifies(tmp_path):
+    import sys
+
+    exe = shutil.which("doveadm")
+    if exe is None:
+        pytest.skip("doveadm is not installed (apt-get install dovecot-core)")
+    path = str(tmp_path / "passwd")
+    out = subprocess.run([sys.executable, "-m", "fetchdeliver", "passwd", "-f", path, "-s", "SCRAM-SHA-256",
+                          "--stdin", "bob"], input="pencil\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with open(path) as f:
+        stored = f.read().split(":")[1]
+    assert stored.startswith("{SCRAM-SHA-256}4096,")
+    ok = subprocess.run([exe, "pw", "-t", stored, "-p", "pencil"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "(verified)" in ok.stdout, ok.stdout + ok.stderr
+    bad = subprocess.run([exe, "pw", "-t", stored, "-p", "pencil!"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
