@@ -18,7 +18,7 @@ from fetchdeliver import sasl
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
-                                              literal_at_end)
+                                              literal_at_end, start_deflate)
 from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
 from fetchdeliver.netlimits import OUT_OF_FDS, LoginThrottled, LogLimiter
 
@@ -114,6 +114,8 @@ class Session:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                 "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+        if self.state != NOT_AUTH and not getattr(self, "compressed", False):
+            caps.append("COMPRESS=DEFLATE")   # RFC 4978, after login as Dovecot
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
@@ -316,6 +318,20 @@ class Session:
         await self.send(f"* ENABLED\r\n{tag} OK Enabled.\r\n".encode())
 
     # -- not authenticated ----------------------------------------------------------------------------
+
+    async def cmd_compress(self, tag, p):
+        """COMPRESS DEFLATE (RFC 4978): protocol.start_deflate wraps the connection."""
+        p.sp()
+        mech = p.atom().upper()
+        p.end()
+        if mech != "DEFLATE":
+            await self.send(f"{tag} BAD Unsupported compression mechanism {mech}.\r\n".encode())
+        elif getattr(self, "compressed", False):
+            await self.send(f"{tag} NO [COMPRESSIONACTIVE] DEFLATE is active already.\r\n".encode())
+        else:
+            await self.send(f"{tag} OK DEFLATE active.\r\n".encode())
+            self.writer = start_deflate(self.reader, self.writer)
+            self.compressed = True
 
     async def cmd_starttls(self, tag, p):
         p.end()
@@ -1038,6 +1054,7 @@ COMMANDS = {
     "LOGOUT": (Session.cmd_logout, _ALL),
     "ID": (Session.cmd_id, _ALL),
     "STARTTLS": (Session.cmd_starttls, (NOT_AUTH,)),
+    "COMPRESS": (Session.cmd_compress, _AUTHED),
     "LOGIN": (Session.cmd_login, (NOT_AUTH,)),
     "AUTHENTICATE": (Session.cmd_authenticate, (NOT_AUTH,)),
     "ENABLE": (Session.cmd_enable, _AUTHED),
