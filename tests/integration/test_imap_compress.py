@@ -133,3 +133,29 @@ def test_garbage_and_a_deflate_bomb_end_only_that_connection(srv):
     conn.login("alice", "secret")
     assert conn.select("INBOX")[0] == "OK"
     conn.logout()
+
+
+def test_mbsync_syncs_over_compress(tmp_path):
+    """isync 1.4 sends COMPRESS DEFLATE whenever the server offers it: a real client of the wrapper."""
+    import os
+    import shutil
+    import subprocess
+
+    from test_imap_mbsync import _conf, _local
+
+    if shutil.which("mbsync") is None:
+        pytest.skip("mbsync not installed (apt-get install isync)")
+    server, maildir, _passwd = make_server(tmp_path, n_plain=200)
+    try:
+        local = str(tmp_path / "local")
+        os.makedirs(local)
+        conf = str(tmp_path / "mbsyncrc")
+        _conf(conf, server.port(), local)
+        r = subprocess.run(["mbsync", "-Dn", "-c", conf, "-a"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"mbsync failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        out = r.stdout + r.stderr
+        assert "COMPRESS DEFLATE" in out and "OK DEFLATE active" in out, out[-3000:]
+        got = _local(os.path.join(local, "INBOX"))
+        assert len(got) == 200 and "m number 200" in got
+    finally:
+        server.stop()
