@@ -145,7 +145,7 @@ def parse_oauthbearer(data: bytes) -> tuple[str, str]:
     """(authzid user, token) from an RFC 7628 client response: "n,a=USER,\\x01auth=Bearer TOKEN\\x01\\x01"."""
     text = _text(data)
     gs2, sep, rest = text.partition("\x01")
-    if not sep or not rest.endswith("\x01\x01") and rest != "\x01":
+    if not sep or not (rest.endswith("\x01\x01") or rest == "\x01"):
         raise SaslError("Invalid OAUTHBEARER response.")
     fields = gs2.split(",")
     if len(fields) < 3 or fields[0] not in ("n", "y"):
