@@ -126,3 +126,40 @@ def test_imaptest_scripted_groups(imaptest, tmp_path):
     # A group counted as passed ran commands: a sanity check on the parsing above.
     assert all(r["commands"] > 0 for r in by_status["passed"])
     assert passing, summary
+
+
+def _stress_mbox(path: str, n: int = 200) -> None:
+    """n messages, each with its own Message-ID (else imaptest reports "BODYSTRUCTURE changed")."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(f"From sender{i}@example.org  Mon Dec  1 10:00:00 2025\n"
+                    f"From: Sender {i} <sender{i}@example.org>\nTo: alice@example.com\n"
+                    f"Subject: stress {i}\nMessage-ID: <stress.{i}@example.org>\n"
+                    f"Date: Mon, 01 Dec 2025 10:00:00 +0000\n\n" + "body line\n" * (1 + i % 40) + "\n")
+
+
+@pytest.mark.timeout(300)
+def test_imaptest_stress_ten_clients(imaptest, tmp_path):
+    """imaptest's random stress: 10 clients (LOGIN, LIST, SELECT, FETCH, STORE, EXPUNGE, APPEND ...)
+    for FETCHDELIVER_IMAPTEST_SECS seconds (20; the issue's full run is 60) with no error."""
+    binary, _tests = imaptest
+    secs = int(os.environ.get("FETCHDELIVER_IMAPTEST_SECS", "20"))
+    mbox = str(tmp_path / "stress.mbox")
+    _stress_mbox(mbox)
+    server, _maildir, _passwd = make_server(tmp_path, n_plain=0)
+    try:
+        proc = subprocess.run([binary, "host=127.0.0.1", f"port={server.port()}", "user=alice", "pass=secret",
+                               f"mbox={mbox}", "clients=10", f"secs={secs}"],
+                              capture_output=True, timeout=secs + 120, cwd=str(tmp_path))
+    finally:
+        server.stop()
+    out = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    errors = [ln for ln in out.splitlines() if ln.startswith(("Error:", "Fatal:", "Panic:"))]
+    assert proc.returncode == 0 and not errors, f"exit {proc.returncode}, {len(errors)} errors:\n" + \
+        "\n".join(errors[:30]) + "\n" + out[-2000:]
+    # the totals line: commands of each kind were run (Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe Logo)
+    assert "Totals:" in out, out[-2000:]
+    lines = out.rsplit("Totals:", 1)[1].strip().splitlines()
+    counts = dict(zip(lines[0].split(), lines[-1].split()))
+    assert all(int(counts.get(k, 0)) > 0 for k in ("Logi", "Sele", "Fetc", "Stor", "Appe")), out[-2000:]
+    print(f"imaptest stress, 10 clients, {secs} s: {counts}")
