@@ -167,7 +167,11 @@ def test_imaptest_stress_ten_clients(imaptest, tmp_path):
     # the totals line: commands of each kind were run (Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe Logo)
     assert "Totals:" in out, out[-2000:]
     lines = out.rsplit("Totals:", 1)[1].strip().splitlines()
-    counts = dict(zip(lines[0].split(), lines[-1].split()))
+    names = lines[0].split()
+    # the first all-digit row under the names (percentages and any Error: lines follow or precede it)
+    numbers = next((ln.split() for ln in lines[1:] if ln.split() and all(x.isdigit() for x in ln.split())
+                    and len(ln.split()) == len(names)), [])
+    counts = dict(zip(names, numbers))
     assert all(int(counts.get(k, 0)) > 0 for k in ("Logi", "Sele", "Fetc", "Stor", "Appe")), out[-2000:]
     print(f"imaptest stress, 10 clients, {secs} s: {counts}")
     if errors:
