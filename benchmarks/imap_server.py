@@ -11,6 +11,7 @@ raw IMAP client times, against each server in turn:
     UID SEARCH HEADER Subject WORD     (by header)
     UID SEARCH BODY WORD               (by body text)
     UID FETCH 1:* BODY.PEEK[]          (every body)
+    the same after COMPRESS DEFLATE    (RFC 4978; Dovecot with its imap_zlib plugin; the client inflates)
     IDLE notification latency          (a delivery into new/ until "* n EXISTS" arrives)
 
 Each timed row is the median of --repeat runs after one untimed warm-up run; the
@@ -145,6 +146,79 @@ class Client:
         self.sock.close()
 
 
+class _Inflating:
+    """A file-like reader over a raw-DEFLATE socket stream (what the server sends after COMPRESS)."""
+
+    def __init__(self, sock) -> None:
+        import zlib
+
+        self.sock = sock
+        self.z = zlib.decompressobj(-15)
+        self.buf = bytearray()
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            return False
+        self.buf += self.z.decompress(chunk)
+        return True
+
+    def readline(self) -> bytes:
+        start = 0
+        while True:
+            i = self.buf.find(b"\n", start)
+            if i >= 0:
+                out = bytes(self.buf[:i + 1])
+                del self.buf[:i + 1]
+                return out
+            start = len(self.buf)
+            if not self._fill():
+                out = bytes(self.buf)
+                self.buf.clear()
+                return out
+
+    def read(self, size: int) -> bytes:
+        while len(self.buf) < size and self._fill():
+            pass
+        out = bytes(self.buf[:size])
+        del self.buf[:size]
+        return out
+
+
+class DeflateClient(Client):
+    """Client that switches to COMPRESS=DEFLATE after login."""
+
+    z_out = None
+
+    def compress(self) -> None:
+        import zlib
+
+        self.command("COMPRESS DEFLATE")
+        self.z_out = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.f = _Inflating(self.sock)
+
+    def send(self, text: str) -> str:
+        if self.z_out is None:
+            return super().send(text)
+        import zlib
+
+        self.n += 1
+        tag = f"b{self.n}"
+        self.sock.sendall(self.z_out.compress(f"{tag} {text}\r\n".encode()) + self.z_out.flush(zlib.Z_SYNC_FLUSH))
+        return tag
+
+
+def compressed_fetch(port: int) -> tuple[float, object]:
+    c = DeflateClient(port)
+    c.command("LOGIN alice secret")
+    c.compress()
+    c.command("SELECT INBOX")
+    try:
+        return _timed(c, "UID FETCH 1:* BODY.PEEK[]")
+    finally:
+        c.close()
+
+
 def _login_select(port: int) -> tuple[Client, float]:
     t = time.perf_counter()
     c = Client(port)
@@ -247,6 +321,8 @@ def run_server(name: str, port: int, deliver, args) -> dict:
             t, answer = _timed(c, cmd)
             rows.append((label, t, answer))
         c.close()
+        t, answer = compressed_fetch(port)
+        rows.append(("fetch every body, COMPRESS=DEFLATE", t, answer))
         if rep:
             for label, t, answer in rows:
                 res.setdefault(label, ([], answer))[0].append(t)
@@ -322,7 +398,9 @@ def main() -> int:
         shutil.copytree(src, mine)
         try:
             dc = Dovecot({"alice": "secret"},
-                         extra_config="namespace inbox {\n  inbox = yes\n  separator = /\n  prefix =\n}\n")
+                         extra_config="namespace inbox {\n  inbox = yes\n  separator = /\n  prefix =\n}\n"
+                                      "mail_plugins = $mail_plugins zlib\n"
+                                      "protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n")
         except DovecotUnavailable as e:
             print(f"Dovecot is needed: {e}", file=sys.stderr)
             return 2

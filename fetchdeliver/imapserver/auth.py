@@ -8,7 +8,9 @@ user's mail, with `~` standing for the home field.
 Schemes: {PLAIN}/{CLEARTEXT}, {SHA512-CRYPT}, {SHA256-CRYPT}, {MD5-CRYPT},
 {BLF-CRYPT} (through the C library's crypt(3)), {ARGON2ID}/{ARGON2I} and
 libsodium's "$7$" {SCRYPT} (through libsodium, which Dovecot itself uses), and
-{SCRYPT} as "$scrypt$ln=N,r=R,p=P$salt$hash" (hashlib.scrypt).
+{SCRYPT} as "$scrypt$ln=N,r=R,p=P$salt$hash" (hashlib.scrypt), and {SCRAM-SHA-256} /
+{SCRAM-SHA-1} as Dovecot writes them ("ITER,salt,StoredKey,ServerKey", base64), which also let
+users log in with SASL SCRAM (fetchdeliver/sasl.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 from fetchdeliver.errors import ConfigError
 
 DEFAULT_SCHEME = "SHA512-CRYPT"
+SCRAM_SCHEMES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
 
 
 class Account:
@@ -39,7 +42,16 @@ class Account:
 
 
 class Authenticator:
-    """Check a login. Return an Account, or None for a wrong user or password."""
+    """Check a login. Return an Account, or None for a wrong user or password.
+
+    Optional methods (fetchdeliver/sasl.py offers the matching SASL mechanisms when present):
+
+        scram_credentials(user, hash_name) -> (sasl.ScramKeys, Account) | None   # SCRAM-SHA-256/-1
+        validate_token(user, token) -> Account | None                           # OAUTHBEARER, XOAUTH2
+
+    validate_token gets the OAuth 2.0 bearer token and the user the client named ("" when
+    OAUTHBEARER names none); return the Account the token belongs to, or None to refuse it.
+    """
 
     def authenticate(self, user: str, password: str) -> Account | None:
         raise NotImplementedError
@@ -143,6 +155,13 @@ def verify_password(password: str, stored: str) -> bool:
         return bool(ok)
     if scheme == "SCRYPT":
         return bool(_scrypt_verify(password, secret))
+    if scheme in SCRAM_SCHEMES:
+        from fetchdeliver.sasl import ScramKeys
+
+        try:
+            return ScramKeys.parse_dovecot(secret, SCRAM_SCHEMES[scheme]).matches_password(password)
+        except ValueError:
+            return False
     if scheme in ("SHA512", "SHA256", "SHA1", "SHA", "SSHA512", "SSHA256", "SSHA"):
         algo = {"SHA": "sha1", "SSHA": "sha1", "SHA1": "sha1", "SHA256": "sha256", "SSHA256": "sha256",
                 "SHA512": "sha512", "SSHA512": "sha512"}[scheme]
@@ -159,7 +178,7 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def supported_schemes() -> list[str]:
-    out = ["PLAIN", "SHA512-CRYPT", "SHA256-CRYPT", "SCRYPT"]
+    out = ["PLAIN", "SHA512-CRYPT", "SHA256-CRYPT", "SCRYPT", "SCRAM-SHA-256"]
     if _crypt_can("$2b$04$abcdefghijklmnopqrstuu"):
         out.append("BLF-CRYPT")
     if _libsodium():
@@ -208,6 +227,10 @@ def hash_password(password: str, scheme: str = DEFAULT_SCHEME) -> str:
         h = hashlib.scrypt(password.encode(), salt=s, n=1 << ln, r=r, p=p, dklen=32,
                            maxmem=256 * 1024 * 1024)
         return f"{{SCRYPT}}$scrypt$ln={ln},r={r},p={p}${_b64(s)}${_b64(h)}"
+    if scheme in SCRAM_SCHEMES:
+        from fetchdeliver.sasl import ScramKeys
+
+        return f"{{{scheme}}}{ScramKeys.from_password(password, SCRAM_SCHEMES[scheme]).dovecot()}"
     if scheme == "ARGON2ID":
         lib = _libsodium()
         if not lib:
@@ -304,7 +327,35 @@ class PasswdFileAuthenticator(Authenticator):
             return None
         if not verify_password(password, entry.password):
             return None
-        return Account(user, mail_location(entry), entry.home, entry.uid, entry.gid, entry.extra)
+        return _account(entry)
+
+    def scram_credentials(self, user: str, hash_name: str = "sha256"):
+        """(ScramKeys, Account) for SASL SCRAM, from a {SCRAM-SHA-256}/{SCRAM-SHA-1} or {PLAIN}
+        password; None for an unknown user or one whose hash cannot serve SCRAM (a crypt hash)."""
+        from fetchdeliver.sasl import ScramKeys
+
+        entry = self.users().get(user)
+        if entry is None:
+            return None
+        stored = entry.password
+        scheme, secret = "CRYPT", stored
+        if stored.startswith("{") and "}" in stored:
+            scheme, secret = stored[1:].split("}", 1)
+            scheme = scheme.upper()
+        if SCRAM_SCHEMES.get(scheme) == hash_name:
+            try:
+                keys = ScramKeys.parse_dovecot(secret, hash_name)
+            except ValueError:
+                return None
+        elif scheme in ("PLAIN", "CLEARTEXT", "CLEAR"):
+            keys = ScramKeys.from_password(secret, hash_name)
+        else:
+            return None
+        return keys, _account(entry)
+
+
+def _account(entry: PasswdEntry) -> Account:
+    return Account(entry.user, mail_location(entry), entry.home, entry.uid, entry.gid, entry.extra)
 
 
 def set_password(path: str, user: str, password: str, scheme: str = DEFAULT_SCHEME) -> None:

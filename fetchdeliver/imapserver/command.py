@@ -191,5 +191,6 @@ def add_arguments(sub) -> None:
     pw.add_argument("-c", "--config")
     pw.add_argument("-f", "--file", metavar="PASSWD_FILE", help="default: [imap] passwd_file")
     pw.add_argument("-s", "--scheme", default=None,
-                    help="SHA512-CRYPT (default), SHA256-CRYPT, BLF-CRYPT, ARGON2ID or SCRYPT")
+                    help="SHA512-CRYPT (default), SHA256-CRYPT, BLF-CRYPT, ARGON2ID, SCRYPT or SCRAM-SHA-256 "
+                         "(Dovecot's format; also allows SASL SCRAM-SHA-256 logins)")
     pw.add_argument("--stdin", action="store_true", help="read the password from stdin (one line)")

@@ -183,13 +183,30 @@ def _addr_list(part: Part, name: bytes, fallback: bytes | None = None) -> bytes:
         return b"NIL" if fallback is None else fallback
     addrs = parse_addresses(value)
     if not addrs:
-        return b"NIL"
+        # RFC 3501 7.4.2: an empty Sender or Reply-To (no address at all) takes From's value too
+        return b"NIL" if fallback is None else fallback
     return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in addrs) + b")"
+
+
+def _nolf(value: bytes | None) -> bytes | None:
+    """CR and LF dropped, a space where the next line does not start with blank (Dovecot's
+    imap_append_nstring_nolf), so a bare CR in a Subject reads as a word break."""
+    if value is None or (b"\r" not in value and b"\n" not in value):
+        return value
+    out = bytearray()
+    n = len(value)
+    for i, c in enumerate(value):
+        if c in (13, 10):
+            if i + 1 >= n or value[i + 1] not in b" \t\r\n":
+                out.append(32)
+        else:
+            out.append(c)
+    return bytes(out)
 
 
 def envelope(part: Part) -> bytes:
     def h(name):
-        return nstring(part.header(name))
+        return nstring(_nolf(part.header(name)))
 
     frm = _addr_list(part, b"from")   # Sender and Reply-To default to From: render it once
     return b"(" + b" ".join([

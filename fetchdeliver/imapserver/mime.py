@@ -202,8 +202,13 @@ def parse_content_type(value: bytes):
     i = _skip_cfws(value, 0)
     t, i = _token(value, i)
     i = _skip_cfws(value, i)
-    if not t or i >= len(value) or value[i] != 47:
-        return None
+    if not t:
+        # An empty Content-Type: Dovecot answers ("" "" NIL ...), a part of no type; so do we.
+        return ("", "", []) if i >= len(value) else None
+    if i >= len(value) or value[i] != 47:
+        # "Content-Type: text": Dovecot keeps the type it could read, with an empty subtype and no
+        # parameters (so the part stays text, as its other flags say); we answer the same.
+        return t.decode("latin-1"), "", []
     i = _skip_cfws(value, i + 1)
     s, i = _token(value, i)
     if not s:
@@ -213,6 +218,10 @@ def parse_content_type(value: bytes):
 
 
 def parse_params(value: bytes, i: int) -> list[tuple[bytes, bytes]]:
+    """The `; name=value` parameters from value[i:].
+
+    As Dovecot answers: junk up to the next ';' and a name without '=' are skipped; a value whose
+    quoted string never ends is dropped (it runs to the end of the field)."""
     params = []
     n = len(value)
     while True:
@@ -233,11 +242,25 @@ def parse_params(value: bytes, i: int) -> list[tuple[bytes, bytes]]:
             continue
         i = _skip_cfws(value, i + 1)
         if i < n and value[i] == 34:
+            if not _terminated_quote(value, i):
+                break
             val, i = _quoted(value, i)
         else:
             val, i = _token(value, i, b';')
         params.append((name, val))
     return params
+
+
+def _terminated_quote(v: bytes, i: int) -> bool:
+    i += 1
+    while i < len(v):
+        if v[i] == 92:
+            i += 2
+            continue
+        if v[i] == 34:
+            return True
+        i += 1
+    return False
 
 
 def parse_disposition(value: bytes):
@@ -253,16 +276,44 @@ def parse_disposition(value: bytes):
 _ADDR_SPECIALS = b'()<>@,;:\\".[]'
 
 
+def _comment(v: bytes, i: int) -> tuple[bytes, int]:
+    """The text of the (nested) comment at v[i] == "(", unescaped, and the index after it."""
+    out = bytearray()
+    depth, n = 0, len(v)
+    while i < n:
+        c = v[i]
+        if c == 92 and i + 1 < n:
+            out.append(v[i + 1])
+            i += 2
+            continue
+        if c == 40:
+            depth += 1
+            if depth == 1:
+                i += 1
+                continue
+        elif c == 41:
+            depth -= 1
+            if depth == 0:
+                return bytes(out), i + 1
+        out.append(c)
+        i += 1
+    return bytes(out), i
+
+
 def _addr_tokens(v: bytes) -> list[tuple[str, bytes]]:
-    """[(kind, text)] with kind "w" (atom), "q" (quoted string), "s" (special)."""
+    """[(kind, text)] with kind "w" (atom), "q" (quoted string), "s" (special), "c" (comment text)."""
     out = []
     i, n = 0, len(v)
     while True:
-        i = _skip_cfws(v, i)
+        while i < n and v[i] in b" \t\r\n":
+            i += 1
         if i >= n:
             return out
         c = v[i]
-        if c == 34:
+        if c == 40:
+            text, i = _comment(v, i)
+            out.append(("c", b" ".join(text.split())))
+        elif c == 34:
             q, i = _quoted(v, i)
             out.append(("q", q))
         elif c == 91:  # domain literal
@@ -284,7 +335,19 @@ def _addr_tokens(v: bytes) -> list[tuple[str, bytes]]:
 def parse_addresses(value: bytes) -> list[tuple]:
     """Envelope addresses: (name, adl, mailbox, host) tuples; groups as (None, None, name, None) ...
     (None, None, None, None), as RFC 3501 section 7.4.2 describes."""
-    toks = _addr_tokens(value)
+    all_toks = _addr_tokens(value)
+    toks = [t for t in all_toks if t[0] != "c"]
+    # Comments only matter as the personal name of a bare addr-spec (no <>):
+    # "user@domain (Real Name)" names "Real Name", as Dovecot does; "<a@b> (x)" has no name.
+    # comment_after[k]: the last comment before plain token k+1, i.e. belonging to token k's address.
+    comment_after: dict[int, bytes] = {}
+    k = -1
+    for kind, text in all_toks:
+        if kind == "c":
+            if text:
+                comment_after[k] = text
+        else:
+            k += 1
     out: list[tuple] = []
     i, n = 0, len(toks)
     in_group = False
@@ -327,8 +390,8 @@ def parse_addresses(value: bytes) -> list[tuple]:
                     i += 1
             if i < n and toks[i][1] == b">":
                 i += 1
-            out.append((phrase(words), b"".join(route) or None, b"".join(local) or b"MISSING_MAILBOX",
-                        b"".join(host) or b"MISSING_DOMAIN"))
+            out.append((phrase(words), b"".join(route) or None,
+                        b"".join(local) or b"MISSING_MAILBOX", b"".join(host) or b"MISSING_DOMAIN"))
         elif i < n and toks[i][1] == b"@":
             i += 1
             host = []
@@ -336,7 +399,8 @@ def parse_addresses(value: bytes) -> list[tuple]:
                 host.append(toks[i][1])
                 i += 1
             local = b"".join(t for _, t in words)
-            out.append((None, None, local or b"MISSING_MAILBOX", b"".join(host) or b"MISSING_DOMAIN"))
+            out.append((comment_after.get(i - 1), None, local or b"MISSING_MAILBOX",
+                        b"".join(host) or b"MISSING_DOMAIN"))
         elif words:
             out.append((None, None, b"".join(t for _, t in words), b"MISSING_DOMAIN"))
         while i < n and toks[i][0] == "s" and toks[i][1] in b",;>":

@@ -325,3 +325,107 @@ def format_internaldate(t: float) -> str:
     off = abs(off) // 60
     return (f'"{tm.tm_mday:2d}-{MONTHS[tm.tm_mon - 1]}-{tm.tm_year:04d} '
             f'{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {sign}{off // 60:02d}{off % 60:02d}"')
+
+
+# -- COMPRESS=DEFLATE (RFC 4978) ----------------------------------------------------------------
+
+INFLATE_CHUNK = 64 * 1024
+
+
+class _DeflateTransport:
+    """What the session writes goes out raw-DEFLATE compressed, flushed (Z_SYNC_FLUSH) at each write,
+    so every response reaches the client whole. Everything else is the socket's transport."""
+
+    def __init__(self, inner, level: int = 6) -> None:
+        import zlib
+
+        self._inner = inner
+        self._z = zlib.compressobj(level, zlib.DEFLATED, -15)
+        self._flush = zlib.Z_SYNC_FLUSH
+
+    def write(self, data) -> None:
+        if data:
+            self._inner.write(self._z.compress(bytes(data)) + self._z.flush(self._flush))
+
+    def writelines(self, lines) -> None:
+        self.write(b"".join(lines))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def __getattr__(self, name):   # close, abort, is_closing, get_extra_info, buffer limits ...
+        return getattr(self._inner, name)
+
+
+class _InflateProtocol:
+    """Between the socket's transport and the session's StreamReaderProtocol: inflates what arrives.
+
+    Inflates at most INFLATE_CHUNK bytes at a time and stops while the reader has paused the
+    transport (its buffer is full), so a small compressed "bomb" cannot fill memory."""
+
+    def __init__(self, inner, transport, loop) -> None:
+        import zlib
+
+        self._inner = inner
+        self._transport = transport
+        self._loop = loop
+        self._z = zlib.decompressobj(-15)
+        self._tail = b""
+        self._waiting = False
+        self.failed = None
+
+    def data_received(self, data: bytes) -> None:
+        self._tail += data
+        self._inflate()
+
+    def _inflate(self) -> None:
+        import zlib
+
+        self._waiting = False
+        while self._tail:
+            if not self._transport.is_reading():
+                # the reader is full: go on once it has taken some (re-checked shortly)
+                self._waiting = True
+                self._loop.call_later(0.005, self._inflate)
+                return
+            try:
+                out = self._z.decompress(self._tail, INFLATE_CHUNK)
+            except zlib.error as e:
+                self.failed = e
+                self._tail = b""
+                self._transport.abort()
+                return
+            self._tail = self._z.unconsumed_tail
+            if out:
+                self._inner.data_received(out)
+            elif not self._tail:
+                break
+
+    def eof_received(self):
+        return self._inner.eof_received()
+
+    def connection_made(self, transport) -> None:   # not called: the connection exists already
+        pass
+
+    def connection_lost(self, exc) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+def start_deflate(reader, writer, level: int = 6):
+    """Switch a connection to COMPRESS=DEFLATE (RFC 4978) after the tagged OK has been written.
+
+    Returns the StreamWriter to use from now on (it compresses); `reader` goes on giving the
+    inflated bytes. The original writer still closes the connection."""
+    import asyncio
+
+    inner = writer.transport
+    protocol = inner.get_protocol()
+    loop = asyncio.get_running_loop()
+    inner.set_protocol(_InflateProtocol(protocol, inner, loop))
+    return asyncio.StreamWriter(_DeflateTransport(inner, level), protocol, reader, loop)

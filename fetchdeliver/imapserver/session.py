@@ -15,10 +15,11 @@ import bisect
 import ipaddress
 import socket
 
+from fetchdeliver import sasl
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
-                                              literal_at_end)
+                                              literal_at_end, start_deflate)
 from fetchdeliver.storage.base import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
 from fetchdeliver.netlimits import OUT_OF_FDS, LoginThrottled, LogLimiter
 
@@ -142,12 +143,13 @@ class Session:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                 "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+        if self.state != NOT_AUTH and not getattr(self, "compressed", False):
+            caps.append("COMPRESS=DEFLATE")   # RFC 4978, after login as Dovecot
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
-            if self.login_allowed():
-                caps.append("AUTH=PLAIN")
-            else:
+            caps += ["AUTH=" + m for m in sasl.offered(self.cfg.authenticator, self.login_allowed())]
+            if not self.login_allowed():
                 caps.append("LOGINDISABLED")
         return " ".join(caps)
 
@@ -361,6 +363,20 @@ class Session:
 
     # -- not authenticated ----------------------------------------------------------------------------
 
+    async def cmd_compress(self, tag, p):
+        """COMPRESS DEFLATE (RFC 4978): protocol.start_deflate wraps the connection."""
+        p.sp()
+        mech = p.atom().upper()
+        p.end()
+        if mech != "DEFLATE":
+            await self.send(f"{tag} BAD Unsupported compression mechanism {mech}.\r\n".encode())
+        elif getattr(self, "compressed", False):
+            await self.send(f"{tag} NO [COMPRESSIONACTIVE] DEFLATE is active already.\r\n".encode())
+        else:
+            await self.send(f"{tag} OK DEFLATE active.\r\n".encode())
+            self.writer = start_deflate(self.reader, self.writer)
+            self.compressed = True
+
     async def cmd_starttls(self, tag, p):
         p.end()
         if self.cfg.ssl_context is None or self.tls:
@@ -392,40 +408,48 @@ class Session:
             p.sp()
             initial = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
         p.end()
-        if mech != "PLAIN":
+        if mech not in sasl.offered(self.cfg.authenticator, True):
             await self.send(f"{tag} NO Unsupported authentication mechanism {mech}.\r\n".encode())
             return
-        if not self.login_allowed():
+        if mech not in sasl.offered(self.cfg.authenticator, self.login_allowed()):
             await self.send(f"{tag} NO [PRIVACYREQUIRED] Plaintext authentication is disabled on this "
                             f"connection; use STARTTLS or the TLS port.\r\n".encode())
             return
-        if initial is None:
-            await self.send(b"+ \r\n")
-            initial = await self.read_line()
-        if initial == b"*":
-            await self.send(f"{tag} BAD Authentication canceled.\r\n".encode())
-            return
-        try:
-            data = base64.b64decode(initial, validate=True) if initial != b"=" else b""
-            authzid, user, password = data.split(b"\0")
-        except (ValueError, TypeError):
-            await self.send(f"{tag} BAD Invalid SASL PLAIN response.\r\n".encode())
-            return
-        if authzid and authzid != user:
-            await self.send(f"{tag} NO [AUTHORIZATIONFAILED] Proxy authorization is not supported.\r\n"
-                            .encode())
-            return
-        await self._login(tag, user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
 
-    async def _login(self, tag: str, user: str, password: str) -> None:
+        async def exchange(challenge: bytes) -> bytes | None:
+            await self.send(b"+ " + base64.b64encode(challenge) + b"\r\n")
+            return sasl.decode_response(await self.read_line())
+
+        async def check(user, verify):
+            return await self.server.throttle.attempt(self.peer, user, verify)
+
+        async def login():
+            first = None if initial is None else sasl.decode_response(initial)
+            if first is None and initial is not None:
+                raise sasl.Cancelled()
+            return await sasl.authenticate(mech, first, exchange, self.cfg.authenticator, check)
+
         try:
-            account = await self.server.check_login(self.peer, user, password)  # delays after failures
+            await self._login(tag, "", sasl_login=login)
+        except sasl.AuthorizationFailed as e:
+            await self.send(f"{tag} NO [AUTHORIZATIONFAILED] {e}\r\n".encode())
+        except sasl.SaslError as e:
+            await self.send(f"{tag} BAD {e}\r\n".encode())
+
+    async def _login(self, tag: str, user: str, password: str = "", sasl_login=None) -> None:
+        try:
+            if sasl_login is not None:    # AUTHENTICATE: fetchdeliver/sasl.py, under the same throttle
+                user, account = await sasl_login()
+            else:
+                account = await self.server.check_login(self.peer, user, password)  # delays after failures
         except LoginThrottled as e:
             self.auth_failures += 1
             await self.send(f"{tag} NO [UNAVAILABLE] {e}\r\n".encode())
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.") from None
             return
+        except sasl.SaslError:
+            raise
         except Exception as e:
             _log().error("authentication backend failed: %s", e)
             await self.send(f"{tag} NO [UNAVAILABLE] Authentication is temporarily unavailable.\r\n".encode())
@@ -1140,6 +1164,7 @@ COMMANDS = {
     "LOGOUT": (Session.cmd_logout, _ALL),
     "ID": (Session.cmd_id, _ALL),
     "STARTTLS": (Session.cmd_starttls, (NOT_AUTH,)),
+    "COMPRESS": (Session.cmd_compress, _AUTHED),
     "LOGIN": (Session.cmd_login, (NOT_AUTH,)),
     "AUTHENTICATE": (Session.cmd_authenticate, (NOT_AUTH,)),
     "ENABLE": (Session.cmd_enable, _AUTHED),

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import os
 
+from fetchdeliver import sasl as saslmod
 from fetchdeliver.imapserver.session import is_loopback
 from fetchdeliver.netlimits import LoginThrottled
 from fetchdeliver.managesieve.protocol import (Atom, Number, ProtocolError, Reader, TooLarge, quote,
@@ -112,7 +113,7 @@ class Session:
             lines.append(quote("NOTIFY") + b" " + quote("mailto"))
         if self.state == NOT_AUTH:
             # No mechanism on a connection where plain-text passwords are refused (IMAP's LOGINDISABLED).
-            sasl = " ".join(MECHANISMS) if self.login_allowed() else ""
+            sasl = " ".join(self.mechanisms(self.login_allowed()))
             lines.append(quote("SASL") + b" " + quote(sasl))
             if self.cfg.ssl_context is not None and not self.tls:
                 lines.append(quote("STARTTLS"))
@@ -236,13 +237,19 @@ class Session:
         except ValueError:
             raise ProtocolError("the SASL response is not valid base64.") from None
 
+    def mechanisms(self, plaintext_ok: bool) -> list[str]:
+        """PLAIN and LOGIN where plain-text passwords are allowed, and what fetchdeliver/sasl.py
+        offers for the authenticator besides (SCRAM-SHA-256, OAUTHBEARER ...)."""
+        extra = [m for m in saslmod.offered(self.cfg.authenticator, plaintext_ok) if m not in MECHANISMS]
+        return (list(MECHANISMS) if plaintext_ok else []) + extra
+
     async def cmd_authenticate(self, args):
         mech, *initial = _args(args, "s?s", "AUTHENTICATE")
         mech = text(mech).upper()
-        if mech not in MECHANISMS:
+        if mech not in self.mechanisms(True):
             await self.error(f"Unsupported authentication mechanism {mech}.")
             return
-        if not self.login_allowed():
+        if mech not in self.mechanisms(self.login_allowed()):
             await self.error("Plaintext authentication is disabled on this connection; use STARTTLS "
                              "or the TLS port.", "ENCRYPT-NEEDED")
             return
@@ -250,38 +257,32 @@ class Session:
             first = base64.b64decode(initial[0], validate=True) if initial else None
         except ValueError:
             raise ProtocolError("the initial SASL response is not valid base64.") from None
-        if mech == "PLAIN":
-            if first is None:
-                await self.send(b'""\r\n')
-                first = await self._client_response()
-                if first is None:
-                    await self.send(response("NO", "Authentication canceled."))
-                    return
-            parts = first.split(b"\0")
-            if len(parts) != 3:
-                await self.error("Invalid SASL PLAIN response.")
-                return
-            authzid, user, password = parts
-            if authzid and authzid != user:
-                await self.send(response("NO", "Proxy authorization is not supported."))
-                return
-        else:  # LOGIN
-            user, password = first, None
-            if user is None:
-                await self.send(quote(base64.b64encode(b"Username:")) + b"\r\n")
-                user = await self._client_response()
-            if user is not None:
-                await self.send(quote(base64.b64encode(b"Password:")) + b"\r\n")
-                password = await self._client_response()
-            if user is None or password is None:
-                await self.send(response("NO", "Authentication canceled."))
-                return
-        await self._login(user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
 
-    async def _login(self, user: str, password: str) -> None:
+        async def exchange(challenge: bytes) -> bytes | None:
+            await self.send(quote(base64.b64encode(challenge)) + b"\r\n")
+            return await self._client_response()
+
+        async def check(user, verify):   # the same throttle as a plain login (netlimits)
+            return await self.server.throttle.attempt(self.peer, user, verify)
+
+        # Without an authenticator the server's own authenticate() answers (None: nobody logs in).
+        backend = self.cfg.authenticator if self.cfg.authenticator is not None else self.server
         try:
-            # Failed logins are answered late, longer after each (per address and user, netlimits).
-            account = await self.server.check_login(self.peer, user, password)
+            await self._login("", "", lambda: saslmod.authenticate(mech, first, exchange, backend, check))
+        except saslmod.Cancelled:
+            await self.send(response("NO", "Authentication canceled."))
+        except saslmod.AuthorizationFailed as e:
+            await self.send(response("NO", str(e)))
+        except saslmod.SaslError as e:
+            await self.error(str(e))
+
+    async def _login(self, user: str, password: str, sasl_login=None) -> None:
+        try:
+            if sasl_login is not None:
+                user, account = await sasl_login()
+            else:
+                # Failed logins are answered late, longer after each (per address and user, netlimits).
+                account = await self.server.check_login(self.peer, user, password)
         except LoginThrottled as e:
             # RFC 5804 TRYLATER: a temporary failure, the same command may succeed later.
             self.auth_failures += 1
@@ -289,6 +290,8 @@ class Session:
                 raise Bye("Too many failed logins.") from None
             await self.send(response("NO", str(e), "TRYLATER"))
             return
+        except saslmod.SaslError:
+            raise
         except Exception as e:
             _log().error("authentication backend failed: %s", e)
             await self.send(response("NO", "Authentication is temporarily unavailable.", "TRYLATER"))

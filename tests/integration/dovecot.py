@@ -74,7 +74,7 @@ class Dovecot:
 
     def __init__(self, users: dict[str, str] | None = None, *, apop: bool = False,
                  protocols: tuple[str, ...] = ("imap", "pop3"), extra_config: str = "",
-                 oauth2_introspection_url: str | None = None) -> None:
+                 oauth2_introspection_url: str | None = None, extra_mechanisms: str = "") -> None:
         self.exe = find_dovecot()
         import trustme  # test dependency; imported here so a missing one is a clear error
 
@@ -85,6 +85,7 @@ class Dovecot:
         # XOAUTH2/OAUTHBEARER: Dovecot's oauth2 passdb asks this URL (RFC 7662 style, POST token=...)
         # and expects {"active": true, "username": USER}.
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.extra_mechanisms = extra_mechanisms     # e.g. "scram-sha-256" (auth_mechanisms)
         self.root = tempfile.mkdtemp(prefix="fd-dovecot-", dir="/tmp")
         # Dovecot's login and mail processes run as other users: they must be able to walk in.
         os.chmod(self.root, 0o755)
@@ -136,6 +137,8 @@ class Dovecot:
     def _config_text(self) -> str:
         r = self.root
         mechs = "plain login" + (" apop" if self.apop else "")
+        if self.extra_mechanisms:
+            mechs += " " + self.extra_mechanisms
         oauth2 = ""
         if self.oauth2_introspection_url:
             mechs += " xoauth2 oauthbearer"

@@ -74,10 +74,46 @@ def test_address_parsing_edge_cases():
     assert parse_addresses(b'"Doe, John" <john@x.org>') == [(b"Doe, John", None, b"john", b"x.org")]
     assert parse_addresses(b"undisclosed-recipients:;") == [(None, None, b"undisclosed-recipients", None),
                                                           (None, None, None, None)]
-    assert parse_addresses(b"a@b (Comment), <@r1,@r2:c@d>") == [(None, None, b"a", b"b"),
+    # a comment after a bare addr-spec is its personal name (imaptest fetch-envelope, Dovecot)
+    assert parse_addresses(b"a@b (Comment), <@r1,@r2:c@d>") == [(b"Comment", None, b"a", b"b"),
                                                                (None, b"@r1,@r2", b"c", b"d")]
     assert parse_addresses(b"justaname") == [(None, None, b"justaname", b"MISSING_DOMAIN")]
     assert parse_addresses(b"a: b: c;;") is not None   # malformed, must not hang
+
+
+def test_comment_gives_the_personal_name_only_to_a_bare_addr_spec():
+    assert parse_addresses(b"user@domain (Real Name)") == [(b"Real Name", None, b"user", b"domain")]
+    assert parse_addresses(b"a(x)@b(y).c (Name)") == [(b"Name", None, b"a", b"b.c")]
+    assert parse_addresses(b"x@y (one (nested)), z@w") == [(b"one (nested)", None, b"x", b"y"),
+                                                           (None, None, b"z", b"w")]
+    assert parse_addresses(b"<a@b> (not a name)") == [(None, None, b"a", b"b")]
+    assert parse_addresses(b"Phrase <a@b> (c)") == [(b"Phrase", None, b"a", b"b")]
+    assert parse_addresses(b"g: (foo) ;") == [(None, None, b"g", None), (None, None, None, None)]
+
+
+def test_envelope_empty_sender_and_reply_to_take_from():
+    from fetchdeliver.imapserver.fetch import envelope
+
+    raw = b"From: user@domain (Real Name)\r\nSender: \r\nReply-To:\r\nSubject: a\rb\r\n\r\nbody\r\n"
+    env = envelope(Parsed(raw).root)
+    frm = b'(("Real Name" NIL "user" "domain"))'
+    assert env == b'(NIL "a b" ' + frm + b" " + frm + b" " + frm + b" NIL NIL NIL NIL NIL)"
+
+
+def test_content_type_corner_cases_as_dovecot():
+    from fetchdeliver.imapserver.fetch import bodystructure
+
+    def bs(ct: bytes) -> bytes:
+        return bodystructure(Parsed(b"Content-Type: " + ct + b"\r\n\r\nbody\r\n").root)
+
+    assert bs(b"text").startswith(b'("text" "" ("charset" "us-ascii") NIL NIL "7bit" 6 1')
+    assert bs(b"").startswith(b'("" "" NIL NIL NIL "7bit" 6 NIL')
+    assert bs(b'text/plain; charset; =x; name="a').startswith(b'("text" "plain" ("charset" "us-ascii")')
+    assert bs(b"text/plain; charset=utf-8; f=g junk; x=y").startswith(
+        b'("text" "plain" ("charset" "utf-8" "f" "g" "x" "y")')
+    # an unterminated quoted boundary is no boundary: one empty part, as Dovecot answers
+    raw = b'Content-Type: multipart/mixed; boundary="XYZ\r\n\r\n--XYZ\r\n\r\nx\r\n--XYZ--\r\n'
+    assert bodystructure(Parsed(raw).root).startswith(b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0')
 
 
 # -- the fuzz: a session fed arbitrary bytes ---------------------------------------------------
