@@ -240,7 +240,7 @@ def _load_feature_schemas() -> None:
 
     for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
                 "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
-                "fetchdeliver.managesieve.settings"):
+                "fetchdeliver.managesieve.settings", "fetchdeliver.filter.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,0 +1,62 @@
+"""SpamAssassin's spamd over the SPAMC/SPAMD protocol (spamd(8), the SYMBOLS command).
+
+    SYMBOLS SPAMC/1.5            SPAMD/1.1 0 EX_OK
+    Content-length: N            Spam: True ; 1000.0 / 5.0
+    User: NAME                   (blank line)
+    (blank line) MESSAGE         GTUBE,MISSING_DATE,...
+"""
+
+from __future__ import annotations
+
+import re
+
+from fetchdeliver.errors import FilterUnavailable
+from fetchdeliver.filter.connection import Deadline, connect, read_until_close, send_all
+from fetchdeliver.filter.verdict import SpamVerdict
+
+_STATUS = re.compile(rb"^SPAMD/(\d+\.\d+) (\d+) (.*)$")
+_SPAM = re.compile(r"^\s*(True|False|Yes|No)\s*;\s*(-?[\d.]+)\s*/\s*(-?[\d.]+)\s*$", re.I)
+
+
+def check(endpoint: str, raw: bytes, timeout: float, user: str | None = None) -> SpamVerdict:
+    """Ask spamd at `endpoint` about `raw`; FilterUnavailable when it is down, slow or says an error."""
+    what = f"spamd {endpoint}"
+    deadline = Deadline(timeout, what)
+    head = f"SYMBOLS SPAMC/1.5\r\nContent-length: {len(raw)}\r\n"
+    if user:
+        head += f"User: {user}\r\n"
+    sock = connect(endpoint, deadline)
+    with sock:
+        send_all(sock, head.encode("ascii") + b"\r\n" + raw, deadline)
+        try:
+            sock.shutdown(1)  # SHUT_WR: spamd reads Content-length bytes, the EOF only helps old versions
+        except OSError:
+            pass
+        answer = read_until_close(sock, deadline)
+    return parse(answer, what)
+
+
+def parse(answer: bytes, what: str = "spamd") -> SpamVerdict:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = answer.partition(b"\n\n")
+    lines = head.splitlines()
+    if not lines:
+        raise FilterUnavailable(f"{what}: closed the connection without an answer")
+    m = _STATUS.match(lines[0].strip())
+    if m is None:
+        raise FilterUnavailable(f"{what}: not a SPAMD answer: {lines[0][:200]!r}")
+    if m.group(2) != b"0":
+        raise FilterUnavailable(f"{what}: error {m.group(2).decode()} {m.group(3).decode('ascii', 'replace')}")
+    spam = None
+    for line in lines[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "spam":
+            spam = _SPAM.match(value)
+            if spam is None:
+                raise FilterUnavailable(f"{what}: cannot read its Spam header: {value.strip()!r}")
+    if spam is None:
+        raise FilterUnavailable(f"{what}: its answer has no Spam header")
+    tests = [t for t in body.decode("latin-1").strip().split(",") if t.strip()]
+    return SpamVerdict("spamd", spam.group(1).lower() in ("true", "yes"), float(spam.group(2)),
+                       float(spam.group(3)), [t.strip() for t in tests])
