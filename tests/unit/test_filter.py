@@ -150,3 +150,23 @@ def test_mda_without_filter_imports_no_filter_code(tmp_path):
     out = subprocess.run([sys.executable, "-c", LAZY, str(tmp_path / "Mail")], input=b"Subject: x\n\nb\n",
                          capture_output=True, env=env, timeout=60)
     assert b"rc=0 filter-loaded=False" in out.stderr, out.stderr
+
+
+def test_sieve_test_with_a_filter_config_reads_the_verdict_headers(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[filter]\nspamd = "127.0.0.1:783"\n')
+    script = tmp_path / "junk.sieve"
+    script.write_text('require ["spamtest", "fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+                      'if spamtest :value "ge" :comparator "i;ascii-numeric" "6" { fileinto "Junk"; }\n')
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(add_headers(Message(b"Subject: x\n\nb\n"),
+                                SpamVerdict("spamd", True, 1000.0, 5.0, ["GTUBE"]).headers()).raw)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = [sys.executable, "-m", "fetchdeliver", "sieve", "test"]
+    out = subprocess.run(run + ["-c", str(cfg), str(script), str(msg)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "store message in folder: Junk" in out.stdout
+    # Without [filter], spamtest stays off as in Pigeonhole.
+    out = subprocess.run(run + [str(script), str(msg)], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode != 0 and "unknown Sieve capability 'spamtest'" in out.stderr
