@@ -271,3 +271,30 @@ def test_config_errors_name_the_key(tmp_path, fetchdeliver_cmd):
         assert r.returncode == 78, (table, r.stderr)
         assert key in r.stderr, (table, r.stderr)
         assert cfg.encode() in r.stderr
+
+
+def test_fetch_leaves_the_message_on_the_server_while_spamd_is_down(tmp_path, dovecot, fetchdeliver_cmd, spamd):
+    from fetchsetup import FetchSetup
+
+    setup = FetchSetup(tmp_path, dovecot, fetchdeliver_cmd)
+    dovecot.append_many("alice", [SPAM])
+    setup.account("pop", "pop3", "none", after="delete")
+
+    def with_filter(address: str) -> None:
+        setup.write()
+        with open(setup.config, "a") as f:
+            f.write(f'\n[filter]\nspamd = "{address}"\ntimeout = "60s"\n')
+
+    with_filter(f"127.0.0.1:{free_port()}")  # down
+    r = setup.run()
+    assert r.returncode != 0
+    assert "left on the server" in r.stderr and "spamd 127.0.0.1:" in r.stderr, r.stderr
+    assert setup.delivered() == []
+    assert [raw for _, raw in dovecot.contents("alice").values()] == [SPAM]
+
+    with_filter(spamd.address)  # back: the next run delivers it with the verdict, then deletes it
+    r = setup.run()
+    assert r.returncode == 0, r.stderr
+    [stored] = setup.delivered()
+    assert stored.startswith(b"X-Spam-Flag: YES\n") and stored.endswith(SPAM.replace(b"\r\n", b"\n"))
+    assert dovecot.contents("alice") == {}
