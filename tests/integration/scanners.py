@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 import time
 
+from smtp_sinks import free_port  # noqa: F401 (the tests import it from here too)
+
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_SIGNATURE = "Eicar-Test-Signature"
@@ -25,12 +27,6 @@ EICAR_SIGNATURE = "Eicar-Test-Signature"
 
 class ScannerUnavailable(Exception):
     """The scanner's program is not installed or would not start (the message says which and why)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(cond, deadline: float, proc: subprocess.Popen, what: str, log: str) -> None:

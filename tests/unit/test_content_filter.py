@@ -12,8 +12,6 @@ from fetchdeliver.filter import Filter, add_headers, clamd, rspamd, spamd
 from fetchdeliver.filter.verdict import SpamVerdict, fold
 from fetchdeliver.message import Message
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def test_spamd_answer():
     v = spamd.parse(b"SPAMD/1.1 0 EX_OK\r\nContent-length: 12\r\nSpam: True ; 1000.5 / 5.0\r\n\r\n"
