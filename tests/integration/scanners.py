@@ -107,7 +107,10 @@ class Spamd(_Daemon):
             f.write("required_score 5.0\n"
                     "body GTUBE /XJS\\*C4JDBQADN1\\.NSBN3\\*2IDNEN\\*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL\\*C\\.34X/\n"
                     "describe GTUBE Generic Test for Unsolicited Bulk Email\n"
-                    "score GTUBE 1000.0\n")
+                    "score GTUBE 1000.0\n"
+                    # What Debian's 10_default_prefs.cf says, for spamc's PROCESS (the benchmark's peer)
+                    "report_safe 0\nclear_headers\nadd_header spam Flag _YESNOCAPS_\n"
+                    "add_header all Status _YESNO_, score=_SCORE_ required=_REQD_ tests=_TESTS_\n")
         for path in (os.path.join(rules, "v320.pre"), os.path.join(rules, "10_gtube.cf")):
             os.chmod(path, 0o644)
         self.port = free_port()
