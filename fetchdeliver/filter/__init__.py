@@ -9,15 +9,18 @@ package is imported only when `[filter]` is configured (MDA start-up time).
 
 from __future__ import annotations
 
-import logging
-
 from fetchdeliver.errors import FilterUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.message import Message
 
-log = logging.getLogger(__name__)
+
+
+def _log():
+    import logging  # only when there is something to log (start-up time)
+
+    return logging.getLogger(__name__)
 
 UNFILTERED_HEADER = "X-Fetchdeliver-Filter"
 DEFAULT_TIMEOUT = 30
@@ -95,7 +98,7 @@ class Filter:
         raw = message.raw
         if self.max_size and len(raw) > self.max_size:
             note = f"not scanned; {len(raw)} bytes, more than max_size {self.max_size}"
-            log.info("%s: %s", message.origin, note)
+            _log().info("%s: %s", message.origin, note)
             return ScanResult([(UNFILTERED_HEADER, note)], False, [])
         verdicts: list = []
         if self.rspamd:
@@ -112,7 +115,6 @@ class Filter:
 
             verdicts.append(clamd.check(self.clamd, raw, self.timeout))
         headers = [h for v in verdicts for h in v.headers()]
-        log.info("%s: %s", message.origin, "; ".join(repr(v) for v in verdicts))
         return ScanResult(headers, True, verdicts)
 
     def unfiltered(self, error: FilterUnavailable) -> ScanResult:

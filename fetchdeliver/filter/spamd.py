@@ -8,14 +8,23 @@
 
 from __future__ import annotations
 
-import re
-
 from fetchdeliver.errors import FilterUnavailable
 from fetchdeliver.filter.connection import Deadline, connect, read_until_close, send_all
 from fetchdeliver.filter.verdict import SpamVerdict
 
-_STATUS = re.compile(rb"^SPAMD/(\d+\.\d+) (\d+) (.*)$")
-_SPAM = re.compile(r"^\s*(True|False|Yes|No)\s*;\s*(-?[\d.]+)\s*/\s*(-?[\d.]+)\s*$", re.I)
+
+
+def _spam_header(value: str) -> tuple[bool, float, float] | None:
+    """ "True ; 1000.0 / 5.0" -> (True, 1000.0, 5.0); None when it does not read so (no `re`: start-up)."""
+    flag, sep, numbers = value.partition(";")
+    score, sep2, required = numbers.partition("/")
+    flag = flag.strip().lower()
+    if not sep or not sep2 or flag not in ("true", "false", "yes", "no"):
+        return None
+    try:
+        return flag in ("true", "yes"), float(score), float(required)
+    except ValueError:
+        return None
 
 
 def check(endpoint: str, raw: bytes, timeout: float, user: str | None = None) -> SpamVerdict:
@@ -43,20 +52,19 @@ def parse(answer: bytes, what: str = "spamd") -> SpamVerdict:
     lines = head.splitlines()
     if not lines:
         raise FilterUnavailable(f"{what}: closed the connection without an answer")
-    m = _STATUS.match(lines[0].strip())
-    if m is None:
+    status = lines[0].decode("latin-1").strip().split(" ", 2)
+    if len(status) < 2 or not status[0].startswith("SPAMD/") or not status[1].isdigit():
         raise FilterUnavailable(f"{what}: not a SPAMD answer: {lines[0][:200]!r}")
-    if m.group(2) != b"0":
-        raise FilterUnavailable(f"{what}: error {m.group(2).decode()} {m.group(3).decode('ascii', 'replace')}")
+    if status[1] != "0":
+        raise FilterUnavailable(f"{what}: error {' '.join(status[1:])}")
     spam = None
     for line in lines[1:]:
         name, _, value = line.decode("latin-1").partition(":")
         if name.strip().lower() == "spam":
-            spam = _SPAM.match(value)
+            spam = _spam_header(value)
             if spam is None:
                 raise FilterUnavailable(f"{what}: cannot read its Spam header: {value.strip()!r}")
     if spam is None:
         raise FilterUnavailable(f"{what}: its answer has no Spam header")
-    tests = [t for t in body.decode("latin-1").strip().split(",") if t.strip()]
-    return SpamVerdict("spamd", spam.group(1).lower() in ("true", "yes"), float(spam.group(2)),
-                       float(spam.group(3)), [t.strip() for t in tests])
+    tests = [t.strip() for t in body.decode("latin-1").strip().split(",") if t.strip()]
+    return SpamVerdict("spamd", spam[0], spam[1], spam[2], tests)
