@@ -15,7 +15,20 @@ raw IMAP client times, against each server in turn:
 
 Each timed row is the median of --repeat runs after one untimed warm-up run; the
 answers (number of FETCH responses, search hits, bytes) must agree or the run
-says so. Run as root (Dovecot's mail processes run as nobody):
+says so.
+
+Then both servers are stopped and started again (--restarts times; each row is
+the median over the restarts) and the first session after each restart times
+(issue #11; target: each at most 1.5x Dovecot):
+
+    first LOGIN + SELECT INBOX         (from Dovecot's index / our fetchdeliver-index.sqlite)
+    FETCH 1:* (FLAGS ENVELOPE)
+    UID SEARCH HEADER Subject WORD, UID SEARCH BODY WORD
+    FETCH 1:* BODY.PEEK[]
+    STORE 1:500 +FLAGS (\Answered)  /  -FLAGS, alternately
+    APPEND of a 2 KB message          (median of --appends)
+
+Run as root (Dovecot's mail processes run as nobody):
 
     /work/main/.venv/bin/python benchmarks/imap_server.py [--count 10000] [--repeat 3] [--keep]
 """
@@ -184,6 +197,43 @@ def idle_latency(port: int, deliver, repeat: int) -> list[float]:
     return out
 
 
+RESTART_OPS = [
+    ("after restart: FETCH 1:* (FLAGS ENVELOPE)", "FETCH 1:* (FLAGS ENVELOPE)"),
+    ("after restart: UID SEARCH HEADER Subject", f"UID SEARCH HEADER Subject {HEADER_WORD}"),
+    ("after restart: UID SEARCH BODY", f"UID SEARCH BODY {BODY_WORD}"),
+    ("after restart: FETCH 1:* BODY.PEEK[]", "FETCH 1:* BODY.PEEK[]"),
+]
+APPEND_MSG = ("From: bench@example.org\r\nTo: alice@example.com\r\nSubject: appended\r\n"
+              "Message-ID: <append.{n}@example.org>\r\n\r\n" + "appended line of text\r\n" * 90)
+
+
+def after_restart(port: int, cycle: int, appends: int) -> dict:
+    """The first session on a freshly started server: {row: (seconds, answer)}."""
+    res: dict = {}
+    c, took = _login_select(port)
+    res["after restart: first LOGIN + SELECT"] = (took, None)
+    for label, cmd in RESTART_OPS:
+        res[label] = _timed(c, cmd)
+    sign = "+" if cycle % 2 == 0 else "-"
+    res["after restart: STORE 1:500 " + "+/-FLAGS (\\Answered)"] = _timed(c, f"STORE 1:500 {sign}FLAGS (\\Answered)")
+    times = []
+    for i in range(appends):
+        body = APPEND_MSG.format(n=f"{cycle}.{i}").encode()
+        t = time.perf_counter()
+        tag = c.send(f"APPEND INBOX {{{len(body)}+}}")
+        c.sock.sendall(body + b"\r\n")
+        while True:
+            r = c.read()
+            if r.startswith(tag.encode() + b" "):
+                if b" OK" not in r[:len(tag) + 4]:
+                    raise RuntimeError(f"APPEND: {r!r}")
+                break
+        times.append(time.perf_counter() - t)
+    res["after restart: APPEND (each)"] = (statistics.median(times), None)
+    c.close()
+    return res
+
+
 def run_server(name: str, port: int, deliver, args) -> dict:
     """Every timed row for one server: {row: (seconds, answer)}."""
     res: dict = {}
@@ -252,6 +302,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=10000, help="messages in the Maildir (default 10000)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per row, the median is shown")
     ap.add_argument("--idle-repeat", type=int, default=5, help="deliveries for the IDLE latency")
+    ap.add_argument("--restarts", type=int, default=3, help="restarts of both servers (median shown)")
+    ap.add_argument("--appends", type=int, default=20, help="APPENDs timed after each restart")
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--dir", default="/tmp", help="where the temporary directory goes")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -281,6 +333,21 @@ def main() -> int:
             "fetchdeliver": run_server("fetchdeliver", port, _deliverer(mine, os.getuid(), os.getgid()), args),
             "Dovecot": run_server("Dovecot", dc.port("imap"), _deliverer(theirs, dc.mail_uid, dc.mail_gid), args),
         }
+        per: dict = {"fetchdeliver": {}, "Dovecot": {}}
+        for cycle in range(args.restarts):
+            os.killpg(ours.pid, signal.SIGTERM)
+            ours.wait(30)
+            ours = None
+            dc.stop(graceful=True)
+            ours, port = start_ours(work, mine)
+            dc.start()
+            for name, p in (("fetchdeliver", port), ("Dovecot", dc.port("imap"))):
+                for label, (t, answer) in after_restart(p, cycle, args.appends).items():
+                    per[name].setdefault(label, ([], answer))[0].append(t)
+            print(f"  restart {cycle + 1}/{args.restarts}: done", flush=True)
+        for name, rows in per.items():
+            for label, (ts, answer) in rows.items():
+                results[name][label] = (statistics.median(ts), answer)
     finally:
         if ours is not None:
             os.killpg(ours.pid, signal.SIGTERM)
@@ -293,7 +360,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     ok = True
-    print(f"\n{args.count} messages, median of {args.repeat} runs (IDLE: of {args.idle_repeat} deliveries)\n")
+    print(f"\n{args.count} messages, median of {args.repeat} runs (IDLE: of {args.idle_repeat} deliveries; "
+          f"after restart: of {args.restarts} restarts)\n")
     print(f"{'operation':46s} {'fetchdeliver':>13s} {'Dovecot':>10s} {'ours/Dovecot':>13s}")
     for label, (t_ours, a_ours) in results["fetchdeliver"].items():
         t_dc, a_dc = results["Dovecot"][label]

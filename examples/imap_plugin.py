@@ -14,8 +14,11 @@ the home directory the passwd-file gives them (its sixth field):
     Quarantine              HOME/Quarantine        a Maildir served read-only
 
 Copy this file, change `mounts_for`, and point `backend` at your copy: the
-protocol code needs no change. The interfaces are in
-fetchdeliver/imapserver/storage.py, auth.py and mounts.py.
+protocol code needs no change. The storage interface (`Store`, `Mailbox`) is in
+fetchdeliver/storage/base.py, the two backends used here in storage/maildir.py
+and storage/mbox.py; logins in imapserver/auth.py; mounts in imapserver/mounts.py.
+A whole new kind of store is better registered as a storage plugin (entry point
+group "fetchdeliver.storage", see docs/extending.md).
 """
 
 from __future__ import annotations
@@ -23,29 +26,29 @@ from __future__ import annotations
 import os
 
 from fetchdeliver.imapserver.auth import Account, PasswdFileAuthenticator
-from fetchdeliver.imapserver.maildir import MaildirStorage
-from fetchdeliver.imapserver.mbox import MboxStorage
 from fetchdeliver.imapserver.mounts import Mount, MountStorage
+from fetchdeliver.storage.maildir import MaildirStore
+from fetchdeliver.storage.mbox import MboxStore
 
 
 def mounts_for(home: str) -> list[Mount]:
     """Which stores one user sees, and under which names."""
-    mounts = [Mount("", MaildirStorage(os.path.join(home, "Mail")))]
+    mounts = [Mount("", MaildirStore(os.path.join(home, "Mail")))]
     archive = os.path.join(home, "Archive")
     if os.path.isdir(archive):
         for year in sorted(os.listdir(archive)):
             if os.path.isdir(os.path.join(archive, year, "cur")):
-                mounts.append(Mount(f"Archive/{year}", MaildirStorage(os.path.join(archive, year))))
+                mounts.append(Mount(f"Archive/{year}", MaildirStore(os.path.join(archive, year))))
     old = os.path.join(home, "mbox")
     if os.path.isdir(old):
         for name in sorted(os.listdir(old)):
             path = os.path.join(old, name)
             if os.path.isfile(path) and not name.startswith(".") and not name.endswith(".lock"):
                 # Each file is its own INBOX; its folder directory stays empty.
-                mounts.append(Mount(f"Old/{name}", MboxStorage(path, os.path.join(old, f".{name}.d"))))
+                mounts.append(Mount(f"Old/{name}", MboxStore(path, os.path.join(old, f".{name}.d"))))
     quarantine = os.path.join(home, "Quarantine")
     if os.path.isdir(quarantine):
-        mounts.append(Mount("Quarantine", MaildirStorage(quarantine), readonly=True))
+        mounts.append(Mount("Quarantine", MaildirStore(quarantine), readonly=True))
     return mounts
 
 

@@ -85,7 +85,7 @@ class Reject(Action):
 
 
 class Vacation(Action):
-    __slots__ = ("reason", "subject", "seconds", "from_", "addresses", "mime", "handle")
+    __slots__ = ("reason", "subject", "seconds", "from_", "addresses", "mime", "handle", "fcc")
     type = "vacation"
 
     def __init__(self, reason: str, subject: str | None = None, seconds: int = 7 * 86400,
@@ -98,14 +98,18 @@ class Vacation(Action):
         self.addresses = list(addresses or [])
         self.mime = mime
         self.handle = handle
+        self.fcc = None  # RFC 8580: {"mailbox", "flags", "create"} for a copy of the reply
 
     def to_json(self) -> dict:
-        return {"type": "vacation", "subject": self.subject, "seconds": self.seconds,
-                "from": self.from_, "reason": self.reason}
+        out = {"type": "vacation", "subject": self.subject, "seconds": self.seconds,
+               "from": self.from_, "reason": self.reason}
+        if self.fcc:
+            out["fcc"] = dict(self.fcc)
+        return out
 
 
 class Notify(Action):
-    __slots__ = ("method", "from_", "importance", "options", "message")
+    __slots__ = ("method", "from_", "importance", "options", "message", "fcc")
     type = "notify"
 
     def __init__(self, method: str, from_: str | None = None, importance: str | None = None,
@@ -115,11 +119,15 @@ class Notify(Action):
         self.importance = importance
         self.options = list(options or [])
         self.message = message
+        self.fcc = None  # RFC 8580: {"mailbox", "flags", "create"} for a copy of the notification
 
     def to_json(self) -> dict:
-        return {"type": "notify", "method": self.method, "from": self.from_,
-                "importance": self.importance, "options": list(self.options),
-                "message": self.message}
+        out = {"type": "notify", "method": self.method, "from": self.from_,
+               "importance": self.importance, "options": list(self.options),
+               "message": self.message}
+        if self.fcc:
+            out["fcc"] = dict(self.fcc)
+        return out
 
 
 class Program(Action):

@@ -56,6 +56,14 @@ def _build_parser():
     st.add_argument("--from", dest="sender", metavar="ADDR", help="envelope sender")
     st.add_argument("--to", dest="recipient", metavar="ADDR", help="envelope recipient")
     st.add_argument("-c", "--config", help="config file for [sieve] options")
+    sts = ssub.add_parser("testsuite", help="run Pigeonhole testsuite (.svtest) files with this interpreter")
+    sts.add_argument("files", nargs="*", metavar="FILE")
+    sts.add_argument("-F", "--expect-failure", action="store_true",
+                     help="every test of the FILEs must fail (Pigeonhole's testsuite -F)")
+    sts.add_argument("--makefile", metavar="MAKEFILE_AM",
+                     help="also run every file Pigeonhole's Makefile.am lists for `make test`")
+    sts.add_argument("--plugins", action="store_true", help="with --makefile: the extprograms files too")
+    sts.add_argument("-v", "--verbose", action="store_true", help="print each test's outcome")
 
     f = sub.add_parser("filter", help="apply a Sieve script to mail already in a Maildir")
     f.add_argument("--rules", required=True, metavar="SCRIPT")
@@ -80,6 +88,18 @@ def _build_parser():
 
     managesieve_command.add_arguments(sub.add_parser("managesieve",
                                                      help="let users edit their Sieve rules (RFC 5804)"))
+    from fetchdeliver import deliverylog
+    from fetchdeliver.web import command as web_command
+
+    web_command.add_arguments(sub.add_parser("web", help="the web page: accounts, deliveries, queue, rules"))
+    deliverylog.add_arguments(sub.add_parser("log", help="the latest deliveries with their Sieve trace"))
+    from fetchdeliver.pop3server import command as pop3_command
+
+    pop3_command.add_arguments(sub.add_parser("pop3", help="serve the delivered mail over POP3"))
+    from fetchdeliver.submission import command as submission_command
+
+    submission_command.add_arguments(sub.add_parser("submission",
+                                                    help="let users' mail clients send (RFC 6409, port 587/465)"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
@@ -122,6 +142,11 @@ def _main_argparse(argv: list[str]) -> int:
         if args.sieve_command == "test":
             return tool.test_main(args.script, args.message, json_out=args.json, trace=args.trace,
                                   sender=args.sender, recipient=args.recipient, config=args.config)
+        if args.sieve_command == "testsuite":
+            from fetchdeliver.sieve.testsuite.command import main as testsuite_main
+
+            return testsuite_main(args.files, expect_failure=args.expect_failure, makefile=args.makefile,
+                                  plugins=args.plugins, verbose=args.verbose)
         parser.parse_args(["sieve", "--help"])
     if cmd == "filter":
         from fetchdeliver.sieve import tool
@@ -147,6 +172,22 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.managesieve import command as managesieve_command
 
         return managesieve_command.main(args)
+    if cmd == "web":
+        from fetchdeliver.web import command as web_command
+
+        return web_command.main(args)
+    if cmd == "log":
+        from fetchdeliver import deliverylog
+
+        return deliverylog.main(args)
+    if cmd == "pop3":
+        from fetchdeliver.pop3server import command as pop3_command
+
+        return pop3_command.main(args)
+    if cmd == "submission":
+        from fetchdeliver.submission import command as submission_command
+
+        return submission_command.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 

@@ -189,6 +189,8 @@ SIEVE_KEYS = {
     "vacation_min_period": _duration,
     "vacation_max_period": _duration,
     "vacation_default_period": _duration,
+    "vacation_default_subject": _nonempty_str,             # reply subject without :subject
+    "vacation_default_subject_template": _nonempty_str,    # ... when the message has one: "Re: %$"
     "max_redirects": _int(0, 1000),
     # Limits on hostile scripts and mail (Pigeonhole's sieve_max_* names and defaults where it has them)
     "max_run_time": _duration,                             # CPU time per message's run (default 5s; 0: none)
@@ -198,11 +200,27 @@ SIEVE_KEYS = {
     "max_actions": _int(0, 10000),                         # default 32 (0: none)
     "pipe_timeout": _duration,                             # vnd.dovecot.* programs are killed after this
     "environment": _str_table,                             # extra items for the environment extension
+    "special_use": _str_table,                             # special-use: {"\\Junk" = "Spam"} (RFC 8579)
+    "mailbox_ids": _str_table,                             # mailboxid: {"F2212" = "Work"} (RFC 9042)
+    "lists": _str_table,                                   # extlists: {"name" = "/path/file"} (RFC 6134)
+    "addressbook": _path,                                  # extlists: the ":addrbook:default" list
+    "report_from": _nonempty_str,                          # vnd.dovecot.report: From of reports
+    "user_email": _nonempty_str,                           # the user's address (report_from = "user_email")
+    "editheader_protected": _str_list,                     # header names editheader may not add/delete
+    "editheader_forbid_add": _str_list,
+    "editheader_forbid_delete": _str_list,
+}
+
+LOG_KEYS = {
+    "keep": _duration,                # how long the delivery log keeps a row (default 30d)
+    "deliveries": _bool,              # write the delivery log at all (default true)
+    "mda": _bool,                     # also from `fetchdeliver deliver` (default false: it costs start-up)
 }
 
 TABLES: dict[str, dict] = {
     "delivery": DELIVERY_KEYS,
     "sieve": SIEVE_KEYS,
+    "log": LOG_KEYS,
 }
 
 # [[name]] arrays of tables: name -> (keys, required keys). Later features
@@ -240,7 +258,9 @@ def _load_feature_schemas() -> None:
 
     for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
                 "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
-                "fetchdeliver.managesieve.settings", "fetchdeliver.filter.settings"):
+                "fetchdeliver.managesieve.settings", "fetchdeliver.web.settings",
+                "fetchdeliver.pop3server.settings", "fetchdeliver.submission.settings",
+                "fetchdeliver.filter.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

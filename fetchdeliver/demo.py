@@ -39,7 +39,7 @@ def _read_envelopes(path: str) -> list[tuple[str, str, str]]:
 
 def make_remote(path: str) -> int:
     """Fill the "remote" Maildir with the samples, each with the envelope a server would record."""
-    from fetchdeliver.delivery.maildir import MaildirStore
+    from fetchdeliver.storage.maildir import MaildirStore
     from fetchdeliver.resources import examples_dir
 
     ex = examples_dir()

@@ -16,7 +16,7 @@ from fetchdeliver.errors import DeliveryError, InvalidMailboxName
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.delivery.base import MailStore, Receipt
+    from fetchdeliver.storage.base import Store as MailStore, Receipt
     from fetchdeliver.message import Message
 
 DELIVERED = "delivered"
@@ -63,7 +63,7 @@ class Context:
     """What `process()` needs besides the message: where to store, which rules, which options."""
 
     __slots__ = ("store", "script", "script_error", "sieve_options", "pipe_bin_dir", "state",
-                 "outbound", "default_mailbox", "dry_run", "rules", "filter")
+                 "outbound", "default_mailbox", "dry_run", "rules", "delivery_log", "trace", "filter")
 
     def __init__(self, store: "MailStore", script=None, *, script_error: str | None = None,
                  sieve_options: dict | None = None, pipe_bin_dir: str | None = None, state=None,
@@ -78,6 +78,8 @@ class Context:
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
         self.rules = None                   # pipeline.RulesFile: re-read the script when its file changed
+        self.delivery_log = None            # deliverylog.Recorder: one row per decided message, or None
+        self.trace: list[str] = []          # the last Sieve run's trace (kept only with a delivery_log)
         self.filter = None                  # fetchdeliver.filter.Filter when [filter] is configured
 
 
@@ -86,6 +88,7 @@ def decide(message: "Message", ctx: Context,
     """Run the rules (if any) and return (actions, errors, message as edited by the rules).
     `options` replaces ctx.sieve_options for this message (the content filter's doing)."""
     errors: list[str] = []
+    ctx.trace = []
     if ctx.rules is not None:
         try:
             ctx.rules.refresh(ctx)
@@ -100,8 +103,10 @@ def decide(message: "Message", ctx: Context,
     try:
         env = sieve.SieveEnv(message, options=ctx.sieve_options if options is None else options,
                              duplicate_seen=_duplicate_checker(ctx),
-                             mailbox_exists=ctx.store.mailbox_exists)
+                             mailbox_exists=ctx.store.mailbox_exists,
+                             trace=ctx.delivery_log is not None)
         result = sieve.run(ctx.script, message, env)
+        ctx.trace = result.trace
     except Exception as e:  # a bug in the interpreter must not lose mail
         _log().exception("Sieve interpreter failed; keeping the message in INBOX")
         return [keep(implicit=True)], errors + [f"sieve: internal error: {e}"], message
@@ -183,8 +188,8 @@ def process(message: "Message", ctx: Context) -> Outcome:
         stores.append(Store(ctx.default_mailbox, [], implicit=True, kind="keep"))
 
     if rejects and not stores:
-        return Outcome(REJECTED, receipts=receipts, actions=actions, errors=errors,
-                       reason=rejects[0].reason)  # type: ignore[attr-defined]
+        return _logged(message, ctx, Outcome(REJECTED, receipts=receipts, actions=actions, errors=errors,
+                                             reason=rejects[0].reason))  # type: ignore[attr-defined]
 
     for s in stores:
         try:
@@ -209,7 +214,16 @@ def process(message: "Message", ctx: Context) -> Outcome:
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
             return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
-    return Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors)
+    return _logged(message, ctx, Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors))
+
+
+def _logged(message: "Message", ctx: Context, outcome: Outcome) -> Outcome:
+    """Write the delivery log row (when there is a log); the outcome is returned unchanged."""
+    if ctx.delivery_log is not None:
+        store = ctx.store
+        root = getattr(store, "root", None) or getattr(store, "inbox_path", None) or ""
+        ctx.delivery_log.record(message, outcome, ctx.trace, ctx.script, os.path.abspath(root) if root else "")
+    return outcome
 
 
 def _content_filter(message: "Message", ctx: Context):
@@ -279,17 +293,40 @@ def _perform_other(a: Action, message: "Message", ctx: Context):
     t = a.type
     if t == "discard":
         return None
-    if t in ("redirect", "vacation", "notify"):
+    if t in ("redirect", "vacation", "notify", "report"):
         if ctx.outbound is None:
             # No outbound queue configured: the message must not vanish because of it.
             _log().warning("%s: %s needs the outbound SMTP queue, which is not configured; "
                            "keeping the message in INBOX", message.origin, t)
             return False if t == "redirect" else None
-        return ctx.outbound.submit_action(a, message)
+        receipt = ctx.outbound.submit_action(a, message)
+        if getattr(a, "fcc", None) and receipt is not None and receipt.path:
+            return _file_fcc_copy(a, receipt, message, ctx)
+        return receipt
     if t == "pipe":  # filter and execute already ran inside the script
         return _run_program(a, message, ctx)
     _log().warning("%s: unknown action %s ignored", message.origin, t)
     return None
+
+
+def _file_fcc_copy(a: Action, receipt: "Receipt", message: "Message", ctx: Context) -> "Receipt":
+    """RFC 8580: file a copy of the message vacation/notify queued. A failure is only logged
+    (section 4: it must not affect the sending); the copy is rolled back with the queued message."""
+    from fetchdeliver.delivery.base import Receipt
+
+    fcc = a.fcc  # type: ignore[attr-defined]
+    try:
+        with open(receipt.path, "rb") as f:  # type: ignore[arg-type]
+            raw = f.read()
+        copy = ctx.store.deliver(raw, fcc["mailbox"], fcc["flags"], sender="", create=fcc["create"])
+    except (DeliveryError, OSError) as e:
+        _log().warning("%s: %s :fcc copy to %s not filed: %s", message.origin, a.type, fcc["mailbox"], e)
+        return receipt
+
+    def undo() -> None:
+        copy.rollback()
+        receipt.rollback()
+    return Receipt(receipt.target, receipt.mailbox, receipt.path, undo=undo)
 
 
 def _run_program(a, message: "Message", ctx: Context):
@@ -301,6 +338,8 @@ def _run_program(a, message: "Message", ctx: Context):
     if "/" in a.program or a.program in ("", ".", ".."):
         raise PermanentDeliveryError(f"{a.type}: program name {a.program!r} must be a plain name")
     path = os.path.join(ctx.pipe_bin_dir, a.program)
-    env = {"SENDER": message.sender, "RECIPIENT": ",".join(message.recipients),
-           "ORIGINAL_RECIPIENT": message.original_recipient or ""}
+    from fetchdeliver.sieve import program_environment
+
+    env = program_environment(message.sender, ",".join(message.recipients), message.original_recipient)
+    env["ORIGINAL_RECIPIENT"] = env["ORIG_RECIPIENT"]  # the name this engine used first
     return run_program([path, *a.args], message.raw, env=env)

@@ -155,7 +155,10 @@ def _deliver(opts: dict) -> int:
     try:
         ctx = build_context(settings, maildir=opts.get("maildir"), mbox=opts.get("mbox"),
                             rules=opts.get("rules"), default_mailbox=opts.get("mailbox"),
-                            dry_run=bool(opts.get("dry_run")))
+                            dry_run=bool(opts.get("dry_run")),
+                            # The delivery log costs the MDA a state database open and ~4 fsyncs per
+                            # message (benchmarks/mda_pipe.py): only with [log] mda = true.
+                            delivery_log=bool(data.get("log", {}).get("mda", False)))
     except ConfigError as e:
         sys.stderr.write(f"fetchdeliver deliver: {e}\n")
         return EX_CONFIG

@@ -14,7 +14,7 @@ from fetchdeliver.errors import ConfigError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.config import Settings
-    from fetchdeliver.delivery.base import MailStore
+    from fetchdeliver.storage.base import Store as MailStore
     from fetchdeliver.engine import Context
 
 
@@ -29,11 +29,11 @@ def build_store(*, maildir: str | None = None, mbox: str | None = None,
                 lock_timeout: float | None = None) -> "MailStore":
     """A Maildir++ store or an mbox store; exactly one of maildir/mbox."""
     if maildir:
-        from fetchdeliver.delivery.maildir import MaildirStore
+        from fetchdeliver.storage.maildir import MaildirStore
 
         return MaildirStore(os.path.expanduser(maildir), fsync=fsync)
     if mbox:
-        from fetchdeliver.delivery.mbox import MboxStore
+        from fetchdeliver.storage.mbox import MboxStore
 
         kwargs = {"fsync": fsync}
         if lock_timeout is not None:
@@ -147,7 +147,7 @@ class RulesFile:
 
 def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
                   rules: str | None = None, default_mailbox: str | None = None,
-                  dry_run: bool = False, state=None) -> "Context":
+                  dry_run: bool = False, state=None, delivery_log: bool = True) -> "Context":
     from fetchdeliver.engine import Context
 
     store = store_from_settings(settings, maildir=maildir, mbox=mbox)
@@ -165,4 +165,8 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
 
         ctx.filter = Filter(table)
         ctx.filter.apply_sieve_defaults(dict(settings.sieve))  # which keys are ours (see engine)
+    if delivery_log and not dry_run:
+        from fetchdeliver.deliverylog import recorder_for
+
+        ctx.delivery_log = recorder_for(settings)
     return ctx

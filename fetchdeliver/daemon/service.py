@@ -41,6 +41,9 @@ def _tables(gen, names: tuple[str, ...]) -> str:
 LMTP_TABLES = ("lmtp", "recipient", "delivery", "sieve", "relay", "queue")
 IMAP_TABLES = ("imap", "delivery")
 MANAGESIEVE_TABLES = ("managesieve", "imap", "sieve")
+WEB_TABLES = ("web", "managesieve", "imap", "sieve", "log")
+POP3_TABLES = ("pop3", "imap", "delivery")
+SUBMISSION_TABLES = ("submission", "imap", "recipient", "delivery", "sieve", "relay", "queue")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -60,6 +63,9 @@ class Daemon:
         self.lmtp = None
         self.imap = None
         self.managesieve = None
+        self.web = None
+        self.pop3 = None
+        self.submission = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -169,6 +175,12 @@ class Daemon:
             await self._start_imap()
         if "managesieve" in data:
             await self._start_managesieve()
+        if "web" in data:
+            await self._start_web()
+        if "pop3" in data:
+            await self._start_pop3()
+        if "submission" in data:
+            await self._start_submission()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -199,19 +211,54 @@ class Daemon:
         for w in wheres:
             log.info("imap: listening on %s", w, extra={"listener": "imap"})
 
-    async def _start_managesieve(self) -> None:
+    async def _start_server(self, name: str, package: str) -> tuple:
+        """Start a listener whose package has `command.build_config` and `server.Server` (ManageSieve,
+        POP3): (server, its serving task, the addresses it listens on)."""
         import argparse
+        import importlib
 
-        from fetchdeliver.managesieve.command import build_config
-        from fetchdeliver.managesieve.server import Server
-
-        server = Server(build_config(argparse.Namespace(), self.gen.settings.data))
+        build_config = importlib.import_module(f"{package}.command").build_config
+        server = importlib.import_module(f"{package}.server").Server(
+            build_config(argparse.Namespace(), self.gen.settings.data))
         addrs = await server.start()
         serving = asyncio.ensure_future(server.serve_forever())
         wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
-        self.managesieve = (server, serving, wheres)
         for w in wheres:
-            log.info("managesieve: listening on %s", w, extra={"listener": "managesieve"})
+            log.info("%s: listening on %s", name, w, extra={"listener": name})
+        return server, serving, wheres
+
+    async def _start_managesieve(self) -> None:
+        self.managesieve = await self._start_server("managesieve", "fetchdeliver.managesieve")
+
+    async def _start_pop3(self) -> None:
+        self.pop3 = await self._start_server("pop3", "fetchdeliver.pop3server")
+
+    async def _start_web(self) -> None:
+        import argparse
+
+        from fetchdeliver.web.command import build_web_config
+        from fetchdeliver.web.server import WebServer
+
+        server = WebServer(build_web_config(argparse.Namespace(), self.gen.settings.data, self.path), daemon=self)
+        addrs = await server.start()
+        wheres = [f"{'https' if tls else 'http'}://{h}:{p}/" for h, p, tls in addrs]
+        self.web = (server, wheres)
+        for w in wheres:
+            log.info("web: listening on %s", w, extra={"listener": "web"})
+
+    async def _start_submission(self) -> None:
+        import argparse
+
+        from fetchdeliver.submission.command import build_config
+        from fetchdeliver.submission.server import Server
+
+        server = Server(build_config(argparse.Namespace(), self.gen.settings.data, self.path), self.outbound)
+        addrs = await server.start()
+        serving = asyncio.ensure_future(server.serve_forever())
+        wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
+        self.submission = (server, serving, wheres)
+        for w in wheres:
+            log.info("submission: listening on %s", w, extra={"listener": "submission"})
 
     def _record_listeners(self) -> None:
         items = []
@@ -221,6 +268,12 @@ class Daemon:
             items.extend({"kind": "imap", "where": w} for w in self.imap[2])
         if self.managesieve:
             items.extend({"kind": "managesieve", "where": w} for w in self.managesieve[2])
+        if self.web:
+            items.extend({"kind": "web", "where": w} for w in self.web[1])
+        if self.pop3:
+            items.extend({"kind": "pop3", "where": w} for w in self.pop3[2])
+        if self.submission:
+            items.extend({"kind": "submission", "where": w} for w in self.submission[2])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -312,7 +365,10 @@ class Daemon:
         self.status.accounts(list(wanted))
         if _tables(old, LMTP_TABLES) != _tables(gen, LMTP_TABLES) or \
                 _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
-                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES):
+                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES) or \
+                _tables(old, WEB_TABLES) != _tables(gen, WEB_TABLES) or \
+                _tables(old, POP3_TABLES) != _tables(gen, POP3_TABLES) or \
+                _tables(old, SUBMISSION_TABLES) != _tables(gen, SUBMISSION_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -338,22 +394,32 @@ class Daemon:
                 await asyncio.wait_for(in_thread(svc.shutdown, name="lmtp-shutdown"), GRACE)
             except asyncio.TimeoutError:
                 log.warning("lmtp: deliveries still running at the shutdown deadline")
-        if self.imap is not None:
-            server, serving, _ = self.imap
-            self.imap = None
+        for attr in ("imap", "managesieve", "pop3"):
+            running = getattr(self, attr)
+            if running is None:
+                continue
+            server, serving, _ = running
+            setattr(self, attr, None)
             serving.cancel()
             try:
                 await asyncio.wait_for(server.stop(), 3)
             except asyncio.TimeoutError:
                 pass
-        if self.managesieve is not None:
-            server, serving, _ = self.managesieve
-            self.managesieve = None
-            serving.cancel()
+        if self.web is not None:
+            server, _ = self.web
+            self.web = None
             try:
-                await asyncio.wait_for(server.stop(), 3)
+                await asyncio.wait_for(server.stop(), 6)
             except asyncio.TimeoutError:
                 pass
+        if self.submission is not None:
+            server, serving, _ = self.submission
+            self.submission = None
+            serving.cancel()
+            try:  # accepted messages being queued finish first
+                await asyncio.wait_for(server.stop(), GRACE)
+            except asyncio.TimeoutError:
+                log.warning("submission: messages still being queued at the shutdown deadline")
 
     async def shutdown(self) -> None:
         deadline = time.monotonic() + GRACE

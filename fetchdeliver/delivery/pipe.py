@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from fetchdeliver.delivery.base import Receipt
+from fetchdeliver.storage.base import Receipt
 from fetchdeliver.errors import (EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_TEMPFAIL,
                                  PermanentDeliveryError, TemporaryDeliveryError)
 

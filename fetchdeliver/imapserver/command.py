@@ -84,6 +84,21 @@ def build_config(args, data: dict):
                         max_literal=imap["max_literal"], **limit_options(imap))
 
 
+def warm_up() -> None:
+    """Import what the first session needs before listening: a long-running server pays its imports
+    once at start, not in its first client's SELECT (the MDA's lazy imports are for one-shot runs)."""
+    import fetchdeliver.imapserver.mime  # noqa: F401
+    import fetchdeliver.message  # noqa: F401
+    import fetchdeliver.storage.index  # noqa: F401
+    import fetchdeliver.storage.maildir  # noqa: F401
+    import fetchdeliver.storage.mbox  # noqa: F401
+
+    try:
+        import watchdog.observers  # noqa: F401
+    except ImportError:
+        pass
+
+
 def main(args) -> int:
     """Run the IMAP server until SIGINT/SIGTERM."""
     import asyncio
@@ -97,6 +112,8 @@ def main(args) -> int:
     except ConfigError as e:
         print(f"fetchdeliver imap: {e}", file=sys.stderr)
         return EX_CONFIG
+
+    warm_up()
 
     async def run() -> int:
         server = Server(cfg)

@@ -138,6 +138,8 @@ def _find_part(root: Part, nums: list[int]) -> Part | None:
 
 
 def section_bytes(parsed: Parsed, sec: Section) -> bytes | None:
+    if not sec.nums and sec.spec == "":
+        return parsed.raw    # BODY[]: the whole message, no MIME parse needed
     root = parsed.root
     if not sec.nums:
         node = root

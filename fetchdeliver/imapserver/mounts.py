@@ -16,8 +16,8 @@ refuses CREATE, DELETE, RENAME and APPEND. This is the building block for
 
 from __future__ import annotations
 
-from fetchdeliver.imapserver.storage import (Mailbox, MailboxEntry, Storage, StorageError,
-                                             add_children_attributes)
+from fetchdeliver.storage.base import (Mailbox, MailboxEntry, Storage, StorageError,
+                                       add_children_attributes)
 
 
 class Mount:
@@ -64,6 +64,21 @@ class _ReadOnly(Mailbox):
 
     def copy_to(self, msgs, dest):
         return Mailbox.copy_to(self, msgs, dest)  # reading from here is fine
+
+    def cached(self, msg):
+        return self._inner.cached(msg)
+
+    def flush_cached(self) -> None:
+        self._inner.flush_cached()
+
+    def cached_fields(self, name: str):
+        return self._inner.cached_fields(name)
+
+    def highestmodseq(self) -> int:
+        return self._inner.highestmodseq()
+
+    def vanished_since(self, modseq: int):
+        return self._inner.vanished_since(modseq)
 
     def watch_paths(self):
         return self._inner.watch_paths()

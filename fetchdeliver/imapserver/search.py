@@ -142,6 +142,12 @@ class Candidate:
     def header_values(self, name: str) -> list[str]:
         from fetchdeliver.message import decode_rfc2047
 
+        if self._headers is None and self.memo is not None:
+            # A store's index answers one field for the whole mailbox (storage/index.py Memo).
+            field = getattr(self.memo, "header_field", None)
+            values = field(name) if field is not None else None
+            if values is not None:
+                return [decode_rfc2047(v.decode("utf-8", "replace")) for v in values]
         if self._headers is None:
             from fetchdeliver.imapserver.mime import split_fields, unfold
 
@@ -176,6 +182,10 @@ class Candidate:
 
     def body_text(self) -> str:
         if self._body is None:
+            simple = _single_text_body(self.raw_fn())
+            if simple is not None:
+                self._body = simple.casefold()
+                return self._body
             parts = []
             try:
                 for part in self.email().walk():
@@ -194,6 +204,84 @@ class Candidate:
                 parts = [raw[body_at + 2:].decode("utf-8", "replace") if body_at >= 0 else ""]
             self._body = "\n".join(parts).casefold()
         return self._body
+
+
+_PLAIN_ENCODINGS = (b"7bit", b"8bit", b"binary")
+
+
+def _field(head: bytes, name: bytes) -> bytes | None:
+    """The unfolded value of the first `name:` field of a lower-cased header block, or None."""
+    at = head.find(b"\n" + name + b":")
+    if at < 0:
+        if not head.startswith(name + b":"):
+            return None
+        at = -1
+    start = at + 1 + len(name) + 1
+    end = head.find(b"\n", start)
+    while end >= 0 and head[end + 1:end + 2] in (b" ", b"\t"):
+        end = head.find(b"\n", end + 1)
+    return head[start:end if end >= 0 else len(head)].replace(b"\r", b"").replace(b"\n", b"").strip()
+
+
+def _single_text_body(raw: bytes) -> str | None:
+    """The body of a message that is one text part without transfer encoding (most mail), decoded
+    by its charset; None for anything else (multipart, base64, quoted-printable, ...): the email
+    package then takes it apart. Saves the full MIME parse on the common case."""
+    sep = raw.find(b"\n\n")
+    sep2 = raw.find(b"\r\n\r\n")
+    if sep < 0 and sep2 < 0:
+        return None
+    if sep2 >= 0 and (sep < 0 or sep2 < sep):
+        head, body = raw[:sep2 + 2], raw[sep2 + 4:]
+    else:
+        head, body = raw[:sep + 1], raw[sep + 2:]
+    head = head.lower()
+    cte = _field(head, b"content-transfer-encoding")
+    if cte is not None and cte not in _PLAIN_ENCODINGS:
+        return None
+    charset = "utf-8"
+    ctype = _field(head, b"content-type")
+    if ctype is not None:
+        if not ctype.startswith(b"text/"):
+            return None
+        for param in ctype.split(b";")[1:]:
+            k, _, v = param.strip().partition(b"=")
+            if k.strip() == b"charset":
+                charset = v.strip().strip(b'"').decode("ascii", "replace") or "utf-8"
+    try:
+        return body.decode(charset, "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
+
+
+def prefilter(tree: tuple, mailbox) -> list[tuple[set, set]]:
+    """For each HEADER key of the top-level AND whose field the store keeps for the whole mailbox
+    (`Mailbox.cached_fields`): (UIDs that match, UIDs whose fields are known). A message known
+    not to match is skipped without reading or building anything; one whose fields are not kept
+    is tested as usual."""
+    if tree[0] != "AND":
+        return []
+    fields = getattr(mailbox, "cached_fields", None)
+    if fields is None:
+        return []
+    from fetchdeliver.message import decode_rfc2047
+
+    out = []
+    for node in tree[1]:
+        if node[0] != "HEADER":
+            continue
+        got = fields(node[1])
+        if got is None:
+            continue
+        known, values = got
+        needle = node[2].casefold()
+        ok = set()
+        for uid, vals in values.items():
+            if not needle or any(needle in decode_rfc2047(v.decode("utf-8", "replace")).casefold()
+                                 for v in vals):
+                ok.add(uid)
+        out.append((ok, known))
+    return out
 
 
 def _in_set(n: int, ranges, star: int) -> bool:

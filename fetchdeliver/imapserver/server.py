@@ -59,20 +59,10 @@ def split_address(addr: str) -> tuple[str, int]:
 
 
 def storage_from_location(location: str):
-    """A Storage for "maildir:PATH" (or "mbox:PATH")."""
-    kind, _, path = location.partition(":")
-    kind = kind.lower()
-    if kind == "maildir":
-        from fetchdeliver.imapserver.maildir import MaildirStorage
+    """A Storage for "maildir:PATH", "mbox:PATH" or a plugin's "NAME:ARGS" (storage.open_store)."""
+    from fetchdeliver.storage import open_store
 
-        return MaildirStorage(path)
-    if kind == "mbox":
-        from fetchdeliver.imapserver.mbox import MboxStorage
-
-        # "mbox:FILE" (INBOX file, folders in mail/ beside it) or Dovecot's "mbox:DIR:INBOX=FILE".
-        folders, sep, inbox = path.partition(":INBOX=")
-        return MboxStorage(inbox, folders) if sep else MboxStorage(path)
-    raise ConfigError(f"unknown mail location {location!r} (expected maildir:PATH or mbox:PATH)")
+    return open_store(location)
 
 
 class Server:

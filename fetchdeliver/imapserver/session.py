@@ -13,12 +13,13 @@ import asyncio
 import base64
 import bisect
 import ipaddress
+import socket
 
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end)
-from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
+from fetchdeliver.storage.base import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
 from fetchdeliver.netlimits import OUT_OF_FDS, LoginThrottled, LogLimiter
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
@@ -59,12 +60,30 @@ class View:
         self.recent: set[int] = set()
         self.keywords: set[str] = set()   # the keywords announced in FLAGS
         self.uidvalidity = mailbox.uidvalidity
+        self.synced = None                # the list Mailbox.sync() returned at the last diff
 
     def flags_of(self, m) -> bytes:
         return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
 
 
+_FLAG_LISTS: dict = {}
+
+
 def flag_list(flags, recent: bool = False) -> bytes:
+    """"(\\Seen $Work)": a mailbox has few distinct flag sets, so the answers are kept."""
+    key = (flags, recent)
+    try:
+        got = _FLAG_LISTS.get(key)
+    except TypeError:     # a plain set: not hashable, not kept
+        return _flag_list(flags, recent)
+    if got is None:
+        if len(_FLAG_LISTS) > 4096:
+            _FLAG_LISTS.clear()
+        got = _FLAG_LISTS[key] = _flag_list(flags, recent)
+    return got
+
+
+def _flag_list(flags, recent: bool) -> bytes:
     sys_part = [f for f in SYSTEM_FLAGS if f in flags]
     kws = sorted(f for f in flags if not f.startswith("\\"))
     if recent:
@@ -99,16 +118,26 @@ class Session:
         self.auth_failures = 0
         self.changed = asyncio.Event()
         self._watch_tokens = []
+        self._pending: list[bytes] = []    # output queued by out(), written by send()/flush()
         self.loop = asyncio.get_running_loop()
 
     # -- output ---------------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        """Queue `data` after what out() queued, and write it all at once (one send per answer)."""
+        self._pending.append(data)
+        await self.flush()
 
     def out(self, data: bytes) -> None:
-        self.writer.write(data)
+        """Queue untagged output; it leaves with the next send() or flush()."""
+        self._pending.append(data)
+
+    async def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self.writer.write(data)
+        await self.writer.drain()
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
@@ -171,6 +200,19 @@ class Session:
             raise EOFError from None
         return line[:-2] if line.endswith(b"\r\n") else line[:-1]
 
+    def ack_now(self) -> None:
+        """ACK what was received at once. After `{N+}` the client sends the literal without
+        waiting for us; a client with Nagle's algorithm on holds it until our ACK, which the
+        kernel would delay (up to 40 ms) hoping to piggyback it on an answer we do not send."""
+        sock = self.writer.get_extra_info("socket")
+        quickack = getattr(socket, "TCP_QUICKACK", None)   # Linux only
+        if sock is None or quickack is None:
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError:
+            pass
+
     async def read_command(self) -> bytes | None:
         """One complete command (literals included), or None after answering a bad one."""
         line = await self.read_line()
@@ -192,6 +234,8 @@ class Session:
                 return None
             if not nonsync:
                 await self.send(b"+ OK\r\n")
+            elif size:
+                self.ack_now()
             try:
                 data = await asyncio.wait_for(self.reader.readexactly(size), self.cfg.idle_timeout)
             except asyncio.TimeoutError:
@@ -437,7 +481,6 @@ class Session:
                   f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID.",
                   f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
                   f"{'Examine' if readonly else 'Select'} completed."]
-        self.watch(mbox)
         await self.send(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
 
     @staticmethod
@@ -641,7 +684,14 @@ class Session:
                     e.code = "TRYCREATE"
                 raise
         try:
-            uid = mbox.append(data, frozenset(flags), date)
+            write = getattr(mbox, "write_message", None)
+            if write is not None and getattr(mbox, "adopt", None) is not None:
+                # The file's write and fsyncs run in a worker thread: other sessions go on meanwhile.
+                current = mbox.own_change()
+                path = await self.loop.run_in_executor(None, write, data, frozenset(flags), date)
+                uid = mbox.adopt(path, current)
+            else:
+                uid = mbox.append(data, frozenset(flags), date)
             uidvalidity = mbox.uidvalidity
         finally:
             if own:
@@ -651,12 +701,23 @@ class Session:
 
     async def cmd_idle(self, tag, p):
         p.end()
+        # The folder is watched only while a client idles: outside IDLE every command re-reads it,
+        # and file events on a busy folder (a STORE renames every file) would cost the session time.
+        # Watch first, then read: a change in between is not missed.
+        if self.view is not None:
+            self.watch(self.view.mailbox)
+        try:
+            await self._idle(tag)
+        finally:
+            self.unwatch()
+
+    async def _idle(self, tag):
+        self.changed.clear()    # before reading: news from here on wakes the loop below
         await self.sync_out()
         await self.send(b"+ idling\r\n")
         reader_task = asyncio.ensure_future(self.read_line(self.cfg.idle_timeout * 3))
         try:
             while True:
-                self.changed.clear()
                 waiter = asyncio.ensure_future(self.changed.wait())
                 done, _ = await asyncio.wait({reader_task, waiter}, timeout=self.cfg.idle_poll,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -670,6 +731,7 @@ class Session:
                         await self.send(f"{tag} OK Idle completed.\r\n".encode())
                     return
                 waiter.cancel()
+                self.changed.clear()
                 if self.state == SELECTED:
                     await self.sync_out()
         finally:
@@ -768,25 +830,39 @@ class Session:
                 if "FLAGS" not in items:
                     items = items + ["FLAGS"]
         mbox = v.mailbox
-        cache = self.server.cache
         cacheable = all(not isinstance(it, fetchmod.Section) and it in fetchmod.CACHEABLE for it in items)
         pending = 0
+        buf: list[bytes] = []
         for i in indices:
             m = v.msgs[i]
             parsed = None
-            memo = cache.entry(mbox, v.uidvalidity, m.uid) if cacheable and need_body else None
+            memo = self.memo(mbox, m) if cacheable and need_body else None
             if need_body and not fetchmod.cached_only(items, memo):
                 try:
                     parsed = fetchmod.Parsed(mbox.read(m))
                 except StorageError:
                     continue  # expunged by someone else: nothing to say about it
             data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid, memo)
-            self.out(b"* %d FETCH " % (i + 1) + data + b"\r\n")
+            # One write per 256 KB, not per message: a socket send per line costs more than the line.
+            buf.append(b"* %d FETCH " % (i + 1) + data + b"\r\n")
             pending += len(data)
             if pending > 256 * 1024:
-                await self.writer.drain()
+                self.out(b"".join(buf))
+                buf.clear()
+                await self.flush()
                 pending = 0
+        if buf:
+            self.out(b"".join(buf))
+        if cacheable and need_body:
+            mbox.flush_cached()
         await self.send(f"{tag} OK Fetch completed.\r\n".encode())
+
+    def memo(self, mbox, m) -> dict | None:
+        """What is kept about a message's content: the store's index, else the server's memory."""
+        memo = mbox.cached(m)
+        if memo is None:
+            memo = self.server.cache.entry(mbox, self.view.uidvalidity, m.uid)
+        return memo
 
     async def cmd_store(self, tag, p, uid=False):
         p.sp()
@@ -841,10 +917,12 @@ class Session:
                 v.keywords |= added
                 self.out(("\r\n".join(self.flags_lines(v)) + "\r\n").encode("utf-8", "replace"))
         if not silent:
+            lines = []
             for i in indices:
                 m = v.msgs[i]
                 extra = b" UID %d" % m.uid if uid else b""
-                self.out(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(m) + extra + b")\r\n")
+                lines.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(m) + extra + b")\r\n")
+            self.out(b"".join(lines))
         await self.send(f"{tag} OK Store completed.\r\n".encode())
 
     async def cmd_copy(self, tag, p, uid=False, move=False):
@@ -903,12 +981,18 @@ class Session:
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
         hits = []
+        skip: set = set()
+        for ok, known in searchmod.prefilter(tree, mbox):
+            skip |= known - ok          # known not to match one key of the AND
         for i, m in enumerate(v.msgs, 1):
+            if m.uid in skip:
+                continue
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
-                                    memo=self.server.cache.entry(mbox, v.uidvalidity, m.uid))
+                                    memo=self.memo(mbox, m))
             if searchmod.matches(tree, c, max_seq, max_uid):
                 hits.append(m.uid if uid else i)
+        mbox.flush_cached()
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n"
                          f"{tag} OK Search completed.\r\n").encode())
 
@@ -927,6 +1011,18 @@ class Session:
             raise
         if v.mailbox.uidvalidity != v.uidvalidity:
             raise Bye("The mailbox's UIDVALIDITY changed; please resynchronize.")
+        if msgs is v.synced and len(msgs) == len(v.msgs):
+            return    # the store handed back the very list we diffed last time: nothing changed
+        v.synced = msgs
+        n = len(v.msgs)
+        if len(msgs) > n and (n == 0 or (msgs[n - 1] is v.msgs[-1] and
+                                         all(a is b for a, b in zip(v.msgs, msgs)))):
+            # The known messages are the very objects we hold (the store changes an object only
+            # by replacing it): only new messages to announce.
+            out: list = []
+            self._new_keywords(v, msgs[n:], out)
+            await self._announce(v, msgs[n:], out)
+            return
         current = {m.uid: m for m in msgs}
         out = []
         if expunge:
@@ -942,6 +1038,7 @@ class Session:
                 i -= 1
         last = v.uids[-1] if v.uids else 0
         new = [m for m in msgs if m.uid > last]
+        changed = []
         for i, m in enumerate(v.msgs):
             cur = current.get(m.uid)
             if cur is None:
@@ -949,7 +1046,20 @@ class Session:
             v.msgs[i] = cur
             if cur.flags != v.flags.get(m.uid):
                 v.flags[m.uid] = cur.flags
-                out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+                changed.append((i, cur))
+        self._new_keywords(v, [m for _, m in changed] + new, out)
+        for i, cur in changed:
+            out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+        await self._announce(v, new, out)
+
+    def _new_keywords(self, v: View, msgs: list, out: list) -> None:
+        """A keyword another session or process set is announced in FLAGS before any FETCH uses it."""
+        added = {f for m in msgs for f in m.flags if not f.startswith("\\")} - v.keywords
+        if added:
+            v.keywords |= added
+            out.extend(ln.encode("utf-8", "replace") + b"\r\n" for ln in self.flags_lines(v))
+
+    async def _announce(self, v: View, new: list, out: list) -> None:
         if new:
             for m in new:
                 v.msgs.append(m)

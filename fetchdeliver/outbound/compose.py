@@ -95,6 +95,21 @@ def auto_reply_refusal(message: "Message", own: list[str]) -> str | None:
     return None
 
 
+def vacation_refusal(action: "Vacation", message: "Message", local: str) -> str | None:
+    """Why no vacation reply may be sent for `message` (RFC 5230 4.5), or None: the
+    auto-reply rules, then the user's addresses (recipient, :addresses, :from) must be in
+    To/Cc/Bcc/Resent-*."""
+    own = [local, *(bare(a) for a in action.addresses)]
+    if action.from_:
+        own += [bare(a) for _n, a in getaddresses([action.from_]) if a]
+    why = auto_reply_refusal(message, own)
+    if why is None:
+        to = _header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+        if not any(a in to for a in own):
+            why = "none of the recipient's addresses is in To/Cc/Bcc"
+    return why
+
+
 def vacation_key(action: "Vacation", local: str, sender: str) -> str:
     """The memory key: one reply per (recipient, sender, handle) within the period."""
     handle = action.handle
@@ -171,6 +186,44 @@ def notify_mail(action: "Notify", message: "Message", local: str, hostname: str,
     return _render(headers, body)
 
 
+# -- feedback reports (RFC 5965, vnd.dovecot.report) ------------------------------------------
+
+def feedback_report(action, message: "Message", local: str, hostname: str) -> bytes:
+    """A multipart/report; report-type=feedback-report about `message` (RFC 5965)."""
+    boundary = f"{os.urandom(12).hex()}/{hostname}"
+    from_ = action.from_ or f"postmaster@{hostname}"
+    subject = message.get("Subject") or ""
+    headers = [("From", from_), ("To", action.address),
+               ("Subject", f"Report: {subject}".rstrip()), ("Date", formatdate(localtime=True)),
+               ("Message-ID", make_msgid(domain=hostname)), ("Auto-Submitted", "auto-generated (report)"),
+               ("MIME-Version", "1.0"),
+               ("Content-Type", f'multipart/report; report-type=feedback-report; boundary="{boundary}"')]
+    text = action.message.replace("\r\n", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    fields = [f"Version: 1", f"Feedback-Type: {action.feedback_type}", "User-Agent: fetchdeliver"]
+    if message.sender:
+        fields.append(f"Original-Mail-From: <{message.sender}>")
+    for rcpt in message.recipients or [local]:
+        fields.append(f"Original-Rcpt-To: <{rcpt}>")
+    original = message.raw
+    if action.headers_only:
+        from fetchdeliver.message import header_block
+
+        original = header_block(original) + b"\n"
+    eol_fix = original.replace(b"\r\n", b"\n")
+    b = boundary.encode("ascii")
+    text_part = _render([("Content-Type", "text/plain; charset=utf-8")], text)
+    out = (_render_headers(headers) + b"\n"
+           + b"This is a feedback report (RFC 5965).\n\n--" + b + b"\n" + text_part
+           + b"\n--" + b + b"\nContent-Type: message/feedback-report\n\n"
+           + "\n".join(fields).encode("utf-8", "replace") + b"\n"
+           + b"\n--" + b + b"\nContent-Type: "
+           + (b"text/rfc822-headers" if action.headers_only else b"message/rfc822") + b"\n\n"
+           + eol_fix + (b"" if eol_fix.endswith(b"\n") else b"\n") + b"\n--" + b + b"--\n")
+    return out
+
+
 # -- DSN (RFC 3464) ------------------------------------------------------------------------------
 
 def _status_of(error: str, permanent: bool) -> str:
@@ -240,7 +293,10 @@ def _encode_header(name: str, value: str) -> str:
         from email.utils import formataddr, parseaddr
 
         disp, addr = parseaddr(value)
-        return f"{name}: {formataddr((disp, addr), charset='utf-8')}"
+        try:
+            return f"{name}: {formataddr((disp, addr), charset='utf-8')}"
+        except UnicodeEncodeError:  # a non-ASCII address (RFC 6532): encoded as one word below
+            pass
     return f"{name}: {Header(value, 'utf-8', header_name=name).encode()}"
 
 

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 
-from fetchdeliver.delivery.base import Receipt
+from fetchdeliver.storage.base import Receipt
 from fetchdeliver.delivery.fsio import fsync_dir
 from fetchdeliver.errors import PermanentDeliveryError, TemporaryDeliveryError
 from fetchdeliver.outbound import compose
@@ -84,6 +84,9 @@ class OutboundQueue:
         self.path = os.path.join(self.dir, "queue.sqlite")
         self._local = threading.local()
         self.wakeup = threading.Event()   # set when something new is queued
+        # Optional: (sender, rcpt, raw) -> smtp.Result, or None to send over the network. The
+        # submission server sets it so that mail (and bounces) for its local users stay local.
+        self.local_delivery = None
         try:
             os.makedirs(self.msg_dir, mode=0o700, exist_ok=True)
         except OSError as e:
@@ -163,6 +166,12 @@ class OutboundQueue:
             _unlink(os.path.join(self.msg_dir, qid))
         return bool(n)
 
+    def retry_now(self, qid: str) -> bool:
+        """Make `qid` due now (the web page's "retry now"); False when it is not queued."""
+        db = self._db()
+        with _tx(db, self.path):
+            return db.execute("UPDATE queue SET next_attempt=? WHERE id=?", (time.time(), qid)).rowcount == 1
+
     def items(self) -> list[QueueItem]:
         rows = self._db().execute(f"SELECT {_COLUMNS} FROM queue ORDER BY created").fetchall()
         return [QueueItem(r) for r in rows]
@@ -189,6 +198,10 @@ class OutboundQueue:
                 return self._vacation(action, message, local)
             if t == "notify":
                 return self._notify(action, message, local)
+            if t == "report":
+                raw = compose.feedback_report(action, message, local, host)
+                qid = self.enqueue("", compose.bare(action.address), raw, kind="report", origin=message.origin)
+                return self._receipt(qid, f"report <{compose.bare(action.address)}>")
         except sqlite3.Error as e:
             raise TemporaryDeliveryError(f"outbound queue {self.path}: {e}") from None
         raise PermanentDeliveryError(f"the outbound queue cannot carry out a {t!r} action")
@@ -206,15 +219,8 @@ class OutboundQueue:
         return self._receipt(qid, f"redirect <{compose.bare(action.address)}>")
 
     def _vacation(self, action, message: "Message", local: str):
-        own = [local, *(compose.bare(a) for a in action.addresses)]
-        if action.from_:
-            own += [a for _n, a in _addresses([action.from_])]
-        why = compose.auto_reply_refusal(message, own)
-        if why is None:
-            # RFC 5230 4.5: reply only to mail addressed to the user (not Bcc'd lists and the like)
-            to = compose._header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
-            if not any(a in to for a in own):
-                why = "none of the recipient's addresses is in To/Cc/Bcc"
+        # RFC 5230 4.5: no reply to robots and lists, only to mail addressed to the user
+        why = compose.vacation_refusal(action, message, local)
         if why:
             log.info("%s: no vacation reply: %s", message.origin, why)
             return None
@@ -302,7 +308,7 @@ class OutboundQueue:
         """Try every due item once (every item with `flush`). Returns counts by outcome."""
         from fetchdeliver.outbound import smtp
 
-        send = sender_fn or smtp.send
+        send = sender_fn or self._send
         counts = {"sent": 0, "deferred": 0, "bounced": 0, "dropped": 0}
         for item in self.due(now, all_items=flush):
             t = time.time() if now is None else now
@@ -323,6 +329,15 @@ class OutboundQueue:
             t = time.time() if now is None else now
             counts[self._settle(item, raw, result, t)] += 1
         return counts
+
+    def _send(self, settings: OutboundSettings, sender: str, rcpt: str, raw: bytes):
+        from fetchdeliver.outbound import smtp
+
+        if self.local_delivery is not None:
+            result = self.local_delivery(sender, rcpt, raw)
+            if result is not None:
+                return result
+        return smtp.send(settings, sender, rcpt, raw)
 
     def _settle(self, item: QueueItem, raw: bytes, result, now: float) -> str:
         from fetchdeliver.outbound import smtp
@@ -455,12 +470,6 @@ class QueueRunner:
                 wait = max(0.05, min(wait, nxt - time.time()))
             self.queue.wakeup.wait(wait)
         self.queue.close()
-
-
-def _addresses(values: list[str]):
-    from email.utils import getaddresses
-
-    return [(n, compose.bare(a)) for n, a in getaddresses(values) if a]
 
 
 def _unlink(path: str) -> None:

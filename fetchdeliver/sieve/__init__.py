@@ -98,8 +98,8 @@ class SieveEnv:
             raise PermanentDeliveryError(f"program {program!r}: no [sieve] pipe_bin_dir configured")
         if "/" in program or program in ("", ".", ".."):
             raise PermanentDeliveryError(f"program name {program!r} must be a plain name")
-        env = {"SENDER": self.envelope_from or "", "RECIPIENT": self.envelope_to or "",
-               "ORIG_RECIPIENT": self.original_to or ""}
+        env = program_environment(self.envelope_from, self.envelope_to, self.original_to,
+                                  self.hostname, self.options.get("username") or self.auth_user)
         return filter_program([os.path.join(bin_dir, program), *args], stdin, env=env,
                               timeout=float(self.options.get("pipe_timeout", 10)))
 
@@ -111,6 +111,21 @@ class SieveEnv:
 
         t = time.localtime(self.now if when is None else when)
         return t.tm_gmtoff
+
+
+def program_environment(sender: str | None, recipient: str | None, original: str | None,
+                        hostname: str | None = None, user: str | None = None) -> dict:
+    """The environment vnd.dovecot.pipe/filter/execute programs get (as Pigeonhole's extprograms):
+    SENDER, RECIPIENT, ORIG_RECIPIENT, HOST (as the environment extension's "host"), HOME, USER."""
+    if not user:
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = ""
+    return {"SENDER": sender or "", "RECIPIENT": recipient or "", "ORIG_RECIPIENT": original or "",
+            "HOST": hostname or os.uname().nodename, "HOME": os.path.expanduser("~"), "USER": user}
 
 
 def compile_text(text: str, name: str = "script", *, options: dict | None = None) -> Script:

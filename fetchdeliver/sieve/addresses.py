@@ -195,6 +195,9 @@ def parse_envelope_address(value: str) -> Address | None:
     value = value.strip()
     if value.startswith("<") and value.endswith(">"):
         value = value[1:-1]
+    if value.startswith("@") and ":" in value:
+        # A source route ("@relay1,@relay2:user@domain", RFC 5321 Appendix C): accepted, ignored.
+        value = value.split(":", 1)[1]
     if not value:
         return None
     try:

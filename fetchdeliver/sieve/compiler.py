@@ -8,7 +8,7 @@ from fetchdeliver.sieve import FORMAT, Script
 from fetchdeliver.sieve.cache import digest
 from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
 from fetchdeliver.sieve.parser import MAX_BLOCK_NESTING, MAX_TEST_NESTING, parse
-from fetchdeliver.sieve.registry import enabled_extensions
+from fetchdeliver.sieve.registry import HARNESS, enabled_extensions
 from fetchdeliver.sieve.validate import validate
 
 
@@ -43,6 +43,7 @@ class _Unit:
         self.code = code
         self.requires = requires
         self.includes = includes
+        self.warnings: list[str] = []
 
 
 def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str]) -> _Unit:
@@ -50,7 +51,9 @@ def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str])
     nodes = parse(text, name, max_block_nesting=opts.get("max_block_nesting", MAX_BLOCK_NESTING),
                   max_test_nesting=opts.get("max_test_nesting", MAX_TEST_NESTING))
     v = validate(nodes, name, enabled, options)
-    return _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
+    unit = _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
+    unit.warnings = [str(w).replace(": error: ", ": warning: ", 1) for w in v.warnings]
+    return unit
 
 
 def include_path(location: str, name: str, options: dict | None, base_dir: str | None) -> str | None:
@@ -70,15 +73,18 @@ def include_path(location: str, name: str, options: dict | None, base_dir: str |
 
 def _build(text: str, name: str, path: str | None, options: dict | None, base_dir: str | None,
            deps: list) -> Script:
-    enabled = enabled_extensions((options or {}).get("extensions"))
+    opts = options or {}
+    enabled = enabled_extensions(opts.get("extensions"), harness=opts.get("testsuite_harness") is HARNESS)
     main = _compile_unit(text, name, options, enabled)
     includes: dict = {}
     requires = list(main.requires)
     errors: list[SieveSyntaxError] = []
 
     def resolve(unit: _Unit, stack: list[str]) -> None:
-        for location, iname, optional, line, column in unit.includes:
+        for location, iname, optional, line, column, *more in unit.includes:
             key = f"{location}:{iname}"
+            if key in stack and more and more[0]:
+                continue  # include :once of a script being included: a no-op, not a loop (RFC 6609 3.2)
             if key in stack:
                 errors.append(SieveSyntaxError("circular include", unit.name, line, column))
                 continue
@@ -115,6 +121,8 @@ def _build(text: str, name: str, path: str | None, options: dict | None, base_di
         raise SieveCompileError(errors)
     data = {"format": FORMAT, "name": name, "path": path, "code": main.code, "requires": requires,
             "main_requires": main.requires, "includes": includes, "deps": deps}
+    if main.warnings:
+        data["warnings"] = main.warnings
     return Script(data)
 
 

@@ -52,6 +52,8 @@ def _discard(ctx, node) -> None:
 
 
 def _check_redirect(v, node, out) -> None:
+    if "list" in out[2]:
+        return  # extlists: the argument names a list, not an address
     address = out[3][0] if out[3] else None
     if isinstance(address, str) and v.constant(address):
         why = valid_address(address)
@@ -61,6 +63,10 @@ def _check_redirect(v, node, out) -> None:
 
 @EXT.command("redirect", args=("string",), check=_check_redirect)
 def _redirect(ctx, node) -> None:
+    if "list" in node[2]:
+        from fetchdeliver.sieve.extensions.extlists import redirect_list
+
+        return redirect_list(ctx, ctx.expand(node[3][0]), bool(node[2].get("copy")))
     address = ctx.expand(node[3][0])
     why = valid_address(address)
     if why:
@@ -130,7 +136,8 @@ def _check_header_names(v, node, out) -> None:
     names = out[3][0] if out[3] else []
     for name in names:
         if v.constant(name) and not _valid_header_name(name):
-            v.error(f"specified header field name '{name}' is invalid", node)
+            # A warning, as in Pigeonhole: the script runs and the test never matches that name.
+            v.warning(f"specified header field name '{name}' is invalid", node)
 
 
 @EXT.test("header", args=("strings", "strings"), groups=("comparator", "match"),
@@ -138,7 +145,7 @@ def _check_header_names(v, node, out) -> None:
 def _header(ctx, node) -> bool:
     tags = node[2]
     values = header_values(ctx, ctx.expand_list(node[3][0]), tags)
-    if "mime" in tags and tags.get("match") != "count":
+    if "mime" in tags:  # :count counts the extracted values too (RFC 5703 4.2)
         from fetchdeliver.sieve.extensions.mime import mime_values
 
         values = mime_values(ctx, tags, values)
@@ -166,8 +173,31 @@ def address_values(ctx, addresses, part: str) -> list[str]:
     return out
 
 
+# RFC 5228 5.1: "Implementations MUST restrict the address test to headers that contain
+# addresses". The RFC 5322 address fields, their Resent- forms, and the other fields known to
+# carry addresses (the same names Pigeonhole accepts, and a few more).
+ADDRESS_HEADERS = frozenset((
+    "from", "sender", "reply-to", "to", "cc", "bcc",
+    "resent-from", "resent-sender", "resent-reply-to", "resent-to", "resent-cc", "resent-bcc",
+    "delivered-to", "x-original-to", "envelope-to", "errors-to", "return-receipt-to",
+    "disposition-notification-to", "mail-followup-to", "mail-reply-to", "apparently-to", "x-beenthere",
+    "for-approval", "for-handling", "for-comment", "x-admin", "read-receipt-to", "x-confirm-reading-to",
+    "return-receipt-requested", "registered-mail-reply-requested-by", "abuse-reports-to",
+    "x-complaints-to", "x-report-abuse-to"))
+
+
+def _check_address(v, node, out) -> None:
+    _check_header_names(v, node, out)
+    if "mime" in out[2]:
+        return  # :mime looks at MIME part headers (RFC 5703), checked there
+    for name in (out[3][0] if out[3] else []):
+        if v.constant(name) and name.lower() not in ADDRESS_HEADERS and _valid_header_name(name):
+            v.error(f"specified header '{name}' is not allowed for the address test "
+                    f"(it does not hold addresses)", node)
+
+
 @EXT.test("address", args=("strings", "strings"), groups=("comparator", "match", "address-part"),
-          check=_check_header_names)
+          check=_check_address)
 def _address(ctx, node) -> bool:
     tags = node[2]
     raw_values = header_values(ctx, ctx.expand_list(node[3][0]), tags, decode=False)

@@ -75,6 +75,7 @@ MODULES = {
     "include": "include",
     "enotify": "enotify",
     "duplicate": "duplicate",
+    "vnd.dovecot.duplicate": "duplicate",   # Pigeonhole's older name; implies duplicate
     "mime": "mime",
     "foreverypart": "mime",
     "extracttext": "mime",
@@ -84,17 +85,50 @@ MODULES = {
     "vnd.dovecot.pipe": "extprograms",
     "vnd.dovecot.filter": "extprograms",
     "vnd.dovecot.execute": "extprograms",
+    "vnd.dovecot.debug": "vnd_debug",
+    "special-use": "special_use",
+    "mailboxid": "mailboxid",
+    "replace": "mime_edit",
+    "enclose": "mime_edit",
+    "extlists": "extlists",
+    "fcc": "fcc",
+    "vnd.dovecot.report": "vnd_report",
+    "imapflags": "imapflags",   # the deprecated draft of imap4flags
+    "notify": "deprecated_notify",   # the deprecated draft of enotify
+    "vnd.dovecot.environment": "vnd_environment",
+    # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
+    # (see HARNESS_ONLY); a module path with dots is imported as it stands.
+    "vnd.dovecot.testsuite": "fetchdeliver.sieve.testsuite.extension",
     "comparator-i;ascii-numeric": "",   # the comparator lives in the core
     "comparator-i;octet": "",
     "comparator-i;ascii-casemap": "",
 }
 
 # Requiring the key makes the listed extensions available too.
-IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",)}
+IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",),
+           "vnd.dovecot.environment": ("environment",), "vnd.dovecot.duplicate": ("duplicate",)}
 
 # Pigeonhole's defaults: these need sieve_extensions = +NAME to be used.
 DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "virustest", "vacation-seconds",
-                       "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute"}
+                       "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute",
+                       "vnd.dovecot.debug", "vnd.dovecot.environment", "vnd.dovecot.duplicate",
+                       "special-use",
+                       # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
+                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report", "imapflags", "notify"}
+# Extensions that cannot be required together (name -> {other: why}).
+CONFLICTS = {
+    "imapflags": {"imap4flags": "the (deprecated) imapflags extension cannot be used together with "
+                                "the imap4flags extension"},
+    "imap4flags": {"imapflags": "the (deprecated) imapflags extension cannot be used together with "
+                                "the imap4flags extension"},
+    "notify": {"enotify": "the (deprecated) notify extension cannot be used together with the enotify "
+                          "extension"},
+    "enotify": {"notify": "the (deprecated) notify extension cannot be used together with the enotify "
+                          "extension"},
+}
+# Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
+HARNESS_ONLY = {"vnd.dovecot.testsuite"}
+HARNESS = object()  # options["testsuite_harness"] is HARNESS: a value no config file can hold
 # Always there, cannot be required by name in Pigeonhole either way.
 IMPLICIT = {"comparator-i;octet", "comparator-i;ascii-casemap"}
 
@@ -232,7 +266,8 @@ def load_extension(name: str) -> Extension | None:
         return None
     ext = _MODULE_CACHE.get(module)
     if ext is None:
-        mod = __import__("fetchdeliver.sieve.extensions." + module, fromlist=["EXT"])
+        path = module if "." in module else "fetchdeliver.sieve.extensions." + module
+        mod = __import__(path, fromlist=["EXT"])
         ext = mod.EXT
         _MODULE_CACHE[module] = ext
     return ext
@@ -251,15 +286,15 @@ def build(required) -> Registry:
     return reg
 
 
-def enabled_extensions(setting=None) -> set[str]:
+def enabled_extensions(setting=None, harness: bool = False) -> set[str]:
     """The extensions a script may require, from a Pigeonhole-style sieve_extensions setting.
 
     `setting` is a list (or space-separated string) of names; "+name" enables,
     "-name" disables, bare names replace the default set.
     """
-    default = set(MODULES) - DISABLED_BY_DEFAULT
+    default = set(MODULES) - DISABLED_BY_DEFAULT - HARNESS_ONLY
     if not setting:
-        return default
+        return default | HARNESS_ONLY if harness else default
     items = setting.split() if isinstance(setting, str) else list(setting)
     if any(i[:1] not in "+-" for i in items):
         enabled = set()
@@ -272,4 +307,5 @@ def enabled_extensions(setting=None) -> set[str]:
             enabled.discard(item[1:])
         else:
             enabled.add(item)
-    return enabled & set(MODULES)
+    enabled = (enabled & set(MODULES)) - HARNESS_ONLY
+    return enabled | HARNESS_ONLY if harness else enabled

@@ -54,6 +54,8 @@ def describe(action) -> list[str]:
             lines.append(f"    => from    : {action.from_}")
         if action.handle:
             lines.append(f"    => handle  : {action.handle}")
+        if getattr(action, "fcc", None):
+            lines.append(f"    => fcc     : {action.fcc['mailbox']}")
         lines.append("")
         lines.append("START MESSAGE")
         lines.append(action.reason.replace("\r\n", "\n").rstrip("\n"))
@@ -73,6 +75,8 @@ def describe(action) -> list[str]:
                 lines.append(f"       + To: {r}")
         lines.append("")
         return lines
+    if t == "report":
+        return [f" * send {action.feedback_type} report to: <{action.address}>"]
     if t in ("pipe", "filter", "execute"):
         args = " ".join(repr(x) for x in action.args)
         verb = {"pipe": "pipe message to external program",
@@ -226,7 +230,9 @@ def check_main(files: list[str]) -> int:
     status = 0
     for path in files:
         try:
-            compile_file(path, use_cache=False)
+            script = compile_file(path, use_cache=False)
+            for w in script.data.get("warnings", ()):
+                sys.stderr.write(f"{w}\n")
             sys.stdout.write(f"{path}: OK\n")
         except SieveCompileError as e:
             sys.stderr.write(f"{e}\n")

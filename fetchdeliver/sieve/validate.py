@@ -25,12 +25,14 @@ class Validator:
         self.enabled = enabled if enabled is not None else registry.enabled_extensions()
         self.options = options or {}
         self.errors: list[SieveSyntaxError] = []
+        self.warnings: list[SieveSyntaxError] = []  # accepted, but worth telling (as Pigeonhole warns)
         self.required: list[str] = []
         self.reg = registry.build([])
         self.includes: list[tuple[str, str, int, int]] = []  # (location, name, line, column)
         self.reported_unknown: set[str] = set()
         self.variables = False
         self.in_loop = 0  # foreverypart nesting, for break
+        self.bad_arguments = False  # the last command's tags could not be read
 
     # -- errors ----------------------------------------------------------
     def error(self, message: str, where) -> None:
@@ -38,6 +40,10 @@ class Validator:
         column = getattr(where, "column", 0)
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(SieveSyntaxError(message, self.file, line, column))
+
+    def warning(self, message: str, where) -> None:
+        self.warnings.append(SieveSyntaxError(message, self.file, getattr(where, "line", 0),
+                                              getattr(where, "column", 0)))
 
     def has(self, ext: str) -> bool:
         return ext in self.required
@@ -52,6 +58,9 @@ class Validator:
         if name not in registry.MODULES or name not in self.enabled:
             self.error(f"require: unknown Sieve capability '{name}'", where)
             return
+        for other, why in registry.CONFLICTS.get(name, {}).items():
+            if other in self.required:
+                self.error(why, where)
         self.required.append(name)
         ext = registry.load_extension(name)
         if ext is not None:
@@ -125,6 +134,7 @@ class Validator:
             self.unknown(node, "command")
             return None
         tags, args = self.arguments(node, spec)
+        bad = self.bad_arguments  # sub-tests validated below reset it
         sub = None
         if spec.tests == 1:
             if len(node.tests) != 1 or node.test_list:
@@ -158,7 +168,8 @@ class Validator:
         elif node.block is not None:
             self.error(f"the {node.name} command does not take a block; expected ';'", node)
         out = [node.name, node.line, tags, args, sub, block]
-        self.run_checks(spec, node, out)
+        if not bad:
+            self.run_checks(spec, node, out)
         if node.name == "else":
             out[4] = None
         return tuple(out)
@@ -171,6 +182,7 @@ class Validator:
             self.unknown(node, "test")
             return ("false", node.line, {}, [], None)
         tags, args = self.arguments(node, spec)
+        bad = self.bad_arguments  # sub-tests validated below reset it
         sub = None
         if spec.tests == 1:
             if len(node.tests) != 1 or node.test_list:
@@ -184,10 +196,17 @@ class Validator:
         elif node.tests:
             self.error(f"the {node.name} test does not take a test as argument", node.tests[0])
         out = [node.name, node.line, tags, args, sub]
-        self.run_checks(spec, node, out)
+        if not bad:
+            self.run_checks(spec, node, out)
         return tuple(out)
 
     def unknown(self, node: Node, kind: str) -> None:
+        other = self.reg.tests if kind == "command" else self.reg.commands
+        if node.name in other:
+            # Known, but in the wrong place: say so every time (as Pigeonhole does).
+            other_kind = "test" if kind == "command" else "command"
+            self.error(f"attempted to use {other_kind} '{node.name}' as {kind}", node)
+            return
         if node.name in self.reported_unknown:
             return
         self.reported_unknown.add(node.name)
@@ -224,6 +243,8 @@ class Validator:
         what = f"the {node.name} {kind}"
         tags: dict = {}
         args = node.args
+        unknown_tag = False
+        self.bad_arguments = False
         i = 0
         n = len(args)
         while i < n and args[i].kind == "tag":
@@ -240,6 +261,7 @@ class Validator:
                         break
             if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
                 self.error(f"unknown tagged argument ':{t}' for {what}", a)
+                unknown_tag = True
                 continue
             ty = found[0]
             key = GROUP_KEYS[group] if group else t
@@ -252,8 +274,12 @@ class Validator:
             if ty is not None:
                 if i >= n or args[i].kind == "tag":
                     self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
+                    unknown_tag = True
                     continue
+                before = len(self.errors)
                 value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
+                if len(self.errors) > before:
+                    unknown_tag = True  # a wrong tag value: the rest cannot be read reliably either
                 i += 1
             if group == "match":
                 tags["match"] = t
@@ -266,6 +292,11 @@ class Validator:
             else:
                 tags[t] = value
         positional = args[i:]
+        if unknown_tag:
+            self.bad_arguments = True  # nor checks of values that could not be read
+            # The arguments after an unknown tag cannot be told apart (its value or a positional
+            # one?): no second error about their count, as in Pigeonhole.
+            return self.defaults(spec, tags, node), []
         for a in positional:
             if a.kind == "tag":
                 self.error(f"encountered an unexpected tagged argument ':{a.value}' while validating "
@@ -287,7 +318,10 @@ class Validator:
         for idx, (a, ty) in enumerate(zip(positional, form)):
             label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
                     f"argument of {what}"
+            before = len(self.errors)
             values.append(self.coerce(a, ty, label))
+            if len(self.errors) > before:
+                self.bad_arguments = True  # no checks on a value that is not there
         return self.defaults(spec, tags, node), values
 
     def decode(self, s: str) -> str:

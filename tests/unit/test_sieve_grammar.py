@@ -122,8 +122,10 @@ def test_parse_error_messages(text, where, fragment):
     ('if true;', "the if command requires a block"),
     ('keep { }', "does not take a block"),
     ('if size 100 {}', "exactly one of the :over or :under tags"),
-    ('if header :is "a b" "x" {}', "header field name 'a b' is invalid"),
     ('if nosuchtest {}', "unknown test 'nosuchtest'"),
+    ('if address "subject" "x" {}', "specified header 'subject' is not allowed for the address test"),
+    ('header "a" "b";', "attempted to use test 'header' as command"),
+    ('if keep {}', "attempted to use command 'keep' as test"),
     ('if header :regex "a" "b" {}', "unknown tagged argument ':regex'"),
     ('if exists "a" "b" {}', "expects 1 positional argument(s), but 2 were found"),
     ('if not (true, false) {}', "requires one test"),
@@ -137,6 +139,18 @@ def test_validation_error_messages(text, fragment):
     errs = errors(text)
     assert any(fragment in e for e in errs), errs
     assert all(e.startswith("rules.sieve:") for e in errs)
+
+
+def test_invalid_header_name_is_a_warning_and_never_matches():
+    # Pigeonhole warns and runs the script (its testsuite's test-header.svtest relies on it).
+    from fetchdeliver.message import Message
+    from fetchdeliver.sieve import SieveEnv, compile_text, run
+
+    script = compile_text('if header :contains ["a b", "subject:"] "" { discard; }', "rules.sieve")
+    assert script.data["warnings"][0].startswith("rules.sieve:1:")
+    assert "warning: specified header field name 'a b' is invalid" in script.data["warnings"][0]
+    msg = Message(b"Subject: x\n\nbody\n", "a@b.c", ["d@e.f"])
+    assert [a.type for a in run(script, msg, SieveEnv(msg)).actions] == ["keep"]
 
 
 def test_several_errors_are_collected_with_lines():

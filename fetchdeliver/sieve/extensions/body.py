@@ -12,8 +12,6 @@ def _check(v, node, out) -> None:
     tags = out[2]
     if sum(1 for t in ("raw", "content", "text") if t in tags) > 1:
         v.error("the body test takes only one of :raw, :content and :text", node)
-    if tags.get("match") == "count":
-        v.error("the body test does not support the :count match type", node)
 
 
 def _is_word(c: str) -> bool:
@@ -117,9 +115,13 @@ def body_values(ctx, tags) -> list[str]:
         if not any(_type_matches(ctype, w) for w in wanted):
             continue
         if ctype.startswith("message/") and "content" in tags:
+            # RFC 5173 5.2: only the nested message's header is searched, as one string.
             payload = part.get_payload()
             if isinstance(payload, list):
-                out.append("\r\n".join(p.as_string() for p in payload))
+                for p in payload:
+                    text = p.as_string().replace("\r\n", "\n")
+                    head = text.split("\n\n", 1)[0] + "\n"
+                    out.append(head.replace("\n", "\r\n"))
             else:
                 out.append(str(payload))
             continue
@@ -140,4 +142,22 @@ def body_values(ctx, tags) -> list[str]:
           tags={"raw": None, "content": "strings", "text": None}, check=_check)
 def body(ctx, node) -> bool:
     tags = node[2]
-    return match(ctx, tags, body_values(ctx, tags), ctx.expand_list(node[3][0]))
+    if not has_body(ctx.message):
+        # RFC 5173 5: a header without the empty line after it has no body: every body test is false.
+        return False
+    # RFC 5173 6: wildcards in a body test MUST NOT set match variables (the old ones stay).
+    saved = ctx.match_vars_enabled
+    ctx.match_vars_enabled = False
+    try:
+        return match(ctx, tags, body_values(ctx, tags), ctx.expand_list(node[3][0]))
+    finally:
+        ctx.match_vars_enabled = saved
+
+
+def has_body(message) -> bool:
+    """False when the message is a header only, with no empty line after it."""
+    offset = message.body_offset
+    if offset < len(message.raw):
+        return True
+    block = message.raw[:offset]
+    return block in (b"\n", b"\r\n") or block.endswith((b"\n\n", b"\r\n\r\n"))

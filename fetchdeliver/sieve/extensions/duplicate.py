@@ -33,9 +33,15 @@ def duplicate(ctx, node) -> bool:
     handle = ctx.expand(tags.get("handle", ""))
     seconds = min(tags.get("seconds", DEFAULT_PERIOD), MAX_PERIOD)
     key = f"{handle}\0{value}"
+    checked = ctx.ext_state.setdefault("duplicate_checked", {})
+    if key in checked:
+        # The same id again in this run: this message is not its own duplicate (the memory
+        # records it for later messages), so the answer is the first one's.
+        return checked[key]
     seen = False
     callback = ctx.env.duplicate_seen
     if callback is not None:
         seen = bool(callback(key, seconds))
+    checked[key] = seen
     ctx.duplicate_keys.append((key, seconds, bool(tags.get("last"))))
     return seen

@@ -68,11 +68,33 @@ def _encode_value(value: str) -> str:
     return Header(value, "utf-8").encode()
 
 
+def _configured(ctx, key: str) -> set[str]:
+    value = ctx.env.options.get(key) or ""
+    names = (value if isinstance(value, str) else " ".join(value)).split()
+    return {n.lower() for n in names if _valid_header_name(n)}
+
+
+def forbidden(ctx, name: str, op: str) -> bool:
+    """Whether `op` ("add" or "delete") on header `name` is refused: Received and Auto-Submitted
+    cannot be deleted (RFC 5293 section 4.1); the options editheader_protected,
+    editheader_forbid_add and editheader_forbid_delete (Pigeonhole's settings of those names)
+    add more. Subject can never be protected, as in Pigeonhole."""
+    n = name.lower()
+    if n == "subject":
+        return False
+    if op == "delete" and n in PROTECTED:
+        return True
+    return n in _configured(ctx, "editheader_protected") or n in _configured(ctx, f"editheader_forbid_{op}")
+
+
 @EXT.command("addheader", args=("string", "string"), tags={"last": None}, check=_check_add)
 def addheader(ctx, node) -> None:
     name = ctx.expand(node[3][0])
     if not _valid_header_name(name):
         ctx.fail(f"addheader action: specified field name `{name}' is invalid")
+    if forbidden(ctx, name, "add"):
+        ctx.note(f"warning: adding header field `{name}' is forbidden; ignored")
+        return
     given = ctx.expand(node[3][1])
     value = _encode_value(given)
     raw = ctx.message.raw
@@ -95,7 +117,7 @@ def deleteheader(ctx, node) -> None:
 
     tags = node[2]
     name = ctx.expand(node[3][0])
-    if name.lower() in PROTECTED:
+    if forbidden(ctx, name, "delete"):
         ctx.note(f"warning: deleting header field `{name}' is forbidden; ignored")
         return
     patterns = ctx.expand_list(node[3][1]) if len(node[3]) == 2 else None

@@ -32,7 +32,11 @@ def mailto_error(uri: str) -> str | None:
     recipients = [r for r in (x.strip() for x in _unquote(to).split(",")) if r]
     for pair in query.split("&") if query else []:
         hname, _, hvalue = pair.partition("=")
-        if _unquote(hname).lower() == "to":
+        field = _unquote(hname)
+        if not field or not all(33 <= ord(c) <= 126 and c != ":" for c in field):
+            # RFC 6068 2: hfname is a header field name (RFC 5322 3.6.8: printable, no colon)
+            return f"invalid header field name '{field}'"
+        if field.lower() == "to":
             recipients.extend(r for r in (_unquote(x).strip() for x in hvalue.split(",")) if r)
     if not recipients:
         return "no recipients"
@@ -65,10 +69,15 @@ def notify(ctx, node) -> None:
     why = mailto_error(method)
     if why:
         ctx.fail(f"notify action: invalid method '{method}': {why}")
-    ctx.add_action(Notify(method, from_=ctx.expand(tags["from"]) if "from" in tags else None,
-                          importance=ctx.expand(tags["importance"]) if "importance" in tags else None,
-                          options=ctx.expand_list(tags.get("options", [])),
-                          message=ctx.expand(tags["message"]) if "message" in tags else None))
+    action = Notify(method, from_=ctx.expand(tags["from"]) if "from" in tags else None,
+                    importance=ctx.expand(tags["importance"]) if "importance" in tags else None,
+                    options=ctx.expand_list(tags.get("options", [])),
+                    message=ctx.expand(tags["message"]) if "message" in tags else None)
+    if "fcc" in tags:
+        from fetchdeliver.sieve.extensions.fcc import attach
+
+        attach(ctx, action, tags)
+    ctx.add_action(action)
 
 
 @EXT.test("valid_notify_method", args=("strings",))

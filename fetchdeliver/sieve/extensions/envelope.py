@@ -35,7 +35,8 @@ def envelope_addresses(ctx, part: str) -> list:
         return []
     addr = parse_envelope_address(value or "")
     if addr is None:
-        # The null reverse-path: "" for :all, nothing for the other parts.
+        # RFC 5228 5.4: the null reverse-path "is matched against as the empty string,
+        # regardless of the ADDRESS-PART argument specified".
         return [None] if part != "from" else ["<>"]
     return [addr]
 
@@ -49,8 +50,7 @@ def envelope(ctx, node) -> bool:
     for name in ctx.expand_list(node[3][0]):
         for a in envelope_addresses(ctx, name):
             if a == "<>":
-                if part == "all":
-                    values.append("")
+                values.append("")
                 continue
             if a is not None:
                 values.extend(address_values(ctx, [a], part))

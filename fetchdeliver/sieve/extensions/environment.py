@@ -28,6 +28,10 @@ def item(ctx, name: str) -> str | None:
         return "during"
     if name == "name":
         return "fetchdeliver"
+    if name.startswith("vnd.dovecot.") and "vnd.dovecot.environment" in ctx.requires:
+        from fetchdeliver.sieve.extensions.vnd_environment import item as vnd_item
+
+        return vnd_item(ctx, name)
     if name == "version":
         from fetchdeliver import __version__ as v  # type: ignore[attr-defined]
 

@@ -19,4 +19,15 @@ def fileinto(ctx, node) -> None:
     mailbox = ctx.expand(node[3][0])
     if not mailbox:
         ctx.fail("fileinto: the mailbox name is empty")
-    ctx.store(mailbox, node[2], "fileinto")
+    if "\ufffd" in mailbox or any("\udc80" <= c <= "\udcff" for c in mailbox):
+        ctx.fail(f"fileinto: invalid folder name {mailbox!r}: not valid UTF-8")
+    tags = node[2]
+    if "specialuse" in tags:
+        from fetchdeliver.sieve.extensions.special_use import resolve
+
+        mailbox = resolve(ctx, tags, mailbox)
+    if "mailboxid" in tags:
+        from fetchdeliver.sieve.extensions.mailboxid import resolve as resolve_id
+
+        mailbox = resolve_id(ctx, tags, mailbox)
+    ctx.store(mailbox, tags, "fileinto")

@@ -20,8 +20,9 @@ def _valid(flag: str) -> bool:
     return all(32 < ord(c) < 127 and c not in _ATOM_SPECIALS for c in flag)
 
 
-def parse_flags(strings) -> list[str]:
-    """Split space-separated flag strings into a set (order kept, case-insensitive, invalid dropped)."""
+def parse_flags(strings, canonical: bool = True) -> list[str]:
+    """Split space-separated flag strings into a set (order kept, case-insensitive, invalid dropped).
+    canonical: system flags in their canonical case (for stores); else as written (variables)."""
     out: list[str] = []
     seen: set[str] = set()
     for s in strings:
@@ -30,7 +31,7 @@ def parse_flags(strings) -> list[str]:
             if key in seen or not _valid(flag):
                 continue
             seen.add(key)
-            out.append(SYSTEM.get(key, flag))
+            out.append(SYSTEM.get(key, flag) if canonical else flag)
     return out
 
 
@@ -39,7 +40,7 @@ def _current(ctx, varname: str | None) -> list[str]:
         return ctx.flags
     from fetchdeliver.sieve.extensions.variables import get
 
-    return parse_flags([get(ctx, varname)])
+    return parse_flags([get(ctx, varname)], canonical=False)
 
 
 def _store(ctx, varname: str | None, flags: list[str]) -> None:
@@ -69,19 +70,20 @@ FORMS = (("strings",), ("string", "strings"))
 @EXT.command("setflag", args=FORMS, check=_check)
 def setflag(ctx, node) -> None:
     var, flags = _args(ctx, node)
-    _store(ctx, var, parse_flags(flags))
+    # A variable keeps the flags as written, duplicates removed (RFC 5232 section 3).
+    _store(ctx, var, parse_flags(flags, canonical=var is None))
 
 
 @EXT.command("addflag", args=FORMS, check=_check)
 def addflag(ctx, node) -> None:
     var, flags = _args(ctx, node)
-    _store(ctx, var, parse_flags([" ".join(_current(ctx, var))] + list(flags)))
+    _store(ctx, var, parse_flags([" ".join(_current(ctx, var))] + list(flags), canonical=var is None))
 
 
 @EXT.command("removeflag", args=FORMS, check=_check)
 def removeflag(ctx, node) -> None:
     var, flags = _args(ctx, node)
-    drop = {f.lower() for f in parse_flags(flags)}
+    drop = {f.lower() for f in parse_flags(flags, canonical=False)}
     _store(ctx, var, [f for f in _current(ctx, var) if f.lower() not in drop])
 
 
@@ -102,4 +104,7 @@ def hasflag(ctx, node) -> bool:
     else:
         values = list(ctx.flags)
         keys = ctx.expand_list(args[0])
+    if node[2].get("match") != "count":
+        # Keys are flag lists too: hasflag :is "b A" is true for flags "A B" (RFC 5232 section 4).
+        keys = [k for key in keys for k in key.split()]
     return match(ctx, node[2], values, keys)

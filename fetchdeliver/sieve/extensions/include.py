@@ -29,7 +29,8 @@ def _check(v, node, out) -> None:
         v.error(f"include: invalid script name '{name}'", node)
         return
     location = "global" if "global" in tags else "personal"
-    v.includes.append((location, name, bool(tags.get("optional")), node.line, node.column))
+    v.includes.append((location, name, bool(tags.get("optional")), node.line, node.column,
+                       bool(tags.get("once"))))
 
 
 @EXT.command("include", args=("string",), check=_check,

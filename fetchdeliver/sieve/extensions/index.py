@@ -17,7 +17,7 @@ def _check(v, node, out) -> None:
 
 for _test in ("header", "address", "date"):
     EXT.tag(_test, "index", "number", check=_check)
-    EXT.tag(_test, "last")
+    EXT.tag(_test, "last", check=_check)
 
 
 def pick(values: list, tags: dict) -> list:

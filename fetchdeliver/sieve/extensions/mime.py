@@ -26,6 +26,9 @@ for _tag in ("type", "subtype", "contenttype"):
 EXT.tag("header", "param", "strings", check=_check_mime)
 
 
+MAX_LOOP_DEPTH = 4  # nested foreverypart loops (Pigeonhole's limit too)
+
+
 def _root(ctx):
     return ctx.message.as_email() if not ctx.edited else _parse(ctx.message.raw)
 
@@ -88,9 +91,25 @@ def mime_values(ctx, tags, values: list[str]) -> list[str]:
         elif "contenttype" in tags:
             out.append(ctype)
         else:
+            decoded = _decoded_params(value, params)
             for name in ctx.expand_list(tags["param"]):
-                if name.lower() in params:
-                    out.append(params[name.lower()])
+                if name.lower() in decoded:
+                    out.append(decoded[name.lower()])
+    return out
+
+
+def _decoded_params(value: str, simple: dict) -> dict:
+    """Parameters with RFC 2231 continuations and charsets decoded (RFC 5703 4.2 :param)."""
+    if "*" not in value:
+        return simple
+    from email.message import Message
+    from email.utils import collapse_rfc2231_value
+
+    m = Message()
+    m["Content-Type"] = value
+    out: dict = {}
+    for k, v in (m.get_params(header="content-type") or [])[1:]:
+        out[k.lower()] = collapse_rfc2231_value(v) if isinstance(v, tuple) else v
     return out
 
 
@@ -100,9 +119,11 @@ def foreverypart(ctx, node) -> None:
     outer = ctx.mime_part
     start = outer if outer is not None else _root(ctx)
     depth = ctx.ext_state.get("foreverypart_depth", 0)
-    if depth >= 3:
-        ctx.fail("foreverypart: nesting too deep")
+    if depth >= MAX_LOOP_DEPTH:
+        ctx.fail(f"foreverypart: nesting too deep (more than {MAX_LOOP_DEPTH} loops)")
     ctx.ext_state["foreverypart_depth"] = depth + 1
+    if outer is None:
+        ctx.ext_state["mime_root"] = start  # replace (RFC 5703) edits parts of this tree
     try:
         # At the top level Pigeonhole visits the message itself first; nested loops visit the children.
         parts = list(_parts(start))

@@ -52,6 +52,18 @@ def _period(ctx, tags) -> int:
     return int(max(lo, min(hi, seconds)))
 
 
+def default_subject(ctx) -> str | None:
+    """The reply's subject without :subject, from the options (Pigeonhole's settings of these names):
+    vacation_default_subject_template ("%$" or "%{subject}" is the original subject) when the
+    message has a subject, else vacation_default_subject; None: the outbound default ("Auto: ...")."""
+    opts = ctx.env.options
+    original = ctx.message.get("Subject")
+    template = opts.get("vacation_default_subject_template")
+    if original and template:
+        return str(template).replace("%{subject}", original).replace("%$", original)
+    return opts.get("vacation_default_subject") or None
+
+
 @EXT.command("vacation", args=("string",), check=_check,
              tags={"days": "number", "subject": "string", "from": "string", "addresses": "strings",
                    "mime": None, "handle": "string"})
@@ -74,5 +86,12 @@ def vacation(ctx, node) -> None:
         handle = (reason + (subject or "") + (f"<{frm}>" if frm else "<default-from>")
                   + ("<MIME>" if mime else "<NO-MIME>"))
     seconds = _period(ctx, tags)
-    ctx.add_action(Vacation(reason, subject=subject, seconds=seconds, from_=frm, addresses=addresses,
-                            mime=mime, handle=handle))
+    if subject is None:
+        subject = default_subject(ctx)
+    action = Vacation(reason, subject=subject, seconds=seconds, from_=frm, addresses=addresses,
+                      mime=mime, handle=handle)
+    if "fcc" in tags:
+        from fetchdeliver.sieve.extensions.fcc import attach
+
+        attach(ctx, action, tags)
+    ctx.add_action(action)

@@ -8,7 +8,7 @@ from fetchdeliver.sieve.registry import Extension
 EXT = Extension("variables")
 
 MAX_VALUE = 4096        # Pigeonhole's sieve_variables_max_variable_size
-MAX_MATCH = 9           # ${0}..${9}
+MAX_MATCH = 32          # ${0}..${32}, as Pigeonhole (RFC 5229 3.2: at least ${0}..${9})
 
 # modifier -> precedence (RFC 5229 section 4.1; Pigeonhole adds :quoteregex, :encodeurl)
 MODIFIERS = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
@@ -51,8 +51,13 @@ def lookup(ctx, name: str) -> str | None:
             return ctx.global_vars.get(rest, "")
         if ns == "env":
             env = ctx.ext_state.get("environment")
+            if env is None and "vnd.dovecot.environment" in ctx.requires:
+                from fetchdeliver.sieve.extensions.vnd_environment import variable as env
             if env is not None:
                 return env(ctx, rest) or ""
+        hook = ctx.ext_state.get("namespace." + ns)  # e.g. the testsuite's ${tst.path}
+        if hook is not None:
+            return hook(ctx, rest)
         return None  # unknown namespace: left as written
     if lname in ctx.ext_state.get("globals", ()):
         return ctx.global_vars.get(lname, "")

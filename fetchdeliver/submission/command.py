@@ -1,0 +1,143 @@
+"""`fetchdeliver submission`: run the submission server (RFC 6409) and the outbound queue until SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+
+
+def _load(path: str | None) -> tuple[dict, str | None]:
+    from fetchdeliver import config
+
+    file = path or config.default_config_path()
+    if path is None and not os.path.exists(file):
+        return {}, None
+    import fetchdeliver.submission.settings  # noqa: F401  (registers [submission])
+
+    return config.load(file), file
+
+
+def _ssl_context(cert: str, key: str):
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load certificate {cert} / key {key}: {e}", key="submission.cert") from None
+    return ctx
+
+
+def authenticator_for(table: dict, data: dict):
+    """The IMAP server's logins: this table's backend / passwd_file, else [imap]'s."""
+    imap = data.get("imap", {})
+    backend = table.get("backend") or (None if table.get("passwd_file") else imap.get("backend"))
+    passwd_file = table.get("passwd_file") or imap.get("passwd_file")
+    if backend:
+        from fetchdeliver.imapserver.plugin import load_backend
+
+        return load_backend(backend, data)
+    if passwd_file:
+        from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+
+        a = PasswdFileAuthenticator(passwd_file)
+        a.users()  # fail now, with the file name, rather than at the first login
+        return a
+    raise ConfigError("no users: set passwd_file here or in [imap] (create entries with "
+                      "`fetchdeliver passwd USER`)", key="submission.passwd_file")
+
+
+def build_config(args, data: dict, file: str | None = None):
+    """SubmissionConfig from [submission] (logins from [imap] unless it names its own), flags first."""
+    from fetchdeliver.config import Settings
+    from fetchdeliver.managesieve.settings import addresses
+    from fetchdeliver.submission.server import SubmissionConfig
+    from fetchdeliver.submission.settings import DEFAULTS, parse_rate
+
+    t = dict(DEFAULTS)
+    t.update(data.get("submission", {}))
+    for opt in ("listen", "tls_listen"):
+        if getattr(args, opt, None):
+            try:
+                t[opt] = addresses(getattr(args, opt), "command line")
+            except ValueError as e:
+                raise ConfigError(str(e), key=f"--{opt.replace('_', '-')}") from None
+    for opt in ("cert", "key"):
+        if getattr(args, opt, None):
+            t[opt] = os.path.abspath(getattr(args, opt))
+    ctx = None
+    if t.get("cert") or t.get("key"):
+        if not (t.get("cert") and t.get("key")):
+            raise ConfigError("give both a certificate and a key (--cert F --key F)", key="submission.cert")
+        ctx = _ssl_context(t["cert"], t["key"])
+    if t.get("tls_listen") and ctx is None:
+        raise ConfigError("--tls-listen / tls_listen needs --cert and --key", key="submission.tls_listen")
+    hostname = t.get("hostname") or (data.get("queue") or {}).get("hostname") or os.uname().nodename
+    return SubmissionConfig(settings=Settings(data, file), authenticator=authenticator_for(t, data),
+                            listen=t["listen"], tls_listen=t.get("tls_listen", []), ssl_context=ctx,
+                            allow_plaintext_auth=t["allow_plaintext_auth"],
+                            login_failure_delay=float(t["login_failure_delay"]), aliases=t["aliases"],
+                            max_message_size=t["max_message_size"], max_recipients=t["max_recipients"],
+                            rate=parse_rate(t["rate_limit"]), save_sent=t["save_sent"],
+                            sent_mailbox=t["sent_mailbox"], received_header=t["received_header"],
+                            hostname=hostname, timeout=float(t["timeout"]), workers=t["workers"])
+
+
+def main(args) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from fetchdeliver.submission.server import Server
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="fetchdeliver submission: %(levelname)s: %(message)s")
+    try:
+        data, file = _load(getattr(args, "config", None))
+        cfg = build_config(args, data, file)
+        from fetchdeliver.outbound.queue import OutboundQueue, QueueRunner
+
+        queue = OutboundQueue.from_settings(cfg.settings)
+    except ConfigError as e:
+        print(f"fetchdeliver submission: {e}", file=sys.stderr)
+        return EX_CONFIG
+    runner = QueueRunner(queue)
+
+    async def run() -> int:
+        try:
+            server = Server(cfg, queue)
+            addrs = await server.start()
+        except ConfigError as e:
+            print(f"fetchdeliver submission: {e}", file=sys.stderr)
+            return EX_CONFIG
+        runner.start()
+        for host, port, tls in addrs:
+            print(f"fetchdeliver submission: listening on {host}:{port}{' (TLS)' if tls else ''}",
+                  file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.ensure_future(server.serve_forever())
+        await stop.wait()
+        serving.cancel()
+        await server.stop()
+        return EX_OK
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return EX_OK
+    finally:
+        runner.stop(timeout=5)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("-c", "--config")
+    p.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="SMTP submission (STARTTLS when a cert is given); default 127.0.0.1:587")
+    p.add_argument("--tls-listen", action="append", metavar="HOST:PORT", help="implicit TLS (port 465)")
+    p.add_argument("--cert", metavar="FILE")
+    p.add_argument("--key", metavar="FILE")

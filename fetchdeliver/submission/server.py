@@ -1,0 +1,475 @@
+"""The submission server (RFC 6409) on aiosmtpd: listeners, the session, the hooks.
+
+    server = Server(cfg, queue); await server.start()  -> [("127.0.0.1", 40123, False), ...]
+
+Extensions: SIZE, 8BITMIME, SMTPUTF8, PIPELINING, ENHANCEDSTATUSCODES, CHUNKING (BDAT is
+ours: aiosmtpd has none), STARTTLS (when a certificate is set), AUTH with the mechanisms of
+fetchdeliver.submission.sasl. Not offered: DSN (aiosmtpd refuses the RET/ENVID/NOTIFY/ORCPT
+parameters, and the queue does not carry them).
+
+Rules: AUTH only over TLS or from a loopback address (unless allow_plaintext_auth); MAIL,
+RCPT and DATA only after a login (530 5.7.0); the envelope sender and every From: address
+must be the user's (553 5.7.1); at most max_recipients per message (452 4.5.3) and
+rate_limit messages per user (451 4.7.1). A client that goes away before the final dot
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from aiosmtpd.smtp import MISSING, SMTP
+
+from fetchdeliver.errors import ConfigError
+from fetchdeliver.message import Message
+from fetchdeliver.sources.lmtp import reply_text
+from fetchdeliver.submission import headers, sasl
+from fetchdeliver.submission.identity import Directory, RateLimiter, bare
+
+log = logging.getLogger("fetchdeliver.submission")
+
+# Enhanced status codes (RFC 3463) for the replies aiosmtpd builds without one.
+ENHANCED = {
+    "221": "2.0.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
+    "421": "4.3.2", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
+}
+
+
+MAX_FAILED_LOGINS = 3
+
+
+def has_enhanced(text: str) -> bool:
+    parts = text.split(" ", 1)[0].split(".")
+    return len(parts) == 3 and all(p.isdigit() for p in parts)
+
+
+class SubmissionConfig:
+    def __init__(self, *, settings, authenticator, listen=("127.0.0.1:587",), tls_listen=(), ssl_context=None,
+                 allow_plaintext_auth: bool = False, login_failure_delay: float = 2.0,
+                 aliases: dict | None = None, max_message_size: int = 35 * 1024 * 1024,
+                 max_recipients: int = 100, rate: tuple[int, int] = (200, 3600), save_sent: bool = True,
+                 sent_mailbox: str = "Sent", received_header: bool = True, hostname: str | None = None,
+                 timeout: float = 300.0, workers: int = 4) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.listen = list(listen)
+        self.tls_listen = list(tls_listen)
+        self.ssl_context = ssl_context
+        self.allow_plaintext_auth = allow_plaintext_auth
+        self.login_failure_delay = login_failure_delay
+        self.aliases = dict(aliases or {})
+        self.max_message_size = max_message_size
+        self.max_recipients = max_recipients
+        self.rate = rate
+        self.save_sent = save_sent
+        self.sent_mailbox = sent_mailbox
+        self.received_header = received_header
+        self.hostname = hostname or os.uname().nodename
+        self.timeout = timeout
+        self.workers = workers
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(peer) -> bool:
+    try:
+        return ipaddress.ip_address(peer[0]).is_loopback
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+class _Exchange:
+    """What a SASL mechanism talks to (see sasl.py)."""
+
+    def __init__(self, session: "SubmissionSession") -> None:
+        self.session = session
+        self.authenticator = session.server.config.authenticator
+        self.answered = False
+
+    async def challenge(self, data: bytes) -> bytes | None:
+        got = await self.session.challenge_auth(data)
+        if got is MISSING:  # "*" or bad base64: aiosmtpd has answered 501
+            self.answered = True
+            return None
+        return got
+
+    async def verify_password(self, user: str, password: str):
+        loop = asyncio.get_running_loop()
+        account = await loop.run_in_executor(self.session.server.executor, self.authenticator.authenticate,
+                                             user, password)
+        if account is None:
+            self.session.failed_user = user
+        return account
+
+
+class SubmissionSession(SMTP):
+    # The StreamReader's buffer: DATA lines up to 64 KiB are kept (RFC 5321 says 1000, but a
+    # client's long line is delivered, not refused); commands stay limited to 512 bytes.
+    line_length_limit = 65536
+
+    def __init__(self, server: "Server", implicit_tls: bool, **kwargs) -> None:
+        self.server = server
+        self.implicit_tls = implicit_tls
+        self.account = None
+        self.identity = None
+        self.failed_user = ""
+        self.failed_logins = 0
+        self._in_ehlo = False
+        super().__init__(_Handler(server), **kwargs)
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def secure(self) -> bool:
+        t = self.transport
+        return self.implicit_tls or (t is not None and t.get_extra_info("ssl_object") is not None)
+
+    def may_authenticate(self) -> bool:
+        return (self.secure or self.server.config.allow_plaintext_auth
+                or _is_loopback(self.session.peer if self.session else None))
+
+    def connection_made(self, transport) -> None:
+        # A STARTTLS makes a new aiosmtpd session: the login (none yet) starts over too.
+        self.account = None
+        self.identity = None
+        super().connection_made(transport)
+
+    async def push(self, status) -> None:
+        if isinstance(status, str) and not self._in_ehlo and status[3:4] == " " and status[:3] in ENHANCED \
+                and not has_enhanced(status[4:]):
+            status = f"{status[:3]} {ENHANCED[status[:3]]} {status[4:]}"
+        await super().push(status)
+
+    async def _need_login(self) -> bool:
+        if self.account is None:
+            await self.push("530 5.7.0 Authentication required")
+            return True
+        return False
+
+    # -- commands --------------------------------------------------------------------------
+    async def smtp_EHLO(self, arg: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_EHLO(arg)
+        finally:
+            self._in_ehlo = False
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if await self.check_helo_needed("EHLO"):
+            return
+        if not self.session.extended_smtp:
+            await self.push("503 5.5.1 Send EHLO first")
+            return
+        if not self.may_authenticate():
+            await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
+            return
+        if self.account is not None:
+            await self.push("503 5.5.1 Already authenticated")
+            return
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 AUTH not allowed during a mail transaction")
+            return
+        args = (arg or "").split()
+        if not args or len(args) > 2:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        mech = sasl.MECHANISMS.get(args[0].upper())
+        if mech is None:
+            await self.push("504 5.5.4 Unrecognized authentication type")
+            return
+        exchange = _Exchange(self)
+        peer = self.session.peer[0] if isinstance(self.session.peer, tuple) else "?"
+        try:
+            initial = sasl.decode_initial(args[1]) if len(args) == 2 else None
+            account = await mech(exchange, initial)
+        except sasl.BadResponse as e:
+            await self.push(f"501 5.5.2 {e}")
+            return
+        if exchange.answered:
+            return
+        if account is None:
+            log.warning("login failed for %r from %s (AUTH %s)", self.failed_user, peer, args[0].upper())
+            delay = self.server.config.login_failure_delay
+            if delay:
+                await asyncio.sleep(delay)
+            self.failed_logins += 1
+            if self.failed_logins >= MAX_FAILED_LOGINS:
+                # As ManageSieve (and Pigeonhole): the third failure ends the connection.
+                await self.push("421 4.7.0 Too many failed logins, closing connection")
+                self.transport.close()
+                return
+            await self.push("535 5.7.8 Authentication credentials invalid")
+            return
+        self.account = account
+        self.identity = self.server.directory.identity(account)
+        self.session.authenticated = True
+        self.session.auth_data = account.user
+        log.info("%s logged in from %s (AUTH %s%s)", account.user, peer, args[0].upper(),
+                 ", TLS" if self.secure else "")
+        await self.push("235 2.7.0 Authentication successful")
+
+    async def smtp_MAIL(self, arg) -> None:
+        if await self.check_helo_needed() or await self._need_login():
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg) -> None:
+        if await self.check_helo_needed() or await self._need_login():
+            return
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg) -> None:
+        if await self.check_helo_needed() or await self._need_login() or await self._refuse_data_after_bdat():
+            return
+        await super().smtp_DATA(arg)
+
+    async def smtp_BDAT(self, arg) -> None:
+        """CHUNKING (RFC 3030): `BDAT size [LAST]` then exactly `size` octets, no dot-stuffing.
+        The chunks are read even when the command is refused, so the session stays in step."""
+        parts = (arg or "").split()
+        if not parts or len(parts) > 2 or not parts[0].isdigit() or \
+                (len(parts) == 2 and parts[1].upper() != "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        size, last = int(parts[0]), len(parts) == 2
+        buf = getattr(self.envelope, "bdat", None) or b""
+        keep = not self.data_size_limit or len(buf) + size <= self.data_size_limit
+        chunk = bytearray()
+        left = size
+        try:
+            while left:  # in pieces: a chunk larger than the limit is read and dropped, never held
+                piece = await self._reader.readexactly(min(left, 1 << 16))
+                left -= len(piece)
+                if keep:
+                    chunk += piece
+                self._reset_timeout()
+        except asyncio.IncompleteReadError:
+            self.transport.close()  # gone in the middle of a chunk: nothing was accepted
+            return
+        if not keep:
+            self.envelope.bdat_too_big = True
+        if not self.session.host_name or self.account is None or not self.envelope.rcpt_tos:
+            self.envelope.bdat_refused = True
+        if getattr(self.envelope, "bdat_refused", False):
+            if self.account is None:
+                await self.push("530 5.7.0 Authentication required")
+            else:
+                await self.push("503 5.5.1 Error: need MAIL and RCPT before BDAT")
+            if last:
+                self._set_post_data_state()
+            return
+        buf = getattr(self.envelope, "bdat", None)
+        if buf is None:
+            buf = self.envelope.bdat = bytearray()
+        if getattr(self.envelope, "bdat_too_big", False):
+            buf.clear()
+        else:
+            buf += chunk
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        if getattr(self.envelope, "bdat_too_big", False):
+            self._set_post_data_state()
+            await self.push(f"552 5.3.4 Message larger than {self.data_size_limit} octets")
+            return
+        self.envelope.original_content = self.envelope.content = bytes(buf)
+        status = await self.event_handler.handle_DATA(self, self.session, self.envelope)
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _refuse_data_after_bdat(self) -> bool:
+        if getattr(self.envelope, "bdat", None) is not None or getattr(self.envelope, "bdat_refused", False):
+            await self.push("503 5.5.1 Error: DATA after BDAT (send the rest with BDAT)")
+            return True
+        return False
+
+    async def smtp_VRFY(self, arg) -> None:
+        await self.push("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("%r: submission session error", self.session.peer if self.session else None)
+        return f"451 4.3.0 Internal error: {reply_text(error)}"
+
+
+class _Handler:
+    """aiosmtpd hooks: the greeting's extensions and the submission checks."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+
+    async def handle_EHLO(self, smtp, session, envelope, hostname, responses):
+        session.host_name = hostname
+        out = [r for r in responses[:-1] if not r[4:].upper().startswith("AUTH")]
+        if smtp.may_authenticate():
+            out.append("250-AUTH " + " ".join(sasl.MECHANISMS))
+        out += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-CHUNKING", "250 HELP"]
+        return out
+
+    async def handle_MAIL(self, smtp, session, envelope, address, mail_options):
+        ident = smtp.identity
+        if not ident.owns(address):
+            log.warning("%s tried to send as <%s>", ident.user, address)
+            return f"553 5.7.1 <{reply_text(address, 200)}>: sender address not owned by user {ident.user}"
+        if not self.server.limiter.allows(ident.user):
+            count, period = self.server.config.rate
+            log.warning("%s is over the rate limit (%d messages in %d s)", ident.user, count, period)
+            return f"451 4.7.1 Rate limit reached ({count} messages per {period} s); try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+        if rcpt_options:
+            return "555 5.5.4 RCPT TO parameters not recognized or not implemented"
+        if len(envelope.rcpt_tos) >= self.server.config.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.server.config.max_recipients} per message)"
+        if not bare(address) or "@" not in address:
+            return f"553 5.1.3 <{reply_text(address, 200)}>: a recipient needs a domain"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, smtp, session, envelope):
+        cfg = self.server.config
+        ident = smtp.identity
+        raw = envelope.original_content
+        msg = Message(raw)
+        bad = [a for a in headers.from_addresses(msg) if not ident.owns(a)]
+        if bad:
+            log.warning("%s tried to send with From: %s", ident.user, ", ".join(bad))
+            return f"553 5.7.1 From: <{reply_text(bad[0], 200)}> is not an address of user {ident.user}"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
+        received = None
+        if cfg.received_header:
+            received = headers.received_line(helo=session.host_name or "", peer=peer, hostname=cfg.hostname,
+                                             tls=smtp.secure, user=ident.user, qid=os.urandom(6).hex())
+        raw = headers.prepend(raw, headers.additions(msg, hostname=cfg.hostname, received=received))
+        sender = envelope.mail_from
+        rcpts = list(envelope.rcpt_tos)
+        account = smtp.account
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        # Shielded: a client that hangs up now does not stop what is half done (it is finished
+        # or undone as a whole; the client, without a 250, sends again).
+        job = functools.partial(self.server.dispatcher.accept, account, sender, rcpts, raw,
+                                helo=session.host_name or "", peer=peer)
+        reply = await asyncio.shield(loop.run_in_executor(self.server.executor, job))
+        if reply.startswith("250"):
+            self.server.limiter.record(ident.user)
+        log.debug("%s: DATA %d bytes in %.3f s: %s", ident.user, len(raw), time.monotonic() - started, reply)
+        return reply
+
+
+class Server:
+    def __init__(self, config: SubmissionConfig, queue) -> None:
+        from fetchdeliver.submission.dispatch import Dispatcher
+
+        if queue is None:
+            raise ConfigError("the submission service needs the outbound queue ([relay] / [queue]), "
+                              "which could not be opened", key="submission")
+        self.config = config
+        self.queue = queue
+        self.directory = Directory(config.settings, config.authenticator, config.aliases)
+        self.dispatcher = Dispatcher(config.settings, queue, self.directory, save_sent=config.save_sent,
+                                     sent_mailbox=config.sent_mailbox)
+        queue.local_delivery = self.dispatcher.route
+        self.limiter = RateLimiter(*config.rate)
+        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="submission")
+        self.addresses: list[tuple[str, int, bool]] = []
+        self._servers: list[asyncio.AbstractServer] = []
+
+    def _factory(self, implicit_tls: bool):
+        cfg = self.config
+        return SubmissionSession(self, implicit_tls, data_size_limit=cfg.max_message_size, enable_SMTPUTF8=True,
+                                 hostname=cfg.hostname, ident="fetchdeliver ESMTP submission",
+                                 tls_context=None if implicit_tls else cfg.ssl_context,
+                                 timeout=float(cfg.timeout), auth_require_tls=False,
+                                 loop=asyncio.get_running_loop())
+
+    async def start(self) -> list[tuple[str, int, bool]]:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        for addrs, tls in ((cfg.listen, False), (cfg.tls_listen, True)):
+            for addr in addrs:
+                host, port = split_address(addr)
+                try:
+                    srv = await loop.create_server(lambda tls=tls: self._factory(tls), host, port,
+                                                   ssl=cfg.ssl_context if tls else None, reuse_address=True)
+                except OSError as e:
+                    raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}", key="submission.listen") \
+                        from None
+                self._servers.append(srv)
+                for sock in srv.sockets:
+                    name = sock.getsockname()
+                    self.addresses.append((name[0], name[1], tls))
+        return self.addresses
+
+    async def serve_forever(self) -> None:
+        await asyncio.gather(*(s.serve_forever() for s in self._servers))
+
+    async def stop(self) -> None:
+        for s in self._servers:
+            s.close()
+        for s in self._servers:
+            try:
+                await asyncio.wait_for(s.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
+        self._servers.clear()
+        # Accepted messages being queued finish before we return.
+        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        if self.queue.local_delivery == self.dispatcher.route:
+            self.queue.local_delivery = None
+        self.dispatcher.close()
+
+
+class ThreadedServer:
+    """A Server on its own event loop in a background thread (tests, benchmarks)."""
+
+    def __init__(self, config: SubmissionConfig, queue) -> None:
+        self.server = Server(config, queue)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="submission-server", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> "ThreadedServer":
+        self.thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def port(self, tls: bool = False) -> int:
+        return next(p for _h, p, t in self.server.addresses if t == tls)
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+        try:
+            fut.result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(15)

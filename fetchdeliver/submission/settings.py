@@ -1,0 +1,126 @@
+"""The [submission] configuration table.
+
+    [submission]
+    listen = "127.0.0.1:587"            # or a list; "" for none. STARTTLS when cert and key are set
+    tls_listen = "0.0.0.0:465"          # implicit TLS (needs cert and key)
+    cert = "/etc/ssl/mail.pem"
+    key = "/etc/ssl/mail.key"
+    passwd_file = "..."                 # default: [imap] passwd_file (the same logins)
+    backend = "package.module:factory"  # default: [imap] backend
+    allow_plaintext_auth = false        # AUTH on non-TLS, non-loopback connections
+    login_failure_delay = "2s"
+    aliases = { alice = ["postmaster@example.org", "@example.net"] }   # more sender addresses per user
+    max_message_size = 36700160         # bytes (SIZE)
+    max_recipients = 100                # per message (452 4.5.3 beyond)
+    rate_limit = "200/1h"               # messages per user per period ("0" for none)
+    save_sent = true                    # a copy into the user's \\Sent mailbox
+    sent_mailbox = "Sent"               # when no mailbox is marked \\Sent
+    received_header = true              # add a Received: line with the client's address
+    hostname = "mail.example.org"       # our name in the greeting, Received: and Message-IDs
+    timeout = "5m"                      # idle timeout of a session
+    workers = 4                         # threads that queue and deliver accepted mail
+"""
+
+from __future__ import annotations
+
+from fetchdeliver import config
+from fetchdeliver.managesieve.settings import addresses as _addresses
+
+
+def _plugin(v, where):
+    v = config._nonempty_str(v, where)
+    mod, sep, attr = v.partition(":")
+    if not sep or not mod or not attr:
+        raise ValueError(f"expected \"package.module:callable\", got {v!r}")
+    return v
+
+
+def _aliases(v, where):
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a table {{ user = [\"address\", \"@domain\"] }}, got {v!r}")
+    out = {}
+    for user, addrs in v.items():
+        items = [addrs] if isinstance(addrs, str) else addrs
+        if not isinstance(items, list) or not all(isinstance(a, str) for a in items):
+            raise ValueError(f"{user}: expected a list of addresses, got {addrs!r}")
+        clean = []
+        for a in items:
+            a = a.strip().strip("<>").lower()
+            if not a or any(c.isspace() for c in a) or a.count("@") != 1:
+                raise ValueError(f"{user}: not an address or @domain: {a!r}")
+            clean.append(a)
+        out[user] = clean
+    return out
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """'200/1h' -> (200, 3600); '0' -> (0, 0) (no limit)."""
+    s = str(text).strip()
+    if s in ("0", ""):
+        return 0, 0
+    count, sep, period = s.partition("/")
+    if not sep or not count.strip().isdigit():
+        raise ValueError(f"expected MESSAGES/PERIOD such as \"200/1h\", or \"0\" for no limit, got {text!r}")
+    seconds = config.parse_duration(period)
+    if seconds <= 0:
+        raise ValueError(f"the period must be positive, got {period!r}")
+    return int(count), seconds
+
+
+def _rate(v, where):
+    if isinstance(v, int) and not isinstance(v, bool) and v == 0:
+        return "0"
+    v = config._str(v, where)
+    parse_rate(v)
+    return v
+
+
+def _keys():
+    return {
+        "listen": _addresses,
+        "tls_listen": _addresses,
+        "cert": config._path,
+        "key": config._path,
+        "passwd_file": config._path,
+        "backend": _plugin,
+        "allow_plaintext_auth": config._bool,
+        "login_failure_delay": config._duration,
+        "aliases": _aliases,
+        "max_message_size": config._int(lo=1024, hi=1 << 31),
+        "max_recipients": config._int(lo=1, hi=100000),
+        "rate_limit": _rate,
+        "save_sent": config._bool,
+        "sent_mailbox": config._nonempty_str,
+        "received_header": config._bool,
+        "hostname": config._nonempty_str,
+        "timeout": config._duration,
+        "workers": config._int(lo=1, hi=64),
+    }
+
+
+def _check(table: dict, file: str) -> None:
+    from fetchdeliver.errors import ConfigError
+
+    if table.get("tls_listen") and not (table.get("cert") and table.get("key")):
+        raise ConfigError("tls_listen needs cert and key", file=file, key="submission.tls_listen")
+    if bool(table.get("cert")) != bool(table.get("key")):
+        raise ConfigError("set both cert and key, or neither", file=file, key="submission.cert")
+
+
+config.register_table("submission", _keys(), _check)
+
+DEFAULTS = {
+    "listen": ["127.0.0.1:587"],
+    "tls_listen": [],
+    "allow_plaintext_auth": False,
+    "login_failure_delay": 2,
+    "aliases": {},
+    "max_message_size": 35 * 1024 * 1024,
+    "max_recipients": 100,
+    "rate_limit": "200/1h",
+    "save_sent": True,
+    "sent_mailbox": "Sent",
+    "received_header": True,
+    "timeout": 300,
+    "workers": 4,
+}
