@@ -88,7 +88,7 @@ class _Daemon:
 
 
 class Spamd(_Daemon):
-    """spamd on 127.0.0.1:PORT; `.address` is "127.0.0.1:PORT"."""
+    """spamd on 127.0.0.1:PORT (`.address`, "127.0.0.1:PORT") and on a Unix socket (`.socket`)."""
 
     def __init__(self) -> None:
         exe = shutil.which("spamd") or ("/usr/sbin/spamd" if os.path.exists("/usr/sbin/spamd") else None)
@@ -116,8 +116,9 @@ class Spamd(_Daemon):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.pidfile = os.path.join(self.dir, "spamd.pid")
+        self.socket = os.path.join(self.dir, "spamd.sock")
         log = os.path.join(self.dir, "spamd.log")
-        cmd = [exe, "-i", self.address, "-A", "127.0.0.1", "-C", rules, f"--siteconfigpath={site}", "-L",
+        cmd = [exe, "-i", self.address, "-i", self.socket, "-A", "127.0.0.1", "-C", rules, f"--siteconfigpath={site}", "-L",
                "-x", "-H", home, "-m", "1", "--min-children=1", "--max-spare=1", "-r", self.pidfile,
                "-s", "stderr"]
         if os.geteuid() == 0:
@@ -125,7 +126,7 @@ class Spamd(_Daemon):
         self.proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            _wait(lambda: _listening(self.port), 60, self.proc, "spamd", log)
+            _wait(lambda: _listening(self.port) and os.path.exists(self.socket), 60, self.proc, "spamd", log)
         except BaseException:
             self.stop()
             raise

@@ -125,6 +125,14 @@ def test_spamd_ham_gets_a_no_verdict_and_spamtest_one(tmp_path, fetchdeliver_cmd
     assert added.startswith(b"X-Spam-Score: 0.0\nX-Spam-Level: \nX-Spam-Status: No, score=0.0 required=5.0")
 
 
+def test_spamd_over_its_unix_socket(tmp_path, fetchdeliver_cmd, spamd):
+    cfg, md = setup(tmp_path, f'spamd = "{spamd.socket}"\ntimeout = "60s"', JUNK_RULES)
+    r = deliver(fetchdeliver_cmd, cfg, SPAM, tmp_path)
+    assert r.returncode == 0, r.stderr
+    [stored] = folder_messages(md, "Junk")
+    assert split_added(stored, SPAM).startswith(b"X-Spam-Flag: YES\r\n")
+
+
 def test_lmtp_with_spamd_delivers_with_the_verdict(tmp_path, spamd):
     cfg, md = setup(tmp_path, f'spamd = "{spamd.address}"\ntimeout = "60s"', JUNK_RULES)
     server = Server(cfg)
