@@ -260,7 +260,7 @@ def _load_feature_schemas() -> None:
                 "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
                 "fetchdeliver.managesieve.settings", "fetchdeliver.web.settings",
                 "fetchdeliver.pop3server.settings", "fetchdeliver.submission.settings",
-                "fetchdeliver.storage.settings"):
+                "fetchdeliver.storage.settings", "fetchdeliver.filter.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

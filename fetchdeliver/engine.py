@@ -63,7 +63,7 @@ class Context:
     """What `process()` needs besides the message: where to store, which rules, which options."""
 
     __slots__ = ("store", "script", "script_error", "sieve_options", "pipe_bin_dir", "state",
-                 "outbound", "default_mailbox", "dry_run", "rules", "delivery_log", "trace")
+                 "outbound", "default_mailbox", "dry_run", "rules", "delivery_log", "trace", "filter")
 
     def __init__(self, store: "MailStore", script=None, *, script_error: str | None = None,
                  sieve_options: dict | None = None, pipe_bin_dir: str | None = None, state=None,
@@ -80,10 +80,13 @@ class Context:
         self.rules = None                   # pipeline.RulesFile: re-read the script when its file changed
         self.delivery_log = None            # deliverylog.Recorder: one row per decided message, or None
         self.trace: list[str] = []          # the last Sieve run's trace (kept only with a delivery_log)
+        self.filter = None                  # fetchdeliver.filter.Filter when [filter] is configured
 
 
-def decide(message: "Message", ctx: Context) -> tuple[list[Action], list[str], "Message"]:
-    """Run the rules (if any) and return (actions, errors, message as edited by the rules)."""
+def decide(message: "Message", ctx: Context,
+           options: dict | None = None) -> tuple[list[Action], list[str], "Message"]:
+    """Run the rules (if any) and return (actions, errors, message as edited by the rules).
+    `options` replaces ctx.sieve_options for this message (the content filter's doing)."""
     errors: list[str] = []
     ctx.trace = []
     if ctx.rules is not None:
@@ -98,7 +101,7 @@ def decide(message: "Message", ctx: Context) -> tuple[list[Action], list[str], "
     from fetchdeliver import sieve
 
     try:
-        env = sieve.SieveEnv(message, options=ctx.sieve_options,
+        env = sieve.SieveEnv(message, options=ctx.sieve_options if options is None else options,
                              duplicate_seen=_duplicate_checker(ctx),
                              mailbox_exists=ctx.store.mailbox_exists,
                              trace=ctx.delivery_log is not None)
@@ -144,7 +147,12 @@ def plan_stores(actions: list[Action], default_mailbox: str = "INBOX") -> list[S
 
 def process(message: "Message", ctx: Context) -> Outcome:
     """Run `message` through the rules and deliver it; see the module docstring for the promise."""
-    actions, errors, edited = decide(message, ctx)
+    options = None
+    if ctx.filter is not None:
+        message, options, failed = _content_filter(message, ctx)
+        if failed is not None:
+            return failed
+    actions, errors, edited = decide(message, ctx, options)
     for err in errors:
         _log().error("%s: %s", message.origin, err)
 
@@ -216,6 +224,33 @@ def _logged(message: "Message", ctx: Context, outcome: Outcome) -> Outcome:
         root = getattr(store, "root", None) or getattr(store, "inbox_path", None) or ""
         ctx.delivery_log.record(message, outcome, ctx.trace, ctx.script, os.path.abspath(root) if root else "")
     return outcome
+
+
+def _content_filter(message: "Message", ctx: Context):
+    """The [filter] step: (message with the verdict's headers, Sieve options or None, Outcome or None).
+    A scanner that is down or slow tempfails the message, or with on_failure = "deliver" lets it
+    through unfiltered with a header saying so, and spamtest/virustest then say "not tested"."""
+    from fetchdeliver.filter import FilterUnavailable, add_headers
+
+    flt = ctx.filter
+    try:
+        result = flt.scan(message)
+    except Exception as e:  # FilterUnavailable, or a bug in a client: never lose the message over it
+        if not isinstance(e, FilterUnavailable):
+            _log().exception("%s: content filter failed", message.origin)
+            e = FilterUnavailable(f"internal error: {type(e).__name__}: {e}")
+        if flt.on_failure != "deliver":
+            _log().error("%s: content filter: %s; temporary failure (on_failure = \"tempfail\")",
+                         message.origin, e)
+            return message, None, Outcome(TEMPFAIL, errors=[f"content filter: {e}"])
+        _log().warning("%s: content filter: %s; delivering unfiltered (on_failure = \"deliver\")",
+                       message.origin, e)
+        result = flt.unfiltered(e)
+    options = None
+    if not result.scanned and flt.applied:
+        # The headers our defaults read were not written by us: spamtest/virustest say "not tested".
+        options = {k: v for k, v in ctx.sieve_options.items() if k not in flt.applied}
+    return add_headers(message, result.headers), options, None
 
 
 def _planned(actions, errors, stores, others, rejects, ctx: Context) -> Outcome:

@@ -61,3 +61,7 @@ class InvalidMailboxName(PermanentDeliveryError):
 
 class MailboxNotFound(PermanentDeliveryError):
     """Delivery without :create to a mailbox that does not exist."""
+
+
+class FilterUnavailable(TemporaryDeliveryError):
+    """A content filter (spamd, rspamd, clamd) is down, slow or answered something we cannot read."""

@@ -66,8 +66,15 @@ def store_from_settings(settings: "Settings", *, maildir: str | None = None,
 
 
 def sieve_options(settings: "Settings") -> dict:
-    """The [sieve] table in the form the interpreter's SieveEnv takes."""
-    return dict(settings.sieve)
+    """The [sieve] table in the form the interpreter's SieveEnv takes (with [filter]'s defaults for
+    spamtest/virustest when a content filter is configured)."""
+    opts = dict(settings.sieve)
+    table = settings.table("filter")
+    if table:
+        from fetchdeliver.filter import Filter
+
+        Filter(table).apply_sieve_defaults(opts)
+    return opts
 
 
 ACTIVE_SCRIPT_LINK = ".dovecot.sieve"
@@ -164,6 +171,12 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
                   default_mailbox=default_mailbox or settings.delivery.get("default_mailbox", "INBOX"),
                   dry_run=dry_run)
     ctx.rules = live
+    table = settings.table("filter")
+    if table:
+        from fetchdeliver.filter import Filter
+
+        ctx.filter = Filter(table)
+        ctx.filter.apply_sieve_defaults(dict(settings.sieve))  # which keys are ours (see engine)
     if delivery_log and not dry_run:
         from fetchdeliver.deliverylog import recorder_for
 

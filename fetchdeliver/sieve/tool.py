@@ -159,9 +159,11 @@ def test_json(script_path: str, message_bytes: bytes, *, sender: str | None = No
 def _config_options(config: str | None) -> dict:
     if not config:
         return {}
-    from fetchdeliver.config import load
+    from fetchdeliver.config import Settings, load
+    from fetchdeliver.pipeline import sieve_options
 
-    return dict(load(config).get("sieve", {}))
+    # As delivery sees them: with [filter], spamtest/virustest read the scanners' headers by default.
+    return sieve_options(Settings(load(config), config))
 
 
 def test_main(script: str, message_path: str, *, json_out: bool = False, trace: bool = False,
