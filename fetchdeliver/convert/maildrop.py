@@ -365,6 +365,9 @@ class Converter:
         self.file = file
         self.static: dict[str, str] = dict(env)
         self.dynamic: set[str] = set()
+        # True after a pattern searched in the body matched: Sieve's body test sets no match variables
+        # (RFC 5173), so a later $MATCH cannot be said.
+        self.match_from_body = False
         self.requires: set[str] = set()
         self.problems: list[Problem] = []
         self.lines: list[str] = []
@@ -401,6 +404,9 @@ class Converter:
                 if m:
                     name = m.group(2) or m.group(3)
                     i = m.end()
+                    if re.match(r"^MATCH\d?$", name) and self.match_from_body:
+                        raise Untranslatable(f"${name} of a pattern searched in the body: Sieve's body "
+                                             "test sets no match variables (RFC 5173)")
                     if name in self.dynamic or re.match(r"^MATCH\d?$", name):
                         self.requires.add("variables")
                         out.append("${" + ("pm_" + name if name.startswith("MATCH") else name) + "}")
@@ -557,6 +563,9 @@ class Converter:
             rx, flags = (c[1], c[2]) if c[0] == "pat" else (c[2], c[3])
             head = c[0] == "pat" and ("h" in flags or "b" not in flags)
             body = c[0] == "var" or "b" in flags
+            self.match_from_body = c[0] == "pat" and "b" in flags
+            if self.match_from_body:
+                return []
             maps = []
             if head:
                 maps.append(_pcre_groups(rx, "value")[1])
