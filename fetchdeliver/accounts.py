@@ -115,6 +115,10 @@ KEYS = {
     # `fetchdeliver daemon`: how often to fetch, and whether to hold an IMAP IDLE connection.
     "poll": config._duration,
     "idle": config._bool,
+    # Push for `idle = true` accounts: connections held open at once (the fetch pass's included),
+    # and whether to use NOTIFY (one connection for every folder) when the server offers it.
+    "max_connections": config._int(1, 100),
+    "notify": config._bool,
 }
 
 REQUIRED = ("name", "protocol", "host", "user")
@@ -181,6 +185,9 @@ def check_accounts(accounts: list, file: str) -> None:
             err(i, acc, "poll", "must be at least 1 second (e.g. \"5m\")")
         if acc.get("idle") and proto != "imap":
             err(i, acc, "idle", "IDLE is an IMAP feature; remove it from a POP3 account")
+        for k in ("max_connections", "notify"):
+            if k in acc and proto != "imap":
+                err(i, acc, k, "only used by IMAP push (idle = true); remove it from a POP3 account")
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 
@@ -189,6 +196,9 @@ config.register_array_table("account", KEYS, required=REQUIRED, rule=check_accou
 
 
 # ---------------------------------------------------------------------------
+
+# Below Gmail's limit of 15 simultaneous IMAP connections per account, leaving room for mail clients.
+DEFAULT_MAX_CONNECTIONS = 5
 
 DEFAULT_PORTS = {("imap", "implicit"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
                  ("pop3", "implicit"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
@@ -222,7 +232,7 @@ class Account:
     __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "fingerprint", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
-                 "_table", "_state_dir", "_token")
+                 "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
 
     def __init__(self, table: dict, settings: "Settings | None" = None) -> None:
         t = self._table = dict(table)
@@ -257,6 +267,9 @@ class Account:
         self.mbox: str | None = t.get("mbox")
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
+        self.idle: bool = bool(t.get("idle", False))
+        self.max_connections: int = int(t.get("max_connections", DEFAULT_MAX_CONNECTIONS))
+        self.notify: bool = bool(t.get("notify", True))
         self._state_dir = settings.state_dir if settings is not None else config.default_state_dir()
         self._token: str | None = None
 

@@ -141,8 +141,10 @@ class AccountRun:
     """Fetch one account once."""
 
     def __init__(self, account: "Account", settings: "Settings", state: "State", *, dry_run: bool = False,
-                 verbose: bool = False, contexts: dict | None = None, out=None, err=None) -> None:
+                 verbose: bool = False, contexts: dict | None = None, out=None, err=None,
+                 folders: list[str] | None = None) -> None:
         self.account = account
+        self.folders = folders  # IMAP: fetch only these (the daemon's push passes); None: all of them
         self.name = account.name
         self.settings = settings
         self.state = state
@@ -183,7 +185,7 @@ class AccountRun:
 
                 self.source = ImapSource(a)
                 self.source.connect()
-                for folder in a.folders:
+                for folder in self.folders or a.folders:
                     self.imap_folder(folder)
             else:
                 from fetchdeliver.sources.pop3 import Pop3Source

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from fetchdeliver.state import State
 
 
+# daemon_info key prefix of an account's push plan (JSON list of {folder, state, why}).
+PUSH_KEY = "push:"
+
+
 class StatusWriter:
     """The daemon's side: record account results and listeners (one thread: the event loop's)."""
 
@@ -47,6 +51,13 @@ class StatusWriter:
         with self.state._tx() as db:
             rows = [r[0] for r in db.execute("SELECT account FROM daemon_account")]
             db.executemany("DELETE FROM daemon_account WHERE account=?", [(n,) for n in rows if n not in names])
+            keys = [r[0] for r in db.execute("SELECT key FROM daemon_info WHERE key LIKE 'push:%'")]
+            db.executemany("DELETE FROM daemon_info WHERE key=?",
+                           [(k,) for k in keys if k[len(PUSH_KEY):] not in names])
+
+    def push(self, name: str, folders: list[dict]) -> None:
+        """How each folder of an `idle = true` account is watched: [{folder, state, why}]."""
+        self.set_info(PUSH_KEY + name, json.dumps(folders))
 
     def account(self, name: str, *, mode: str, last_poll: float | None = None, result: str | None = None,
                 next_poll: float | None = None, error: str | None = None, failures: int = 0) -> None:
@@ -97,7 +108,7 @@ def _alive(pid: int) -> bool:
 def read_status(state_dir: str) -> dict:
     """Everything `status` shows, as plain data (also used by the tests)."""
     path = os.path.join(state_dir, "state.sqlite")
-    out: dict = {"state_db": path, "info": {}, "accounts": [], "queue": None}
+    out: dict = {"state_db": path, "info": {}, "accounts": [], "queue": None, "push": {}}
     if os.path.exists(path):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
@@ -112,6 +123,11 @@ def read_status(state_dir: str) -> dict:
                 pass  # a database from before the daemon existed: no rows yet
         finally:
             db.close()
+    for key in [k for k in out["info"] if k.startswith(PUSH_KEY)]:
+        try:
+            out["push"][key[len(PUSH_KEY):]] = json.loads(out["info"].pop(key))
+        except ValueError:
+            pass
     qpath = os.path.join(state_dir, "outbound", "queue.sqlite")
     if os.path.exists(qpath):
         db = sqlite3.connect(f"file:{qpath}?mode=ro", uri=True, timeout=10)
@@ -149,6 +165,11 @@ def format_status(st: dict, configured: list[str], now: float | None = None) -> 
         lines.append(f"    last poll: {_when(r['last_poll'], now)}")
         lines.append(f"    result:    {r['result'] or '-'}")
         lines.append(f"    next poll: {_when(r['next_poll'], now) if r['next_poll'] else '-'}")
+        folders = st.get("push", {}).get(name)
+        if folders:
+            lines.append("    folders:")
+            for f in folders:
+                lines.append(f"      {f.get('folder')}: {f.get('state')} ({f.get('why')})")
         if r["error"]:
             lines.append(f"    error:     {r['error']} (since {_when(r['error_since'], now)}, "
                          f"{r['failures']} failures in a row)")

@@ -45,6 +45,10 @@ def _command(name: str, where: str = ""):
         raise SourceError(name, f"{detail}{suffix}", temporary=temporary) from None
 
 
+# The same, for modules outside this one that talk to an ImapSource's client directly (the push watchers).
+command_context = _command
+
+
 def _strip_imaplib(text: str) -> str:
     # imaplib: "UID command error: BAD [b'Error in IMAP command UID FETCH: ...']" -> the server's part.
     for marker in ("[b'", '[b"'):
@@ -262,3 +266,52 @@ class ImapSource:
                 self.client.idle_done()
         return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
+
+    def notify_set(self, folders: list[str]) -> None:
+        """NOTIFY SET (RFC 5465): report new and expunged messages in `folders` as untagged STATUS.
+
+        No folder is selected; the server sends `* STATUS "folder" (...)` while the
+        connection is in IDLE (or between commands).
+        """
+        if not self.has("NOTIFY"):
+            raise SourceError("NOTIFY", "the server does not offer NOTIFY", temporary=False)
+        boxes = " ".join(quote_mailbox(f) for f in folders)
+        args = f"SET (mailboxes ({boxes}) (MessageNew MessageExpunge))"
+        with _command("NOTIFY SET", self.account.address):
+            # imapclient has no NOTIFY method; imaplib's public xatom() sends an extension command
+            # and checks its tagged reply (imapclient keeps its imaplib connection in `_imap`).
+            typ, data = self.client._imap.xatom("NOTIFY", args)
+            if typ != "OK":
+                raise SourceError("NOTIFY SET", f"server said: {typ} {server_words(data)}")
+
+
+def quote_mailbox(name: str) -> str:
+    """A mailbox name as an IMAP quoted string, in modified UTF-7 (RFC 3501 5.1.3)."""
+    from imapclient import imap_utf7
+
+    raw = imap_utf7.encode(name)
+    text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mailbox_name(value) -> str:
+    """A mailbox name from a parsed response (bytes in modified UTF-7, or an int for all-digit names)."""
+    from imapclient import imap_utf7
+
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        value = value.encode()
+    return imap_utf7.decode(bytes(value))
+
+
+def new_mail_in(responses: list) -> tuple[bool, set[str]]:
+    """What IDLE responses announce: (EXISTS/RECENT in the selected folder, folders named by STATUS)."""
+    selected = False
+    folders: set[str] = set()
+    for r in responses:
+        if len(r) > 1 and r[1] in (b"EXISTS", b"RECENT"):
+            selected = True
+        elif len(r) > 1 and r[0] == b"STATUS":
+            folders.add(mailbox_name(r[1]))
+    return selected, folders

@@ -74,8 +74,10 @@ class Dovecot:
 
     def __init__(self, users: dict[str, str] | None = None, *, apop: bool = False,
                  protocols: tuple[str, ...] = ("imap", "pop3"), extra_config: str = "",
-                 oauth2_introspection_url: str | None = None) -> None:
+                 oauth2_introspection_url: str | None = None, notify: bool = False) -> None:
         self.exe = find_dovecot()
+        # NOTIFY (RFC 5465) is offered only with the mailbox list index.
+        self.notify = notify
         import trustme  # test dependency; imported here so a missing one is a clear error
 
         self.users = dict(users or {"alice": "secret"})
@@ -186,6 +188,7 @@ passdb {{
   args = username_format=%u {r}/passwd
 }}
 mail_location = maildir:~/Maildir
+mailbox_list_index = {'yes' if self.notify else 'no'}
 first_valid_uid = 0
 first_valid_gid = 0
 pop3_uidl_format = %08Xu%08Xv
@@ -339,6 +342,12 @@ pop3_uidl_format = %08Xu%08Xv
         exe = shutil.which("doveadm") or "/usr/bin/doveadm"
         return subprocess.run([exe, "-c", self.conf, *args], capture_output=True, text=True,
                               timeout=60, check=check)
+
+    def connections(self, user: str | None = None) -> int:
+        """How many IMAP/POP3 sessions are logged in right now (for `user`, or everyone): `doveadm who`."""
+        out = self.doveadm("who", "-1").stdout.splitlines()
+        rows = [line.split() for line in out[1:] if line.strip()]
+        return sum(1 for r in rows if user is None or r[0] == user)
 
     def set_uidvalidity(self, user: str, value: int, folder: str = "INBOX") -> None:
         self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)
