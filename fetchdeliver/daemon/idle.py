@@ -87,8 +87,9 @@ class Watcher:
     """One thread holding one push connection: IDLE on one folder, or NOTIFY for several."""
 
     def __init__(self, account, folders: list[str], *, notify: bool, on_mail: Callable, on_state: Callable,
-                 renew: float, reconnect_cap: float = 300.0) -> None:
+                 renew: float, reconnect_cap: float = 300.0, servers=None) -> None:
         self.account = account
+        self.servers = servers        # the daemon's ServerBackoff (None: no shared back-off)
         self.folders = list(folders)
         self.notify = notify
         self.label = "NOTIFY" if notify else f"IDLE {folders[0]}"
@@ -120,6 +121,8 @@ class Watcher:
 
         failures = 0
         while not self.stop_event.is_set():
+            if wait_for_server(self.servers, self.account.address, self.stop_event):
+                break
             try:
                 self._session()
                 failures = 0
@@ -132,6 +135,7 @@ class Watcher:
                     delay = self.reconnect_cap  # a refused login will not heal by hammering the server
                 else:
                     delay = backoff(failures, cap=self.reconnect_cap)
+                delay = max(delay, server_throttled(self.servers, self.account.address, str(e)))
                 log.debug("%s: %s reconnect in %.0fs", self.account.name, self.label, delay)
                 self.stop_event.wait(delay)
             except Exception as e:  # a bug here must not end push for good
@@ -178,6 +182,8 @@ class Watcher:
                                       temporary=False)
                 src.select(self.folders[0], readonly=True)
             self._uidnext.clear()
+            if self.servers is not None:
+                self.servers.clear(self.account.address)
             self.on_state(self.label, None)
             self.on_mail(set(self.folders))
             client = src.client
@@ -200,8 +206,13 @@ class Watcher:
                             news = self._news(responses)
                             if news:
                                 self.on_mail(news)
-                            if any(r and r[0] == b"BYE" for r in responses):
-                                raise SourceError("IDLE", "the server ended the session (BYE)")
+                            bye = next((r for r in responses if r and r[0] == b"BYE"), None)
+                            if bye is not None:
+                                from fetchdeliver.sources.base import server_words
+
+                                words = server_words(list(bye[1:])) if len(bye) > 1 else ""
+                                raise SourceError("IDLE", f"the server ended the session (BYE {words})".replace(
+                                    " )", ")"))
                     finally:
                         client.idle_done()
         finally:
@@ -212,8 +223,9 @@ class AccountPush:
     """Every push connection of one account: learns the server's capabilities, plans, runs watchers."""
 
     def __init__(self, account, *, poll: str, on_mail: Callable, on_state: Callable, on_plan: Callable,
-                 renew: float, reconnect_cap: float = 300.0) -> None:
+                 renew: float, reconnect_cap: float = 300.0, servers=None) -> None:
         self.account = account
+        self.servers = servers
         self.poll = poll
         self.on_mail = on_mail
         self.on_state = on_state      # on_state(label, error or None)
@@ -249,10 +261,14 @@ class AccountPush:
 
         failures = 0
         while not self.stop_event.is_set():
+            if wait_for_server(self.servers, self.account.address, self.stop_event):
+                break
             src = ImapSource(self.account)
             try:
                 src.connect()
                 caps = set(src.capabilities)
+                if self.servers is not None:
+                    self.servers.clear(self.account.address)
                 self.on_state("push", None)
                 return caps
             except SourceError as e:
@@ -260,6 +276,7 @@ class AccountPush:
                 self.on_state("push", f"push: {e}")
                 delay = self.reconnect_cap if (not e.temporary and failures > 3) else \
                     backoff(failures, cap=self.reconnect_cap)
+                delay = max(delay, server_throttled(self.servers, self.account.address, str(e)))
                 self.stop_event.wait(delay)
             finally:
                 src.close()
@@ -293,4 +310,24 @@ class AccountPush:
 
     def _watcher(self, folders: list[str], *, notify: bool) -> Watcher:
         return Watcher(self.account, folders, notify=notify, on_mail=self.on_mail, on_state=self.on_state,
-                       renew=self.renew, reconnect_cap=self.reconnect_cap)
+                       renew=self.renew, reconnect_cap=self.reconnect_cap, servers=self.servers)
+
+
+def wait_for_server(servers, address: str, stop: threading.Event) -> bool:
+    """Wait while `address` is backing off (throttled); True if `stop` was set meanwhile."""
+    while servers is not None and not stop.is_set():
+        left = servers.left(address)
+        if left <= 0:
+            break
+        stop.wait(min(left, 60.0))
+    return stop.is_set()
+
+
+def server_throttled(servers, address: str, error: str) -> float:
+    """If `error` is a throttling/outage reply, start or extend the server's back-off; its seconds."""
+    if servers is None:
+        return 0.0
+    from fetchdeliver.sources.throttle import classify
+
+    t = classify(error)
+    return servers.hit(address, t) if t is not None else 0.0

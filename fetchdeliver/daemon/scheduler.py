@@ -144,7 +144,8 @@ class AccountTask:
                 renew=float(self.daemon.options["idle_renew"]),
                 on_mail=lambda folders: loop.call_soon_threadsafe(self._pushed, folders),
                 on_state=lambda label, err: loop.call_soon_threadsafe(self._idle_state, label, err),
-                on_plan=lambda kind, plans: loop.call_soon_threadsafe(self._push_plan, kind, plans))
+                on_plan=lambda kind, plans: loop.call_soon_threadsafe(self._push_plan, kind, plans),
+                servers=self.daemon.servers)
             self.idle.start()
         # Accounts start spread out a little, so many accounts do not all connect at once.
         first = random.uniform(0, min(2.0, self.interval * self.daemon.options["jitter"]))
@@ -153,13 +154,27 @@ class AccountTask:
         except asyncio.TimeoutError:
             pass
         self._full = True
+        servers = self.daemon.servers
         while not self.retired:
+            left = servers.left(self.account.address) if servers is not None else 0.0
+            if left > 0:
+                # The server asked to be left alone (throttled, unavailable): no pass until then.
+                self._result = f"waiting: {self.account.address} is backing off"
+                self._record(next_poll=time.time() + left)
+                try:
+                    await asyncio.wait_for(self.wake.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
+                self.wake.clear()
+                continue
             self.wake.clear()
             await self._pass(self._pass_folders())
             if self.retired:
                 break
             delay = next_delay(jittered(self.interval, self.daemon.options["jitter"]), self.failures,
                                float(self.daemon.options["backoff_max"]))
+            if servers is not None:
+                delay = max(delay, servers.left(self.account.address))
             self._record(next_poll=time.time() + delay)
             try:
                 await asyncio.wait_for(self.wake.wait(), delay)
@@ -196,6 +211,19 @@ class AccountTask:
         else:
             log.debug("%s: pass over %s: %s", self.name, ", ".join(folders) if folders else "every folder",
                       res.error or res.summary(), extra=extra)
+        servers = d.servers
+        if servers is not None and not res.stopped:
+            if res.error is None:
+                servers.clear(self.account.address)
+            else:
+                from fetchdeliver.sources.throttle import classify
+
+                throttle = classify(res.error)
+                if throttle is not None:
+                    wait = servers.hit(self.account.address, throttle)
+                    log.warning("%s: %s asks us to wait (%s): no connection to it for %s", self.name,
+                                self.account.address, throttle.reason, describe_interval(max(1, wait)),
+                                extra=extra)
         if res.error is None:
             if self.last_error is not None:
                 log.info("%s: working again after %d failed polls", self.name, self.failures, extra=extra)

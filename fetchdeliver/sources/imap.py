@@ -29,7 +29,12 @@ def _command(name: str, where: str = ""):
     except SourceError:
         raise
     except imap_errors.LoginError as e:
-        raise SourceError(name, f"server said: {server_words(e)}{suffix}", temporary=False) from None
+        from fetchdeliver.sources.throttle import classify
+
+        words = server_words(e)
+        # A login refused because the server is down or throttling ([UNAVAILABLE], too many
+        # connections) heals by itself; a wrong password does not.
+        raise SourceError(name, f"server said: {words}{suffix}", temporary=classify(words) is not None) from None
     except imap_errors.CapabilityError as e:
         raise SourceError(name, f"{server_words(e)}{suffix}") from None
     except imap_errors.IMAPClientAbortError as e:

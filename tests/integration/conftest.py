@@ -93,3 +93,10 @@ def dovecot_notify(request):
 def dovecot_no_notify(request):
     """Like `dovecot_notify` without the mailbox list index: IDLE only, no NOTIFY."""
     return _start(request, users=dict(PUSH_USERS), notify=False)
+
+
+@pytest.fixture
+def dovecot_outage(request):
+    """Dovecot whose auth backend is down while `dovecot_outage.outage_flag` exists: LOGIN then answers
+    `NO [UNAVAILABLE] Temporary authentication failure` (a real outage reply, no script)."""
+    return _start(request, users={"alice": "secret"}, auth_outage=True)
