@@ -42,16 +42,40 @@ def _host(v, where):
     return v
 
 
-def _fingerprint(v, where):
-    v = config._nonempty_str(v, where)
-    text = v.strip().lower()
+def _pin(v: str) -> str:
+    """One pin: a SHA-256 certificate fingerprint (hex, colons allowed) -> 64 lower-case hex digits,
+    or an SPKI pin `sha256//BASE64` (as curl's --pinnedpubkey and HPKP write them) -> normalised."""
+    import base64
+    import binascii
+
+    text = v.strip()
+    if text.lower().startswith("sha256//"):
+        try:
+            raw = base64.b64decode(text[8:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("expected an SPKI pin sha256//BASE64 (the base64 of 32 bytes, e.g. from `openssl "
+                             "x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 "
+                             f"-binary | base64`), got {v!r}")
+        return "sha256//" + base64.b64encode(raw).decode()
+    text = text.lower()
     if text.startswith("sha256:"):
         text = text[7:]
     text = text.replace(":", "").replace(" ", "")
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise ValueError("expected a SHA-256 certificate fingerprint: 64 hex digits, colons allowed "
-                         f"(e.g. from `openssl x509 -noout -fingerprint -sha256`), got {v!r}")
+                         f"(e.g. from `openssl x509 -noout -fingerprint -sha256`), or an SPKI pin sha256//BASE64, "
+                         f"got {v!r}")
     return text
+
+
+def _fingerprint(v, where):
+    """One pin or a list of them (any may match: list the next certificate before a rotation)."""
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"expected a fingerprint or a non-empty list of them, got {v!r}")
+    return [_pin(x) for x in items]
 
 
 def _after(v, where):
@@ -90,6 +114,8 @@ KEYS = {
     "tls": config._choice("implicit", "starttls", "none"),
     "ca_file": config._path,
     "fingerprint": _fingerprint,
+    "verify": config._bool,
+    "tls_min_version": config._choice("1.2", "1.3"),
     "user": config._nonempty_str,
     "password": config._str,
     "password_command": config._nonempty_str,
@@ -147,8 +173,11 @@ def check_accounts(accounts: list, file: str) -> None:
         seen.setdefault(name, i)
         proto = acc["protocol"]
         tls = acc.get("tls")
+        if acc.get("verify") is False and "fingerprint" not in acc:
+            err(i, acc, "verify", "verify = false needs a fingerprint pin (otherwise anyone on the way could "
+                "pretend to be the server)")
         if tls == "none":
-            for key in ("ca_file", "fingerprint"):
+            for key in ("ca_file", "fingerprint", "verify", "tls_min_version"):
                 if key in acc:
                     err(i, acc, key, 'has no effect with tls = "none"; remove it or enable TLS')
         after = acc.get("after", "keep")
@@ -229,7 +258,7 @@ def _run_secret_command(command: str, what: str, timeout: float = 120.0) -> str:
 class Account:
     """One [[account]] entry with every default applied."""
 
-    __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "fingerprint", "user",
+    __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "pins", "verify", "tls_min_version", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
                  "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
@@ -247,7 +276,12 @@ class Account:
         self.tls: str = tls
         self.port: int = port or DEFAULT_PORTS[(self.protocol, tls)]
         self.ca_file: str | None = t.get("ca_file")
-        self.fingerprint: str | None = t.get("fingerprint")
+        fp = t.get("fingerprint")
+        # Pins: SHA-256 certificate fingerprints (hex) and SPKI pins ("sha256//BASE64"); any may match.
+        self.pins: list[str] = [fp] if isinstance(fp, str) else list(fp or [])
+        # Chain verification: on unless pins replace it (a self-signed server); `verify = true` does both.
+        self.verify: bool = bool(t.get("verify", not self.pins or bool(self.ca_file)))
+        self.tls_min_version: str = t.get("tls_min_version", "1.2")
         self.user: str = t["user"]
         self.folders: list[str] = list(t.get("folders") or ["INBOX"])
         after = t.get("after", "keep")
@@ -322,30 +356,78 @@ class Account:
 
     # -- TLS ----------------------------------------------------------------------
     def ssl_context(self) -> "ssl.SSLContext":
-        """Verifying context: the system CAs, or only ca_file; with a fingerprint pin and no ca_file,
-        the pin replaces CA verification (self-signed servers), checked by `check_peer()`."""
+        """Verifying context: the system CAs, or only ca_file. With pins and no ca_file the pins replace
+        CA verification (self-signed servers) unless `verify = true`; pins are checked by `check_peer()`."""
         import ssl
 
-        if self.fingerprint and not self.ca_file:
+        if self.verify:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        else:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        else:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if self.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
         return ctx
 
     def check_peer(self, sock) -> None:
-        """Raise TLSPinError unless the server certificate matches the pinned fingerprint."""
-        if not self.fingerprint:
+        """Raise TLSPinError unless the server certificate matches one of the pins."""
+        if not self.pins:
             return
+        import base64
         import hashlib
 
-        der = sock.getpeercert(binary_form=True)
-        got = hashlib.sha256(der or b"").hexdigest()
-        if got != self.fingerprint:
-            raise TLSPinError(f"the server's certificate has SHA-256 fingerprint {_colons(got)}, "
-                              f"not the pinned {_colons(self.fingerprint)}")
+        der = sock.getpeercert(binary_form=True) or b""
+        got = hashlib.sha256(der).hexdigest()
+        if got in self.pins:
+            return
+        try:
+            spki = "sha256//" + base64.b64encode(hashlib.sha256(spki_der(der)).digest()).decode()
+        except ValueError:
+            spki = "(unreadable certificate)"
+        if spki in self.pins:
+            return
+        wanted = ", ".join(p if p.startswith("sha256//") else _colons(p) for p in self.pins)
+        raise TLSPinError(f"the server's certificate has SHA-256 fingerprint {_colons(got)} and SPKI pin {spki}; "
+                          f"neither is pinned (fingerprint = {wanted})")
+
+
+def spki_der(cert_der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a DER X.509 certificate (what an SPKI pin hashes).
+
+    Walks the fixed start of TBSCertificate (RFC 5280 4.1): [0] version, serialNumber, signature,
+    issuer, validity, subject, subjectPublicKeyInfo. Raises ValueError on anything else.
+    """
+    def element(pos: int) -> tuple[int, int, int]:
+        """(tag, content start, end) of the DER element at `pos`."""
+        if pos + 2 > len(cert_der):
+            raise ValueError("truncated certificate")
+        tag, length = cert_der[pos], cert_der[pos + 1]
+        pos += 2
+        if length & 0x80:
+            n = length & 0x7F
+            if not 0 < n <= 4 or pos + n > len(cert_der):
+                raise ValueError("bad DER length")
+            length = int.from_bytes(cert_der[pos:pos + n], "big")
+            pos += n
+        if pos + length > len(cert_der):
+            raise ValueError("truncated certificate")
+        return tag, pos, pos + length
+
+    tag, body, _ = element(0)                 # Certificate
+    if tag != 0x30:
+        raise ValueError("not a DER certificate")
+    tag, pos, _ = element(body)               # TBSCertificate
+    if tag != 0x30:
+        raise ValueError("not a DER certificate")
+    tag, _, end = element(pos)
+    if tag == 0xA0:                           # [0] EXPLICIT version
+        pos = end
+    for _ in range(5):                        # serial, signature, issuer, validity, subject
+        _, _, pos = element(pos)
+    tag, _, end = element(pos)
+    if tag != 0x30:
+        raise ValueError("no SubjectPublicKeyInfo where expected")
+    return bytes(cert_der[pos:end])
 
 
 class TLSPinError(FetchdeliverError):
