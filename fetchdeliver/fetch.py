@@ -279,6 +279,25 @@ class AccountRun:
         state = self.state
         uidvalidity = src.select(folder, readonly=a.after == "keep" or self.dry_run)
         known = state.imap_uidvalidity(a.name, folder)
+        point = src.sync_point()
+        if not self.dry_run:
+            if point is not None and known == uidvalidity and state.imap_sync_point(a.name, folder) == point:
+                # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT was
+                # the only command this folder cost.
+                _log().debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder, point[1])
+                return
+            state.set_imap_sync_point(a.name, folder, None)
+        failed_before = self.failed
+        self._imap_folder(folder, uidvalidity, known)
+        if point is not None and not self.dry_run and self.failed == failed_before:
+            # Complete, nothing left to retry: the next pass may skip the folder while its modseq stays.
+            # (Our own flags/expunges raise the modseq, so the pass after an acknowledgement looks again.)
+            state.set_imap_sync_point(a.name, folder, point)
+
+    def _imap_folder(self, folder: str, uidvalidity: int, known: int | None) -> None:
+        a = self.account
+        src = self.source
+        state = self.state
         if known is None:
             if a.initial == "new-only":
                 uids = src.search("ALL")

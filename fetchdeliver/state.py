@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS imap_folder (
 CREATE TABLE IF NOT EXISTS imap_seen (
     account TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL, at INTEGER NOT NULL,
     PRIMARY KEY (account, folder, uid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imap_sync (
+    account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL, highestmodseq INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    PRIMARY KEY (account, folder)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered (
     account TEXT NOT NULL, message_id TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL,
     at INTEGER NOT NULL,
@@ -216,6 +220,21 @@ class State:
             with self._tx():
                 self.db.executemany("DELETE FROM imap_seen WHERE account=? AND folder=? AND uid=?",
                                     [(account, folder, int(u)) for u in uids])
+
+    def imap_sync_point(self, account: str, folder: str) -> tuple[int, int, int] | None:
+        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) after the last complete pass over `folder` (CONDSTORE)."""
+        row = self.db.execute("SELECT uidvalidity, highestmodseq, uidnext FROM imap_sync WHERE account=? AND "
+                              "folder=?", (account, folder)).fetchone()
+        return tuple(row) if row else None
+
+    def set_imap_sync_point(self, account: str, folder: str, point: tuple[int, int, int] | None) -> None:
+        """Remember (or with None forget) the point at which `folder` was completely fetched."""
+        with self._tx():
+            if point is None:
+                self.db.execute("DELETE FROM imap_sync WHERE account=? AND folder=?", (account, folder))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO imap_sync VALUES (?,?,?,?,?)",
+                                (account, folder, *(int(x) for x in point)))
 
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:

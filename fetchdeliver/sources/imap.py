@@ -76,6 +76,9 @@ class ImapSource:
         self.readonly = True
         self.capabilities: set[bytes] = set()
         self.needs_expunge = False
+        self.highestmodseq: int | None = None   # of the selected folder (CONDSTORE), else None
+        self.uidnext: int | None = None
+        self.uidvalidity: int | None = None
 
     # -- session ----------------------------------------------------------------
     def connect(self) -> None:
@@ -105,6 +108,10 @@ class ImapSource:
             self._login()
             with _command("CAPABILITY", where):
                 self.capabilities = set(client.capabilities())
+            if self.has("CONDSTORE"):
+                # SELECT then reports HIGHESTMODSEQ: an unchanged folder needs no SEARCH (RFC 7162).
+                with _command("ENABLE CONDSTORE", where):
+                    client.enable("CONDSTORE")
         except BaseException:
             self.close()
             raise
@@ -167,7 +174,22 @@ class ImapSource:
         uv = info.get(b"UIDVALIDITY")
         if uv is None:
             raise SourceError(f"SELECT {folder}", "the server did not report UIDVALIDITY")
+        modseq = info.get(b"HIGHESTMODSEQ")
+        uidnext = info.get(b"UIDNEXT")
+        self.highestmodseq = int(modseq) if isinstance(modseq, int) and b"NOMODSEQ" not in info else None
+        self.uidnext = int(uidnext) if isinstance(uidnext, int) else None
+        self.uidvalidity = int(uv)
         return int(uv)
+
+    def sync_point(self) -> tuple[int, int, int] | None:
+        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) of the selected folder, when the server tracks modseqs.
+
+        Equal to the point recorded after a complete pass, nothing in the folder changed since:
+        no message arrived, none was expunged, no flag changed (RFC 7162 section 3.1.2).
+        """
+        if self.highestmodseq is None or self.uidnext is None or self.uidvalidity is None:
+            return None
+        return (self.uidvalidity, self.highestmodseq, self.uidnext)
 
     def search(self, criteria: str = "ALL") -> list[int]:
         with _command(f"UID SEARCH {criteria}", self.account.address):
