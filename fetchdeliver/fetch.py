@@ -334,14 +334,48 @@ class AccountRun:
             src.finish_folder()
             return
         sizes = src.sizes(todo)
+        gmail = src.gmail_info
+        if gmail and not self.dry_run:
+            todo = self._skip_gmail_delivered(folder, uidvalidity, todo, gmail)
+        self._gmail_labels = {(folder, uidvalidity, str(u)): gmail[u][1] for u in todo if u in gmail}
         self.progress.add_total(len(todo))
         for batch in src.batches(todo, sizes, a.batch_size):
             bodies = src.fetch(batch)
             items = [((folder, uidvalidity, str(uid)), bodies[uid]) for uid in batch if uid in bodies]
             done = self.deliver_batch(items)
             if done and not self.dry_run:
+                if gmail:
+                    self._remember_gmail([gmail[int(loc[2])][0] for loc in done if int(loc[2]) in gmail])
                 src.acknowledge([int(loc[2]) for loc in done])
         src.finish_folder()
+
+    # -- Gmail: one message, many folders (labels) ------------------------------------------
+    GMAIL_MEMORY = "gmail-msgid"
+    GMAIL_SECONDS = 10 * 365 * 86400
+
+    def _gmail_key(self, msgid: int) -> str:
+        return f"{self.account.name}\0{msgid}"
+
+    def _skip_gmail_delivered(self, folder: str, uidvalidity: int, todo: list[int], gmail: dict) -> list[int]:
+        """Messages whose X-GM-MSGID was delivered from another folder (INBOX, All Mail, a label):
+        recorded and acknowledged as duplicates without fetching their bodies."""
+        keys = {u: self._gmail_key(gmail[u][0]) for u in todo if u in gmail}
+        known = self.state.recalls(self.GMAIL_MEMORY, list(keys.values()))
+        dups = [u for u in todo if keys.get(u) in known]
+        if not dups:
+            return todo
+        self.duplicates += len(dups)
+        self.state.complete(self.account.name, seen=[(folder, uidvalidity, str(u)) for u in dups])
+        if self.verbose:
+            self._say(f"{self.name}: {folder}: {len(dups)} message{'s' if len(dups) != 1 else ''} already delivered "
+                      "from another Gmail folder (same X-GM-MSGID), skipped", self.out)
+        self.source.acknowledge(dups)
+        skip = set(dups)
+        return [u for u in todo if u not in skip]
+
+    def _remember_gmail(self, msgids: list[int]) -> None:
+        for msgid in msgids:
+            self.state.remember(self.GMAIL_MEMORY, self._gmail_key(msgid), self.GMAIL_SECONDS)
 
     # -- POP3 -----------------------------------------------------------------------------
     def pop3(self) -> None:
@@ -465,6 +499,12 @@ class AccountRun:
         a = self.account
         msg = Message(parsed.raw, sender=_envelope_sender(parsed), recipients=[a.recipient], origin=a.name)
         msg = msg.prepend_header("Received", self._received(p.token))
+        labels = getattr(self, "_gmail_labels", {}).get((p.folder, p.uidvalidity, p.uid))
+        if labels is not None:
+            from fetchdeliver.sources.imap import labels_value
+
+            # Above Received: the bytes after the Received line stay the original (crash recovery checks them).
+            msg = msg.prepend_header("X-Gmail-Labels", labels_value(labels))
         try:
             return engine.process(msg, self.ctx)
         except Exception as e:  # never let one message's bug lose it or stop the others

@@ -308,6 +308,17 @@ class State:
             self.db.execute("INSERT OR REPLACE INTO memory VALUES (?,?,?)", (kind, key, now + seconds))
             return False
 
+    def recalls(self, kind: str, keys: list[str], *, now: float | None = None) -> set[str]:
+        """Which of `keys` are remembered (unexpired) under `kind`; remembers nothing new."""
+        now = time.time() if now is None else now
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out |= {r[0] for r in self.db.execute(
+                f"SELECT key FROM memory WHERE kind=? AND expires > ? AND key IN ({marks})", (kind, now, *chunk))}
+        return out
+
     def duplicate_seen(self, key: str, seconds: float) -> bool:
         """Sieve `duplicate` (RFC 7352): was this id seen within its period? Records it if not."""
         return self.remember("duplicate", key, seconds)

@@ -79,6 +79,8 @@ class ImapSource:
         self.highestmodseq: int | None = None   # of the selected folder (CONDSTORE), else None
         self.uidnext: int | None = None
         self.uidvalidity: int | None = None
+        # Gmail (X-GM-EXT-1): uid -> (X-GM-MSGID, labels) of the selected folder, filled by sizes().
+        self.gmail_info: dict[int, tuple[int, list[str]]] = {}
 
     # -- session ----------------------------------------------------------------
     def connect(self) -> None:
@@ -195,14 +197,27 @@ class ImapSource:
         with _command(f"UID SEARCH {criteria}", self.account.address):
             return sorted(int(u) for u in self.client.search(criteria))
 
+    @property
+    def gmail(self) -> bool:
+        """Gmail's IMAP extensions (X-GM-MSGID, X-GM-LABELS) are offered."""
+        return self.has("X-GM-EXT-1")
+
     def sizes(self, uids: list[int]) -> dict[int, int]:
+        """RFC822.SIZE of each UID; on Gmail also X-GM-MSGID and X-GM-LABELS (into `gmail_info`),
+        in the same command."""
         out: dict[int, int] = {}
+        items = ["RFC822.SIZE"] + (["X-GM-MSGID", "X-GM-LABELS"] if self.gmail else [])
+        self.gmail_info = {}
         for i in range(0, len(uids), 1000):
             chunk = uids[i:i + 1000]
-            with _command("UID FETCH RFC822.SIZE", self.account.address):
-                data = self.client.fetch(chunk, ["RFC822.SIZE"])
+            with _command(f"UID FETCH ({' '.join(items)})", self.account.address):
+                data = self.client.fetch(chunk, items)
             for uid, d in data.items():
                 out[int(uid)] = int(d.get(b"RFC822.SIZE", 0))
+                msgid = d.get(b"X-GM-MSGID")
+                if msgid is not None:
+                    labels = [mailbox_name(x) for x in (d.get(b"X-GM-LABELS") or ())]
+                    self.gmail_info[int(uid)] = (int(msgid), labels)
         return out
 
     def batches(self, uids: list[int], sizes: dict[int, int], count: int) -> list[list[int]]:
@@ -330,6 +345,17 @@ def mailbox_name(value) -> str:
     if isinstance(value, str):
         value = value.encode()
     return imap_utf7.decode(bytes(value))
+
+
+def labels_value(labels: list[str]) -> str:
+    """The value of `X-Gmail-Labels:`, e.g. `\\Inbox, Work, "a, b"`: Gmail's labels of a message."""
+    parts = []
+    for label in labels:
+        text = label.replace("\r", " ").replace("\n", " ")
+        if any(c in text for c in ',"') or text != text.strip():
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def new_mail_in(responses: list) -> tuple[bool, set[str]]:

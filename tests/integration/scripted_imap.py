@@ -34,6 +34,9 @@ class ScriptedIMAP:
 
     def __init__(self, messages: list[bytes] | None = None, **kwargs) -> None:
         self.messages = list(messages or [])
+        # folder -> [{"raw": bytes, "msgid": int, "labels": [str]}]; INBOX holds `messages` by default.
+        self.folders: dict[str, list[dict]] = {"INBOX": [{"raw": m} for m in self.messages]}
+        self.commands: list[str] = []       # every command line received, in order
         self.options = kwargs
         self.connections: list[dict] = []   # {"at": time.time(), "refused": text or None}
         self.lock = threading.Lock()
@@ -96,6 +99,8 @@ class ScriptedIMAP:
                 if not line:
                     return
                 text = line.decode("utf-8", "replace").rstrip("\r\n")
+                with self.lock:
+                    self.commands.append(text.split(" ", 1)[1] if " " in text else text)
                 tag, _, rest = text.partition(" ")
                 cmd, _, args = rest.partition(" ")
                 cmd = cmd.upper()
@@ -118,7 +123,14 @@ class ScriptedIMAP:
             send(f"{tag} OK [CAPABILITY {self.capabilities}] LOGIN completed")
         elif cmd in ("SELECT", "EXAMINE"):
             self.on_select(n, tag)
-            k = len(self.messages)
+            name = args.strip()
+            if name.startswith('"'):
+                name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+            if name not in self.folders:
+                send(f"{tag} NO Mailbox doesn't exist: {name}")
+                return True
+            self.selected = name
+            k = len(self.folders[name])
             send(f"* {k} EXISTS", "* 0 RECENT", "* OK [UIDVALIDITY 42] UIDs valid",
                  f"* OK [UIDNEXT {k + 1}] next", "* FLAGS (\\Seen \\Deleted)",
                  f"{tag} OK [{'READ-ONLY' if cmd == 'EXAMINE' else 'READ-WRITE'}] {cmd} completed")
@@ -133,25 +145,46 @@ class ScriptedIMAP:
             send(f"{tag} BAD unknown command {cmd}")
         return True
 
+    selected = "INBOX"
+
     def _uid(self, tag: str, args: str, send) -> None:
         sub, _, rest = args.partition(" ")
         sub = sub.upper()
-        uids = list(range(1, len(self.messages) + 1))
+        box = self.folders[self.selected]
+        uids = list(range(1, len(box) + 1))
         if sub == "SEARCH":
             send("* SEARCH " + " ".join(map(str, uids)) if uids else "* SEARCH", f"{tag} OK SEARCH completed")
         elif sub == "FETCH":
-            wanted = _uid_set(rest.split(" ", 1)[0], len(self.messages))
+            wanted = _uid_set(rest.split(" ", 1)[0], len(box))
+            items = rest.upper()
             for uid in wanted:
-                raw = self.messages[uid - 1]
-                if "BODY" in rest.upper():
+                m = box[uid - 1]
+                raw = m["raw"]
+                if "BODY" in items:
                     send(f"* {uid} FETCH (UID {uid} BODY[] {{{len(raw)}}}".encode() + b"\r\n" + raw + b")\r\n")
-                else:
-                    send(f"* {uid} FETCH (UID {uid} RFC822.SIZE {len(raw)})")
+                    continue
+                parts = [f"UID {uid}", f"RFC822.SIZE {len(raw)}"]
+                if "X-GM-MSGID" in items:
+                    parts.append(f"X-GM-MSGID {m.get('msgid', uid)}")
+                if "X-GM-LABELS" in items:
+                    parts.append("X-GM-LABELS (" + " ".join(_astring(x) for x in m.get("labels", [])) + ")")
+                send(f"* {uid} FETCH ({' '.join(parts)})")
             send(f"{tag} OK FETCH completed")
         elif sub in ("STORE", "EXPUNGE"):
             send(f"{tag} OK {sub} completed")
         else:
             send(f"{tag} BAD unknown UID command {sub}")
+
+
+def _astring(label: str) -> str:
+    """A Gmail label on the wire: modified UTF-7, quoted (system labels like \\Inbox unquoted)."""
+    from imapclient import imap_utf7
+
+    enc = imap_utf7.encode(label)
+    enc = enc.decode() if isinstance(enc, bytes) else enc
+    if enc.startswith("\\") and enc[1:].isalnum():
+        return enc
+    return '"' + enc.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _uid_set(text: str, top: int) -> list[int]:
@@ -192,3 +225,16 @@ class GmailTooManySimultaneousConnections(ScriptedIMAP):
     def on_login(self, n: int, tag: str) -> None:
         if n <= self.options.get("refused", 1):
             raise Refuse(f"{tag} NO [ALERT] Too many simultaneous connections. (Failure)")
+
+
+class GmailLabelsAcrossFolders(ScriptedIMAP):
+    """Gmail (X-GM-EXT-1): one message is in every folder that shows one of its labels and in
+    "[Gmail]/All Mail", with the same X-GM-MSGID everywhere; UID FETCH returns X-GM-MSGID and
+    X-GM-LABELS (system labels such as \\Inbox and \\Important unquoted, others quoted, in modified
+    UTF-7). `folders` maps a folder to its messages: {"raw": bytes, "msgid": int, "labels": [str]}."""
+
+    capabilities = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 UIDPLUS MOVE"
+
+    def __init__(self, folders: dict[str, list[dict]], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.folders = folders
