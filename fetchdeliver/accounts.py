@@ -126,6 +126,12 @@ KEYS = {
     "oauth2_refresh_token": config._nonempty_str,
     "oauth2_scope": config._str,
     "oauth2_mechanism": config._choice("xoauth2", "oauthbearer"),
+    # `fetchdeliver oauth2 authorize`: a preset or the issuer's URLs; where the refresh token goes.
+    "oauth2_provider": config._choice("gmail", "microsoft"),
+    "oauth2_authorize_url": _url,
+    "oauth2_device_url": _url,
+    "oauth2_token_store_command": config._nonempty_str,
+    "oauth2_refresh_token_command": config._nonempty_str,
     "folders": _folders,
     "after": _after,
     "initial": config._choice("all", "new-only"),
@@ -150,6 +156,28 @@ KEYS = {
 REQUIRED = ("name", "protocol", "host", "user")
 
 OAUTH2_FLOW = ("oauth2_token_url", "oauth2_client_id", "oauth2_refresh_token")
+# Keys of a grant obtained with `fetchdeliver oauth2 authorize` (the refresh token is stored, not written here).
+OAUTH2_AUTHORIZE = ("oauth2_provider", "oauth2_authorize_url", "oauth2_device_url")
+
+# Providers' endpoints and the scopes mail needs (public documentation of Google and Microsoft identity).
+OAUTH2_PRESETS = {
+    "gmail": {
+        "authorize_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token",
+        "device_url": "https://oauth2.googleapis.com/device/code",
+        "scope": "https://mail.google.com/",
+        # Google returns a refresh token only when asked for offline access (again, with prompt=consent).
+        "extra": {"access_type": "offline", "prompt": "consent"},
+    },
+    "microsoft": {
+        "authorize_url": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        "token_url": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        "device_url": "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+        "scope": "offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
+                 "https://outlook.office.com/POP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
+        "extra": {},
+    },
+}
 
 
 def _label(i: int, acc: dict) -> str:
@@ -190,22 +218,42 @@ def check_accounts(accounts: list, file: str) -> None:
             err(i, acc, "apop", "APOP is a POP3 login; remove this key from an IMAP account")
         sources = [k for k in ("password", "password_command", "oauth2_token_command") if k in acc]
         flow = [k for k in OAUTH2_FLOW if k in acc]
-        if flow:
+        authorize = [k for k in OAUTH2_AUTHORIZE if k in acc]
+        if authorize:
+            # Refresh token from `fetchdeliver oauth2 authorize` (stored), or given/commanded here.
+            sources.append("OAuth2 authorization")
+            if "oauth2_client_id" not in acc:
+                err(i, acc, "oauth2_client_id", "OAuth2 authorization needs your own oauth2_client_id (register "
+                    "an app with the provider)")
+            if "oauth2_token_url" not in acc and "oauth2_provider" not in acc:
+                err(i, acc, "oauth2_token_url", "give the issuer's oauth2_token_url, or oauth2_provider = "
+                    '"gmail" / "microsoft"')
+            if "oauth2_authorize_url" not in acc and "oauth2_device_url" not in acc and \
+                    "oauth2_provider" not in acc:
+                err(i, acc, "oauth2_authorize_url", "give oauth2_authorize_url and/or oauth2_device_url")
+        elif flow:
             sources.append("oauth2_refresh_token flow")
             missing = [k for k in OAUTH2_FLOW if k not in acc]
+            if missing == ["oauth2_refresh_token"] and "oauth2_refresh_token_command" in acc:
+                missing = []
             if missing:
                 err(i, acc, missing[0], "the OAuth2 refresh-token flow needs " + ", ".join(OAUTH2_FLOW)
                     + f" (missing: {', '.join(missing)})")
         else:
-            for k in ("oauth2_client_secret", "oauth2_scope"):
+            for k in ("oauth2_client_secret", "oauth2_scope", "oauth2_token_store_command",
+                      "oauth2_refresh_token_command"):
                 if k in acc:
                     err(i, acc, k, "only used with the OAuth2 refresh-token flow "
-                        f"({', '.join(OAUTH2_FLOW)})")
+                        f"({', '.join(OAUTH2_FLOW)}) or oauth2_provider")
+        if "oauth2_refresh_token" in acc and "oauth2_refresh_token_command" in acc:
+            err(i, acc, "oauth2_refresh_token_command", "set oauth2_refresh_token or oauth2_refresh_token_command, "
+                "not both")
         if not sources:
             err(i, acc, "password", "no secret: set password, password_command, oauth2_token_command "
                 "or the oauth2_token_url/oauth2_client_id/oauth2_refresh_token keys")
         elif len(sources) > 1:
             err(i, acc, "password", "more than one secret given (" + ", ".join(sources) + "); keep one")
+        flow = flow or authorize
         if "oauth2_mechanism" in acc and not (flow or "oauth2_token_command" in acc):
             err(i, acc, "oauth2_mechanism", "only used with oauth2_token_command or the refresh-token flow")
         if "maildir" in acc and "mbox" in acc:
@@ -328,7 +376,54 @@ class Account:
     # -- secrets ----------------------------------------------------------------
     @property
     def uses_oauth2(self) -> bool:
-        return "oauth2_token_command" in self._table or "oauth2_refresh_token" in self._table
+        t = self._table
+        return "oauth2_token_command" in t or self.uses_oauth2_flow
+
+    @property
+    def uses_oauth2_flow(self) -> bool:
+        """The built-in refresh-token flow (a refresh token in the config, from a command, or stored by
+        `fetchdeliver oauth2 authorize`)."""
+        t = self._table
+        return any(k in t for k in ("oauth2_refresh_token", "oauth2_refresh_token_command", *OAUTH2_AUTHORIZE))
+
+    def oauth2_endpoints(self) -> dict:
+        """authorize_url, token_url, device_url, scope, extra: the preset's, overridden by the account's keys."""
+        t = self._table
+        out = dict(OAUTH2_PRESETS.get(t.get("oauth2_provider", ""), {"extra": {}}))
+        for key in ("authorize_url", "token_url", "device_url", "scope"):
+            if f"oauth2_{key}" in t:
+                out[key] = t[f"oauth2_{key}"]
+        return out
+
+    @property
+    def refresh_token_file(self) -> str:
+        """Where `fetchdeliver oauth2 authorize` stores this account's refresh token (mode 0600)."""
+        import hashlib
+
+        return os.path.join(self._state_dir, "oauth2",
+                            "refresh-" + hashlib.sha256(self.name.encode()).hexdigest()[:24] + ".json")
+
+    def refresh_token(self) -> str:
+        """The refresh token: from the config, oauth2_refresh_token_command, or the stored grant."""
+        import json
+
+        t = self._table
+        if "oauth2_refresh_token" in t:
+            return t["oauth2_refresh_token"]
+        if "oauth2_refresh_token_command" in t:
+            return _run_secret_command(t["oauth2_refresh_token_command"], "oauth2_refresh_token_command")
+        try:
+            with open(self.refresh_token_file, encoding="utf-8") as f:
+                data = json.load(f)
+            token = data.get("refresh_token") if isinstance(data, dict) else None
+        except FileNotFoundError:
+            token = None
+        except (OSError, ValueError) as e:
+            raise SecretError(f"cannot read the stored OAuth2 grant {self.refresh_token_file}: {e}") from None
+        if not token:
+            raise SecretError(f"no OAuth2 refresh token for account {self.name!r} yet: run "
+                              f"`fetchdeliver oauth2 authorize {self.name}`")
+        return token
 
     def password(self) -> str:
         """The password, running password_command now if that is how it is given."""
@@ -347,7 +442,7 @@ class Account:
         t = self._table
         if "oauth2_token_command" in t:
             return _run_secret_command(t["oauth2_token_command"], "oauth2_token_command")
-        if "oauth2_refresh_token" not in t:
+        if not self.uses_oauth2_flow:
             raise SecretError("no OAuth2 settings for this account")
         return OAuth2Flow(self, self._state_dir).token(force=refresh)
 
@@ -464,10 +559,10 @@ class OAuth2Flow:
     def __init__(self, account: Account, state_dir: str) -> None:
         self.account = account
         t = account.oauth2_table()
-        self.url = t["oauth2_token_url"]
+        self.url = t.get("oauth2_token_url") or account.oauth2_endpoints().get("token_url", "")
         self.client_id = t["oauth2_client_id"]
         self.client_secret = t.get("oauth2_client_secret")
-        self.refresh_token = t["oauth2_refresh_token"]
+        self.refresh_token = account.refresh_token()
         self.scope = t.get("oauth2_scope")
         import hashlib
 

@@ -83,6 +83,11 @@ def _build_parser():
     daemon_command.add_daemon_arguments(sub.add_parser("daemon", help="run everything configured, until SIGTERM"))
     daemon_command.add_status_arguments(sub.add_parser("status", help="accounts, queue and listeners of the daemon"))
 
+    from fetchdeliver import oauth2_authorize
+
+    oauth2_authorize.add_arguments(sub.add_parser("oauth2", help="OAuth2: authorize an account once (device code "
+                                                                  "or browser redirect)"))
+
     dm = sub.add_parser("demo", help="the whole loop on samples: IMAP server, fetch, Sieve, Maildir served over IMAP")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
     dm.add_argument("--once", action="store_true", help="fetch and filter the samples once, print the summary and exit")
@@ -147,6 +152,12 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.daemon import command as daemon_command
 
         return daemon_command.daemon_main(args) if cmd == "daemon" else daemon_command.status_main(args)
+    if cmd == "oauth2":
+        if getattr(args, "oauth2_command", None) != "authorize":
+            parser.parse_args(["oauth2", "--help"])
+        from fetchdeliver import oauth2_authorize
+
+        return oauth2_authorize.main(args)
     if cmd == "demo":
         from fetchdeliver.demo import main as demo_main
 

@@ -145,7 +145,7 @@ class ImapSource:
                 return
             except SourceError:
                 # A cached token the server no longer takes: refresh once (only the built-in flow caches).
-                if attempt == 1 or "oauth2_refresh_token" not in a.oauth2_table():
+                if attempt == 1 or not a.uses_oauth2_flow:
                     raise
 
     def close(self, quit: bool = True) -> None:

@@ -242,3 +242,31 @@ def test_bad_tls_keys(tmp_path, keys, key, words):
     with pytest.raises(ConfigError) as e:
         parse_file(path)
     assert f"account[0] (work).{key}" in str(e.value) and words in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("keys,key,words", [
+    ({"password": None, "oauth2_provider": "gmail"}, "oauth2_client_id", "your own oauth2_client_id"),
+    ({"password": None, "oauth2_authorize_url": "https://a/auth", "oauth2_client_id": "c"}, "oauth2_token_url",
+     "oauth2_provider"),
+    ({"password": None, "oauth2_provider": "outlook"}, "oauth2_provider", "must be one of"),
+    ({"oauth2_token_store_command": "pass insert x"}, "oauth2_token_store_command", "only used with"),
+    ({"oauth2_provider": "microsoft", "oauth2_client_id": "c"}, "password", "more than one secret"),
+])
+def test_oauth2_authorize_keys(tmp_path, keys, key, words):
+    path = account_config(tmp_path, **keys)
+    with pytest.raises(ConfigError) as e:
+        parse_file(path)
+    assert f"account[0] (work).{key}" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_oauth2_presets_and_stored_grant(tmp_path):
+    from fetchdeliver.accounts import SecretError
+
+    (acc,) = from_settings(Settings(parse_file(account_config(
+        tmp_path, password=None, oauth2_provider="microsoft", oauth2_client_id="c"))))
+    ep = acc.oauth2_endpoints()
+    assert ep["device_url"].startswith("https://login.microsoftonline.com/") and "offline_access" in ep["scope"]
+    assert acc.uses_oauth2 and acc.uses_oauth2_flow
+    with pytest.raises(SecretError) as e:
+        acc.refresh_token()
+    assert "run `fetchdeliver oauth2 authorize work`" in str(e.value)
