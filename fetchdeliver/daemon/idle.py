@@ -130,7 +130,10 @@ class Watcher:
                 if self.stop_event.is_set():
                     break
                 failures += 1
-                self.on_state(self.label, self._prefix() + str(e))
+                text = str(e)
+                if text.startswith("IDLE: "):
+                    text = text[len("IDLE: "):]  # "IDLE: INBOX: connection lost", not "IDLE: INBOX: IDLE: ..."
+                self.on_state(self.label, self._prefix() + text)
                 if not e.temporary and failures > 3:
                     delay = self.reconnect_cap  # a refused login will not heal by hammering the server
                 else:

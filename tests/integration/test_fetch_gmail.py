@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from conftest import make_message
-from fetchsetup import FetchSetup, counts, toml_value
+from fetchsetup import FetchSetup, counts
 from scripted_imap import GmailLabelsAcrossFolders
 
 RULES = b"""require ["fileinto"];
