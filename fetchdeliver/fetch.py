@@ -36,6 +36,10 @@ EX_FAILED = 1
 # fetching the rest of the mailbox would only fail the same way.
 MAX_CONSECUTIVE_TEMPFAILS = 5
 
+# With CONDSTORE, a changed folder is looked at incrementally (what arrived or changed since the last
+# complete pass); once a day the full comparison runs anyway, forgetting UIDs expunged meanwhile.
+FULL_COMPARE_EVERY = 24 * 3600
+
 
 def _log():
     import logging
@@ -280,21 +284,29 @@ class AccountRun:
         uidvalidity = src.select(folder, readonly=a.after == "keep" or self.dry_run)
         known = state.imap_uidvalidity(a.name, folder)
         point = src.sync_point()
+        since = None
         if not self.dry_run:
-            if point is not None and known == uidvalidity and state.imap_sync_point(a.name, folder) == point:
-                # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT was
-                # the only command this folder cost.
-                _log().debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder, point[1])
-                return
+            last = state.imap_sync_point(a.name, folder)
+            if point is not None and known == uidvalidity and last is not None and last[0] == uidvalidity:
+                if tuple(last[:3]) == point:
+                    # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT
+                    # was the only command this folder cost.
+                    _log().debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder,
+                                 point[1])
+                    return
+                if time.time() - last[3] < FULL_COMPARE_EVERY:
+                    since = last
             state.set_imap_sync_point(a.name, folder, None)
         failed_before = self.failed
-        self._imap_folder(folder, uidvalidity, known)
+        self._imap_folder(folder, uidvalidity, known, since=since)
         if point is not None and not self.dry_run and self.failed == failed_before:
             # Complete, nothing left to retry: the next pass may skip the folder while its modseq stays.
             # (Our own flags/expunges raise the modseq, so the pass after an acknowledgement looks again.)
             state.set_imap_sync_point(a.name, folder, point)
 
-    def _imap_folder(self, folder: str, uidvalidity: int, known: int | None) -> None:
+    def _imap_folder(self, folder: str, uidvalidity: int, known: int | None, since: tuple | None = None) -> None:
+        """Fetch what is new in the selected folder. `since`: the sync point of the last complete pass
+        (CONDSTORE), when only what arrived or changed after it needs looking at."""
         a = self.account
         src = self.source
         state = self.state
@@ -317,6 +329,16 @@ class AccountRun:
             seen = set()
         else:
             seen = state.imap_seen(a.name, folder)
+        if since is not None:
+            # Incremental: messages that arrived since (UID >= the old UIDNEXT) or whose flags changed since
+            # (e.g. \Deleted removed elsewhere), one SEARCH whatever the folder's size. The last pass was
+            # complete, acknowledgements included, so nothing recorded waits for its `after`.
+            todo = [u for u in src.search(["UNDELETED", "OR", "UID", f"{int(since[2])}:*", "MODSEQ",
+                                           str(int(since[1]) + 1)]) if u not in seen]
+            if a.after == "move" and todo and not self.dry_run:
+                src.ensure_folder(a.move_to)
+            self._fetch_todo(folder, uidvalidity, todo)
+            return
         every = src.search("ALL")
         candidates = src.search("UNDELETED") if every else []
         present = set(every)
@@ -330,6 +352,12 @@ class AccountRun:
             redo = sorted(seen & present)
             if redo:
                 src.acknowledge(redo)
+        self._fetch_todo(folder, uidvalidity, todo)
+
+    def _fetch_todo(self, folder: str, uidvalidity: int, todo: list[int]) -> None:
+        """Fetch, deliver and acknowledge the UIDs in `todo`, in batches."""
+        a = self.account
+        src = self.source
         if not todo:
             src.finish_folder()
             return

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS imap_seen (
     PRIMARY KEY (account, folder, uid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS imap_sync (
     account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL, highestmodseq INTEGER NOT NULL,
-    uidnext INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (account, folder)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered (
     account TEXT NOT NULL, message_id TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL,
@@ -221,9 +221,9 @@ class State:
                 self.db.executemany("DELETE FROM imap_seen WHERE account=? AND folder=? AND uid=?",
                                     [(account, folder, int(u)) for u in uids])
 
-    def imap_sync_point(self, account: str, folder: str) -> tuple[int, int, int] | None:
-        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) after the last complete pass over `folder` (CONDSTORE)."""
-        row = self.db.execute("SELECT uidvalidity, highestmodseq, uidnext FROM imap_sync WHERE account=? AND "
+    def imap_sync_point(self, account: str, folder: str) -> tuple[int, int, int, float] | None:
+        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT, when) after the last complete pass over `folder` (CONDSTORE)."""
+        row = self.db.execute("SELECT uidvalidity, highestmodseq, uidnext, at FROM imap_sync WHERE account=? AND "
                               "folder=?", (account, folder)).fetchone()
         return tuple(row) if row else None
 
@@ -233,8 +233,8 @@ class State:
             if point is None:
                 self.db.execute("DELETE FROM imap_sync WHERE account=? AND folder=?", (account, folder))
             else:
-                self.db.execute("INSERT OR REPLACE INTO imap_sync VALUES (?,?,?,?,?)",
-                                (account, folder, *(int(x) for x in point)))
+                self.db.execute("INSERT OR REPLACE INTO imap_sync VALUES (?,?,?,?,?,?)",
+                                (account, folder, *(int(x) for x in point[:3]), time.time()))
 
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:

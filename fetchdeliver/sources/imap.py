@@ -193,8 +193,9 @@ class ImapSource:
             return None
         return (self.uidvalidity, self.highestmodseq, self.uidnext)
 
-    def search(self, criteria: str = "ALL") -> list[int]:
-        with _command(f"UID SEARCH {criteria}", self.account.address):
+    def search(self, criteria: str | list[str] = "ALL") -> list[int]:
+        text = criteria if isinstance(criteria, str) else " ".join(criteria)
+        with _command(f"UID SEARCH {text}", self.account.address):
             return sorted(int(u) for u in self.client.search(criteria))
 
     @property

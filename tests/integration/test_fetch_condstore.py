@@ -62,7 +62,8 @@ def test_an_unchanged_large_folder_costs_one_round_trip(tmp_path, dovecot_rawlog
     assert r.returncode == 0 and counts(r.stdout, "big") == (0, 0, 0, 0), r.stdout + r.stderr
     (session,) = sent_commands(dc)
     assert session == ["ENABLE CONDSTORE", 'SELECT "INBOX"', "LOGOUT"], session
-    # A flag changed elsewhere (\Seen removed by another client): the full comparison runs again.
+    # New mail and a flag changed elsewhere (\Seen removed by another client): one SEARCH for what arrived
+    # or changed since the last pass, not the folder's 3,000 UIDs.
     c = dc.imap("alice")
     c.select_folder("INBOX")
     c.remove_flags([5], [b"\\Seen"])
@@ -72,7 +73,31 @@ def test_an_unchanged_large_folder_costs_one_round_trip(tmp_path, dovecot_rawlog
     r = setup.run()
     assert counts(r.stdout, "big") == (1, 1, 0, 0), r.stdout + r.stderr
     session = sent_commands(dc)[0]
-    assert any(re.match(r"UID SEARCH", cmd) for cmd in session), session
+    searches = [cmd for cmd in session if cmd.startswith("UID SEARCH")]
+    assert len(searches) == 1 and re.fullmatch(rf"UID SEARCH UNDELETED OR UID {N + 1}:\* MODSEQ \d+", searches[0]), \
+        session
+    assert [cmd for cmd in session if cmd.startswith("UID FETCH")] == [f"UID FETCH {N + 1} (RFC822.SIZE)",
+                                                                      f"UID FETCH {N + 1} (BODY.PEEK[])"], session
+
+
+def test_a_message_undeleted_elsewhere_is_found_by_the_incremental_search(tmp_path, dovecot_rawlog,
+                                                                          fetchdeliver_cmd):
+    dc = dovecot_rawlog
+    dc.append("alice", make_message(1, "undel"))
+    dc.append("alice", make_message(2, "undel"), flags="T")   # \Deleted: not fetched
+    setup = FetchSetup(tmp_path, dc, fetchdeliver_cmd)
+    setup.account("acct", "imap", "implicit")
+    assert counts(setup.run().stdout, "acct") == (1, 1, 0, 0)
+    sent_commands(dc)
+    assert counts(setup.run().stdout, "acct") == (0, 0, 0, 0)
+    assert sent_commands(dc) == [["ENABLE CONDSTORE", 'EXAMINE "INBOX"', "LOGOUT"]]
+    c = dc.imap("alice")
+    c.select_folder("INBOX")
+    c.remove_flags(c.search("DELETED"), [b"\\Deleted"])
+    c.logout()
+    r = setup.run()
+    assert counts(r.stdout, "acct") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert len(setup.delivered()) == 2
 
 
 def test_without_condstore_every_poll_compares(request, tmp_path, fetchdeliver_cmd):
