@@ -83,10 +83,16 @@ def _build_parser():
     daemon_command.add_daemon_arguments(sub.add_parser("daemon", help="run everything configured, until SIGTERM"))
     daemon_command.add_status_arguments(sub.add_parser("status", help="accounts, queue and listeners of the daemon"))
 
-    from fetchdeliver import oauth2_authorize
-
-    oauth2_authorize.add_arguments(sub.add_parser("oauth2", help="OAuth2: authorize an account once (device code "
-                                                                  "or browser redirect)"))
+    o = sub.add_parser("oauth2", help="OAuth2: authorize an account once (device code or browser redirect)")
+    osub = o.add_subparsers(dest="oauth2_command", metavar="COMMAND")
+    oa = osub.add_parser("authorize", help="sign in once and store the account's OAuth2 refresh token")
+    oa.add_argument("account", metavar="ACCOUNT")
+    oa.add_argument("-c", "--config")
+    oa.add_argument("--method", choices=("device", "loopback"),
+                    help="device code (RFC 8628) or browser redirect to 127.0.0.1 with PKCE (RFC 8252); "
+                         "default: device where the provider offers it for mail, else loopback")
+    oa.add_argument("--no-browser", action="store_true", help="only print the URL (loopback)")
+    oa.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the sign-in (default 600)")
 
     dm = sub.add_parser("demo", help="the whole loop on samples: IMAP server, fetch, Sieve, Maildir served over IMAP")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")

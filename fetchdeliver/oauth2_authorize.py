@@ -244,7 +244,7 @@ class Authorizer:
 
 
 def main(args) -> int:
-    """`fetchdeliver oauth2 authorize ACCOUNT [--method device|loopback] [--no-browser]`."""
+    """`fetchdeliver oauth2 authorize ACCOUNT [--method device|loopback] [--no-browser]` (arguments: cli.py)."""
     from fetchdeliver.accounts import from_settings
     from fetchdeliver.config import Settings, default_config_path, load
 
@@ -279,15 +279,3 @@ def main(args) -> int:
         return EX_FAILED
     print(f"{account.name}: authorized; the refresh token is stored in {where}")
     return EX_OK
-
-
-def add_arguments(p) -> None:
-    sub = p.add_subparsers(dest="oauth2_command", metavar="COMMAND")
-    a = sub.add_parser("authorize", help="sign in once and store the account's OAuth2 refresh token")
-    a.add_argument("account", metavar="ACCOUNT")
-    a.add_argument("-c", "--config")
-    a.add_argument("--method", choices=("device", "loopback"),
-                   help="device code (RFC 8628) or browser redirect to 127.0.0.1 with PKCE (RFC 8252); "
-                        "default: device where the provider offers it for mail, else loopback")
-    a.add_argument("--no-browser", action="store_true", help="only print the URL (loopback)")
-    a.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the sign-in (default 600)")
