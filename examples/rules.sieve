@@ -21,8 +21,10 @@ if address :is "from" "boss@example.com" {
     stop;
 }
 
-# Plus-addressing: me+receipts@example.org lands in Receipts.
-if envelope :detail "to" "receipts" {
+# Plus-addressing: me+receipts@example.org lands in Receipts. The envelope says so for mail an
+# MTA hands over (deliver, LMTP); fetched mail has only its headers, so To/Cc are tested too.
+if anyof (envelope :detail "to" "receipts",
+          address :detail ["to", "cc"] "receipts") {
     fileinto "Receipts";
     stop;
 }

@@ -144,6 +144,7 @@ KEYS = {
     "default_mailbox": config._nonempty_str,
     "maildir": config._path,
     "mbox": config._path,
+    "keep_crlf": config._bool,       # store the wire's CRLF line ends (default: LF, as Maildir/mbox use)
     # `fetchdeliver daemon`: how often to fetch, and whether to hold an IMAP IDLE connection.
     "poll": config._duration,
     "idle": config._bool,
@@ -309,7 +310,7 @@ class Account:
     __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "pins", "verify", "tls_min_version", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
-                 "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
+                 "keep_crlf", "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
 
     def __init__(self, table: dict, settings: "Settings | None" = None) -> None:
         t = self._table = dict(table)
@@ -347,6 +348,7 @@ class Account:
         self.default_mailbox: str = t.get("default_mailbox") or d.get("default_mailbox") or "INBOX"
         self.maildir: str | None = t.get("maildir")
         self.mbox: str | None = t.get("mbox")
+        self.keep_crlf: bool = bool(t.get("keep_crlf", False))
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
         self.idle: bool = bool(t.get("idle", False))

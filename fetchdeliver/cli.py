@@ -76,10 +76,14 @@ def _build_parser():
     lmtp_command.add_arguments(sub.add_parser("lmtp", help="accept mail from an MTA over LMTP (RFC 2033)"))
     queue_command.add_arguments(sub.add_parser("queue", help="the outbound SMTP queue: list, flush, remove"))
     imap_command.add_arguments(sub)  # `imap` and `passwd`
+    from fetchdeliver.managesieve import command as managesieve_command
+
+    managesieve_command.add_arguments(sub.add_parser("managesieve",
+                                                     help="let users edit their Sieve rules (RFC 5804)"))
     from fetchdeliver.convert import command as convert_command
     from fetchdeliver.daemon import command as daemon_command
 
-    convert_command.add_arguments(sub.add_parser("convert", help="convert procmailrc / fetchmailrc / getmailrc"))
+    convert_command.add_arguments(sub.add_parser("convert", help="convert procmailrc / maildrop / fetchmailrc / getmailrc"))
     daemon_command.add_daemon_arguments(sub.add_parser("daemon", help="run everything configured, until SIGTERM"))
     daemon_command.add_status_arguments(sub.add_parser("status", help="accounts, queue and listeners of the daemon"))
 
@@ -150,6 +154,10 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.imapserver import command as imap_command
 
         return imap_command.main(args) if cmd == "imap" else imap_command.passwd_main(args)
+    if cmd == "managesieve":
+        from fetchdeliver.managesieve import command as managesieve_command
+
+        return managesieve_command.main(args)
     if cmd == "convert":
         from fetchdeliver.convert import command as convert_command
 

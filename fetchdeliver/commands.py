@@ -21,15 +21,52 @@ def config_check(path: str | None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EX_CONFIG
-    rules = data.get("delivery", {}).get("rules")
-    if rules:
-        from fetchdeliver import sieve
-
-        try:
-            sieve.compile_file(rules, use_cache=False, options=data.get("sieve", {}))
-        except Exception as e:  # report, do not crash: the user asked for a check
-            print(f"error: {path}: delivery.rules: {e}", file=sys.stderr)
-            return EX_CONFIG
+    problems = rules_problems(data)
+    for key, text in problems:
+        print(f"error: {path}: {key}: {text}", file=sys.stderr)
+    if problems:
+        return EX_CONFIG
     accounts = data.get("account", [])
     print(f"{path}: OK ({len(accounts)} account(s))")
     return EX_OK
+
+
+def rules_files(data: dict) -> list[tuple[str, str]]:
+    """Every Sieve script the config names, as (key, path): delivery.rules, account[i].rules, ..."""
+    out = []
+    rules = (data.get("delivery") or {}).get("rules")
+    if rules:
+        out.append(("delivery.rules", rules))
+    for table in ("account", "recipient"):
+        for i, item in enumerate(data.get(table) or []):
+            if item.get("rules"):
+                out.append((f"{table}[{i}].rules", item["rules"]))
+    return out
+
+
+def rules_problems(data: dict) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each rules file that is missing, unreadable or does not compile.
+
+    Delivery keeps every message in INBOX when its rules cannot be used (no mail is lost), so a
+    missing file shows nowhere else: `config check` fails on it and the servers log it at start.
+    """
+    from fetchdeliver import sieve
+    from fetchdeliver.pipeline import no_active_script
+
+    seen: dict[str, str | None] = {}
+    out = []
+    for key, path in rules_files(data):
+        if no_active_script(path):   # no active ManageSieve script yet: mail goes to INBOX, no error
+            continue
+        if path not in seen:
+            problem = None
+            try:
+                sieve.compile_file(path, use_cache=False, options=data.get("sieve") or {})
+            except OSError as e:
+                problem = f"cannot read the rules file {path}: {e.strerror or e}"
+            except Exception as e:  # report, do not crash: the user asked for a check
+                problem = str(e)
+            seen[path] = problem
+        if seen[path]:
+            out.append((key, seen[path]))
+    return out

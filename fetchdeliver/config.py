@@ -108,6 +108,23 @@ def _str_table(v, where):
     return dict(v)
 
 
+def _size(v, where):
+    """A byte count: an integer, or a string such as "512K", "1M", "2G"."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a size such as \"1M\", got {v!r}")
+    if isinstance(v, int):
+        if v < 0:
+            raise ValueError(f"must not be negative, got {v}")
+        return v
+    text = _str(v, where).strip()
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if unit != 1 else text
+    if not digits.isdigit() or not digits.isascii():
+        raise ValueError(f"not a size: {text!r} (use e.g. 1048576, 512K, 1M)")
+    return int(digits) * unit
+
+
 def parse_duration(text: str) -> int:
     """'90s', '5m', '2h', '1d', '1h30m' or a plain number of seconds -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -173,6 +190,12 @@ SIEVE_KEYS = {
     "vacation_max_period": _duration,
     "vacation_default_period": _duration,
     "max_redirects": _int(0, 1000),
+    # Limits on hostile scripts and mail (Pigeonhole's sieve_max_* names and defaults where it has them)
+    "max_run_time": _duration,                             # CPU time per message's run (default 5s; 0: none)
+    "max_script_size": _size,                              # bytes, "1M" (default 1M; 0: none)
+    "max_block_nesting": _int(1, 100),                     # default 32
+    "max_test_nesting": _int(1, 100),                      # default 32
+    "max_actions": _int(0, 10000),                         # default 32 (0: none)
     "pipe_timeout": _duration,                             # vnd.dovecot.* programs are killed after this
     "environment": _str_table,                             # extra items for the environment extension
 }
@@ -216,7 +239,8 @@ def _load_feature_schemas() -> None:
     import importlib
 
     for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
-                "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings"):
+                "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
+                "fetchdeliver.managesieve.settings"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -10,7 +10,8 @@
    within seconds. Ctrl-C ends it cleanly.
 
 `--once` does steps 1-2, prints the summary and exits (for scripts and tests).
-Nothing outside the demo folder (a new temporary folder unless --dir) is touched.
+Nothing outside the demo folder is touched: a new temporary folder, removed when the demo
+ends, unless --dir names one to keep.
 """
 
 from __future__ import annotations
@@ -79,26 +80,14 @@ class _Users:
 
 
 class DemoRun(AccountRun):
-    """A fetch pass that takes the envelope recipient from Delivered-To: (as fetchmail's `envelope`
-    option does), so the sample rules' `envelope :detail` test sees what it would at delivery."""
+    """A fetch pass exactly as `fetchdeliver fetch` runs it, recording where each sample went."""
 
     def __init__(self, *args, results: list, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.results = results
 
     def _process(self, p, parsed):
-        from fetchdeliver import engine
-        from fetchdeliver.fetch import _envelope_sender
-        from fetchdeliver.message import Message
-
-        a = self.account
-        rcpt = (parsed.get("Delivered-To") or "").strip() or a.recipient
-        msg = Message(parsed.raw, sender=_envelope_sender(parsed), recipients=[rcpt], origin=a.name)
-        msg = msg.prepend_header("Received", self._received(p.token))
-        try:
-            outcome = engine.process(msg, self.ctx)
-        except Exception as e:  # never lose the message over a bug: it stays on the server
-            outcome = engine.Outcome(engine.TEMPFAIL, errors=[f"internal error: {type(e).__name__}: {e}"])
+        outcome = super()._process(p, parsed)
         name = (parsed.get("X-Demo-Sample") or parsed.get("Subject") or "(message)").strip()
         flags = sorted({f for act in outcome.actions for f in getattr(act, "flags", [])})
         self.results.append((name, outcome.status, [r.mailbox or r.target for r in outcome.receipts], flags))
@@ -191,7 +180,7 @@ def run_demo(target_dir: str, out=sys.stdout) -> list[tuple[str, str, list[str]]
             results.append(("(fetch)", "tempfail", []))
     finally:
         demo.stop()
-    print(f"\nLook at the result: ls -R {demo.maildir}", file=out)
+    print(f"\nThe filtered mail is in the Maildir {demo.maildir}", file=out)
     return [(r[0], r[1], r[2]) for r in results]
 
 
@@ -221,16 +210,25 @@ is fetched and filtered within seconds. Ctrl-C ends the demo.""", file=out, flus
                 demo.show(results)
     finally:
         demo.stop()
-    print("\ndemo stopped; the mail stays in " + demo.maildir, file=out, flush=True)
+    print("\ndemo stopped", file=out, flush=True)
     return 0
 
 
 def main(args) -> int:
+    import shutil
     import tempfile
 
+    temporary = not args.dir
     target = args.dir or tempfile.mkdtemp(prefix="fetchdeliver-demo-")
     os.makedirs(target, exist_ok=True)
-    if not getattr(args, "once", False):
-        return run_forever(target)
-    results = run_demo(target)
-    return 0 if all(status == "delivered" for _, status, _ in results) else 75
+    try:
+        if not getattr(args, "once", False):
+            return run_forever(target)
+        results = run_demo(target)
+        return 0 if all(status == "delivered" for _, status, _ in results) else 75
+    finally:
+        if temporary:
+            # Nothing is left behind; `--dir DIR` keeps the demo's mail, state and server files.
+            shutil.rmtree(target, ignore_errors=True)
+            print(f"removed the temporary folder {target} (give --dir DIR to keep the demo's mail)",
+                  flush=True)

@@ -63,7 +63,7 @@ class Context:
     """What `process()` needs besides the message: where to store, which rules, which options."""
 
     __slots__ = ("store", "script", "script_error", "sieve_options", "pipe_bin_dir", "state",
-                 "outbound", "default_mailbox", "dry_run")
+                 "outbound", "default_mailbox", "dry_run", "rules")
 
     def __init__(self, store: "MailStore", script=None, *, script_error: str | None = None,
                  sieve_options: dict | None = None, pipe_bin_dir: str | None = None, state=None,
@@ -77,11 +77,17 @@ class Context:
         self.outbound = outbound            # the SMTP queue, or None until it is configured
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
+        self.rules = None                   # pipeline.RulesFile: re-read the script when its file changed
 
 
 def decide(message: "Message", ctx: Context) -> tuple[list[Action], list[str], "Message"]:
     """Run the rules (if any) and return (actions, errors, message as edited by the rules)."""
     errors: list[str] = []
+    if ctx.rules is not None:
+        try:
+            ctx.rules.refresh(ctx)
+        except Exception:  # never lose mail over it: the script loaded before stays
+            _log().exception("could not look at the rules file again")
     if ctx.script_error:
         errors.append(ctx.script_error)
     if ctx.script is None:
@@ -142,7 +148,7 @@ def process(message: "Message", ctx: Context) -> Outcome:
     others = [a for a in actions if not isinstance(a, Store) and a.type not in ("reject", "ereject")]
 
     if ctx.dry_run:
-        return Outcome(DELIVERED, actions=actions, errors=errors)
+        return _planned(actions, errors, stores, others, rejects, ctx)
 
     receipts: list[Receipt] = []
     fallback_needed = False
@@ -196,6 +202,33 @@ def process(message: "Message", ctx: Context) -> Outcome:
             _rollback(receipts)
             return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
     return Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors)
+
+
+def _planned(actions, errors, stores, others, rejects, ctx: Context) -> Outcome:
+    """The dry run's outcome: what the real run would do, as receipts without a file behind them
+    (so `where()` reads the same as after a real delivery)."""
+    from fetchdeliver.delivery.base import Receipt
+
+    planned = []
+    fallback = False
+    for a in others:
+        if a.type in ("redirect", "vacation", "notify"):
+            if ctx.outbound is None:
+                fallback = fallback or a.type == "redirect"
+                continue
+            what = f"redirect <{a.address.strip().strip('<>')}>" if a.type == "redirect" else a.type
+            planned.append(Receipt("queue", what))
+        elif a.type == "pipe":
+            planned.append(Receipt("pipe", a.program))
+    stores = list(stores)
+    if fallback and not any(s.mailbox.upper() == "INBOX" or s.mailbox == ctx.default_mailbox for s in stores):
+        stores.append(Store(ctx.default_mailbox, [], implicit=True, kind="keep"))
+    if rejects and not stores:
+        return Outcome(REJECTED, receipts=planned, actions=actions, errors=errors,
+                       reason=rejects[0].reason)  # type: ignore[attr-defined]
+    kind = getattr(ctx.store, "kind", "store")
+    planned += [Receipt(kind, s.mailbox) for s in stores]
+    return Outcome(DELIVERED, receipts=planned, actions=actions, errors=errors)
 
 
 def _rollback(receipts: list["Receipt"]) -> None:

@@ -253,6 +253,11 @@ class AccountRun:
                                 state=None if self.dry_run else self.state)
             if ctx.script_error:
                 self._say(f"fetchdeliver: {self.name}: {ctx.script_error}", self.err)
+            if ctx.outbound is None:
+                # redirect / vacation / notify are queued; `queue flush` or the daemon sends them
+                from fetchdeliver.outbound.lazy import LazyOutbound
+
+                ctx.outbound = LazyOutbound(self.settings)
             self.contexts[key] = ctx
         return ctx
 
@@ -525,7 +530,8 @@ class AccountRun:
         from fetchdeliver.message import Message
 
         a = self.account
-        msg = Message(parsed.raw, sender=_envelope_sender(parsed), recipients=[a.recipient], origin=a.name)
+        msg = Message(stored_bytes(parsed.raw, a.keep_crlf), sender=_envelope_sender(parsed),
+                      recipients=[a.recipient], origin=a.name)
         msg = msg.prepend_header("Received", self._received(p.token))
         labels = getattr(self, "_gmail_labels", {}).get((p.folder, p.uidvalidity, p.uid))
         if labels is not None:
@@ -561,6 +567,13 @@ def loc_seen(loc: tuple) -> tuple:
 def _where(loc: tuple) -> str:
     folder, _, uid = loc
     return f"{folder} UID {uid}" if folder is not None else f"message {uid}"
+
+
+def stored_bytes(raw: bytes, keep_crlf: bool = False) -> bytes:
+    """What a fetched message is stored as: the wire's CRLF line ends become LF (as LMTP, the MDA,
+    Dovecot, fetchmail+procmail and getmail store it), nothing else changes; `keep_crlf` keeps
+    the wire bytes."""
+    return raw if keep_crlf else raw.replace(b"\r\n", b"\n")
 
 
 def _envelope_sender(m) -> str:
@@ -672,6 +685,11 @@ def _mbox_entry_complete(data, pos: int, digest: str) -> bool:
     body = re.sub(rb"(?m)^>(>*From )", rb"\1", region)
     for cut in (1, 2):
         candidate = body[:-cut] if body.endswith(b"\n" * cut) else None
-        if candidate is not None and hashlib.sha256(candidate).hexdigest() == digest:
+        if candidate is None:
+            continue
+        # The digest is of the wire bytes; the store holds them with CRLF made LF (unless
+        # keep_crlf). IMAP and POP3 send every line end as CRLF, so LF -> CRLF gives the wire back.
+        if digest in (hashlib.sha256(candidate).hexdigest(),
+                      hashlib.sha256(candidate.replace(b"\n", b"\r\n")).hexdigest()):
             return True
     return False

@@ -34,6 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--processes", type=int, metavar="N",
                    help="processes serving connections (default: [lmtp] processes, else one per CPU up to 4)")
     p.add_argument("-c", "--config", help="config file (default: $XDG_CONFIG_HOME/fetchdeliver/config.toml)")
+    p.add_argument("--socket-owner", metavar="USER", help="owner of the Unix socket (default: [lmtp] socket_owner)")
+    p.add_argument("--socket-group", metavar="GROUP", help="group of the Unix socket (default: [lmtp] socket_group)")
+    p.add_argument("--socket-mode", metavar="MODE", help="mode of the Unix socket, e.g. 0660 (the default)")
 
 
 def main(args) -> int:
@@ -47,6 +50,7 @@ def main(args) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="fetchdeliver lmtp: %(levelname)s: %(message)s")
+    quiet_protocol_trace(int(getattr(args, "verbose", 0) or 0))
     path = args.config or default_config_path()
     try:
         settings = Settings(load(path), path)
@@ -69,6 +73,18 @@ def main(args) -> int:
 
         queue = OutboundQueue.from_settings(settings)
         service = LMTPService(settings, outbound=queue)
+        for key in ("socket_owner", "socket_group", "socket_mode"):
+            value = getattr(args, key, None)
+            if value is not None:
+                if key == "socket_mode":
+                    from fetchdeliver.recipients import socket_mode
+
+                    try:
+                        value = socket_mode(value)
+                    except ValueError as e:
+                        sys.stderr.write(f"fetchdeliver lmtp: --socket-mode: {e}\n")
+                        return EX_USAGE
+                service.options[key] = value
         service.check()
     except ConfigError as e:
         sys.stderr.write(f"fetchdeliver lmtp: {e}\n")
@@ -82,10 +98,18 @@ def main(args) -> int:
         # Installed before any child exists: a child's SIGUSR1 must never find the default action.
         signal.signal(signal.SIGUSR1, lambda *_: queue.wakeup.set())
     try:
-        bound = _bind(listen, sock) if processes > 1 else None
+        bound = _bind(listen, sock, service.options) if processes > 1 else None
     except OSError as e:
         sys.stderr.write(f"fetchdeliver lmtp: cannot listen on {sock or listen}: {e.strerror or e}\n")
         return EX_OSERR
+    # The caps count the connections of every process: the parent accepts them all.
+    total = table.get("max_connections") or service.options["max_sessions"] * processes
+    if not table.get("max_connections"):
+        from fetchdeliver.netlimits import fit_max_connections
+
+        total = min(total, fit_max_connections(None, "lmtp"))
+    service.limits.max_total = total
+    service.limits.max_per_ip = table.get("max_connections_per_ip") or total
     children = _fork_children(processes - 1, bound, service, queue) if bound is not None else []
 
     runner = QueueRunner(queue)
@@ -116,10 +140,26 @@ def main(args) -> int:
         sys.stderr.write(f"fetchdeliver lmtp: cannot listen on {sock or listen}: {e.strerror or e}\n")
         return EX_OSERR
     finally:
+        if sock and bound is not None:
+            from fetchdeliver.sources.lmtp import remove_socket
+
+            remove_socket(sock)  # the single-process server removes its own in close()
         _stop_children(children)
         service.shutdown()  # deliveries in progress finish before we exit
         runner.stop()
     return EX_OK
+
+
+def quiet_protocol_trace(verbose: int) -> None:
+    """A server logs one line per delivered recipient by default (like Postfix's status=sent lines);
+    aiosmtpd's line-by-line protocol trace (logger "mail.log") only at -vv (debug)."""
+    import logging
+
+    for name in ("fetchdeliver.sources.lmtp", "fetchdeliver.lmtp"):
+        lg = logging.getLogger(name)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 def default_processes() -> int:
@@ -129,22 +169,26 @@ def default_processes() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _bind(listen: str | None, sock_path: str | None):
+def _bind(listen: str | None, sock_path: str | None, options: dict | None = None):
     """The listening socket, bound once before the children are forked."""
-    import os
     import socket
-    import stat
 
     if sock_path:
-        try:
-            if stat.S_ISSOCK(os.lstat(sock_path).st_mode):
-                os.unlink(sock_path)  # a leftover from an earlier run
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(os.path.abspath(sock_path)), exist_ok=True)
+        from fetchdeliver.sources.lmtp import DEFAULT_SOCKET_MODE, prepare_socket_path, set_socket_access
+
+        o = options or {}
+        prepare_socket_path(sock_path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(sock_path)
-        os.chmod(sock_path, 0o660)
+        try:
+            set_socket_access(sock_path, o.get("socket_owner"), o.get("socket_group"),
+                              o.get("socket_mode", DEFAULT_SOCKET_MODE))
+        except OSError:
+            from fetchdeliver.sources.lmtp import remove_socket
+
+            s.close()
+            remove_socket(sock_path)
+            raise
     else:
         from fetchdeliver.recipients import parse_listen
 
@@ -191,7 +235,9 @@ def _fork_children(n: int, lsock, service, queue) -> list[tuple[int, object]]:
     parent = os.getpid()
     children = []
     for _ in range(n):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # SOCK_SEQPACKET: each hand-over ("c" + id, with the descriptor) and each "d" + id (the session
+        # with that id ended) arrives as one message.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid:
             theirs.close()
@@ -214,6 +260,7 @@ def _fork_children(n: int, lsock, service, queue) -> list[tuple[int, object]]:
 
 def _child(chan, service) -> int:
     import asyncio
+    import os
     import signal
     import socket
 
@@ -225,11 +272,25 @@ def _child(chan, service) -> int:
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         chan.setblocking(False)
 
-        def ended() -> None:
-            try:
-                chan.send(b"d")
-            except OSError:
-                pass
+        class Ended:
+            """The parent's slot for a connection it handed us: released by telling it the id."""
+
+            def __init__(self, ident: bytes) -> None:
+                self.ident = ident
+                self.held = True
+
+            def release(self) -> None:
+                if self.held:
+                    self.held = False
+                    self.tell()
+
+            def tell(self) -> None:
+                try:
+                    chan.send(b"d" + self.ident)
+                except (BlockingIOError, InterruptedError):
+                    loop.call_later(0.05, self.tell)   # the parent is busy: its count must still drop
+                except OSError:
+                    pass   # the parent is gone
 
         def handed() -> None:
             try:
@@ -241,10 +302,14 @@ def _child(chan, service) -> int:
             if not msg and not fds:
                 stop.set()  # the parent is gone: finish what runs, then exit
                 return
-            for fd in fds:
-                asyncio.ensure_future(service.serve_connection(socket.socket(fileno=fd)))
+            slot = Ended(msg[1:])
+            if not fds:  # the descriptor did not arrive (we are out of them): the parent must not wait for it
+                slot.release()
+                return
+            for extra in fds[1:]:
+                os.close(extra)
+            asyncio.ensure_future(service.serve_connection(socket.socket(fileno=fds[0]), slot))
 
-        service.on_session_end = ended
         loop.add_reader(chan.fileno(), handed)
         await stop.wait()
         loop.remove_reader(chan.fileno())
@@ -257,60 +322,72 @@ def _child(chan, service) -> int:
 
 
 async def _dispatch(service, lsock, children, stop) -> None:
-    """The parent's loop with children: accept, hand each connection to the least busy process."""
+    """The parent's loop with children: accept within the caps, hand each connection to the least busy process."""
     import asyncio
+    import itertools
     import socket
 
     loop = asyncio.get_running_loop()
     load = [0] * (len(children) + 1)       # sessions per process; 0 is this one
     alive = [True] * (len(children) + 1)
+    handed: dict[bytes, tuple[int, object]] = {}   # id -> (process, netlimits.Slot) of connections in children
+    ids = itertools.count(1)
 
-    def ended_here() -> None:
-        load[0] -= 1
+    class Here:
+        """A connection served by the parent: its slot, and the parent's own load."""
 
-    service.on_session_end = ended_here
+        def __init__(self, slot) -> None:
+            self.slot = slot
+            self.held = True
 
-    def accept() -> None:
-        try:
-            conn, _ = lsock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            log.warning("accept failed: %s", e.strerror or e)
-            return
+        def release(self) -> None:
+            if self.held:
+                self.held = False
+                load[0] -= 1
+                self.slot.release()
+
+    def on_socket(conn, slot) -> None:
         i = min((k for k in range(len(load)) if alive[k]), key=load.__getitem__)
         load[i] += 1
         if i:
+            ident = b"%016x" % next(ids)
             try:
-                socket.send_fds(children[i - 1][1], [b"c"], [conn.fileno()])
+                socket.send_fds(children[i - 1][1], [b"c" + ident], [conn.fileno()])
+                handed[ident] = (i, slot)
                 conn.close()
                 return
             except OSError:
                 alive[i] = False
                 load[i] -= 1
                 load[0] += 1
-        asyncio.ensure_future(service.serve_connection(conn))
+        asyncio.ensure_future(service.serve_connection(conn, Here(slot)))
 
     def done(i: int) -> None:
         chan = children[i - 1][1]
         try:
-            data = chan.recv(4096)
+            data = chan.recv(64)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
         if not data:
-            alive[i] = False       # the child exited: serve without it
+            alive[i] = False       # the child exited: serve without it; its connections are gone
             loop.remove_reader(chan.fileno())
+            for ident, (k, slot) in list(handed.items()):
+                if k == i:
+                    del handed[ident]
+                    slot.release()
             return
-        load[i] -= len(data)
+        entry = handed.pop(data[1:], None)
+        if entry is not None:
+            load[i] -= 1
+            entry[1].release()
 
-    loop.add_reader(lsock.fileno(), accept)
+    listener = service.listener(lsock, on_socket).start()
     for i, (_pid, chan) in enumerate(children, 1):
         loop.add_reader(chan.fileno(), done, i)
     await stop.wait()
-    loop.remove_reader(lsock.fileno())
-    lsock.close()
+    listener.close()
 
 
 def _stop_children(children) -> None:

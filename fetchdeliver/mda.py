@@ -63,6 +63,25 @@ def parse_args(argv: list[str]) -> dict:
     return opts
 
 
+def split_from_line(raw: bytes) -> tuple[bytes, str | None]:
+    """Drop a leading mbox `From sender date` line (Postfix's local(8) and many MTAs prepend one).
+
+    Returns (the message without that line, the sender it names or None when there was none).
+    `MAILER-DAEMON` stands for the null sender. Everything after the line is kept byte for byte,
+    as procmail and dovecot-lda do.
+    """
+    if not raw.startswith(b"From "):
+        return raw, None
+    nl = raw.find(b"\n")
+    if nl < 0:
+        return raw, None  # only one line: not an envelope line in front of a message
+    words = raw[5:nl].split()
+    sender = words[0].decode("utf-8", "surrogateescape") if words else ""
+    if sender in ("MAILER-DAEMON", "<>"):
+        sender = ""
+    return raw[nl + 1:], sender
+
+
 def _setup_logging() -> None:
     import logging
 
@@ -117,12 +136,13 @@ def _deliver(opts: dict) -> int:
     settings = Settings(data, config_path)
 
     raw = sys.stdin.buffer.read()
+    raw, from_line_sender = split_from_line(raw)
 
     from fetchdeliver.message import Message
 
     sender = opts.get("sender")
     if sender is None:
-        sender = os.environ.get("SENDER", "")
+        sender = from_line_sender if from_line_sender is not None else os.environ.get("SENDER", "")
     if sender in ("<>", "MAILER-DAEMON"):
         sender = ""
     recipients = opts["recipient"] or [r for r in [os.environ.get("RECIPIENT") or os.environ.get("USER")] if r]
@@ -141,7 +161,16 @@ def _deliver(opts: dict) -> int:
         return EX_CONFIG
     if ctx.script_error:
         _setup_logging()  # the engine will log why the rules were not used
+    # Redirect / vacation / notify go into the outbound queue (durable before we exit 0); the
+    # daemon, `fetchdeliver lmtp` or `fetchdeliver queue flush` sends them. The queue's modules
+    # are imported only when a rule sends mail (a dry run never does).
+    from fetchdeliver.outbound.lazy import LazyOutbound
+
+    ctx.outbound = LazyOutbound(settings)
     outcome = engine.process(message, ctx)
+    if ctx.dry_run:  # say what the real run would do
+        verb = "would reject" if outcome.status == engine.REJECTED else "would deliver to"
+        sys.stdout.write(f"{verb} {', '.join(outcome.where()) or 'nowhere (discarded)'}\n")
     if outcome.status == engine.DELIVERED:
         return EX_OK
     if outcome.status == engine.REJECTED:

@@ -58,6 +58,15 @@ def sieve_options(settings: "Settings") -> dict:
     return dict(settings.sieve)
 
 
+ACTIVE_SCRIPT_LINK = ".dovecot.sieve"
+
+
+def no_active_script(path: str) -> bool:
+    """True when `path` is a ManageSieve/Pigeonhole active-script link (`.dovecot.sieve`) that is absent
+    or dangling: the user has no active script, so mail goes to INBOX without an error."""
+    return os.path.basename(path) == ACTIVE_SCRIPT_LINK and not os.path.exists(path)
+
+
 def load_rules(path: str | None, settings: "Settings"):
     """Compile (or load from cache) the Sieve script. Returns (script or None, error text or None).
 
@@ -69,6 +78,11 @@ def load_rules(path: str | None, settings: "Settings"):
     from fetchdeliver import sieve
     from fetchdeliver.errors import FetchdeliverError
 
+    if no_active_script(path):
+        return None, None
+    if os.path.basename(path) == ACTIVE_SCRIPT_LINK:
+        # Compile the script the link leads to: its includes are found beside it (~/sieve), as in Pigeonhole.
+        path = os.path.realpath(path)
     try:
         script = sieve.compile_file(path, cache_dir=os.path.join(settings.cache_dir, "sieve"),
                                     options=sieve_options(settings))
@@ -77,6 +91,51 @@ def load_rules(path: str | None, settings: "Settings"):
         return None, f"rules not used, message kept in INBOX: {e}"
     except OSError as e:
         return None, f"rules not used, message kept in INBOX: cannot read {path}: {e.strerror}"
+    except Exception as e:  # a compiler bug must not stop delivery either (implicit keep)
+        return None, f"rules not used, message kept in INBOX: {path}: internal error while compiling: " \
+                     f"{type(e).__name__}: {e}"
+
+
+def _stamp(path: str):
+    """What changes when the rules at `path` change: the link itself (SETACTIVE re-points it) and the
+    file it leads to (PUTSCRIPT renames a new file into place)."""
+    try:
+        lst = os.lstat(path)
+        st = os.stat(path) if lst.st_mode & 0o170000 == 0o120000 else lst
+        return (lst.st_ino, lst.st_mtime_ns, st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None
+
+
+class RulesFile:
+    """The rules at `path`, looked at again before each message: when the file or the symlink
+    changed, the script is loaded again (from the compile cache, keyed by the text's hash, when this
+    text was compiled before). This is how a script activated over ManageSieve takes effect at the
+    next message in a long-running LMTP server or fetch. A changed script that does not compile
+    leaves the one loaded before in place (and is logged)."""
+
+    __slots__ = ("path", "settings", "stamp")
+
+    def __init__(self, path: str, settings: "Settings") -> None:
+        self.path = path
+        self.settings = settings
+        self.stamp = _stamp(path)
+
+    def refresh(self, ctx: "Context") -> None:
+        stamp = _stamp(self.path)
+        if stamp == self.stamp:
+            return
+        self.stamp = stamp
+        script, error = load_rules(self.path, self.settings)
+        if error and ctx.script is not None:
+            # A broken edit never replaces working rules (as the daemon's reload promises).
+            _log().error("%s changed but cannot be used; the rules loaded before stay: %s", self.path, error)
+            return
+        ctx.script, ctx.script_error = script, error
+        if error:
+            _log().error("%s", error)
+        else:
+            _log().info("rules %s changed: loaded again", self.path)
 
 
 def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
@@ -85,8 +144,12 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
     from fetchdeliver.engine import Context
 
     store = store_from_settings(settings, maildir=maildir, mbox=mbox)
-    script, error = load_rules(rules if rules is not None else settings.delivery.get("rules"), settings)
-    return Context(store, script, script_error=error, sieve_options=sieve_options(settings),
-                   pipe_bin_dir=settings.sieve.get("pipe_bin_dir"), state=state,
-                   default_mailbox=default_mailbox or settings.delivery.get("default_mailbox", "INBOX"),
-                   dry_run=dry_run)
+    path = rules if rules is not None else settings.delivery.get("rules")
+    live = RulesFile(path, settings) if path else None   # stat before reading: a change in between is seen
+    script, error = load_rules(path, settings)
+    ctx = Context(store, script, script_error=error, sieve_options=sieve_options(settings),
+                  pipe_bin_dir=settings.sieve.get("pipe_bin_dir"), state=state,
+                  default_mailbox=default_mailbox or settings.delivery.get("default_mailbox", "INBOX"),
+                  dry_run=dry_run)
+    ctx.rules = live
+    return ctx

@@ -74,9 +74,31 @@ def _delimiter(v, where):
     return v
 
 
+def socket_mode(v, where=""):
+    """A Unix permission mode: "0660" / "660" (octal text) or an integer (TOML 0o660)."""
+    if isinstance(v, str):
+        text = v.strip()
+        if not text or any(c not in "01234567" for c in text.removeprefix("0o")):
+            raise ValueError(f"expected an octal mode such as \"0660\", got {v!r}")
+        v = int(text.removeprefix("0o"), 8)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0o7777:
+        raise ValueError(f"expected an octal mode such as \"0660\", got {v!r}")
+    return v
+
+
+def _account_name(v, where):
+    v = config._nonempty_str(v, where) if not isinstance(v, int) or isinstance(v, bool) else str(v)
+    if any(c.isspace() or c in ":/" for c in v):
+        raise ValueError(f"not a user or group name: {v!r}")
+    return v
+
+
 LMTP_KEYS = {
     "listen": _listen,                         # HOST:PORT
     "socket": config._path,                    # a Unix socket path (what Postfix's lmtp:unix: talks to)
+    "socket_owner": _account_name,             # user (name or uid) that owns the socket, e.g. "postfix"
+    "socket_group": _account_name,             # its group, e.g. "postfix"
+    "socket_mode": socket_mode,                # e.g. "0660" (the default)
     "max_message_size": config._int(lo=1),     # bytes; advertised as SIZE, larger mail gets 552 5.3.4
     "max_sessions": config._int(lo=1, hi=100000),
     "timeout": config._duration,               # idle timeout of a session
@@ -85,6 +107,10 @@ LMTP_KEYS = {
     "keep_crlf": config._bool,                 # store CRLF as received (default: LF, as Dovecot does)
     "recipient_delimiter": _delimiter,         # "+": alice+lists@x is alice@x
     "hostname": config._nonempty_str,          # our name in the greeting and Received:
+    # max_connections (all processes; default max_sessions x processes), max_connections_per_ip
+    # (default: max_connections): more get "421 4.3.2" and are closed (fetchdeliver/netlimits.py)
+    "max_connections": config._int(lo=1, hi=10_000_000),
+    "max_connections_per_ip": config._int(lo=1, hi=10_000_000),
 }
 
 RECIPIENT_KEYS = {

@@ -1,4 +1,4 @@
-"""`fetchdeliver convert procmailrc|fetchmailrc|getmailrc`.
+"""`fetchdeliver convert procmailrc|maildrop|fetchmailrc|getmailrc`.
 
 Exit codes: 0 everything translated, 1 something was not (warnings on stderr,
 comments in the output), 65 the input is not the expected syntax, 66 no input.
@@ -22,6 +22,20 @@ def add_arguments(p) -> None:
     pr.add_argument("--pipe-bin-dir", metavar="DIR", help="pipe_bin_dir to put in those settings")
     pr.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
                     help="procmail environment at conversion time (default: HOME, LOGNAME from yours)")
+    pr.add_argument("--check", metavar="DIR",
+                    help="dry run on copies of the messages in DIR (Maildir, directory or mbox): run procmail "
+                         "and the converted script side by side and print where they disagree")
+    md = sub.add_parser("maildrop", help="print a Sieve script equivalent to a maildrop mailfilter")
+    md.add_argument("file", nargs="?", metavar="FILE", help="default: ~/.mailfilter; - for stdin")
+    md.add_argument("-o", "--output", metavar="OUT", help="write the Sieve script here instead of stdout")
+    md.add_argument("--config-out", metavar="FILE",
+                    help="also write the [delivery]/[sieve] TOML settings the script expects")
+    md.add_argument("--pipe-bin-dir", metavar="DIR", help="pipe_bin_dir to put in those settings")
+    md.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                    help="maildrop environment at conversion time (default: HOME, LOGNAME from yours)")
+    md.add_argument("--check", metavar="DIR",
+                    help="dry run on copies of the messages in DIR (Maildir, directory or mbox): run maildrop "
+                         "and the converted script side by side and print where they disagree")
     fm = sub.add_parser("fetchmailrc", help="print [[account]] TOML for a fetchmailrc")
     fm.add_argument("file", nargs="?", metavar="FILE", help="default: ~/.fetchmailrc; - for stdin")
     gm = sub.add_parser("getmailrc", help="print [[account]] TOML for getmail rc files")
@@ -59,41 +73,67 @@ def main(args) -> int:
 
     which = getattr(args, "convert_command", None)
     if not which:
-        sys.stderr.write("fetchdeliver convert: name a format: procmailrc, fetchmailrc or getmailrc\n")
+        sys.stderr.write("fetchdeliver convert: name a format: procmailrc, maildrop, fetchmailrc or getmailrc\n")
         return 64
     try:
-        if which == "procmailrc":
-            return _procmailrc(args)
+        if which in ("procmailrc", "maildrop"):
+            return _procmailrc(args, which)
         return _accounts(args, which)
     except OSError as e:
         sys.stderr.write(f"fetchdeliver convert {which}: {e.filename or ''}: {e.strerror}\n")
         return EX_NOINPUT
 
 
-def _procmailrc(args) -> int:
+def _procmailrc(args, which: str = "procmailrc") -> int:
+    import os
     import sys
 
-    from fetchdeliver.convert import procmailrc
+    if which == "maildrop":
+        from fetchdeliver.convert import maildrop as mod
+        from fetchdeliver.convert import procmailrc
+    else:
+        from fetchdeliver.convert import procmailrc
+        mod = procmailrc
 
-    text, name = _read(args.file, "~/.procmailrc")
+    text, name = _read(args.file, "~/.procmailrc" if which == "procmailrc" else "~/.mailfilter")
     env = procmailrc.default_env()
     for item in args.set:
         if "=" not in item:
-            sys.stderr.write(f"fetchdeliver convert procmailrc: --set needs VAR=VALUE, got {item!r}\n")
+            sys.stderr.write(f"fetchdeliver convert {which}: --set needs VAR=VALUE, got {item!r}\n")
             return 64
         k, v = item.split("=", 1)
         env[k] = v
+    reads: dict[str, str] = {}
+
+    def read_file(path: str) -> str:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            reads[path] = f.read()
+        return reads[path]
+
     try:
-        result = procmailrc.convert(text, name, env=env, pipe_bin_dir=args.pipe_bin_dir)
-    except procmailrc.ParseError as e:
-        sys.stderr.write(f"fetchdeliver convert procmailrc: {e}\n")
+        result = mod.convert(text, name, env=env, pipe_bin_dir=args.pipe_bin_dir, read_file=read_file)
+    except mod.ParseError as e:
+        sys.stderr.write(f"fetchdeliver convert {which}: {e}\n")
         return EX_DATAERR
-    _write(args.output, result.script)
+    check_dir = getattr(args, "check", None)
+    if not check_dir or args.output:
+        _write(args.output, result.script)
     if args.config_out:
         _write(args.config_out, result.config)
     for p in result.problems:
         sys.stderr.write(f"warning: {p}\n")
-    return 0 if result.complete else EX_INCOMPLETE
+    status = 0 if result.complete else EX_INCOMPLETE
+    if check_dir:
+        from fetchdeliver.convert import check
+
+        if name == "<stdin>":
+            sys.stderr.write(f"fetchdeliver convert {which}: --check needs the rc file by name, not stdin\n")
+            return 64
+        if not os.path.exists(check_dir):
+            sys.stderr.write(f"fetchdeliver convert {which}: --check {check_dir}: no such file or directory\n")
+            return EX_NOINPUT
+        status = max(status, check.report(which, name, text, check_dir, env, result.script, result, reads))
+    return status
 
 
 def _accounts(args, which: str) -> int:

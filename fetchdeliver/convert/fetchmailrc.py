@@ -15,14 +15,18 @@ __all__ = ["convert", "ParseError"]
 NOISE = {"and", "with", "has", "wants", "options", "here", ";", ",", ":"}
 PROTOCOLS = {"imap": "imap", "pop3": "pop3", "apop": "pop3", "auto": "imap", "rpop": "pop3",
              "kpop": "pop3", "sdps": "pop3"}
+# Keywords that run a command around the connection: not converted, warned about.
+COMMANDS = {"plugin": "a command that makes the connection", "plugout": "a command that makes the SMTP connection",
+            "preconnect": "a command run before each poll", "postconnect": "a command run after each poll"}
+MULTIDROP = ("fetchdeliver delivers every message of an account to one store (no multidrop split by "
+             "envelope recipient); the Sieve rules can still sort by header")
 # Keywords followed by one value that the converter does not need.
-IGNORED_ARG = {"interface", "monitor", "plugin", "plugout", "principal", "esmtpname", "esmtppassword",
-               "envelope", "qvirtual", "aka", "localdomains", "preconnect", "postconnect",
+IGNORED_ARG = {"interface", "monitor", "principal", "esmtpname", "esmtppassword",
                "sslkey", "sslcert", "sslcertpath", "antispam", "batchlimit", "expunge", "fetchsizelimit",
                "fastuidl", "warnings", "bsmtp", "lmtp", "fetchdomains", "smtpaddress", "smtpname",
                "tracepolls", "properties", "pidfile", "logfile", "postmaster",
                "syslog", "invisible", "bouncemail", "spambounce", "softbounce", "showdots", "no"}
-IGNORED_FLAG = {"uidl", "dns", "nodns", "checkalias", "nocheckalias", "dropstatus", "dropdelivered",
+IGNORED_FLAG = {"dns", "nodns", "checkalias", "nocheckalias", "dropstatus", "dropdelivered",
                 "mimedecode", "stripcr", "forcecr", "pass8bits", "rewrite", "norewrite", "idle",
                 "tracepolls", "there", "is", "to", "sslcertck", "nokeep", "nofetchall", "noflush"}
 
@@ -218,9 +222,33 @@ def _convert_one(text: str, file: str, copy_password: bool, result: AccountsResu
                          "use ca_file or fingerprint for a self-signed server")
                 target[nxt] = False
         elif w == "is" or w == "to":
+            local = []
             while i + 1 < len(toks) and _is_value(toks[i + 1]) and toks[i + 1][1].lower() not in (
                     "here", "there", "with", "options", "and", "user", "username", "poll", "skip"):
                 i += 1
+                local.append(toks[i][1])
+            if len(local) > 1 or "*" in local:
+                warn(line, f"{w} {' '.join(local)}: several local users (multidrop); " + MULTIDROP)
+        elif w in COMMANDS:
+            warn(line, f"{w} {arg()!r}: {COMMANDS[w]}; not converted (fetchdeliver connects itself; run the "
+                 "command from a timer or a wrapper if it is still needed)")
+        elif w in ("aka", "localdomains", "fetchdomains"):
+            names = [arg()]
+            while i + 1 < len(toks) and toks[i + 1][0] == toks[i][0] and _is_value(toks[i + 1]):
+                i += 1
+                names.append(toks[i][1])
+            warn(line, f"{w} {' '.join(names)}: multidrop name matching; " + MULTIDROP)
+        elif w == "envelope":
+            v = arg()
+            if v.isdigit():
+                v = arg()
+            warn(line, f"envelope {v}: multidrop by envelope header; " + MULTIDROP +
+                 f" (e.g. `if header :contains \"{v}\" \"...\"`)")
+        elif w == "qvirtual":
+            warn(line, f"qvirtual {arg()}: multidrop prefix stripping; " + MULTIDROP)
+        elif w == "uidl":
+            result.notes.append(f"{file}:{line}: uidl: fetchdeliver always remembers what it fetched "
+                                "(POP3 UIDLs, IMAP UIDs) in its state database")
         elif w in IGNORED_ARG:
             if w not in ("no",):
                 arg()
@@ -251,7 +279,9 @@ def _is_value(tok) -> bool:
 _KEYWORDS = {"poll", "skip", "defaults", "user", "username", "proto", "protocol", "port", "service", "pass",
              "password", "keep", "nokeep", "fetchall", "flush", "mda", "ssl", "sslproto", "sslcertfile",
              "sslcertck", "sslfingerprint", "folder", "folders", "timeout", "auth", "no", "is", "to", "here",
-             "there", "with", "options", "and", "limit", "via", "sslcommonname", "fetchlimit", "smtphost", "uidl", "set"}
+             "there", "with", "options", "and", "limit", "via", "sslcommonname", "fetchlimit", "smtphost", "uidl", "set",
+             "aka", "localdomains", "fetchdomains", "envelope", "qvirtual", "plugin", "plugout", "preconnect",
+             "postconnect"}
 
 
 def _account(s: _Server, o: dict, file: str, copy_password: bool, warn, result) -> dict | None:

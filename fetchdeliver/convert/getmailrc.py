@@ -123,15 +123,47 @@ def _convert_one(text: str, file: str, copy_password: bool, result: AccountsResu
         result.notes.append(f"{acc['name']}: read_all = false: fetchdeliver also fetches each message once")
     if "timeout" in r:
         acc["timeout"] = int(float(r["timeout"]))
-    dtype = d.get("type", "")
-    path = d.get("path", "")
-    if dtype == "Maildir":
-        acc["maildir"] = path.rstrip("/")
-    elif dtype in ("Mboxrd", "Mboxo"):
-        acc["mbox"] = path
-    elif dtype == "MDA_external":
-        cmd = " ".join([shlex.quote(path)] + [shlex.quote(a) for a in _tuple(d.get("arguments", "()"))])
-        acc.update(mda_delivery(cmd, warn, result.notes))
-    elif dtype:
-        warn(f"destination type {dtype!r} is not converted; the [delivery] store is used")
+    def destination(sec: dict) -> bool:
+        """Apply one destination section to the account; False if it is not a store we can name."""
+        dtype = sec.get("type", "")
+        path = sec.get("path", "")
+        if dtype == "Maildir":
+            acc["maildir"] = path.rstrip("/")
+        elif dtype in ("Mboxrd", "Mboxo"):
+            acc["mbox"] = path
+        elif dtype == "MDA_external":
+            cmd = " ".join([shlex.quote(path)] + [shlex.quote(a) for a in _tuple(sec.get("arguments", "()"))])
+            acc.update(mda_delivery(cmd, warn, result.notes))
+        elif dtype:
+            warn(f"destination type {dtype!r} is not converted; the [delivery] store is used")
+            return False
+        return True
+
+    if d.get("type", "") == "MultiDestination":
+        # destinations = ('[section]', '/path/Maildir/', '/path/mbox'): the first store is the
+        # account's; fetchdeliver keeps one copy per account, so the others are warned about.
+        refs = _tuple(d.get("destinations", "()"))
+        secs = []
+        for ref in refs:
+            if ref.startswith("[") and ref.endswith("]") and cp.has_section(ref[1:-1]):
+                secs.append((ref, dict(cp.items(ref[1:-1]))))
+            elif ref.startswith(("/", "~")):
+                secs.append((ref, {"type": "Maildir" if ref.endswith("/") else "Mboxrd", "path": ref}))
+            else:
+                warn(f"MultiDestination: {ref!r} is neither a [section] nor a path")
+        used = None
+        for ref, sec in secs:
+            if used is None:
+                if destination(sec):
+                    used = ref
+            else:
+                warn(f"MultiDestination: the copy to {ref} is not converted (one store per account: "
+                     "add `fileinto :copy` to the Sieve rules or a second account)")
+        if used is None:
+            warn("MultiDestination without a store fetchdeliver can deliver to; the [delivery] store is used")
+    else:
+        destination(d)
+    if _bool(o.get("read_all", "true")) and "after" in acc and acc["after"] != "delete":
+        result.notes.append(f"{acc['name']}: read_all = true: getmail delivered every message left on the "
+                            "server again at each run; fetchdeliver fetches each message once")
     result.add(acc, comment=f"from {file}")

@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 
+from fetchdeliver.convert import checked
 from fetchdeliver.convert import procmail_regex as prx
 from fetchdeliver.convert.procmail_regex import Untranslatable, sieve_str
 
@@ -28,10 +29,13 @@ IGNORED_VARS = {
     "SENDMAIL": "see the outbound queue for redirect", "SENDMAILFLAGS": "see the outbound queue",
     "LINEBUF": "no line buffer limit", "TIMEOUT": "not used", "NORESRETRY": "not used",
     "SUSPEND": "not used", "MSGPREFIX": "Maildir names are chosen by fetchdeliver",
-    "EXITCODE": "fetchdeliver deliver uses sysexits codes", "ORGMAIL": "not used",
+    "EXITCODE": "fetchdeliver deliver uses sysexits codes",
+    "ORGMAIL": "procmail's last resort when DEFAULT fails; fetchdeliver asks the MTA to retry (exit 75) instead",
     "PROCMAIL_VERSION": "not used",
 }
 SHELL_METAS = set("&|<>~;?*[`")
+# Spelled out: procmail's VAR ?? is case-insensitive, and so is Sieve's default comparator.
+CASEMAP = ' :comparator "i;ascii-casemap"'
 FOLDER_FLAGS = set("HBDAaEehbfcwWir")
 
 
@@ -208,6 +212,10 @@ class Converter:
         self.counter = 0
         self.read_file = read_file or _read
         self.include_depth = 0
+        self.spans: list[tuple] = []
+        self.blanky: set[str] = set()  # run-time variables whose value may hold a blank
+        self.success: str | None = None   # set to "1" by a formail -D recipe that found a duplicate
+        self.prev_vars: tuple = (None, None)
 
     # -- output helpers
     def emit(self, indent: int, text: str) -> None:
@@ -218,6 +226,16 @@ class Converter:
         self.emit(indent, f"# UNTRANSLATED ({item.file}:{item.line}): {text}")
         for r in raw or []:
             self.emit(indent, "#   " + r)
+
+    # Each recipe's and assignment's output sits between two marker comments, so that a
+    # part the compiler refuses can be swapped for a warning (see check_compiles).
+    def open_span(self, item, indent: int) -> int:
+        self.spans.append((item, indent))
+        self.emit(indent, checked.open_marker(len(self.spans) - 1))
+        return len(self.spans) - 1
+
+    def close_span(self, mark: int, indent: int) -> None:
+        self.emit(indent, checked.close_marker(mark))
 
     def var(self, prefix: str) -> str:
         self.counter += 1
@@ -291,6 +309,9 @@ class Converter:
             out = out.replace(chr(prx.VAR_BASE + k), "${" + name + "}")
         if names:
             self.requires.add("variables")
+        out, encoded = prx.encode_breaks(out)
+        if encoded:
+            self.requires.add("encoded-character")
         return sieve_str(out)
 
     def value(self, raw: str, names: list[str]) -> str:
@@ -332,29 +353,48 @@ class Converter:
         """Emit a list of items; returns False when an unconditional SWITCHRC ended it."""
         recipes = [it for it in items if isinstance(it, Recipe)]
         needs_matched = set()  # recipes whose conditions a later A/a recipe reads
+        needs_success = set()  # formail -D recipes whose outcome a later a/e recipe reads
         last_plain = None
+        prev = None
         for r in recipes:
+            if "e" in r.flags and prev is not None and _is_dup(prev):
+                needs_matched.add(id(prev))
+                needs_success.add(id(prev))
             if "A" in r.flags or "a" in r.flags:
                 if last_plain is not None:
                     needs_matched.add(id(last_plain))
+                    if "a" in r.flags and _is_dup(last_plain):
+                        needs_success.add(id(last_plain))
             else:
                 last_plain = r
+            prev = r
         chain_of: dict[int, str] = {}
         for prev, r in zip(recipes, recipes[1:]):
             if "E" in r.flags:
                 name = chain_of.get(id(prev)) or self.var("else")
                 chain_of[id(prev)] = chain_of[id(r)] = name
         matched_var: str | None = None
+        success_var: str | None = None
+        prev_vars: tuple = (None, None)
         for it in items:
             if isinstance(it, Assign):
-                if not self.assign(it, indent, guards, conditional):
+                mark = self.open_span(it, indent)
+                ok = self.assign(it, indent, guards, conditional)
+                self.close_span(mark, indent)
+                if not ok:
                     return False
                 continue
             own_matched = self.var("m") if id(it) in needs_matched else None
-            mv = matched_var
+            own_success = self.var("ok") if id(it) in needs_success else None
+            mv, sv = matched_var, success_var
             if "A" not in it.flags and "a" not in it.flags:
-                matched_var = own_matched
-            self.recipe(it, indent, guards, in_copy, conditional, mv, own_matched, chain_of.get(id(it)))
+                matched_var, success_var = own_matched, own_success
+            mark = self.open_span(it, indent)
+            self.success = own_success
+            self.prev_vars = prev_vars
+            self.recipe(it, indent, guards, in_copy, conditional, mv, own_matched, chain_of.get(id(it)), sv)
+            self.close_span(mark, indent)
+            prev_vars = (own_matched, own_success)
         return True
 
     def assign(self, it: Assign, indent: int, guards: list[str], conditional: bool) -> bool:
@@ -387,6 +427,10 @@ class Converter:
             return True
         if it.value is None:
             value = ""
+        if any(n in self.blanky for n in names):
+            self.blanky.add(name)
+        else:
+            self.blanky.discard(name)
         if conditional or names or guards:
             self.dynamic.add(name)
             self.static.pop(name, None)
@@ -439,15 +483,21 @@ class Converter:
 
     # -- recipes
     def recipe(self, r: Recipe, indent: int, guards: list[str], in_copy: str | None, conditional: bool,
-               matched_var: str | None, own_matched: str | None, chain: str | None) -> None:
+               matched_var: str | None, own_matched: str | None, chain: str | None,
+               success_var: str | None = None) -> None:
         self.emit(indent, f"# {r.file}:{r.line}: " + " ".join(s for s in r.raw[:1]))
         flags = r.flags
         tests: list[str] = list(guards)
-        if "e" in flags:
+        if "e" in flags and self.prev_vars[1]:
+            # after `| formail -D`: its "failure" is "not a duplicate"
+            tests += [f'string :is "${{{self.prev_vars[0]}}}" "1"', f'string :is "${{{self.prev_vars[1]}}}" ""']
+        elif "e" in flags:
             self.warn(r, "the e flag (run when the previous action failed): Sieve actions only fail after "
                       "the script has run", indent, r.raw[1:])
             return
-        if "a" in flags:
+        if "a" in flags and success_var:
+            tests.append(f'string :is "${{{success_var}}}" "1"')
+        elif "a" in flags:
             self.problems.append(Problem(r.file, r.line, "the a flag is translated like A: Sieve cannot "
                                          "see whether the previous action succeeded"))
             self.emit(indent, "# (approximate) the a flag is translated like A")
@@ -458,46 +508,55 @@ class Converter:
             tests.append(f'string :is "${{{matched_var}}}" "1"')
         if "E" in flags and chain:
             tests.append(f'string :is "${{{chain}}}" ""')
-        match_group = None
         try:
-            cond_tests, match_group = self.conditions(r)
+            stages = self.conditions(r)
         except Untranslatable as e:
             self.warn(r, str(e), indent, r.raw[1:])
             return
-        tests += cond_tests
+        stages[0] = (tests + stages[0][0],) + stages[0][1:]
+        for st in stages:
+            if st[1] is not None:  # the folder names below see this MATCH
+                self.dynamic.add("MATCH")
+                (self.blanky.add if st[3] else self.blanky.discard)("MATCH")
+        depth = sum(1 for st in stages if st[0])
         try:
-            body = self.action(r, indent + (1 if tests else 0), in_copy, conditional or bool(tests), guards)
+            body = self.action(r, indent + depth, in_copy, conditional or depth > 0, guards)
         except Untranslatable as e:
             self.warn(r, str(e), indent, r.raw[1:])
             return
-        prefix: list[str] = []
-        if match_group is not None:
-            self.requires.add("variables")
-            prefix.append(f'set "MATCH" "${{{match_group}}}";')
-            self.dynamic.add("MATCH")
+        # Procmail reads the conditions in order and sets MATCH as soon as a \/ condition
+        # matched, for the conditions after it: one nested `if` per \/ condition.
+        level = indent
+        for st, group, lost_space, blank in stages:
+            if st:
+                test = st[0] if len(st) == 1 else "allof(" + ",\n{}      ".format("    " * level).join(st) + ")"
+                self.emit(level, f"if {test} {{")
+                level += 1
+            if group is not None:
+                self.requires.add("variables")
+                self.emit(level, f'set "MATCH" "{" " if lost_space else ""}${{{group}}}";')
+                self.dynamic.add("MATCH")
         if own_matched:
-            prefix.append(f'set "{own_matched}" "1";')
+            self.emit(level, f'set "{own_matched}" "1";')
+        if self.success:
+            self.emit(level, f'set "{self.success}" "";')
         if chain:
-            prefix.append(f'set "{chain}" "1";')
-        if not tests:
-            for p in prefix:
-                self.emit(indent, p)
-            self.lines.extend(body)
-            return
-        test = tests[0] if len(tests) == 1 else "allof(" + ",\n{}      ".format("    " * indent).join(tests) + ")"
-        self.emit(indent, f"if {test} {{")
-        for p in prefix:
-            self.emit(indent + 1, p)
+            self.emit(level, f'set "{chain}" "1";')
         self.lines.extend(body)
-        self.emit(indent, "}")
+        while level > indent:
+            level -= 1
+            self.emit(level, "}")
 
-    def conditions(self, r: Recipe) -> tuple[list[str], int | None]:
-        """Sieve tests for the recipe's conditions; a \\/ condition goes last so its ${N} survive."""
+    def conditions(self, r: Recipe) -> list[tuple[list[str], int | None, bool]]:
+        """The recipe's conditions as stages (tests, MATCH's group after them, MATCH lost its blanks):
+        a stage ends after each \\/ condition."""
         comparator = ' :comparator "i;octet"' if "D" in r.flags else ""
         area = ("H" in r.flags or "B" not in r.flags, "B" in r.flags)
         tests: list[str] = []
-        last: tuple[str, int] | None = None
+        stages: list[tuple[list[str], int | None, bool]] = []
+        lost_space = False
         for line, cond in r.conditions:
+            lost = blank = approx = False
             neg = False
             text = cond
             names: list[str] = []
@@ -517,6 +576,10 @@ class Converter:
             group = None
             if m:
                 t = f"size :{'under' if m.group(1) == '<' else 'over'} {m.group(2)}"
+                note = ("procmail's < and > count the From_ line it puts above the header (about 50 bytes); "
+                        "Sieve's size is the message as received")
+                if note not in self.notes:
+                    self.notes.append(note)
             else:
                 if text.startswith("\\"):
                     text = text[1:]
@@ -532,8 +595,10 @@ class Converter:
                     subject = "${" + var + "}" if (var in self.dynamic or var == "MATCH") else \
                         self.static.get(var, "").replace("${", "$ {")
                     self.requires.update(("regex", "variables"))
-                    t = f"string :regex{comparator} {sieve_str(subject)} {self.render_str(rend.text, names)}"
+                    t = f"string :regex{comparator or CASEMAP} {sieve_str(subject)} {self.render_str(rend.text, names)}"
                     group = rend.match_group
+                    blank = rend.match_blank
+                    approx = rend.approx
                 else:
                     parts: list[str] = []
                     if search[0]:
@@ -541,6 +606,9 @@ class Converter:
                         for h in hts:
                             if h.match_group is not None:
                                 group = h.match_group
+                                lost = h.lost_space
+                                blank = h.match_blank
+                                approx = h.approx
                         if group is not None and (len(hts) > 1 or search[1]):
                             raise Untranslatable(f"line {line}: \\/ in a condition with alternatives")
                         parts += [self.fix_vars(h.text, names) for h in hts]
@@ -548,23 +616,32 @@ class Converter:
                             self.requires.add("envelope")
                     if search[1]:
                         rend = prx.text_pattern(text, names)
-                        group = rend.match_group if group is None else group
-                        parts.append(f"body :raw :regex{comparator} {self.render_str(rend.text, names)}")
+                        if group is None:
+                            group, blank, approx = rend.match_group, rend.match_blank, rend.approx
+                        parts.append(f"body :raw :regex{comparator or CASEMAP} {self.render_str(rend.text, names)}")
                         self.requires.add("body")
                     self.requires.add("regex")
                     t = parts[0] if len(parts) == 1 else "anyof(" + ", ".join(parts) + ")"
             if neg:
                 t = f"not {t}"
                 group = None
+            lost_space = lost and group is not None
             if group is not None:
-                if last is not None:
-                    raise Untranslatable(f"line {line}: more than one \\/ condition in a recipe")
-                last = (t, group)
+                stages.append((tests + [t], group, lost_space, blank))
+                tests, lost_space = [], False
+                if approx:
+                    self.problems.append(Problem(r.file, line, "(approximate) procmail matches the part left of "
+                                                 "\\/ as short as possible, POSIX regular expressions as long "
+                                                 "as possible: MATCH may differ (exact when that part is "
+                                                 "fixed text, or .* and fixed text)"))
+                if lost:
+                    self.problems.append(Problem(r.file, line, "(approximate) MATCH starts right after the colon: "
+                                                 "procmail keeps the header's own blanks there, the script puts "
+                                                 "one space"))
             else:
                 tests.append(t)
-        if last:
-            tests.append(last[0])
-        return tests, (last[1] if last else None)
+        stages.append((tests, None, False, False))
+        return stages
 
     def fix_vars(self, text: str, names: list[str]) -> str:
         for k, name in enumerate(names):
@@ -613,6 +690,10 @@ class Converter:
             if not addrs:
                 raise Untranslatable("! without an address")
             self._part_flags(r, "forward")
+            note = ("a forward (redirect) is queued durably in the outbound queue (by `deliver` too) and sent "
+                    "by `fetchdeliver daemon`, `fetchdeliver lmtp` or `fetchdeliver queue flush`")
+            if note not in self.notes:
+                self.notes.append(note)
             for a in addrs:
                 if copy:
                     self.requires.add("copy")
@@ -659,6 +740,9 @@ class Converter:
         if chr(prx.VAR_BASE) <= prog[:1] or any(ord(c) >= prx.VAR_BASE for c in prog):
             raise Untranslatable("a program name from a run-time variable")
         base = posixpath.basename(prog)
+        if base == "formail" and "-D" in args:
+            self.duplicate(r, args, indent, copy, in_copy)
+            return
         self.programs[base] = prog
         argtext = (" [" + ", ".join(self.render_str(a, names) for a in args) + "]") if args else ""
         if capture:
@@ -683,21 +767,50 @@ class Converter:
         self.emit(indent, f"pipe {':copy ' if copy else ''}{sieve_str(base)}{argtext};")
         self._finish(indent, "c" in r.flags, in_copy)
 
+    def duplicate(self, r: Recipe, args: list[str], indent: int, copy: bool, in_copy: str | None) -> None:
+        """`| formail -D LEN CACHE`: a message whose Message-ID is in CACHE is swallowed (Sieve duplicate)."""
+        k = args.index("-D")
+        others = [a for a in args[:k] + args[k + 3:]]
+        if others or len(args) < k + 3:
+            raise Untranslatable("formail -D with other options (only `formail -D LEN CACHE` is translated)")
+        if not ("w" in r.flags or "W" in r.flags):
+            raise Untranslatable("formail -D without w or W: procmail ignores its exit code, so every "
+                                 "message ends here")
+        handle = posixpath.basename(args[k + 2]) or "formail"
+        self.requires.add("duplicate")
+        self.emit(indent, f"if duplicate :handle {sieve_str(handle)} {{")
+        if self.success:
+            self.emit(indent + 1, f'set "{self.success}" "1";')
+        if copy:
+            self.emit(indent, "}")
+            return
+        self.emit(indent + 1, "discard;")
+        self._finish(indent + 1, False, in_copy)
+        self.emit(indent, "}")
+
     def folders(self, r: Recipe, action: str, indent: int, copy: bool, in_copy: str | None) -> None:
         names: list[str] = []
         targets = self._words(action, names)
         if not targets:
             raise Untranslatable("no action")
+        split = [n for n in names if n in self.blanky]
+        if split and '"' not in action and "'" not in action:
+            self.problems.append(Problem(r.file, r.action_line, f"(approximate) ${split[0]} may hold a blank: "
+                                         "procmail splits an unquoted value there into several folders, "
+                                         "the script uses one folder"))
         self._part_flags(r, "mailbox")
         out: list[str] = []
         for t in targets:
             if t == "/dev/null":
                 out.append("discard;" if not copy else "")
                 continue
-            if t.endswith("/."):
-                raise Untranslatable(f"{t} is an MH folder; fetchdeliver delivers to Maildir or mbox")
-            kind = "maildir" if t.endswith("/") else "mbox"
-            self.kinds[kind] += 1
+            if t.endswith("/.") and len(t) > 2:
+                t = t[:-2]
+                note = f"MH folder {t}/. becomes the mailbox of that name (fetchdeliver stores Maildir or mbox)"
+                if note not in self.notes:
+                    self.notes.append(note)
+            else:
+                self.kinds["maildir" if t.endswith("/") else "mbox"] += 1
             mailbox = self.mailbox(t.rstrip("/"))
             if mailbox == "INBOX":
                 out.append("keep;")
@@ -745,6 +858,11 @@ class Result:
         return not self.problems
 
 
+def _is_dup(r: Recipe) -> bool:
+    """A `| formail -D LEN CACHE` recipe (its success, i.e. a duplicate, is known to the script)."""
+    return bool(r.action and re.match(r"^\|\s*(\S*/)?formail\s(.*\s)?-D\s", r.action))
+
+
 def _read(path: str) -> str:
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         return f.read()
@@ -770,7 +888,20 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
     items = parse(text, file)
     c = Converter(file, env if env is not None else default_env(), read_file)
     c.convert(items)
-    body = c.lines
+
+    def on_fail(n, message, indent):
+        if n is None:
+            c.problems.append(Problem(file, 0, f"internal error, the script did not compile: {message}"))
+            return [f"# UNTRANSLATED: the converted script did not compile ({message}); please report this"]
+        item = c.spans[n][0]
+        c.problems.append(Problem(item.file, item.line, f"the translation does not compile: {message}"))
+        raw = item.raw if isinstance(item.raw, list) else [item.raw]
+        return [f"# UNTRANSLATED ({item.file}:{item.line}): the translation does not compile: {message}"] + \
+            ["#   " + r for r in raw]
+
+    if any("${hex:" in ln for ln in c.lines):
+        c.requires.add("encoded-character")  # the newlines in body and variable patterns
+    body = checked.make_compile(c.lines, c.requires, on_fail)
     reqs = sorted(c.requires)
     maildir = c.static.get("MAILDIR", "")
     default = c.static.get("DEFAULT", "")
@@ -793,6 +924,10 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
     if c.programs:
         head.append("# Programs it runs (link or copy them into pipe_bin_dir):")
         head += [f"#   {name} -> {path}" for name, path in sorted(c.programs.items())]
+    if "regex" in c.requires:
+        c.notes.append("Sieve compares header values with RFC 2047 =?..?= words decoded and folded lines "
+                       "joined; procmail sees them as sent")
+    head += [f"# Note: {n}" for n in c.notes]
     if c.problems:
         head.append(f"# {len(c.problems)} part(s) not translated exactly: see the UNTRANSLATED comments.")
     out = head + [""]
@@ -800,7 +935,11 @@ def convert(text: str, file: str = "<stdin>", *, env: dict[str, str] | None = No
         out.append("require [" + ", ".join(sieve_str(r) for r in reqs) + "];")
         out.append("")
     out += body
-    return Result("\n".join(out) + "\n", c.problems, "\n".join(cfg) + "\n")
+    result = Result("\n".join(out) + "\n", c.problems, "\n".join(cfg) + "\n")
+    result.mailbox = c.mailbox        # folder path -> mailbox name, for `convert --check`
+    result.static = dict(c.static)   # MAILDIR, DEFAULT, ... as the conversion ended
+    result.programs = dict(c.programs)
+    return result
 
 
 def _toml(s: str) -> str:

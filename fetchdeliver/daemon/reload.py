@@ -33,6 +33,7 @@ class Generation:
         self.settings = settings
         self.accounts = accounts
         self.scripts = scripts            # rules path -> compiled Script
+        self.script_errors: dict[str, str] = {}   # rules path -> why it is not used (start-up only)
         self.fingerprint = fingerprint    # digest of the config and every script (unchanged: no reload)
         self.watch_paths = watch_paths    # files whose change means "reload"
         self.watch_dirs = watch_dirs      # directories whose every file counts (include :personal)
@@ -42,6 +43,10 @@ class Generation:
 
     def script(self, path: str | None):
         return self.scripts.get(path) if path else None
+
+    def script_error(self, path: str | None) -> str | None:
+        """Why the script at `path` is not used (messages then take implicit keep), or None."""
+        return self.script_errors.get(path) if path else None
 
     def table(self, name: str):
         return self.settings.data.get(name)
@@ -79,11 +84,16 @@ def rules_paths(settings: "Settings", accounts: list["Account"]) -> list[str]:
     paths += [a.rules for a in accounts]
     spool = settings.data.get("spool") or {}
     paths.append(spool.get("rules"))
+    paths += [r.get("rules") for r in settings.data.get("recipient") or []]  # the LMTP recipients' own
     return list(dict.fromkeys(p for p in paths if p))
 
 
-def load_generation(path: str) -> Generation:
-    """Read and validate the config and compile its scripts; ConfigError says what is wrong."""
+def load_generation(path: str, *, keep_broken_scripts: bool = False) -> Generation:
+    """Read and validate the config and compile its scripts; ConfigError says what is wrong.
+
+    keep_broken_scripts (the daemon's start): a script that does not compile is not fatal; the
+    generation records why (`script_error()`), and its messages take implicit keep, as the MDA's.
+    """
     from fetchdeliver import sieve
     from fetchdeliver.accounts import from_settings
     from fetchdeliver.config import ConfigErrors, Settings, parse_file
@@ -95,18 +105,33 @@ def load_generation(path: str) -> Generation:
         raise
     accounts = from_settings(settings)
     scripts = {}
+    broken: dict[str, str] = {}
     opts = sieve_options(settings)
     cache = os.path.join(settings.cache_dir, "sieve")
+    from fetchdeliver.pipeline import no_active_script
+
     for rules in rules_paths(settings, accounts):
+        if no_active_script(rules):
+            continue   # a user without an active ManageSieve script: mail goes to INBOX
         try:
-            scripts[rules] = sieve.compile_file(rules, cache_dir=cache, options=opts)
-        except FetchdeliverError as e:
-            raise ConfigError(f"Sieve script does not compile: {e}", file=rules) from None
-        except OSError as e:
-            raise ConfigError(f"cannot read the Sieve script: {e.strerror}", file=rules) from None
+            try:
+                scripts[rules] = sieve.compile_file(rules, cache_dir=cache, options=opts)
+            except FetchdeliverError as e:
+                raise ConfigError(f"Sieve script does not compile: {e}", file=rules) from None
+            except OSError as e:
+                raise ConfigError(f"cannot read the Sieve script: {e.strerror}", file=rules) from None
+            except Exception as e:  # a compiler bug: this script's error, not the daemon's end
+                raise ConfigError(f"Sieve script does not compile: internal error: {type(e).__name__}: {e}",
+                                  file=rules) from None
+        except ConfigError as e:
+            if not keep_broken_scripts:
+                raise
+            broken[rules] = f"rules not used, message kept in INBOX: {e}"
     dirs = [d for d in (settings.sieve.get("personal_dir"), settings.sieve.get("global_dir")) if d]
-    files = [path, *scripts]
-    return Generation(path, settings, accounts, scripts, _digest(files, dirs), set(files), set(dirs))
+    files = [path, *scripts, *broken]
+    gen = Generation(path, settings, accounts, scripts, _digest(files, dirs), set(files), set(dirs))
+    gen.script_errors = broken
+    return gen
 
 
 def current_fingerprint(gen: Generation) -> str:

@@ -86,6 +86,13 @@ class DaemonAccountRun(AccountRun):
             ctx = build_context(self.settings, maildir=a.maildir, mbox=a.mbox, rules="",
                                 default_mailbox=a.default_mailbox, state=self.state)
             ctx.script = self.gen.script(a.rules)
+            ctx.script_error = self.gen.script_error(a.rules)
+            if a.rules:
+                from fetchdeliver.pipeline import RulesFile
+
+                # Changes after this generation was loaded (a script activated over ManageSieve) count too.
+                ctx.rules = RulesFile(a.rules, self.settings)
+                ctx.rules.stamp = ()
             ctx.outbound = self.outbound
             self.contexts[key] = ctx
         return ctx

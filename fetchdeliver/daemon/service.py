@@ -40,6 +40,7 @@ def _tables(gen, names: tuple[str, ...]) -> str:
 
 LMTP_TABLES = ("lmtp", "recipient", "delivery", "sieve", "relay", "queue")
 IMAP_TABLES = ("imap", "delivery")
+MANAGESIEVE_TABLES = ("managesieve", "imap", "sieve")
 QUEUE_TABLES = ("relay", "queue")
 
 
@@ -59,6 +60,7 @@ class Daemon:
         self.spool = None
         self.lmtp = None
         self.imap = None
+        self.managesieve = None
         self.listeners: list[dict] = []
         self.file_watcher = None
         self._reload_lock: asyncio.Lock | None = None
@@ -85,11 +87,15 @@ class Daemon:
             self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
         self.loop.add_signal_handler(signal.SIGHUP, lambda: self._schedule_reload("SIGHUP"))
         try:
-            self.gen = load_generation(self.path)
+            self.gen = load_generation(self.path, keep_broken_scripts=True)
         except ConfigError as e:
             for line in str(e).splitlines():
                 log.error("%s", line)
             return EX_CONFIG
+        for rules, why in self.gen.script_errors.items():
+            # Loud, but not fatal: a restart loop would deliver nothing; implicit keep delivers all.
+            for line in why.splitlines():
+                log.error("STARTED WITHOUT A SIEVE SCRIPT: %s", line)
         try:
             self.status = StatusWriter(State(self.gen.settings.state_dir))
             self.status.started(self.path)
@@ -183,6 +189,8 @@ class Daemon:
             await self._start_lmtp(lmtp)
         if "imap" in data:
             await self._start_imap()
+        if "managesieve" in data:
+            await self._start_managesieve()
 
     async def _start_lmtp(self, table: dict) -> None:
         from fetchdeliver.recipients import parse_listen
@@ -213,12 +221,28 @@ class Daemon:
         for w in wheres:
             log.info("imap: listening on %s", w, extra={"listener": "imap"})
 
+    async def _start_managesieve(self) -> None:
+        import argparse
+
+        from fetchdeliver.managesieve.command import build_config
+        from fetchdeliver.managesieve.server import Server
+
+        server = Server(build_config(argparse.Namespace(), self.gen.settings.data))
+        addrs = await server.start()
+        serving = asyncio.ensure_future(server.serve_forever())
+        wheres = [f"{h}:{p}{' (TLS)' if tls else ''}" for h, p, tls in addrs]
+        self.managesieve = (server, serving, wheres)
+        for w in wheres:
+            log.info("managesieve: listening on %s", w, extra={"listener": "managesieve"})
+
     def _record_listeners(self) -> None:
         items = []
         if self.lmtp:
             items.append({"kind": "lmtp", "where": self.lmtp[1]})
         if self.imap:
             items.extend({"kind": "imap", "where": w} for w in self.imap[2])
+        if self.managesieve:
+            items.extend({"kind": "managesieve", "where": w} for w in self.managesieve[2])
         if self.spool:
             items.append({"kind": "spool", "where": self.spool.dir})
         self.listeners = items
@@ -258,7 +282,12 @@ class Daemon:
 
         async with self._reload_lock:
             try:
-                gen = await in_thread(load_generation, self.path, name="reload")
+                try:
+                    gen = await in_thread(load_generation, self.path, name="reload")
+                except ConfigError:
+                    raise
+                except Exception as e:  # never a "Task exception was never retrieved"
+                    raise ConfigError(f"{type(e).__name__}: {e}") from None
             except ConfigError as e:
                 log.error("reload (%s): the new configuration is refused, the running one stays: %s", reason,
                           str(e).replace("\n", "; "))
@@ -304,7 +333,8 @@ class Daemon:
                 t.start()
         self.status.accounts(list(wanted))
         if _tables(old, LMTP_TABLES) != _tables(gen, LMTP_TABLES) or \
-                _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES):
+                _tables(old, IMAP_TABLES) != _tables(gen, IMAP_TABLES) or \
+                _tables(old, MANAGESIEVE_TABLES) != _tables(gen, MANAGESIEVE_TABLES):
             await self._stop_listeners()
             try:
                 await self._start_listeners()
@@ -333,6 +363,14 @@ class Daemon:
         if self.imap is not None:
             server, serving, _ = self.imap
             self.imap = None
+            serving.cancel()
+            try:
+                await asyncio.wait_for(server.stop(), 3)
+            except asyncio.TimeoutError:
+                pass
+        if self.managesieve is not None:
+            server, serving, _ = self.managesieve
+            self.managesieve = None
             serving.cancel()
             try:
                 await asyncio.wait_for(server.stop(), 3)

@@ -132,6 +132,7 @@ class Spool:
         ctx = build_context(gen.settings, maildir=t.get("maildir"), mbox=t.get("mbox"), rules="",
                             default_mailbox=t.get("default_mailbox"), state=state)
         ctx.script = gen.script(t.get("rules") or gen.settings.delivery.get("rules"))
+        ctx.script_error = gen.script_error(t.get("rules") or gen.settings.delivery.get("rules"))
         ctx.outbound = self.daemon.outbound
         return ctx
 

@@ -31,7 +31,7 @@ def build_config(args, data: dict):
 
     from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
     from fetchdeliver.imapserver.server import ServerConfig
-    from fetchdeliver.imapserver.settings import DEFAULTS
+    from fetchdeliver.imapserver.settings import DEFAULTS, limit_options
 
     imap = dict(DEFAULTS)
     imap.update(data.get("imap", {}))
@@ -81,7 +81,7 @@ def build_config(args, data: dict):
                         allow_plaintext_auth=imap["allow_plaintext_auth"],
                         login_failure_delay=float(imap["login_failure_delay"]),
                         idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
-                        max_literal=imap["max_literal"])
+                        max_literal=imap["max_literal"], **limit_options(imap))
 
 
 def main(args) -> int:

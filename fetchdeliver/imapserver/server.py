@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from fetchdeliver import netlimits
 from fetchdeliver.errors import ConfigError
-from fetchdeliver.imapserver.session import Session
+from fetchdeliver.imapserver.session import NOT_AUTH, Session
 from fetchdeliver.imapserver.watch import Watcher
 
 
@@ -27,7 +28,12 @@ class ServerConfig:
     def __init__(self, *, listen=("127.0.0.1:1143",), tls_listen=(), ssl_context=None, authenticator=None,
                  default_mail: str | None = None, allow_plaintext_auth: bool = False,
                  login_failure_delay: float = 2.0, idle_timeout: float = 1800.0, idle_poll: float = 30.0,
-                 max_line: int = 65536, max_literal: int = 64 * 1024 * 1024) -> None:
+                 max_line: int = 65536, max_literal: int = 64 * 1024 * 1024,
+                 max_connections: int | None = None,
+                 max_connections_per_ip: int = netlimits.DEFAULT_MAX_CONNECTIONS_PER_IP,
+                 login_timeout: float = netlimits.DEFAULT_LOGIN_TIMEOUT,
+                 login_failure_max_delay: float = netlimits.DEFAULT_LOGIN_FAILURE_MAX_DELAY,
+                 login_failure_rate: tuple[int, float] | None = netlimits.DEFAULT_LOGIN_FAILURE_RATE) -> None:
         self.listen = list(listen)
         self.tls_listen = list(tls_listen)
         self.ssl_context = ssl_context
@@ -39,6 +45,12 @@ class ServerConfig:
         self.idle_poll = idle_poll             # IDLE re-checks this often even without a file event
         self.max_line = max_line
         self.max_literal = max_literal
+        # None: 1000, or fewer when the open-file limit cannot hold that many (netlimits.fit_max_connections)
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.login_timeout = login_timeout          # from connecting to a successful login (TLS handshake too)
+        self.login_failure_max_delay = login_failure_max_delay
+        self.login_failure_rate = login_failure_rate  # (count, seconds) for addresses with recent failures
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -71,13 +83,25 @@ class Server:
 
         self.cache = MessageCache()
         self.addresses: list[tuple[str, int, bool]] = []
-        self._servers: list[asyncio.base_events.Server] = []
+        self.listeners: list[netlimits.Listener] = []
         self.sessions: set[asyncio.Task] = set()
+        self.limits = netlimits.ConnectionLimits(
+            config.max_connections or netlimits.DEFAULT_MAX_CONNECTIONS, config.max_connections_per_ip)
+        self.throttle = netlimits.LoginThrottle(netlimits.FailurePolicy(
+            base_delay=config.login_failure_delay, max_delay=config.login_failure_max_delay,
+            rate=config.login_failure_rate))
 
     def authenticate(self, user: str, password: str):
         if self.config.authenticator is None:
             return None
         return self.config.authenticator.authenticate(user, password)
+
+    async def check_login(self, peer: str | None, user: str, password: str):
+        """The Account for a correct login, else None; slowed after failures (netlimits.LoginThrottle).
+
+        Raises netlimits.LoginThrottled when the password is not checked at all for now."""
+        return await self.throttle.attempt(peer, user,
+                                           lambda: asyncio.to_thread(self.authenticate, user, password))
 
     def storage_for(self, account):
         auth = self.config.authenticator
@@ -92,46 +116,97 @@ class Server:
 
     async def start(self) -> list[tuple[str, int, bool]]:
         cfg = self.config
+        self.limits.max_total = netlimits.fit_max_connections(cfg.max_connections, "imap")
         for addrs, tls in ((cfg.listen, False), (cfg.tls_listen, True)):
             for addr in addrs:
                 host, port = split_address(addr)
-
-                async def on_connect(reader, writer, tls=tls):
-                    task = asyncio.current_task()
-                    self.sessions.add(task)
-                    try:
-                        await Session(self, reader, writer, tls).run()
-                    except asyncio.CancelledError:
-                        writer.close()   # the server is stopping; end quietly
-                    except Exception:
-                        _log().exception("session crashed")
-                    finally:
-                        self.sessions.discard(task)
-
                 try:
-                    srv = await asyncio.start_server(on_connect, host, port, limit=cfg.max_line,
-                                                     ssl=cfg.ssl_context if tls else None)
+                    sock = netlimits.bind_tcp(host, port)
                 except OSError as e:
                     raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
-                self._servers.append(srv)
-                for sock in srv.sockets:
-                    name = sock.getsockname()
-                    self.addresses.append((name[0], name[1], tls))
+                name = sock.getsockname()
+                where = f"imap {name[0]}:{name[1]}{' (TLS)' if tls else ''}"
+                # Over a cap: a BYE on plain IMAP; before a TLS handshake nothing can be said.
+                refusal = None if tls else (lambda why: f"* BYE [UNAVAILABLE] {why}\r\n".encode())
+                listener = netlimits.Listener(sock, lambda conn, slot, tls=tls: self._accepted(conn, slot, tls),
+                                              limits=self.limits, refusal=refusal, name=where, logger=_log())
+                self.listeners.append(listener.start())
+                self.addresses.append((name[0], name[1], tls))
         return self.addresses
 
+    def _accepted(self, conn, slot, tls: bool) -> None:
+        task = asyncio.ensure_future(self._serve(conn, slot, tls))
+        self.sessions.add(task)
+        task.add_done_callback(self.sessions.discard)
+
+    async def _serve(self, conn, slot, tls: bool) -> None:
+        """One connection: TLS handshake, the session, the login deadline; the slot is given back at the end."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        state: dict = {}
+        timer = loop.call_later(cfg.login_timeout, self._login_expired, task, state)
+        transport = None
+        try:
+            reader = asyncio.StreamReader(limit=cfg.max_line)
+            writers: list = []
+            protocol = asyncio.StreamReaderProtocol(reader, lambda _r, w: writers.append(w))
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, conn, ssl=cfg.ssl_context if tls else None,
+                    ssl_handshake_timeout=max(1.0, min(cfg.login_timeout, 60.0)) if tls else None)
+            except (OSError, asyncio.TimeoutError) as e:  # a failed TLS handshake, a peer gone already
+                _log().debug("connection from %s ended before the session: %s", slot.ip, e)
+                conn.close()
+                return
+            writer = writers[0]
+            session = Session(self, reader, writer, tls)
+            state["session"] = session
+            state["writer"] = writer
+            await session.run()
+        except asyncio.CancelledError:
+            # The server is stopping, or the login deadline passed.
+            if transport is not None:
+                transport.abort()
+            else:
+                conn.close()
+        except Exception:
+            _log().exception("session crashed")
+        finally:
+            timer.cancel()
+            try:
+                if transport is not None:
+                    transport.close()
+                    # A peer that never reads would keep the descriptor until its buffer drains: not for long.
+                    try:
+                        await asyncio.wait_for(writers[0].wait_closed(), 5)
+                    except Exception:
+                        transport.abort()
+            finally:
+                slot.release()
+
+    def _login_expired(self, task: asyncio.Task, state: dict) -> None:
+        session = state.get("session")
+        if session is not None and session.state != NOT_AUTH:
+            return
+        writer = state.get("writer")
+        if writer is not None:
+            try:
+                writer.write(b"* BYE Login timeout: log in sooner after connecting.\r\n")
+            except Exception:
+                pass
+        task.cancel()
+
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(s.serve_forever() for s in self._servers))
+        await asyncio.gather(*(lst.wait() for lst in self.listeners))
 
     async def stop(self) -> None:
-        for s in self._servers:
-            s.close()
+        for lst in self.listeners:
+            lst.close()
         for t in list(self.sessions):
             t.cancel()
-        for s in self._servers:
-            try:
-                await asyncio.wait_for(s.wait_closed(), 5)
-            except asyncio.TimeoutError:
-                pass
+        if self.sessions:
+            await asyncio.wait(list(self.sessions), timeout=5)
         self.watcher.stop()
 
 

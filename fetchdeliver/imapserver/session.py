@@ -19,6 +19,7 @@ from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end)
 from fetchdeliver.imapserver.storage import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
+from fetchdeliver.netlimits import OUT_OF_FDS, LoginThrottled, LogLimiter
 
 NOT_AUTH, AUTH, SELECTED, LOGOUT = "not authenticated", "authenticated", "selected", "logout"
 MAX_COMMANDS_BEFORE_LOGIN = 50
@@ -30,6 +31,9 @@ def _log():
     import logging
 
     return logging.getLogger("fetchdeliver.imapserver")
+
+
+RESOURCE_LOG = LogLimiter(_log())
 
 
 class Bye(Exception):
@@ -256,6 +260,11 @@ class Session:
         except (Bye, Done, ConnectionError, EOFError, asyncio.IncompleteReadError):
             raise
         except Exception as e:  # a bug must not take the other sessions (or this one) down
+            if isinstance(e, OSError) and e.errno in OUT_OF_FDS:   # not a bug: no traceback per command
+                RESOURCE_LOG.warning("fds", "%s: %s", name, e.strerror)
+                await self.send(f"{tag} NO [UNAVAILABLE] The server is short of file descriptors; "
+                                f"try again later.\r\n".encode())
+                return
             _log().exception("internal error in %s", name)
             await self.send(f"{tag} NO [SERVERBUG] Internal error: {type(e).__name__}.\r\n".encode())
 
@@ -366,7 +375,13 @@ class Session:
 
     async def _login(self, tag: str, user: str, password: str) -> None:
         try:
-            account = await asyncio.to_thread(self.server.authenticate, user, password)
+            account = await self.server.check_login(self.peer, user, password)  # delays after failures
+        except LoginThrottled as e:
+            self.auth_failures += 1
+            await self.send(f"{tag} NO [UNAVAILABLE] {e}\r\n".encode())
+            if self.auth_failures >= MAX_AUTH_FAILURES:
+                raise Bye("Too many failed logins.") from None
+            return
         except Exception as e:
             _log().error("authentication backend failed: %s", e)
             await self.send(f"{tag} NO [UNAVAILABLE] Authentication is temporarily unavailable.\r\n".encode())
@@ -374,7 +389,6 @@ class Session:
         if account is None:
             self.auth_failures += 1
             _log().warning("failed login for %r from %s", user, self.peer)
-            await asyncio.sleep(self.cfg.login_failure_delay)
             await self.send(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".encode())
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.")

@@ -7,8 +7,13 @@
     key = "/etc/ssl/mail.key"          # STARTTLS is offered on `listen` when both are set
     passwd_file = "~/.config/fetchdeliver/imap.passwd"
     allow_plaintext_auth = false       # LOGIN/PLAIN on non-TLS, non-loopback connections
-    login_failure_delay = "2s"
+    login_failure_delay = "2s"         # a failed login's answer waits this, doubled per earlier failure
+    login_failure_max_delay = "1m"     # ... up to this (from the same address or for the same user)
+    login_failure_rate = "60/1m"       # server-wide password checks for addresses with recent failures
+    login_timeout = "60s"              # log in within this after connecting, or BYE
     idle_timeout = "30m"               # an idle session is dropped after this (IDLE: 3x longer)
+    max_connections = 1000             # at once (fewer if the open-file limit is lower); then BYE
+    max_connections_per_ip = 100       # at once from one client address (IPv6: one /64)
     max_line = 65536                   # bytes in one command line
     max_literal = 67108864             # bytes in one literal (APPEND size limit)
     backend = "package.module:factory" # a plugin Authenticator (see docs in imapserver/plugin.py)
@@ -16,7 +21,7 @@
 
 from __future__ import annotations
 
-from fetchdeliver import config
+from fetchdeliver import config, netlimits
 
 
 def _address(v, where):
@@ -52,7 +57,8 @@ IMAP_KEYS = {
     "key": config._path,
     "passwd_file": config._path,
     "allow_plaintext_auth": config._bool,
-    "login_failure_delay": config._duration,
+    **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate
+    **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
     "idle_timeout": config._duration,
     "max_line": config._int(lo=1024, hi=1 << 30),
     "max_literal": config._int(lo=1024, hi=1 << 40),
@@ -75,8 +81,26 @@ DEFAULTS = {
     "listen": ["127.0.0.1:1143"],
     "tls_listen": [],
     "allow_plaintext_auth": False,
-    "login_failure_delay": 2,
+    "login_failure_delay": netlimits.DEFAULT_LOGIN_FAILURE_DELAY,
+    "login_failure_max_delay": netlimits.DEFAULT_LOGIN_FAILURE_MAX_DELAY,
+    "login_failure_rate": "60/1m",
+    "login_timeout": netlimits.DEFAULT_LOGIN_TIMEOUT,
+    "max_connections_per_ip": netlimits.DEFAULT_MAX_CONNECTIONS_PER_IP,
+    # max_connections: absent means 1000, fitted to the open-file limit (netlimits.fit_max_connections)
     "idle_timeout": 1800,
     "max_line": 65536,
     "max_literal": 64 * 1024 * 1024,
 }
+
+
+def limit_options(imap: dict) -> dict:
+    """ServerConfig keyword arguments for the connection and login limits of an [imap] table (defaults applied)."""
+    t = dict(DEFAULTS)
+    t.update(imap)
+    return {
+        "max_connections": t.get("max_connections"),
+        "max_connections_per_ip": t["max_connections_per_ip"],
+        "login_timeout": float(t["login_timeout"]),
+        "login_failure_max_delay": float(t["login_failure_max_delay"]),
+        "login_failure_rate": netlimits.parse_rate(t["login_failure_rate"]),
+    }

@@ -9,12 +9,19 @@ from fetchdeliver.errors import EX_CONFIG, EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_US
 
 def add_arguments(p) -> None:
     """The sub-command's options (cli.py builds the parser; `python -m` uses the same)."""
-    p.add_argument("-c", "--config", help="config file (default: $XDG_CONFIG_HOME/fetchdeliver/config.toml)")
+    import argparse
+
+    config_help = "config file (default: $XDG_CONFIG_HOME/fetchdeliver/config.toml)"
+    p.add_argument("-c", "--config", help=config_help)
     sub = p.add_subparsers(dest="queue_command", metavar="ACTION")
-    sub.add_parser("list", help="show queued messages")
-    sub.add_parser("flush", help="try to send every queued message now")
+    actions = [sub.add_parser("list", help="show queued messages"),
+               sub.add_parser("flush", help="try to send every queued message now")]
     r = sub.add_parser("remove", help="delete a queued message without sending it")
     r.add_argument("id", metavar="ID")
+    actions.append(r)
+    for a in actions:
+        # `queue list -c C` as well as `queue -c C list`, like every other sub-command
+        a.add_argument("-c", "--config", default=argparse.SUPPRESS, help=config_help)
 
 
 def _age(seconds: float) -> str:

@@ -431,10 +431,22 @@ class QueueRunner:
             self.queue.cleanup()
         except OSError as e:
             log.warning("queue cleanup: %s", e)
+        import errno
+
+        from fetchdeliver.netlimits import LogLimiter
+
+        limiter = LogLimiter(log)
         while not self._stop.is_set():
             self.queue.wakeup.clear()
             try:
                 self.queue.run_once()
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    # Out of file descriptors (a flood of connections): the items stay queued and
+                    # are tried at the next run; one line a minute, not a traceback per run.
+                    limiter.warning("fds", "outbound queue run postponed: %s", e.strerror or e)
+                else:
+                    log.exception("outbound queue run failed")
             except Exception:
                 log.exception("outbound queue run failed")
             wait = float(self.queue.settings.interval)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-FORMAT = 3  # bump when the compiled form changes
+FORMAT = 4  # bump when the compiled form changes (4: scripts cached before the size and nesting limits)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ class SieveEnv:
     "text"), spamtest_text_values, virustest_header, virustest_max,
     virustest_status_type, virustest_text_values, vacation_min_period,
     vacation_max_period, vacation_default_period, pipe_bin_dir, personal_dir,
-    global_dir, environment (dict of extra environment items), max_redirects.
+    global_dir, environment (dict of extra environment items), max_redirects,
+    max_actions, max_run_time (CPU seconds per run); the compile-time limits
+    max_script_size, max_block_nesting and max_test_nesting go to compile_*().
     """
 
     __slots__ = ("message", "envelope_from", "envelope_to", "original_to", "auth_user", "options",

@@ -22,6 +22,8 @@ except ImportError:  # pragma: no cover - other Python builds
 from fetchdeliver.sieve import FORMAT, Script
 
 _OPTION_KEYS = ("extensions", "personal_dir", "global_dir")
+# The compile-time limits count only when set (the keys of scripts compiled with the defaults stay).
+_LIMIT_KEYS = ("max_script_size", "max_block_nesting", "max_test_nesting")
 
 
 def digest(data: bytes) -> str:
@@ -30,7 +32,8 @@ def digest(data: bytes) -> str:
 
 def key(raw: bytes, options: dict | None) -> str:
     opts = options or {}
-    extra = repr([(k, opts.get(k)) for k in _OPTION_KEYS]).encode()
+    extra = repr([(k, opts.get(k)) for k in _OPTION_KEYS]
+                 + [(k, opts[k]) for k in _LIMIT_KEYS if k in opts]).encode()
     return digest(b"fetchdeliver-sieve\0%d\0" % FORMAT + extra + b"\0" + raw)
 
 

@@ -7,9 +7,20 @@ import os
 from fetchdeliver.sieve import FORMAT, Script
 from fetchdeliver.sieve.cache import digest
 from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
-from fetchdeliver.sieve.parser import parse
+from fetchdeliver.sieve.parser import MAX_BLOCK_NESTING, MAX_TEST_NESTING, parse
 from fetchdeliver.sieve.registry import enabled_extensions
 from fetchdeliver.sieve.validate import validate
+
+
+MAX_SCRIPT_SIZE = 1 << 20  # Pigeonhole's sieve_max_script_size default (1M)
+
+
+def check_size(size: int, name: str, options: dict | None) -> None:
+    """Refuse a script larger than [sieve] max_script_size before any parsing (0: no limit)."""
+    limit = (options or {}).get("max_script_size", MAX_SCRIPT_SIZE)
+    if limit and size > limit:
+        raise SieveCompileError([SieveSyntaxError(
+            f"script is too large ({size} bytes; max_script_size is {limit} bytes)", name, 1, 1)])
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -35,7 +46,9 @@ class _Unit:
 
 
 def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str]) -> _Unit:
-    nodes = parse(text, name)
+    opts = options or {}
+    nodes = parse(text, name, max_block_nesting=opts.get("max_block_nesting", MAX_BLOCK_NESTING),
+                  max_test_nesting=opts.get("max_test_nesting", MAX_TEST_NESTING))
     v = validate(nodes, name, enabled, options)
     return _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
 
@@ -84,6 +97,7 @@ def _build(text: str, name: str, path: str | None, options: dict | None, base_di
                 raw = f.read()
             deps.append([os.path.abspath(ipath), digest(raw)])
             try:
+                check_size(len(raw), ipath, options)
                 sub = _compile_unit(_decode(raw, ipath), ipath, options, enabled)
             except SieveCompileError as e:
                 errors.extend(e.errors)
@@ -104,10 +118,24 @@ def _build(text: str, name: str, path: str | None, options: dict | None, base_di
     return Script(data)
 
 
+def _guarded_build(text: str, name: str, path: str | None, options: dict | None,
+                   base_dir: str | None) -> Script:
+    try:
+        return _build(text, name, path, options, base_dir, [])
+    except RecursionError:
+        # The nesting limits keep the compiler's recursion shallow; should a construct still go too
+        # deep, it is this script's compile error, never a traceback.
+        raise SieveCompileError([SieveSyntaxError("script is nested too deeply to compile", name, 1, 1)]) \
+            from None
+
+
 def compile_source(text: str, name: str = "script", *, options: dict | None = None) -> Script:
-    return _build(text, name, None, options, None, [])
+    if len(text) > (options or {}).get("max_script_size", MAX_SCRIPT_SIZE) // 4:
+        check_size(len(text.encode("utf-8", "surrogatepass")), name, options)
+    return _guarded_build(text, name, None, options, None)
 
 
 def compile_bytes(raw: bytes, path: str, *, options: dict | None = None) -> Script:
+    check_size(len(raw), path, options)
     text = _decode(raw, path)
-    return _build(text, path, path, options, os.path.dirname(os.path.abspath(path)), [])
+    return _guarded_build(text, path, path, options, os.path.dirname(os.path.abspath(path)))

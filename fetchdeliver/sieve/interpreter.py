@@ -2,17 +2,28 @@
 
 On the MDA path: imports only the core and the modules of the extensions the
 script requires. On a run-time error every queued action is dropped and the
-message is kept (implicit keep), as Pigeonhole does.
+message is kept (implicit keep), as Pigeonhole does. So it is when the run uses
+more CPU time than [sieve] max_run_time (checked every few commands, tests and
+match steps, as Pigeonhole checks sieve_max_cpu_time), and when the interpreter
+itself fails: the error names the rule (file:line) that was running.
 """
 
 from __future__ import annotations
+
+import time
 
 from fetchdeliver.actions import Discard, Redirect, Reject, Store
 from fetchdeliver.sieve import matching
 from fetchdeliver.sieve.errors import SieveRuntimeError
 
-MAX_REDIRECTS = 4
-MAX_ACTIONS = 32
+MAX_REDIRECTS = 4    # Pigeonhole's sieve_max_redirects
+MAX_ACTIONS = 32     # sieve_max_actions (0: no limit)
+MAX_RUN_TIME = 5     # seconds of CPU time per message (Pigeonhole's sieve_max_cpu_time is 30 s)
+CHECK_EVERY = 16     # steps between two looks at the clock (one look costs about a microsecond)
+
+# The CPU time of this thread: time waiting for a vnd.dovecot program, or for the GIL while
+# other deliveries run, does not count against the budget.
+_cpu_clock = getattr(time, "thread_time", time.process_time)
 
 
 class Stop(Exception):
@@ -21,6 +32,10 @@ class Stop(Exception):
 
 class Return(Exception):
     """`return` (include): end the current (included) script."""
+
+
+class OverBudget(SieveRuntimeError):
+    """The run used more CPU time than [sieve] max_run_time."""
 
 
 class Break(Exception):
@@ -92,6 +107,23 @@ class Context:
         self.vacation_done = False
         self.edited = False            # editheader changed the message
         self.mime_part = None          # foreverypart: the current part
+        opts = env.options
+        self.max_actions = opts.get("max_actions", MAX_ACTIONS) or (1 << 62)
+        self.max_redirects = opts.get("max_redirects", MAX_REDIRECTS)
+        self.budget = opts.get("max_run_time", MAX_RUN_TIME)
+        self.deadline = _cpu_clock() + self.budget if self.budget else None
+        self.ticks = CHECK_EVERY
+
+    # -- the time budget -----------------------------------------------------
+    def tick(self) -> None:
+        """One step of work (a command, a test, a match): now and then, look at the clock."""
+        self.ticks -= 1
+        if self.ticks <= 0:
+            self.ticks = CHECK_EVERY
+            if self.deadline is not None and _cpu_clock() > self.deadline:
+                self.deadline = None  # report once, even if a handler catches and goes on
+                raise OverBudget(f"the script used more than its CPU time budget ([sieve] max_run_time = "
+                                 f"{self.budget}s); stopped at this rule", self.file, self.line)
 
     # -- helpers for handlers ------------------------------------------------
     def fail(self, message: str):
@@ -130,11 +162,17 @@ class Context:
         commands = self.commands
         for node in block:
             self.line = node[1]
+            self.ticks -= 1
+            if self.ticks <= 0:
+                self.tick()
             commands[node[0]](self, node)
 
     def test(self, node) -> bool:
         saved = self.line
         self.line = node[1]
+        self.ticks -= 1
+        if self.ticks <= 0:
+            self.tick()
         result = bool(self.tests[node[0]](self, node))
         if self.trace is not None:
             self.note(f"{node[0]} test: {'true' if result else 'false'}")
@@ -148,8 +186,9 @@ class Context:
                 self.fail(f"{what} action conflicts with earlier {a.type} action")
 
     def _add(self, action) -> None:
-        if len(self.actions) >= MAX_ACTIONS:
-            self.fail(f"total number of actions exceeds policy limit ({len(self.actions) + 1} > {MAX_ACTIONS})")
+        if len(self.actions) >= self.max_actions:
+            self.fail(f"total number of actions exceeds policy limit ({len(self.actions) + 1} > "
+                      f"{self.max_actions})")
         self.actions.append(action)
 
     def store(self, mailbox: str, tags: dict, kind: str) -> None:
@@ -183,9 +222,9 @@ class Context:
             # The same address again: one redirect (Pigeonhole compares the exact string).
             return
         self.redirects.append(address)
-        if len(self.redirects) > self.env.options.get("max_redirects", MAX_REDIRECTS):
+        if len(self.redirects) > self.max_redirects:
             self.fail(f"number of redirect actions exceeds policy limit "
-                      f"({len(self.redirects)} > {MAX_REDIRECTS})")
+                      f"({len(self.redirects)} > {self.max_redirects})")
         self._add(Redirect(address, copy=copy))
         self.note(f"redirect {address}")
         if not copy:
@@ -245,10 +284,14 @@ def run(script, message, env) -> SieveResult:
             pass
         except Break:
             pass
-        if len(ctx.actions) > MAX_ACTIONS:
+        if len(ctx.actions) > ctx.max_actions:
             ctx.fail("too many actions")
-    except SieveRuntimeError as e:
-        ctx.errors.append(str(e))
+    except Exception as e:  # noqa: BLE001 - whatever went wrong, the message is kept
+        if not isinstance(e, SieveRuntimeError):
+            # A bug, or a limit of Python itself (RecursionError, MemoryError): still this rule's error.
+            e = SieveRuntimeError(f"internal error while running this rule: {type(e).__name__}: {e}",
+                                  ctx.file, ctx.line)
+        ctx.errors.append(f"{e}; the message is kept (implicit keep)")
         if ctx.trace is not None:
             ctx.trace.append(f"runtime error: {e}; keeping the message")
         return SieveResult([Store("INBOX", [], implicit=True, kind="keep")], ctx.errors, message,

@@ -151,7 +151,21 @@ def _string(tree: Tree) -> str:
     return unquote(str(tok))
 
 
-def _arguments(tree: Tree, file: str) -> tuple[list[Arg], list[Node], bool]:
+MAX_BLOCK_NESTING = 32   # Pigeonhole's SIEVE_MAX_BLOCK_NESTING: 31 nested blocks are allowed
+MAX_TEST_NESTING = 32    # and SIEVE_MAX_TEST_NESTING: a chain of 31 tests
+
+
+class _Limits:
+    __slots__ = ("file", "blocks", "tests")
+
+    def __init__(self, file: str, blocks: int, tests: int) -> None:
+        self.file = file
+        self.blocks = blocks
+        self.tests = tests
+
+
+def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[Node], bool]:
+    file = lim.file
     args: list[Arg] = []
     tests: list[Node] = []
     test_list = False
@@ -170,25 +184,34 @@ def _arguments(tree: Tree, file: str) -> tuple[list[Arg], list[Node], bool]:
             tok = child.children[0]
             args.append(Arg("tag", str(tok)[1:].lower(), tok.line, tok.column))
         elif data == "test":
-            tests.append(_test(child, file))
+            tests.append(_test(child, lim, depth + 1))
         elif data == "test_list":
             test_list = True
-            tests.extend(_test(t, file) for t in child.children)
+            for t in child.children:
+                tests.append(_test(t, lim, depth + 1))
     return args, tests, test_list
 
 
-def _test(tree: Tree, file: str) -> Node:
+def _test(tree: Tree, lim: _Limits, depth: int) -> Node:
+    """A test at `depth` (the test of a command is at 1): the depth is checked before going deeper."""
     ident, arguments = tree.children
-    args, tests, test_list = _arguments(arguments, file)
+    if depth >= lim.tests:
+        raise SieveSyntaxError(f"cannot nest tests deeper than {lim.tests} levels", lim.file,
+                               ident.line, ident.column)
+    args, tests, test_list = _arguments(arguments, lim, depth)
     return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, None, True)
 
 
-def _command(tree: Tree, file: str) -> Node:
+def _command(tree: Tree, lim: _Limits, level: int) -> Node:
+    """A command inside `level` blocks (top level: 0)."""
     ident, arguments = tree.children[0], tree.children[1]
-    args, tests, test_list = _arguments(arguments, file)
+    args, tests, test_list = _arguments(arguments, lim, 0)
     block = None
     if tree.data == "block_command":
-        block = [_command(c, file) for c in tree.children[2].children]
+        if level + 1 >= lim.blocks:
+            raise SieveSyntaxError(f"cannot nest command blocks deeper than {lim.blocks} levels", lim.file,
+                                   ident.line, ident.column)
+        block = [_command(c, lim, level + 1) for c in tree.children[2].children]
     return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, block, False)
 
 
@@ -320,8 +343,13 @@ def _char_error(e: UnexpectedCharacters, text: str, file: str) -> SieveSyntaxErr
     return SieveSyntaxError(msg, file, line, column)
 
 
-def parse(text: str, file: str = "script") -> list[Node]:
-    """Parse a script; raises SieveCompileError (holding one SieveSyntaxError) on failure."""
+def parse(text: str, file: str = "script", *, max_block_nesting: int = MAX_BLOCK_NESTING,
+          max_test_nesting: int = MAX_TEST_NESTING) -> list[Node]:
+    """Parse a script; raises SieveCompileError (holding one SieveSyntaxError) on failure.
+
+    Lark's LALR parser keeps its own stack, so a deeply nested script parses without
+    recursion; turning the tree into nodes recurses, and stops at the nesting limits.
+    """
     try:
         tree = _parser().parse(text)
     except UnexpectedToken as e:
@@ -332,7 +360,8 @@ def parse(text: str, file: str = "script") -> list[Node]:
     except UnexpectedEOF as e:
         line = text.count("\n") + 1
         raise SieveCompileError([SieveSyntaxError("unexpected end of script", file, line, 1)]) from None
+    lim = _Limits(file, max_block_nesting, max_test_nesting)
     try:
-        return [_command(c, file) for c in tree.children]
+        return [_command(c, lim, 0) for c in tree.children]
     except SieveSyntaxError as e:
         raise SieveCompileError([e]) from None

@@ -175,6 +175,9 @@ def test_main(script: str, message_path: str, *, json_out: bool = False, trace: 
     except (OSError, FetchdeliverError) as e:
         sys.stderr.write(f"fetchdeliver sieve test: {e}\n")
         return 1
+    except Exception as e:  # a compiler bug is reported, never a traceback
+        sys.stderr.write(f"{script}: error: internal error while compiling: {type(e).__name__}: {e}\n")
+        return 1
     try:
         with open(message_path, "rb") as f:
             raw = f.read()
@@ -222,11 +225,15 @@ def check_main(files: list[str]) -> int:
     for path in files:
         try:
             compile_file(path, use_cache=False)
+            sys.stdout.write(f"{path}: OK\n")
         except SieveCompileError as e:
             sys.stderr.write(f"{e}\n")
             status = 1
         except OSError as e:
             sys.stderr.write(f"{path}: error: cannot read: {e.strerror}\n")
+            status = 1
+        except Exception as e:  # a compiler bug is reported, never a traceback
+            sys.stderr.write(f"{path}: error: internal error while compiling: {type(e).__name__}: {e}\n")
             status = 1
     return status
 

@@ -101,7 +101,14 @@ class LMTPService:
         self._contexts: dict[str, object] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._build_lock = threading.Lock()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: list = []
+        self._socket_paths: list[str] = []     # Unix sockets we created (removed on close)
+        # Connection caps: checked where connections are accepted (in the pre-fork parent for all
+        # processes); over them a client gets 421 and is closed. See fetchdeliver/netlimits.py.
+        from fetchdeliver.netlimits import ConnectionLimits
+
+        total = self.options.get("max_connections") or self.options["max_sessions"]
+        self.limits = ConnectionLimits(total, self.options.get("max_connections_per_ip") or total)
 
     # -- per-recipient wiring ---------------------------------------------------------
     def check(self) -> None:
@@ -140,15 +147,16 @@ class LMTPService:
         ctx.state = self.state
         ctx.outbound = self.outbound
         if ctx.script_error:
-            log.error("recipient %s: %s", ", ".join(r.addresses) or "*", ctx.script_error)
+            log.error("recipient %s: %s -- every message for it goes to INBOX until the rules are fixed "
+                      "(see `fetchdeliver config check`)", ", ".join(r.addresses) or "*", ctx.script_error)
         return ctx
 
     # -- one delivery (runs in a worker thread) ------------------------------------------
-    def trace_headers(self, sender: str, rcpt: str, helo: str, peer: str) -> bytes:
+    def trace_headers(self, sender: str, rcpt: str, helo: str, peer: str, sid: str | None = None) -> bytes:
         from email.utils import formatdate
 
         eol = "\r\n" if self.options["keep_crlf"] else "\n"
-        sid = os.urandom(9).hex()
+        sid = sid or os.urandom(9).hex()
         lines = [f"Return-Path: <{sender}>", f"Delivered-To: {rcpt}",
                  f"Received: from {helo or 'unknown'} ([{peer}])", f"\tby {self.hostname} with LMTP",
                  f"\tid {sid}", f"\t(envelope-from <{sender}>)",
@@ -156,10 +164,32 @@ class LMTPService:
         return (eol.join(lines) + eol).encode("utf-8", "surrogateescape")
 
     def deliver(self, body: bytes, sender: str, rcpt: str, target: Recipient, helo: str, peer: str) -> str:
-        """Run one recipient's rules and delivery; return its LMTP reply line."""
+        """Run one recipient's rules and delivery; return its LMTP reply line.
+
+        Logs one line per recipient, as Postfix logs `status=sent`: the id (also in the
+        Received: header we add), recipient, sender, result and where the message went.
+        """
+        sid = os.urandom(9).hex()
+        started = time.monotonic()
+        outcome = None
+        try:
+            outcome, reply = self._deliver(body, sender, rcpt, target, helo, peer, sid)
+        except Exception as e:  # _deliver catches everything; this is the last guard
+            reply = f"451 4.3.0 <{reply_text(rcpt, 200)}> internal error: {reply_text(e)}"
+        code = reply[:1]
+        status = {"2": "delivered", "5": "rejected"}.get(code, "deferred")
+        where = ", ".join(outcome.where()) if outcome is not None and code == "2" else ""
+        log.log(logging.WARNING if code == "4" else logging.INFO,
+                "%s: to=<%s>, from=<%s>, %d bytes, %.3fs, status=%s%s (%s)", sid, rcpt, sender, len(body),
+                time.monotonic() - started, status, f", folder={where or 'nowhere'}" if code == "2" else "",
+                reply)
+        return reply
+
+    def _deliver(self, body: bytes, sender: str, rcpt: str, target: Recipient, helo: str, peer: str,
+                 sid: str):
         try:
             ctx = self.context_for(target)
-            raw = self.trace_headers(sender, rcpt, helo, peer) + body
+            raw = self.trace_headers(sender, rcpt, helo, peer, sid) + body
             msg = Message(raw, sender=sender, recipients=[rcpt], original_recipient=rcpt,
                           origin=f"lmtp[{peer}] <{rcpt}>")
             lock = self._locks.get(target.key)
@@ -170,81 +200,162 @@ class LMTPService:
                 outcome = engine.process(msg, ctx)
         except FetchdeliverError as e:
             log.error("<%s>: %s", rcpt, e)
-            return f"451 4.3.0 <{reply_text(rcpt, 200)}> {reply_text(e)}"
+            return None, f"451 4.3.0 <{reply_text(rcpt, 200)}> {reply_text(e)}"
         except Exception as e:  # a bug must become a retry, never a lost message
             log.exception("<%s>: unexpected error", rcpt)
-            return f"451 4.3.0 <{reply_text(rcpt, 200)}> internal error: {reply_text(e)}"
+            return None, f"451 4.3.0 <{reply_text(rcpt, 200)}> internal error: {reply_text(e)}"
         who = f"<{reply_text(rcpt, 200)}>"
         if outcome.status == engine.DELIVERED:
-            return f"250 2.0.0 {who} delivered to {reply_text(', '.join(outcome.where()) or 'nowhere', 200)}"
+            where = reply_text(', '.join(outcome.where()) or 'nowhere', 200)
+            return outcome, f"250 2.0.0 {who} delivered to {where}"
         if outcome.status == engine.REJECTED:
-            return f"550 5.7.1 {who} {reply_text(outcome.reason or 'rejected')}"
+            return outcome, f"550 5.7.1 {who} {reply_text(outcome.reason or 'rejected')}"
         err = outcome.errors[-1] if outcome.errors else "temporary failure"
         low = err.lower()
         if "no space left" in low:
-            return f"452 4.3.1 {who} {reply_text(err)}"
+            return outcome, f"452 4.3.1 {who} {reply_text(err)}"
         if "quota" in low:
-            return f"452 4.2.2 {who} {reply_text(err)}"
-        return f"451 4.3.0 {who} {reply_text(err)}"
+            return outcome, f"452 4.2.2 {who} {reply_text(err)}"
+        return outcome, f"451 4.3.0 {who} {reply_text(err)}"
 
     # -- listening -------------------------------------------------------------------------
-    def _factory(self):
+    def _factory(self, slot=None):
         o = self.options
-        return _Session(self, _Handler(self), data_size_limit=o["max_message_size"],
-                        hostname=self.hostname, ident="fetchdeliver LMTP", timeout=float(o["timeout"]),
-                        loop=asyncio.get_running_loop())
+        session = _Session(self, _Handler(self), data_size_limit=o["max_message_size"],
+                           hostname=self.hostname, ident="fetchdeliver LMTP", timeout=float(o["timeout"]),
+                           loop=asyncio.get_running_loop())
+        session.slot = slot
+        return session
+
+    @staticmethod
+    def refusal(reason: str) -> bytes:
+        """The line a connection over a cap gets before it is closed."""
+        return f"421 4.3.2 {reply_text(reason)}\r\n".encode()
+
+    def listener(self, sock, on_socket=None):
+        """A netlimits.Listener on `sock` within this service's limits (started by the caller)."""
+        from fetchdeliver.netlimits import Listener
+
+        name = sock.getsockname()
+        where = name if isinstance(name, str) else f"{name[0]}:{name[1]}"
+        return Listener(sock, on_socket or self._accepted, limits=self.limits, refusal=self.refusal,
+                        name=f"lmtp {where}", logger=log)
+
+    def _accepted(self, conn, slot) -> None:
+        asyncio.ensure_future(self.serve_connection(conn, slot))
+
+    async def _listen(self, sock) -> str:
+        if "max_connections" not in self.options:
+            from fetchdeliver.netlimits import fit_max_connections
+
+            self.limits.max_total = min(self.limits.max_total, fit_max_connections(None, "lmtp"))
+        lst = self.listener(sock).start()
+        self._listeners.append(lst)
+        name = sock.getsockname()
+        return name if isinstance(name, str) else f"{name[0]}:{name[1]}"
 
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
-        server = await asyncio.get_running_loop().create_server(self._factory, host, port,
-                                                                reuse_address=True)
-        self._servers.append(server)
-        addr = server.sockets[0].getsockname()
+        from fetchdeliver.netlimits import bind_tcp
+
+        sock = bind_tcp(host, port)
+        await self._listen(sock)
+        addr = sock.getsockname()
         return addr[0], addr[1]
 
-    async def listen_unix(self, path: str, mode: int = 0o660) -> str:
-        import stat
+    async def listen_unix(self, path: str, mode: int | None = None) -> str:
+        from fetchdeliver.netlimits import bind_unix
 
+        o = self.options
+        mode = mode if mode is not None else o.get("socket_mode", DEFAULT_SOCKET_MODE)
+        sock = bind_unix(path, 0o600 if mode is None else mode)  # owner only until chown/chmod below
         try:
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)  # a leftover from an earlier run
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        server = await asyncio.get_running_loop().create_unix_server(self._factory, path)
-        os.chmod(path, mode)
-        self._servers.append(server)
-        return path
+            set_socket_access(path, o.get("socket_owner"), o.get("socket_group"), mode)
+        except OSError:
+            sock.close()
+            remove_socket(path)
+            raise
+        self._socket_paths.append(path)
+        return await self._listen(sock)
 
-    async def serve_connection(self, conn) -> None:
-        """Serve one connection accepted elsewhere (handed over by the pre-fork dispatcher)."""
+    async def serve_connection(self, conn, slot=None) -> None:
+        """Serve one accepted connection; `slot.release()` (netlimits) once it is closed."""
         conn.setblocking(False)
-        await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: self._factory(slot), conn)
+        except BaseException:
+            conn.close()
+            if slot is not None:
+                slot.release()
+            raise
 
     async def listen_socket(self, sock) -> str:
-        """Serve on a socket bound and listening already (shared by pre-forked processes)."""
-        import socket as socketmod
-
-        loop = asyncio.get_running_loop()
-        if sock.family == socketmod.AF_UNIX:
-            server = await loop.create_unix_server(self._factory, sock=sock)
-            where = sock.getsockname()
-        else:
-            server = await loop.create_server(self._factory, sock=sock)
-            addr = sock.getsockname()
-            where = f"{addr[0]}:{addr[1]}"
-        self._servers.append(server)
-        return where
+        """Serve on a socket bound and listening already."""
+        sock.setblocking(False)
+        return await self._listen(sock)
 
     async def close(self) -> None:
-        for s in self._servers:
-            s.close()
-        for s in self._servers:
-            await s.wait_closed()
-        self._servers.clear()
+        for lst in self._listeners:
+            lst.close()
+        self._listeners.clear()
+        for path in self._socket_paths:
+            remove_socket(path)
+        self._socket_paths.clear()
 
     def shutdown(self) -> None:
         """Wait for running deliveries (they must finish before we may exit)."""
         self.executor.shutdown(wait=True)
+
+
+DEFAULT_SOCKET_MODE = 0o660
+
+
+def prepare_socket_path(path: str) -> None:
+    """Remove a socket left by an earlier run and create the directory (never removes a non-socket)."""
+    import stat
+
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def set_socket_access(path: str, owner: str | None = None, group: str | None = None,
+                      mode: int | None = DEFAULT_SOCKET_MODE) -> None:
+    """chown/chmod a freshly bound socket: Postfix's lmtp client (user `postfix`) must be able to
+    connect. Owner and group are names or numbers; an unknown one, or a chown without the right
+    to do it, is an OSError that names the socket and what was asked."""
+    import grp
+    import pwd
+
+    uid = gid = -1
+    try:
+        if owner is not None:
+            uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+        if group is not None:
+            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise OSError(f"[lmtp] socket_owner / socket_group: no such user or group "
+                      f"({owner or '-'}:{group or '-'})") from None
+    if uid != -1 or gid != -1:
+        try:
+            os.chown(path, uid, gid)
+        except OSError as e:
+            raise OSError(f"cannot give the socket {path} to {owner or '-'}:{group or '-'}: {e.strerror} "
+                          "(only root may; run `fetchdeliver lmtp` as root or as that user)") from None
+    os.chmod(path, DEFAULT_SOCKET_MODE if mode is None else mode)
+
+
+def remove_socket(path: str) -> None:
+    """Remove our socket on exit (only if it is still a socket)."""
+    import stat
+
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 class _Handler:
@@ -288,6 +399,7 @@ class _Session(LMTP):
 
     def __init__(self, service: LMTPService, handler, **kwargs) -> None:
         self.service = service
+        self.slot = None               # its place under the connection caps (netlimits.Slot)
         self._counted = False
         self._in_lhlo = False
         super().__init__(handler, **kwargs)
@@ -299,6 +411,8 @@ class _Session(LMTP):
         super().connection_made(transport)
 
     def connection_lost(self, error) -> None:
+        if self.slot is not None:
+            self.slot.release()
         if self._counted:
             self._counted = False
             self.service.sessions -= 1
@@ -432,7 +546,7 @@ class _Session(LMTP):
                 lines.append(f"451 4.3.0 <{reply_text(r, 200)}> internal error: {reply_text(rep)}")
             else:
                 lines.append(rep)
-        log.info("%s: from <%s>, %d bytes, %d recipients, %.3fs: %s", peer_text, sender, len(body),
+        log.debug("%s: from <%s>, %d bytes, %d recipients, %.3fs: %s", peer_text, sender, len(body),
                  len(rcpts), time.monotonic() - started, "; ".join(x[:3] for x in lines))
         self._reset_timeout()
         await self.push("\r\n".join(lines))

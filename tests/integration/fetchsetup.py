@@ -142,6 +142,14 @@ def split_received(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:nl], raw[nl:]
 
 
+def lf(messages):
+    """What fetch stores for wire bytes (one message or a list): CRLF -> LF, nothing else
+    (the default; `keep_crlf = true` stores the wire bytes)."""
+    if isinstance(messages, bytes):
+        return messages.replace(b"\r\n", b"\n")
+    return [m.replace(b"\r\n", b"\n") for m in messages]
+
+
 def originals(delivered: list[bytes]) -> list[bytes]:
     return [split_received(raw)[1] for raw in delivered]
 

@@ -82,6 +82,9 @@ FETCHMAIL_CASES = {
                                  "  options sslproto '' keep fetchall folder INBOX\n  mda \"{mda}\"\n", True),
     "pop3-ssl-delete": ("proto pop3 port {pop3s}\n  user \"{user}\" password \"{password}\"\n"
                         "  options ssl sslcertck sslcertfile \"{ca}\"\n  mda \"{mda}\"\n", False),
+    # issue 17: `via` (the poll name is a label) and `uidl` with `keep` (fetchdeliver remembers UIDLs)
+    "pop3-via-uidl-keep": ("via 127.0.0.1 proto pop3 port {pop3} uidl\n  user \"{user}\" password \"{password}\"\n"
+                           "  options sslproto '' keep\n  mda \"{mda}\"\n", False),
 }
 
 
@@ -118,6 +121,13 @@ def test_fetchmailrc_fetches_what_fetchmail_fetches(tmp_path, dovecot, case):
     want, got = _delivered(fm_out), _delivered(fd_out)
     assert want, "fetchmail fetched nothing: the comparison would be vacuous"
     assert got == want, toml
+    if case == "pop3-via-uidl-keep":
+        # fetchmail reads a kept POP3 message with TOP, fetchdeliver with RETR, after which Dovecot
+        # sets \Seen (seen from IMAP); which messages stay on the server must agree.
+        strip = lambda s: {f: sorted(m for m, _ in rows) for f, rows in s.items()}  # noqa: E731
+        assert strip(_server(dovecot, "bob")) == strip(_server(dovecot, "alice")), toml
+        assert "uidl: fetchdeliver always remembers" in toml
+        return
     assert _server(dovecot, "bob") == _server(dovecot, "alice"), toml
 
 
@@ -126,6 +136,8 @@ GETMAIL_CASES = {
                       "ca_certs = {ca}\n", "delete = false\n"),
     "pop3-ssl-delete": ("SimplePOP3SSLRetriever", "pop3s", "ca_certs = {ca}\n", "delete = true\n"),
     "imap-plain-delete": ("SimpleIMAPRetriever", "imap", 'mailboxes = ("INBOX",)\n', "delete = true\n"),
+    # issue 17: a MultiDestination whose store is a [section]
+    "pop3-ssl-multidestination": ("SimplePOP3SSLRetriever", "pop3s", "ca_certs = {ca}\n", "delete = true\n"),
 }
 
 
@@ -147,7 +159,9 @@ def test_getmailrc_fetches_what_getmail_fetches(tmp_path, dovecot, case, request
         path.write_text(
             f"[retriever]\ntype = {rtype}\nserver = 127.0.0.1\nport = {dovecot.port(listener)}\n"
             f"username = {user}\npassword = {dovecot.users[user]}\n" + extra.format(ca=dovecot.ca_file) +
-            f"\n[destination]\ntype = Maildir\npath = {out}/\n"
+            (f"\n[destination]\ntype = MultiDestination\ndestinations = ('[store]',)\n\n[store]\n"
+               if "multidestination" in case else "\n[destination]\n")
+            + f"type = Maildir\npath = {out}/\n"
             + ("user = nobody\n" if os.geteuid() == 0 else "") + "\n[options]\nread_all = true\n" + options)
         return path
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import make_message
-from fetchsetup import FetchSetup, originals, toml_value
+from fetchsetup import FetchSetup, originals, toml_value, lf
 
 
 # -- running the daemon as a subprocess -----------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_idle_delivers_new_mail_within_seconds(setup, dovecot, daemons):
     assert "errors:    none" in out
     rc, took = d.stop()
     assert rc == 0, d.log()
-    assert sorted(originals(setup.delivered())) == sorted([make_message(1, "idle"), make_message(2, "idle")])
+    assert sorted(originals(setup.delivered())) == sorted(lf([make_message(1, "idle"), make_message(2, "idle")]))
 
 
 def test_idle_is_reissued_and_keeps_delivering(setup, dovecot, daemons):
@@ -263,7 +263,7 @@ def test_sigterm_during_a_500_message_fetch_loses_nothing_and_duplicates_nothing
     assert r.returncode == 0, r.stdout + r.stderr
     got = originals(setup.delivered())
     assert len(got) == 500
-    assert sorted(got) == sorted(msgs)
+    assert sorted(got) == sorted(lf(msgs))
     assert dovecot.contents("alice") == {}
 
 

@@ -21,7 +21,7 @@ def test_demo_once_fetches_the_samples_and_files_them_where_the_rules_say(tmp_pa
     mail = tmp_path / "Mail"
     assert _count(mail, ".Junk", "cur") == 1                      # spam, marked \Seen
     assert _count(mail, ".Lists.python-weekly") == 1              # List-Id -> Lists/<id>
-    assert _count(mail, ".Receipts") == 1                         # envelope :detail "receipts"
+    assert _count(mail, ".Receipts") == 1                         # To: me+receipts@ (fetched: no envelope)
     assert _count(mail, ".Notifications") == 1                    # CI mail
     assert _count(mail, "", "cur") == 1                           # the boss, flagged, in INBOX
     assert os.listdir(mail / "cur")[0].endswith(":2,F")
@@ -37,6 +37,15 @@ def test_demo_once_fetches_the_samples_and_files_them_where_the_rules_say(tmp_pa
     assert r2.returncode == 0, r2.stdout + r2.stderr
     n = sum(len(f) for d, _s, f in os.walk(mail) if os.path.basename(d) in ("new", "cur"))
     assert n == 7
+
+
+def test_demo_once_without_dir_removes_its_temporary_folder(tmp_path, fetchdeliver_cmd):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    r = subprocess.run(fetchdeliver_cmd + ["demo", "--once"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"04-receipt\.eml\s+-> Receipts", r.stdout), r.stdout  # the plain fetch path files it
+    assert "removed the temporary folder" in r.stdout
+    assert [n for n in os.listdir(tmp_path) if n.startswith("fetchdeliver-demo-")] == []
 
 
 def test_demo_serves_the_result_over_imap_fetches_new_mail_and_stops_on_ctrl_c(tmp_path, fetchdeliver_cmd):

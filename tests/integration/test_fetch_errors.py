@@ -4,7 +4,7 @@ import trustme
 import pytest
 
 from conftest import make_message
-from fetchsetup import FetchSetup, counts, originals
+from fetchsetup import FetchSetup, counts, originals, lf
 
 
 def bad_account(setup, dovecot, kind, protocol, tmp_path, unreachable_port):
@@ -61,7 +61,7 @@ def test_failing_account_is_reported_and_others_still_run(tmp_path, dovecot, fet
     assert "Traceback" not in r.stderr
     assert "bad: " not in r.stdout                          # no summary for an account that got nothing
     assert counts(r.stdout, "good") == (2, 2, 0, 0)
-    assert sorted(originals(setup.delivered())) == sorted(good)
+    assert sorted(originals(setup.delivered())) == sorted(lf(good))
     assert len(dovecot.contents("alice")) == 1             # nothing touched on the failing side
 
 

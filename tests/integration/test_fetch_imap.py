@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import make_message
-from fetchsetup import FetchSetup, counts, originals, split_received
+from fetchsetup import FetchSetup, counts, originals, split_received, lf
 
 
 def odd_messages(tag):
@@ -31,11 +31,11 @@ def setup(tmp_path, dovecot, fetchdeliver_cmd):
 
 def assert_delivered_exactly(setup, expected, account="work"):
     got = setup.delivered()
-    assert sorted(originals(got)) == sorted(expected)
+    assert sorted(originals(got)) == sorted(lf(expected))
     for raw in got:
         received, _ = split_received(raw)
         assert f"account {account}".encode() in received
-        assert received.endswith(b"\r\n")  # in the message's own line ending
+        assert received.endswith(b"\n") and not received.endswith(b"\r\n")  # stored with LF
 
 
 @pytest.mark.parametrize("tls", ["implicit", "starttls", "none"])
@@ -82,7 +82,7 @@ def test_keep_fetches_only_new_mail_and_folders(setup, dovecot):
     r = setup.run()
     assert counts(r.stdout, "work") == (1, 1, 0, 0), r.stderr
     assert sorted(originals(setup.delivered())) == sorted(
-        [make_message(1, "a"), make_message(2, "a"), new])
+        lf([make_message(1, "a"), make_message(2, "a"), new]))
 
 
 def test_initial_new_only_skips_what_is_there(setup, dovecot):
@@ -97,7 +97,7 @@ def test_initial_new_only_skips_what_is_there(setup, dovecot):
     dovecot.append_many("alice", new)
     r = setup.run()
     assert counts(r.stdout, "work") == (2, 2, 0, 0), r.stderr
-    assert sorted(originals(setup.delivered())) == sorted(new)
+    assert sorted(originals(setup.delivered())) == sorted(lf(new))
 
 
 def test_uidvalidity_change_does_not_redeliver(setup, dovecot):
@@ -114,7 +114,7 @@ def test_uidvalidity_change_does_not_redeliver(setup, dovecot):
     assert r.returncode == 0, r.stderr
     assert "UIDVALIDITY changed" in r.stderr
     assert counts(r.stdout, "work") == (5, 1, 4, 0)
-    assert sorted(originals(setup.delivered())) == sorted(msgs + [late])
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs + [late]))
     assert len(before) == 4
     r = setup.run()
     assert counts(r.stdout, "work") == (0, 0, 0, 0), r.stderr
@@ -132,7 +132,7 @@ def test_dry_run_delivers_and_changes_nothing(setup, dovecot):
     assert len(dovecot.contents("alice")) == 3
     r = setup.run()
     assert counts(r.stdout, "work") == (3, 3, 0, 0), r.stderr
-    assert sorted(originals(setup.delivered())) == sorted(msgs)
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs))
 
 
 def test_only_the_named_accounts_run(setup, dovecot):
@@ -158,7 +158,7 @@ def test_two_runs_at_once_deliver_each_message_once(setup, dovecot):
     assert p1.returncode == 0 and p2.returncode == 0, err1 + err2
     c1, c2 = counts(out1, "work"), counts(out2, "work")
     assert c1[1] + c2[1] == len(msgs)          # together, every message delivered once
-    assert sorted(originals(setup.delivered())) == sorted(msgs)
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs))
 
 
 def test_idle_reports_new_mail(dovecot, tmp_path):
@@ -217,7 +217,7 @@ def test_server_killed_mid_fetch_then_rerun_delivers_each_once(setup, dovecot):
     r = setup.run()
     assert r.returncode == 0, r.stderr
     got = originals(setup.delivered())
-    assert sorted(got) == sorted(msgs)
+    assert sorted(got) == sorted(lf(msgs))
     assert dovecot.contents("alice") == {}
 
 
@@ -265,7 +265,7 @@ def test_tempfail_is_neither_acknowledged_nor_recorded(setup, dovecot, protocol)
     r = setup.run()
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout, "work") == (3, 3, 0, 0)      # nothing was recorded either
-    assert sorted(originals(setup.delivered())) == sorted(msgs)
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs))
     assert dovecot.contents("alice") == {}
 
 
@@ -295,6 +295,6 @@ def test_rules_sort_fetched_mail(tmp_path, dovecot, fetchdeliver_cmd):
     r = setup.run()
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout, "work") == (2, 2, 0, 0)
-    assert originals(setup.delivered("Urgent")) == [urgent]
+    assert originals(setup.delivered("Urgent")) == [lf(urgent)]
     # The rules see the Received: header naming the account, as with fetchmail.
-    assert originals(setup.delivered("Work")) == [normal]
+    assert originals(setup.delivered("Work")) == [lf(normal)]

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import make_message
-from fetchsetup import FetchSetup, counts, originals, split_received
+from fetchsetup import FetchSetup, counts, originals, split_received, lf
 
 
 def pop3_messages(tag):
@@ -30,7 +30,7 @@ def test_pop3_policy_and_tls(tmp_path, dovecot, fetchdeliver_cmd, tls, after):
     assert r.stderr == ""
     assert counts(r.stdout, "pop") == (len(msgs), len(msgs), 0, 0)
     got = setup.delivered()
-    assert sorted(originals(got)) == sorted(msgs)
+    assert sorted(originals(got)) == sorted(lf(msgs))
     assert all(b"with POP3" in split_received(raw)[0] for raw in got)
 
     left = sorted(raw for _, raw in dovecot.contents("alice").values())
@@ -44,7 +44,7 @@ def test_pop3_policy_and_tls(tmp_path, dovecot, fetchdeliver_cmd, tls, after):
     dovecot.append("alice", new)
     r3 = setup.run()
     assert counts(r3.stdout, "pop") == (1, 1, 0, 0), r3.stderr
-    assert sorted(originals(setup.delivered())) == sorted(msgs + [new])
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs + [new]))
 
 
 def test_pop3_apop_login(tmp_path, dovecot_apop, fetchdeliver_cmd):
@@ -56,7 +56,7 @@ def test_pop3_apop_login(tmp_path, dovecot_apop, fetchdeliver_cmd):
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout, "pop") == (3, 3, 0, 0)
     assert "method=APOP" in dovecot_apop.read_log()
-    assert sorted(originals(setup.delivered())) == sorted(msgs)
+    assert sorted(originals(setup.delivered())) == sorted(lf(msgs))
 
 
 def test_pop3_apop_wrong_password_is_refused(tmp_path, dovecot_apop, fetchdeliver_cmd):

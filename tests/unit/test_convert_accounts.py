@@ -139,3 +139,35 @@ def test_command_line(tmp_path):
     g.write_text(GETMAILRC.replace("type = Maildir", "type = MultiDestination"))
     r = subprocess.run(fd + ["getmailrc", str(g)], capture_output=True, text=True)
     assert r.returncode == 1 and "warning:" in r.stderr
+
+
+def test_fetchmailrc_multidrop_and_commands_are_warned_about():
+    rc = ("poll mx.example.com via 127.0.0.1 proto pop3 aka example.com mail.example.com\n"
+          "  localdomains example.com envelope 1 X-Original-To qvirtual fd-\n"
+          "  preconnect \"ssh -f tunnel sleep 10\" plugin \"nc %h %p\"\n"
+          "  user joe password pw is joe ann here options uidl keep\n")
+    r = fetchmailrc.convert([(rc, "rc")])
+    text = "\n".join(r.warnings)
+    for what in ("rc:1: aka example.com mail.example.com: multidrop", "rc:2: localdomains example.com",
+                 "rc:2: envelope X-Original-To: multidrop", "rc:2: qvirtual fd-",
+                 "rc:3: preconnect 'ssh -f tunnel sleep 10'", "rc:3: plugin 'nc %h %p'",
+                 "rc:4: is joe ann: several local users"):
+        assert what in text, text
+    (acc,) = accounts(r.toml)
+    assert acc["host"] == "127.0.0.1" and acc["protocol"] == "pop3" and acc["after"] == "keep"
+    assert any("uidl" in n for n in r.notes)
+
+
+def test_getmailrc_multidestination_first_store_and_warnings(tmp_path):
+    rc = ("[retriever]\ntype = SimpleIMAPSSLRetriever\nserver = imap.example.com\nusername = me\n"
+          "password = pw\n\n[destination]\ntype = MultiDestination\n"
+          "destinations = ('[main]', '/home/me/backup.mbox', 'bogus')\n\n"
+          "[main]\ntype = Maildir\npath = /home/me/Maildir/\n\n[options]\nread_all = true\ndelete = false\n")
+    r = getmailrc.convert([(rc, "gm")])
+    (acc,) = accounts(r.toml)
+    assert acc["maildir"] == "/home/me/Maildir"
+    text = "\n".join(r.warnings)
+    assert "the copy to /home/me/backup.mbox is not converted" in text
+    assert "'bogus' is neither" in text
+    assert any("read_all = true" in n for n in r.notes)
+    validate(tmp_path, r.toml)

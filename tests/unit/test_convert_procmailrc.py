@@ -165,7 +165,6 @@ def test_logfile_and_lockfiles_are_not_warnings():
     (":0\n* ^Subject:.*a$^X-B:\nfoo/\n", "several header lines"),
     (":0\n* 10^1 ^Subject:.*x\nfoo/\n", "weighted"),
     (":0\n* ? test -f /tmp/x\nfoo/\n", "exit code"),
-    (":0\nfolder/.\n", "MH folder"),
     (":0 h\n* ^Subject:.*x\nheaders\n", "h alone"),
     (":0\n| sed s/a/b/ | sendmail x\n", "needs a shell"),
     (":0 e\nfailed/\n", "e flag"),
@@ -185,10 +184,13 @@ def test_untranslatable_is_a_warning_with_line_and_a_comment(rc, why):
 
 
 def test_regex_dialect():
-    # \< \> consume a character, {} are literal, $ literal is not a Sieve variable
-    assert text_pattern("\\<cat\\>", []).text == "(^|[^a-zA-Z0-9_])cat([^a-zA-Z0-9_]|$)"
+    # \< \> consume a character (in a header value the blank before it or the newline after it),
+    # {} are literal, $ literal is not a Sieve variable
+    assert text_pattern("\\<cat\\>", []).text == "[^a-zA-Z0-9_]cat[^a-zA-Z0-9_]"
+    assert header_tests("^Subject:.*\\<cat\\>", "", [])[0].text == \
+        'header :regex "Subject" "^.*(^|[^a-zA-Z0-9_])cat([^a-zA-Z0-9_]|$)"'
     assert text_pattern("a{2}", []).text == "a\\{2\\}"
-    assert text_pattern("[^x]", []).text == "[^x\\n]"
+    assert text_pattern("[^x]", []).text == "[^x${hex:0A}]"
     t = header_tests("^Subject:[ \t]*\\$5", "", [])[0].text
     assert t == 'header :regex "Subject" "^[$]5"'
     with pytest.raises(Untranslatable):
@@ -214,3 +216,120 @@ def test_command_exit_codes(tmp_path):
     assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "UNTRANSLATED" in r.stdout
     r = subprocess.run(fd + [str(tmp_path / "missing")], capture_output=True, text=True)
     assert r.returncode == 66
+
+
+# -- issue 17: always a working script, procmail's dialect exactly ----------------------------
+
+def test_blank_star_after_the_colon_is_not_a_bare_star():
+    # `^Subject: *\*\*\*` once became `^*\*\*\*` ("nothing to repeat") and exit 0.
+    rc = ":0\n* ^Subject: *\\*\\*\\*\nstars/\n"
+    r = conv(rc)
+    assert r.complete
+    assert boxes(rc, msg(subject="*** SPAM *** pills")) == ["stars"]
+    assert boxes(rc, msg(subject="no stars")) == ["INBOX"]
+    assert boxes(":0\n* ^Subject:[ \t]+re:\nre/\n", msg(subject="Re: x")) == ["re"]
+
+
+def test_a_translation_that_does_not_compile_becomes_a_warning_and_the_script_compiles():
+    from fetchdeliver.convert import checked
+    from fetchdeliver.sieve import compile_text
+
+    # The mechanism: spans around each recipe; the innermost one around the error is replaced.
+    bad = 'if header :regex "Subject" "^(" { fileinto "x"; }'
+    lines = [checked.open_marker(0), 'if header :contains "From" "x" {', "    " + checked.open_marker(1),
+             "    " + bad, "    " + checked.close_marker(1), '    fileinto "outer";', "}",
+             checked.close_marker(0)]
+    failed = []
+    out = checked.make_compile(lines, {"fileinto", "regex"},
+                               lambda n, msg, indent: failed.append((n, msg)) or [f"# gone {n}"])
+    assert [n for n, _ in failed] == [1] and "regular expression" in failed[0][1]
+    assert out == ['if header :contains "From" "x" {', "    # gone 1", '    fileinto "outer";', "}"]
+    compile_text("require [\"fileinto\", \"regex\"];\n" + "\n".join(out), "x.sieve")
+    # procmail reads a quantifier with nothing to repeat literally: `a**` is `a*\*`
+    rc = ":0\n* ^Subject:.*xa**y\nstars/\n:0\n* ^Subject: (*x)\nparen/\n"
+    assert conv(rc).complete
+    assert boxes(rc, msg(subject="xaa*y")) == ["stars"]
+    assert boxes(rc, msg(subject="xy")) == ["INBOX"]
+    assert boxes(rc, msg(subject="*x")) == ["paren"]
+
+
+def test_match_left_side_is_as_short_as_possible_and_later_conditions_see_it():
+    rc = (":0\n* ^X-Hdr:.*\\/[0-9]+\n.N.$MATCH/\n"
+          ":0\n* ^List-Id:.*<\\/[a-z]+\n* MATCH ?? ^py\n.Py.$MATCH/\n")
+    assert boxes(rc, msg(extra="X-Hdr: ab 123 456\n")) == ["N/123"]   # greedy would give 6
+    assert boxes(rc, msg(extra="List-Id: <python.org>\n")) == ["Py/python"]
+    assert boxes(rc, msg(extra="List-Id: <debian.org>\n")) == ["INBOX"]
+
+
+def test_match_right_after_the_colon_is_approximate_and_says_so():
+    r = conv(":0\n* ^Subject:\\/.*\n{ S=$MATCH }\n")
+    assert [p.line for p in r.problems] == [4] and "approximate" in r.problems[0].text
+    assert 'set "MATCH" " ${1}";' in r.script
+    assert conv(":0\n* ^Subject: *\\/[^ ].*\n{ S=$MATCH }\n").complete
+
+
+def test_variable_conditions_are_case_insensitive_and_word_edges_need_a_character():
+    rc = "S=\"RE: FW: x\"\n:0\n* S ?? ^re:\nre/\n"
+    assert boxes(rc, msg()) == ["re"]
+    # \> at the very end of a variable matches nothing (procmail: it is a character)
+    assert boxes("S=\"a plan\"\n:0\n* S ?? \\<plan\\>\nplan/\n", msg()) == ["INBOX"]
+    assert boxes("S=\"a plan b\"\n:0\n* S ?? \\<plan\\>\nplan/\n", msg()) == ["plan"]
+
+
+def test_formail_duplicate_suppression_is_sieve_duplicate():
+    rc = (":0 Whc: msgid.lock\n| formail -D 8192 msgid.cache\n"
+          ":0 a\n.Dups/\n")
+    r = conv(rc)
+    assert r.complete and 'duplicate :handle "msgid.cache"' in r.script
+    seen: set = set()
+
+    def dup(key, seconds):
+        hit = key in seen
+        seen.add(key)
+        return hit
+
+    raw = msg(extra="Message-ID: <one@x>\n")
+    assert boxes(rc, raw, duplicate_seen=dup) == ["INBOX"]
+    assert boxes(rc, raw, duplicate_seen=dup) == ["Dups"]
+    r = conv(":0 Wh: msgid.lock\n| formail -D 8192 msgid.cache\n")
+    assert "discard;" in r.script
+    assert not conv(":0 h\n| formail -D 8192 msgid.cache\n").complete  # no w/W: procmail ignores the exit code
+
+
+def test_mh_folder_becomes_a_mailbox_of_that_name():
+    r = conv(":0\n* ^Subject:.*x\nlists/debian/.\n")
+    assert r.complete and 'fileinto "lists/debian";' in r.script and "MH folder" in r.script
+
+
+def test_switchrc_ends_the_rc(tmp_path):
+    other = tmp_path / "other.rc"
+    other.write_text(":0\n* ^Subject:.*a\na/\n")
+    rc = f":0\n* ^Subject:.*b\nb/\nSWITCHRC={other}\n:0\nnever/\n"
+    assert boxes(rc, msg(subject="a")) == ["a"]
+    assert boxes(rc, msg(subject="zzz")) == ["INBOX"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(rx=st.text(alphabet="ab ^$.*+?()|[]\\/<>:-", max_size=14),
+       flags=st.sampled_from(["", "B", "HB", "D"]))
+def test_any_condition_gives_a_script_that_compiles(rx, flags):
+    """Whatever the regex, the printed script compiles (or the rc is refused as not procmailrc)."""
+    from fetchdeliver.sieve import compile_text
+
+    for cond in (f"^Subject:{rx}", rx, f"S ?? {rx}"):
+        try:
+            r = conv(f"S=x\n:0 {flags}\n* {cond}\n.Box/\n:0\n* ^From:.*\\/[a-z]+\n.F.$MATCH/\n")
+        except procmailrc.ParseError:
+            continue
+        compile_text(r.script, "x.sieve", options=OPTS)
+
+
+def test_a_group_around_the_whole_condition_groups_its_alternatives():
+    rc = ":0\n* (^TO_alice@example\\.org|^From:.*bob@)\nab/\n"
+    assert boxes(rc, msg(to="alice@example.org")) == ["ab"]
+    assert boxes(rc, msg(frm="bob@x")) == ["ab"]
+    assert boxes(rc, msg(frm="carol@x")) == ["INBOX"]

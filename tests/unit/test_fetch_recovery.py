@@ -45,3 +45,17 @@ def test_mbox_ignores_a_message_cut_short_by_a_crash(tmp_path):
     store.deliver(b"Subject: later\r\n\r\nafter the crash\r\n", sender="d@x")
     wanted = {"fdAAAA": digest(RAW_A), "fdBBBB": digest(RAW_B), "fdCCCC": digest(RAW_C)}
     assert find_tokens([box], wanted, time.time() - 60) == {"fdAAAA", "fdCCCC"}
+
+
+def test_mbox_recognises_a_message_stored_with_lf_for_its_crlf_wire_digest(tmp_path):
+    """fetch stores CRLF as LF (the default); the pending row's digest is of the wire bytes."""
+    from fetchdeliver.fetch import stored_bytes
+
+    box = str(tmp_path / "mbox")
+    store = MboxStore(box)
+    store.deliver(stored_bytes(with_token("fdAAAA", RAW_A)), sender="a@x")
+    store.deliver(stored_bytes(with_token("fdCCCC", RAW_C)), sender="c@x")
+    with open(box, "ab") as f:
+        f.write(b"From b@x Mon Nov 24 10:00:00 2025\n" + stored_bytes(with_token("fdBBBB", RAW_B))[:3000])
+    wanted = {"fdAAAA": digest(RAW_A), "fdBBBB": digest(RAW_B), "fdCCCC": digest(RAW_C)}
+    assert find_tokens([box], wanted, time.time() - 60) == {"fdAAAA", "fdCCCC"}

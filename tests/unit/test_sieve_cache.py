@@ -101,7 +101,8 @@ def test_check_main(tmp_path, capsys):
     bad.write_text('require "fileinto";\nif true { fileinto "a" }\n')
     assert tool.check_main([str(good)]) == 0
     assert tool.check_main([str(good), str(bad), str(tmp_path / "missing.sieve")]) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == f"{good}: OK\n{good}: OK\n"  # success is said, once per file, like `config check`
     assert f"{bad}:2:24: error: expected ';' or '{{' after fileinto arguments, found '}}'" in err
     assert "missing.sieve: error: cannot read" in err
 
