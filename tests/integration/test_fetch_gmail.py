@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from conftest import make_message
-from fetchsetup import FetchSetup, counts
+from fetchsetup import FetchSetup, counts, lf
 from scripted_imap import GmailLabelsAcrossFolders
 
 RULES = b"""require ["fileinto"];
@@ -44,10 +44,10 @@ def test_gmail_labels_to_sieve_and_one_delivery_per_msgid(tmp_path, fetchdeliver
         (w,) = setup.delivered("Work")
         (rc,) = setup.delivered("Receipts")
         assert setup.delivered("INBOX") == []
-        assert w.startswith(b"X-Gmail-Labels: \\Inbox, \\Important, Work\r\nReceived: ") and w.endswith(in_inbox)
-        assert rc.startswith('X-Gmail-Labels: Re\u00e7us, "a, b"\r\nReceived: '.encode()) and rc.endswith(archived)
-        # Only the added headers come before the original bytes.
-        assert w.split(b"\r\n", 2)[2] == in_inbox and rc.split(b"\r\n", 2)[2] == archived
+        assert w.startswith(b"X-Gmail-Labels: \\Inbox, \\Important, Work\nReceived: ")
+        assert rc.startswith('X-Gmail-Labels: Re\u00e7us, "a, b"\nReceived: '.encode())
+        # Only the added headers come before the original bytes (stored with LF line ends).
+        assert w.split(b"\n", 2)[2] == lf(in_inbox) and rc.split(b"\n", 2)[2] == lf(archived)
         r = setup.run()
         assert counts(r.stdout, "gmail") == (0, 0, 0, 0), r.stdout
     assert os.path.exists(setup.state_dir)

@@ -17,7 +17,7 @@ from conftest import make_message
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from dovecot import free_ports
-from fetchsetup import FetchSetup, counts, originals
+from fetchsetup import FetchSetup, counts, lf, originals
 
 
 def spki_pin(dc) -> str:
@@ -43,7 +43,7 @@ def test_a_list_of_pins_any_matching_spki_or_fingerprint(tmp_path, dovecot, fetc
     setup, r, raw = _run(tmp_path, dovecot, fetchdeliver_cmd, protocol, ca_file=None,
                          fingerprint=[WRONG_FP, spki_pin(dovecot)])
     assert r.returncode == 0, r.stderr
-    assert counts(r.stdout, "tls") == (1, 1, 0, 0) and originals(setup.delivered()) == [raw]
+    assert counts(r.stdout, "tls") == (1, 1, 0, 0) and originals(setup.delivered()) == [lf(raw)]
     # The certificate's own fingerprint, in a list after a wrong SPKI pin, works as well.
     setup.accounts[0]["fingerprint"] = [WRONG_SPKI, dovecot.fingerprint]
     setup.write()
@@ -83,7 +83,7 @@ def test_pin_with_verify_true_also_needs_a_trusted_chain(tmp_path, dovecot, fetc
 def test_tls_min_version_1_3_against_dovecot(tmp_path, dovecot, fetchdeliver_cmd):
     setup, r, raw = _run(tmp_path, dovecot, fetchdeliver_cmd, "imap", tls_min_version="1.3")
     assert r.returncode == 0, r.stderr
-    assert originals(setup.delivered()) == [raw]
+    assert originals(setup.delivered()) == [lf(raw)]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import PUSH_USERS, make_message
-from fetchsetup import FetchSetup, originals
+from fetchsetup import FetchSetup, lf, originals
 from test_daemon import DaemonProc, status, wait_for
 
 FOLDERS = ["INBOX", "Work", "Lists", "Family"]
@@ -72,7 +72,7 @@ def _deliver_everywhere(setup, dc, d, tag: str, folders=FOLDERS, budget: int | N
                 assert most <= budget, f"{user} holds {most} connections, max_connections is {budget}"
     sys.stderr.write(f"push ({tag}): slowest delivery after APPEND {slowest:.2f}s; "
                      f"most connections per account seen {most}\n")
-    assert sorted(originals(setup.delivered())) == sorted(expected)
+    assert sorted(originals(setup.delivered())) == sorted(lf(expected))
 
 
 def test_notify_pushes_every_folder_of_five_accounts_on_one_connection_each(tmp_path, dovecot_notify,
@@ -136,7 +136,7 @@ def test_without_notify_every_folder_gets_its_own_idle_connection(tmp_path, dove
         _append(dc, "user0", f, raw)
         wait_for(lambda: setup.count_delivered() == i + 1, 30, f"delivery from {f} by push", proc=d)
         assert dc.connections("user0") <= 5
-    assert sorted(originals(setup.delivered())) == sorted(expected)
+    assert sorted(originals(setup.delivered())) == sorted(lf(expected))
     out = status(setup)
     assert "      Family: pushed (IDLE connection 4 of 4, no NOTIFY on the server)" in out, out
     assert d.stop()[0] == 0

@@ -10,7 +10,7 @@ import re
 
 import pytest
 from conftest import make_message
-from fetchsetup import FetchSetup, originals, toml_value
+from fetchsetup import FetchSetup, lf, originals, toml_value
 from scripted_imap import GmailTooManySimultaneousConnections, MicrosoftThrottlesWithSuggestedBackoff
 from test_daemon import DaemonProc, status, wait_for
 
@@ -52,7 +52,7 @@ def test_microsoft_suggested_backoff_time_is_waited_and_shown_then_reset(tmp_pat
                          r"after Suggested Backoff Time: 6000 milliseconds \(1 throttling reply in a row\)", out), out
         assert "result:    waiting: 127.0.0.1:" in out or "Request is throttled" in out, out
         wait_for(lambda: setup.count_delivered() == 1, 30, "delivery after the back-off", proc=d)
-        assert originals(setup.delivered()) == [raw]
+        assert originals(setup.delivered()) == [lf(raw)]
         # The poll interval is 1s, but nobody connected again before the suggested time was over.
         first, second = srv.connections[0], srv.connections[1]
         assert first["refused"].startswith("2 NO Request is throttled") or "Request is throttled" in first["refused"]
@@ -100,6 +100,6 @@ def test_dovecot_unavailable_during_an_auth_outage_backs_off_push_and_polls_then
     wait_for(lambda: setup.count_delivered() == 1, 30, "delivery after the outage", proc=d)
     d.wait_log(r"answers normally again: back-off over")
     d.wait_log(r"work: IDLE connected on INBOX")
-    assert originals(setup.delivered()) == [raw]
+    assert originals(setup.delivered()) == [lf(raw)]
     wait_for(lambda: "servers backing off: none" in status(setup), 20, "the back-off reset in status", proc=d)
     assert d.stop()[0] == 0
