@@ -74,13 +74,14 @@ class Dovecot:
 
     def __init__(self, users: dict[str, str] | None = None, *, apop: bool = False,
                  protocols: tuple[str, ...] = ("imap", "pop3"), extra_config: str = "",
-                 oauth2_introspection_url: str | None = None, notify: bool = False,
+                 oauth2_introspection_url: str | None = None, notify: bool | None = None,
                  auth_outage: bool = False) -> None:
         self.exe = find_dovecot()
         # auth_outage: a first passdb that fails *temporarily* while `outage_flag` exists, so Dovecot
         # answers LOGIN with "NO [UNAVAILABLE] Temporary authentication failure" (its auth backend down).
         self.auth_outage = auth_outage
-        # NOTIFY (RFC 5465) is offered only with the mailbox list index.
+        # NOTIFY (RFC 5465) is offered only with the mailbox list index (Dovecot's default: on).
+        # None leaves Dovecot's default; True/False set mailbox_list_index.
         self.notify = notify
         import trustme  # test dependency; imported here so a missing one is a clear error
 
@@ -201,7 +202,7 @@ passdb {{
   args = username_format=%u {r}/passwd
 }}
 mail_location = maildir:~/Maildir
-mailbox_list_index = {'yes' if self.notify else 'no'}
+{'' if self.notify is None else f"mailbox_list_index = {'yes' if self.notify else 'no'}"}
 first_valid_uid = 0
 first_valid_gid = 0
 pop3_uidl_format = %08Xu%08Xv

@@ -99,7 +99,7 @@ def test_dovecot_unavailable_during_an_auth_outage_backs_off_push_and_polls_then
     os.unlink(dc.outage_flag)   # the auth backend is back
     wait_for(lambda: setup.count_delivered() == 1, 30, "delivery after the outage", proc=d)
     d.wait_log(r"answers normally again: back-off over")
-    d.wait_log(r"work: IDLE connected on INBOX")
+    d.wait_log(r"work: (IDLE connected on INBOX|NOTIFY connected)")
     assert originals(setup.delivered()) == [lf(raw)]
     wait_for(lambda: "servers backing off: none" in status(setup), 20, "the back-off reset in status", proc=d)
     assert d.stop()[0] == 0
