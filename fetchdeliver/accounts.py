@@ -42,16 +42,40 @@ def _host(v, where):
     return v
 
 
-def _fingerprint(v, where):
-    v = config._nonempty_str(v, where)
-    text = v.strip().lower()
+def _pin(v: str) -> str:
+    """One pin: a SHA-256 certificate fingerprint (hex, colons allowed) -> 64 lower-case hex digits,
+    or an SPKI pin `sha256//BASE64` (as curl's --pinnedpubkey and HPKP write them) -> normalised."""
+    import base64
+    import binascii
+
+    text = v.strip()
+    if text.lower().startswith("sha256//"):
+        try:
+            raw = base64.b64decode(text[8:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("expected an SPKI pin sha256//BASE64 (the base64 of 32 bytes, e.g. from `openssl "
+                             "x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 "
+                             f"-binary | base64`), got {v!r}")
+        return "sha256//" + base64.b64encode(raw).decode()
+    text = text.lower()
     if text.startswith("sha256:"):
         text = text[7:]
     text = text.replace(":", "").replace(" ", "")
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise ValueError("expected a SHA-256 certificate fingerprint: 64 hex digits, colons allowed "
-                         f"(e.g. from `openssl x509 -noout -fingerprint -sha256`), got {v!r}")
+                         f"(e.g. from `openssl x509 -noout -fingerprint -sha256`), or an SPKI pin sha256//BASE64, "
+                         f"got {v!r}")
     return text
+
+
+def _fingerprint(v, where):
+    """One pin or a list of them (any may match: list the next certificate before a rotation)."""
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"expected a fingerprint or a non-empty list of them, got {v!r}")
+    return [_pin(x) for x in items]
 
 
 def _after(v, where):
@@ -90,6 +114,8 @@ KEYS = {
     "tls": config._choice("implicit", "starttls", "none"),
     "ca_file": config._path,
     "fingerprint": _fingerprint,
+    "verify": config._bool,
+    "tls_min_version": config._choice("1.2", "1.3"),
     "user": config._nonempty_str,
     "password": config._str,
     "password_command": config._nonempty_str,
@@ -100,6 +126,12 @@ KEYS = {
     "oauth2_refresh_token": config._nonempty_str,
     "oauth2_scope": config._str,
     "oauth2_mechanism": config._choice("xoauth2", "oauthbearer"),
+    # `fetchdeliver oauth2 authorize`: a preset or the issuer's URLs; where the refresh token goes.
+    "oauth2_provider": config._choice("gmail", "microsoft"),
+    "oauth2_authorize_url": _url,
+    "oauth2_device_url": _url,
+    "oauth2_token_store_command": config._nonempty_str,
+    "oauth2_refresh_token_command": config._nonempty_str,
     "folders": _folders,
     "after": _after,
     "initial": config._choice("all", "new-only"),
@@ -116,11 +148,37 @@ KEYS = {
     # `fetchdeliver daemon`: how often to fetch, and whether to hold an IMAP IDLE connection.
     "poll": config._duration,
     "idle": config._bool,
+    # Push for `idle = true` accounts: connections held open at once (the fetch pass's included),
+    # and whether to use NOTIFY (one connection for every folder) when the server offers it.
+    "max_connections": config._int(1, 100),
+    "notify": config._bool,
 }
 
 REQUIRED = ("name", "protocol", "host", "user")
 
 OAUTH2_FLOW = ("oauth2_token_url", "oauth2_client_id", "oauth2_refresh_token")
+# Keys of a grant obtained with `fetchdeliver oauth2 authorize` (the refresh token is stored, not written here).
+OAUTH2_AUTHORIZE = ("oauth2_provider", "oauth2_authorize_url", "oauth2_device_url")
+
+# Providers' endpoints and the scopes mail needs (public documentation of Google and Microsoft identity).
+OAUTH2_PRESETS = {
+    "gmail": {
+        "authorize_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "token_url": "https://oauth2.googleapis.com/token",
+        "device_url": "https://oauth2.googleapis.com/device/code",
+        "scope": "https://mail.google.com/",
+        # Google returns a refresh token only when asked for offline access (again, with prompt=consent).
+        "extra": {"access_type": "offline", "prompt": "consent"},
+    },
+    "microsoft": {
+        "authorize_url": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        "token_url": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        "device_url": "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+        "scope": "offline_access https://outlook.office.com/IMAP.AccessAsUser.All "
+                 "https://outlook.office.com/POP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
+        "extra": {},
+    },
+}
 
 
 def _label(i: int, acc: dict) -> str:
@@ -144,8 +202,11 @@ def check_accounts(accounts: list, file: str) -> None:
         seen.setdefault(name, i)
         proto = acc["protocol"]
         tls = acc.get("tls")
+        if acc.get("verify") is False and "fingerprint" not in acc:
+            err(i, acc, "verify", "verify = false needs a fingerprint pin (otherwise anyone on the way could "
+                "pretend to be the server)")
         if tls == "none":
-            for key in ("ca_file", "fingerprint"):
+            for key in ("ca_file", "fingerprint", "verify", "tls_min_version"):
                 if key in acc:
                     err(i, acc, key, 'has no effect with tls = "none"; remove it or enable TLS')
         after = acc.get("after", "keep")
@@ -158,22 +219,42 @@ def check_accounts(accounts: list, file: str) -> None:
             err(i, acc, "apop", "APOP is a POP3 login; remove this key from an IMAP account")
         sources = [k for k in ("password", "password_command", "oauth2_token_command") if k in acc]
         flow = [k for k in OAUTH2_FLOW if k in acc]
-        if flow:
+        authorize = [k for k in OAUTH2_AUTHORIZE if k in acc]
+        if authorize:
+            # Refresh token from `fetchdeliver oauth2 authorize` (stored), or given/commanded here.
+            sources.append("OAuth2 authorization")
+            if "oauth2_client_id" not in acc:
+                err(i, acc, "oauth2_client_id", "OAuth2 authorization needs your own oauth2_client_id (register "
+                    "an app with the provider)")
+            if "oauth2_token_url" not in acc and "oauth2_provider" not in acc:
+                err(i, acc, "oauth2_token_url", "give the issuer's oauth2_token_url, or oauth2_provider = "
+                    '"gmail" / "microsoft"')
+            if "oauth2_authorize_url" not in acc and "oauth2_device_url" not in acc and \
+                    "oauth2_provider" not in acc:
+                err(i, acc, "oauth2_authorize_url", "give oauth2_authorize_url and/or oauth2_device_url")
+        elif flow:
             sources.append("oauth2_refresh_token flow")
             missing = [k for k in OAUTH2_FLOW if k not in acc]
+            if missing == ["oauth2_refresh_token"] and "oauth2_refresh_token_command" in acc:
+                missing = []
             if missing:
                 err(i, acc, missing[0], "the OAuth2 refresh-token flow needs " + ", ".join(OAUTH2_FLOW)
                     + f" (missing: {', '.join(missing)})")
         else:
-            for k in ("oauth2_client_secret", "oauth2_scope"):
+            for k in ("oauth2_client_secret", "oauth2_scope", "oauth2_token_store_command",
+                      "oauth2_refresh_token_command"):
                 if k in acc:
                     err(i, acc, k, "only used with the OAuth2 refresh-token flow "
-                        f"({', '.join(OAUTH2_FLOW)})")
+                        f"({', '.join(OAUTH2_FLOW)}) or oauth2_provider")
+        if "oauth2_refresh_token" in acc and "oauth2_refresh_token_command" in acc:
+            err(i, acc, "oauth2_refresh_token_command", "set oauth2_refresh_token or oauth2_refresh_token_command, "
+                "not both")
         if not sources:
             err(i, acc, "password", "no secret: set password, password_command, oauth2_token_command "
                 "or the oauth2_token_url/oauth2_client_id/oauth2_refresh_token keys")
         elif len(sources) > 1:
             err(i, acc, "password", "more than one secret given (" + ", ".join(sources) + "); keep one")
+        flow = flow or authorize
         if "oauth2_mechanism" in acc and not (flow or "oauth2_token_command" in acc):
             err(i, acc, "oauth2_mechanism", "only used with oauth2_token_command or the refresh-token flow")
         if "maildir" in acc and "mbox" in acc:
@@ -182,6 +263,9 @@ def check_accounts(accounts: list, file: str) -> None:
             err(i, acc, "poll", "must be at least 1 second (e.g. \"5m\")")
         if acc.get("idle") and proto != "imap":
             err(i, acc, "idle", "IDLE is an IMAP feature; remove it from a POP3 account")
+        for k in ("max_connections", "notify"):
+            if k in acc and proto != "imap":
+                err(i, acc, k, "only used by IMAP push (idle = true); remove it from a POP3 account")
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 
@@ -190,6 +274,9 @@ config.register_array_table("account", KEYS, required=REQUIRED, rule=check_accou
 
 
 # ---------------------------------------------------------------------------
+
+# Below Gmail's limit of 15 simultaneous IMAP connections per account, leaving room for mail clients.
+DEFAULT_MAX_CONNECTIONS = 5
 
 DEFAULT_PORTS = {("imap", "implicit"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
                  ("pop3", "implicit"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
@@ -220,10 +307,10 @@ def _run_secret_command(command: str, what: str, timeout: float = 120.0) -> str:
 class Account:
     """One [[account]] entry with every default applied."""
 
-    __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "fingerprint", "user",
+    __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "pins", "verify", "tls_min_version", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
-                 "keep_crlf", "_table", "_state_dir", "_token")
+                 "keep_crlf", "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
 
     def __init__(self, table: dict, settings: "Settings | None" = None) -> None:
         t = self._table = dict(table)
@@ -238,7 +325,12 @@ class Account:
         self.tls: str = tls
         self.port: int = port or DEFAULT_PORTS[(self.protocol, tls)]
         self.ca_file: str | None = t.get("ca_file")
-        self.fingerprint: str | None = t.get("fingerprint")
+        fp = t.get("fingerprint")
+        # Pins: SHA-256 certificate fingerprints (hex) and SPKI pins ("sha256//BASE64"); any may match.
+        self.pins: list[str] = [fp] if isinstance(fp, str) else list(fp or [])
+        # Chain verification: on unless pins replace it (a self-signed server); `verify = true` does both.
+        self.verify: bool = bool(t.get("verify", not self.pins or bool(self.ca_file)))
+        self.tls_min_version: str = t.get("tls_min_version", "1.2")
         self.user: str = t["user"]
         self.folders: list[str] = list(t.get("folders") or ["INBOX"])
         after = t.get("after", "keep")
@@ -259,6 +351,9 @@ class Account:
         self.keep_crlf: bool = bool(t.get("keep_crlf", False))
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
+        self.idle: bool = bool(t.get("idle", False))
+        self.max_connections: int = int(t.get("max_connections", DEFAULT_MAX_CONNECTIONS))
+        self.notify: bool = bool(t.get("notify", True))
         self._state_dir = settings.state_dir if settings is not None else config.default_state_dir()
         self._token: str | None = None
 
@@ -283,7 +378,54 @@ class Account:
     # -- secrets ----------------------------------------------------------------
     @property
     def uses_oauth2(self) -> bool:
-        return "oauth2_token_command" in self._table or "oauth2_refresh_token" in self._table
+        t = self._table
+        return "oauth2_token_command" in t or self.uses_oauth2_flow
+
+    @property
+    def uses_oauth2_flow(self) -> bool:
+        """The built-in refresh-token flow (a refresh token in the config, from a command, or stored by
+        `fetchdeliver oauth2 authorize`)."""
+        t = self._table
+        return any(k in t for k in ("oauth2_refresh_token", "oauth2_refresh_token_command", *OAUTH2_AUTHORIZE))
+
+    def oauth2_endpoints(self) -> dict:
+        """authorize_url, token_url, device_url, scope, extra: the preset's, overridden by the account's keys."""
+        t = self._table
+        out = dict(OAUTH2_PRESETS.get(t.get("oauth2_provider", ""), {"extra": {}}))
+        for key in ("authorize_url", "token_url", "device_url", "scope"):
+            if f"oauth2_{key}" in t:
+                out[key] = t[f"oauth2_{key}"]
+        return out
+
+    @property
+    def refresh_token_file(self) -> str:
+        """Where `fetchdeliver oauth2 authorize` stores this account's refresh token (mode 0600)."""
+        import hashlib
+
+        return os.path.join(self._state_dir, "oauth2",
+                            "refresh-" + hashlib.sha256(self.name.encode()).hexdigest()[:24] + ".json")
+
+    def refresh_token(self) -> str:
+        """The refresh token: from the config, oauth2_refresh_token_command, or the stored grant."""
+        import json
+
+        t = self._table
+        if "oauth2_refresh_token" in t:
+            return t["oauth2_refresh_token"]
+        if "oauth2_refresh_token_command" in t:
+            return _run_secret_command(t["oauth2_refresh_token_command"], "oauth2_refresh_token_command")
+        try:
+            with open(self.refresh_token_file, encoding="utf-8") as f:
+                data = json.load(f)
+            token = data.get("refresh_token") if isinstance(data, dict) else None
+        except FileNotFoundError:
+            token = None
+        except (OSError, ValueError) as e:
+            raise SecretError(f"cannot read the stored OAuth2 grant {self.refresh_token_file}: {e}") from None
+        if not token:
+            raise SecretError(f"no OAuth2 refresh token for account {self.name!r} yet: run "
+                              f"`fetchdeliver oauth2 authorize {self.name}`")
+        return token
 
     def password(self) -> str:
         """The password, running password_command now if that is how it is given."""
@@ -302,7 +444,7 @@ class Account:
         t = self._table
         if "oauth2_token_command" in t:
             return _run_secret_command(t["oauth2_token_command"], "oauth2_token_command")
-        if "oauth2_refresh_token" not in t:
+        if not self.uses_oauth2_flow:
             raise SecretError("no OAuth2 settings for this account")
         return OAuth2Flow(self, self._state_dir).token(force=refresh)
 
@@ -311,30 +453,78 @@ class Account:
 
     # -- TLS ----------------------------------------------------------------------
     def ssl_context(self) -> "ssl.SSLContext":
-        """Verifying context: the system CAs, or only ca_file; with a fingerprint pin and no ca_file,
-        the pin replaces CA verification (self-signed servers), checked by `check_peer()`."""
+        """Verifying context: the system CAs, or only ca_file. With pins and no ca_file the pins replace
+        CA verification (self-signed servers) unless `verify = true`; pins are checked by `check_peer()`."""
         import ssl
 
-        if self.fingerprint and not self.ca_file:
+        if self.verify:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        else:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        else:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if self.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
         return ctx
 
     def check_peer(self, sock) -> None:
-        """Raise TLSPinError unless the server certificate matches the pinned fingerprint."""
-        if not self.fingerprint:
+        """Raise TLSPinError unless the server certificate matches one of the pins."""
+        if not self.pins:
             return
+        import base64
         import hashlib
 
-        der = sock.getpeercert(binary_form=True)
-        got = hashlib.sha256(der or b"").hexdigest()
-        if got != self.fingerprint:
-            raise TLSPinError(f"the server's certificate has SHA-256 fingerprint {_colons(got)}, "
-                              f"not the pinned {_colons(self.fingerprint)}")
+        der = sock.getpeercert(binary_form=True) or b""
+        got = hashlib.sha256(der).hexdigest()
+        if got in self.pins:
+            return
+        try:
+            spki = "sha256//" + base64.b64encode(hashlib.sha256(spki_der(der)).digest()).decode()
+        except ValueError:
+            spki = "(unreadable certificate)"
+        if spki in self.pins:
+            return
+        wanted = ", ".join(p if p.startswith("sha256//") else _colons(p) for p in self.pins)
+        raise TLSPinError(f"the server's certificate has SHA-256 fingerprint {_colons(got)} and SPKI pin {spki}; "
+                          f"neither is pinned (fingerprint = {wanted})")
+
+
+def spki_der(cert_der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a DER X.509 certificate (what an SPKI pin hashes).
+
+    Walks the fixed start of TBSCertificate (RFC 5280 4.1): [0] version, serialNumber, signature,
+    issuer, validity, subject, subjectPublicKeyInfo. Raises ValueError on anything else.
+    """
+    def element(pos: int) -> tuple[int, int, int]:
+        """(tag, content start, end) of the DER element at `pos`."""
+        if pos + 2 > len(cert_der):
+            raise ValueError("truncated certificate")
+        tag, length = cert_der[pos], cert_der[pos + 1]
+        pos += 2
+        if length & 0x80:
+            n = length & 0x7F
+            if not 0 < n <= 4 or pos + n > len(cert_der):
+                raise ValueError("bad DER length")
+            length = int.from_bytes(cert_der[pos:pos + n], "big")
+            pos += n
+        if pos + length > len(cert_der):
+            raise ValueError("truncated certificate")
+        return tag, pos, pos + length
+
+    tag, body, _ = element(0)                 # Certificate
+    if tag != 0x30:
+        raise ValueError("not a DER certificate")
+    tag, pos, _ = element(body)               # TBSCertificate
+    if tag != 0x30:
+        raise ValueError("not a DER certificate")
+    tag, _, end = element(pos)
+    if tag == 0xA0:                           # [0] EXPLICIT version
+        pos = end
+    for _ in range(5):                        # serial, signature, issuer, validity, subject
+        _, _, pos = element(pos)
+    tag, _, end = element(pos)
+    if tag != 0x30:
+        raise ValueError("no SubjectPublicKeyInfo where expected")
+    return bytes(cert_der[pos:end])
 
 
 class TLSPinError(FetchdeliverError):
@@ -371,10 +561,10 @@ class OAuth2Flow:
     def __init__(self, account: Account, state_dir: str) -> None:
         self.account = account
         t = account.oauth2_table()
-        self.url = t["oauth2_token_url"]
+        self.url = t.get("oauth2_token_url") or account.oauth2_endpoints().get("token_url", "")
         self.client_id = t["oauth2_client_id"]
         self.client_secret = t.get("oauth2_client_secret")
-        self.refresh_token = t["oauth2_refresh_token"]
+        self.refresh_token = account.refresh_token()
         self.scope = t.get("oauth2_scope")
         import hashlib
 

@@ -112,6 +112,17 @@ def _build_parser():
     storage_command.add_db_arguments(sub.add_parser("db", help="the PostgreSQL database: migrate the schema"))
     storage_command.add_store_arguments(sub.add_parser("store", help="mail stores: copy between maildir/mbox/postgresql"))
 
+    o = sub.add_parser("oauth2", help="OAuth2: authorize an account once (device code or browser redirect)")
+    osub = o.add_subparsers(dest="oauth2_command", metavar="COMMAND")
+    oa = osub.add_parser("authorize", help="sign in once and store the account's OAuth2 refresh token")
+    oa.add_argument("account", metavar="ACCOUNT")
+    oa.add_argument("-c", "--config")
+    oa.add_argument("--method", choices=("device", "loopback"),
+                    help="device code (RFC 8628) or browser redirect to 127.0.0.1 with PKCE (RFC 8252); "
+                         "default: device where the provider offers it for mail, else loopback")
+    oa.add_argument("--no-browser", action="store_true", help="only print the URL (loopback)")
+    oa.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the sign-in (default 600)")
+
     dm = sub.add_parser("demo", help="the whole loop on samples: IMAP server, fetch, Sieve, Maildir served over IMAP")
     dm.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
     dm.add_argument("--once", action="store_true", help="fetch and filter the samples once, print the summary and exit")
@@ -205,6 +216,12 @@ def _main_argparse(argv: list[str]) -> int:
         from fetchdeliver.daemon import command as daemon_command
 
         return daemon_command.daemon_main(args) if cmd == "daemon" else daemon_command.status_main(args)
+    if cmd == "oauth2":
+        if getattr(args, "oauth2_command", None) != "authorize":
+            parser.parse_args(["oauth2", "--help"])
+        from fetchdeliver import oauth2_authorize
+
+        return oauth2_authorize.main(args)
     if cmd == "demo":
         from fetchdeliver.demo import main as demo_main
 

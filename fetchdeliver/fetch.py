@@ -36,6 +36,10 @@ EX_FAILED = 1
 # fetching the rest of the mailbox would only fail the same way.
 MAX_CONSECUTIVE_TEMPFAILS = 5
 
+# With CONDSTORE, a changed folder is looked at incrementally (what arrived or changed since the last
+# complete pass); once a day the full comparison runs anyway, forgetting UIDs expunged meanwhile.
+FULL_COMPARE_EVERY = 24 * 3600
+
 
 def _log():
     import logging
@@ -141,8 +145,10 @@ class AccountRun:
     """Fetch one account once."""
 
     def __init__(self, account: "Account", settings: "Settings", state: "State", *, dry_run: bool = False,
-                 verbose: bool = False, contexts: dict | None = None, out=None, err=None) -> None:
+                 verbose: bool = False, contexts: dict | None = None, out=None, err=None,
+                 folders: list[str] | None = None) -> None:
         self.account = account
+        self.folders = folders  # IMAP: fetch only these (the daemon's push passes); None: all of them
         self.name = account.name
         self.settings = settings
         self.state = state
@@ -197,7 +203,7 @@ class AccountRun:
 
                 self.source = ImapSource(a)
                 self.source.connect()
-                for folder in a.folders:
+                for folder in self.folders or a.folders:
                     self.imap_folder(folder)
             else:
                 from fetchdeliver.sources.pop3 import Pop3Source
@@ -298,6 +304,33 @@ class AccountRun:
         state = self.state
         uidvalidity = src.select(folder, readonly=a.after == "keep" or self.dry_run)
         known = state.imap_uidvalidity(a.name, folder)
+        point = src.sync_point()
+        since = None
+        if not self.dry_run:
+            last = state.imap_sync_point(a.name, folder)
+            if point is not None and known == uidvalidity and last is not None and last[0] == uidvalidity:
+                if tuple(last[:3]) == point:
+                    # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT
+                    # was the only command this folder cost.
+                    _log().debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder,
+                                 point[1])
+                    return
+                if time.time() - last[3] < FULL_COMPARE_EVERY:
+                    since = last
+            state.set_imap_sync_point(a.name, folder, None)
+        failed_before = self.failed
+        self._imap_folder(folder, uidvalidity, known, since=since)
+        if point is not None and not self.dry_run and self.failed == failed_before:
+            # Complete, nothing left to retry: the next pass may skip the folder while its modseq stays.
+            # (Our own flags/expunges raise the modseq, so the pass after an acknowledgement looks again.)
+            state.set_imap_sync_point(a.name, folder, point)
+
+    def _imap_folder(self, folder: str, uidvalidity: int, known: int | None, since: tuple | None = None) -> None:
+        """Fetch what is new in the selected folder. `since`: the sync point of the last complete pass
+        (CONDSTORE), when only what arrived or changed after it needs looking at."""
+        a = self.account
+        src = self.source
+        state = self.state
         if known is None:
             if a.initial == "new-only":
                 uids = src.search("ALL")
@@ -317,6 +350,16 @@ class AccountRun:
             seen = set()
         else:
             seen = state.imap_seen(a.name, folder)
+        if since is not None:
+            # Incremental: messages that arrived since (UID >= the old UIDNEXT) or whose flags changed since
+            # (e.g. \Deleted removed elsewhere), one SEARCH whatever the folder's size. The last pass was
+            # complete, acknowledgements included, so nothing recorded waits for its `after`.
+            todo = [u for u in src.search(["UNDELETED", "OR", "UID", f"{int(since[2])}:*", "MODSEQ",
+                                           str(int(since[1]) + 1)]) if u not in seen]
+            if a.after == "move" and todo and not self.dry_run:
+                src.ensure_folder(a.move_to)
+            self._fetch_todo(folder, uidvalidity, todo)
+            return
         every = src.search("ALL")
         candidates = src.search("UNDELETED") if every else []
         present = set(every)
@@ -330,18 +373,58 @@ class AccountRun:
             redo = sorted(seen & present)
             if redo:
                 src.acknowledge(redo)
+        self._fetch_todo(folder, uidvalidity, todo)
+
+    def _fetch_todo(self, folder: str, uidvalidity: int, todo: list[int]) -> None:
+        """Fetch, deliver and acknowledge the UIDs in `todo`, in batches."""
+        a = self.account
+        src = self.source
         if not todo:
             src.finish_folder()
             return
         sizes = src.sizes(todo)
+        gmail = src.gmail_info
+        if gmail and not self.dry_run:
+            todo = self._skip_gmail_delivered(folder, uidvalidity, todo, gmail)
+        self._gmail_labels = {(folder, uidvalidity, str(u)): gmail[u][1] for u in todo if u in gmail}
         self.progress.add_total(len(todo))
         for batch in src.batches(todo, sizes, a.batch_size):
             bodies = src.fetch(batch)
             items = [((folder, uidvalidity, str(uid)), bodies[uid]) for uid in batch if uid in bodies]
             done = self.deliver_batch(items)
             if done and not self.dry_run:
+                if gmail:
+                    self._remember_gmail([gmail[int(loc[2])][0] for loc in done if int(loc[2]) in gmail])
                 src.acknowledge([int(loc[2]) for loc in done])
         src.finish_folder()
+
+    # -- Gmail: one message, many folders (labels) ------------------------------------------
+    GMAIL_MEMORY = "gmail-msgid"
+    GMAIL_SECONDS = 10 * 365 * 86400
+
+    def _gmail_key(self, msgid: int) -> str:
+        return f"{self.account.name}\0{msgid}"
+
+    def _skip_gmail_delivered(self, folder: str, uidvalidity: int, todo: list[int], gmail: dict) -> list[int]:
+        """Messages whose X-GM-MSGID was delivered from another folder (INBOX, All Mail, a label):
+        recorded and acknowledged as duplicates without fetching their bodies."""
+        keys = {u: self._gmail_key(gmail[u][0]) for u in todo if u in gmail}
+        known = self.state.recalls(self.GMAIL_MEMORY, list(keys.values()))
+        dups = [u for u in todo if keys.get(u) in known]
+        if not dups:
+            return todo
+        self.duplicates += len(dups)
+        self.state.complete(self.account.name, seen=[(folder, uidvalidity, str(u)) for u in dups])
+        if self.verbose:
+            self._say(f"{self.name}: {folder}: {len(dups)} message{'s' if len(dups) != 1 else ''} already delivered "
+                      "from another Gmail folder (same X-GM-MSGID), skipped", self.out)
+        self.source.acknowledge(dups)
+        skip = set(dups)
+        return [u for u in todo if u not in skip]
+
+    def _remember_gmail(self, msgids: list[int]) -> None:
+        for msgid in msgids:
+            self.state.remember(self.GMAIL_MEMORY, self._gmail_key(msgid), self.GMAIL_SECONDS)
 
     # -- POP3 -----------------------------------------------------------------------------
     def pop3(self) -> None:
@@ -466,6 +549,12 @@ class AccountRun:
         msg = Message(stored_bytes(parsed.raw, a.keep_crlf), sender=_envelope_sender(parsed),
                       recipients=[a.recipient], origin=a.name)
         msg = msg.prepend_header("Received", self._received(p.token))
+        labels = getattr(self, "_gmail_labels", {}).get((p.folder, p.uidvalidity, p.uid))
+        if labels is not None:
+            from fetchdeliver.sources.imap import labels_value
+
+            # Above Received: the bytes after the Received line stay the original (crash recovery checks them).
+            msg = msg.prepend_header("X-Gmail-Labels", labels_value(labels))
         try:
             return engine.process(msg, self.ctx)
         except Exception as e:  # never let one message's bug lose it or stop the others

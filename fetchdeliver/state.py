@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS imap_folder (
 CREATE TABLE IF NOT EXISTS imap_seen (
     account TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL, at INTEGER NOT NULL,
     PRIMARY KEY (account, folder, uid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imap_sync (
+    account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL, highestmodseq INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (account, folder)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered (
     account TEXT NOT NULL, message_id TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL,
     at INTEGER NOT NULL,
@@ -217,6 +221,21 @@ class State:
                 self.db.executemany("DELETE FROM imap_seen WHERE account=? AND folder=? AND uid=?",
                                     [(account, folder, int(u)) for u in uids])
 
+    def imap_sync_point(self, account: str, folder: str) -> tuple[int, int, int, float] | None:
+        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT, when) after the last complete pass over `folder` (CONDSTORE)."""
+        row = self.db.execute("SELECT uidvalidity, highestmodseq, uidnext, at FROM imap_sync WHERE account=? AND "
+                              "folder=?", (account, folder)).fetchone()
+        return tuple(row) if row else None
+
+    def set_imap_sync_point(self, account: str, folder: str, point: tuple[int, int, int] | None) -> None:
+        """Remember (or with None forget) the point at which `folder` was completely fetched."""
+        with self._tx():
+            if point is None:
+                self.db.execute("DELETE FROM imap_sync WHERE account=? AND folder=?", (account, folder))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO imap_sync VALUES (?,?,?,?,?,?)",
+                                (account, folder, *(int(x) for x in point[:3]), time.time()))
+
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT uidl FROM pop3_seen WHERE account=?", (account,))}
@@ -288,6 +307,17 @@ class State:
                 return True
             self.db.execute("INSERT OR REPLACE INTO memory VALUES (?,?,?)", (kind, key, now + seconds))
             return False
+
+    def recalls(self, kind: str, keys: list[str], *, now: float | None = None) -> set[str]:
+        """Which of `keys` are remembered (unexpired) under `kind`; remembers nothing new."""
+        now = time.time() if now is None else now
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out |= {r[0] for r in self.db.execute(
+                f"SELECT key FROM memory WHERE kind=? AND expires > ? AND key IN ({marks})", (kind, now, *chunk))}
+        return out
 
     def duplicate_seen(self, key: str, seconds: float) -> bool:
         """Sieve `duplicate` (RFC 7352): was this id seen within its period? Records it if not."""

@@ -56,8 +56,8 @@ class DaemonAccountRun(AccountRun):
     """AccountRun wired to the daemon (see the module docstring)."""
 
     def __init__(self, account: "Account", gen: "Generation", state, *, outbound=None,
-                 stop: threading.Event | None = None, on_delivered=None) -> None:
-        super().__init__(account, gen.settings, state, out=io.StringIO(), err=io.StringIO())
+                 stop: threading.Event | None = None, on_delivered=None, folders: list[str] | None = None) -> None:
+        super().__init__(account, gen.settings, state, out=io.StringIO(), err=io.StringIO(), folders=folders)
         self.gen = gen
         self.outbound = outbound
         self.stop = stop or threading.Event()
@@ -111,8 +111,8 @@ class DaemonAccountRun(AccountRun):
 
 
 def run_pass(account: "Account", gen: "Generation", *, outbound=None, stop: threading.Event | None = None,
-             on_delivered=None) -> PassResult:
-    """Fetch `account` once (blocking: call it from a worker thread)."""
+             on_delivered=None, folders: list[str] | None = None) -> PassResult:
+    """Fetch `account` once (blocking: call it from a worker thread); `folders`: only these (push)."""
     from fetchdeliver.state import State, StateError
 
     try:
@@ -120,7 +120,8 @@ def run_pass(account: "Account", gen: "Generation", *, outbound=None, stop: thre
     except StateError as e:
         return PassResult(False, str(e), 0, 0, 0, 0, False)
     try:
-        run = DaemonAccountRun(account, gen, state, outbound=outbound, stop=stop, on_delivered=on_delivered)
+        run = DaemonAccountRun(account, gen, state, outbound=outbound, stop=stop, on_delivered=on_delivered,
+                               folders=folders)
         ok = run.run()
     finally:
         state.close()

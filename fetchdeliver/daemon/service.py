@@ -59,6 +59,7 @@ class Daemon:
         self.queue_runner = None
         self.notifier = None
         self.status = None
+        self.servers = None     # ServerBackoff: servers that asked to be left alone (throttling, outages)
         self.spool = None
         self.lmtp = None
         self.imap = None
@@ -107,6 +108,7 @@ class Daemon:
         except StateError as e:
             log.error("%s", e)
             return EX_SOFTWARE
+        self._start_servers()
         self._start_queue()
         self.notifier = Notifier(self.outbound)
         self.notifier.start()
@@ -136,6 +138,26 @@ class Daemon:
             return
         log.info("%s: stopping (deliveries in flight finish first)", signal.Signals(sig).name)
         self.stop_event.set()
+
+    def _start_servers(self) -> None:
+        from fetchdeliver.sources.throttle import ServerBackoff
+
+        def changed(server, state) -> None:  # from any thread
+            try:
+                self.loop.call_soon_threadsafe(self._record_server, server, state)
+            except RuntimeError:
+                pass  # the loop has ended
+
+        self.servers = ServerBackoff(cap=float(self.options["backoff_max"]), on_change=changed)
+
+    def _record_server(self, server: str, state) -> None:
+        try:
+            self.status.server(server, None if state is None else
+                               {"until": state.until, "reason": state.reason, "hits": state.hits})
+        except Exception as e:  # status is for people; it must never stop the daemon
+            log.warning("cannot record the back-off of %s: %s", server, e)
+        if state is None:
+            log.info("%s answers normally again: back-off over", server)
 
     def _start_queue(self) -> None:
         from fetchdeliver.outbound.queue import OutboundQueue, QueueRunner

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from fetchdeliver.state import State
 
 
+# daemon_info key prefix of an account's push plan (JSON list of {folder, state, why}).
+PUSH_KEY = "push:"
+# daemon_info key prefix of a server's back-off (JSON {until, reason, hits}).
+SERVER_KEY = "backoff:"
+
+
 class StatusWriter:
     """The daemon's side: record account results and listeners (one thread: the event loop's)."""
 
@@ -47,6 +53,21 @@ class StatusWriter:
         with self.state._tx() as db:
             rows = [r[0] for r in db.execute("SELECT account FROM daemon_account")]
             db.executemany("DELETE FROM daemon_account WHERE account=?", [(n,) for n in rows if n not in names])
+            keys = [r[0] for r in db.execute("SELECT key FROM daemon_info WHERE key LIKE 'push:%'")]
+            db.executemany("DELETE FROM daemon_info WHERE key=?",
+                           [(k,) for k in keys if k[len(PUSH_KEY):] not in names])
+
+    def server(self, server: str, backoff: dict | None) -> None:
+        """A server's back-off ({until, reason, hits}) or its end (None)."""
+        if backoff is None:
+            with self.state._tx() as db:
+                db.execute("DELETE FROM daemon_info WHERE key=?", (SERVER_KEY + server,))
+        else:
+            self.set_info(SERVER_KEY + server, json.dumps(backoff))
+
+    def push(self, name: str, folders: list[dict]) -> None:
+        """How each folder of an `idle = true` account is watched: [{folder, state, why}]."""
+        self.set_info(PUSH_KEY + name, json.dumps(folders))
 
     def account(self, name: str, *, mode: str, last_poll: float | None = None, result: str | None = None,
                 next_poll: float | None = None, error: str | None = None, failures: int = 0) -> None:
@@ -97,7 +118,7 @@ def _alive(pid: int) -> bool:
 def read_status(state_dir: str) -> dict:
     """Everything `status` shows, as plain data (also used by the tests)."""
     path = os.path.join(state_dir, "state.sqlite")
-    out: dict = {"state_db": path, "info": {}, "accounts": [], "queue": None}
+    out: dict = {"state_db": path, "info": {}, "accounts": [], "queue": None, "push": {}, "servers": {}}
     if os.path.exists(path):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
@@ -112,6 +133,12 @@ def read_status(state_dir: str) -> dict:
                 pass  # a database from before the daemon existed: no rows yet
         finally:
             db.close()
+    for prefix, where in ((PUSH_KEY, "push"), (SERVER_KEY, "servers")):
+        for key in [k for k in out["info"] if k.startswith(prefix)]:
+            try:
+                out[where][key[len(prefix):]] = json.loads(out["info"].pop(key))
+            except ValueError:
+                pass
     qpath = os.path.join(state_dir, "outbound", "queue.sqlite")
     if os.path.exists(qpath):
         db = sqlite3.connect(f"file:{qpath}?mode=ro", uri=True, timeout=10)
@@ -149,11 +176,27 @@ def format_status(st: dict, configured: list[str], now: float | None = None) -> 
         lines.append(f"    last poll: {_when(r['last_poll'], now)}")
         lines.append(f"    result:    {r['result'] or '-'}")
         lines.append(f"    next poll: {_when(r['next_poll'], now) if r['next_poll'] else '-'}")
+        folders = st.get("push", {}).get(name)
+        if folders:
+            lines.append("    folders:")
+            for f in folders:
+                lines.append(f"      {f.get('folder')}: {f.get('state')} ({f.get('why')})")
         if r["error"]:
             lines.append(f"    error:     {r['error']} (since {_when(r['error_since'], now)}, "
                          f"{r['failures']} failures in a row)")
         else:
             lines.append("    errors:    none")
+    servers = st.get("servers") or {}
+    running = pid and _alive(pid) and "stopped" not in info
+    waiting = {k: v for k, v in servers.items() if running and float(v.get("until", 0)) > now}
+    if waiting:
+        lines.append("servers backing off:")
+        for server, b in sorted(waiting.items()):
+            hits = int(b.get("hits", 1))
+            lines.append(f"  {server}: no connection until {_when(float(b['until']), now)} after "
+                         f"{b.get('reason')} ({hits} throttling repl{'ies' if hits != 1 else 'y'} in a row)")
+    else:
+        lines.append("servers backing off: none")
     q = st["queue"]
     lines.append(f"outbound queue: {q if q is not None else 0} message{'s' if q != 1 else ''}")
     try:

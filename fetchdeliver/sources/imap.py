@@ -29,7 +29,12 @@ def _command(name: str, where: str = ""):
     except SourceError:
         raise
     except imap_errors.LoginError as e:
-        raise SourceError(name, f"server said: {server_words(e)}{suffix}", temporary=False) from None
+        from fetchdeliver.sources.throttle import classify
+
+        words = server_words(e)
+        # A login refused because the server is down or throttling ([UNAVAILABLE], too many
+        # connections) heals by itself; a wrong password does not.
+        raise SourceError(name, f"server said: {words}{suffix}", temporary=classify(words) is not None) from None
     except imap_errors.CapabilityError as e:
         raise SourceError(name, f"{server_words(e)}{suffix}") from None
     except imap_errors.IMAPClientAbortError as e:
@@ -43,6 +48,10 @@ def _command(name: str, where: str = ""):
             detail = describe_os_error(e)
         temporary = not isinstance(e, ssl.SSLCertVerificationError)
         raise SourceError(name, f"{detail}{suffix}", temporary=temporary) from None
+
+
+# The same, for modules outside this one that talk to an ImapSource's client directly (the push watchers).
+command_context = _command
 
 
 def _strip_imaplib(text: str) -> str:
@@ -67,6 +76,11 @@ class ImapSource:
         self.readonly = True
         self.capabilities: set[bytes] = set()
         self.needs_expunge = False
+        self.highestmodseq: int | None = None   # of the selected folder (CONDSTORE), else None
+        self.uidnext: int | None = None
+        self.uidvalidity: int | None = None
+        # Gmail (X-GM-EXT-1): uid -> (X-GM-MSGID, labels) of the selected folder, filled by sizes().
+        self.gmail_info: dict[int, tuple[int, list[str]]] = {}
 
     # -- session ----------------------------------------------------------------
     def connect(self) -> None:
@@ -96,6 +110,10 @@ class ImapSource:
             self._login()
             with _command("CAPABILITY", where):
                 self.capabilities = set(client.capabilities())
+            if self.has("CONDSTORE"):
+                # SELECT then reports HIGHESTMODSEQ: an unchanged folder needs no SEARCH (RFC 7162).
+                with _command("ENABLE CONDSTORE", where):
+                    client.enable("CONDSTORE")
         except BaseException:
             self.close()
             raise
@@ -127,7 +145,7 @@ class ImapSource:
                 return
             except SourceError:
                 # A cached token the server no longer takes: refresh once (only the built-in flow caches).
-                if attempt == 1 or "oauth2_refresh_token" not in a.oauth2_table():
+                if attempt == 1 or not a.uses_oauth2_flow:
                     raise
 
     def close(self, quit: bool = True) -> None:
@@ -158,20 +176,49 @@ class ImapSource:
         uv = info.get(b"UIDVALIDITY")
         if uv is None:
             raise SourceError(f"SELECT {folder}", "the server did not report UIDVALIDITY")
+        modseq = info.get(b"HIGHESTMODSEQ")
+        uidnext = info.get(b"UIDNEXT")
+        self.highestmodseq = int(modseq) if isinstance(modseq, int) and b"NOMODSEQ" not in info else None
+        self.uidnext = int(uidnext) if isinstance(uidnext, int) else None
+        self.uidvalidity = int(uv)
         return int(uv)
 
-    def search(self, criteria: str = "ALL") -> list[int]:
-        with _command(f"UID SEARCH {criteria}", self.account.address):
+    def sync_point(self) -> tuple[int, int, int] | None:
+        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) of the selected folder, when the server tracks modseqs.
+
+        Equal to the point recorded after a complete pass, nothing in the folder changed since:
+        no message arrived, none was expunged, no flag changed (RFC 7162 section 3.1.2).
+        """
+        if self.highestmodseq is None or self.uidnext is None or self.uidvalidity is None:
+            return None
+        return (self.uidvalidity, self.highestmodseq, self.uidnext)
+
+    def search(self, criteria: str | list[str] = "ALL") -> list[int]:
+        text = criteria if isinstance(criteria, str) else " ".join(criteria)
+        with _command(f"UID SEARCH {text}", self.account.address):
             return sorted(int(u) for u in self.client.search(criteria))
 
+    @property
+    def gmail(self) -> bool:
+        """Gmail's IMAP extensions (X-GM-MSGID, X-GM-LABELS) are offered."""
+        return self.has("X-GM-EXT-1")
+
     def sizes(self, uids: list[int]) -> dict[int, int]:
+        """RFC822.SIZE of each UID; on Gmail also X-GM-MSGID and X-GM-LABELS (into `gmail_info`),
+        in the same command."""
         out: dict[int, int] = {}
+        items = ["RFC822.SIZE"] + (["X-GM-MSGID", "X-GM-LABELS"] if self.gmail else [])
+        self.gmail_info = {}
         for i in range(0, len(uids), 1000):
             chunk = uids[i:i + 1000]
-            with _command("UID FETCH RFC822.SIZE", self.account.address):
-                data = self.client.fetch(chunk, ["RFC822.SIZE"])
+            with _command(f"UID FETCH ({' '.join(items)})", self.account.address):
+                data = self.client.fetch(chunk, items)
             for uid, d in data.items():
                 out[int(uid)] = int(d.get(b"RFC822.SIZE", 0))
+                msgid = d.get(b"X-GM-MSGID")
+                if msgid is not None:
+                    labels = [mailbox_name(x) for x in (d.get(b"X-GM-LABELS") or ())]
+                    self.gmail_info[int(uid)] = (int(msgid), labels)
         return out
 
     def batches(self, uids: list[int], sizes: dict[int, int], count: int) -> list[list[int]]:
@@ -262,3 +309,63 @@ class ImapSource:
                 self.client.idle_done()
         return any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
+
+    def notify_set(self, folders: list[str]) -> None:
+        """NOTIFY SET (RFC 5465): report new and expunged messages in `folders` as untagged STATUS.
+
+        No folder is selected; the server sends `* STATUS "folder" (...)` while the
+        connection is in IDLE (or between commands).
+        """
+        if not self.has("NOTIFY"):
+            raise SourceError("NOTIFY", "the server does not offer NOTIFY", temporary=False)
+        boxes = " ".join(quote_mailbox(f) for f in folders)
+        args = f"SET (mailboxes ({boxes}) (MessageNew MessageExpunge))"
+        with _command("NOTIFY SET", self.account.address):
+            # imapclient has no NOTIFY method; imaplib's public xatom() sends an extension command
+            # and checks its tagged reply (imapclient keeps its imaplib connection in `_imap`).
+            typ, data = self.client._imap.xatom("NOTIFY", args)
+            if typ != "OK":
+                raise SourceError("NOTIFY SET", f"server said: {typ} {server_words(data)}")
+
+
+def quote_mailbox(name: str) -> str:
+    """A mailbox name as an IMAP quoted string, in modified UTF-7 (RFC 3501 5.1.3)."""
+    from imapclient import imap_utf7
+
+    raw = imap_utf7.encode(name)
+    text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mailbox_name(value) -> str:
+    """A mailbox name from a parsed response (bytes in modified UTF-7, or an int for all-digit names)."""
+    from imapclient import imap_utf7
+
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        value = value.encode()
+    return imap_utf7.decode(bytes(value))
+
+
+def labels_value(labels: list[str]) -> str:
+    """The value of `X-Gmail-Labels:`, e.g. `\\Inbox, Work, "a, b"`: Gmail's labels of a message."""
+    parts = []
+    for label in labels:
+        text = label.replace("\r", " ").replace("\n", " ")
+        if any(c in text for c in ',"') or text != text.strip():
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def new_mail_in(responses: list) -> tuple[bool, set[str]]:
+    """What IDLE responses announce: (EXISTS/RECENT in the selected folder, folders named by STATUS)."""
+    selected = False
+    folders: set[str] = set()
+    for r in responses:
+        if len(r) > 1 and r[1] in (b"EXISTS", b"RECENT"):
+            selected = True
+        elif len(r) > 1 and r[0] == b"STATUS":
+            folders.add(mailbox_name(r[1]))
+    return selected, folders

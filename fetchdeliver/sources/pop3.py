@@ -137,7 +137,7 @@ class Pop3Source:
                         _sasl_one_step(conn, mech, blob)
                     return
                 except SourceError:
-                    if attempt == 1 or "oauth2_refresh_token" not in a.oauth2_table():
+                    if attempt == 1 or not a.uses_oauth2_flow:
                         raise
                     self.connect_again_for_retry()
                     conn = self.conn

@@ -78,3 +78,25 @@ def dovecot_oauth2(request, oauth2_provider):
     """Dovecot that also takes XOAUTH2 / OAUTHBEARER, checking tokens with `oauth2_provider`."""
     return _start(request, users={"alice": "secret"},
                   oauth2_introspection_url=oauth2_provider.introspection_url)
+
+
+PUSH_USERS = {f"user{i}": f"pw{i}" for i in range(5)}
+
+
+@pytest.fixture
+def dovecot_notify(request):
+    """Dovecot with NOTIFY (mailbox_list_index = yes) and five users user0..user4 (passwords pw0..pw4)."""
+    return _start(request, users=dict(PUSH_USERS), notify=True)
+
+
+@pytest.fixture
+def dovecot_no_notify(request):
+    """Like `dovecot_notify` without the mailbox list index: IDLE only, no NOTIFY."""
+    return _start(request, users=dict(PUSH_USERS), notify=False)
+
+
+@pytest.fixture
+def dovecot_outage(request):
+    """Dovecot whose auth backend is down while `dovecot_outage.outage_flag` exists: LOGIN then answers
+    `NO [UNAVAILABLE] Temporary authentication failure` (a real outage reply, no script)."""
+    return _start(request, users={"alice": "secret"}, auth_outage=True)

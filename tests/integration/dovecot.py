@@ -74,8 +74,15 @@ class Dovecot:
 
     def __init__(self, users: dict[str, str] | None = None, *, apop: bool = False,
                  protocols: tuple[str, ...] = ("imap", "pop3"), extra_config: str = "",
-                 oauth2_introspection_url: str | None = None, extra_mechanisms: str = "") -> None:
+                 oauth2_introspection_url: str | None = None, extra_mechanisms: str = "",
+                 notify: bool | None = None, auth_outage: bool = False) -> None:
         self.exe = find_dovecot()
+        # auth_outage: a first passdb that fails *temporarily* while `outage_flag` exists, so Dovecot
+        # answers LOGIN with "NO [UNAVAILABLE] Temporary authentication failure" (its auth backend down).
+        self.auth_outage = auth_outage
+        # NOTIFY (RFC 5465) is offered only with the mailbox list index (Dovecot's default: on).
+        # None leaves Dovecot's default; True/False set mailbox_list_index.
+        self.notify = notify
         import trustme  # test dependency; imported here so a missing one is a clear error
 
         self.users = dict(users or {"alice": "secret"})
@@ -147,6 +154,15 @@ class Dovecot:
                 f.write(f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
                         "username_attribute = username\nactive_attribute = active\nactive_value = true\n")
             oauth2 = f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {ext}\n}}\n"
+        outage = ""
+        if self.auth_outage:
+            script = os.path.join(r, "outage-check")
+            with open(script, "w") as f:
+                # checkpassword: exit 111 is a temporary failure; 1 lets the next passdb decide.
+                f.write(f"#!/bin/sh\n[ -e {self.outage_flag} ] && exit 111\nexit 1\n")
+            os.chmod(script, 0o755)
+            outage = (f"passdb {{\n  driver = checkpassword\n  args = {script}\n"
+                      "  result_failure = continue\n  result_internalfail = return-fail\n}\n")
         listeners = {"imap-login": [], "pop3-login": []}
         for name, (service, is_ssl) in LISTENERS.items():
             listeners[service].append(
@@ -175,7 +191,7 @@ auth_mechanisms = {mechs}
 # Wrong-password tests should not wait: no failure delay, no per-IP penalty.
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
-service anvil {{
+{outage}service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
@@ -189,6 +205,7 @@ passdb {{
   args = username_format=%u {r}/passwd
 }}
 mail_location = maildir:~/Maildir
+{'' if self.notify is None else f"mailbox_list_index = {'yes' if self.notify else 'no'}"}
 first_valid_uid = 0
 first_valid_gid = 0
 pop3_uidl_format = %08Xu%08Xv
@@ -342,6 +359,17 @@ pop3_uidl_format = %08Xu%08Xv
         exe = shutil.which("doveadm") or "/usr/bin/doveadm"
         return subprocess.run([exe, "-c", self.conf, *args], capture_output=True, text=True,
                               timeout=60, check=check)
+
+    @property
+    def outage_flag(self) -> str:
+        """While this file exists (auth_outage = True), logins fail with [UNAVAILABLE]."""
+        return os.path.join(self.root, "auth-outage")
+
+    def connections(self, user: str | None = None) -> int:
+        """How many IMAP/POP3 sessions are logged in right now (for `user`, or everyone): `doveadm who`."""
+        out = self.doveadm("who", "-1").stdout.splitlines()
+        rows = [line.split() for line in out[1:] if line.strip()]
+        return sum(1 for r in rows if user is None or r[0] == user)
 
     def set_uidvalidity(self, user: str, value: int, folder: str = "INBOX") -> None:
         self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)

@@ -131,7 +131,7 @@ def status(setup) -> str:
 # -- push and schedule ---------------------------------------------------------------------------------
 
 def test_idle_delivers_new_mail_within_seconds(setup, dovecot, daemons):
-    setup.account("push", "imap", idle=True, poll="1h")
+    setup.account("push", "imap", idle=True, poll="1h", notify=False)  # the IDLE path (NOTIFY: test_push.py)
     d = start(daemons, setup)
     d.wait_log(r"push: IDLE connected")
     t0 = time.monotonic()
@@ -151,7 +151,7 @@ def test_idle_delivers_new_mail_within_seconds(setup, dovecot, daemons):
 
 
 def test_idle_is_reissued_and_keeps_delivering(setup, dovecot, daemons):
-    setup.account("push", "imap", idle=True, poll="1h")
+    setup.account("push", "imap", idle=True, poll="1h", notify=False)  # the IDLE path (NOTIFY: test_push.py)
     write_extra(setup, '[daemon]\nidle_renew = "1s"\n')
     d = DaemonProc(setup.cmd + ["-v", "-v"], setup.config, str(setup.dir / "renew.log"))
     daemons.append(d)
@@ -162,7 +162,7 @@ def test_idle_is_reissued_and_keeps_delivering(setup, dovecot, daemons):
 
 
 def test_idle_reconnects_after_the_server_drops_it(setup, dovecot, daemons):
-    setup.account("push", "imap", idle=True, poll="1h")
+    setup.account("push", "imap", idle=True, poll="1h", notify=False)  # the IDLE path (NOTIFY: test_push.py)
     d = start(daemons, setup)
     d.wait_log(r"push: IDLE connected")
     dovecot.doveadm("kick", "alice")

@@ -141,7 +141,7 @@ def test_missing_required_keys_and_duplicate_names(tmp_path):
 def test_fingerprint_is_normalised(tmp_path):
     colons = ":".join(["AB"] * 32)
     (acc,) = from_settings(Settings(parse_file(account_config(tmp_path, fingerprint=colons))))
-    assert acc.fingerprint == "ab" * 32
+    assert acc.pins == ["ab" * 32] and acc.verify is False
 
 
 def test_password_command_runs_at_use_and_reports_failures(tmp_path):
@@ -195,3 +195,78 @@ def test_oauth2_cache_is_private(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_pins_spki_verify_and_tls_min_version(tmp_path):
+    import base64
+    import hashlib
+
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from fetchdeliver.accounts import spki_der
+
+    cert = trustme.CA().issue_cert("example.org")
+    pem = cert.cert_chain_pems[0].bytes()
+    c = x509.load_pem_x509_certificate(pem)
+    want = c.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert spki_der(c.public_bytes(serialization.Encoding.DER)) == want
+    with pytest.raises(ValueError):
+        spki_der(b"\x30\x03\x02\x01\x01")
+    pin = "sha256//" + base64.b64encode(hashlib.sha256(want).digest()).decode()
+    (acc,) = from_settings(Settings(parse_file(account_config(
+        tmp_path, fingerprint=[pin, ":".join(["CD"] * 32)], verify=True, ca_file="/ca.pem", tls_min_version="1.3"))))
+    assert acc.pins == [pin, "cd" * 32] and acc.verify is True and acc.tls_min_version == "1.3"
+    import ssl
+
+    both = Account({"name": "w", "protocol": "imap", "host": "h", "user": "u", "password": "p",
+                    "fingerprint": [pin], "verify": True, "tls_min_version": "1.3"})
+    ctx = both.ssl_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+    pinned_only = Account({"name": "w", "protocol": "imap", "host": "h", "user": "u", "password": "p",
+                           "fingerprint": [pin]})
+    ctx = pinned_only.ssl_context()
+    assert ctx.verify_mode == ssl.CERT_NONE and ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+@pytest.mark.parametrize("keys,key,words", [
+    ({"fingerprint": "sha256//abc"}, "fingerprint", "SPKI pin sha256//BASE64"),
+    ({"fingerprint": []}, "fingerprint", "non-empty list"),
+    ({"verify": False}, "verify", "needs a fingerprint pin"),
+    ({"tls_min_version": "1.1"}, "tls_min_version", "must be one of"),
+])
+def test_bad_tls_keys(tmp_path, keys, key, words):
+    path = account_config(tmp_path, **keys)
+    with pytest.raises(ConfigError) as e:
+        parse_file(path)
+    assert f"account[0] (work).{key}" in str(e.value) and words in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("keys,key,words", [
+    ({"password": None, "oauth2_provider": "gmail"}, "oauth2_client_id", "your own oauth2_client_id"),
+    ({"password": None, "oauth2_authorize_url": "https://a/auth", "oauth2_client_id": "c"}, "oauth2_token_url",
+     "oauth2_provider"),
+    ({"password": None, "oauth2_provider": "outlook"}, "oauth2_provider", "must be one of"),
+    ({"oauth2_token_store_command": "pass insert x"}, "oauth2_token_store_command", "only used with"),
+    ({"oauth2_provider": "microsoft", "oauth2_client_id": "c"}, "password", "more than one secret"),
+])
+def test_oauth2_authorize_keys(tmp_path, keys, key, words):
+    path = account_config(tmp_path, **keys)
+    with pytest.raises(ConfigError) as e:
+        parse_file(path)
+    assert f"account[0] (work).{key}" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_oauth2_presets_and_stored_grant(tmp_path):
+    from fetchdeliver.accounts import SecretError
+
+    (acc,) = from_settings(Settings(parse_file(account_config(
+        tmp_path, password=None, oauth2_provider="microsoft", oauth2_client_id="c"))))
+    ep = acc.oauth2_endpoints()
+    assert ep["device_url"].startswith("https://login.microsoftonline.com/") and "offline_access" in ep["scope"]
+    assert acc.uses_oauth2 and acc.uses_oauth2_flow
+    with pytest.raises(SecretError) as e:
+        acc.refresh_token()
+    assert "run `fetchdeliver oauth2 authorize work`" in str(e.value)
