@@ -44,7 +44,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from fetchdeliver.errors import FetchdeliverError
 
@@ -511,6 +511,7 @@ class FailurePolicy:
         if self.interval:
             self.global_next = max(self.global_next, start) + self.interval
         urec = self._get(self.users, self.user_key(user), start, create=True)
+        assert urec is not None   # a str key with create=True always has a record
         urec.ready = max(urec.ready, start + self.penalty(urec.failures + 1))
 
     def failed(self, ip: str | None, user: str, now: float | None = None) -> float:
@@ -520,6 +521,7 @@ class FailurePolicy:
             return 0.0
         addr = self._get(self.addresses, client_key(ip), now, create=True)
         urec = self._get(self.users, self.user_key(user), now, create=True)
+        assert urec is not None   # a str key with create=True always has a record
         if addr is not None:
             addr.failures += 1
             addr.last = now
@@ -731,7 +733,11 @@ def open_listeners(protocol: str, groups, *, limits: ConnectionLimits,
                     raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}") from None
                 name = sock.getsockname()
                 where = f"{protocol} {name[0]}:{name[1]}{' (TLS)' if tls else ''}"
-                listener = Listener(sock, lambda conn, slot, tls=tls: accepted(conn, slot, tls), limits=limits,
+
+                def on_accept(conn: socket.socket, slot: Slot, tls: bool = tls) -> None:
+                    accepted(conn, slot, tls)
+
+                listener = Listener(sock, on_accept, limits=limits,
                                     refusal=None if tls else refusal, name=where, logger=logger)
                 listeners.append(listener.start())
                 addresses.append((name[0], name[1], tls))
@@ -750,7 +756,7 @@ def spawn(tasks: set, coro: Awaitable) -> asyncio.Task:
     return task
 
 
-async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable[..., object],
+async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable[..., Any],
                            logged_in: Callable[[object], bool], timeout_line: bytes | None,
                            login_timeout: float, ssl_context=None, max_line: int = 65536,
                            logger: logging.Logger | None = None) -> None:
@@ -762,6 +768,7 @@ async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable
     logger = logger or log
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None   # a coroutine run by the event loop is always in a task
     state: dict = {}
     timer = loop.call_later(login_timeout, _login_expired, task, state, logged_in, timeout_line)
     transport = None

@@ -31,6 +31,10 @@ from collections.abc import Awaitable, Callable
 
 from fetchdeliver.errors import FetchdeliverError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 PLAINTEXT_MECHANISMS = ("PLAIN", "LOGIN")
 SCRAM_MECHANISMS = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
 TOKEN_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
@@ -125,7 +129,7 @@ async def authenticate(mech: str, initial: bytes | None, exchange: Exchange, aut
                 return None    # a token of someone else
             return account
 
-        account = await check(user, verify)
+        account: Any = await check(user, verify)   # the authenticator's Account (has .user)
         if account is None:
             # RFC 7628 3.2.2: an error challenge, the client answers "\x01" (XOAUTH2: ""), then NO.
             status = {"status": "invalid_token", "schemes": "bearer", "scope": "email"}

@@ -488,7 +488,7 @@ class Converter:
             self.emit(indent, checked.close_marker(mark))
 
     def statement(self, it, indent: int, conditional: bool) -> None:
-        kind, line = it[0], it[1]
+        kind = it[0]
         if kind == "set":
             _, _, name, vkind, val = it
             if name in IGNORED:

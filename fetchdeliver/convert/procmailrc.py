@@ -677,7 +677,7 @@ class Converter:
         if r.block is not None:
             if "c" in flags:
                 done = self.var("done")
-                self.emit(indent, f"# a c block: a copy of the message runs through it, the original skips it")
+                self.emit(indent, "# a c block: a copy of the message runs through it, the original skips it")
                 self.block(r.block, indent, [f'string :is "${{{done}}}" ""'], done, True)
             else:
                 # Inside a c block the copy's "done" flag still guards what follows.

@@ -201,7 +201,7 @@ def feedback_report(action, message: "Message", local: str, hostname: str) -> by
     text = action.message.replace("\r\n", "\n")
     if not text.endswith("\n"):
         text += "\n"
-    fields = [f"Version: 1", f"Feedback-Type: {action.feedback_type}", "User-Agent: fetchdeliver"]
+    fields = ["Version: 1", f"Feedback-Type: {action.feedback_type}", "User-Agent: fetchdeliver"]
     if message.sender:
         fields.append(f"Original-Mail-From: <{message.sender}>")
     for rcpt in message.recipients or [local]:

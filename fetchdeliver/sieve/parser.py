@@ -357,7 +357,7 @@ def parse(text: str, file: str = "script", *, max_block_nesting: int = MAX_BLOCK
         raise SieveCompileError([_token_error(e, file)]) from None
     except UnexpectedCharacters as e:
         raise SieveCompileError([_char_error(e, text, file)]) from None
-    except UnexpectedEOF as e:
+    except UnexpectedEOF:
         line = text.count("\n") + 1
         raise SieveCompileError([SieveSyntaxError("unexpected end of script", file, line, 1)]) from None
     lim = _Limits(file, max_block_nesting, max_test_nesting)

@@ -15,7 +15,7 @@ class SourceError(FetchdeliverError):
         super().__init__(f"{command}: {detail}")
 
 
-def server_words(value) -> str:
+def server_words(value: object) -> str:
     """A server response (bytes, str, list of either, exception) as one readable line."""
     if isinstance(value, BaseException):
         value = str(value)

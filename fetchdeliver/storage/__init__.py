@@ -18,6 +18,8 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fetchdeliver.storage.base import Store
 
 ENTRY_POINT_GROUP = "fetchdeliver.storage"
@@ -42,7 +44,7 @@ def mbox_from_location(args: str) -> "Store":
 BUILTIN = {"maildir": maildir_from_location, "mbox": mbox_from_location}
 
 
-def backend_factory(name: str):
+def backend_factory(name: str) -> Callable[[str], Store] | None:
     """The factory registered as `name` (built-in first, then the entry points); None if unknown."""
     factory = BUILTIN.get(name.lower())
     if factory is not None:
@@ -51,7 +53,8 @@ def backend_factory(name: str):
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()
+            loaded: Callable[[str], Store] = ep.load()
+            return loaded
     return None
 
 

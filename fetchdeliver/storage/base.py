@@ -18,6 +18,13 @@ from __future__ import annotations
 
 from fetchdeliver.errors import FetchdeliverError
 
+# On the MDA path: `typing` is imported for the type checker only (docs/architecture.md, "Start-up time").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _CANON = {f.lower(): f for f in SYSTEM_FLAGS}
 
@@ -41,7 +48,7 @@ class MessageInfo:
 
     __slots__ = ("uid", "flags", "internaldate", "handle", "_size", "recent", "modseq")
 
-    def __init__(self, uid: int, flags: frozenset, internaldate: float, handle=None,
+    def __init__(self, uid: int, flags: frozenset[str], internaldate: float, handle: Any = None,
                  size: int | None = None, modseq: int = 0) -> None:
         self.uid = uid
         self.flags = flags
@@ -60,7 +67,7 @@ class MailboxEntry:
 
     __slots__ = ("name", "attributes")
 
-    def __init__(self, name: str, attributes=()) -> None:
+    def __init__(self, name: str, attributes: Iterable[str] = ()) -> None:
         self.name = name
         self.attributes = set(attributes)
 
@@ -98,17 +105,17 @@ class Mailbox:
             msg._size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
         return msg._size
 
-    def set_flags(self, changes: list[tuple[MessageInfo, frozenset]]) -> None:
+    def set_flags(self, changes: list[tuple[MessageInfo, frozenset[str]]]) -> None:
         """Give each message its new complete flag set (durably). Missing messages are skipped."""
         raise NotImplementedError
 
-    def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
+    def append(self, raw: bytes, flags: Iterable[str] = (), internaldate: float | None = None) -> int:
         """Store a new message; returns its UID."""
         raise NotImplementedError
 
     def copy_to(self, msgs: list[MessageInfo], dest: "Mailbox") -> list[int]:
         """Copy messages (with flags and internal date) into `dest`; the new UIDs in order."""
-        uids = []
+        uids: list[int] = []
         for m in msgs:
             uids.append(dest.append(self.read(m), m.flags, m.internaldate))
         return uids
@@ -126,7 +133,7 @@ class Mailbox:
 
     # -- cached parts and MODSEQ (optional: a backend without an index keeps the defaults) --
 
-    def cached(self, msg: MessageInfo) -> dict | None:
+    def cached(self, msg: MessageInfo) -> dict[str, Any] | None:
         """The content-derived facts kept for `msg` (ENVELOPE, BODYSTRUCTURE, header fields...):
         a dict the caller may fill; `flush_cached()` makes the additions persistent. None when the
         backend keeps nothing (the IMAP server then uses its in-memory cache)."""
@@ -135,7 +142,7 @@ class Mailbox:
     def flush_cached(self) -> None:
         """Persist what callers added to the dicts `cached()` returned."""
 
-    def cached_fields(self, name: str) -> tuple[set, dict] | None:
+    def cached_fields(self, name: str) -> tuple[set[int], dict[int, Any]] | None:
         """(UIDs whose header fields are kept, {uid: [raw unfolded values of field `name`]}) for
         the whole mailbox, so that a header search skips what cannot match; None when not kept."""
         return None
@@ -162,7 +169,7 @@ class Receipt:
     __slots__ = ("target", "mailbox", "path", "_undo", "uid")
 
     def __init__(self, target: str, mailbox: str | None = None, path: str | None = None,
-                 undo=None, uid: int | None = None) -> None:
+                 undo: Callable[[], object] | None = None, uid: int | None = None) -> None:
         self.target = target      # "maildir", "mbox", "pipe", "queue", ...
         self.mailbox = mailbox    # the folder name as the rules gave it, e.g. "Work/Reports"
         self.path = path          # where it landed on disk, when it did
@@ -190,7 +197,7 @@ class Store:
     kind = "store"
     separator = "/"
 
-    def deliver(self, raw: bytes, mailbox: str = "INBOX", flags: list[str] | tuple = (), *,
+    def deliver(self, raw: bytes, mailbox: str = "INBOX", flags: list[str] | tuple[str, ...] = (), *,
                 sender: str = "", create: bool = True) -> Receipt:
         """Store `raw` byte-exact in `mailbox` with IMAP `flags`; durable on return."""
         raise NotImplementedError
@@ -226,7 +233,7 @@ class Store:
     def rename(self, old: str, new: str) -> None:
         raise StorageError("this store cannot rename mailboxes", "CANNOT")
 
-    def subscriptions(self) -> list[str]:
+    def subscriptions(self) -> builtins.list[str]:   # builtins: `list` here is the method above
         return [e.name for e in self.list() if "\\Noselect" not in e.attributes]
 
     def subscribe(self, name: str) -> None:
@@ -263,7 +270,7 @@ def add_children_attributes(entries: list[MailboxEntry], sep: str = "/") -> list
                 p = MailboxEntry(parent, {"\\Noselect"})
                 by_name[parent] = p
                 entries.append(p)
-    parents = set()
+    parents: set[str] = set()
     for name in by_name:
         if sep in name:
             parents.add(name.rsplit(sep, 1)[0])

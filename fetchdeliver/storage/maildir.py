@@ -1063,7 +1063,7 @@ class MaildirMailbox(Mailbox):
                 st = os.stat(os.path.join(self.path, sub))
             except FileNotFoundError:
                 if sub in ("new", "cur"):
-                    raise StorageError(f"mailbox {self.name} was deleted ({self.path})", "NONEXISTENT")
+                    raise StorageError(f"mailbox {self.name} was deleted ({self.path})", "NONEXISTENT") from None
                 stamp.append(None)
                 continue
             stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))

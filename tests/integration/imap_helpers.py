@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 from fetchdeliver.delivery.maildir import MaildirStore
 from fetchdeliver.imapserver.auth import PasswdFileAuthenticator, set_password

@@ -159,7 +159,7 @@ def test_getmailrc_fetches_what_getmail_fetches(tmp_path, dovecot, case, request
         path.write_text(
             f"[retriever]\ntype = {rtype}\nserver = 127.0.0.1\nport = {dovecot.port(listener)}\n"
             f"username = {user}\npassword = {dovecot.users[user]}\n" + extra.format(ca=dovecot.ca_file) +
-            (f"\n[destination]\ntype = MultiDestination\ndestinations = ('[store]',)\n\n[store]\n"
+            ("\n[destination]\ntype = MultiDestination\ndestinations = ('[store]',)\n\n[store]\n"
                if "multidestination" in case else "\n[destination]\n")
             + f"type = Maildir\npath = {out}/\n"
             + ("user = nobody\n" if os.geteuid() == 0 else "") + "\n[options]\nread_all = true\n" + options)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from convert_diff import CORPUS, FD, fetchdeliver_side, fill, landed, make_bin, messages, run_parallel, sender

@@ -386,7 +386,7 @@ set help = no
 set index_format = "%4C %Z| %s"
 """)
         tmux = Tmux(str(tmp_path / "tmux.sock"), env, f"neomutt -n -F {rc}")
-        screen = tmux.wait(lambda s: all(_index_line(s, f"m number {i}") for i in range(1, 5)), "the INBOX index")
+        tmux.wait(lambda s: all(_index_line(s, f"m number {i}") for i in range(1, 5)), "the INBOX index")
 
         def goto(subject: str) -> None:
             num = _index_line(tmux.wait(lambda s: _marks(s, subject), subject), subject).split()[0]

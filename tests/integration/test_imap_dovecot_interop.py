@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import imapclient
-import pytest
 
 from fetchdeliver.imapserver.auth import PasswdFileAuthenticator, set_password
 from fetchdeliver.imapserver.server import ServerConfig, ThreadedServer

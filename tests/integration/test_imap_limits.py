@@ -7,7 +7,6 @@ The login throttle's clock is the test's own where delays matter, so no assertio
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import subprocess

@@ -34,3 +34,6 @@ def test_wheel_contains_grammar_and_examples(tmp_path):
     assert "fetchdeliver/examples/rules.sieve" in names
     assert any(n.startswith("fetchdeliver/examples/messages/") and n.endswith(".eml") for n in names)
     assert "fetchdeliver/delivery/maildir.py" in names
+    assert "fetchdeliver/py.typed" in names          # PEP 561: the package's annotations are for its users
+    from fetchdeliver import __version__             # the version is written once, in fetchdeliver/__init__.py
+    assert wheel.startswith(f"fetchdeliver-{__version__}-"), wheel
