@@ -33,7 +33,7 @@ class LocalDelivery(LMTPService):
     """The LMTP server's per-recipient delivery (contexts, Sieve, mbox locks), with the two trace
     headers of a final delivery; the submission's own Received: is already on top."""
 
-    def trace_headers(self, sender: str, rcpt: str, helo: str, peer: str) -> bytes:
+    def trace_headers(self, sender: str, rcpt: str, helo: str, peer: str, sid: str | None = None) -> bytes:
         return f"Return-Path: <{sender}>\nDelivered-To: {rcpt}\n".encode("utf-8", "surrogateescape")
 
 
