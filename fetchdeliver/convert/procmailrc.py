@@ -616,8 +616,9 @@ class Converter:
                             self.requires.add("envelope")
                     if search[1]:
                         rend = prx.text_pattern(text, names)
-                        if group is None:
-                            group, blank, approx = rend.match_group, rend.match_blank, rend.approx
+                        if group is None and rend.match_group is not None:
+                            raise Untranslatable(f"line {line}: \\/ in a body condition: Sieve's body test "
+                                                 "sets no match variables (RFC 5173)")
                         parts.append(f"body :raw :regex{comparator or CASEMAP} {self.render_str(rend.text, names)}")
                         self.requires.add("body")
                     self.requires.add("regex")

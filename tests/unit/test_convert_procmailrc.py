@@ -170,6 +170,7 @@ def test_logfile_and_lockfiles_are_not_warnings():
     (":0 e\nfailed/\n", "e flag"),
     ("FROM=`formail -xFrom:`\n", "`command`"),
     (":0\n/var/spool/other\n", "outside MAILDIR"),
+    (":0\n* B ?? ^backup done: \\/[0-9]+\nBackup.$MATCH/\n", "body test sets no match variables"),
 ])
 def test_untranslatable_is_a_warning_with_line_and_a_comment(rc, why):
     r = conv(rc)
