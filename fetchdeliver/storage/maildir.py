@@ -1435,7 +1435,9 @@ class MaildirMailbox(Mailbox):
         on (the fsyncs are most of an APPEND's time); then `adopt(path)` numbers it."""
         self._check_writable()
         try:
-            receipt = self.store.deliver(raw, self.name, list(flags), create=False, into_cur=True)
+            # Without flags the file goes to new/: the next session that selects the mailbox sees it
+            # \Recent (RFC 3501 6.3.11), as Dovecot does; with flags it needs cur/'s info suffix.
+            receipt = self.store.deliver(raw, self.name, list(flags), create=False)
         except FetchdeliverError as e:
             raise StorageError(str(e), "TRYCREATE" if "does not exist" in str(e) else None) from e
         if internaldate is not None:
@@ -1471,7 +1473,7 @@ class MaildirMailbox(Mailbox):
             self._append_uidlist(u, [f"{uid} :{base}\n"])
             info = split_filename(name)[1] if subdir == "cur" else ""
             m = MessageInfo(uid, self._flags(info), mtime, _Handle(subdir, name), _size_from_name(base, "W"))
-            m.recent = True     # new to this session (other sessions see a cur/ file: not recent)
+            m.recent = True     # new to this session (others see it \Recent while it is in new/)
             self._moved(None, m.handle)
             ix = self._ix
             if ix is not None:
