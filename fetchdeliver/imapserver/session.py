@@ -15,6 +15,7 @@ import bisect
 import ipaddress
 import socket
 
+from fetchdeliver.imapserver import condstore
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
@@ -120,6 +121,8 @@ class Session:
         self._watch_tokens = []
         self._pending: list[bytes] = []    # output queued by out(), written by send()/flush()
         self.loop = asyncio.get_running_loop()
+        self.condstore = False    # RFC 7162: MODSEQ in every FETCH that has FLAGS
+        self.qresync = False      # RFC 7162: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -141,7 +144,7 @@ class Session:
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
-                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC"]
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
@@ -352,12 +355,18 @@ class Session:
 
     async def cmd_enable(self, tag, p):
         p.sp()
+        enabled = []
+        before = {"CONDSTORE": self.condstore, "QRESYNC": self.qresync}
         while True:
-            p.atom()
+            word = p.atom().upper()
+            if word in before and not before[word] and word not in enabled:
+                enabled.append(word)    # RFC 5161: ENABLED names what this command turned on
+                self.qresync |= word == "QRESYNC"
+                self.condstore = True     # QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
             if p.at_end():
                 break
             p.sp()
-        await self.send(f"* ENABLED\r\n{tag} OK Enabled.\r\n".encode())
+        await self.send(f"* ENABLED{''.join(' ' + w for w in enabled)}\r\n{tag} OK Enabled.\r\n".encode())
 
     # -- not authenticated ----------------------------------------------------------------------------
 
@@ -453,11 +462,11 @@ class Session:
     async def cmd_select(self, tag, p, readonly=False):
         p.sp()
         name = p.mailbox()
-        if not p.at_end():
-            p.sp()
-            p.expect(b"(")  # select parameters (CONDSTORE ...) are not supported: refuse clearly
-            raise ParseError("SELECT parameters are not supported")
-        p.end()
+        params = condstore.parse_select_params(p, self.qresync)
+        if params.condstore:
+            self.condstore = True
+        if self.view is not None and self.qresync:
+            self.out(b"* OK [CLOSED] Previous mailbox closed.\r\n")
         self.close_view()
         mbox = self.storage.open(name, readonly=readonly)
         view = View(mbox, readonly or mbox.readonly, name)
@@ -478,10 +487,15 @@ class Session:
         if first_unseen:
             lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
         lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
-                  f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID.",
-                  f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
-                  f"{'Examine' if readonly else 'Select'} completed."]
-        await self.send(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+                  f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID."]
+        hms = condstore.highestmodseq(mbox, msgs)
+        lines.append(f"* OK [HIGHESTMODSEQ {hms}] Highest." if hms is not None else
+                     "* OK [NOMODSEQ] No permanent modsequences.")
+        self.out(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+        if params.qresync:
+            self.out(b"".join(condstore.qresync_select(view, params)))
+        await self.send(f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
+                        f"{'Examine' if readonly else 'Select'} completed.\r\n".encode())
 
     @staticmethod
     def flags_lines(view) -> list[str]:
@@ -628,7 +642,8 @@ class Session:
             items.append(p.atom().upper())
             p.maybe(b" ")
         p.end()
-        bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")]
+        bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE",
+                                         "HIGHESTMODSEQ")]
         if bad or not items:
             raise ParseError(f"unknown STATUS item {bad[0] if bad else '(none given)'}")
         if self.view is not None and self.view.name == name:
@@ -649,6 +664,8 @@ class Session:
                     v = mbox.uidvalidity
                 elif i == "UNSEEN":
                     v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+                elif i == "HIGHESTMODSEQ":
+                    v = condstore.highestmodseq(mbox, msgs) or 0
                 else:
                     v = sum(mbox.size(m) for m in msgs)
                 vals.append(f"{i} {v}")
@@ -812,12 +829,22 @@ class Session:
         ranges = p.sequence_set()
         p.sp()
         items = fetchmod.parse_fetch_atts(p)
-        p.end()
+        changedsince, want_vanished = condstore.parse_fetch_modifiers(p)
+        if want_vanished and not (uid and self.qresync):
+            raise ParseError("VANISHED needs UID FETCH and ENABLE QRESYNC first")
+        if changedsince is not None or "MODSEQ" in items:
+            self.condstore = True
         await self.sync_out(expunge=uid)
         v = self.view
         indices = self.resolve(ranges, uid)
         if uid and "UID" not in items:
             items = ["UID"] + items
+        if changedsince is not None:
+            indices = [i for i in indices if v.msgs[i].modseq > changedsince]
+            if want_vanished:
+                gone = condstore.vanished(v.mailbox, changedsince, ranges, v.uids[-1] if v.uids else 0)
+                if gone:
+                    self.out(b"* VANISHED (EARLIER) " + condstore.uid_set(gone).encode() + b"\r\n")
         need_body = fetchmod.needs_body(items)
         mark = fetchmod.sets_seen(items) and not v.readonly
         if mark:
@@ -829,6 +856,8 @@ class Session:
                     v.flags[m.uid] = f
                 if "FLAGS" not in items:
                     items = items + ["FLAGS"]
+        if "MODSEQ" not in items and (changedsince is not None or (self.condstore and "FLAGS" in items)):
+            items = items + ["MODSEQ"]
         mbox = v.mailbox
         cacheable = all(not isinstance(it, fetchmod.Section) and it in fetchmod.CACHEABLE for it in items)
         pending = 0
@@ -868,6 +897,9 @@ class Session:
         p.sp()
         ranges = p.sequence_set()
         p.sp()
+        unchangedsince = condstore.parse_store_modifiers(p)
+        if unchangedsince is not None:
+            self.condstore = True
         mode = "="
         if p.peek() in (43, 45):
             mode = chr(p.peek())
@@ -895,6 +927,15 @@ class Session:
         indices = self.resolve(ranges, uid)
         fs = frozenset(flags)
         changes = []
+        modified = []     # UNCHANGEDSINCE failed: changed by someone since the client's MODSEQ
+        if unchangedsince is not None:
+            kept = []
+            for i in indices:
+                if v.msgs[i].modseq > unchangedsince:
+                    modified.append(v.msgs[i].uid if uid else i + 1)
+                else:
+                    kept.append(i)
+            indices = kept
         for i in indices:
             m = v.msgs[i]
             cur = v.flags[m.uid]
@@ -920,9 +961,20 @@ class Session:
             lines = []
             for i in indices:
                 m = v.msgs[i]
-                extra = b" UID %d" % m.uid if uid else b""
+                extra = b" UID %d" % m.uid if uid or self.qresync else b""
+                if self.condstore:
+                    extra += b" MODSEQ (%d)" % condstore.msg_modseq(m)
                 lines.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(m) + extra + b")\r\n")
             self.out(b"".join(lines))
+        elif self.condstore and changes:
+            # RFC 7162 3.1.3: even .SILENT tells the new MODSEQ of what changed.
+            pos = {m.uid: i for i, m in enumerate(v.msgs, 1)}
+            self.out(b"".join(b"* %d FETCH (" % pos[m.uid] + (b"UID %d " % m.uid if uid or self.qresync else b"")
+                              + b"MODSEQ (%d))\r\n" % condstore.msg_modseq(m) for m, _ in changes))
+        if modified:
+            await self.send(f"{tag} OK [MODIFIED {condstore.uid_set(modified)}] Conditional STORE failed.\r\n"
+                            .encode())
+            return
         await self.send(f"{tag} OK Store completed.\r\n".encode())
 
     async def cmd_copy(self, tag, p, uid=False, move=False):
@@ -975,12 +1027,16 @@ class Session:
             raise ParseError("SEARCH RETURN (ESEARCH) is not supported")
         tree = searchmod.parse_search(p)
         p.end()
+        with_modseq = searchmod.uses_modseq(tree)
+        if with_modseq:
+            self.condstore = True
         await self.sync_out(expunge=uid)
         v = self.view
         mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
         hits = []
+        top = 0
         skip: set = set()
         for ok, known in searchmod.prefilter(tree, mbox):
             skip |= known - ok          # known not to match one key of the AND
@@ -989,11 +1045,14 @@ class Session:
                 continue
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
-                                    memo=self.memo(mbox, m))
+                                    memo=self.memo(mbox, m), modseq=m.modseq)
             if searchmod.matches(tree, c, max_seq, max_uid):
                 hits.append(m.uid if uid else i)
+                if with_modseq:
+                    top = max(top, condstore.msg_modseq(m))
         mbox.flush_cached()
-        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n"
+        tail = f" (MODSEQ {top})" if with_modseq and hits else ""
+        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
                          f"{tag} OK Search completed.\r\n").encode())
 
     # -- the change feed ------------------------------------------------------------------------------
@@ -1027,15 +1086,20 @@ class Session:
         out = []
         if expunge:
             i = len(v.msgs) - 1
+            gone = []
             while i >= 0:
                 m = v.msgs[i]
                 if m.uid not in current:
-                    out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                    gone.append(m.uid)
+                    if not self.qresync:
+                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
                     del v.msgs[i]
                     del v.uids[i]
                     v.flags.pop(m.uid, None)
                     v.recent.discard(m.uid)
                 i -= 1
+            if gone and self.qresync:     # RFC 7162 3.2.10: VANISHED replaces EXPUNGE
+                out.append(b"* VANISHED " + condstore.uid_set(gone).encode() + b"\r\n")
         last = v.uids[-1] if v.uids else 0
         new = [m for m in msgs if m.uid > last]
         changed = []
@@ -1049,7 +1113,12 @@ class Session:
                 changed.append((i, cur))
         self._new_keywords(v, [m for _, m in changed] + new, out)
         for i, cur in changed:
-            out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+            extra = b""
+            if self.qresync:
+                extra += b" UID %d" % cur.uid
+            if self.condstore:
+                extra += b" MODSEQ (%d)" % condstore.msg_modseq(cur)
+            out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + extra + b")\r\n")
         await self._announce(v, new, out)
 
     def _new_keywords(self, v: View, msgs: list, out: list) -> None:
