@@ -795,7 +795,11 @@ class Session:
                   and (uidset is None or searchmod._in_set(m.uid, uidset, star))]
         v.mailbox.expunge(doomed)
         await self.sync_out()
-        await self.send(f"{tag} OK Expunge completed.\r\n".encode())
+        code = ""
+        if self.condstore:     # RFC 7162 3.1.8: the HIGHESTMODSEQ after the expunge
+            hms = condstore.highestmodseq(v.mailbox, v.msgs)
+            code = f"[HIGHESTMODSEQ {hms}] " if hms is not None else ""
+        await self.send(f"{tag} OK {code}Expunge completed.\r\n".encode())
 
     def resolve(self, ranges, uid: bool) -> list[int]:
         """Indices into view.msgs for a sequence set (by UID when `uid`)."""
