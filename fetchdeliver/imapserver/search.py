@@ -66,6 +66,9 @@ def _key(p: Parser, charset: str, depth: int = 0) -> tuple:
         return ("AND", keys)
     if c is not None and (48 <= c <= 57 or c == 42):
         return ("SEQ", p.sequence_set())
+    if c == 36:         # `$`: the saved search result (RFC 5182), resolved by the session
+        p.i += 1
+        return ("SAVED",)
     word = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.").decode().upper()
     if not word:
         raise p.error("a search key")
@@ -107,6 +110,8 @@ def _key(p: Parser, charset: str, depth: int = 0) -> tuple:
         return ("OR", a, _key(p, charset, depth + 1))
     if word == "UID":
         p.sp()
+        if p.maybe(b"$"):
+            return ("SAVED",)
         return ("UID", p.sequence_set())
     if word == "MODSEQ":     # RFC 7162: MODSEQ ["/flags/\\seen" priv|shared|all] n
         from fetchdeliver.imapserver.condstore import modseq_number

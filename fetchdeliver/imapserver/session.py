@@ -16,6 +16,7 @@ import ipaddress
 import socket
 
 from fetchdeliver.imapserver import condstore
+from fetchdeliver.imapserver import esearch
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
@@ -123,6 +124,7 @@ class Session:
         self.loop = asyncio.get_running_loop()
         self.condstore = False    # RFC 7162: MODSEQ in every FETCH that has FLAGS
         self.qresync = False      # RFC 7162: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
+        self.saved: set[int] = set()   # RFC 5182: the UIDs of SEARCH RETURN (SAVE), named `$`
 
     # -- output ---------------------------------------------------------------------------
 
@@ -144,7 +146,8 @@ class Session:
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
-                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC"]
+                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
+                "ESEARCH", "SEARCHRES"]
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
@@ -468,6 +471,7 @@ class Session:
         if self.view is not None and self.qresync:
             self.out(b"* OK [CLOSED] Previous mailbox closed.\r\n")
         self.close_view()
+        self.saved = set()
         mbox = self.storage.open(name, readonly=readonly)
         view = View(mbox, readonly or mbox.readonly, name)
         msgs = mbox.sync()
@@ -783,7 +787,7 @@ class Session:
         uidset = None
         if uid:
             p.sp()
-            uidset = p.sequence_set()
+            uidset = self.seq_set(p, True)
         p.end()
         v = self.view
         if v.readonly:
@@ -828,9 +832,17 @@ class Session:
                 idx.update(range(a - 1, b))
         return sorted(idx)
 
+    def seq_set(self, p, uid: bool) -> list:
+        """A sequence set, or `$` (RFC 5182): the saved search result as UIDs or sequence numbers."""
+        if not p.maybe(b"$"):
+            return p.sequence_set()
+        if uid:
+            return [(u, u) for u in sorted(self.saved)]
+        return [(i, i) for i, m in enumerate(self.view.msgs, 1) if m.uid in self.saved]
+
     async def cmd_fetch(self, tag, p, uid=False):
         p.sp()
-        ranges = p.sequence_set()
+        ranges = self.seq_set(p, uid)
         p.sp()
         items = fetchmod.parse_fetch_atts(p)
         changedsince, want_vanished = condstore.parse_fetch_modifiers(p)
@@ -851,16 +863,19 @@ class Session:
                     self.out(b"* VANISHED (EARLIER) " + condstore.uid_set(gone).encode() + b"\r\n")
         need_body = fetchmod.needs_body(items)
         mark = fetchmod.sets_seen(items) and not v.readonly
+        seen_set = False
         if mark:
             changes = [(v.msgs[i], v.flags[v.msgs[i].uid] | {"\\Seen"}) for i in indices
                        if "\\Seen" not in v.flags[v.msgs[i].uid]]
             if changes:
                 v.mailbox.set_flags(changes)
+                seen_set = True
                 for m, f in changes:
                     v.flags[m.uid] = f
                 if "FLAGS" not in items:
                     items = items + ["FLAGS"]
-        if "MODSEQ" not in items and (changedsince is not None or (self.condstore and "FLAGS" in items)):
+        # RFC 7162 3.1.4: MODSEQ with CHANGEDSINCE, and whenever the FETCH changed flags (\Seen).
+        if "MODSEQ" not in items and (changedsince is not None or (self.condstore and seen_set)):
             items = items + ["MODSEQ"]
         mbox = v.mailbox
         cacheable = all(not isinstance(it, fetchmod.Section) and it in fetchmod.CACHEABLE for it in items)
@@ -899,7 +914,7 @@ class Session:
 
     async def cmd_store(self, tag, p, uid=False):
         p.sp()
-        ranges = p.sequence_set()
+        ranges = self.seq_set(p, uid)
         p.sp()
         unchangedsince = condstore.parse_store_modifiers(p)
         if unchangedsince is not None:
@@ -983,7 +998,7 @@ class Session:
 
     async def cmd_copy(self, tag, p, uid=False, move=False):
         p.sp()
-        ranges = p.sequence_set()
+        ranges = self.seq_set(p, uid)
         p.sp()
         dest_name = p.mailbox()
         p.end()
@@ -1027,10 +1042,10 @@ class Session:
 
     async def cmd_search(self, tag, p, uid=False):
         p.sp()
-        if p.maybe(b"RETURN "):
-            raise ParseError("SEARCH RETURN (ESEARCH) is not supported")
+        opts = esearch.parse_return(p)
         tree = searchmod.parse_search(p)
         p.end()
+        tree = esearch.resolve_saved(tree, self.saved)
         with_modseq = searchmod.uses_modseq(tree)
         if with_modseq:
             self.condstore = True
@@ -1040,6 +1055,7 @@ class Session:
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
         hits = []
+        hit_uids: list[int] = []
         top = 0
         skip: set = set()
         for ok, known in searchmod.prefilter(tree, mbox):
@@ -1052,9 +1068,16 @@ class Session:
                                     memo=self.memo(mbox, m), modseq=m.modseq)
             if searchmod.matches(tree, c, max_seq, max_uid):
                 hits.append(m.uid if uid else i)
+                hit_uids.append(m.uid)
                 if with_modseq:
                     top = max(top, condstore.msg_modseq(m))
         mbox.flush_cached()
+        if opts is not None:
+            if "SAVE" in opts:
+                self.saved = esearch.saved_uids(opts, hit_uids)
+            await self.send(esearch.response(tag, uid, opts, hits, top if with_modseq else None)
+                            + f"{tag} OK Search completed.\r\n".encode())
+            return
         tail = f" (MODSEQ {top})" if with_modseq and hits else ""
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
                          f"{tag} OK Search completed.\r\n").encode())

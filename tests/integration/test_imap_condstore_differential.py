@@ -1,4 +1,4 @@
-"""CONDSTORE/QRESYNC: one session against the real Dovecot and against our server, same Maildir.
+"""CONDSTORE/QRESYNC, ESEARCH and SEARCHRES: one session against the real Dovecot and against our server, same Maildir.
 
 MODSEQ values are each server's own, so they are compared by what they mean: every MODSEQ
 value is replaced by "N" and every command's MODSEQ argument is taken from that server's own
@@ -22,6 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 def _modseq_blind(r: bytes) -> bytes:
     r = re.sub(rb"MODSEQ \(\d+\)", b"MODSEQ (N)", r)
     r = re.sub(rb"\(MODSEQ \d+\)", b"(MODSEQ N)", r)
+    if r.startswith(b"* ESEARCH"):
+        r = re.sub(rb" MODSEQ \d+$", b" MODSEQ N", r)
     return re.sub(rb"HIGHESTMODSEQ \d+", b"HIGHESTMODSEQ N", r)
 
 
@@ -35,7 +37,7 @@ def _session(port: int) -> list:
         untagged, tagged = c.run(_fill(cmd, state))
         code = re.search(rb"\[(MODIFIED [^\]]*)\]", tagged)
         blind = [_modseq_blind(u) for u in untagged]
-        extra = sorted(u for u in blind if u.startswith((b"* VANISHED", b"* ENABLED")) or
+        extra = sorted(u for u in blind if u.startswith((b"* VANISHED", b"* ENABLED", b"* ESEARCH")) or
                        (u.startswith(b"* SEARCH") and u.endswith(b"(MODSEQ N)")))
         blind = [u[:-len(b" (MODSEQ N)")] if u.startswith(b"* SEARCH") and u.endswith(b"(MODSEQ N)") else u
                  for u in blind]
@@ -57,6 +59,17 @@ def _session(port: int) -> list:
     run(b"SEARCH MODSEQ {hms1}")
     run(b"UID SEARCH MODSEQ \"/flags/\\\\answered\" all {hms1} UNSEEN")
     run(b"STATUS Work (MESSAGES HIGHESTMODSEQ)")
+    # ESEARCH (RFC 4731) and SEARCHRES (RFC 5182), compared as they are (the tags are the same).
+    run(b"SEARCH RETURN (MIN MAX COUNT ALL) FLAGGED")
+    run(b"UID SEARCH RETURN () ALL")
+    run(b"SEARCH RETURN (COUNT) DELETED")
+    run(b"SEARCH RETURN (MIN) DELETED")
+    run(b"SEARCH RETURN (COUNT) MODSEQ {hms1}")
+    run(b"SEARCH RETURN (SAVE) FLAGGED")
+    run(b"FETCH $ (UID FLAGS)")
+    run(b"UID SEARCH RETURN (SAVE MIN) UNFLAGGED")
+    run(b"UID SEARCH $")
+    run(b"SEARCH OR $ 2")
     run(b"ENABLE QRESYNC")
     run(b"STORE 4 +FLAGS.SILENT (\\Deleted)")
     run(b"EXPUNGE")
