@@ -19,6 +19,7 @@ from fetchdeliver.imapserver import condstore
 from fetchdeliver.imapserver import esearch
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
+from fetchdeliver.imapserver import sort_thread
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end)
 from fetchdeliver.storage.base import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
@@ -147,7 +148,7 @@ class Session:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                 "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
-                "ESEARCH", "SEARCHRES"]
+                "ESEARCH", "SEARCHRES", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
@@ -278,7 +279,7 @@ class Session:
                 await self.send(f"{tag} BAD UID needs a command (FETCH, STORE, SEARCH, COPY, MOVE, "
                                 f"EXPUNGE).\r\n".encode())
                 return
-            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
                 await self.send(f"{tag} BAD Unknown UID command {name}.\r\n".encode())
                 return
             uid = True
@@ -1050,13 +1051,32 @@ class Session:
         if with_modseq:
             self.condstore = True
         await self.sync_out(expunge=uid)
+        hits = []
+        hit_uids: list[int] = []
+        top = 0
+        for m, c in self.matching(tree):
+            hits.append(m.uid if uid else c.seq)
+            hit_uids.append(m.uid)
+            if with_modseq:
+                top = max(top, condstore.msg_modseq(m))
+        if opts is not None:
+            if "SAVE" in opts:
+                self.saved = esearch.saved_uids(opts, hit_uids)
+            await self.send(esearch.response(tag, uid, opts, hits, top if with_modseq else None)
+                            + f"{tag} OK Search completed.\r\n".encode())
+            return
+        tail = f" (MODSEQ {top})" if with_modseq and hits else ""
+        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
+                         f"{tag} OK Search completed.\r\n").encode())
+
+    def matching(self, tree) -> list:
+        """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
+        The candidates answer header questions from the store's index (SORT and THREAD use them)."""
         v = self.view
         mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
-        hits = []
-        hit_uids: list[int] = []
-        top = 0
+        out = []
         skip: set = set()
         for ok, known in searchmod.prefilter(tree, mbox):
             skip |= known - ok          # known not to match one key of the AND
@@ -1067,20 +1087,43 @@ class Session:
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
                                     memo=self.memo(mbox, m), modseq=m.modseq)
             if searchmod.matches(tree, c, max_seq, max_uid):
-                hits.append(m.uid if uid else i)
-                hit_uids.append(m.uid)
-                if with_modseq:
-                    top = max(top, condstore.msg_modseq(m))
+                out.append((m, c))
         mbox.flush_cached()
-        if opts is not None:
-            if "SAVE" in opts:
-                self.saved = esearch.saved_uids(opts, hit_uids)
-            await self.send(esearch.response(tag, uid, opts, hits, top if with_modseq else None)
-                            + f"{tag} OK Search completed.\r\n".encode())
-            return
-        tail = f" (MODSEQ {top})" if with_modseq and hits else ""
-        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
-                         f"{tag} OK Search completed.\r\n").encode())
+        return out
+
+    async def cmd_sort(self, tag, p, uid=False):
+        p.sp()
+        criteria = sort_thread.parse_sort_criteria(p)
+        p.sp()
+        tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
+        p.end()
+        await self.sync_out(expunge=uid)
+        found = self.matching(tree)
+        ordered = sort_thread.sort(found, criteria)
+        self.v_flush()
+        await self.send(("* SORT" + "".join(f" {m.uid if uid else c.seq}" for m, c in ordered) + "\r\n"
+                         f"{tag} OK Sort completed.\r\n").encode())
+
+    async def cmd_thread(self, tag, p, uid=False):
+        p.sp()
+        algorithm = p.atom().upper()
+        if algorithm not in sort_thread.THREAD_ALGORITHMS:
+            raise ParseError(f"unknown THREAD algorithm {algorithm} "
+                             f"({', '.join(sort_thread.THREAD_ALGORITHMS)})")
+        p.sp()
+        sort_thread.parse_charset(p)
+        p.sp()
+        tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
+        p.end()
+        await self.sync_out(expunge=uid)
+        found = self.matching(tree)
+        text = sort_thread.thread(found, algorithm, uid)
+        self.v_flush()
+        await self.send(f"* THREAD{' ' + text if text else ''}\r\n{tag} OK Thread completed.\r\n".encode())
+
+    def v_flush(self) -> None:
+        """Keep what sorting and threading cached (header fields) in the store's index."""
+        self.view.mailbox.flush_cached()
 
     # -- the change feed ------------------------------------------------------------------------------
 
@@ -1257,6 +1300,8 @@ COMMANDS = {
     "UNSELECT": (Session.cmd_unselect, (SELECTED,)),
     "EXPUNGE": (Session.cmd_expunge, (SELECTED,)),
     "SEARCH": (Session.cmd_search, (SELECTED,)),
+    "SORT": (Session.cmd_sort, (SELECTED,)),
+    "THREAD": (Session.cmd_thread, (SELECTED,)),
     "FETCH": (Session.cmd_fetch, (SELECTED,)),
     "STORE": (Session.cmd_store, (SELECTED,)),
     "COPY": (Session.cmd_copy, (SELECTED,)),
