@@ -7,6 +7,8 @@ header fields are asked of the candidate, which answers from the store's index
 
 from __future__ import annotations
 
+import calendar
+import functools
 import re
 from email.utils import parsedate_tz
 
@@ -59,6 +61,7 @@ _BLOB_RX = re.compile(_BLOB)
 _TRAILER = re.compile(r"(?:\s|\(fwd\))+\Z", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=8192)
 def base_subject(subject: str) -> str:
     """RFC 5256 section 2.1: the subject without Re:/Fwd:/[blob] leaders and (fwd) trailers."""
     s = " ".join(subject.split())
@@ -80,18 +83,37 @@ def base_subject(subject: str) -> str:
         return s
 
 
+@functools.lru_cache(maxsize=8192)
 def subject_key(subject: str) -> str:
     """What subjects compare by: the base subject, case and accents folded ("Ärger" as "ARGER",
     where Dovecot puts it too; RFC 5256 leaves non-ASCII order to the collation)."""
+    base = base_subject(subject)
+    if base.isascii():
+        return base.upper()
     import unicodedata
 
-    base = unicodedata.normalize("NFKD", base_subject(subject))
+    base = unicodedata.normalize("NFKD", base)
     return "".join(ch for ch in base if not unicodedata.combining(ch)).upper()
 
 
 def _first_value(c, name: str) -> str:
-    vals = c.header_values(name)
+    vals = _values(c, name)
     return vals[0] if vals else ""
+
+
+_ENCODED = ("subject", "from", "to", "cc")
+
+
+def _values(c, name: str) -> list[str]:
+    """A header field's values; from the index's cached fields when it keeps them (undecoded
+    for fields that hold no encoded words), else through the search candidate (which reads and
+    caches the message's fields)."""
+    if name not in _ENCODED and c.memo is not None:
+        field = getattr(c.memo, "header_field", None)
+        raw = field(name) if field is not None else None
+        if raw is not None:
+            return [v.decode("utf-8", "replace") for v in raw]
+    return c.header_values(name)
 
 
 def _first_mailbox(c, name: str) -> str:
@@ -109,11 +131,15 @@ def _first_mailbox(c, name: str) -> str:
 def sent_date(c) -> float:
     """The Date: header as UTC seconds; the internal date when it is missing or unparseable."""
     d = _first_value(c, "date")
-    t = parsedate_tz(d) if d else None
-    if t is None:
-        return c.internaldate
-    import calendar
+    t = _parse_date(d) if d else None
+    return c.internaldate if t is None else t
 
+
+@functools.lru_cache(maxsize=8192)
+def _parse_date(d: str) -> float | None:
+    t = parsedate_tz(d)
+    if t is None:
+        return None
     return calendar.timegm(t[:6] + (0, 0, 0)) - (t[9] or 0)
 
 
