@@ -148,7 +148,8 @@ class Session:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                 "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
-                "ESEARCH", "SEARCHRES", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
+                "ESEARCH", "SEARCHRES", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                "LIST-STATUS", "STATUS=SIZE"]
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
                 caps.append("STARTTLS")
@@ -596,6 +597,7 @@ class Session:
         else:
             patterns.append(p.list_mailbox())
         return_subscribed = False
+        status_items = None       # LIST-STATUS (RFC 5819): RETURN (STATUS (items))
         if not lsub and not p.at_end():
             p.sp()
             p.expect(b"RETURN")
@@ -604,6 +606,9 @@ class Session:
             while not p.maybe(b")"):
                 opt = p.atom().upper()
                 return_subscribed |= opt == "SUBSCRIBED"
+                if opt == "STATUS":
+                    p.sp()
+                    status_items = self._status_items(p)
                 p.maybe(b" ")
         p.end()
         word = "LSUB" if lsub else "LIST"
@@ -627,6 +632,11 @@ class Session:
                 attrs.add("\\Subscribed")
             attr_text = " ".join(sorted(attrs, key=_attr_order))
             out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(e.name) + b"\r\n")
+            if status_items and "\\Noselect" not in attrs and "\\NonExistent" not in attrs:
+                try:
+                    out.append(self._status_line(e.name, status_items))
+                except StorageError:
+                    pass     # gone meanwhile, or not readable: RFC 5819 lets the STATUS be left out
         out.append(f"{tag} OK {word} completed.\r\n".encode())
         await self.send(b"".join(out))
 
@@ -641,16 +651,25 @@ class Session:
         p.sp()
         name = p.mailbox()
         p.sp()
+        items = self._status_items(p)
+        p.end()
+        await self.send(self._status_line(name, items) + f"{tag} OK Status completed.\r\n".encode())
+
+    @staticmethod
+    def _status_items(p) -> list[str]:
         p.expect(b"(")
         items = []
         while not p.maybe(b")"):
             items.append(p.atom().upper())
             p.maybe(b" ")
-        p.end()
         bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE",
                                          "HIGHESTMODSEQ")]
         if bad or not items:
             raise ParseError(f"unknown STATUS item {bad[0] if bad else '(none given)'}")
+        return items
+
+    def _status_line(self, name: str, items: list[str]) -> bytes:
+        """`* STATUS name (...)` (STATUS, and LIST-STATUS for each listed mailbox)."""
         if self.view is not None and self.view.name == name:
             mbox, own = self.view.mailbox, False
         else:
@@ -677,8 +696,7 @@ class Session:
         finally:
             if own:
                 mbox.close()
-        await self.send(b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
-                        + f"{tag} OK Status completed.\r\n".encode())
+        return b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
 
     async def cmd_append(self, tag, p):
         p.sp()
