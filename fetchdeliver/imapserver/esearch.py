@@ -1,4 +1,4 @@
-"""ESEARCH (RFC 4731) and SEARCHRES (RFC 5182): SEARCH RETURN (MIN MAX COUNT ALL SAVE) and `$`.
+"""ESEARCH (RFC 4731), SEARCHRES (RFC 5182) and ESORT (RFC 5267): SEARCH/SORT RETURN (...) and `$`.
 
 The session keeps the saved result as a set of UIDs (an expunged message simply
 drops out of it); `$` in a sequence set or as a search key stands for it.
@@ -43,8 +43,23 @@ def saved_uids(opts: list[str], hits_uids: list[int]) -> set[int]:
     return out
 
 
-def response(tag: str, uid: bool, opts: list[str], hits: list[int], modseq: int | None) -> bytes:
-    """The `* ESEARCH` line (empty when SAVE is the only option, RFC 5182 2.1)."""
+def ordered_set(nums: list[int]) -> str:
+    """ESORT's ALL: the numbers in sorted order, ranges only for ascending runs ("5,3,1:2")."""
+    out: list[str] = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def response(tag: str, uid: bool, opts: list[str], hits: list[int], modseq: int | None,
+             ordered: bool = False) -> bytes:
+    """The `* ESEARCH` line (empty when SAVE is the only option, RFC 5182 2.1). With `ordered`
+    (ESORT, RFC 5267 4.2) MIN and MAX are the first and last in sort order and ALL keeps the order."""
     if opts == ["SAVE"]:
         return b""
     parts = [f'* ESEARCH (TAG "{tag}")']
@@ -52,11 +67,11 @@ def response(tag: str, uid: bool, opts: list[str], hits: list[int], modseq: int 
         parts.append("UID")
     if hits:
         if "MIN" in opts:
-            parts.append(f"MIN {min(hits)}")
+            parts.append(f"MIN {hits[0] if ordered else min(hits)}")
         if "MAX" in opts:
-            parts.append(f"MAX {max(hits)}")
+            parts.append(f"MAX {hits[-1] if ordered else max(hits)}")
         if "ALL" in opts:
-            parts.append(f"ALL {uid_set(hits)}")
+            parts.append(f"ALL {ordered_set(hits) if ordered else uid_set(hits)}")
     if "COUNT" in opts:
         parts.append(f"COUNT {len(hits)}")
     if modseq is not None and hits:

@@ -148,7 +148,7 @@ class Session:
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                 "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
-                "ESEARCH", "SEARCHRES", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                "ESEARCH", "SEARCHRES", "SORT", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                 "LIST-STATUS", "STATUS=SIZE"]
         if self.state == NOT_AUTH:
             if self.cfg.ssl_context is not None and not self.tls:
@@ -1111,6 +1111,7 @@ class Session:
 
     async def cmd_sort(self, tag, p, uid=False):
         p.sp()
+        opts = esearch.parse_return(p)         # ESORT (RFC 5267)
         criteria = sort_thread.parse_sort_criteria(p)
         p.sp()
         tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
@@ -1119,6 +1120,13 @@ class Session:
         found = self.matching(tree)
         ordered = sort_thread.sort(found, criteria)
         self.v_flush()
+        if opts is not None:
+            if "SAVE" in opts:
+                self.saved = esearch.saved_uids(opts, [m.uid for m, _ in ordered])
+            nums = [m.uid if uid else c.seq for m, c in ordered]
+            await self.send(esearch.response(tag, uid, opts, nums, None, ordered=True)
+                            + f"{tag} OK Sort completed.\r\n".encode())
+            return
         await self.send(("* SORT" + "".join(f" {m.uid if uid else c.seq}" for m, c in ordered) + "\r\n"
                          f"{tag} OK Sort completed.\r\n").encode())
 

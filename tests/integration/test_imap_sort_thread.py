@@ -53,6 +53,9 @@ COMMANDS = [
     b"SORT (SUBJECT DATE) UTF-8 SINCE 1-Dec-2000", b"UID SORT (SUBJECT) UTF-8 2:*",
     b"THREAD ORDEREDSUBJECT UTF-8 ALL", b"THREAD REFERENCES UTF-8 ALL", b"UID THREAD REFERENCES UTF-8 1:6",
     b"THREAD REFERENCES US-ASCII NOT SUBJECT loop", b"THREAD ORDEREDSUBJECT UTF-8 DELETED",
+    # ESORT (RFC 5267)
+    b"SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL", b"UID SORT RETURN (ALL) (REVERSE DATE) UTF-8 ALL",
+    b"SORT RETURN () (ARRIVAL) UTF-8 ALL", b"SORT RETURN (COUNT MIN) (DATE) UTF-8 DELETED",
 ]
 
 
@@ -89,6 +92,12 @@ def test_sort_thread_session(tmp_path):
         assert c.command("a7", b"SORT (BOGUS) UTF-8 ALL")[0].startswith(b"a7 BAD")
         assert c.command("a8", b"THREAD X UTF-8 ALL")[0].startswith(b"a8 BAD")
         assert c.command("a9", b"SORT (SUBJECT) UTF-8 DELETED")[0] == b"* SORT\r\n"
+        # RFC 5267 4.2 (ESORT): MIN/MAX are the first and last in sort order; ALL keeps the order.
+        assert b"ESORT" in caps
+        assert c.command("b1", b"SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 1:6")[0] == \
+            b'* ESEARCH (TAG "b1") MIN 1 MAX 5 ALL 1:2,4,6,3,5 COUNT 6\r\n'
+        assert c.command("b2", b"UID SORT RETURN (COUNT) (SUBJECT) UTF-8 DELETED")[0] == \
+            b'* ESEARCH (TAG "b2") UID COUNT 0\r\n'
     finally:
         c.close()
         server.stop()
