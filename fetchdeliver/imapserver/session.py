@@ -1087,10 +1087,12 @@ class Session:
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
                          f"{tag} OK Search completed.\r\n").encode())
 
-    def matching(self, tree) -> list:
+    def matching(self, tree, headers: bool = False) -> list:
         """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
-        The candidates answer header questions from the store's index (SORT and THREAD use them)."""
+        With `headers` (SORT, THREAD) the candidates answer header questions from the store's index;
+        a search on flags, numbers, sizes and internal dates alone does without the cache."""
         v = self.view
+        with_memo = headers or searchmod.needs_text(tree)
         mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
@@ -1103,7 +1105,7 @@ class Session:
                 continue
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
-                                    memo=self.memo(mbox, m), modseq=m.modseq)
+                                    memo=self.memo(mbox, m) if with_memo else None, modseq=m.modseq)
             if searchmod.matches(tree, c, max_seq, max_uid):
                 out.append((m, c))
         mbox.flush_cached()
@@ -1117,7 +1119,7 @@ class Session:
         tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
         p.end()
         await self.sync_out(expunge=uid)
-        found = self.matching(tree)
+        found = self.matching(tree, headers=True)
         ordered = sort_thread.sort(found, criteria)
         self.v_flush()
         if opts is not None:
@@ -1142,7 +1144,7 @@ class Session:
         tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
         p.end()
         await self.sync_out(expunge=uid)
-        found = self.matching(tree)
+        found = self.matching(tree, headers=True)
         text = sort_thread.thread(found, algorithm, uid)
         self.v_flush()
         await self.send(f"* THREAD{' ' + text if text else ''}\r\n{tag} OK Thread completed.\r\n".encode())
