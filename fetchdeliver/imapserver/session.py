@@ -358,6 +358,15 @@ class Session:
         await self.send(f'* ID ("name" "fetchdeliver" "version" "{__version__}")\r\n'
                         f"{tag} OK ID completed.\r\n".encode())
 
+    def enable_condstore(self) -> None:
+        """CONDSTORE on (RFC 7162 3.1): the first enabling command in the selected state is told
+        the mailbox's HIGHESTMODSEQ."""
+        if not self.condstore and self.view is not None:
+            hms = condstore.highestmodseq(self.view.mailbox, self.view.msgs)
+            self.out(f"* OK [HIGHESTMODSEQ {hms}] Highest.\r\n".encode() if hms is not None else
+                     b"* OK [NOMODSEQ] No permanent modsequences.\r\n")
+        self.condstore = True
+
     async def cmd_enable(self, tag, p):
         p.sp()
         enabled = []
@@ -367,7 +376,7 @@ class Session:
             if word in before and not before[word] and word not in enabled:
                 enabled.append(word)    # RFC 5161: ENABLED names what this command turned on
                 self.qresync |= word == "QRESYNC"
-                self.condstore = True     # QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
+                self.enable_condstore()     # QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
             if p.at_end():
                 break
             p.sp()
@@ -868,7 +877,7 @@ class Session:
         if want_vanished and not (uid and self.qresync):
             raise ParseError("VANISHED needs UID FETCH and ENABLE QRESYNC first")
         if changedsince is not None or "MODSEQ" in items:
-            self.condstore = True
+            self.enable_condstore()
         await self.sync_out(expunge=uid)
         v = self.view
         indices = self.resolve(ranges, uid)
@@ -937,7 +946,7 @@ class Session:
         p.sp()
         unchangedsince = condstore.parse_store_modifiers(p)
         if unchangedsince is not None:
-            self.condstore = True
+            self.enable_condstore()
         mode = "="
         if p.peek() in (43, 45):
             mode = chr(p.peek())
@@ -1067,19 +1076,24 @@ class Session:
         tree = esearch.resolve_saved(tree, self.saved)
         with_modseq = searchmod.uses_modseq(tree)
         if with_modseq:
-            self.condstore = True
+            self.enable_condstore()
         await self.sync_out(expunge=uid)
         hits = []
         hit_uids: list[int] = []
-        top = 0
+        modseqs: list[int] = []
         for m, c in self.matching(tree):
             hits.append(m.uid if uid else c.seq)
             hit_uids.append(m.uid)
             if with_modseq:
-                top = max(top, condstore.msg_modseq(m))
+                modseqs.append(condstore.msg_modseq(m))
+        top = max(modseqs, default=0)
         if opts is not None:
             if "SAVE" in opts:
                 self.saved = esearch.saved_uids(opts, hit_uids)
+            if with_modseq and hits and not {"ALL", "COUNT"} & set(opts):
+                # RFC 4731 3.2 / RFC 7162 3.1.5: with MIN and/or MAX alone, the MODSEQ of those.
+                top = max(modseqs[i] for i in {0, len(hits) - 1} if
+                          (i == 0 and "MIN" in opts) or (i == len(hits) - 1 and "MAX" in opts))
             await self.send(esearch.response(tag, uid, opts, hits, top if with_modseq else None)
                             + f"{tag} OK Search completed.\r\n".encode())
             return
