@@ -1101,12 +1101,11 @@ class Session:
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
                          f"{tag} OK Search completed.\r\n").encode())
 
-    def matching(self, tree, headers: bool = False) -> list:
+    def matching(self, tree) -> list:
         """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
-        With `headers` (SORT, THREAD) the candidates answer header questions from the store's index;
-        a search on flags, numbers, sizes and internal dates alone does without the cache."""
+        A search on flags, numbers, sizes and internal dates alone builds no cache entries."""
         v = self.view
-        with_memo = headers or searchmod.needs_text(tree)
+        with_memo = searchmod.needs_text(tree)
         mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
@@ -1133,8 +1132,8 @@ class Session:
         tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
         p.end()
         await self.sync_out(expunge=uid)
-        found = self.matching(tree, headers=True)
-        ordered = sort_thread.sort(found, criteria)
+        found = self.matching(tree)
+        ordered = sort_thread.sort(found, criteria, self.content_memo, self.with_headers)
         self.v_flush()
         if opts is not None:
             if "SAVE" in opts:
@@ -1158,10 +1157,22 @@ class Session:
         tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
         p.end()
         await self.sync_out(expunge=uid)
-        found = self.matching(tree, headers=True)
-        text = sort_thread.thread(found, algorithm, uid)
+        found = self.matching(tree)
+        text = sort_thread.thread(found, algorithm, uid, self.content_memo, self.with_headers)
         self.v_flush()
         await self.send(f"* THREAD{' ' + text if text else ''}\r\n{tag} OK Thread completed.\r\n".encode())
+
+    def with_headers(self, m, c):
+        """`c`, or a candidate for `m` that reads header fields through the store's index."""
+        if c.memo is not None:
+            return c
+        mbox = self.view.mailbox
+        return searchmod.Candidate(c.seq, c.uid, c.flags, c.recent, c.size_fn, c.internaldate, c.raw_fn,
+                                   memo=self.memo(mbox, m), modseq=c.modseq)
+
+    def content_memo(self, m) -> dict | None:
+        """The server-wide memo of a message's content-derived facts (sort keys, threading facts)."""
+        return self.server.cache.entry(self.view.mailbox, self.view.uidvalidity, m.uid)
 
     def v_flush(self) -> None:
         """Keep what sorting and threading cached (header fields) in the store's index."""

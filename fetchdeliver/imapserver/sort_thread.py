@@ -155,11 +155,30 @@ def _key(name: str, c):
     return _first_mailbox(c, name.lower())
 
 
-def sort(found: list, criteria: list[tuple[str, bool]]) -> list:
-    """`found` (in sequence order) sorted by the criteria; ties stay in sequence order."""
+def _remembered(memo_of, m, name: str, make):
+    """A content-derived value kept in the server's per-message memo (`memo_of(m)`), if any."""
+    memo = memo_of(m) if memo_of is not None else None
+    if memo is None:
+        return make()
+    value = memo.get(name)
+    if value is None:
+        value = memo[name] = make()
+    return value
+
+
+def _same(m, c):
+    return c
+
+
+def sort(found: list, criteria: list[tuple[str, bool]], memo_of=None, with_headers=_same) -> list:
+    """`found` (in sequence order) sorted by the criteria; ties stay in sequence order. Sort keys
+    depend on the content only and are kept in `memo_of(msg)` (the server's message cache);
+    `with_headers(msg, cand)` gives a candidate that reads header fields from the store's index."""
     out = list(found)
     for name, reverse in reversed(criteria):       # stable sorts, the last criterion first
-        keys = {id(pair): _key(name, pair[1]) for pair in out}
+        keys = {id(pair): _remembered(memo_of, pair[0], "sort:" + name,
+                                      lambda: _key(name, with_headers(*pair)))
+                for pair in out}
         out.sort(key=lambda pair: keys[id(pair)], reverse=reverse)
     return out
 
@@ -167,14 +186,28 @@ def sort(found: list, criteria: list[tuple[str, bool]]) -> list:
 # -- threads ---------------------------------------------------------------------------------------
 
 class Node:
-    __slots__ = ("num", "cand", "parent", "children", "date")
+    __slots__ = ("num", "cand", "parent", "children", "date", "subj", "reply", "mid", "refs", "seq")
 
-    def __init__(self, num=None, cand=None) -> None:
+    def __init__(self, num=None, cand=None, facts=None) -> None:
         self.num = num          # the number to print; None for a dummy
         self.cand = cand
         self.parent: Node | None = None
         self.children: list[Node] = []
-        self.date = 0.0
+        self.seq = cand.seq if cand is not None else 0
+        # (sent date, subject key, subject is a reply/forward, Message-ID, references)
+        self.date, self.subj, self.reply, self.mid, self.refs = facts or (0.0, "", False, "", ())
+
+
+def _facts(c) -> tuple:
+    """What threading needs of one message (content-derived: kept across commands)."""
+    raw = _first_value(c, "subject")
+    subj = subject_key(raw)
+    reply = base_subject(raw) != " ".join(raw.split()) and bool(subj)
+    mids = _ids(_first_value(c, "message-id"))
+    refs = _ids(" ".join(c.header_values("references")))
+    if not refs:
+        refs = _ids(_first_value(c, "in-reply-to"))[:1]
+    return (sent_date(c), subj, reply, mids[0] if mids else "", tuple(refs))
 
 
 def _fmt(node: Node) -> str:
@@ -191,10 +224,10 @@ def _format(roots: list[Node]) -> str:
     return "".join(f"({_fmt(r)})" for r in roots)
 
 
-def thread(found: list, algorithm: str, uid: bool) -> str:
-    nodes = [Node(m.uid if uid else c.seq, c) for m, c in found]
-    for n in nodes:
-        n.date = sent_date(n.cand)
+def thread(found: list, algorithm: str, uid: bool, memo_of=None, with_headers=_same) -> str:
+    nodes = [Node(m.uid if uid else c.seq, c,
+                  _remembered(memo_of, m, "thread:facts", lambda m=m, c=c: _facts(with_headers(m, c))))
+             for m, c in found]
     if algorithm == "ORDEREDSUBJECT":
         return _format(_ordered_subject(nodes))
     return _format(_references(nodes))
@@ -203,18 +236,17 @@ def thread(found: list, algorithm: str, uid: bool) -> str:
 def _ordered_subject(nodes: list[Node]) -> list[Node]:
     """RFC 5256 3: sort by base subject then sent date; each subject's first message is the parent
     of the others; threads in the order of their first message's sent date."""
-    order = sorted(nodes, key=lambda n: (subject_key(_first_value(n.cand, "subject")),
-                                         n.date, n.cand.seq))
+    order = sorted(nodes, key=lambda n: (n.subj, n.date, n.seq))
     roots: list[Node] = []
     last = None
     for n in order:
-        subj = subject_key(_first_value(n.cand, "subject"))
+        subj = n.subj
         if roots and subj == last:
             roots[-1].children.append(n)
         else:
             roots.append(n)
             last = subj
-    roots.sort(key=lambda r: (r.date, r.cand.seq))
+    roots.sort(key=lambda r: (r.date, r.seq))
     return roots
 
 
@@ -252,15 +284,10 @@ def _references(nodes: list[Node]) -> list[Node]:
         parent.children.append(child)
 
     for n in nodes:
-        c = n.cand
-        mids = _ids(_first_value(c, "message-id"))
-        mid = mids[0] if mids else ""
+        mid = n.mid
         if not mid or (mid in table and table[mid].cand is not None):
             mid = f"\0{n.num}"        # no or a duplicate Message-ID: a unique one of our own
-        refs = _ids(" ".join(c.header_values("references")))
-        if not refs:
-            irt = _ids(_first_value(c, "in-reply-to"))
-            refs = irt[:1]
+        refs = n.refs
         # 1A: link the references in order, each the parent of the next, unless one already has one.
         prev = None
         for r in refs:
@@ -322,7 +349,7 @@ def _prune(nodes: list[Node], top: bool) -> list[Node]:
 def _node_key(n: Node):
     while n.cand is None and n.children:
         n = n.children[0]
-    return (n.date, n.cand.seq if n.cand is not None else 0)
+    return (n.date, n.seq)
 
 
 def _sort_tree(n: Node) -> None:
@@ -333,10 +360,7 @@ def _sort_tree(n: Node) -> None:
 
 def _subject_of(n: Node) -> tuple[str, bool]:
     m = n if n.cand is not None else n.children[0]
-    raw = _first_value(m.cand, "subject")
-    base = subject_key(raw)
-    is_reply = base_subject(raw) != " ".join(raw.split()) and bool(base)
-    return base, is_reply
+    return m.subj, m.reply
 
 
 def _group_by_subject(roots: list[Node]) -> list[Node]:
