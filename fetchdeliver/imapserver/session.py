@@ -479,7 +479,7 @@ class Session:
         params = condstore.parse_select_params(p, self.qresync)
         if params.condstore:
             self.condstore = True
-        if self.view is not None and self.qresync:
+        if self.view is not None:     # RFC 7162 3.2.11: servers offering QRESYNC always say so
             self.out(b"* OK [CLOSED] Previous mailbox closed.\r\n")
         self.close_view()
         self.saved = set()

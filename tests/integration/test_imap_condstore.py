@@ -65,6 +65,7 @@ def test_capability_select_status_announce_highestmodseq(srv):
     # the new MODSEQ (a plain FETCH FLAGS does not, as in Dovecot).
     sel = c.command("a4", b"SELECT INBOX (CONDSTORE)")
     assert sel[-1].startswith(b"a4 OK [READ-WRITE]")
+    assert sel[0] == b"* OK [CLOSED] Previous mailbox closed.\r\n"    # as Dovecot, QRESYNC enabled or not
     assert modseqs(c.command("a5", b"FETCH 1:2 FLAGS")) == {}
     got = c.command("a6", b"FETCH 1 BODY[TEXT]")
     assert re.match(rb"\* 1 FETCH \(BODY\[TEXT\] \{\d+\}", got[0]) and b"MODSEQ (" in got[2], got
