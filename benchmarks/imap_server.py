@@ -13,6 +13,10 @@ raw IMAP client times, against each server in turn:
     UID FETCH 1:* BODY.PEEK[]          (every body)
     the same after COMPRESS DEFLATE    (RFC 4978; Dovecot with its imap_zlib plugin; the client inflates)
     IDLE notification latency          (a delivery into new/ until "* n EXISTS" arrives)
+    UID SORT (DATE) / (SUBJECT), UID THREAD REFERENCES / ORDEREDSUBJECT,
+    UID SEARCH RETURN (MIN MAX COUNT) ...        (issue #12: answers must be identical)
+    QRESYNC resync: SELECT INBOX (QRESYNC (uidvalidity modseq)) after another
+    session changed the flags of 100 messages  (answers: the FETCH lines, 100)
 
 Each timed row is the median of --repeat runs after one untimed warm-up run; the
 answers (number of FETCH responses, search hits, bytes) must agree or the run
@@ -246,6 +250,49 @@ OPS = [
 ]
 
 
+EXT_OPS = [
+    ("UID SORT (DATE)", "UID SORT (DATE) UTF-8 ALL"),
+    ("UID SORT (SUBJECT)", "UID SORT (SUBJECT) UTF-8 ALL"),
+    ("UID THREAD REFERENCES", "UID THREAD REFERENCES UTF-8 ALL"),
+    ("UID THREAD ORDEREDSUBJECT", "UID THREAD ORDEREDSUBJECT UTF-8 ALL"),
+    ("ESEARCH RETURN (MIN MAX COUNT) UNSEEN", "UID SEARCH RETURN (MIN MAX COUNT) UNSEEN"),
+    ("ESEARCH RETURN (ALL) by header (Subject)", f"UID SEARCH RETURN (ALL) HEADER Subject {HEADER_WORD}"),
+]
+
+
+def _timed_ext(c: Client, text: str) -> tuple[float, object]:
+    """Time one command; its answer is the untagged text (the ESEARCH tag left out)."""
+    t = time.perf_counter()
+    lines, _ = c.command(text)
+    took = time.perf_counter() - t
+    answer = [ln.split(b") ", 1)[1].strip() if ln.startswith(b"* ESEARCH (TAG") else ln.strip() for ln in lines]
+    return took, answer
+
+
+def qresync_resync(port: int, rep: int, changed: int = 100) -> tuple[float, int]:
+    """(time of SELECT (QRESYNC ...) after `changed` messages' flags changed, FETCH lines it sent)."""
+    c = Client(port)
+    c.command("LOGIN alice secret")
+    c.command("ENABLE QRESYNC")
+    lines, _ = c.command("SELECT INBOX")
+    text = b"".join(lines)
+    uidvalidity = int(text.split(b"[UIDVALIDITY ")[1].split(b"]")[0])
+    hms = int(text.split(b"[HIGHESTMODSEQ ")[1].split(b"]")[0])
+    n = int(next(ln.split()[1] for ln in lines if ln.endswith(b" EXISTS\r\n")))
+    step = max(n // changed, 1)
+    seqs = ",".join(str(1 + i * step) for i in range(min(changed, n)))
+    c.command(f"STORE {seqs} {'+' if rep % 2 == 0 else '-'}FLAGS.SILENT ($Resync)")
+    c.close()
+    c = Client(port)
+    c.command("LOGIN alice secret")
+    c.command("ENABLE QRESYNC")
+    t = time.perf_counter()
+    lines, _ = c.command(f"SELECT INBOX (QRESYNC ({uidvalidity} {hms}))")
+    took = time.perf_counter() - t
+    c.close()
+    return took, sum(1 for ln in lines if b" FETCH " in ln[:20])
+
+
 def idle_latency(port: int, deliver, repeat: int) -> list[float]:
     """Seconds from a message's rename into new/ until the IDLEing client reads `* n EXISTS`."""
     c, _ = _login_select(port)
@@ -320,9 +367,14 @@ def run_server(name: str, port: int, deliver, args) -> dict:
         for label, cmd in OPS:
             t, answer = _timed(c, cmd)
             rows.append((label, t, answer))
+        for label, cmd in EXT_OPS:
+            t, answer = _timed_ext(c, cmd)
+            rows.append((label, t, answer))
         c.close()
         t, answer = compressed_fetch(port)
         rows.append(("fetch every body, COMPRESS=DEFLATE", t, answer))
+        t, answer = qresync_resync(port, rep)
+        rows.append(("QRESYNC resync, 100 changed (SELECT)", t, answer))
         if rep:
             for label, t, answer in rows:
                 res.setdefault(label, ([], answer))[0].append(t)

@@ -10,7 +10,7 @@ MACROS = {
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
-SIMPLE = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822",
+SIMPLE = {"FLAGS", "UID", "MODSEQ", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822",
           "RFC822.HEADER", "RFC822.TEXT"}
 
 
@@ -299,7 +299,7 @@ def needs_body(items: list) -> bool:
 
 # FETCH items that depend on the message's content only and may be kept in the server's cache.
 CACHED_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
-CACHEABLE = frozenset(CACHED_ITEMS + ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"))
+CACHEABLE = frozenset(CACHED_ITEMS + ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"))
 
 
 def cached_only(items: list, memo: dict | None) -> bool:
@@ -336,6 +336,8 @@ def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, 
         elif it == "UID":
             if not uid_first:
                 out.append(b"UID %d" % msg.uid)
+        elif it == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % max(msg.modseq, 1))
         elif it == "INTERNALDATE":
             out.append(b"INTERNALDATE " + format_internaldate(msg.internaldate).encode())
         elif it == "RFC822.SIZE":

@@ -66,6 +66,9 @@ def _key(p: Parser, charset: str, depth: int = 0) -> tuple:
         return ("AND", keys)
     if c is not None and (48 <= c <= 57 or c == 42):
         return ("SEQ", p.sequence_set())
+    if c == 36:         # `$`: the saved search result (RFC 5182), resolved by the session
+        p.i += 1
+        return ("SAVED",)
     word = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.").decode().upper()
     if not word:
         raise p.error("a search key")
@@ -107,7 +110,21 @@ def _key(p: Parser, charset: str, depth: int = 0) -> tuple:
         return ("OR", a, _key(p, charset, depth + 1))
     if word == "UID":
         p.sp()
+        if p.maybe(b"$"):
+            return ("SAVED",)
         return ("UID", p.sequence_set())
+    if word == "MODSEQ":     # RFC 7162: MODSEQ ["/flags/\\seen" priv|shared|all] n
+        from fetchdeliver.imapserver.condstore import modseq_number
+
+        p.sp()
+        if p.peek() == 34:
+            p.quoted()
+            p.sp()
+            kind = p.atom().lower()
+            if kind not in ("priv", "shared", "all"):
+                raise ParseError(f"unknown MODSEQ entry type {kind!r} (priv, shared or all)")
+            p.sp()
+        return ("MODSEQ", modseq_number(p, nonzero=False))
     raise ParseError(f"unknown search key {word!r}")
 
 
@@ -117,9 +134,11 @@ class Candidate:
     """What the matcher may ask about one message; the text is loaded only when a key needs it."""
 
     __slots__ = ("seq", "uid", "flags", "recent", "size_fn", "internaldate", "raw_fn", "_parsed", "_body",
-                 "_headers", "memo")
+                 "_headers", "memo", "modseq")
 
-    def __init__(self, seq, uid, flags, recent, size_fn, internaldate, raw_fn, memo: dict | None = None) -> None:
+    def __init__(self, seq, uid, flags, recent, size_fn, internaldate, raw_fn, memo: dict | None = None,
+                 modseq: int = 0) -> None:
+        self.modseq = modseq
         self.seq = seq
         self.uid = uid
         self.flags = flags
@@ -332,6 +351,8 @@ def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
         return _in_set(c.seq, node[1], max_seq)
     if kind == "UID":
         return _in_set(c.uid, node[1], max_uid)
+    if kind == "MODSEQ":
+        return c.modseq >= node[1]
     if kind == "NOT":
         return not matches(node[1], c, max_seq, max_uid)
     if kind == "OR":
@@ -377,3 +398,15 @@ def needs_text(node: tuple) -> bool:
     if kind == "OR":
         return needs_text(node[1]) or needs_text(node[2])
     return kind in ("HEADER", "BODY", "TEXT", "DATE") and (kind != "DATE" or node[1].startswith("SENT"))
+
+
+def uses_modseq(node: tuple) -> bool:
+    """Whether a MODSEQ key occurs (the answer then carries the highest MODSEQ, RFC 7162 3.1.5)."""
+    kind = node[0]
+    if kind == "AND":
+        return any(uses_modseq(k) for k in node[1])
+    if kind == "NOT":
+        return uses_modseq(node[1])
+    if kind == "OR":
+        return uses_modseq(node[1]) or uses_modseq(node[2])
+    return kind == "MODSEQ"

@@ -16,8 +16,11 @@ import ipaddress
 import socket
 
 from fetchdeliver import sasl
+from fetchdeliver.imapserver import condstore
+from fetchdeliver.imapserver import esearch
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
+from fetchdeliver.imapserver import sort_thread
 from fetchdeliver.imapserver.protocol import (ParseError, Parser, decode_mailbox, encode_mailbox,
                                               literal_at_end, start_deflate)
 from fetchdeliver.storage.base import (SPECIAL_USES, SYSTEM_FLAGS, StorageError, canonical_flag)
@@ -121,6 +124,9 @@ class Session:
         self._watch_tokens = []
         self._pending: list[bytes] = []    # output queued by out(), written by send()/flush()
         self.loop = asyncio.get_running_loop()
+        self.condstore = False    # RFC 7162: MODSEQ in every FETCH that has FLAGS
+        self.qresync = False      # RFC 7162: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
+        self.saved: set[int] = set()   # RFC 5182: the UIDs of SEARCH RETURN (SAVE), named `$`
 
     # -- output ---------------------------------------------------------------------------
 
@@ -142,7 +148,9 @@ class Session:
 
     def capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
-                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE"]
+                "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
+                "ESEARCH", "SEARCHRES", "SORT", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                "LIST-STATUS", "STATUS=SIZE"]
         if self.state != NOT_AUTH and not getattr(self, "compressed", False):
             caps.append("COMPRESS=DEFLATE")   # RFC 4978, after login as Dovecot
         if self.state == NOT_AUTH:
@@ -274,7 +282,7 @@ class Session:
                 await self.send(f"{tag} BAD UID needs a command (FETCH, STORE, SEARCH, COPY, MOVE, "
                                 f"EXPUNGE).\r\n".encode())
                 return
-            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
                 await self.send(f"{tag} BAD Unknown UID command {name}.\r\n".encode())
                 return
             uid = True
@@ -352,14 +360,29 @@ class Session:
         await self.send(f'* ID ("name" "fetchdeliver" "version" "{__version__}")\r\n'
                         f"{tag} OK ID completed.\r\n".encode())
 
+    def enable_condstore(self) -> None:
+        """CONDSTORE on (RFC 7162 3.1): the first enabling command in the selected state is told
+        the mailbox's HIGHESTMODSEQ."""
+        if not self.condstore and self.view is not None:
+            hms = condstore.highestmodseq(self.view.mailbox, self.view.msgs)
+            self.out(f"* OK [HIGHESTMODSEQ {hms}] Highest.\r\n".encode() if hms is not None else
+                     b"* OK [NOMODSEQ] No permanent modsequences.\r\n")
+        self.condstore = True
+
     async def cmd_enable(self, tag, p):
         p.sp()
+        enabled = []
+        before = {"CONDSTORE": self.condstore, "QRESYNC": self.qresync}
         while True:
-            p.atom()
+            word = p.atom().upper()
+            if word in before and not before[word] and word not in enabled:
+                enabled.append(word)    # RFC 5161: ENABLED names what this command turned on
+                self.qresync |= word == "QRESYNC"
+                self.enable_condstore()     # QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
             if p.at_end():
                 break
             p.sp()
-        await self.send(f"* ENABLED\r\n{tag} OK Enabled.\r\n".encode())
+        await self.send(f"* ENABLED{''.join(' ' + w for w in enabled)}\r\n{tag} OK Enabled.\r\n".encode())
 
     # -- not authenticated ----------------------------------------------------------------------------
 
@@ -477,12 +500,13 @@ class Session:
     async def cmd_select(self, tag, p, readonly=False):
         p.sp()
         name = p.mailbox()
-        if not p.at_end():
-            p.sp()
-            p.expect(b"(")  # select parameters (CONDSTORE ...) are not supported: refuse clearly
-            raise ParseError("SELECT parameters are not supported")
-        p.end()
+        params = condstore.parse_select_params(p, self.qresync)
+        if params.condstore:
+            self.condstore = True
+        if self.view is not None:     # RFC 7162 3.2.11: servers offering QRESYNC always say so
+            self.out(b"* OK [CLOSED] Previous mailbox closed.\r\n")
         self.close_view()
+        self.saved = set()
         mbox = self.storage.open(name, readonly=readonly)
         view = View(mbox, readonly or mbox.readonly, name)
         msgs = mbox.sync()
@@ -502,10 +526,15 @@ class Session:
         if first_unseen:
             lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
         lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
-                  f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID.",
-                  f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
-                  f"{'Examine' if readonly else 'Select'} completed."]
-        await self.send(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+                  f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID."]
+        hms = condstore.highestmodseq(mbox, msgs)
+        lines.append(f"* OK [HIGHESTMODSEQ {hms}] Highest." if hms is not None else
+                     "* OK [NOMODSEQ] No permanent modsequences.")
+        self.out(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+        if params.qresync:
+            self.out(b"".join(condstore.qresync_select(view, params)))
+        await self.send(f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
+                        f"{'Examine' if readonly else 'Select'} completed.\r\n".encode())
 
     @staticmethod
     def flags_lines(view) -> list[str]:
@@ -601,6 +630,7 @@ class Session:
         else:
             patterns.append(p.list_mailbox())
         return_subscribed = False
+        status_items = None       # LIST-STATUS (RFC 5819): RETURN (STATUS (items))
         if not lsub and not p.at_end():
             p.sp()
             p.expect(b"RETURN")
@@ -609,6 +639,9 @@ class Session:
             while not p.maybe(b")"):
                 opt = p.atom().upper()
                 return_subscribed |= opt == "SUBSCRIBED"
+                if opt == "STATUS":
+                    p.sp()
+                    status_items = self._status_items(p)
                 p.maybe(b" ")
         p.end()
         word = "LSUB" if lsub else "LIST"
@@ -632,6 +665,11 @@ class Session:
                 attrs.add("\\Subscribed")
             attr_text = " ".join(sorted(attrs, key=_attr_order))
             out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(e.name) + b"\r\n")
+            if status_items and "\\Noselect" not in attrs and "\\NonExistent" not in attrs:
+                try:
+                    out.append(self._status_line(e.name, status_items))
+                except StorageError:
+                    pass     # gone meanwhile, or not readable: RFC 5819 lets the STATUS be left out
         out.append(f"{tag} OK {word} completed.\r\n".encode())
         await self.send(b"".join(out))
 
@@ -646,15 +684,25 @@ class Session:
         p.sp()
         name = p.mailbox()
         p.sp()
+        items = self._status_items(p)
+        p.end()
+        await self.send(self._status_line(name, items) + f"{tag} OK Status completed.\r\n".encode())
+
+    @staticmethod
+    def _status_items(p) -> list[str]:
         p.expect(b"(")
         items = []
         while not p.maybe(b")"):
             items.append(p.atom().upper())
             p.maybe(b" ")
-        p.end()
-        bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE")]
+        bad = [i for i in items if i not in ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE",
+                                         "HIGHESTMODSEQ")]
         if bad or not items:
             raise ParseError(f"unknown STATUS item {bad[0] if bad else '(none given)'}")
+        return items
+
+    def _status_line(self, name: str, items: list[str]) -> bytes:
+        """`* STATUS name (...)` (STATUS, and LIST-STATUS for each listed mailbox)."""
         if self.view is not None and self.view.name == name:
             mbox, own = self.view.mailbox, False
         else:
@@ -673,14 +721,15 @@ class Session:
                     v = mbox.uidvalidity
                 elif i == "UNSEEN":
                     v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+                elif i == "HIGHESTMODSEQ":
+                    v = condstore.highestmodseq(mbox, msgs) or 0
                 else:
                     v = sum(mbox.size(m) for m in msgs)
                 vals.append(f"{i} {v}")
         finally:
             if own:
                 mbox.close()
-        await self.send(b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
-                        + f"{tag} OK Status completed.\r\n".encode())
+        return b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
 
     async def cmd_append(self, tag, p):
         p.sp()
@@ -790,7 +839,7 @@ class Session:
         uidset = None
         if uid:
             p.sp()
-            uidset = p.sequence_set()
+            uidset = self.seq_set(p, True)
         p.end()
         v = self.view
         if v.readonly:
@@ -802,7 +851,11 @@ class Session:
                   and (uidset is None or searchmod._in_set(m.uid, uidset, star))]
         v.mailbox.expunge(doomed)
         await self.sync_out()
-        await self.send(f"{tag} OK Expunge completed.\r\n".encode())
+        code = ""
+        if self.condstore:     # RFC 7162 3.1.8: the HIGHESTMODSEQ after the expunge
+            hms = condstore.highestmodseq(v.mailbox, v.msgs)
+            code = f"[HIGHESTMODSEQ {hms}] " if hms is not None else ""
+        await self.send(f"{tag} OK {code}Expunge completed.\r\n".encode())
 
     def resolve(self, ranges, uid: bool) -> list[int]:
         """Indices into view.msgs for a sequence set (by UID when `uid`)."""
@@ -831,28 +884,51 @@ class Session:
                 idx.update(range(a - 1, b))
         return sorted(idx)
 
+    def seq_set(self, p, uid: bool) -> list:
+        """A sequence set, or `$` (RFC 5182): the saved search result as UIDs or sequence numbers."""
+        if not p.maybe(b"$"):
+            return p.sequence_set()
+        if uid:
+            return [(u, u) for u in sorted(self.saved)]
+        return [(i, i) for i, m in enumerate(self.view.msgs, 1) if m.uid in self.saved]
+
     async def cmd_fetch(self, tag, p, uid=False):
         p.sp()
-        ranges = p.sequence_set()
+        ranges = self.seq_set(p, uid)
         p.sp()
         items = fetchmod.parse_fetch_atts(p)
-        p.end()
+        changedsince, want_vanished = condstore.parse_fetch_modifiers(p)
+        if want_vanished and not (uid and self.qresync):
+            raise ParseError("VANISHED needs UID FETCH and ENABLE QRESYNC first")
+        if changedsince is not None or "MODSEQ" in items:
+            self.enable_condstore()
         await self.sync_out(expunge=uid)
         v = self.view
         indices = self.resolve(ranges, uid)
         if uid and "UID" not in items:
             items = ["UID"] + items
+        if changedsince is not None:
+            indices = [i for i in indices if v.msgs[i].modseq > changedsince]
+            if want_vanished:
+                gone = condstore.vanished(v.mailbox, changedsince, ranges, v.uids[-1] if v.uids else 0)
+                if gone:
+                    self.out(b"* VANISHED (EARLIER) " + condstore.uid_set(gone).encode() + b"\r\n")
         need_body = fetchmod.needs_body(items)
         mark = fetchmod.sets_seen(items) and not v.readonly
+        seen_set = False
         if mark:
             changes = [(v.msgs[i], v.flags[v.msgs[i].uid] | {"\\Seen"}) for i in indices
                        if "\\Seen" not in v.flags[v.msgs[i].uid]]
             if changes:
                 v.mailbox.set_flags(changes)
+                seen_set = True
                 for m, f in changes:
                     v.flags[m.uid] = f
                 if "FLAGS" not in items:
                     items = items + ["FLAGS"]
+        # RFC 7162 3.1.4: MODSEQ with CHANGEDSINCE, and whenever the FETCH changed flags (\Seen).
+        if "MODSEQ" not in items and (changedsince is not None or (self.condstore and seen_set)):
+            items = items + ["MODSEQ"]
         mbox = v.mailbox
         cacheable = all(not isinstance(it, fetchmod.Section) and it in fetchmod.CACHEABLE for it in items)
         pending = 0
@@ -890,8 +966,11 @@ class Session:
 
     async def cmd_store(self, tag, p, uid=False):
         p.sp()
-        ranges = p.sequence_set()
+        ranges = self.seq_set(p, uid)
         p.sp()
+        unchangedsince = condstore.parse_store_modifiers(p)
+        if unchangedsince is not None:
+            self.enable_condstore()
         mode = "="
         if p.peek() in (43, 45):
             mode = chr(p.peek())
@@ -919,6 +998,15 @@ class Session:
         indices = self.resolve(ranges, uid)
         fs = frozenset(flags)
         changes = []
+        modified = []     # UNCHANGEDSINCE failed: changed by someone since the client's MODSEQ
+        if unchangedsince is not None:
+            kept = []
+            for i in indices:
+                if v.msgs[i].modseq > unchangedsince:
+                    modified.append(v.msgs[i].uid if uid else i + 1)
+                else:
+                    kept.append(i)
+            indices = kept
         for i in indices:
             m = v.msgs[i]
             cur = v.flags[m.uid]
@@ -944,14 +1032,25 @@ class Session:
             lines = []
             for i in indices:
                 m = v.msgs[i]
-                extra = b" UID %d" % m.uid if uid else b""
+                extra = b" UID %d" % m.uid if uid or self.qresync else b""
+                if self.condstore:
+                    extra += b" MODSEQ (%d)" % condstore.msg_modseq(m)
                 lines.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(m) + extra + b")\r\n")
             self.out(b"".join(lines))
+        elif self.condstore and changes:
+            # RFC 7162 3.1.3: even .SILENT tells the new MODSEQ of what changed.
+            pos = {m.uid: i for i, m in enumerate(v.msgs, 1)}
+            self.out(b"".join(b"* %d FETCH (" % pos[m.uid] + (b"UID %d " % m.uid if uid or self.qresync else b"")
+                              + b"MODSEQ (%d))\r\n" % condstore.msg_modseq(m) for m, _ in changes))
+        if modified:
+            await self.send(f"{tag} OK [MODIFIED {condstore.uid_set(modified)}] Conditional STORE failed.\r\n"
+                            .encode())
+            return
         await self.send(f"{tag} OK Store completed.\r\n".encode())
 
     async def cmd_copy(self, tag, p, uid=False, move=False):
         p.sp()
-        ranges = p.sequence_set()
+        ranges = self.seq_set(p, uid)
         p.sp()
         dest_name = p.mailbox()
         p.end()
@@ -995,16 +1094,46 @@ class Session:
 
     async def cmd_search(self, tag, p, uid=False):
         p.sp()
-        if p.maybe(b"RETURN "):
-            raise ParseError("SEARCH RETURN (ESEARCH) is not supported")
+        opts = esearch.parse_return(p)
         tree = searchmod.parse_search(p)
         p.end()
+        tree = esearch.resolve_saved(tree, self.saved)
+        with_modseq = searchmod.uses_modseq(tree)
+        if with_modseq:
+            self.enable_condstore()
         await self.sync_out(expunge=uid)
+        hits = []
+        hit_uids: list[int] = []
+        modseqs: list[int] = []
+        for m, c in self.matching(tree):
+            hits.append(m.uid if uid else c.seq)
+            hit_uids.append(m.uid)
+            if with_modseq:
+                modseqs.append(condstore.msg_modseq(m))
+        top = max(modseqs, default=0)
+        if opts is not None:
+            if "SAVE" in opts:
+                self.saved = esearch.saved_uids(opts, hit_uids)
+            if with_modseq and hits and not {"ALL", "COUNT"} & set(opts):
+                # RFC 4731 3.2 / RFC 7162 3.1.5: with MIN and/or MAX alone, the MODSEQ of those.
+                top = max(modseqs[i] for i in {0, len(hits) - 1} if
+                          (i == 0 and "MIN" in opts) or (i == len(hits) - 1 and "MAX" in opts))
+            await self.send(esearch.response(tag, uid, opts, hits, top if with_modseq else None)
+                            + f"{tag} OK Search completed.\r\n".encode())
+            return
+        tail = f" (MODSEQ {top})" if with_modseq and hits else ""
+        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n"
+                         f"{tag} OK Search completed.\r\n").encode())
+
+    def matching(self, tree) -> list:
+        """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
+        A search on flags, numbers, sizes and internal dates alone builds no cache entries."""
         v = self.view
+        with_memo = searchmod.needs_text(tree)
         mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
-        hits = []
+        out = []
         skip: set = set()
         for ok, known in searchmod.prefilter(tree, mbox):
             skip |= known - ok          # known not to match one key of the AND
@@ -1013,12 +1142,65 @@ class Session:
                 continue
             c = searchmod.Candidate(i, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
                                     lambda m=m: mbox.size(m), m.internaldate, lambda m=m: _read_or_empty(mbox, m),
-                                    memo=self.memo(mbox, m))
+                                    memo=self.memo(mbox, m) if with_memo else None, modseq=m.modseq)
             if searchmod.matches(tree, c, max_seq, max_uid):
-                hits.append(m.uid if uid else i)
+                out.append((m, c))
         mbox.flush_cached()
-        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n"
-                         f"{tag} OK Search completed.\r\n").encode())
+        return out
+
+    async def cmd_sort(self, tag, p, uid=False):
+        p.sp()
+        opts = esearch.parse_return(p)         # ESORT (RFC 5267)
+        criteria = sort_thread.parse_sort_criteria(p)
+        p.sp()
+        tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
+        p.end()
+        await self.sync_out(expunge=uid)
+        found = self.matching(tree)
+        ordered = sort_thread.sort(found, criteria, self.content_memo, self.with_headers)
+        self.v_flush()
+        if opts is not None:
+            if "SAVE" in opts:
+                self.saved = esearch.saved_uids(opts, [m.uid for m, _ in ordered])
+            nums = [m.uid if uid else c.seq for m, c in ordered]
+            await self.send(esearch.response(tag, uid, opts, nums, None, ordered=True)
+                            + f"{tag} OK Sort completed.\r\n".encode())
+            return
+        await self.send(("* SORT" + "".join(f" {m.uid if uid else c.seq}" for m, c in ordered) + "\r\n"
+                         f"{tag} OK Sort completed.\r\n").encode())
+
+    async def cmd_thread(self, tag, p, uid=False):
+        p.sp()
+        algorithm = p.atom().upper()
+        if algorithm not in sort_thread.THREAD_ALGORITHMS:
+            raise ParseError(f"unknown THREAD algorithm {algorithm} "
+                             f"({', '.join(sort_thread.THREAD_ALGORITHMS)})")
+        p.sp()
+        sort_thread.parse_charset(p)
+        p.sp()
+        tree = esearch.resolve_saved(searchmod.parse_search(p), self.saved)
+        p.end()
+        await self.sync_out(expunge=uid)
+        found = self.matching(tree)
+        text = sort_thread.thread(found, algorithm, uid, self.content_memo, self.with_headers)
+        self.v_flush()
+        await self.send(f"* THREAD{' ' + text if text else ''}\r\n{tag} OK Thread completed.\r\n".encode())
+
+    def with_headers(self, m, c):
+        """`c`, or a candidate for `m` that reads header fields through the store's index."""
+        if c.memo is not None:
+            return c
+        mbox = self.view.mailbox
+        return searchmod.Candidate(c.seq, c.uid, c.flags, c.recent, c.size_fn, c.internaldate, c.raw_fn,
+                                   memo=self.memo(mbox, m), modseq=c.modseq)
+
+    def content_memo(self, m) -> dict | None:
+        """The server-wide memo of a message's content-derived facts (sort keys, threading facts)."""
+        return self.server.cache.entry(self.view.mailbox, self.view.uidvalidity, m.uid)
+
+    def v_flush(self) -> None:
+        """Keep what sorting and threading cached (header fields) in the store's index."""
+        self.view.mailbox.flush_cached()
 
     # -- the change feed ------------------------------------------------------------------------------
 
@@ -1051,15 +1233,20 @@ class Session:
         out = []
         if expunge:
             i = len(v.msgs) - 1
+            gone = []
             while i >= 0:
                 m = v.msgs[i]
                 if m.uid not in current:
-                    out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                    gone.append(m.uid)
+                    if not self.qresync:
+                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
                     del v.msgs[i]
                     del v.uids[i]
                     v.flags.pop(m.uid, None)
                     v.recent.discard(m.uid)
                 i -= 1
+            if gone and self.qresync:     # RFC 7162 3.2.10: VANISHED replaces EXPUNGE
+                out.append(b"* VANISHED " + condstore.uid_set(gone).encode() + b"\r\n")
         last = v.uids[-1] if v.uids else 0
         new = [m for m in msgs if m.uid > last]
         changed = []
@@ -1073,7 +1260,12 @@ class Session:
                 changed.append((i, cur))
         self._new_keywords(v, [m for _, m in changed] + new, out)
         for i, cur in changed:
-            out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + b")\r\n")
+            extra = b""
+            if self.qresync:
+                extra += b" UID %d" % cur.uid
+            if self.condstore:
+                extra += b" MODSEQ (%d)" % condstore.msg_modseq(cur)
+            out.append(b"* %d FETCH (FLAGS " % (i + 1) + v.flags_of(cur) + extra + b")\r\n")
         await self._announce(v, new, out)
 
     def _new_keywords(self, v: View, msgs: list, out: list) -> None:
@@ -1186,6 +1378,8 @@ COMMANDS = {
     "UNSELECT": (Session.cmd_unselect, (SELECTED,)),
     "EXPUNGE": (Session.cmd_expunge, (SELECTED,)),
     "SEARCH": (Session.cmd_search, (SELECTED,)),
+    "SORT": (Session.cmd_sort, (SELECTED,)),
+    "THREAD": (Session.cmd_thread, (SELECTED,)),
     "FETCH": (Session.cmd_fetch, (SELECTED,)),
     "STORE": (Session.cmd_store, (SELECTED,)),
     "COPY": (Session.cmd_copy, (SELECTED,)),

@@ -47,7 +47,8 @@ def test_capability_noop_id_namespace_enable_logout(srv):
     c.login("alice", "secret")
     ns = c.namespace()
     assert ns.personal == (("", "/"),) and ns.other is None and ns.shared is None
-    assert c.enable("CONDSTORE") == []
+    assert c.enable("CONDSTORE") == [b"CONDSTORE"]   # RFC 7162
+    assert c.enable("X-UNKNOWN-EXT") == []
     assert c.logout() == b"Logging out."  # the BYE text
 
 

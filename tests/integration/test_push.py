@@ -65,7 +65,7 @@ def _deliver_everywhere(setup, dc, d, tag: str, folders=FOLDERS, budget: int | N
             t0 = time.monotonic()
             _append(dc, user, f, raw)
             n = len(expected)
-            wait_for(lambda: setup.count_delivered() >= n, 30, f"delivery of {user}/{f}", proc=d)
+            wait_for(lambda n=n: setup.count_delivered() >= n, 30, f"delivery of {user}/{f}", proc=d)
             slowest = max(slowest, time.monotonic() - t0)
             if budget is not None:
                 most = max(most, dc.connections(user))
@@ -134,7 +134,7 @@ def test_without_notify_every_folder_gets_its_own_idle_connection(tmp_path, dove
         raw = make_message(i, f"solo-{f}")
         expected.append(raw)
         _append(dc, "user0", f, raw)
-        wait_for(lambda: setup.count_delivered() == i + 1, 30, f"delivery from {f} by push", proc=d)
+        wait_for(lambda i=i: setup.count_delivered() == i + 1, 30, f"delivery from {f} by push", proc=d)
         assert dc.connections("user0") <= 5
     assert sorted(originals(setup.delivered())) == sorted(lf(expected))
     out = status(setup)

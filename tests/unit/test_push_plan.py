@@ -57,7 +57,10 @@ def _watcher(folders, notify=True):
 
 def test_status_notifications_name_folders_with_new_mail_only():
     w = _watcher(["INBOX", "Work", "Caf\u00e9"])
-    st = lambda box, uidnext, uv=7: (b"STATUS", box, (b"MESSAGES", 1, b"UIDNEXT", uidnext, b"UIDVALIDITY", uv))
+
+    def st(box, uidnext, uv=7):
+        return (b"STATUS", box, (b"MESSAGES", 1, b"UIDNEXT", uidnext, b"UIDVALIDITY", uv))
+
     # Two notifications for one folder in one read: the folder is named once, not cancelled by the second.
     assert w._news([st(b"INBOX", 2), st(b"INBOX", 2), st(b"Work", 1)]) == {"INBOX", "Work"}
     assert w._news([st(b"INBOX", 2)]) == set()             # an expunge: UIDNEXT did not grow
