@@ -97,6 +97,54 @@ CREATE TABLE fd_lease (
     taken timestamptz NOT NULL DEFAULT now()
 );
 """),
+    ("state: fetch state per account and folder, the duplicate memory, pending deliveries, Sieve memories", """
+CREATE TABLE fd_fetch_pop3 (                  -- POP3 UIDLs already fetched
+    account text NOT NULL,
+    uidl text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, uidl)
+);
+CREATE TABLE fd_fetch_folder (                -- the UIDVALIDITY an IMAP folder is tracked under
+    account text NOT NULL,
+    folder text NOT NULL,
+    uidvalidity bigint NOT NULL,
+    PRIMARY KEY (account, folder)
+);
+CREATE TABLE fd_fetch_imap (                  -- IMAP UIDs already fetched (under fd_fetch_folder's UIDVALIDITY)
+    account text NOT NULL,
+    folder text NOT NULL,
+    uid bigint NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, folder, uid)
+);
+CREATE TABLE fd_fetch_delivered (             -- the duplicate memory: Message-ID + size + SHA-256
+    account text NOT NULL,
+    message_id text NOT NULL,
+    size bigint NOT NULL,
+    digest text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, message_id, size, digest)
+);
+CREATE TABLE fd_fetch_pending (               -- deliveries about to happen (crash recovery, any node)
+    token text PRIMARY KEY,
+    account text NOT NULL,
+    folder text NOT NULL,
+    uidvalidity bigint,
+    uid text NOT NULL,
+    message_id text NOT NULL,
+    size bigint NOT NULL,
+    digest text NOT NULL,
+    at double precision NOT NULL,
+    node text NOT NULL DEFAULT ''
+);
+CREATE INDEX fd_fetch_pending_account ON fd_fetch_pending (account);
+CREATE TABLE fd_memory (                      -- Sieve duplicate/vacation memories and the like
+    kind text NOT NULL,
+    key text NOT NULL,
+    expires double precision NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+"""),
 ]
 
 LATEST = len(STEPS)
