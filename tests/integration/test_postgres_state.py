@@ -11,6 +11,7 @@ deliveries and Sieve memories shared by every node; a real PostgreSQL 15 and a r
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -238,3 +239,41 @@ def test_nodes_fetching_the_same_ten_accounts_deliver_each_message_once(tmp_path
         delivered = [int(x) for x in re.findall(r"(\d+) delivered", r.stdout)]
         assert r.returncode == 0 and delivered and not any(delivered), r.stdout
     assert len(stored_ids(db, "collector")) == len(expected)
+
+
+# -- `fetchdeliver imap` with [storage] url ---------------------------------------------------------
+
+def test_fetchdeliver_imap_serves_storage_url_for_every_passwd_user(tmp_path, db):
+    """`fetchdeliver imap`'s configuration with [storage] url and a plain passwd-file (no
+    userdb_mail): each user logs in to their own mail in PostgreSQL, and only theirs."""
+    import argparse
+
+    import imapclient
+
+    from fetchdeliver.imapserver.auth import set_password
+    from fetchdeliver.imapserver.command import build_config
+    from fetchdeliver.imapserver.server import ThreadedServer
+    from fetchdeliver.storage.postgres import PostgresStore
+
+    passwd = str(tmp_path / "passwd")
+    set_password(passwd, "alice", "secret", "SHA256-CRYPT")
+    set_password(passwd, "bob", "secret2", "SHA256-CRYPT")
+    PostgresStore(db, user="alice").deliver(b"Subject: for alice\nMessage-ID: <a@x>\n\nhello alice\n")
+    for i in range(2):
+        PostgresStore(db, user="bob").deliver(b"Subject: for bob %d\n\nhello bob\n" % i)
+    data = {"imap": {"listen": ["127.0.0.1:0"], "passwd_file": passwd, "login_failure_delay": 0},
+            "delivery": {"maildir": str(tmp_path / "unused-Maildir")},    # [storage] url wins
+            "storage": {"url": db}}
+    cfg = build_config(argparse.Namespace(), data)
+    server = ThreadedServer(cfg).start()
+    try:
+        for user, pw, n, subject in (("alice", "secret", 1, b"for alice"), ("bob", "secret2", 2, b"for bob 0")):
+            c = imapclient.IMAPClient("127.0.0.1", port=server.port(), ssl=False, timeout=30)
+            c.login(user, pw)
+            assert c.select_folder("INBOX")[b"EXISTS"] == n
+            uid = c.search(["ALL"])[0]
+            assert c.fetch([uid], ["ENVELOPE"])[uid][b"ENVELOPE"].subject == subject
+            c.logout()
+    finally:
+        server.stop()
+    assert not os.path.exists(tmp_path / "unused-Maildir")
