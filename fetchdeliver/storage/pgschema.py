@@ -145,6 +145,30 @@ CREATE TABLE fd_memory (                      -- Sieve duplicate/vacation memori
     PRIMARY KEY (kind, key)
 );
 """),
+    ("outbound queue: rows and bodies, each row sent by one node at a time (lease_until, holder)", """
+CREATE TABLE fd_queue (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    sender text NOT NULL,
+    recipient text NOT NULL,
+    created double precision NOT NULL,
+    next_attempt double precision NOT NULL,
+    attempts int NOT NULL DEFAULT 0,
+    last_error text NOT NULL DEFAULT '',
+    delay_notified int NOT NULL DEFAULT 0,
+    lease_until double precision NOT NULL DEFAULT 0,
+    size bigint NOT NULL,
+    origin text NOT NULL DEFAULT '',
+    holder text NOT NULL DEFAULT ''           -- the node sending it (while lease_until is ahead)
+);
+CREATE INDEX fd_queue_due ON fd_queue (next_attempt);
+CREATE TABLE fd_queue_body (
+    id text PRIMARY KEY,
+    body bytea NOT NULL,
+    created timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE fd_queue_body ALTER COLUMN body SET STORAGE EXTERNAL;
+"""),
 ]
 
 LATEST = len(STEPS)

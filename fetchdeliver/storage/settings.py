@@ -30,6 +30,7 @@ STORAGE_KEYS = {
     "blobs": config._nonempty_str,
     "blob_min_size": config._int(lo=0),
     "lease_ttl": config._int(lo=2),      # seconds a node's fetch lease outlives the node (default 120)
+    "queue_lease": config._int(lo=1),    # seconds a queued message's send lease outlives its node (3600)
 }
 
 
