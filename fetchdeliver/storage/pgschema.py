@@ -144,6 +144,11 @@ CREATE TABLE fd_memory (                      -- Sieve duplicate/vacation memori
     expires double precision NOT NULL,
     PRIMARY KEY (kind, key)
 );
+CREATE TABLE fd_watch_event (                 -- [[watch]] notifications, for rate limits across nodes
+    rule text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX fd_watch_event_rule ON fd_watch_event (rule, at);
 """),
     ("outbound queue: rows and bodies, each row sent by one node at a time (lease_until, holder)", """
 CREATE TABLE fd_queue (

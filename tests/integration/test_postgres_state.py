@@ -277,3 +277,16 @@ def test_fetchdeliver_imap_serves_storage_url_for_every_passwd_user(tmp_path, db
     finally:
         server.stop()
     assert not os.path.exists(tmp_path / "unused-Maildir")
+
+
+def test_watch_rate_limit_is_shared_by_the_nodes(db):
+    """[[watch]] rate_limit with [storage] url: three nodes' limiters, one rule of 4 per hour,
+    20 matches spread over them: 4 notifications in all."""
+    from fetchdeliver.daemon.watch import SharedLimiter, WatchRule
+
+    rule = WatchRule({"name": "boss", "rate_limit": "4/1h", "mailto": ["me@example.org"]}, 0)
+    nodes = [SharedLimiter(db) for _ in range(3)]
+    allowed = [nodes[i % 3].allow(rule, time.monotonic()) for i in range(20)]
+    assert sum(allowed) == 4 and allowed[:4] == [True] * 4
+    other = WatchRule({"name": "other", "rate_limit": "1/1h"}, 1)
+    assert nodes[1].allow(other, 0.0) and not nodes[2].allow(other, 0.0)
