@@ -126,11 +126,11 @@ class SharedLimiter(_Limiter):
 
     def allow(self, rule: WatchRule, now: float) -> bool:
         from fetchdeliver.errors import TemporaryDeliveryError
-        from fetchdeliver.storage.pgstate import _Tx
+        from fetchdeliver.storage.pgstate import Transaction
 
         key = f"{rule.name}|{rule.limit}|{rule.window}"
         try:
-            with _Tx(self._store) as c:
+            with Transaction(self._store) as c:
                 c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("fd_watch:" + key,))
                 c.execute("DELETE FROM fd_watch_event WHERE rule = %s AND "
                           "at <= clock_timestamp() - %s * interval '1 second'", (key, rule.window))

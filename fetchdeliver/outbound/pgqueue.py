@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 class PgOutboundQueue(OutboundQueue):
     def __init__(self, settings: OutboundSettings, url: str, *, lease: float = LEASE) -> None:
         from fetchdeliver.storage.leases import node_name
-        from fetchdeliver.storage.postgres import PostgresStore, _redact
+        from fetchdeliver.storage.postgres import PostgresStore
 
         self.settings = settings
         self.url = url
         self.lease = lease
-        self.dir = self.msg_dir = self.path = f"{_redact(url)} (fd_queue)"   # for messages and receipts
+        self.dir = self.msg_dir = self.path = "PostgreSQL (fd_queue)"   # named in messages and receipts
         self._store = PostgresStore(url, user="-")
         self.node = node_name()
         self._local = threading.local()
@@ -44,9 +44,9 @@ class PgOutboundQueue(OutboundQueue):
         self.local_delivery = None
 
     def _tx(self):
-        from fetchdeliver.storage.pgstate import _Tx
+        from fetchdeliver.storage.pgstate import Transaction
 
-        return _Tx(self._store)
+        return Transaction(self._store)
 
     def _run(self, sql: str, args=(), *, fetch: str = ""):
         try:

@@ -46,7 +46,7 @@ class PgState(AccountLocks):
         self.node = node_name()
 
     def _tx(self):
-        return _Tx(self._store)
+        return Transaction(self._store)
 
     def close(self) -> None:
         for fd in self._locks.values():
@@ -184,8 +184,8 @@ class PgState(AccountLocks):
             return c.execute("DELETE FROM fd_memory WHERE expires <= %s", (now,)).rowcount
 
 
-class _Tx:
-    """`with _Tx(store) as conn`: a pooled connection in a transaction (committed on leaving,
+class Transaction:
+    """`with Transaction(store) as conn`: a pooled connection in a transaction (committed on leaving,
     rolled back on an exception); an unreachable database is TemporaryDeliveryError."""
 
     def __init__(self, store) -> None:
