@@ -290,3 +290,24 @@ def test_watch_rate_limit_is_shared_by_the_nodes(db):
     assert sum(allowed) == 4 and allowed[:4] == [True] * 4
     other = WatchRule({"name": "other", "rate_limit": "1/1h"}, 1)
     assert nodes[1].allow(other, 0.0) and not nodes[2].allow(other, 0.0)
+
+
+def test_recovery_finds_the_tokens_of_committed_deliveries_in_postgres(db, tmp_path):
+    """What fetch's recover() does after a node died between COMMIT and recording: the delivered
+    message's token is found in PostgreSQL (recorded, not fetched again), the other one is not
+    (fetched again); another user's messages do not count."""
+    from fetchdeliver.storage.postgres import PostgresStore
+
+    state = PgState(db, str(tmp_path / "s"))
+    store = PostgresStore(db, user="collector")
+    done = Pending(new_token(), "", None, "u1", message_key(b"one", ""), time.time())
+    lost = Pending(new_token(), "", None, "u2", message_key(b"two", ""), time.time())
+    elsewhere = Pending(new_token(), "", None, "u3", message_key(b"three", ""), time.time())
+    state.add_pending("acct", [done, lost, elsewhere])
+    received = "Received: from pop.example by node-a with POP3 (fetchdeliver; account acct) id {} for <c@x>\n"
+    store.deliver(received.format(done.token).encode() + b"Subject: one\n\none\n")
+    PostgresStore(db, user="someone-else").deliver(received.format(elsewhere.token).encode() + b"\nx\n")
+    wanted = {p.token: p.key[2] for p in state.pending("acct")}
+    found = store.find_tokens(wanted, min(p.at for p in (done, lost)) - 60)
+    assert found == {done.token}
+    assert store.find_tokens(wanted, time.time() + 3600) == set()      # only messages stored since
