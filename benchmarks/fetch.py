@@ -81,6 +81,30 @@ def run_fetchdeliver(dc, work, proto, rules: bool) -> float:
     return took, count_maildir(md)
 
 
+def run_fetchdeliver_postgres(dc, work, proto, rules: bool, pg) -> float:
+    """[storage] url: mail, fetch state and duplicate memory in PostgreSQL (a fresh database)."""
+    url = pg.new_database()
+    import psycopg
+
+    from fetchdeliver.storage import pgschema
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pgschema.migrate(conn)
+    cfg = os.path.join(work, "config.toml")
+    port = dc.port("imaps" if proto == "imap" else "pop3s")
+    with open(cfg, "w") as f:
+        f.write(f'[delivery]\nstate_dir = "{work}/state"\n\n[storage]\nurl = "{url}"\nuser = "alice"\n\n'
+                f'[[account]]\nname = "bench"\nprotocol = "{proto}"\nhost = "127.0.0.1"\nport = {port}\n'
+                f'tls = "implicit"\nca_file = "{dc.ca_file}"\nuser = "alice"\npassword = "secret"\n')
+    exe = os.path.join(os.path.dirname(sys.executable), "fetchdeliver")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "fetchdeliver"]
+    env = dict(os.environ, PYTHONPATH=ROOT, XDG_CACHE_HOME=os.path.join(work, "cache"))
+    took = timed(cmd + ["fetch", "-c", cfg], env=env)
+    with psycopg.connect(url) as conn:
+        n = conn.execute("SELECT count(*) FROM fd_message").fetchone()[0]
+    return took, n
+
+
 def run_mbsync(dc, work, proto, rules):
     md = os.path.join(work, "Mail") + "/"
     rc = os.path.join(work, "mbsyncrc")
@@ -143,7 +167,14 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--getmail", default=shutil.which("getmail") or "/tmp/getmail-venv/bin/getmail")
+    ap.add_argument("--postgres", action="store_true",
+                    help="also fetch into PostgreSQL ([storage] url: mail and state there; starts PostgreSQL 15)")
     args = ap.parse_args()
+    pg = None
+    if args.postgres:
+        from postgres_support import PostgresServer
+
+        pg = PostgresServer().start()
     rng = random.Random(42)
     msgs = messages(args.messages, rng)
     results: dict[str, float] = {}
@@ -154,6 +185,10 @@ def main() -> int:
                 ("fetchdeliver imap + 20 rules", run_fetchdeliver, "imap", True),
                 ("fetchdeliver pop3", run_fetchdeliver, "pop3", False),
                 ("fetchdeliver pop3 + 20 rules", run_fetchdeliver, "pop3", True)]
+        if pg is not None:
+            p = lambda dc, w, pr, r: run_fetchdeliver_postgres(dc, w, pr, r, pg)  # noqa: E731
+            runs += [("fetchdeliver imap -> postgres", p, "imap", False),
+                     ("fetchdeliver pop3 -> postgres", p, "pop3", False)]
         if shutil.which("mbsync"):
             runs.append(("mbsync imap", run_mbsync, "imap", False))
         else:
@@ -178,6 +213,8 @@ def main() -> int:
                 print(f"warning: {name} delivered {n} of {args.messages} messages")
             results[name] = took
             print(f"{name:32s} {took:7.2f} s", flush=True)
+    if pg is not None:
+        pg.cleanup()
     print()
     for ours in ("fetchdeliver imap + 20 rules", "fetchdeliver pop3 + 20 rules"):
         proto = ours.split()[1]
@@ -186,6 +223,14 @@ def main() -> int:
                 print(f"{ours} vs {name}: {results[ours] / took:.2f}x the time")
         if proto == "imap" and "mbsync imap" in results:
             print(f"{ours} vs mbsync: goal <= 2.0x, measured {results[ours] / results['mbsync imap']:.2f}x")
+    for proto in ("imap", "pop3"):
+        ours = f"fetchdeliver {proto} -> postgres"
+        if ours in results:
+            print(f"{ours} vs fetchdeliver {proto} (Maildir + sqlite): "
+                  f"{results[ours] / results[f'fetchdeliver {proto}']:.2f}x the time")
+            for name, took in results.items():
+                if not name.startswith("fetchdeliver") and proto in name:
+                    print(f"{ours} vs {name}: {results[ours] / took:.2f}x the time")
     return 0
 
 

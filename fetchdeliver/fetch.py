@@ -80,10 +80,10 @@ def main(args) -> int:
             return EX_USAGE
         chosen = [by_name[n] for n in dict.fromkeys(args.accounts)]
 
-    from fetchdeliver.state import State, StateError
+    from fetchdeliver.state import StateError, open_state
 
     try:
-        state = State(settings.state_dir)
+        state = open_state(settings)   # PostgreSQL with [storage] url, else sqlite
     except StateError as e:
         print(f"fetchdeliver: error: {e}", file=sys.stderr)
         return EX_FAILED
@@ -290,7 +290,10 @@ class AccountRun:
         if not pending:
             return
         since = min(p.at for p in pending) - 5
-        found = find_tokens(self.store_roots(), {p.token: p.key[2] for p in pending}, since)
+        wanted = {p.token: p.key[2] for p in pending}
+        store_find = getattr(self.ctx.store, "find_tokens", None)   # the postgres store
+        found = (store_find(wanted, since - 60) if store_find is not None
+                 else find_tokens(self.store_roots(), wanted, since))
         done = [p for p in pending if p.token in found]
         lost = [p for p in pending if p.token not in found]
         self.state.complete(self.name, delivered=done, failed=lost)

@@ -119,41 +119,14 @@ def new_token() -> str:
     return "fd" + os.urandom(10).hex()
 
 
-class State:
-    """The state database. One instance per process; not shared across threads."""
+class AccountLocks:
+    """Per-account locks on this machine (fcntl, one file per account under `self.dir/locks`).
 
-    def __init__(self, state_dir: str, *, synchronous: str = "FULL") -> None:
-        self.dir = state_dir
-        try:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise StateError(f"cannot create the state directory {state_dir}: {e.strerror}") from None
-        self.path = os.path.join(state_dir, "state.sqlite")
-        try:
-            self.db = open_database(self.path, synchronous=synchronous)
-            with self._tx():
-                for stmt in SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        self.db.execute(stmt)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        except sqlite3.Error as e:
-            raise StateError(f"state database {self.path}: {e}") from None
-        self._locks: dict[str, int] = {}
+    Across machines, `fetchdeliver fetch` with [storage] url also takes a lease in PostgreSQL
+    (fetchdeliver/storage/leases.py); this lock keeps two runs on one node apart."""
 
-    def close(self) -> None:
-        for fd in self._locks.values():
-            os.close(fd)
-        self._locks.clear()
-        self.db.close()
-
-    def __enter__(self) -> "State":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _tx(self):
-        return Transaction(self.db, self.path)
+    dir: str
+    _locks: dict[str, int]
 
     # -- locks ----------------------------------------------------------------------
     def lock_account(self, account: str, *, wait: float = 0.0) -> None:
@@ -192,6 +165,55 @@ class State:
         fd = self._locks.pop(account, None)
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the fcntl lock
+
+
+def open_state(settings, *, synchronous: str = "FULL"):
+    """The state backend for `settings`: PostgreSQL (fetchdeliver.storage.pgstate.PgState) when
+    [storage] url is set, so every node shares the fetch state and the memories; otherwise the
+    sqlite State in the state directory. Both have the same public methods."""
+    url = (settings.data.get("storage") or {}).get("url")
+    if url:
+        from fetchdeliver.storage.pgstate import PgState
+
+        return PgState(url, settings.state_dir)
+    return State(settings.state_dir, synchronous=synchronous)
+
+
+class State(AccountLocks):
+    """The state database. One instance per process; not shared across threads."""
+
+    def __init__(self, state_dir: str, *, synchronous: str = "FULL") -> None:
+        self.dir = state_dir
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"cannot create the state directory {state_dir}: {e.strerror}") from None
+        self.path = os.path.join(state_dir, "state.sqlite")
+        try:
+            self.db = open_database(self.path, synchronous=synchronous)
+            with self._tx():
+                for stmt in SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.Error as e:
+            raise StateError(f"state database {self.path}: {e}") from None
+        self._locks: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self._locks.values():
+            os.close(fd)
+        self._locks.clear()
+        self.db.close()
+
+    def __enter__(self) -> "State":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _tx(self):
+        return Transaction(self.db, self.path)
 
     # -- IMAP -----------------------------------------------------------------------
     def imap_uidvalidity(self, account: str, folder: str) -> int | None:

@@ -113,10 +113,10 @@ class DaemonAccountRun(AccountRun):
 def run_pass(account: "Account", gen: "Generation", *, outbound=None, stop: threading.Event | None = None,
              on_delivered=None, folders: list[str] | None = None) -> PassResult:
     """Fetch `account` once (blocking: call it from a worker thread); `folders`: only these (push)."""
-    from fetchdeliver.state import State, StateError
+    from fetchdeliver.state import StateError, open_state
 
     try:
-        state = State(gen.settings.state_dir)
+        state = open_state(gen.settings)
     except StateError as e:
         return PassResult(False, str(e), 0, 0, 0, 0, False)
     try:

@@ -110,7 +110,9 @@ class Daemon:
             return EX_SOFTWARE
         self._start_servers()
         self._start_queue()
-        self.notifier = Notifier(self.outbound)
+        from fetchdeliver.daemon.watch import limiter_for
+
+        self.notifier = Notifier(self.outbound, limiter_for(self.gen.settings))   # shared with [storage] url
         self.notifier.start()
         try:
             await self._start_listeners()

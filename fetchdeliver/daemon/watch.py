@@ -113,13 +113,60 @@ class _Limiter:
         return False
 
 
+class SharedLimiter(_Limiter):
+    """The rate limit counted in PostgreSQL ([storage] url): at most `limit` notifications per
+    `window` for a rule across every node. Database time; one transaction per event under a
+    transaction advisory lock on the rule. When the database is away, this node counts alone."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        from fetchdeliver.storage.postgres import PostgresStore
+
+        self._store = PostgresStore(url, user="-")
+
+    def allow(self, rule: WatchRule, now: float) -> bool:
+        from fetchdeliver.errors import TemporaryDeliveryError
+        from fetchdeliver.storage.pgstate import Transaction
+
+        key = f"{rule.name}|{rule.limit}|{rule.window}"
+        try:
+            with Transaction(self._store) as c:
+                c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("fd_watch:" + key,))
+                c.execute("DELETE FROM fd_watch_event WHERE rule = %s AND "
+                          "at <= clock_timestamp() - %s * interval '1 second'", (key, rule.window))
+                n = c.execute("SELECT count(*) FROM fd_watch_event WHERE rule = %s", (key,)).fetchone()[0]
+                ok = n < rule.limit
+                if ok:
+                    c.execute("INSERT INTO fd_watch_event (rule) VALUES (%s)", (key,))
+        except TemporaryDeliveryError as e:
+            log.warning("watch %s: the shared rate limit is not available (%s); counting on this node", rule.name, e)
+            return super().allow(rule, now)
+        lkey = (rule.name, rule.limit, rule.window)
+        if ok:
+            if self.suppressed.get(lkey):
+                log.warning("watch %s: %d notifications were suppressed by the rate limit %s",
+                            rule.name, self.suppressed.pop(lkey), rule.rate_text, extra={"watch": rule.name})
+            return True
+        if not self.suppressed.get(lkey):
+            log.warning("watch %s: rate limit %s reached (all nodes); further matches are not notified until "
+                        "it clears", rule.name, rule.rate_text, extra={"watch": rule.name})
+        self.suppressed[lkey] = self.suppressed.get(lkey, 0) + 1
+        return False
+
+
+def limiter_for(settings) -> _Limiter:
+    """The shared limiter with [storage] url, else this process's own."""
+    url = (settings.data.get("storage") or {}).get("url")
+    return SharedLimiter(url) if url else _Limiter()
+
+
 class Notifier:
     """The thread that matches delivered messages against the watch rules and notifies."""
 
-    def __init__(self, outbound=None) -> None:
+    def __init__(self, outbound=None, limiter: _Limiter | None = None) -> None:
         self.outbound = outbound
         self._queue: queue.Queue = queue.Queue()
-        self._limiter = _Limiter()
+        self._limiter = limiter if limiter is not None else _Limiter()
         self._thread: threading.Thread | None = None
         self.fired = 0
 

@@ -71,7 +71,13 @@ def build_config(args, data: dict):
                           key="imap.passwd_file")
     delivery = data.get("delivery", {})
     default_mail = None
-    if delivery.get("maildir"):
+    storage = data.get("storage") or {}
+    if storage.get("url"):
+        # [storage] url: every user's mail is in PostgreSQL (Server.storage_for adds ?mailuser=USER)
+        from fetchdeliver.imapserver.server import postgres_location
+
+        default_mail = postgres_location(storage)
+    elif delivery.get("maildir"):
         default_mail = "maildir:" + delivery["maildir"]
     elif delivery.get("mbox"):
         default_mail = "mbox:" + (f"{delivery['mbox_folders']}:INBOX={delivery['mbox']}"

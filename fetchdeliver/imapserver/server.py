@@ -58,6 +58,33 @@ def split_address(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def postgres_location(storage: dict) -> str:
+    """The [storage] table as one postgres mail location (its blobs settings in the query)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(storage["url"])
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for key in ("blobs", "blob_min_size"):
+        if key in storage and not any(k == key for k, _ in query):
+            query.append((key, str(storage[key])))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def location_for_user(location: str, user: str) -> str:
+    """A postgresql:// location without ?mailuser= names the logged-in user's mail (the default
+    for every user when [storage] url is set); other locations are the same for every user."""
+    if not location.startswith(("postgresql://", "postgres://")):
+        return location
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(location)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "mailuser" for k, _ in query):
+        return location
+    query.append(("mailuser", user))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def storage_from_location(location: str):
     """A Storage for "maildir:PATH", "mbox:PATH" or a plugin's "NAME:ARGS" (storage.open_store)."""
     from fetchdeliver.storage import open_store
@@ -98,8 +125,8 @@ class Server:
         location = account.mail or self.config.default_mail
         if not location:
             raise ConfigError(f"no mail location for user {account.user!r}: give userdb_mail=maildir:PATH "
-                              "in the passwd-file or set [delivery] maildir")
-        return storage_from_location(location)
+                              "in the passwd-file or set [delivery] maildir or [storage] url")
+        return storage_from_location(location_for_user(location, account.user))
 
     async def start(self) -> list[tuple[str, int, bool]]:
         cfg = self.config

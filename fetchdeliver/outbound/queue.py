@@ -77,6 +77,8 @@ _COLUMNS = ("id, kind, sender, recipient, created, next_attempt, attempts, last_
 class OutboundQueue:
     """The queue; safe to share between threads (one sqlite connection per thread)."""
 
+    lease = LEASE
+
     def __init__(self, settings: OutboundSettings) -> None:
         self.settings = settings
         self.dir = os.path.join(settings.state_dir, "outbound")
@@ -99,6 +101,14 @@ class OutboundQueue:
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "OutboundQueue":
+        """The queue for `settings`: in PostgreSQL with [storage] url (every node sends from one
+        queue, fetchdeliver/outbound/pgqueue.py), else the sqlite queue in the state directory."""
+        storage = settings.data.get("storage") or {}
+        if cls is OutboundQueue and storage.get("url"):
+            from fetchdeliver.outbound.pgqueue import PgOutboundQueue
+
+            return PgOutboundQueue(OutboundSettings.from_settings(settings), storage["url"],
+                                   lease=float(storage.get("queue_lease", LEASE)))
         return cls(OutboundSettings.from_settings(settings))
 
     def _db(self) -> sqlite3.Connection:
@@ -302,7 +312,7 @@ class OutboundQueue:
         db = self._db()
         with _tx(db, self.path):
             return db.execute("UPDATE queue SET lease_until=? WHERE id=? AND lease_until <= ?",
-                              (now + LEASE, qid, now)).rowcount == 1
+                              (now + self.lease, qid, now)).rowcount == 1
 
     def run_once(self, now: float | None = None, *, flush: bool = False, sender_fn=None) -> dict:
         """Try every due item once (every item with `flush`). Returns counts by outcome."""
@@ -363,20 +373,35 @@ class OutboundQueue:
         if notice is not None:
             notice_id = f"{int(now):x}{os.urandom(6).hex()}".upper()
             self._write_file(notice_id, notice)
-        db = self._db()
-        with _tx(db, self.path):
-            db.execute("UPDATE queue SET attempts=?, next_attempt=?, last_error=?, lease_until=0, "
-                       "delay_notified=? WHERE id=?",
-                       (attempts, next_attempt, result.text, 1 if (notice_id or item.delay_notified) else 0,
-                        item.id))
-            if notice_id:
-                db.execute(f"INSERT INTO queue ({_COLUMNS}) VALUES (?,?,?,?,?,?,0,'',0,0,?,?)",
-                           (notice_id, "dsn", "", item.sender, now, now, len(notice), f"delay notice {item.id}"))
+        self._defer_rows(item, attempts, next_attempt, result.text, notice_id,
+                         len(notice) if notice is not None else 0, now)
         log.info("queue %s: deferred <%s> (try %d, next in %d s): %s", item.id, item.recipient, attempts,
                  next_attempt - now, result.text)
         if notice_id:
             self.wakeup.set()
         return "deferred"
+
+    def _defer_rows(self, item: QueueItem, attempts: int, next_attempt: float, error: str,
+                    notice_id: str | None, notice_size: int, now: float) -> None:
+        """One commit: the item's next try (lease given up), and its delay notice's row if any."""
+        db = self._db()
+        with _tx(db, self.path):
+            db.execute("UPDATE queue SET attempts=?, next_attempt=?, last_error=?, lease_until=0, "
+                       "delay_notified=? WHERE id=?",
+                       (attempts, next_attempt, error, 1 if (notice_id or item.delay_notified) else 0, item.id))
+            if notice_id:
+                db.execute(f"INSERT INTO queue ({_COLUMNS}) VALUES (?,?,?,?,?,?,0,'',0,0,?,?)",
+                           (notice_id, "dsn", "", item.sender, now, now, notice_size, f"delay notice {item.id}"))
+
+    def _bounce_rows(self, item: QueueItem, bounce_id: str | None, bounce_size: int, now: float) -> None:
+        """One commit: the item is gone, its bounce's row (if any) is queued."""
+        db = self._db()
+        with _tx(db, self.path):
+            db.execute("DELETE FROM queue WHERE id=?", (item.id,))
+            if bounce_id:
+                db.execute(f"INSERT INTO queue ({_COLUMNS}) VALUES (?,?,?,?,?,?,0,'',0,0,?,?)",
+                           (bounce_id, "dsn", "", item.sender, now, now, bounce_size, f"bounce of {item.id}"))
+        _unlink(os.path.join(self.msg_dir, item.id))
 
     def _bounce(self, item: QueueItem, raw: bytes, action: str, error: str, now: float) -> None:
         bounce_id = None
@@ -385,13 +410,7 @@ class OutboundQueue:
                                original=raw, hostname=self.settings.hostname, arrival=item.created)
             bounce_id = f"{int(now):x}{os.urandom(6).hex()}".upper()
             self._write_file(bounce_id, text)
-        db = self._db()
-        with _tx(db, self.path):
-            db.execute("DELETE FROM queue WHERE id=?", (item.id,))
-            if bounce_id:
-                db.execute(f"INSERT INTO queue ({_COLUMNS}) VALUES (?,?,?,?,?,?,0,'',0,0,?,?)",
-                           (bounce_id, "dsn", "", item.sender, now, now, len(text), f"bounce of {item.id}"))
-        _unlink(os.path.join(self.msg_dir, item.id))
+        self._bounce_rows(item, bounce_id, len(text) if bounce_id else 0, now)
         if bounce_id:
             self.wakeup.set()
 

@@ -68,16 +68,16 @@ def reply_text(text: str, limit: int = 400) -> str:
 class _ThreadState:
     """The state database for the engine, one sqlite connection per worker thread."""
 
-    def __init__(self, state_dir: str) -> None:
-        self._dir = state_dir
+    def __init__(self, settings) -> None:
+        self._settings = settings
         self._local = threading.local()
 
     def _get(self):
         st = getattr(self._local, "state", None)
         if st is None:
-            from fetchdeliver.state import State
+            from fetchdeliver.state import open_state
 
-            st = self._local.state = State(self._dir)
+            st = self._local.state = open_state(self._settings)   # PostgreSQL with [storage] url
         return st
 
     def __getattr__(self, name):
@@ -93,7 +93,7 @@ class LMTPService:
         self.recipients = RecipientMap.from_settings(settings)
         self.hostname: str = self.options["hostname"]
         self.outbound = outbound
-        self.state = _ThreadState(settings.state_dir)
+        self.state = _ThreadState(settings)
         self.executor = ThreadPoolExecutor(max_workers=workers or self.options["workers"],
                                            thread_name_prefix="lmtp-deliver")
         self.sessions = 0

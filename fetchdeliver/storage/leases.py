@@ -112,10 +112,14 @@ class Held:
                 log.warning("lease %s not released (it expires by itself): %s", self.name, e)
 
 
-def fetch_lease(settings, account: str, ttl: float = 120.0) -> "Held | None":
+def fetch_lease(settings, account: str, ttl: float | None = None) -> "Held | None":
     """For `fetchdeliver fetch` with [storage] url: the entered lease "fetch:ACCOUNT" (falsy when
-    another node is fetching the account); None without [storage] url (one node: no lease)."""
-    url = (settings.data.get("storage") or {}).get("url")
+    another node is fetching the account); None without [storage] url (one node: no lease).
+    ttl: [storage] lease_ttl (default 120 s)."""
+    storage = settings.data.get("storage") or {}
+    url = storage.get("url")
     if not url:
         return None
+    if ttl is None:
+        ttl = float(storage.get("lease_ttl", 120))
     return Leases(url).hold(f"fetch:{account}", ttl).__enter__()

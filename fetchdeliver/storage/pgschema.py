@@ -97,6 +97,83 @@ CREATE TABLE fd_lease (
     taken timestamptz NOT NULL DEFAULT now()
 );
 """),
+    ("state: fetch state per account and folder, the duplicate memory, pending deliveries, Sieve memories", """
+CREATE TABLE fd_fetch_pop3 (                  -- POP3 UIDLs already fetched
+    account text NOT NULL,
+    uidl text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, uidl)
+);
+CREATE TABLE fd_fetch_folder (                -- the UIDVALIDITY an IMAP folder is tracked under
+    account text NOT NULL,
+    folder text NOT NULL,
+    uidvalidity bigint NOT NULL,
+    PRIMARY KEY (account, folder)
+);
+CREATE TABLE fd_fetch_imap (                  -- IMAP UIDs already fetched (under fd_fetch_folder's UIDVALIDITY)
+    account text NOT NULL,
+    folder text NOT NULL,
+    uid bigint NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, folder, uid)
+);
+CREATE TABLE fd_fetch_delivered (             -- the duplicate memory: Message-ID + size + SHA-256
+    account text NOT NULL,
+    message_id text NOT NULL,
+    size bigint NOT NULL,
+    digest text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, message_id, size, digest)
+);
+CREATE TABLE fd_fetch_pending (               -- deliveries about to happen (crash recovery, any node)
+    token text PRIMARY KEY,
+    account text NOT NULL,
+    folder text NOT NULL,
+    uidvalidity bigint,
+    uid text NOT NULL,
+    message_id text NOT NULL,
+    size bigint NOT NULL,
+    digest text NOT NULL,
+    at double precision NOT NULL,
+    node text NOT NULL DEFAULT ''
+);
+CREATE INDEX fd_fetch_pending_account ON fd_fetch_pending (account);
+CREATE TABLE fd_memory (                      -- Sieve duplicate/vacation memories and the like
+    kind text NOT NULL,
+    key text NOT NULL,
+    expires double precision NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE fd_watch_event (                 -- [[watch]] notifications, for rate limits across nodes
+    rule text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX fd_watch_event_rule ON fd_watch_event (rule, at);
+"""),
+    ("outbound queue: rows and bodies, each row sent by one node at a time (lease_until, holder)", """
+CREATE TABLE fd_queue (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    sender text NOT NULL,
+    recipient text NOT NULL,
+    created double precision NOT NULL,
+    next_attempt double precision NOT NULL,
+    attempts int NOT NULL DEFAULT 0,
+    last_error text NOT NULL DEFAULT '',
+    delay_notified int NOT NULL DEFAULT 0,
+    lease_until double precision NOT NULL DEFAULT 0,
+    size bigint NOT NULL,
+    origin text NOT NULL DEFAULT '',
+    holder text NOT NULL DEFAULT ''           -- the node sending it (while lease_until is ahead)
+);
+CREATE INDEX fd_queue_due ON fd_queue (next_attempt);
+CREATE TABLE fd_queue_body (
+    id text PRIMARY KEY,
+    body bytea NOT NULL,
+    created timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE fd_queue_body ALTER COLUMN body SET STORAGE EXTERNAL;
+"""),
 ]
 
 LATEST = len(STEPS)

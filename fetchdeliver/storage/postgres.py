@@ -282,6 +282,21 @@ class PostgresStore(Store):
 
         return Receipt("postgres", mailbox, None, undo=undo, uid=uid)
 
+    def find_tokens(self, wanted, since: float) -> set[str]:
+        """Which fetch tokens (fetchdeliver/fetch.py's crash recovery) are in this user's messages
+        stored since `since`. The token is in the Received: field at the top, kept in the row's
+        prefix; a row is there only if its whole transaction committed, so found means delivered."""
+        tokens = [t.encode() for t in wanted]
+        found: set[str] = set()
+        with self.connection() as conn:
+            rows = conn.execute("SELECT m.prefix FROM fd_message m JOIN fd_mailbox b ON b.id = m.mailbox_id "
+                                "JOIN fd_user u ON u.id = b.user_id WHERE u.name = %s AND m.internaldate >= %s",
+                                (self.user, since)).fetchall()
+        for (prefix,) in rows:
+            prefix = bytes(prefix)
+            found.update(t.decode() for t in tokens if t in prefix)
+        return found
+
     def describe(self, mailbox: str) -> str:
         return f"mailbox {mailbox!r} of {self.user} in {_redact(self.url)}"
 

@@ -6,6 +6,7 @@
                                                              # the login name); LMTP uses each recipient
     blobs = "s3://mail-bodies/prod"                          # optional: bodies in an S3-compatible store
     blob_min_size = 16384                                    # smaller bodies stay in PostgreSQL
+    lease_ttl = 120                                          # a dead node's fetch lease expires after this
 
 Importing this module registers the table with fetchdeliver.config.
 """
@@ -28,6 +29,8 @@ STORAGE_KEYS = {
     "user": config._nonempty_str,
     "blobs": config._nonempty_str,
     "blob_min_size": config._int(lo=0),
+    "lease_ttl": config._int(lo=2),      # seconds a node's fetch lease outlives the node (default 120)
+    "queue_lease": config._int(lo=1),    # seconds a queued message's send lease outlives its node (3600)
 }
 
 
