@@ -174,6 +174,17 @@ CREATE TABLE fd_queue_body (
 );
 ALTER TABLE fd_queue_body ALTER COLUMN body SET STORAGE EXTERNAL;
 """),
+    ("fetch state: the CONDSTORE point of each fully fetched IMAP folder", """
+CREATE TABLE fd_fetch_imap_sync (
+    account text NOT NULL,
+    folder text NOT NULL,
+    uidvalidity bigint NOT NULL,
+    highestmodseq bigint NOT NULL,
+    uidnext bigint NOT NULL,
+    at double precision NOT NULL,
+    PRIMARY KEY (account, folder)
+);
+"""),
 ]
 
 LATEST = len(STEPS)

@@ -11,7 +11,7 @@ fetchdeliver.state.State, so every node shares what was fetched and delivered.
 - Sieve memories (duplicate, vacation): `remember()` is one INSERT ... ON CONFLICT, atomic across
   nodes.
 
-Tables: schema step 5 of fetchdeliver/storage/pgschema.py (`fetchdeliver db migrate`). A database
+Tables: schema steps 5 and 7 of fetchdeliver/storage/pgschema.py (`fetchdeliver db migrate`). A database
 that is away raises TemporaryDeliveryError (a FetchdeliverError): the fetch stops the account with
 an error line and acts on nothing at the source.
 
@@ -90,6 +90,24 @@ class PgState(AccountLocks):
                 c.execute("DELETE FROM fd_fetch_imap WHERE account = %s AND folder = %s AND uid = ANY(%s)",
                           (account, folder, uids))
 
+    def imap_sync_point(self, account: str, folder: str) -> tuple[int, int, int, float] | None:
+        """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT, when) after the last complete pass over `folder` (CONDSTORE)."""
+        with self._tx() as c:
+            row = c.execute("SELECT uidvalidity, highestmodseq, uidnext, at FROM fd_fetch_imap_sync "
+                            "WHERE account = %s AND folder = %s", (account, folder)).fetchone()
+        return (int(row[0]), int(row[1]), int(row[2]), float(row[3])) if row else None
+
+    def set_imap_sync_point(self, account: str, folder: str, point: tuple[int, int, int] | None) -> None:
+        """Remember (or with None forget) the point at which `folder` was completely fetched."""
+        with self._tx() as c:
+            if point is None:
+                c.execute("DELETE FROM fd_fetch_imap_sync WHERE account = %s AND folder = %s", (account, folder))
+            else:
+                c.execute("INSERT INTO fd_fetch_imap_sync VALUES (%s, %s, %s, %s, %s, %s) "
+                          "ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
+                          "highestmodseq = excluded.highestmodseq, uidnext = excluded.uidnext, at = excluded.at",
+                          (account, folder, *(int(x) for x in point[:3]), time.time()))
+
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:
         with self._tx() as c:
@@ -167,6 +185,13 @@ class PgState(AccountLocks):
                             "WHERE fd_memory.expires <= %s RETURNING 1",
                             (kind, key, now + seconds, now)).fetchone()
         return row is None
+
+    def recalls(self, kind: str, keys: list[str], *, now: float | None = None) -> set[str]:
+        """Which of `keys` are remembered (unexpired) under `kind`; remembers nothing new."""
+        now = time.time() if now is None else now
+        with self._tx() as c:
+            return {r[0] for r in c.execute("SELECT key FROM fd_memory WHERE kind = %s AND expires > %s "
+                                            "AND key = ANY(%s)", (kind, now, list(keys)))}
 
     def duplicate_seen(self, key: str, seconds: float) -> bool:
         return self.remember("duplicate", key, seconds)
