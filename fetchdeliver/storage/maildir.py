@@ -708,9 +708,14 @@ class Uidlist:
             if not uid_s.isdigit():
                 continue  # Dovecot would call the file corrupted and rebuild; we skip the line
             if self.version >= 3:
-                ext, colon, base = rest.partition(":")
-                if not colon:
-                    ext, base = "", rest
+                # `<uid> [fields] :<file name>`: the name starts after " :" (a field such as a saved
+                # POP3 UIDL may itself hold ':'), as Dovecot reads it.
+                if rest.startswith(":"):
+                    ext, base = "", rest[1:]
+                else:
+                    ext, sep, base = rest.partition(" :")
+                    if not sep:
+                        ext, base = "", rest
             else:
                 ext, base = "", rest.split(" ")[-1]
             base = split_filename(base)[0]

@@ -439,10 +439,7 @@ def _save_uidls(maildir: str, uidls: dict[int, str]) -> None:
 
 @pytest.mark.parametrize("served_first", [
     "dovecot", "fetchdeliver", "dovecot-migrated",
-    pytest.param("dovecot-migrated-colon", marks=pytest.mark.xfail(
-        strict=True, reason="storage/maildir.py's Uidlist takes the first ':' of a record for the start of "
-        "the file name, so a saved UIDL containing ':' makes the store number that message again "
-        "(Dovecot reads fields up to ' :'); for the h/store owner")),
+    "dovecot-migrated-colon",   # a saved UIDL with ':' in it (the uidlist's file name starts after " :")
 ])
 def test_same_answers_as_dovecot_pop3d(tmp_path, pop3_dovecot, served_first):
     dc = pop3_dovecot
