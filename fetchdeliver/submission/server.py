@@ -470,7 +470,7 @@ class Server:
                 "submission", ((cfg.listen, False), (cfg.tls_listen, True)), limits=self.limits,
                 accepted=self._accepted, refusal=self.refusal, logger=log)
         except ConfigError as e:
-            raise ConfigError(str(e.args[0]) if e.args else str(e), key="submission.listen") from None
+            raise ConfigError(e.detail, key="submission.listen") from None
         return self.addresses
 
     async def serve_forever(self) -> None:
