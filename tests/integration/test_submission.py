@@ -686,3 +686,42 @@ def test_per_address_connection_cap_answers_421(tmp_path):
         wait_for(greeted, what="the first connection's place to be given back")
     finally:
         w.stop()
+
+
+class _TokenBackend:
+    """A backend plugin with a token validator (imapserver/plugin.py): token "tok-USER" is USER's."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def validate_token(self, user: str, token: str):
+        owner = token[4:] if token.startswith("tok-") else None
+        found = self.inner.scram_credentials(owner) if owner else None
+        return found[1] if found else None
+
+
+@pytest.mark.parametrize("mech", ["OAUTHBEARER", "XOAUTH2"])
+def test_smtplib_token_mechanisms_with_a_token_validating_backend(world, mech):
+    world.server.server.config.authenticator = _TokenBackend(world.server.server.config.authenticator)
+
+    def blob(user, token):
+        if mech == "OAUTHBEARER":
+            return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+        return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+    s = smtplib.SMTP("127.0.0.1", world.port, timeout=30)
+    s.ehlo("client.test")
+    assert s.esmtp_features["auth"].split()[-2:] == ["OAUTHBEARER", "XOAUTH2"]
+    # a token that is not alice's: the RFC 7628 error challenge (JSON), answered with \x01, then 535
+    code, text = s.docmd("AUTH", f"{mech} " + base64.b64encode(blob("alice", "tok-bob").encode()).decode())
+    assert code == 334 and b"invalid_token" in base64.b64decode(text)
+    assert s.docmd(base64.b64encode(b"\x01").decode())[0] == 535
+    code, text = s.auth(mech, lambda challenge=None: blob("alice", "tok-alice"))
+    assert code == 235, text
+    s.sendmail("alice@example.org", ["carol@remote.example"], BODY)
+    s.quit()
+    got = wait_for(lambda: world.sink.messages, what="the relay to receive the message")
+    assert b"(authenticated as alice)" in got[0].data
