@@ -1,5 +1,7 @@
 """One POP3 connection: RFC 1939 with CAPA, RESP-CODES, AUTH-RESP-CODE, PIPELINING, EXPIRE and
-LOGIN-DELAY (RFC 2449, 3206), STLS (RFC 2595) and SASL AUTH PLAIN/LOGIN (RFC 5034).
+LOGIN-DELAY (RFC 2449, 3206), STLS (RFC 2595) and SASL AUTH (RFC 5034) with the mechanisms of
+fetchdeliver/sasl.py: PLAIN and LOGIN where plain-text passwords are allowed, SCRAM-SHA-256/SCRAM-SHA-1
+where the authenticator has SCRAM credentials, OAUTHBEARER/XOAUTH2 where it validates tokens.
 
 The session works on a snapshot: the mailbox's message list at login. DELE only marks; the marks
 are applied at QUIT, through the store (files removed and directories fsynced) before the +OK.
@@ -14,6 +16,7 @@ import logging
 import re
 import time
 
+from fetchdeliver import sasl as saslmod
 from fetchdeliver.imapserver.session import is_loopback
 from fetchdeliver.netlimits import LoginThrottled
 from fetchdeliver.storage.base import StorageError
@@ -85,12 +88,6 @@ def _b64(data: bytes) -> bytes:
     return base64.b64encode(data)
 
 
-def _unb64(line: bytes) -> bytes:
-    if line == b"=":
-        return b""
-    return base64.b64decode(line, validate=True)
-
-
 class Session:
     def __init__(self, server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: bool) -> None:
         self.server = server
@@ -133,6 +130,12 @@ class Session:
         """IMAP's LOGINDISABLED rule: plain-text passwords only over TLS, from loopback, or when allowed."""
         return self.tls or self.cfg.allow_plaintext_auth or is_loopback(self.peer)
 
+    def mechanisms(self, plaintext_ok: bool) -> list[str]:
+        """PLAIN and LOGIN where plain-text passwords are allowed, and what fetchdeliver/sasl.py
+        offers for the authenticator besides (SCRAM-SHA-256, OAUTHBEARER ...)."""
+        extra = [m for m in saslmod.offered(self.cfg.authenticator, plaintext_ok) if m not in MECHANISMS]
+        return (list(MECHANISMS) if plaintext_ok else []) + extra
+
     def capabilities(self) -> list[str]:
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self.state == AUTHORIZATION:
@@ -140,7 +143,9 @@ class Session:
                 caps.append("STLS")
             if self.login_allowed():
                 caps.append("USER")
-                caps.append("SASL " + " ".join(MECHANISMS))
+            mechs = self.mechanisms(self.login_allowed())
+            if mechs:
+                caps.append("SASL " + " ".join(mechs))
         if self.cfg.expire is not None:
             caps.append("EXPIRE " + ("NEVER" if self.cfg.expire == "never" else str(self.cfg.expire)))
         if self.cfg.login_delay:
@@ -276,59 +281,59 @@ class Session:
         parts = args.split()
         if not parts:
             # The pre-RFC 5034 form (RFC 1734 clients such as fetchmail probe with it): the list.
-            await self.send(("+OK\r\n" + "".join(m + "\r\n" for m in MECHANISMS) + ".\r\n").encode())
+            mechs = self.mechanisms(self.login_allowed())
+            await self.send(("+OK\r\n" + "".join(m + "\r\n" for m in mechs) + ".\r\n").encode())
             return
         mech = parts[0].decode("ascii", "replace").upper()
-        if mech not in MECHANISMS:
+        if mech not in self.mechanisms(True):
             await self.err(f"Unsupported authentication mechanism {mech}.")
             return
-        if await self._plaintext_refused():
+        if mech not in self.mechanisms(self.login_allowed()) and await self._plaintext_refused():
             return
-        initial = parts[1] if len(parts) > 1 else None
-        try:
-            if mech == "PLAIN":
-                if initial is None:
-                    initial = await self._challenge(b"")
-                    if initial is None:
-                        return
-                authzid, user, password = _unb64(initial).split(b"\0")
-                if authzid and authzid != user:
-                    await self.err("Proxy authorization is not supported.", "AUTH")
-                    return
-            else:   # LOGIN
-                if initial is None:
-                    u = await self._challenge(b"Username:")
-                    if u is None:
-                        return
-                    initial = u
-                user = _unb64(initial)
-                p = await self._challenge(b"Password:")
-                if p is None:
-                    return
-                password = _unb64(p)
-        except (ValueError, TypeError):
-            await self.err(f"Invalid SASL {mech} response.")
-            return
-        await self.login(user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        initial = None
+        if len(parts) > 1:
+            try:   # "=" is an empty initial response (RFC 5034 4)
+                initial = saslmod.decode_response(parts[1])
+            except saslmod.SaslError:
+                await self.err(f"Invalid SASL {mech} response.")
+                return
+            if initial is None:
+                await self.err("Authentication canceled.")
+                return
 
-    async def _challenge(self, text: bytes) -> bytes | None:
-        await self.send(b"+ " + _b64(text) + b"\r\n")
-        line = await self.read_line()
-        if line == b"*":
+        async def exchange(challenge: bytes) -> bytes | None:
+            await self.send(b"+ " + _b64(challenge) + b"\r\n")
+            return saslmod.decode_response(await self.read_line())
+
+        async def check(user, verify):   # the same throttle as USER/PASS (netlimits)
+            return await self.server.throttle.attempt(self.peer, user, verify)
+
+        # Without an authenticator the server's own authenticate() answers (None: nobody logs in).
+        backend = self.cfg.authenticator if self.cfg.authenticator is not None else self.server
+        try:
+            await self.login("", "", lambda: saslmod.authenticate(mech, initial, exchange, backend, check))
+        except saslmod.Cancelled:
             await self.err("Authentication canceled.")
-            return None
-        return line
+        except saslmod.AuthorizationFailed as e:
+            await self.err(str(e), "AUTH")
+        except saslmod.SaslError:
+            await self.err(f"Invalid SASL {mech} response.")
 
-    async def login(self, user: str, password: str) -> None:
+    async def login(self, user: str, password: str, sasl_login=None) -> None:
         try:
-            # Failed logins are answered late, longer after each (per address and user, netlimits).
-            account = await self.server.check_login(self.peer, user, password)
+            if sasl_login is not None:
+                user, account = await sasl_login()
+            else:
+                # Failed logins are answered late, longer after each (per address and user, netlimits).
+                account = await self.server.check_login(self.peer, user, password)
         except LoginThrottled as e:
             self.auth_failures += 1
             await self.err(str(e), "SYS/TEMP")
             if self.auth_failures >= MAX_AUTH_FAILURES:
                 raise Bye("Too many failed logins.") from None
             return
+        except saslmod.SaslError:
+            raise
         except Exception as e:  # noqa: BLE001 - the backend's failure is the server's, not the user's
             log.error("authentication backend failed: %s", e)
             await self.err("Authentication is temporarily unavailable.", "SYS/TEMP")

@@ -3,15 +3,17 @@
     server = Server(cfg, queue); await server.start()  -> [("127.0.0.1", 40123, False), ...]
 
 Extensions: SIZE, 8BITMIME, SMTPUTF8, PIPELINING, ENHANCEDSTATUSCODES, CHUNKING (BDAT is
-ours: aiosmtpd has none), STARTTLS (when a certificate is set), AUTH with the mechanisms of
-fetchdeliver.submission.sasl. Not offered: DSN (aiosmtpd refuses the RET/ENVID/NOTIFY/ORCPT
+ours: aiosmtpd has none), STARTTLS (when a certificate is set), AUTH with the IMAP server's
+mechanisms (fetchdeliver/sasl.py: PLAIN, LOGIN, SCRAM-SHA-256/1, OAUTHBEARER/XOAUTH2). Not offered: DSN (aiosmtpd refuses the RET/ENVID/NOTIFY/ORCPT
 parameters, and the queue does not carry them).
 
 Rules: AUTH only over TLS or from a loopback address (unless allow_plaintext_auth); MAIL,
 RCPT and DATA only after a login (530 5.7.0); the envelope sender and every From: address
 must be the user's (553 5.7.1); at most max_recipients per message (452 4.5.3) and
 rate_limit messages per user (451 4.7.1). A client that goes away before the final dot
-leaves nothing behind.
+leaves nothing behind. Limits as the other servers (fetchdeliver/netlimits.py): connections
+overall and per address (421 4.3.2 over a cap), a login deadline (421 4.4.2), failed logins
+answered later each time per address and user, the third failure on a connection closes it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.smtp import MISSING, SMTP
 
+from fetchdeliver import netlimits
+from fetchdeliver import sasl as saslmod
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.message import Message
 from fetchdeliver.sources.lmtp import reply_text
@@ -52,13 +56,13 @@ def has_enhanced(text: str) -> bool:
     return len(parts) == 3 and all(p.isdigit() for p in parts)
 
 
-class SubmissionConfig:
+class SubmissionConfig(netlimits.LimitSettings):
     def __init__(self, *, settings, authenticator, listen=("127.0.0.1:587",), tls_listen=(), ssl_context=None,
                  allow_plaintext_auth: bool = False, login_failure_delay: float = 2.0,
                  aliases: dict | None = None, max_message_size: int = 35 * 1024 * 1024,
                  max_recipients: int = 100, rate: tuple[int, int] = (200, 3600), save_sent: bool = True,
                  sent_mailbox: str = "Sent", received_header: bool = True, hostname: str | None = None,
-                 timeout: float = 300.0, workers: int = 4) -> None:
+                 timeout: float = 300.0, workers: int = 4, **limits) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.listen = list(listen)
@@ -76,6 +80,13 @@ class SubmissionConfig:
         self.hostname = hostname or os.uname().nodename
         self.timeout = timeout
         self.workers = workers
+        # max_connections, max_connections_per_ip, login_timeout, login_failure_* (netlimits): given,
+        # else from the [submission] table of `settings`, with [imap]'s defaults.
+        table = dict(getattr(settings, "data", None) or {}).get("submission") or {}
+        opts = netlimits.limit_options(table)
+        opts["login_failure_delay"] = login_failure_delay
+        opts.update(limits)
+        self.set_limits(**opts)
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -88,30 +99,6 @@ def _is_loopback(peer) -> bool:
         return ipaddress.ip_address(peer[0]).is_loopback
     except (TypeError, ValueError, IndexError):
         return False
-
-
-class _Exchange:
-    """What a SASL mechanism talks to (see sasl.py)."""
-
-    def __init__(self, session: "SubmissionSession") -> None:
-        self.session = session
-        self.authenticator = session.server.config.authenticator
-        self.answered = False
-
-    async def challenge(self, data: bytes) -> bytes | None:
-        got = await self.session.challenge_auth(data)
-        if got is MISSING:  # "*" or bad base64: aiosmtpd has answered 501
-            self.answered = True
-            return None
-        return got
-
-    async def verify_password(self, user: str, password: str):
-        loop = asyncio.get_running_loop()
-        account = await loop.run_in_executor(self.session.server.executor, self.authenticator.authenticate,
-                                             user, password)
-        if account is None:
-            self.session.failed_user = user
-        return account
 
 
 class SubmissionSession(SMTP):
@@ -127,6 +114,8 @@ class SubmissionSession(SMTP):
         self.failed_user = ""
         self.failed_logins = 0
         self._in_ehlo = False
+        self.slot: netlimits.Slot | None = None    # its place under the connection caps
+        self._deadline: asyncio.TimerHandle | None = None
         super().__init__(_Handler(server), **kwargs)
 
     # -- state ---------------------------------------------------------------------------
@@ -144,6 +133,28 @@ class SubmissionSession(SMTP):
         self.account = None
         self.identity = None
         super().connection_made(transport)
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(self.server.config.login_timeout,
+                                                                   self._login_expired)
+
+    def _login_expired(self) -> None:
+        if self.account is not None or self.transport is None:
+            return
+        try:
+            self.transport.write(b"421 4.4.2 Login timeout, closing connection\r\n")
+        finally:
+            self.transport.close()
+
+    def connection_lost(self, error) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        super().connection_lost(error)
+
+    def mechanisms(self) -> list[str]:
+        return sasl.mechanisms(self.server.config.authenticator, self.may_authenticate())
 
     async def push(self, status) -> None:
         if isinstance(status, str) and not self._in_ehlo and status[3:4] == " " and status[:3] in ENHANCED \
@@ -184,40 +195,70 @@ class SubmissionSession(SMTP):
         if not args or len(args) > 2:
             await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
             return
-        mech = sasl.MECHANISMS.get(args[0].upper())
-        if mech is None:
+        mech = args[0].upper()
+        if mech not in sasl.mechanisms(self.server.config.authenticator, True):
             await self.push("504 5.5.4 Unrecognized authentication type")
             return
-        exchange = _Exchange(self)
-        peer = self.session.peer[0] if isinstance(self.session.peer, tuple) else "?"
+        if mech not in self.mechanisms():
+            await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
+            return
+        peer = self.session.peer[0] if isinstance(self.session.peer, tuple) else None
+        answered = []
+
+        async def exchange(challenge: bytes) -> bytes | None:
+            got = await self.challenge_auth(challenge)
+            if got is MISSING:   # "*" or bad base64: aiosmtpd has answered 501
+                answered.append(True)
+                return None
+            return got
+
+        async def check(user, verify):   # the same throttle as the other servers (netlimits)
+            return await self.server.throttle.attempt(peer, user, verify)
+
+        user = ""
         try:
             initial = sasl.decode_initial(args[1]) if len(args) == 2 else None
-            account = await mech(exchange, initial)
+            user, account = await saslmod.authenticate(mech, initial, exchange, self.server.config.authenticator,
+                                                       check)
         except sasl.BadResponse as e:
             await self.push(f"501 5.5.2 {e}")
             return
-        if exchange.answered:
+        except saslmod.Cancelled:
+            if not answered:
+                await self.push("501 5.7.0 Auth aborted")
+            return
+        except saslmod.AuthorizationFailed:
+            account = None    # no proxy logins: a failure like a wrong password
+        except saslmod.SaslError as e:
+            if not answered:
+                await self.push(f"501 5.5.2 {e}")
+            return
+        except netlimits.LoginThrottled as e:
+            await self._failed(f"454 4.7.0 {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - the backend's failure is the server's, not the user's
+            log.error("authentication backend failed: %s", e)
+            await self.push("454 4.7.0 Temporary authentication failure")
             return
         if account is None:
-            log.warning("login failed for %r from %s (AUTH %s)", self.failed_user, peer, args[0].upper())
-            delay = self.server.config.login_failure_delay
-            if delay:
-                await asyncio.sleep(delay)
-            self.failed_logins += 1
-            if self.failed_logins >= MAX_FAILED_LOGINS:
-                # As ManageSieve (and Pigeonhole): the third failure ends the connection.
-                await self.push("421 4.7.0 Too many failed logins, closing connection")
-                self.transport.close()
-                return
-            await self.push("535 5.7.8 Authentication credentials invalid")
+            log.warning("login failed for %r from %s (AUTH %s)", user, peer, mech)
+            await self._failed("535 5.7.8 Authentication credentials invalid")
             return
         self.account = account
         self.identity = self.server.directory.identity(account)
         self.session.authenticated = True
         self.session.auth_data = account.user
-        log.info("%s logged in from %s (AUTH %s%s)", account.user, peer, args[0].upper(),
-                 ", TLS" if self.secure else "")
+        log.info("%s logged in from %s (AUTH %s%s)", account.user, peer, mech, ", TLS" if self.secure else "")
         await self.push("235 2.7.0 Authentication successful")
+
+    async def _failed(self, reply: str) -> None:
+        """A failed (or throttled) login; the third on a connection ends it (as ManageSieve and Pigeonhole)."""
+        self.failed_logins += 1
+        if self.failed_logins >= MAX_FAILED_LOGINS:
+            await self.push("421 4.7.0 Too many failed logins, closing connection")
+            self.transport.close()
+            return
+        await self.push(reply)
 
     async def smtp_MAIL(self, arg) -> None:
         if await self.check_helo_needed() or await self._need_login():
@@ -312,7 +353,7 @@ class _Handler:
         session.host_name = hostname
         out = [r for r in responses[:-1] if not r[4:].upper().startswith("AUTH")]
         if smtp.may_authenticate():
-            out.append("250-AUTH " + " ".join(sasl.MECHANISMS))
+            out.append("250-AUTH " + " ".join(smtp.mechanisms()))
         out += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-CHUNKING", "250 HELP"]
         return out
 
@@ -386,46 +427,61 @@ class Server:
         self.limiter = RateLimiter(*config.rate)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="submission")
         self.addresses: list[tuple[str, int, bool]] = []
-        self._servers: list[asyncio.AbstractServer] = []
+        self.limits = netlimits.connection_limits(config)
+        self.throttle = netlimits.login_throttle(config)
+        self._listeners: list[netlimits.Listener] = []
+        self._tasks: set = set()
 
-    def _factory(self, implicit_tls: bool):
+    def _factory(self, implicit_tls: bool, slot: netlimits.Slot | None = None):
         cfg = self.config
-        return SubmissionSession(self, implicit_tls, data_size_limit=cfg.max_message_size, enable_SMTPUTF8=True,
+        session = SubmissionSession(self, implicit_tls, data_size_limit=cfg.max_message_size, enable_SMTPUTF8=True,
                                  hostname=cfg.hostname, ident="fetchdeliver ESMTP submission",
                                  tls_context=None if implicit_tls else cfg.ssl_context,
                                  timeout=float(cfg.timeout), auth_require_tls=False,
                                  loop=asyncio.get_running_loop())
+        session.slot = slot
+        return session
+
+    @staticmethod
+    def refusal(reason: str) -> bytes:
+        """The line a connection over a cap gets before it is closed."""
+        return f"421 4.3.2 {reply_text(reason)}\r\n".encode()
+
+    def _accepted(self, conn, slot: netlimits.Slot, tls: bool) -> None:
+        netlimits.spawn(self._tasks, self._serve(conn, slot, tls))
+
+    async def _serve(self, conn, slot: netlimits.Slot, tls: bool) -> None:
+        conn.setblocking(False)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: self._factory(tls, slot), conn, ssl=self.config.ssl_context if tls else None,
+                ssl_handshake_timeout=max(1.0, min(self.config.login_timeout, 60.0)) if tls else None)
+        except (OSError, asyncio.TimeoutError) as e:   # a failed TLS handshake, a peer gone already
+            log.debug("connection from %s ended before the session: %s", slot.ip, e)
+            conn.close()
+            slot.release()    # given back once only (Slot.release is idempotent)
 
     async def start(self) -> list[tuple[str, int, bool]]:
-        loop = asyncio.get_running_loop()
         cfg = self.config
-        for addrs, tls in ((cfg.listen, False), (cfg.tls_listen, True)):
-            for addr in addrs:
-                host, port = split_address(addr)
-                try:
-                    srv = await loop.create_server(lambda tls=tls: self._factory(tls), host, port,
-                                                   ssl=cfg.ssl_context if tls else None, reuse_address=True)
-                except OSError as e:
-                    raise ConfigError(f"cannot listen on {addr}: {e.strerror or e}", key="submission.listen") \
-                        from None
-                self._servers.append(srv)
-                for sock in srv.sockets:
-                    name = sock.getsockname()
-                    self.addresses.append((name[0], name[1], tls))
+        if cfg.max_connections is None:
+            self.limits.max_total = netlimits.fit_max_connections(None, "submission")
+        try:
+            self._listeners, self.addresses = netlimits.open_listeners(
+                "submission", ((cfg.listen, False), (cfg.tls_listen, True)), limits=self.limits,
+                accepted=self._accepted, refusal=self.refusal, logger=log)
+        except ConfigError as e:
+            raise ConfigError(e.detail, key="submission.listen") from None
         return self.addresses
 
     async def serve_forever(self) -> None:
-        await asyncio.gather(*(s.serve_forever() for s in self._servers))
+        await asyncio.gather(*(lst.wait() for lst in self._listeners))
 
     async def stop(self) -> None:
-        for s in self._servers:
-            s.close()
-        for s in self._servers:
-            try:
-                await asyncio.wait_for(s.wait_closed(), 5)
-            except asyncio.TimeoutError:
-                pass
-        self._servers.clear()
+        for lst in self._listeners:
+            lst.close()
+        self._listeners.clear()
+        for t in list(self._tasks):
+            t.cancel()
         # Accepted messages being queued finish before we return.
         await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
         if self.queue.local_delivery == self.dispatcher.route:

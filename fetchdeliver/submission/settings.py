@@ -8,7 +8,12 @@
     passwd_file = "..."                 # default: [imap] passwd_file (the same logins)
     backend = "package.module:factory"  # default: [imap] backend
     allow_plaintext_auth = false        # AUTH on non-TLS, non-loopback connections
-    login_failure_delay = "2s"
+    login_failure_delay = "2s"          # a failed login answered after this, doubling per failure
+    login_failure_max_delay = "60s"     # ... up to this (past it: 454 4.7.0 without a check)
+    login_failure_rate = "60/1m"        # password checks for addresses with recent failures
+    login_timeout = "60s"               # log in within this after connecting (421 4.4.2)
+    max_connections = 1000              # connections at once (421 4.3.2 over it)
+    max_connections_per_ip = 100        # ... from one address (an IPv6 /64)
     aliases = { alice = ["postmaster@example.org", "@example.net"] }   # more sender addresses per user
     max_message_size = 36700160         # bytes (SIZE)
     max_recipients = 100                # per message (452 4.5.3 beyond)
@@ -23,7 +28,7 @@
 
 from __future__ import annotations
 
-from fetchdeliver import config
+from fetchdeliver import config, netlimits
 from fetchdeliver.managesieve.settings import addresses as _addresses
 
 
@@ -84,7 +89,8 @@ def _keys():
         "passwd_file": config._path,
         "backend": _plugin,
         "allow_plaintext_auth": config._bool,
-        "login_failure_delay": config._duration,
+        **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate ([imap]'s)
+        **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
         "aliases": _aliases,
         "max_message_size": config._int(lo=1024, hi=1 << 31),
         "max_recipients": config._int(lo=1, hi=100000),

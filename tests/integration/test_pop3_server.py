@@ -75,7 +75,7 @@ def test_poplib_session(srv):
     caps = c.capa()
     for cap in ("TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"):
         assert cap in caps
-    assert caps["SASL"] == ["PLAIN", "LOGIN"]
+    assert caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-1"]
     assert "STLS" not in caps and "EXPIRE" not in caps and "LOGIN-DELAY" not in caps
     with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
         c.user("alice")
@@ -149,7 +149,72 @@ def test_sasl_plain_and_login(srv):
     assert c.cmd("AUTH LOGIN")[0].startswith(b"+ ")
     assert c.cmd("*")[0].startswith(b"-ERR")
     status, body = c.cmd("AUTH", multi=True)
-    assert status.startswith(b"+OK") and body == b"PLAIN\r\nLOGIN\r\n.\r\n"
+    # the passwd file can serve SCRAM too (fetchdeliver/sasl.py): offered after PLAIN and LOGIN
+    assert status.startswith(b"+OK") and body == b"PLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\nSCRAM-SHA-1\r\n.\r\n"
+    c.close()
+
+
+def _doveadm_scram_line(password: str) -> str:
+    exe = shutil.which("doveadm")
+    if exe is None:
+        pytest.skip("doveadm is not installed (apt-get install dovecot-core)")
+    return subprocess.run([exe, "pw", "-s", "SCRAM-SHA-256", "-p", password], check=True,
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+def _scram_auth(conn: poplib.POP3, user: str, password: str, mech: str = "SCRAM-SHA-256") -> bytes:
+    """RFC 5034 AUTH over poplib with scramp's client (a SCRAM client nobody here wrote)."""
+    import scramp
+
+    client = scramp.ScramClient([mech], user, password)
+    first = base64.b64encode(client.get_client_first().encode()).decode()
+    resp = conn._shortcmd(f"AUTH {mech} {first}")     # "+ server-first"
+    assert resp.startswith(b"+ ")
+    client.set_server_first(base64.b64decode(resp[2:]).decode())
+    resp = conn._shortcmd(base64.b64encode(client.get_client_final().encode()).decode())
+    assert resp.startswith(b"+ ")                     # "+ server-final" (v=...), then an empty response
+    client.set_server_final(base64.b64decode(resp[2:]).decode())   # raises unless the server proved the key
+    return conn._shortcmd("")
+
+
+def test_sasl_scram_sha256_with_a_passwd_line_from_doveadm(srv):
+    line = _doveadm_scram_line("pencil")
+    assert line.startswith("{SCRAM-SHA-256}4096,")
+    with open(srv.passwd, "a") as f:
+        f.write(f"alice2:{line}::::::\n")
+    conn = poplib.POP3("127.0.0.1", srv.port(), timeout=30)
+    caps = conn.capa()
+    assert caps["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-1"]
+    assert _scram_auth(conn, "alice2", "pencil").startswith(b"+OK")
+    assert conn.stat()[0] == 4
+    conn.quit()
+    # the wrong password: the server's proof is never sent, the answer is -ERR [AUTH]
+    import scramp
+
+    conn = poplib.POP3("127.0.0.1", srv.port(), timeout=30)
+    client = scramp.ScramClient(["SCRAM-SHA-256"], "alice2", "wrong")
+    resp = conn._shortcmd("AUTH SCRAM-SHA-256 " + base64.b64encode(client.get_client_first().encode()).decode())
+    client.set_server_first(base64.b64decode(resp[2:]).decode())
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        conn._shortcmd(base64.b64encode(client.get_client_final().encode()).decode())
+    conn.quit()
+    # a SHA256-CRYPT line (alice's) cannot serve SCRAM: fails like a wrong password, PLAIN still works
+    conn = poplib.POP3("127.0.0.1", srv.port(), timeout=30)
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        _scram_auth(conn, "alice", "secret")
+    conn.quit()
+
+
+def test_sasl_continuations_cancel_and_empty_initial_response(srv):
+    c = LineClient(srv.port())
+    assert c.cmd("AUTH SCRAM-SHA-256")[0] == b"+ \r\n"         # no initial response: an empty challenge
+    assert c.cmd("*")[0] == b"-ERR Authentication canceled.\r\n"
+    assert c.cmd("AUTH PLAIN =")[0].startswith(b"-ERR ")         # "=": an empty initial response, not valid PLAIN
+    assert c.cmd("AUTH PLAIN !!!")[0].startswith(b"-ERR Invalid SASL PLAIN")
+    assert c.cmd("AUTH CRAM-MD5")[0].startswith(b"-ERR Unsupported authentication mechanism")
+    assert c.cmd("AUTH PLAIN " + base64.b64encode(b"bob\0alice\0secret").decode())[0].startswith(b"-ERR [AUTH] ")
+    assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode())[0].startswith(b"+OK")
+    c.cmd("QUIT")
     c.close()
 
 
@@ -274,10 +339,11 @@ def test_logindisabled_on_non_loopback_plain_connection(tmp_path):
             c = LineClient(server.port(), host=addr)
             status, body = c.cmd("CAPA", multi=True)
             if allow:
-                assert b"USER\r\n" in body and b"SASL PLAIN LOGIN\r\n" in body
+                assert b"USER\r\n" in body and b"SASL PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1\r\n" in body
                 assert c.login("alice", "secret").startswith(b"+OK")
             else:
-                assert b"USER\r\n" not in body and b"SASL" not in body
+                # SCRAM sends no password: offered on a plain connection too (as IMAP does)
+                assert b"USER\r\n" not in body and b"SASL SCRAM-SHA-256 SCRAM-SHA-1\r\n" in body
                 assert c.cmd("USER alice")[0].startswith(b"-ERR [AUTH] ")
                 assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode())[0].startswith(
                     b"-ERR [AUTH] ")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import socket
 import threading
@@ -373,12 +374,76 @@ def test_web_login_form_is_throttled_per_address_and_user(tmp_path):
         web.stop()
 
 
+# -- submission ------------------------------------------------------------------------------------------
+
+def smtp_auth_plain(f, s, user="alice", password="secret") -> bytes:
+    blob = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    s.sendall(f"AUTH PLAIN {blob}\r\n".encode())
+    return f.readline()
+
+
+def smtp_greeted(port: int, source: str = "127.0.0.1"):
+    s, f = connect(port, source)
+    assert f.readline().startswith(b"220 ")
+    s.sendall(b"EHLO client.test\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    return s, f
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_submission_guessing_is_slowed_across_connections_then_refused_unchecked(tmp_path):
+    from submission_support import World
+
+    w = World(tmp_path)
+    throttle, clock = fake_throttle()
+    w.server.server.throttle = throttle
+    auth = w.server.server.config.authenticator = CountingAuth(w.server.server.config.authenticator)
+    try:
+        s, f = smtp_greeted(w.port)
+        assert smtp_auth_plain(f, s, password="w1").startswith(b"535 5.7.8")
+        assert smtp_auth_plain(f, s, password="w2").startswith(b"535 5.7.8")
+        s.close()
+        assert clock.slept == [2, 4]        # each failure answered later than the one before
+        s, f = smtp_greeted(w.port)          # a new connection does not wash the address
+        answer = smtp_auth_plain(f, s)
+        assert answer.startswith(b"454 4.7.0 Too many failed logins; try again in"), answer
+        s.close()
+        assert len(auth.checks) == 2 and throttle.throttled == 1   # the third password was not checked
+        s, f = smtp_greeted(w.port, "127.0.0.2")   # a clean address logs in at once
+        assert smtp_auth_plain(f, s).startswith(b"235 ")
+        s.close()
+        assert clock.slept == [2, 4]
+    finally:
+        w.stop()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_submission_login_deadline_drops_unauthenticated_clients_only(tmp_path):
+    from submission_support import World
+
+    w = World(tmp_path, submission='login_timeout = "1s"\n')
+    try:
+        idle, idle_f = smtp_greeted(w.port)
+        busy, busy_f = smtp_greeted(w.port)
+        assert smtp_auth_plain(busy_f, busy).startswith(b"235 ")
+        assert idle_f.readline() == b"421 4.4.2 Login timeout, closing connection\r\n"
+        assert idle_f.readline() == b""                 # closed
+        busy.sendall(b"NOOP\r\n")                      # the logged-in one is kept
+        assert busy_f.readline().startswith(b"250 ")
+        idle.close()
+        busy.close()
+    finally:
+        w.stop()
+
+
 # -- the config keys --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("table", ["pop3", "managesieve", "web"])
+@pytest.mark.parametrize("table", ["pop3", "managesieve", "web", "submission"])
 def test_limit_keys_are_read_checked_and_named(tmp_path, table):
     import fetchdeliver.managesieve.settings  # noqa: F401
     import fetchdeliver.pop3server.settings  # noqa: F401
+    import fetchdeliver.submission.settings  # noqa: F401
     import fetchdeliver.web.settings  # noqa: F401
 
     conf = tmp_path / "c.toml"
@@ -392,6 +457,8 @@ def test_limit_keys_are_read_checked_and_named(tmp_path, table):
         from fetchdeliver.pop3server.command import build_config
     elif table == "managesieve":
         from fetchdeliver.managesieve.command import build_config
+    elif table == "submission":
+        from fetchdeliver.submission.command import build_config
     else:
         from fetchdeliver.web.command import build_web_config as build_config
     cfg = build_config(argparse.Namespace(), data)

@@ -606,3 +606,122 @@ def test_too_big_is_refused_with_data_and_with_bdat(tmp_path):
         assert len(got) == 1 and got[0].data.endswith(BODY)
     finally:
         w.stop()
+
+
+# -- SCRAM (fetchdeliver/sasl.py, as the IMAP server) --------------------------------------------------
+
+def _scram_authobject(user: str, password: str, mech: str = "SCRAM-SHA-256"):
+    """An smtplib auth object (smtplib.SMTP.auth) driving scramp's client (a SCRAM client nobody here wrote)."""
+    import scramp
+
+    client = scramp.ScramClient([mech], user, password)
+
+    def step(challenge=None):
+        if challenge is None:                   # the initial response (RFC 4954)
+            return client.get_client_first()
+        if not challenge.startswith(b"v="):     # server-first -> client-final
+            client.set_server_first(challenge.decode())
+            return client.get_client_final()
+        client.set_server_final(challenge.decode())   # raises unless the server proved it knows the key
+        return ""
+
+    return step
+
+
+def _doveadm_scram_line(password: str) -> str:
+    exe = shutil.which("doveadm")
+    if exe is None:
+        pytest.skip("doveadm is not installed (apt-get install dovecot-core)")
+    return subprocess.run([exe, "pw", "-s", "SCRAM-SHA-256", "-p", password], check=True,
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+def test_smtplib_scram_sha256_with_a_passwd_line_from_doveadm(world):
+    line = _doveadm_scram_line("pencil")
+    assert line.startswith("{SCRAM-SHA-256}4096,")
+    with open(world.passwd) as f:
+        lines = f.readlines()
+    with open(world.passwd, "w") as f:    # alice's password now only as SCRAM keys, the rest of her line kept
+        f.writelines(f"alice:{line}:{ln.split(':', 2)[2]}" if ln.startswith("alice:") else ln for ln in lines)
+    s = smtplib.SMTP("127.0.0.1", world.port, timeout=30)
+    s.ehlo("client.test")
+    assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "SCRAM-SHA-256", "SCRAM-SHA-1"]
+    code, text = s.auth("SCRAM-SHA-256", _scram_authobject("alice", "pencil"))
+    assert code == 235, text
+    s.sendmail("alice@example.org", ["carol@remote.example"], BODY)
+    s.quit()
+    got = wait_for(lambda: world.sink.messages, what="the relay to receive the message")
+    assert got[0].data.endswith(BODY) and b"(authenticated as alice)" in got[0].data
+    # a wrong password: 535, and the server's signature is never sent
+    s = smtplib.SMTP("127.0.0.1", world.port, timeout=30)
+    s.ehlo("client.test")
+    with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+        s.auth("SCRAM-SHA-256", _scram_authobject("alice", "wrong"))
+    assert e.value.smtp_code == 535
+    # "*" cancels: 501, and the connection goes on
+    code, text = s.docmd("AUTH", "SCRAM-SHA-256")
+    assert (code, text) == (334, b"")
+    assert s.docmd("*")[0] == 501
+    assert s.noop()[0] == 250
+    s.quit()
+
+
+def test_per_address_connection_cap_answers_421(tmp_path):
+    w = World(tmp_path, submission="max_connections_per_ip = 1\n")
+    try:
+        first = smtplib.SMTP("127.0.0.1", w.port, timeout=30)
+        s = socket.create_connection(("127.0.0.1", w.port), timeout=30)
+        line = s.makefile("rb").readline()
+        s.close()
+        assert line.startswith(b"421 4.3.2 Too many connections from your address (max_connections_per_ip=1)")
+        first.quit()
+
+        def greeted():    # the place is given back when the first connection has closed
+            c = socket.create_connection(("127.0.0.1", w.port), timeout=30)
+            try:
+                return c.makefile("rb").readline().startswith(b"220 ")
+            finally:
+                c.close()
+
+        wait_for(greeted, what="the first connection's place to be given back")
+    finally:
+        w.stop()
+
+
+class _TokenBackend:
+    """A backend plugin with a token validator (imapserver/plugin.py): token "tok-USER" is USER's."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def validate_token(self, user: str, token: str):
+        owner = token[4:] if token.startswith("tok-") else None
+        found = self.inner.scram_credentials(owner) if owner else None
+        return found[1] if found else None
+
+
+@pytest.mark.parametrize("mech", ["OAUTHBEARER", "XOAUTH2"])
+def test_smtplib_token_mechanisms_with_a_token_validating_backend(world, mech):
+    world.server.server.config.authenticator = _TokenBackend(world.server.server.config.authenticator)
+
+    def blob(user, token):
+        if mech == "OAUTHBEARER":
+            return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+        return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+    s = smtplib.SMTP("127.0.0.1", world.port, timeout=30)
+    s.ehlo("client.test")
+    assert s.esmtp_features["auth"].split()[-2:] == ["OAUTHBEARER", "XOAUTH2"]
+    # a token that is not alice's: the RFC 7628 error challenge (JSON), answered with \x01, then 535
+    code, text = s.docmd("AUTH", f"{mech} " + base64.b64encode(blob("alice", "tok-bob").encode()).decode())
+    assert code == 334 and b"invalid_token" in base64.b64decode(text)
+    assert s.docmd(base64.b64encode(b"\x01").decode())[0] == 535
+    code, text = s.auth(mech, lambda challenge=None: blob("alice", "tok-alice"))
+    assert code == 235, text
+    s.sendmail("alice@example.org", ["carol@remote.example"], BODY)
+    s.quit()
+    got = wait_for(lambda: world.sink.messages, what="the relay to receive the message")
+    assert b"(authenticated as alice)" in got[0].data
