@@ -7,7 +7,7 @@ the logins (the table's `backend`/`passwd_file`, else [imap]'s) and [delivery]'s
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from fetchdeliver.errors import ConfigError
 
@@ -82,3 +82,62 @@ def default_mail(data: dict) -> str | None:
         return "mbox:" + (f"{delivery['mbox_folders']}:INBOX={delivery['mbox']}"
                           if delivery.get("mbox_folders") else delivery["mbox"])
     return None
+
+
+_T = TypeVar("_T", bound="ThreadedServer")
+
+
+class ThreadedServer:
+    """A server (anything with async start()/stop() and .addresses) on its own event loop in a
+    background thread, for tests, benchmarks and embedding. Each server package subclasses it with
+    its own constructor, thread name and stop timeout."""
+
+    def __init__(self, server: Any, name: str, stop_timeout: float = 15) -> None:
+        import asyncio  # here, not at the top: the command modules import this one at CLI start-up
+        import threading
+
+        self.server = server
+        self.stop_timeout = stop_timeout
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self: _T) -> _T:
+        self.thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def addresses(self):
+        return self.server.addresses
+
+    def port(self, tls: bool = False) -> int:
+        return next(p for _h, p, t in self.server.addresses if t == tls)
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+        import asyncio
+
+        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
+        try:
+            fut.result(self.stop_timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(15)
