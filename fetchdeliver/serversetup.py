@@ -141,3 +141,35 @@ class ThreadedServer:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(15)
+
+
+async def serve_until_signal(prog: str, make_server: Callable[[], Any],
+                             on_started: Callable[[], None] | None = None) -> int:
+    """Make and start a server, print where it listens ("fetchdeliver PROG: listening on ..."), serve
+    until SIGINT/SIGTERM, stop it. A ConfigError at start-up is printed and gives EX_CONFIG.
+    `on_started` runs once the server listens (submission starts its queue runner there)."""
+    import asyncio
+    import signal
+    import sys
+
+    from fetchdeliver.errors import EX_CONFIG, EX_OK
+
+    try:
+        server = make_server()
+        addrs = await server.start()
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EX_CONFIG
+    if on_started is not None:
+        on_started()
+    for host, port, tls in addrs:
+        print(f"{prog}: listening on {host}:{port}{' (TLS)' if tls else ''}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.ensure_future(server.serve_forever())
+    await stop.wait()
+    serving.cancel()
+    await server.stop()
+    return EX_OK

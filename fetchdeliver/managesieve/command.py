@@ -44,9 +44,9 @@ def build_config(args, data: dict):
 
 def main(args) -> int:
     import asyncio
-    import signal
 
     from fetchdeliver.managesieve.server import Server
+    from fetchdeliver.serversetup import serve_until_signal
 
     try:
         cfg = build_config(args, _load(getattr(args, "config", None)))
@@ -54,28 +54,8 @@ def main(args) -> int:
         print(f"fetchdeliver managesieve: {e}", file=sys.stderr)
         return EX_CONFIG
 
-    async def run() -> int:
-        server = Server(cfg)
-        try:
-            addrs = await server.start()
-        except ConfigError as e:
-            print(f"fetchdeliver managesieve: {e}", file=sys.stderr)
-            return EX_CONFIG
-        for host, port, tls in addrs:
-            print(f"fetchdeliver managesieve: listening on {host}:{port}{' (TLS)' if tls else ''}",
-                  file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(server.serve_forever())
-        await stop.wait()
-        serving.cancel()
-        await server.stop()
-        return EX_OK
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve_until_signal("fetchdeliver managesieve", lambda: Server(cfg)))
     except KeyboardInterrupt:
         return EX_OK
 

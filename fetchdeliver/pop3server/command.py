@@ -52,9 +52,9 @@ def warm_up() -> None:
 def main(args) -> int:
     """Run the POP3 server until SIGINT/SIGTERM."""
     import asyncio
-    import signal
 
     from fetchdeliver.pop3server.server import Server
+    from fetchdeliver.serversetup import serve_until_signal
 
     try:
         data = _load(getattr(args, "config", None))
@@ -65,28 +65,8 @@ def main(args) -> int:
 
     warm_up()
 
-    async def run() -> int:
-        server = Server(cfg)
-        try:
-            addrs = await server.start()
-        except ConfigError as e:
-            print(f"fetchdeliver pop3: {e}", file=sys.stderr)
-            return EX_CONFIG
-        for host, port, tls in addrs:
-            print(f"fetchdeliver pop3: listening on {host}:{port}{' (TLS)' if tls else ''}",
-                  file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(server.serve_forever())
-        await stop.wait()
-        serving.cancel()
-        await server.stop()
-        return EX_OK
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve_until_signal("fetchdeliver pop3", lambda: Server(cfg)))
     except KeyboardInterrupt:
         return EX_OK
 

@@ -45,8 +45,8 @@ def build_config(args, data: dict, file: str | None = None):
 def main(args) -> int:
     import asyncio
     import logging
-    import signal
 
+    from fetchdeliver.serversetup import serve_until_signal
     from fetchdeliver.submission.server import Server
 
     if not logging.getLogger().handlers:
@@ -62,29 +62,9 @@ def main(args) -> int:
         return EX_CONFIG
     runner = QueueRunner(queue)
 
-    async def run() -> int:
-        try:
-            server = Server(cfg, queue)
-            addrs = await server.start()
-        except ConfigError as e:
-            print(f"fetchdeliver submission: {e}", file=sys.stderr)
-            return EX_CONFIG
-        runner.start()
-        for host, port, tls in addrs:
-            print(f"fetchdeliver submission: listening on {host}:{port}{' (TLS)' if tls else ''}",
-                  file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(server.serve_forever())
-        await stop.wait()
-        serving.cancel()
-        await server.stop()
-        return EX_OK
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve_until_signal("fetchdeliver submission", lambda: Server(cfg, queue),
+                                              on_started=runner.start))
     except KeyboardInterrupt:
         return EX_OK
     finally:
