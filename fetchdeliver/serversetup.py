@@ -173,3 +173,16 @@ async def serve_until_signal(prog: str, make_server: Callable[[], Any],
     serving.cancel()
     await server.stop()
     return EX_OK
+
+
+async def stop_listening(listeners, sessions) -> None:
+    """Close the netlimits listeners, cancel the running sessions and wait up to 5 s for them
+    (imap, pop3 and managesieve Server.stop(); each then releases its own resources)."""
+    import asyncio
+
+    for lst in listeners:
+        lst.close()
+    for t in list(sessions):
+        t.cancel()
+    if sessions:
+        await asyncio.wait(list(sessions), timeout=5)

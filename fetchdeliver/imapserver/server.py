@@ -124,12 +124,7 @@ class Server:
         await asyncio.gather(*(lst.wait() for lst in self.listeners))
 
     async def stop(self) -> None:
-        for lst in self.listeners:
-            lst.close()
-        for t in list(self.sessions):
-            t.cancel()
-        if self.sessions:
-            await asyncio.wait(list(self.sessions), timeout=5)
+        await serversetup.stop_listening(self.listeners, self.sessions)
         self.watcher.stop()
 
 
