@@ -27,63 +27,26 @@ def _load(path: str | None) -> tuple[dict, str | None]:
 
 def build_config(args, data: dict):
     """ServerConfig from the [imap] table, with command-line flags taking precedence."""
-    import ssl
-
-    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
     from fetchdeliver.imapserver.server import ServerConfig
-    from fetchdeliver.imapserver.settings import DEFAULTS, limit_options
+    from fetchdeliver.imapserver.settings import DEFAULTS, _addresses, limit_options
+    from fetchdeliver.serversetup import apply_flags, authenticator_for, default_mail, tls_context
 
     imap = dict(DEFAULTS)
     imap.update(data.get("imap", {}))
-    from fetchdeliver.imapserver.settings import _addresses
-
-    for opt, key in (("listen", "listen"), ("tls_listen", "tls_listen")):
-        if getattr(args, opt, None):
-            try:
-                imap[key] = _addresses(getattr(args, opt), "command line")
-            except ValueError as e:
-                raise ConfigError(str(e), key=f"--{opt.replace('_', '-')}") from None
-    if getattr(args, "cert", None):
-        imap["cert"] = os.path.abspath(args.cert)
-    if getattr(args, "key", None):
-        imap["key"] = os.path.abspath(args.key)
-    ctx = None
-    if imap.get("cert") or imap.get("key"):
-        if not (imap.get("cert") and imap.get("key")):
-            raise ConfigError("give both a certificate and a key (--cert F --key F)", key="imap.cert")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ctx.load_cert_chain(imap["cert"], imap["key"])
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError(f"cannot load certificate {imap['cert']} / key {imap['key']}: {e}",
-                              key="imap.cert") from None
-    if imap.get("tls_listen") and ctx is None:
-        raise ConfigError("--tls-listen / tls_listen needs --cert and --key", key="imap.tls_listen")
-    if imap.get("backend"):
-        from fetchdeliver.imapserver.plugin import load_backend
-
-        authenticator = load_backend(imap["backend"], data)
-    elif imap.get("passwd_file"):
-        authenticator = PasswdFileAuthenticator(imap["passwd_file"])
-        authenticator.users()  # fail now, with the file name, rather than at the first login
-    else:
-        raise ConfigError("no users: set passwd_file (create entries with `fetchdeliver passwd USER`)",
-                          key="imap.passwd_file")
-    delivery = data.get("delivery", {})
-    default_mail = None
+    apply_flags(args, imap, _addresses)
+    ctx = tls_context(imap, "imap")
+    # [imap] is the table the others fall back to, so its own hint names no other table.
+    authenticator = authenticator_for(imap, data, "imap", hint="set passwd_file")
     storage = data.get("storage") or {}
     if storage.get("url"):
         # [storage] url: every user's mail is in PostgreSQL (Server.storage_for adds ?mailuser=USER)
         from fetchdeliver.imapserver.server import postgres_location
 
-        default_mail = postgres_location(storage)
-    elif delivery.get("maildir"):
-        default_mail = "maildir:" + delivery["maildir"]
-    elif delivery.get("mbox"):
-        default_mail = "mbox:" + (f"{delivery['mbox_folders']}:INBOX={delivery['mbox']}"
-                                  if delivery.get("mbox_folders") else delivery["mbox"])
+        mail = postgres_location(storage)
+    else:
+        mail = default_mail(data)
     return ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
-                        authenticator=authenticator, default_mail=default_mail,
+                        authenticator=authenticator, default_mail=mail,
                         allow_plaintext_auth=imap["allow_plaintext_auth"],
                         login_failure_delay=float(imap["login_failure_delay"]),
                         idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
@@ -108,9 +71,9 @@ def warm_up() -> None:
 def main(args) -> int:
     """Run the IMAP server until SIGINT/SIGTERM."""
     import asyncio
-    import signal
 
     from fetchdeliver.imapserver.server import Server
+    from fetchdeliver.serversetup import serve_until_signal
 
     try:
         data, _file = _load(getattr(args, "config", None))
@@ -121,28 +84,8 @@ def main(args) -> int:
 
     warm_up()
 
-    async def run() -> int:
-        server = Server(cfg)
-        try:
-            addrs = await server.start()
-        except ConfigError as e:
-            print(f"fetchdeliver imap: {e}", file=sys.stderr)
-            return EX_CONFIG
-        for host, port, tls in addrs:
-            print(f"fetchdeliver imap: listening on {host}:{port}{' (TLS)' if tls else ''}",
-                  file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(server.serve_forever())
-        await stop.wait()
-        serving.cancel()
-        await server.stop()
-        return EX_OK
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve_until_signal("fetchdeliver imap", lambda: Server(cfg)))
     except KeyboardInterrupt:
         return EX_OK
 

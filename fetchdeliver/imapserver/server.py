@@ -10,9 +10,8 @@ which then decides which mail a login sees (see imapserver/plugin.py).
 from __future__ import annotations
 
 import asyncio
-import threading
 
-from fetchdeliver import netlimits
+from fetchdeliver import netlimits, serversetup
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.imapserver.session import NOT_AUTH, Session
 from fetchdeliver.imapserver.watch import Watcher
@@ -152,56 +151,12 @@ class Server:
         await asyncio.gather(*(lst.wait() for lst in self.listeners))
 
     async def stop(self) -> None:
-        for lst in self.listeners:
-            lst.close()
-        for t in list(self.sessions):
-            t.cancel()
-        if self.sessions:
-            await asyncio.wait(list(self.sessions), timeout=5)
+        await serversetup.stop_listening(self.listeners, self.sessions)
         self.watcher.stop()
 
 
-class ThreadedServer:
+class ThreadedServer(serversetup.ThreadedServer):
     """A Server on its own event loop in a background thread (tests, embedding)."""
 
     def __init__(self, config: ServerConfig) -> None:
-        self.server = Server(config)
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="imap-server", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
-
-    def start(self) -> "ThreadedServer":
-        self.thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise self._error
-        return self
-
-    @property
-    def addresses(self):
-        return self.server.addresses
-
-    def port(self, tls: bool = False) -> int:
-        return next(p for _h, p, t in self.server.addresses if t == tls)
-
-    def stop(self) -> None:
-        if not self.thread.is_alive():
-            return
-        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
-        try:
-            fut.result(15)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(15)
+        super().__init__(Server(config), "imap-server")

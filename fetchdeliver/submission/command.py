@@ -6,6 +6,7 @@ import os
 import sys
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.serversetup import apply_flags, authenticator_for, tls_context
 
 
 def _load(path: str | None) -> tuple[dict, str | None]:
@@ -19,36 +20,6 @@ def _load(path: str | None) -> tuple[dict, str | None]:
     return config.load(file), file
 
 
-def _ssl_context(cert: str, key: str):
-    import ssl
-
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"cannot load certificate {cert} / key {key}: {e}", key="submission.cert") from None
-    return ctx
-
-
-def authenticator_for(table: dict, data: dict):
-    """The IMAP server's logins: this table's backend / passwd_file, else [imap]'s."""
-    imap = data.get("imap", {})
-    backend = table.get("backend") or (None if table.get("passwd_file") else imap.get("backend"))
-    passwd_file = table.get("passwd_file") or imap.get("passwd_file")
-    if backend:
-        from fetchdeliver.imapserver.plugin import load_backend
-
-        return load_backend(backend, data)
-    if passwd_file:
-        from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
-
-        a = PasswdFileAuthenticator(passwd_file)
-        a.users()  # fail now, with the file name, rather than at the first login
-        return a
-    raise ConfigError("no users: set passwd_file here or in [imap] (create entries with "
-                      "`fetchdeliver passwd USER`)", key="submission.passwd_file")
-
-
 def build_config(args, data: dict, file: str | None = None):
     """SubmissionConfig from [submission] (logins from [imap] unless it names its own), flags first."""
     from fetchdeliver.config import Settings
@@ -58,24 +29,10 @@ def build_config(args, data: dict, file: str | None = None):
 
     t = dict(DEFAULTS)
     t.update(data.get("submission", {}))
-    for opt in ("listen", "tls_listen"):
-        if getattr(args, opt, None):
-            try:
-                t[opt] = addresses(getattr(args, opt), "command line")
-            except ValueError as e:
-                raise ConfigError(str(e), key=f"--{opt.replace('_', '-')}") from None
-    for opt in ("cert", "key"):
-        if getattr(args, opt, None):
-            t[opt] = os.path.abspath(getattr(args, opt))
-    ctx = None
-    if t.get("cert") or t.get("key"):
-        if not (t.get("cert") and t.get("key")):
-            raise ConfigError("give both a certificate and a key (--cert F --key F)", key="submission.cert")
-        ctx = _ssl_context(t["cert"], t["key"])
-    if t.get("tls_listen") and ctx is None:
-        raise ConfigError("--tls-listen / tls_listen needs --cert and --key", key="submission.tls_listen")
+    apply_flags(args, t, addresses)
+    ctx = tls_context(t, "submission")
     hostname = t.get("hostname") or (data.get("queue") or {}).get("hostname") or os.uname().nodename
-    return SubmissionConfig(settings=Settings(data, file), authenticator=authenticator_for(t, data),
+    return SubmissionConfig(settings=Settings(data, file), authenticator=authenticator_for(t, data, "submission"),
                             listen=t["listen"], tls_listen=t.get("tls_listen", []), ssl_context=ctx,
                             allow_plaintext_auth=t["allow_plaintext_auth"],
                             login_failure_delay=float(t["login_failure_delay"]), aliases=t["aliases"],
@@ -88,8 +45,8 @@ def build_config(args, data: dict, file: str | None = None):
 def main(args) -> int:
     import asyncio
     import logging
-    import signal
 
+    from fetchdeliver.serversetup import serve_until_signal
     from fetchdeliver.submission.server import Server
 
     if not logging.getLogger().handlers:
@@ -105,29 +62,9 @@ def main(args) -> int:
         return EX_CONFIG
     runner = QueueRunner(queue)
 
-    async def run() -> int:
-        try:
-            server = Server(cfg, queue)
-            addrs = await server.start()
-        except ConfigError as e:
-            print(f"fetchdeliver submission: {e}", file=sys.stderr)
-            return EX_CONFIG
-        runner.start()
-        for host, port, tls in addrs:
-            print(f"fetchdeliver submission: listening on {host}:{port}{' (TLS)' if tls else ''}",
-                  file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        serving = asyncio.ensure_future(server.serve_forever())
-        await stop.wait()
-        serving.cancel()
-        await server.stop()
-        return EX_OK
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve_until_signal("fetchdeliver submission", lambda: Server(cfg, queue),
+                                              on_started=runner.start))
     except KeyboardInterrupt:
         return EX_OK
     finally:

@@ -23,7 +23,6 @@ import functools
 import ipaddress
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +30,7 @@ from aiosmtpd.smtp import MISSING, SMTP
 
 from fetchdeliver import netlimits
 from fetchdeliver import sasl as saslmod
+from fetchdeliver import serversetup
 from fetchdeliver.errors import ConfigError
 from fetchdeliver.message import Message
 from fetchdeliver.sources.lmtp import reply_text
@@ -489,43 +489,8 @@ class Server:
         self.dispatcher.close()
 
 
-class ThreadedServer:
+class ThreadedServer(serversetup.ThreadedServer):
     """A Server on its own event loop in a background thread (tests, benchmarks)."""
 
     def __init__(self, config: SubmissionConfig, queue) -> None:
-        self.server = Server(config, queue)
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="submission-server", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
-
-    def start(self) -> "ThreadedServer":
-        self.thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def port(self, tls: bool = False) -> int:
-        return next(p for _h, p, t in self.server.addresses if t == tls)
-
-    def stop(self) -> None:
-        if not self.thread.is_alive():
-            return
-        fut = asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop)
-        try:
-            fut.result(30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(15)
+        super().__init__(Server(config, queue), "submission-server", stop_timeout=30)

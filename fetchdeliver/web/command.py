@@ -55,25 +55,15 @@ def build_web_config(args, data: dict, config_path: str | None = None) -> WebCon
     from fetchdeliver.managesieve.server import Server
     from fetchdeliver.managesieve.settings import addresses
     from fetchdeliver.netlimits import limit_options
+    from fetchdeliver.serversetup import apply_flags, check_cert_key
     from fetchdeliver.web.settings import DEFAULTS
 
     web = dict(DEFAULTS)
     web.update(data.get("web", {}))
-    for opt in ("listen", "tls_listen"):
-        if getattr(args, opt, None):
-            try:
-                web[opt] = addresses(getattr(args, opt), "command line")
-            except ValueError as e:
-                raise ConfigError(str(e), key=f"--{opt.replace('_', '-')}") from None
-    for opt in ("cert", "key"):
-        if getattr(args, opt, None):
-            web[opt] = os.path.abspath(getattr(args, opt))
+    apply_flags(args, web, addresses)
     if getattr(args, "allow_insecure", False):
         web["allow_insecure"] = True
-    if bool(web.get("cert")) != bool(web.get("key")):
-        raise ConfigError("give both a certificate and a key (--cert F --key F)", key="web.cert")
-    if web.get("tls_listen") and not web.get("cert"):
-        raise ConfigError("--tls-listen / tls_listen needs --cert and --key", key="web.tls_listen")
+    check_cert_key(web, "web")   # the web server loads them itself
     # Logins, script stores and the Sieve compiler are the ManageSieve server's (same passwd-file).
     if not any((data.get(t) or {}).get(k) for t in ("managesieve", "imap") for k in ("passwd_file", "backend")):
         raise ConfigError("the web page logs users in with the IMAP server's passwd-file: set [imap] "
