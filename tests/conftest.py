@@ -3,6 +3,13 @@ import shutil
 import sys
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on the same examples every time: a red run is a finding to reproduce, never
+# luck. Locally they explore afresh (and FD_FUZZ_EXAMPLES=N runs longer hunts where a test reads it).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
