@@ -532,6 +532,7 @@ def apply_quit(mailbox, doomed: list, seen: list[int]) -> tuple[Exception | None
     try:
         if doomed:
             mailbox.expunge(doomed)
+            mailbox.make_expunges_durable()   # RFC 1939's UPDATE state: done before the +OK
     except Exception as e:  # noqa: BLE001 - reported to the client as -ERR [SYS/TEMP]
         return e, None
     try:

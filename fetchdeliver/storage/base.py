@@ -121,8 +121,13 @@ class Mailbox:
         return uids
 
     def expunge(self, msgs: list[MessageInfo]) -> None:
-        """Remove the messages for good."""
+        """Remove the messages for good. The removal need not survive a power cut (an undone removal
+        brings a message back, it never loses one); `make_expunges_durable()` makes it so."""
         raise NotImplementedError
+
+    def make_expunges_durable(self) -> None:
+        """Make the expunges done so far survive a power cut (a POP3 QUIT promises it before +OK).
+        The default does nothing: for a backend whose expunge commits durably."""
 
     def move_to(self, msgs: list[MessageInfo], dest: "Mailbox") -> list[int]:
         """Copy, then expunge here: the new UIDs in order. Never loses a message: the copies are

@@ -1501,6 +1501,10 @@ class MaildirMailbox(Mailbox):
             self._changed_by_us(list_current)
         return uid
 
+    def make_expunges_durable(self) -> None:
+        for sub in ("cur", "new"):
+            fsync_dir(os.path.join(self.path, sub))
+
     def expunge(self, msgs: list[MessageInfo]) -> None:
         self._check_writable()
         if not msgs:
@@ -1519,7 +1523,7 @@ class MaildirMailbox(Mailbox):
                         m.handle = found
                 gone.add(m.uid)
             # No fsync of the directories: an unlink that a power cut undoes brings a message back,
-            # it never loses one (Dovecot does not sync them either).
+            # it never loses one (Dovecot does not sync them either); make_expunges_durable() does.
             ix = self._ix
             dead = set(gone)
             if ix is not None:
