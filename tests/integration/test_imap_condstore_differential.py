@@ -9,12 +9,10 @@ sets, [MODIFIED ...] sets, and the status of every command.
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
-from dovecot import Dovecot, DovecotUnavailable
-from test_imap_differential import NAMESPACE, Conn, _build, _ours, norm
+from test_imap_differential import Conn, _build, norm, run_on_both
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,25 +91,7 @@ def _fill(cmd: bytes, state: dict) -> bytes:
 
 
 def test_condstore_qresync_session_like_dovecot(tmp_path):
-    src = str(tmp_path / "src")
-    _build(src)
-    ours_dir = str(tmp_path / "ours")
-    shutil.copytree(src, ours_dir)
-    try:
-        dc = Dovecot({"alice": "secret"}, extra_config=NAMESPACE)
-    except DovecotUnavailable as e:
-        pytest.skip(str(e))
-    ours = None
-    try:
-        dc.load_maildir("alice", src)
-        dc.start()
-        ours = _ours(tmp_path, ours_dir)
-        theirs = _session(dc.port("imap"))
-        mine = _session(ours.port())
-    finally:
-        if ours is not None:
-            ours.stop()
-        dc.cleanup()
+    theirs, mine = run_on_both(tmp_path, _build, _session)
     diffs = []
     for (cmd, want, w_code, w_extra, d_untagged, d_tagged), (_c, got, g_code, g_extra, o_untagged, o_tagged) \
             in zip(theirs, mine):

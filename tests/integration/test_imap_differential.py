@@ -359,9 +359,11 @@ def _ours(tmp_path, maildir: str):
     return ThreadedServer(cfg).start()
 
 
-def test_same_session_same_answers(tmp_path):
+def run_on_both(tmp_path, fill, session) -> tuple[list, list]:
+    """`fill(dir)` builds a Maildir; Dovecot serves one copy and we serve another; `session(port)` runs
+    the same commands against each. Returns (Dovecot's answers, ours)."""
     src = str(tmp_path / "src")
-    _build(src)
+    fill(src)
     ours_dir = str(tmp_path / "ours")
     shutil.copytree(src, ours_dir)
     try:
@@ -373,12 +375,15 @@ def test_same_session_same_answers(tmp_path):
         dc.load_maildir("alice", src)
         dc.start()
         ours = _ours(tmp_path, ours_dir)
-        theirs = _session(dc.port("imap"))
-        mine = _session(ours.port())
+        return session(dc.port("imap")), session(ours.port())
     finally:
         if ours is not None:
             ours.stop()
         dc.cleanup()
+
+
+def test_same_session_same_answers(tmp_path):
+    theirs, mine = run_on_both(tmp_path, _build, _session)
     diffs = []
     for (cmd, want, d_untagged, d_tagged), (_c, got, o_untagged, o_tagged) in zip(theirs, mine):
         if cmd.upper().startswith((b"STORE", b"UID STORE")) and want[:2] == got[:2] \

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
-from dovecot import Dovecot, DovecotUnavailable
 from fetchdeliver.delivery.maildir import MaildirStore
 from imap_helpers import RawClient, make_server, plain
-from test_imap_differential import NAMESPACE, Conn, _ours
+from test_imap_differential import Conn, run_on_both
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,24 +85,6 @@ def _session(port: int) -> list:
 
 
 def test_list_status_like_dovecot(tmp_path):
-    src = str(tmp_path / "src")
-    _fill(src)
-    ours_dir = str(tmp_path / "ours")
-    shutil.copytree(src, ours_dir)
-    try:
-        dc = Dovecot({"alice": "secret"}, extra_config=NAMESPACE)
-    except DovecotUnavailable as e:
-        pytest.skip(str(e))
-    ours = None
-    try:
-        dc.load_maildir("alice", src)
-        dc.start()
-        ours = _ours(tmp_path, ours_dir)
-        theirs = _session(dc.port("imap"))
-        mine = _session(ours.port())
-    finally:
-        if ours is not None:
-            ours.stop()
-        dc.cleanup()
+    theirs, mine = run_on_both(tmp_path, _fill, _session)
     for m, t in zip(mine, theirs):
         assert m == t, f"\n  ours:    {m!r}\n  Dovecot: {t!r}"

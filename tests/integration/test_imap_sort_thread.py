@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
-from dovecot import Dovecot, DovecotUnavailable
 from fetchdeliver.delivery.maildir import MaildirStore
 from fetchdeliver.imapserver.sort_thread import base_subject
 from imap_helpers import RawClient, make_server
-from test_imap_differential import NAMESPACE, Conn, _ours
+from test_imap_differential import Conn, run_on_both
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,25 +115,7 @@ def _session(port: int) -> list[tuple[bytes, list[bytes], bytes]]:
 
 
 def test_sort_thread_like_dovecot(tmp_path):
-    src = str(tmp_path / "src")
-    _load(src)
-    ours_dir = str(tmp_path / "ours")
-    shutil.copytree(src, ours_dir)
-    try:
-        dc = Dovecot({"alice": "secret"}, extra_config=NAMESPACE)
-    except DovecotUnavailable as e:
-        pytest.skip(str(e))
-    ours = None
-    try:
-        dc.load_maildir("alice", src)
-        dc.start()
-        ours = _ours(tmp_path, ours_dir)
-        theirs = _session(dc.port("imap"))
-        mine = _session(ours.port())
-    finally:
-        if ours is not None:
-            ours.stop()
-        dc.cleanup()
+    theirs, mine = run_on_both(tmp_path, _load, _session)
     diffs = [f"{cmd.decode()}\n  dovecot:      {t_unt!r} {t_tag!r}\n  fetchdeliver: {o_unt!r} {o_tag!r}"
              for (cmd, t_unt, t_tag), (_c, o_unt, o_tag) in zip(theirs, mine) if (t_unt, t_tag) != (o_unt, o_tag)]
     assert not diffs, f"{len(diffs)} of {len(COMMANDS)} differ:\n" + "\n".join(diffs)
