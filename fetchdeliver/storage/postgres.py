@@ -42,14 +42,13 @@ from fetchdeliver.storage.base import (
     add_children_attributes,
     canonical_flag,
 )
+from fetchdeliver.storage.index import COLUMNS, HEADERS, Memo   # one lazy cached-parts dict for both stores
 
 log = logging.getLogger(__name__)
 
 _POOLS: dict[str, object] = {}
 _POOLS_LOCK = threading.Lock()
 _CHECKED: set[str] = set()
-COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
-HEADERS = "headers"
 
 
 def split_location(url: str) -> tuple[str, str | None]:
@@ -752,16 +751,16 @@ class _MemoTable:
 
     def __init__(self, mbox: PostgresMailbox) -> None:
         self.mbox = mbox
-        self.memos: dict[int, _Memo] = {}
+        self.memos: dict[int, Memo] = {}
         self.loaded: set[str] = set()
         self.dirty: dict[int, set] = {}
         self.with_fields: set[int] | None = None
         self.fields: dict[str, dict[int, list]] = {}
 
-    def memo(self, uid: int) -> "_Memo":
+    def memo(self, uid: int) -> "Memo":
         m = self.memos.get(uid)
         if m is None:
-            m = self.memos[uid] = _Memo(self, uid)
+            m = self.memos[uid] = Memo(self, uid)  # the index's lazy dict, over this table
         return m
 
     def _query(self, sql: str, args=()) -> list:
@@ -843,44 +842,6 @@ class _MemoTable:
                     elif isinstance(value, (bytes, bytearray, memoryview)):
                         conn.execute(f"UPDATE fd_message SET {COLUMNS[key]} = %s WHERE mailbox_id = %s "
                                      f"AND uid = %s", (bytes(value), mid, uid))
-
-
-class _Memo(dict):
-    """One message's cached facts, a dict as fetch.py and search.py expect; columns load on first use."""
-
-    __slots__ = ("table", "uid")
-
-    def __init__(self, table: _MemoTable, uid: int) -> None:
-        super().__init__()
-        self.table = table
-        self.uid = uid
-
-    def _need(self, key) -> None:
-        if key in COLUMNS and key not in self.table.loaded:
-            self.table.load(key)
-
-    def header_field(self, name: str):
-        h = dict.get(self, HEADERS)
-        if h is not None:
-            return h.get(name, [])
-        return self.table.field(self.uid, name)
-
-    def get(self, key, default=None):
-        self._need(key)
-        return dict.get(self, key, default)
-
-    def __contains__(self, key) -> bool:
-        self._need(key)
-        return dict.__contains__(self, key)
-
-    def __getitem__(self, key):
-        self._need(key)
-        return dict.__getitem__(self, key)
-
-    def __setitem__(self, key, value) -> None:
-        dict.__setitem__(self, key, value)
-        if key in COLUMNS or key == HEADERS:
-            self.table.dirty.setdefault(self.uid, set()).add(key)
 
 
 def from_location(args: str) -> PostgresStore:
