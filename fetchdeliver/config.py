@@ -48,6 +48,32 @@ def _nonempty_str(v, where):
     return v
 
 
+def plugin_ref(v, where):
+    """A `package.module:callable` reference (the `backend` key of the servers' tables)."""
+    v = _nonempty_str(v, where)
+    mod, sep, attr = v.partition(":")
+    if not sep or not mod or not attr:
+        raise ValueError(f"expected \"package.module:callable\", got {v!r}")
+    return v
+
+
+def listen_addresses(v, where) -> list[str]:
+    """"HOST:PORT" or a list of them ("" entries are dropped) -> the list (the servers' `listen` keys)."""
+    from fetchdeliver.recipients import parse_listen
+
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ValueError(f"expected \"HOST:PORT\" or a list of them, got {v!r}")
+    out = []
+    for x in items:
+        if x.strip():
+            parse_listen(x)
+            if not x.strip().rpartition(":")[0].strip("[]"):
+                raise ValueError(f"{x!r} has no host (use 0.0.0.0 or :: for every address)")
+            out.append(x.strip())
+    return out
+
+
 def _path(v, where):
     v = _nonempty_str(v, where)
     if "\0" in v:

@@ -12,6 +12,22 @@ from typing import Any, Callable, TypeVar
 from fetchdeliver.errors import ConfigError
 
 
+
+def load_config(path: str | None, *schemas: str) -> dict:
+    """The config at `path` (or the default one; {} when that does not exist), validated with the
+    tables of `schemas` (module names that register them) as well as [imap]'s."""
+    import importlib
+
+    from fetchdeliver import config
+
+    file = path or config.default_config_path()
+    if path is None and not os.path.exists(file):
+        return {}
+    for mod in ("fetchdeliver.imapserver.settings", *schemas):
+        importlib.import_module(mod)
+    return config.load(file)
+
+
 def apply_flags(args: Any, t: dict, addresses: Callable[[Any, str], list[str]]) -> None:
     """Put the command-line `--listen/--tls-listen` (parsed by the table's `addresses`) and
     `--cert/--key` (made absolute) into the merged table `t`: the flags win over the file."""

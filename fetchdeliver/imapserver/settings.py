@@ -42,13 +42,6 @@ def _addresses(v, where):
     return [_address(x, where) for x in items if x.strip()]
 
 
-def _plugin(v, where):
-    v = config._nonempty_str(v, where)
-    mod, sep, attr = v.partition(":")
-    if not sep or not mod or not attr:
-        raise ValueError(f"expected \"package.module:callable\", got {v!r}")
-    return v
-
 
 IMAP_KEYS = {
     "listen": _addresses,
@@ -62,7 +55,7 @@ IMAP_KEYS = {
     "idle_timeout": config._duration,
     "max_line": config._int(lo=1024, hi=1 << 30),
     "max_literal": config._int(lo=1024, hi=1 << 40),
-    "backend": _plugin,
+    "backend": config.plugin_ref,
 }
 
 

@@ -6,19 +6,8 @@ import os
 import sys
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
-from fetchdeliver.serversetup import apply_flags, authenticator_for, tls_context
+from fetchdeliver.serversetup import load_config, apply_flags, authenticator_for, tls_context
 
-
-def _load(path: str | None) -> dict:
-    from fetchdeliver import config
-
-    file = path or config.default_config_path()
-    if path is None and not os.path.exists(file):
-        return {}
-    import fetchdeliver.imapserver.settings  # noqa: F401  (registers [imap])
-    import fetchdeliver.managesieve.settings  # noqa: F401  (registers [managesieve])
-
-    return config.load(file)
 
 
 def build_config(args, data: dict):
@@ -49,7 +38,7 @@ def main(args) -> int:
     from fetchdeliver.serversetup import serve_until_signal
 
     try:
-        cfg = build_config(args, _load(getattr(args, "config", None)))
+        cfg = build_config(args, load_config(getattr(args, "config", None), "fetchdeliver.managesieve.settings"))
     except ConfigError as e:
         print(f"fetchdeliver managesieve: {e}", file=sys.stderr)
         return EX_CONFIG

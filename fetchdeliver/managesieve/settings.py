@@ -35,29 +35,8 @@ def _template(v, where):
     return v
 
 
-def addresses(v, where) -> list[str]:
-    """ "HOST:PORT" or a list of them ("" entries are dropped) -> the list."""
-    from fetchdeliver.recipients import parse_listen
+addresses = config.listen_addresses   # the name build_config and the tests import
 
-    items = [v] if isinstance(v, str) else v
-    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-        raise ValueError(f"expected \"HOST:PORT\" or a list of them, got {v!r}")
-    out = []
-    for x in items:
-        if x.strip():
-            host, _port = parse_listen(x)
-            if not x.strip().rpartition(":")[0].strip("[]"):
-                raise ValueError(f"{x!r} has no host (use 0.0.0.0 or :: for every address)")
-            out.append(x.strip())
-    return out
-
-
-def _plugin(v, where):
-    v = config._nonempty_str(v, where)
-    mod, sep, attr = v.partition(":")
-    if not sep or not mod or not attr:
-        raise ValueError(f"expected \"package.module:callable\", got {v!r}")
-    return v
 
 
 def _keys():
@@ -67,7 +46,7 @@ def _keys():
         "cert": config._path,
         "key": config._path,
         "passwd_file": config._path,
-        "backend": _plugin,
+        "backend": config.plugin_ref,
         "allow_plaintext_auth": config._bool,
         **netlimits.LOGIN_KEYS,         # login_timeout, login_failure_delay, _max_delay, _rate
         **netlimits.CONNECTION_KEYS,    # max_connections, max_connections_per_ip

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
-from fetchdeliver.serversetup import apply_flags, authenticator_for, default_mail, tls_context
+from fetchdeliver.serversetup import load_config, apply_flags, authenticator_for, default_mail, tls_context
 
-
-def _load(path: str | None) -> dict:
-    from fetchdeliver import config
-
-    file = path or config.default_config_path()
-    if path is None and not os.path.exists(file):
-        return {}
-    import fetchdeliver.imapserver.settings  # noqa: F401  (registers [imap])
-    import fetchdeliver.pop3server.settings  # noqa: F401  (registers [pop3])
-
-    return config.load(file)
 
 
 def build_config(args, data: dict):
@@ -57,7 +45,7 @@ def main(args) -> int:
     from fetchdeliver.serversetup import serve_until_signal
 
     try:
-        data = _load(getattr(args, "config", None))
+        data = load_config(getattr(args, "config", None), "fetchdeliver.pop3server.settings")
         cfg = build_config(args, data)
     except ConfigError as e:
         print(f"fetchdeliver pop3: {e}", file=sys.stderr)

@@ -29,15 +29,8 @@
 from __future__ import annotations
 
 from fetchdeliver import config, netlimits
-from fetchdeliver.managesieve.settings import addresses as _addresses
+_addresses = config.listen_addresses
 
-
-def _plugin(v, where):
-    v = config._nonempty_str(v, where)
-    mod, sep, attr = v.partition(":")
-    if not sep or not mod or not attr:
-        raise ValueError(f"expected \"package.module:callable\", got {v!r}")
-    return v
 
 
 def _aliases(v, where):
@@ -87,7 +80,7 @@ def _keys():
         "cert": config._path,
         "key": config._path,
         "passwd_file": config._path,
-        "backend": _plugin,
+        "backend": config.plugin_ref,
         "allow_plaintext_auth": config._bool,
         **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate ([imap]'s)
         **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
