@@ -305,12 +305,15 @@ class AccountRun:
         a = self.account
         src = self.source
         state = self.state
-        uidvalidity = src.select(folder, readonly=a.after == "keep" or self.dry_run)
         known = state.imap_uidvalidity(a.name, folder)
+        last = None if self.dry_run else state.imap_sync_point(a.name, folder)
+        # QRESYNC: the SELECT names the last complete pass and its answer says what changed since.
+        resync_from = (int(last[0]), int(last[1])) if last is not None and last[0] == known else None
+        uidvalidity = src.select(folder, readonly=a.after == "keep" or self.dry_run, since=resync_from)
         point = src.sync_point()
         since = None
+        resync = None
         if not self.dry_run:
-            last = state.imap_sync_point(a.name, folder)
             if point is not None and known == uidvalidity and last is not None and last[0] == uidvalidity:
                 if tuple(last[:3]) == point:
                     # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT
@@ -318,11 +321,15 @@ class AccountRun:
                     _log().debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder,
                                  point[1])
                     return
-                if time.time() - last[3] < FULL_COMPARE_EVERY:
+                resync = getattr(src, "resync", None)
+                if resync is None and time.time() - last[3] < FULL_COMPARE_EVERY:
                     since = last
             state.set_imap_sync_point(a.name, folder, None)
         failed_before = self.failed
-        self._imap_folder(folder, uidvalidity, known, since=since)
+        if resync is not None:
+            self._imap_resync(folder, uidvalidity, resync)
+        else:
+            self._imap_folder(folder, uidvalidity, known, since=since)
         if point is not None and not self.dry_run and self.failed == failed_before:
             # Complete, nothing left to retry: the next pass may skip the folder while its modseq stays.
             # (Our own flags/expunges raise the modseq, so the pass after an acknowledgement looks again.)
@@ -376,6 +383,23 @@ class AccountRun:
             redo = sorted(seen & present)
             if redo:
                 src.acknowledge(redo)
+        self._fetch_todo(folder, uidvalidity, todo)
+
+    def _imap_resync(self, folder: str, uidvalidity: int, resync) -> None:
+        """QRESYNC: the SELECT's answer listed what vanished and which messages are new or had flags
+        changed since the last complete pass (a \\Deleted removed elsewhere included), so no SEARCH is
+        needed: forget what vanished, fetch the undeleted ones not yet delivered. That pass was complete,
+        acknowledgements included, so nothing recorded waits for its `after`."""
+        a = self.account
+        seen = self.state.imap_seen(a.name, folder)
+        gone = resync.gone(seen)
+        if gone:
+            self.state.imap_forget(a.name, folder, gone)
+        todo = [u for u in resync.candidates() if u not in seen]
+        _log().debug("%s: %s: QRESYNC since MODSEQ %d: %d changed, %d vanished, %d to fetch", a.name, folder,
+                     resync.modseq, len(resync.changed), len(gone), len(todo))
+        if a.after == "move" and todo:
+            self.source.ensure_folder(a.move_to)
         self._fetch_todo(folder, uidvalidity, todo)
 
     def _fetch_todo(self, folder: str, uidvalidity: int, todo: list[int]) -> None:

@@ -79,6 +79,8 @@ class ImapSource:
         self.highestmodseq: int | None = None   # of the selected folder (CONDSTORE), else None
         self.uidnext: int | None = None
         self.uidvalidity: int | None = None
+        self.qresync = False                    # ENABLE QRESYNC succeeded
+        self.resync: Resync | None = None       # what a SELECT with QRESYNC parameters learned
         # Gmail (X-GM-EXT-1): uid -> (X-GM-MSGID, labels) of the selected folder, filled by sizes().
         self.gmail_info: dict[int, tuple[int, list[str]]] = {}
 
@@ -110,7 +112,12 @@ class ImapSource:
             self._login()
             with _command("CAPABILITY", where):
                 self.capabilities = set(client.capabilities())
-            if self.has("CONDSTORE"):
+            if self.has("QRESYNC"):
+                # SELECT can then name the last sync point and learn expunges (VANISHED) and changed or
+                # new messages (FETCH) in its own answer (RFC 7162 section 3.2.5); QRESYNC implies CONDSTORE.
+                with _command("ENABLE QRESYNC", where):
+                    self.qresync = b"QRESYNC" in {bytes(x).upper() for x in client.enable("QRESYNC")}
+            elif self.has("CONDSTORE"):
                 # SELECT then reports HIGHESTMODSEQ: an unchanged folder needs no SEARCH (RFC 7162).
                 with _command("ENABLE CONDSTORE", where):
                     client.enable("CONDSTORE")
@@ -166,10 +173,19 @@ class ImapSource:
         return capability.encode() in self.capabilities
 
     # -- folders ------------------------------------------------------------------
-    def select(self, folder: str, *, readonly: bool) -> int:
-        """Open `folder`; returns its UIDVALIDITY."""
+    def select(self, folder: str, *, readonly: bool, since: tuple[int, int] | None = None) -> int:
+        """Open `folder`; returns its UIDVALIDITY.
+
+        `since`: (UIDVALIDITY, HIGHESTMODSEQ) of the last complete pass. Where QRESYNC is enabled the
+        SELECT carries it and `self.resync` holds what changed since (None when the server could not
+        tell: another UIDVALIDITY, no QRESYNC).
+        """
+        self.resync = None
         with _command(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", self.account.address):
-            info = self.client.select_folder(folder, readonly=readonly)
+            if since is not None and self.qresync:
+                info = self._select_qresync(folder, readonly, since)
+            else:
+                info = self.client.select_folder(folder, readonly=readonly)
         self.folder = folder
         self.readonly = readonly
         self.needs_expunge = False
@@ -182,6 +198,49 @@ class ImapSource:
         self.uidnext = int(uidnext) if isinstance(uidnext, int) else None
         self.uidvalidity = int(uv)
         return int(uv)
+
+    def _select_qresync(self, folder: str, readonly: bool, since: tuple[int, int]) -> dict:
+        """SELECT/EXAMINE folder (QRESYNC (uidvalidity modseq)): one round trip that also reports what
+        vanished and which messages are new or changed since `modseq`.
+
+        known-uids is left out on purpose: with it the server reports changes to those UIDs only
+        (RFC 7162 3.2.5.1), and messages that arrived since would need another command.
+        """
+        from imapclient.response_parser import parse_fetch_response
+
+        uidvalidity, modseq = int(since[0]), int(since[1])
+        # imapclient has no QRESYNC parameters for SELECT; imaplib's public select() sends its mailbox
+        # argument as given, so the parameters ride along, and its untagged_responses keep the answer
+        # (imapclient keeps its imaplib connection in `_imap`, as for NOTIFY below).
+        imap = self.client._imap
+        arg = f"{quote_mailbox(folder)} (QRESYNC ({uidvalidity} {modseq}))"
+        typ, data = imap.select(arg, readonly)
+        if typ != "OK":
+            raise SourceError(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", f"server said: {typ} "
+                              f"{server_words(data)}")
+        untagged = imap.untagged_responses
+        info: dict = {}
+        for key in ("UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ", "EXISTS"):
+            values = untagged.get(key)
+            if values:
+                try:
+                    info[key.encode()] = int(values[-1])
+                except (TypeError, ValueError):
+                    pass
+        if "NOMODSEQ" in untagged:
+            info[b"NOMODSEQ"] = True
+        if info.get(b"UIDVALIDITY") == uidvalidity and b"NOMODSEQ" not in info:
+            changed: dict[int, tuple] = {}
+            lines = [x for x in untagged.get("FETCH", []) if isinstance(x, bytes)]
+            if lines:
+                for uid, d in parse_fetch_response(lines).items():
+                    changed[int(uid)] = tuple(d.get(b"FLAGS", ()))
+            vanished: list[tuple[int, int]] = []
+            for text in untagged.get("VANISHED", []):
+                if isinstance(text, bytes):
+                    vanished += uid_ranges(text.decode("ascii", "replace").replace("(EARLIER)", ""))
+            self.resync = Resync(modseq, changed, vanished)
+        return info
 
     def sync_point(self) -> tuple[int, int, int] | None:
         """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) of the selected folder, when the server tracks modseqs.
@@ -326,6 +385,47 @@ class ImapSource:
             typ, data = self.client._imap.xatom("NOTIFY", args)
             if typ != "OK":
                 raise SourceError("NOTIFY SET", f"server said: {typ} {server_words(data)}")
+
+
+class Resync:
+    """What a SELECT with QRESYNC parameters reported since `modseq`: the flags of each message that
+    is new or changed (`changed`, uid -> flags) and the UID ranges expunged (`vanished`)."""
+
+    __slots__ = ("modseq", "changed", "vanished")
+
+    def __init__(self, modseq: int, changed: dict[int, tuple], vanished: list[tuple[int, int]]) -> None:
+        self.modseq = modseq
+        self.changed = changed
+        self.vanished = sorted(vanished)
+
+    def gone(self, uids) -> set[int]:
+        """Those of `uids` that vanished."""
+        import bisect
+
+        starts = [lo for lo, _ in self.vanished]
+        out = set()
+        for u in uids:
+            i = bisect.bisect_right(starts, u) - 1
+            if i >= 0 and self.vanished[i][1] >= u:
+                out.add(u)
+        return out
+
+    def candidates(self) -> list[int]:
+        """New or changed messages not flagged \\Deleted, in UID order."""
+        return sorted(u for u, flags in self.changed.items()
+                      if not any(bytes(f).lower() == b"\\deleted" for f in flags))
+
+
+def uid_ranges(text: str) -> list[tuple[int, int]]:
+    """A UID set such as `1:3,7,9:8` as sorted (low, high) pairs."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition(":")
+        a, b = int(lo), int(hi or lo)
+        out.append((min(a, b), max(a, b)))
+    return sorted(out)
 
 
 def quote_mailbox(name: str) -> str:
