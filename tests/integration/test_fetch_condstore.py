@@ -5,13 +5,12 @@ sync point and its answer (VANISHED, FETCH) is all the client needs."""
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 
 import pytest
 from conftest import _start, make_message
 from fetchsetup import FetchSetup, counts
+from rawlog_support import dovecot_with_rawlog, sent_commands
 
 N = 3000
 
@@ -21,43 +20,16 @@ CONDSTORE_ONLY = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT UNSELEC
                   "LIST-EXTENDED CONDSTORE ESEARCH SEARCHRES LIST-STATUS BINARY MOVE LITERAL+")
 
 
-def _dovecot_with_rawlog(request, extra: str = ""):
-    import shutil
-    import tempfile
-
-    # Dovecot's mail processes run as another user: a directory they can reach and write.
-    rawlog = tempfile.mkdtemp(prefix="fd-rawlog-", dir="/tmp")
-    os.chmod(rawlog, 0o777)
-    request.addfinalizer(lambda: shutil.rmtree(rawlog, ignore_errors=True))
-    dc = _start(request, users={"alice": "secret"},
-                extra_config=f"protocol imap {{\n  rawlog_dir = {rawlog}\n}}\n" + extra)
-    dc.rawlog = rawlog
-    return dc
-
-
 @pytest.fixture
 def dovecot_rawlog(request):
     """Dovecot offering CONDSTORE but not QRESYNC, logging what clients send."""
-    return _dovecot_with_rawlog(request, f"imap_capability = {CONDSTORE_ONLY}\n")
+    return dovecot_with_rawlog(request, f"imap_capability = {CONDSTORE_ONLY}\n")
 
 
 @pytest.fixture
 def dovecot_qresync(request):
     """Dovecot as it comes (CONDSTORE and QRESYNC), logging what clients send."""
-    return _dovecot_with_rawlog(request)
-
-
-def sent_commands(dc) -> list[list[str]]:
-    """The commands of each logged-in session so far (Dovecot's rawlog *.in files), oldest first."""
-    sessions = []
-    for path in sorted(glob.glob(os.path.join(dc.rawlog, "*.in")), key=os.path.getmtime):
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-        # "<timestamp> <tag> COMMAND args"
-        sessions.append([" ".join(line.split(" ")[2:]) for line in lines if line.strip()])
-    for path in glob.glob(os.path.join(dc.rawlog, "*")):
-        os.unlink(path)
-    return sessions
+    return dovecot_with_rawlog(request)
 
 
 def test_an_unchanged_large_folder_costs_one_round_trip(tmp_path, dovecot_rawlog, fetchdeliver_cmd):
