@@ -217,3 +217,52 @@ def test_qresync_after_a_uidvalidity_change_compares_everything(tmp_path, doveco
     assert counts(r.stdout, "uv") == (2, 1, 1, 0), r.stdout + r.stderr
     assert "UIDVALIDITY changed" in r.stderr
     assert len(setup.delivered()) == 2
+
+
+def test_qresync_against_fetchdeliver_imap_server(tmp_path, fetchdeliver_cmd):
+    """Our own IMAP server offers QRESYNC too: fetch from it with `after = "move:..."`, an undeleted
+    message found through the SELECT's FETCH lines, the moved ones forgotten through VANISHED."""
+    import subprocess
+
+    from imap_helpers import make_server, plain
+
+    from fetchdeliver.state import State
+
+    server, _maildir, _passwd = make_server(tmp_path / "server", n_plain=4)
+    try:
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f'[delivery]\nmaildir = "{tmp_path}/out"\nstate_dir = "{tmp_path}/state"\n\n'
+                       f'[[account]]\nname = "own"\nprotocol = "imap"\nhost = "127.0.0.1"\nport = {server.port()}\n'
+                       'tls = "none"\nuser = "alice"\npassword = "secret"\nafter = "move:Archive"\n')
+
+        def fetch() -> tuple[int, int, int, int]:
+            r = subprocess.run(fetchdeliver_cmd + ["fetch", "-c", str(cfg)], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return counts(r.stdout, "own")
+
+        assert fetch() == (4, 4, 0, 0)
+        assert fetch() == (0, 0, 0, 0)
+        with State(str(tmp_path / "state")) as st:
+            assert st.imap_seen("own", "INBOX") == set()            # the moves came back as VANISHED
+            assert st.imap_sync_point("own", "INBOX") is not None
+        c = imapclient_for(server.port())
+        c.select_folder("INBOX")
+        c.append("INBOX", plain(9), flags=[b"\\Deleted"])
+        assert fetch() == (0, 0, 0, 0)
+        c.select_folder("INBOX")
+        c.remove_flags(c.search("ALL"), [b"\\Deleted"])
+        assert fetch() == (1, 1, 0, 0)
+        c.select_folder("Archive", readonly=True)
+        assert len(c.search("ALL")) == 5
+        c.logout()
+    finally:
+        server.stop()
+
+
+def imapclient_for(port: int):
+    import imapclient
+
+    c = imapclient.IMAPClient("127.0.0.1", port=port, ssl=False, timeout=30)
+    c.login("alice", "secret")
+    return c
