@@ -9,6 +9,7 @@ server. The caller (fetchdeliver.fetch) owns the order of events: it only calls
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 
 import imapclient
@@ -16,6 +17,8 @@ from imapclient import exceptions as imap_errors
 
 from fetchdeliver.accounts import Account, SecretError, TLSPinError
 from fetchdeliver.sources.base import SourceError, describe_os_error, server_words
+
+log = logging.getLogger(__name__)
 
 # The largest amount of message data asked for in one FETCH (besides the count limit).
 BATCH_BYTES = 16 * 1024 * 1024
@@ -206,8 +209,6 @@ class ImapSource:
         known-uids is left out on purpose: with it the server reports changes to those UIDs only
         (RFC 7162 3.2.5.1), and messages that arrived since would need another command.
         """
-        from imapclient.response_parser import parse_fetch_response
-
         uidvalidity, modseq = int(since[0]), int(since[1])
         # imapclient has no QRESYNC parameters for SELECT; imaplib's public select() sends its mailbox
         # argument as given, so the parameters ride along, and its untagged_responses keep the answer
@@ -230,16 +231,12 @@ class ImapSource:
         if "NOMODSEQ" in untagged:
             info[b"NOMODSEQ"] = True
         if info.get(b"UIDVALIDITY") == uidvalidity and b"NOMODSEQ" not in info:
-            changed: dict[int, tuple] = {}
-            lines = [x for x in untagged.get("FETCH", []) if isinstance(x, bytes)]
-            if lines:
-                for uid, d in parse_fetch_response(lines).items():
-                    changed[int(uid)] = tuple(d.get(b"FLAGS", ()))
-            vanished: list[tuple[int, int]] = []
-            for text in untagged.get("VANISHED", []):
-                if isinstance(text, bytes):
-                    vanished += uid_ranges(text.decode("ascii", "replace").replace("(EARLIER)", ""))
-            self.resync = Resync(modseq, changed, vanished)
+            try:
+                self.resync = resync_from(modseq, untagged.get("FETCH", []), untagged.get("VANISHED", []))
+            except ValueError as e:
+                # An answer we cannot read in full must not hide a message: compare the usual way.
+                log.warning("%s: %s: unreadable QRESYNC answer (%s); comparing UIDs instead",
+                              self.account.name, folder, e)
         return info
 
     def sync_point(self) -> tuple[int, int, int] | None:
@@ -385,6 +382,27 @@ class ImapSource:
             typ, data = self.client._imap.xatom("NOTIFY", args)
             if typ != "OK":
                 raise SourceError("NOTIFY SET", f"server said: {typ} {server_words(data)}")
+
+
+def resync_from(modseq: int, fetches: list, vanished_lines: list) -> "Resync":
+    """A Resync from imaplib's untagged FETCH and VANISHED data; ValueError when any is not as expected
+    (a literal, a FETCH without UID or FLAGS)."""
+    from imapclient.response_parser import parse_fetch_response
+
+    changed: dict[int, tuple] = {}
+    for line in fetches:
+        if not isinstance(line, bytes):
+            raise ValueError("a FETCH response with a literal")
+        for d in parse_fetch_response([line], uid_is_key=False).values():
+            if b"UID" not in d or b"FLAGS" not in d:
+                raise ValueError("a FETCH response without UID or FLAGS")
+            changed[int(d[b"UID"])] = tuple(d[b"FLAGS"])
+    vanished: list[tuple[int, int]] = []
+    for text in vanished_lines:
+        if not isinstance(text, bytes):
+            raise ValueError("a VANISHED response with a literal")
+        vanished += uid_ranges(text.decode("ascii", "replace").replace("(EARLIER)", ""))
+    return Resync(modseq, changed, vanished)
 
 
 class Resync:
