@@ -242,11 +242,12 @@ class SelectedMailbox:
 
     async def _announce(self, v: View, new: list, out: list) -> None:
         if new:
+            taken = self.server.recent.take(v.mailbox, (m.uid for m in new), v.readonly)
             for m in new:
                 v.msgs.append(m)
                 v.uids.append(m.uid)
                 v.flags[m.uid] = m.flags
-                if m.recent:
+                if m.recent or m.uid in taken:
                     v.recent.add(m.uid)
             out.append(b"* %d EXISTS\r\n" % len(v.msgs))
             out.append(b"* %d RECENT\r\n" % len(v.recent))

@@ -50,7 +50,8 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
     mbox = s.storage.open(name, readonly=readonly)
     view = View(mbox, readonly or mbox.readonly, name)
     msgs = mbox.sync()
-    view.recent = {m.uid for m in msgs if m.recent}
+    view.recent = ({m.uid for m in msgs if m.recent}
+                   | s.server.recent.take(mbox, (m.uid for m in msgs), readonly=view.readonly))
     if not view.readonly and view.recent:
         mbox.take_recent(msgs) if hasattr(mbox, "take_recent") else None
         msgs = mbox.sync()
@@ -347,7 +348,8 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
             if i == "MESSAGES":
                 v = len(msgs)
             elif i == "RECENT":
-                v = sum(1 for m in msgs if m.recent)
+                pending = s.server.recent.pending(mbox)
+                v = sum(1 for m in msgs if m.recent or m.uid in pending)
             elif i == "UIDNEXT":
                 v = mbox.uidnext()
             elif i == "UIDVALIDITY":
@@ -416,6 +418,7 @@ async def append(s: Session, tag: str, args: AppendArgs) -> None:
         else:
             uid = mbox.append(data, flags, date)
         uidvalidity = mbox.uidvalidity
+        s.server.recent.add(mbox, [uid])
     finally:
         if own:
             mbox.close()

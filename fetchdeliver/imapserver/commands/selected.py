@@ -326,6 +326,7 @@ async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
             m.flags = v.flags[m.uid]
         new_uids = v.mailbox.copy_to(msgs, dest) if msgs else []
         dest_validity = dest.uidvalidity
+        s.server.recent.add(dest, new_uids)     # \Recent for the next session that selects it
     finally:
         dest.close()
     code = ""
