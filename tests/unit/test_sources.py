@@ -5,8 +5,10 @@ runner as IMAP and POP3: delivered durably before `ack`, `release` on a temporar
 nothing acked or recorded in a dry run, a second pass finds nothing new.
 """
 
+import hashlib
 import io
 import os
+import time
 
 import pytest
 
@@ -208,3 +210,46 @@ def test_the_built_in_kinds_are_also_entry_points():
     eps = {ep.name: ep.load() for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
     assert eps["imap"] is registry.IMAP and eps["pop3"] is registry.POP3
     assert {"imap", "pop3", "memory"} <= set(registry.available())
+
+
+def test_the_spool_source_takes_settled_files_and_removes_only_what_is_acked(tmp_path):
+    from fetchdeliver.sources import spool
+
+    d = tmp_path / "spool"
+    d.mkdir()
+    for name in ("a.eml", "b.eml", ".hidden", "c.tmp"):
+        (d / name).write_bytes(message(1 if name == "a.eml" else 2))
+        os.utime(d / name, (1, 1))                 # long settled
+    (d / "young.eml").write_bytes(message(3))      # still being written: not taken yet
+    os.utime(d / "young.eml", (time.time() + 3600, time.time() + 3600))
+    with State(str(tmp_path / "state")) as state:
+        src = spool.SpoolSource(str(d), recipient="me@example.org", state=state)
+        src.connect()
+        batches = list(src.batches())
+        assert [[f.uid for f in b] for b in batches] == [["a.eml"], ["b.eml"]] and src.young
+        a, b = batches[0][0], batches[1][0]
+        assert a.envelope.sender == "sender1@example.org" and a.envelope.recipients == ["me@example.org"]
+        src.ack([a.handle])
+        src.release([b.handle])
+        assert sorted(os.listdir(d)) == [".hidden", "b.eml", "c.tmp", "young.eml"]
+        # A crash between a durable delivery and the unlink: the next scan removes, not delivers.
+        digest = f"{hashlib.sha256(message(2)).hexdigest()}:b.eml"
+        state.remember("spool", digest, spool.SPOOL_MEMORY)
+        assert [f.uid for b in src.batches() for f in b] == [] and src.young
+        assert "b.eml" not in os.listdir(d) and src.removed == 1
+
+
+def test_an_lmtp_transaction_answers_every_recipient_in_order():
+    from fetchdeliver.sources.lmtp import LmtpTransaction
+
+    txn = LmtpTransaction(b"Subject: x\n\nbody\n", "s@example.org", ["a@x", "b@x", "c@x", "d@x"])
+    (batch,) = txn.batches()
+    assert [f.uid for f in batch] == ["a@x", "b@x", "c@x", "d@x"]
+    txn.answer(0, "250 2.0.0 <a@x> delivered to INBOX")
+    txn.ack([0])
+    txn.answer(1, "452 4.3.1 <b@x> No space left on device")
+    txn.release([1])
+    txn.answer(2, "550 5.7.1 <c@x> not wanted")
+    txn.ack([2])
+    assert txn.replies() == ["250 2.0.0 <a@x> delivered to INBOX", "452 4.3.1 <b@x> No space left on device",
+                             "550 5.7.1 <c@x> not wanted", "451 4.3.0 <d@x> internal error: no answer"]
