@@ -81,11 +81,15 @@ class Fetched:
 class Run(Protocol):
     """What a source may use of the run that drives it (the account runner offers all of it)."""
 
-    account_name: str
     dry_run: bool          # change nothing: neither the source nor the state database
     verbose: bool
     state: Any             # fetchdeliver.state.State (or the PostgreSQL one): the source's own tables
     folders: list[str] | None   # only these folders (the daemon's push passes); None: the account's
+
+    @property
+    def account_name(self) -> str:
+        """The [[account]]'s name (the key of the source's rows in the state database)."""
+        ...
 
     def expect(self, count: int) -> None:
         """`count` more messages will come (the progress bar's total)."""

@@ -18,7 +18,7 @@ def find_tokens(roots: list[str], wanted: dict[str, str], since: float) -> set[s
     mbox: a writer killed mid-append leaves a partial message, so a token only counts there when the
     bytes after its Received: line are the whole original message.
     """
-    found: set[str] = set()
+    found: set[bytes] = set()
     tokens = {t.encode(): d for t, d in wanted.items()}
     for root in roots:
         if os.path.isfile(root):

@@ -31,6 +31,7 @@ from fetchdeliver.errors import FetchdeliverError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
     from fetchdeliver.config import Settings
     from fetchdeliver.sources.accounts import Account
@@ -114,7 +115,7 @@ class AccountRun:
         self.delivered = 0
         self.duplicates = 0
         self.failed = 0
-        self.ctx = None
+        self.ctx: Any = None          # the pipeline's Context (fetchdeliver.pipeline.build_context)
         self.source: "Source | None" = None
         self.progress = Progress(self.name, self.out)
         self._consecutive_tempfails = 0
@@ -286,6 +287,9 @@ class AccountRun:
 
         a = self.account
         state = self.state
+        source = self.source
+        if source is None:
+            raise FetchdeliverError("deliver_batch() without a connected source")
         now = time.time()
         dups: list[Fetched] = []
         work: list[tuple[Pending, Fetched, Message]] = []
@@ -343,7 +347,7 @@ class AccountRun:
                     self._say(f"fetchdeliver: {self.name}: {f.where()}: not delivered, left on the "
                               f"server for the next run: {why}", self.err)
                     if self._consecutive_tempfails >= MAX_CONSECUTIVE_TEMPFAILS:
-                        self.source.release([x.handle for x in released])
+                        source.release([x.handle for x in released])
                         raise TooManyFailures(
                             f"stopped after {self._consecutive_tempfails} deliveries in a row failed: {why}")
         finally:
@@ -356,12 +360,12 @@ class AccountRun:
                 state.complete(a.name, delivered=done, failed=failed + untouched,
                                seen=[_seen(f) for f in dups])
         if self.dry_run:
-            self.source.release([f.handle for f in batch])   # nothing changes at the source
+            source.release([f.handle for f in batch])   # nothing changes at the source
             return []
         if acked:
-            self.source.ack([f.handle for f in acked])
+            source.ack([f.handle for f in acked])
         if released:
-            self.source.release([f.handle for f in released])
+            source.release([f.handle for f in released])
         return acked
 
     def _process(self, p: "Pending", parsed):
