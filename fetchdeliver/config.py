@@ -282,7 +282,7 @@ def _load_feature_schemas() -> None:
     # Importing these modules registers their tables. Only done on a cache miss.
     import importlib
 
-    for mod in ("fetchdeliver.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
+    for mod in ("fetchdeliver.sources.accounts", "fetchdeliver.recipients", "fetchdeliver.outbound.settings",
                 "fetchdeliver.imapserver.settings", "fetchdeliver.daemon.settings",
                 "fetchdeliver.managesieve.settings", "fetchdeliver.web.settings",
                 "fetchdeliver.pop3server.settings", "fetchdeliver.submission.settings",

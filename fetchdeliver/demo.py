@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fetchdeliver.fetch import AccountRun
+from fetchdeliver.sources.runner import AccountRun
 
 # How often the running demo looks at the remote account again.
 POLL = 2.0
@@ -133,7 +133,7 @@ class Demo:
         """One fetch pass from the remote account; (ok, [(sample, status, where, flags)])."""
         import io
 
-        from fetchdeliver.accounts import from_settings
+        from fetchdeliver.sources.accounts import from_settings
         from fetchdeliver.state import State
 
         settings = self.settings()

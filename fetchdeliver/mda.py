@@ -63,25 +63,6 @@ def parse_args(argv: list[str]) -> dict:
     return opts
 
 
-def split_from_line(raw: bytes) -> tuple[bytes, str | None]:
-    """Drop a leading mbox `From sender date` line (Postfix's local(8) and many MTAs prepend one).
-
-    Returns (the message without that line, the sender it names or None when there was none).
-    `MAILER-DAEMON` stands for the null sender. Everything after the line is kept byte for byte,
-    as procmail and dovecot-lda do.
-    """
-    if not raw.startswith(b"From "):
-        return raw, None
-    nl = raw.find(b"\n")
-    if nl < 0:
-        return raw, None  # only one line: not an envelope line in front of a message
-    words = raw[5:nl].split()
-    sender = words[0].decode("utf-8", "surrogateescape") if words else ""
-    if sender in ("MAILER-DAEMON", "<>"):
-        sender = ""
-    return raw[nl + 1:], sender
-
-
 def _setup_logging() -> None:
     import logging
 
@@ -135,18 +116,14 @@ def _deliver(opts: dict) -> int:
         return EX_CONFIG
     settings = Settings(data, config_path)
 
-    raw = sys.stdin.buffer.read()
-    raw, from_line_sender = split_from_line(raw)
-
     from fetchdeliver.message import Message
+    from fetchdeliver.sources.stdin import StdinSource
 
-    sender = opts.get("sender")
-    if sender is None:
-        sender = from_line_sender if from_line_sender is not None else os.environ.get("SENDER", "")
-    if sender in ("<>", "MAILER-DAEMON"):
-        sender = ""
-    recipients = opts["recipient"] or [r for r in [os.environ.get("RECIPIENT") or os.environ.get("USER")] if r]
-    message = Message(raw, sender=sender.strip("<>"), recipients=recipients,
+    # The message and its envelope (options, the leading From line, the environment).
+    source = StdinSource(sys.stdin.buffer, sender=opts.get("sender"), recipients=opts["recipient"])
+    (fetched,) = next(source.batches())
+    envelope = fetched.envelope
+    message = Message(fetched.raw, sender=envelope.sender, recipients=envelope.recipients,
                       original_recipient=os.environ.get("ORIGINAL_RECIPIENT") or None, origin="deliver")
 
     from fetchdeliver import engine
@@ -175,10 +152,12 @@ def _deliver(opts: dict) -> int:
         verb = "would reject" if outcome.status == engine.REJECTED else "would deliver to"
         sys.stdout.write(f"{verb} {', '.join(outcome.where()) or 'nowhere (discarded)'}\n")
     if outcome.status == engine.DELIVERED:
-        return EX_OK
+        source.ack([fetched.handle])       # durable: exit 0 tells the MTA it may forget the message
+        return source.exit_status
     if outcome.status == engine.REJECTED:
         sys.stderr.write(f"{outcome.reason}\n")
-        return EX_NOPERM
+        return EX_NOPERM                   # the MTA bounces it with the reason
+    source.release([fetched.handle])       # the MTA keeps it and retries
     for err in outcome.errors[-1:]:
         sys.stderr.write(f"fetchdeliver deliver: temporary failure: {err}\n")
-    return EX_TEMPFAIL
+    return source.exit_status

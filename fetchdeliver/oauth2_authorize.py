@@ -12,7 +12,7 @@ Two grants, both without an outside helper script:
 
 The refresh token is then handed to `oauth2_token_store_command` on its standard input, or written
 (mode 0600, atomically) to the account's file in the state directory, where the refresh-token flow
-(fetchdeliver.accounts.OAuth2Flow) finds it.
+(fetchdeliver.sources.credentials.OAuth2Flow) finds it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import secrets
 import sys
 import time
 
-from fetchdeliver.accounts import Account, SecretError
+from fetchdeliver.sources.accounts import Account
+from fetchdeliver.sources.credentials import SecretError
 from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_USAGE, ConfigError, FetchdeliverError
 
 EX_FAILED = 1
@@ -245,7 +246,7 @@ class Authorizer:
 
 def main(args) -> int:
     """`fetchdeliver oauth2 authorize ACCOUNT [--method device|loopback] [--no-browser]` (arguments: cli.py)."""
-    from fetchdeliver.accounts import from_settings
+    from fetchdeliver.sources.accounts import from_settings
     from fetchdeliver.config import Settings, default_config_path, load
 
     path = args.config or default_config_path()

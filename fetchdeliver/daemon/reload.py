@@ -20,7 +20,7 @@ log = logging.getLogger("fetchdeliver.daemon.reload")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
     from fetchdeliver.config import Settings
 
 
@@ -95,7 +95,7 @@ def load_generation(path: str, *, keep_broken_scripts: bool = False) -> Generati
     generation records why (`script_error()`), and its messages take implicit keep, as the MDA's.
     """
     from fetchdeliver import sieve
-    from fetchdeliver.accounts import from_settings
+    from fetchdeliver.sources.accounts import from_settings
     from fetchdeliver.config import ConfigErrors, Settings, parse_file
     from fetchdeliver.pipeline import sieve_options
 

@@ -480,9 +480,9 @@ class Daemon:
 
 
 def _sender(parsed) -> str:
-    from fetchdeliver.fetch import _envelope_sender
+    from fetchdeliver.sources.runner import envelope_sender
 
-    return _envelope_sender(parsed)
+    return envelope_sender(parsed)
 
 
 def _WatchedLMTP(settings, *, outbound=None, daemon=None):

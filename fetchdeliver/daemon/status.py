@@ -214,7 +214,7 @@ def format_status(st: dict, configured: list[str], now: float | None = None) -> 
 
 def main(args) -> int:
     """`fetchdeliver status [-c CONFIG]`."""
-    from fetchdeliver.accounts import from_settings
+    from fetchdeliver.sources.accounts import from_settings
     from fetchdeliver.config import Settings, default_config_path, load
 
     path = args.config or default_config_path()
