@@ -320,16 +320,13 @@ def format_row(d: dict) -> str:
 def main(args) -> int:
     import sys
 
-    from fetchdeliver.config import Settings, default_config_path, load
-    from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+    from fetchdeliver.config import load_settings, report_config_error
+    from fetchdeliver.errors import EX_OK, ConfigError
 
-    path = args.config or default_config_path()
     try:
-        data = load(path) if (args.config or os.path.exists(path)) else {}
+        settings = load_settings(args.config, required=False)
     except ConfigError as e:
-        print(f"fetchdeliver log: {e}", file=sys.stderr)
-        return EX_CONFIG
-    settings = Settings(data, path)
+        return report_config_error("fetchdeliver log", e)
     rows = query(settings.state_dir, limit=args.limit, sender=args.sender, subject=args.subject,
                  folder=args.folder)
     for d in reversed(rows):

@@ -232,3 +232,9 @@ def main(args) -> int:
             shutil.rmtree(target, ignore_errors=True)
             print(f"removed the temporary folder {target} (give --dir DIR to keep the demo's mail)",
                   flush=True)
+
+
+def add_arguments(p) -> None:
+    """`fetchdeliver demo` (the registry in cli.py)."""
+    p.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
+    p.add_argument("--once", action="store_true", help="fetch and filter the samples once, print the summary and exit")

@@ -610,7 +610,7 @@ def _seconds(v, where) -> float:
         if v < 0:
             raise ValueError(f"must not be negative, got {v}")
         return float(v)
-    return float(config.parse_duration(config._str(v, where)))
+    return float(config.parse_duration(config.check_str(v, where)))
 
 
 def _positive_seconds(v, where) -> float:

@@ -27,11 +27,11 @@ def _keys():
     return {
         "listen": addresses,
         "tls_listen": addresses,
-        "cert": config._path,
-        "key": config._path,
-        "allow_insecure": config._bool,
-        "admins": config._str_list,
-        "session_lifetime": config._duration,
+        "cert": config.check_path,
+        "key": config.check_path,
+        "allow_insecure": config.check_bool,
+        "admins": config.check_str_list,
+        "session_lifetime": config.check_duration,
         **netlimits.LOGIN_KEYS,         # login_timeout, login_failure_delay, _max_delay, _rate
         **netlimits.CONNECTION_KEYS,    # max_connections, max_connections_per_ip
     }
