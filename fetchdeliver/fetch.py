@@ -23,6 +23,7 @@ import sys
 import time
 
 from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_USAGE, ConfigError, FetchdeliverError
+from fetchdeliver.message import envelope_sender as _envelope_sender
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -593,16 +594,6 @@ def stored_bytes(raw: bytes, keep_crlf: bool = False) -> bytes:
     Dovecot, fetchmail+procmail and getmail store it), nothing else changes; `keep_crlf` keeps
     the wire bytes."""
     return raw if keep_crlf else raw.replace(b"\r\n", b"\n")
-
-
-def _envelope_sender(m) -> str:
-    values = m.get_all("Return-Path", decode=False)
-    if not values:
-        return ""
-    v = values[0].strip()
-    if v.startswith("<") and ">" in v:
-        v = v[1:v.index(">")]
-    return v.strip()
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fetchdeliver.errors import EX_NOPERM, EX_OK, EX_TEMPFAIL, EX_USAGE
+from fetchdeliver.errors import EX_NOPERM, EX_OK, EX_TEMPFAIL, EX_USAGE, UsageError
 
 USAGE = ("usage: fetchdeliver deliver [-c CONFIG] [-f SENDER] [-a RECIPIENT] [--rules SCRIPT]\n"
          "                            [--maildir DIR | --mbox FILE] [-m MAILBOX] [-n]\n")
@@ -26,10 +26,6 @@ _OPTS = {
     "-m": "mailbox", "--mailbox": "mailbox",
 }
 _FLAGS = {"-n": "dry_run", "--dry-run": "dry_run", "-h": "help", "--help": "help"}
-
-
-class UsageError(Exception):
-    pass
 
 
 def parse_args(argv: list[str]) -> dict:

@@ -16,6 +16,7 @@ import re
 
 from fetchdeliver.convert import checked
 from fetchdeliver.convert.procmail_regex import Untranslatable, sieve_list, sieve_str
+from fetchdeliver.errors import FetchdeliverError
 
 CASEMAP = ' :comparator "i;ascii-casemap"'
 OCTET = ' :comparator "i;octet"'
@@ -24,7 +25,7 @@ IGNORED = {"LOGFILE", "VERBOSE", "SHELL", "PATH", "SENDMAIL", "MAILDIRQUOTA", "U
 SHELL_METAS = set("&|<>~;?*[`$")
 
 
-class ParseError(Exception):
+class ParseError(FetchdeliverError):
     """Not mailfilter syntax; the message names file:line."""
 
 

@@ -16,6 +16,7 @@ import re
 from fetchdeliver.convert import checked
 from fetchdeliver.convert import procmail_regex as prx
 from fetchdeliver.convert.procmail_regex import Untranslatable, sieve_str
+from fetchdeliver.errors import FetchdeliverError
 
 # Variables that only steer procmail itself (logging, locking, the shell).
 IGNORED_VARS = {
@@ -65,7 +66,7 @@ class Recipe:
         self.block: list | None = None
 
 
-class ParseError(Exception):
+class ParseError(FetchdeliverError):
     """The rc file is not procmailrc syntax; the message names the line."""
 
 

@@ -96,13 +96,10 @@ def load_generation(path: str, *, keep_broken_scripts: bool = False) -> Generati
     """
     from fetchdeliver import sieve
     from fetchdeliver.accounts import from_settings
-    from fetchdeliver.config import ConfigErrors, Settings, parse_file
+    from fetchdeliver.config import load_settings
     from fetchdeliver.pipeline import sieve_options
 
-    try:
-        settings = Settings(parse_file(path), path)
-    except ConfigErrors:
-        raise
+    settings = load_settings(path, cache=False)
     accounts = from_settings(settings)
     scripts = {}
     broken: dict[str, str] = {}

@@ -138,8 +138,7 @@ class Spool:
 
     def deliver_file(self, path: str, ctx, state=None) -> bool:
         from fetchdeliver import engine
-        from fetchdeliver.fetch import _envelope_sender
-        from fetchdeliver.message import Message
+        from fetchdeliver.message import Message, envelope_sender
 
         name = os.path.basename(path)
         try:
@@ -164,7 +163,7 @@ class Spool:
             return True
         parsed = Message(raw)
         rcpt = self.table.get("recipient") or f"{os.environ.get('USER', 'user')}@{os.uname().nodename}"
-        msg = Message(raw, sender=_envelope_sender(parsed), recipients=[rcpt], origin=f"spool:{name}")
+        msg = Message(raw, sender=envelope_sender(parsed), recipients=[rcpt], origin=f"spool:{name}")
         try:
             outcome = engine.process(msg, ctx)
         except Exception:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import re
 
+from fetchdeliver.errors import FetchdeliverError
 
-class ProtocolError(Exception):
+
+class ProtocolError(FetchdeliverError):
     """A malformed command: answer NO and go on."""
 
 
-class TooLarge(Exception):
+class TooLarge(FetchdeliverError):
     """A line or literal beyond what this connection may send: answer BYE and close."""
 
 

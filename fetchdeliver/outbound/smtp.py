@@ -17,6 +17,8 @@ import smtplib
 import ssl
 import subprocess
 
+from fetchdeliver.errors import FetchdeliverError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.outbound.settings import OutboundSettings
@@ -37,7 +39,7 @@ class Result:
         return f"Result({self.status!r}, {self.text!r})"
 
 
-class _Failure(Exception):
+class _Failure(FetchdeliverError):
     def __init__(self, status: str, text: str) -> None:
         super().__init__(text)
         self.status = status

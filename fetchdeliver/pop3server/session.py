@@ -17,6 +17,7 @@ import re
 import time
 
 from fetchdeliver import sasl as saslmod
+from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.imapserver.session import is_loopback
 from fetchdeliver.netlimits import LoginThrottled
 from fetchdeliver.storage.base import StorageError
@@ -552,7 +553,7 @@ def mark_seen(mailbox, uids: list[int]) -> None:
         mailbox.set_flags([(m, m.flags | {"\\Seen"}) for m in now])
 
 
-class InUse(Exception):
+class InUse(FetchdeliverError):
     """Another POP3 session has this mailbox."""
 
 
