@@ -42,7 +42,7 @@ class Command:
     def _resolve(self, ref: str) -> Callable[..., Any]:
         module, _, func = ref.rpartition(":") if ":" in ref else (self.module, ":", ref)
         __import__(module)
-        return getattr(sys.modules[module], func)  # type: ignore[no-any-return]
+        return getattr(sys.modules[module], func)
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         """Import the command's module and add its arguments to `p` (its sub-parser)."""

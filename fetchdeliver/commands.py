@@ -165,7 +165,7 @@ def rules_problems(data: dict) -> list[tuple[str, str]]:
     from fetchdeliver.pipeline import no_active_script
 
     seen: dict[str, str | None] = {}
-    out = []
+    out: list[tuple[str, str]] = []
     for key, path in rules_files(data):
         if no_active_script(path):   # no active ManageSieve script yet: mail goes to INBOX, no error
             continue
@@ -178,6 +178,7 @@ def rules_problems(data: dict) -> list[tuple[str, str]]:
             except Exception as e:  # report, do not crash: the user asked for a check
                 problem = str(e)
             seen[path] = problem
-        if seen[path]:
-            out.append((key, seen[path]))
+        problem = seen[path]
+        if problem:
+            out.append((key, problem))
     return out

@@ -215,7 +215,8 @@ def query(state_dir: str, *, limit: int = 50, search: str = "", sender: str = ""
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if search:
             where.append("(sender LIKE ? OR from_header LIKE ? OR subject LIKE ? OR dest LIKE ?)")
             args += [f"%{search}%"] * 4

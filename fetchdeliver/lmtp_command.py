@@ -23,6 +23,12 @@ import sys
 
 from fetchdeliver.errors import EX_OK, EX_OSERR, EX_USAGE
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+
+    from fetchdeliver.netlimits import Slot
+
 log = logging.getLogger("fetchdeliver.lmtp")
 
 
@@ -220,7 +226,7 @@ class _WakeParent:
         pass
 
 
-def _fork_children(n: int, lsock, service, queue) -> list[tuple[int, object]]:
+def _fork_children(n: int, lsock, service, queue) -> list[tuple[int, socket.socket]]:
     """Fork `n` children; each serves the connections the parent hands it over a socketpair.
 
     The parent accepts every connection and gives it to the process with the fewest
@@ -329,7 +335,7 @@ async def _dispatch(service, lsock, children, stop) -> None:
     loop = asyncio.get_running_loop()
     load = [0] * (len(children) + 1)       # sessions per process; 0 is this one
     alive = [True] * (len(children) + 1)
-    handed: dict[bytes, tuple[int, object]] = {}   # id -> (process, netlimits.Slot) of connections in children
+    handed: dict[bytes, tuple[int, Slot]] = {}   # id -> (process, netlimits.Slot) of connections in children
     ids = itertools.count(1)
 
     class Here:

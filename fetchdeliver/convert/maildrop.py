@@ -11,6 +11,8 @@ weighted scoring, backticks, numeric expressions, patterns Sieve cannot say.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import posixpath
 import re
 
@@ -647,6 +649,9 @@ class Converter:
 class Result:
     def __init__(self, script: str, problems: list[Problem], config: str) -> None:
         self.script, self.problems, self.config = script, problems, config
+        self.mailbox: Callable[[str], str] = str  # folder path -> mailbox name, for `convert --check`
+        self.static: dict[str, str] = {}     # MAILDIR, DEFAULT, ... as the conversion ended
+        self.programs: dict[str, str] = {}
 
     @property
     def complete(self) -> bool:

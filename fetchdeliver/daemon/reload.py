@@ -9,6 +9,8 @@ a broken one has been saved over it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import logging
 import os
@@ -142,7 +144,7 @@ class FileWatcher:
 
     def __init__(self, on_change) -> None:
         self.on_change = on_change
-        self.observer = None
+        self.observer: Any = None   # a watchdog Observer while watching
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._paths: set[str] = set()

@@ -9,6 +9,8 @@ rename), and a file is taken only once it has not changed for half a second.
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 import threading
@@ -29,7 +31,7 @@ class Spool:
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer = None
+        self._observer: Any = None   # a watchdog Observer while watching
         self.delivered = 0
 
     @property

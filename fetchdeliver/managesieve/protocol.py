@@ -52,6 +52,7 @@ def _tokens(line: bytes, out: list) -> None:
             pos = m.end()
         elif c.isdigit():
             m = re.compile(rb"\d+").match(line, pos)
+            assert m is not None  # c is a digit
             end = m.end()
             if end < n and line[end:end + 1] != b" ":
                 raise ProtocolError("Malformed number.")

@@ -23,6 +23,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 
 
@@ -68,7 +70,7 @@ def _check(table: dict, file: str) -> None:
 
 config.register_table("managesieve", _keys(), _check)
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:4190"],
     "tls_listen": [],
     "allow_plaintext_auth": False,

@@ -25,6 +25,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 
 
@@ -91,7 +93,7 @@ config.register_table("pop3", POP3_KEYS, _check_pop3)
 
 DEFAULT_UIDL_FORMAT = "%08Xu%08Xv"
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:1110"],
     "tls_listen": [],
     "allow_plaintext_auth": False,

@@ -28,6 +28,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 _addresses = config.listen_addresses
 
@@ -108,7 +110,7 @@ def _check(table: dict, file: str) -> None:
 
 config.register_table("submission", _keys(), _check)
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:587"],
     "tls_listen": [],
     "allow_plaintext_auth": False,

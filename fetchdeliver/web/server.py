@@ -82,7 +82,7 @@ def limited_protocol(limits: netlimits.ConnectionLimits, login_timeout: float, l
 
     warn = netlimits.LogLimiter(logger)
 
-    class LimitedHTTPProtocol(AutoHTTPProtocol):
+    class LimitedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[valid-type, misc]  # a variable in uvicorn
         _fd_slot = None
         _fd_timer = None
 

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 
 
@@ -48,7 +50,7 @@ def _check(table: dict, file: str) -> None:
 
 config.register_table("web", _keys(), _check)
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:8025"],
     "tls_listen": [],
     "allow_insecure": False,
