@@ -175,8 +175,8 @@ NOT_A_PROJECT_ERROR = {
     "fetchdeliver.managesieve.session.Bye": CONTROL_FLOW,
     "fetchdeliver.managesieve.session.Logout": CONTROL_FLOW,
     "fetchdeliver.pop3server.session.Bye": CONTROL_FLOW,
-    "fetchdeliver.imapserver.session.Bye": CONTROL_FLOW,
-    "fetchdeliver.imapserver.session.Done": CONTROL_FLOW,
+    "fetchdeliver.imapserver.commands.registry.Bye": CONTROL_FLOW,
+    "fetchdeliver.imapserver.commands.registry.Done": CONTROL_FLOW,
     "fetchdeliver.sieve.interpreter.Stop": CONTROL_FLOW,
     "fetchdeliver.sieve.interpreter.Return": CONTROL_FLOW,
     "fetchdeliver.sieve.interpreter.Break": CONTROL_FLOW,
@@ -224,7 +224,6 @@ def test_errors_keep_their_names_where_they_are_used():
 PRIVATE_USE_ALLOWED = {
     "fetchdeliver.sieve": "being restructured in #11",
     "fetchdeliver.imapserver": "being restructured in #11",
-    "fetchdeliver.accounts": "being restructured in #11 (moves into sources/); config's old checker names",
 }
 
 
