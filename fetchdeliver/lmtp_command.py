@@ -17,7 +17,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_OSERR, EX_USAGE
+from fetchdeliver.errors import EX_OK, EX_OSERR, EX_USAGE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+
+    pass
 
 log = logging.getLogger("fetchdeliver.lmtp")
 
@@ -40,16 +45,16 @@ def main(args) -> int:
     import logging
     import signal
 
-    from fetchdeliver.config import Settings, default_config_path, load
+    from fetchdeliver.config import load_settings, report_config_error
     from fetchdeliver.errors import ConfigError
     from fetchdeliver.recipients import parse_listen
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="fetchdeliver lmtp: %(levelname)s: %(message)s")
     quiet_protocol_trace(int(getattr(args, "verbose", 0) or 0))
-    path = args.config or default_config_path()
     try:
-        settings = Settings(load(path), path)
+        settings = load_settings(args.config)
+        path = settings.file
         table = settings.data.get("lmtp") or {}
         listen, sock = args.listen, args.socket
         if not listen and not sock:
@@ -83,8 +88,7 @@ def main(args) -> int:
                 service.options[key] = value
         service.check()
     except ConfigError as e:
-        sys.stderr.write(f"fetchdeliver lmtp: {e}\n")
-        return EX_CONFIG
+        return report_config_error("fetchdeliver lmtp", e)
 
     from fetchdeliver.sources.lmtp_prefork import (bind_listener, default_processes, dispatch, fork_children,
                                                    stop_children)

@@ -9,6 +9,8 @@ a broken one has been saved over it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import logging
 import os
@@ -96,13 +98,10 @@ def load_generation(path: str, *, keep_broken_scripts: bool = False) -> Generati
     """
     from fetchdeliver import sieve
     from fetchdeliver.sources.accounts import from_settings
-    from fetchdeliver.config import ConfigErrors, Settings, parse_file
+    from fetchdeliver.config import load_settings
     from fetchdeliver.pipeline import sieve_options
 
-    try:
-        settings = Settings(parse_file(path), path)
-    except ConfigErrors:
-        raise
+    settings = load_settings(path, cache=False)
     accounts = from_settings(settings)
     scripts = {}
     broken: dict[str, str] = {}
@@ -145,7 +144,7 @@ class FileWatcher:
 
     def __init__(self, on_change) -> None:
         self.on_change = on_change
-        self.observer = None
+        self.observer: Any = None   # a watchdog Observer while watching
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._paths: set[str] = set()

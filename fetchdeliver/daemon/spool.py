@@ -8,6 +8,8 @@ every 30 seconds catches what an event missed (and retries temporary failures).
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 import threading
@@ -27,7 +29,7 @@ class Spool:
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer = None
+        self._observer: Any = None   # a watchdog Observer while watching
         self.delivered = 0
 
     @property

@@ -214,7 +214,7 @@ def header_digest(raw: bytes) -> str:
     """SHA-256 of the header block: a stand-in id for POP3 servers without UIDL."""
     import hashlib
 
-    from fetchdeliver.message import _split_header_block
+    from fetchdeliver.message import header_block
 
-    block, _ = _split_header_block(raw)
+    block = header_block(raw)
     return hashlib.sha256(block or raw).hexdigest()

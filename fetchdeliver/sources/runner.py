@@ -371,7 +371,7 @@ class AccountRun:
     def _process(self, p: "Pending", parsed):
         """Deliver one message (its pending row committed); the engine's Outcome."""
         from fetchdeliver import engine
-        from fetchdeliver.message import Message
+        from fetchdeliver.message import Message, envelope_sender
 
         a = self.account
         f = self._current.get(p.token)
@@ -410,14 +410,3 @@ def stored_bytes(raw: bytes, keep_crlf: bool = False) -> bytes:
     Dovecot, fetchmail+procmail and getmail store it), nothing else changes; `keep_crlf` keeps
     the wire bytes."""
     return raw if keep_crlf else raw.replace(b"\r\n", b"\n")
-
-
-def envelope_sender(m) -> str:
-    """The envelope sender of a message that arrived without an envelope: its first Return-Path:."""
-    values = m.get_all("Return-Path", decode=False)
-    if not values:
-        return ""
-    v = values[0].strip()
-    if v.startswith("<") and ">" in v:
-        v = v[1:v.index(">")]
-    return v.strip()

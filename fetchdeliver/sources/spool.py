@@ -75,7 +75,7 @@ class SpoolSource:
         import hashlib
 
         from fetchdeliver.message import Message
-        from fetchdeliver.sources.runner import envelope_sender
+        from fetchdeliver.message import envelope_sender
 
         self.young = False
         for path in self.candidates():
