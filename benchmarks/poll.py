@@ -72,9 +72,9 @@ class InProcessPoll:
     def __call__(self, dc, work):
         import io
 
-        from fetchdeliver.accounts import from_settings
+        from fetchdeliver.sources.accounts import from_settings
         from fetchdeliver.config import Settings, load
-        from fetchdeliver.fetch import AccountRun
+        from fetchdeliver.sources.runner import AccountRun
         from fetchdeliver.state import open_state
 
         if self.state is None:

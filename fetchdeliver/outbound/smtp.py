@@ -17,6 +17,8 @@ import smtplib
 import ssl
 import subprocess
 
+from fetchdeliver.errors import FetchdeliverError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.outbound.settings import OutboundSettings
@@ -37,7 +39,7 @@ class Result:
         return f"Result({self.status!r}, {self.text!r})"
 
 
-class _Failure(Exception):
+class _Failure(FetchdeliverError):
     def __init__(self, status: str, text: str) -> None:
         super().__init__(text)
         self.status = status
@@ -72,12 +74,14 @@ def _transfer(s: smtplib.SMTP, sender: str, rcpt: str, data: bytes, where: str) 
     code, msg = s.rcpt(rcpt)
     if code not in (250, 251):
         raise _Failure(_classify(code), f"{where} said to RCPT TO:<{rcpt}>: {_reply_text(code, msg)}")
+    reply: tuple[int, bytes | str]
     try:
-        code, msg = s.data(data)
+        reply = s.data(data)
     except smtplib.SMTPDataError as e:
-        code, msg = e.smtp_code, e.smtp_error
+        reply = e.smtp_code, e.smtp_error
+    code, answer = reply
     if code != 250:
-        raise _Failure(_classify(code), f"{where} said to DATA: {_reply_text(code, msg)}")
+        raise _Failure(_classify(code), f"{where} said to DATA: {_reply_text(code, answer)}")
 
 
 def _password(relay: dict) -> str:
@@ -98,7 +102,7 @@ def _oauth2_source(settings: "OutboundSettings"):
     """The Account whose OAuth2 code gives the relay its access token: the [[account]] named by
     relay.oauth2_account (its refresh flow, stored grant or token command), or one made of
     relay.oauth2_token_command."""
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
     from fetchdeliver.config import Settings
 
     relay = settings.relay
@@ -125,7 +129,7 @@ def _oauth2_login(s: smtplib.SMTP, settings: "OutboundSettings", where: str) -> 
     expires); a token the server refuses is refreshed once, as for IMAP and POP3 logins."""
     import base64
 
-    from fetchdeliver.accounts import SecretError, oauthbearer_string, xoauth2_string
+    from fetchdeliver.sources.credentials import SecretError, oauthbearer_string, xoauth2_string
 
     relay = settings.relay
     assert relay is not None
@@ -176,7 +180,7 @@ def send_via_relay(settings: "OutboundSettings", sender: str, rcpt: str, data: b
     helo = relay.get("helo") or settings.hostname
     timeout = relay.get("timeout") or settings.timeout
     ctx = _tls_context(relay.get("ca_file")) if tls != "none" else None
-    s = None
+    s: smtplib.SMTP | None = None
     try:
         if tls == "implicit":
             s = smtplib.SMTP_SSL(host, port, local_hostname=helo, timeout=timeout, context=ctx)

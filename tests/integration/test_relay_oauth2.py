@@ -97,7 +97,7 @@ def test_expired_token_is_refreshed_before_connecting(tmp_path, oauth2_provider,
 
 
 def test_relay_and_fetch_share_the_accounts_token_cache(tmp_path, oauth2_provider, relay_world):
-    from fetchdeliver.accounts import from_settings
+    from fetchdeliver.sources.accounts import from_settings
 
     q = sender_queue(tmp_path, oauth_config(relay_world, oauth2_provider, "xoauth2"))
     path = tmp_path / "sender.toml"
