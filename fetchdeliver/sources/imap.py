@@ -261,7 +261,7 @@ class ImapSource:
             except ValueError as e:
                 # An answer we cannot read in full must not hide a message: compare the usual way.
                 log.warning("%s: %s: unreadable QRESYNC answer (%s); comparing UIDs instead",
-                              self.account.name, folder, e)
+                            self.account.name, folder, e)
         return info
 
     def sync_point(self) -> tuple[int, int, int] | None:
