@@ -210,9 +210,18 @@ class ImapSource:
         """
         self.resync = None
         with _command(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", self.account.address):
+            info = None
             if since is not None and self.qresync:
-                info = self._select_qresync(folder, readonly, since)
-            else:
+                try:
+                    info = self._select_qresync(folder, readonly, since)
+                except imap_errors.IMAPClientAbortError:
+                    raise
+                except imap_errors.IMAPClientError as e:
+                    # A server that announces QRESYNC but refuses its SELECT parameters: the plain SELECT
+                    # (whose error, if any, is the one to report) and the UID comparison instead.
+                    log.warning("%s: %s: SELECT with QRESYNC refused (%s); selecting without it",
+                                self.account.name, folder, _strip_imaplib(server_words(e)))
+            if info is None:
                 info = self.client.select_folder(folder, readonly=readonly)
         self.folder = folder
         self.readonly = readonly
@@ -242,8 +251,7 @@ class ImapSource:
         arg = f"{quote_mailbox(folder)} (QRESYNC ({uidvalidity} {modseq}))"
         typ, data = imap.select(arg, readonly)
         if typ != "OK":
-            raise SourceError(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", f"server said: {typ} "
-                              f"{server_words(data)}")
+            raise imap_errors.IMAPClientError(f"{typ} {server_words(data)}")
         untagged = imap.untagged_responses
         info: dict = {}
         for key in ("UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ", "EXISTS"):
