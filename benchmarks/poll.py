@@ -239,7 +239,7 @@ def main() -> int:
     for mine in (OURS, OURS_DAEMON):
         for name, t in medians.items():
             if name not in (OURS, OURS_DAEMON):
-                print(f"{mine} vs {name}: {medians[mine] / t:.2f}x the time")
+                print(f"{mine} vs {name}: {medians[mine] / t:.3g}x the time")
     return 0
 
 
