@@ -100,8 +100,7 @@ CONFIG_COMMANDS = [
     (["status"], "fetchdeliver status"),
     (["oauth2", "authorize", "acct"], "fetchdeliver oauth2"),
     (["lmtp", "--listen", "127.0.0.1:0"], "fetchdeliver lmtp"),
-    pytest.param(["imap"], "fetchdeliver imap", marks=pytest.mark.xfail(
-        strict=True, reason="imapserver/command.py prints its ConfigErrors itself (being restructured in #11)")),
+    (["imap"], "fetchdeliver imap"),
     (["pop3"], "fetchdeliver pop3"),
     (["managesieve"], "fetchdeliver managesieve"),
     (["submission"], "fetchdeliver submission"),
