@@ -179,8 +179,6 @@ NOT_A_PROJECT_ERROR = {
     "fetchdeliver.sieve.interpreter.Stop": CONTROL_FLOW,
     "fetchdeliver.sieve.interpreter.Return": CONTROL_FLOW,
     "fetchdeliver.sieve.interpreter.Break": CONTROL_FLOW,
-    "fetchdeliver.imapserver.protocol.ParseError": RESTRUCTURING,
-    "fetchdeliver.imapserver.search.BadCharset": RESTRUCTURING,
     "fetchdeliver.sieve.addresses._Unclosed": RESTRUCTURING,
     "fetchdeliver.sieve.extensions.regex.Untranslatable": RESTRUCTURING,
     "fetchdeliver.sieve.testsuite.harness.TestFail": RESTRUCTURING,
