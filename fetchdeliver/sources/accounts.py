@@ -254,7 +254,11 @@ class Account:
             # Ports 143/110 speak plaintext first: upgrade with STARTTLS there, never go plaintext.
             tls = "starttls" if port in (143, 110) else "implicit"
         self.tls: str = tls
-        self.port: int = port or self.kind.default_ports[tls]
+        from fetchdeliver.sources.registry import source_kind
+
+        # An unknown kind (a plugin uninstalled since the config was cached) fails at fetch time, per account.
+        kind = source_kind(self.protocol)
+        self.port: int = port or (kind.default_ports.get(tls, 0) if kind is not None else 0)
         self.ca_file: str | None = t.get("ca_file")
         fp = t.get("fingerprint")
         # Pins: SHA-256 certificate fingerprints (hex) and SPKI pins ("sha256//BASE64"); any may match.
