@@ -329,6 +329,12 @@ class PasswdFileAuthenticator(Authenticator):
             return None
         return _account(entry)
 
+    def account(self, user: str) -> Account | None:
+        """The user's Account without a password check (their mail, for a login proven otherwise:
+        an OAuth2 token the issuer vouched for)."""
+        entry = self.users().get(user)
+        return _account(entry) if entry is not None else None
+
     def scram_credentials(self, user: str, hash_name: str = "sha256"):
         """(ScramKeys, Account) for SASL SCRAM, from a {SCRAM-SHA-256}/{SCRAM-SHA-1} or {PLAIN}
         password; None for an unknown user or one whose hash cannot serve SCRAM (a crypt hash)."""
