@@ -108,7 +108,7 @@ def _url(v, where):
 
 KEYS = {
     "name": _name,
-    "protocol": config._choice("imap", "pop3"),
+    "protocol": config._choice("imap", "pop3", "jmap"),
     "host": _host,
     "port": config._int(1, 65535),
     "tls": config._choice("implicit", "starttls", "none"),
@@ -152,6 +152,8 @@ KEYS = {
     # and whether to use NOTIFY (one connection for every folder) when the server offers it.
     "max_connections": config._int(1, 100),
     "notify": config._bool,
+    # JMAP (RFC 8620/8621): the session resource; default https://HOST[:PORT]/.well-known/jmap.
+    "session_url": _url,
 }
 
 REQUIRED = ("name", "protocol", "host", "user")
@@ -216,7 +218,12 @@ def check_accounts(accounts: list, file: str) -> None:
             if "folders" in acc:
                 err(i, acc, "folders", "POP3 has no folders; remove this key")
         elif "apop" in acc:
-            err(i, acc, "apop", "APOP is a POP3 login; remove this key from an IMAP account")
+            err(i, acc, "apop", f"APOP is a POP3 login; remove this key from an {proto.upper()} account")
+        # JMAP accounts: HTTPS (or plain HTTP with tls = "none"), no STARTTLS; see sources/jmap.py.
+        if proto == "jmap" and tls == "starttls":
+            err(i, acc, "tls", 'JMAP speaks HTTPS: use tls = "implicit" (the default) or "none" (plain HTTP)')
+        if proto != "jmap" and "session_url" in acc:
+            err(i, acc, "session_url", "only used by JMAP accounts (protocol = \"jmap\")")
         sources = [k for k in ("password", "password_command", "oauth2_token_command") if k in acc]
         flow = [k for k in OAUTH2_FLOW if k in acc]
         authorize = [k for k in OAUTH2_AUTHORIZE if k in acc]
@@ -261,11 +268,12 @@ def check_accounts(accounts: list, file: str) -> None:
             err(i, acc, "mbox", "set either maildir or mbox, not both")
         if "poll" in acc and acc["poll"] < 1:
             err(i, acc, "poll", "must be at least 1 second (e.g. \"5m\")")
-        if acc.get("idle") and proto != "imap":
-            err(i, acc, "idle", "IDLE is an IMAP feature; remove it from a POP3 account")
+        if acc.get("idle") and proto == "pop3":
+            err(i, acc, "idle", "IDLE is an IMAP feature (JMAP accounts push with EventSource); remove it from a "
+                "POP3 account")
         for k in ("max_connections", "notify"):
             if k in acc and proto != "imap":
-                err(i, acc, k, "only used by IMAP push (idle = true); remove it from a POP3 account")
+                err(i, acc, k, f"only used by IMAP push (idle = true); remove it from a {proto.upper()} account")
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
 
@@ -279,7 +287,8 @@ config.register_array_table("account", KEYS, required=REQUIRED, rule=check_accou
 DEFAULT_MAX_CONNECTIONS = 5
 
 DEFAULT_PORTS = {("imap", "implicit"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
-                 ("pop3", "implicit"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110}
+                 ("pop3", "implicit"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
+                 ("jmap", "implicit"): 443, ("jmap", "starttls"): 443, ("jmap", "none"): 80}
 
 
 def _run_secret_command(command: str, what: str, timeout: float = 120.0) -> str:
@@ -310,7 +319,7 @@ class Account:
     __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "pins", "verify", "tls_min_version", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
-                 "keep_crlf", "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
+                 "keep_crlf", "idle", "max_connections", "notify", "session_url", "_table", "_state_dir", "_token")
 
     def __init__(self, table: dict, settings: "Settings | None" = None) -> None:
         t = self._table = dict(table)
@@ -348,12 +357,14 @@ class Account:
         self.default_mailbox: str = t.get("default_mailbox") or d.get("default_mailbox") or "INBOX"
         self.maildir: str | None = t.get("maildir")
         self.mbox: str | None = t.get("mbox")
-        self.keep_crlf: bool = bool(t.get("keep_crlf", False))
+        # JMAP hands over the stored message itself (a blob), not a wire rendering: delivered as is.
+        self.keep_crlf: bool = bool(t.get("keep_crlf", self.protocol == "jmap"))
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
         self.idle: bool = bool(t.get("idle", False))
         self.max_connections: int = int(t.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         self.notify: bool = bool(t.get("notify", True))
+        self.session_url: str | None = t.get("session_url")   # JMAP
         self._state_dir = settings.state_dir if settings is not None else config.default_state_dir()
         self._token: str | None = None
 

@@ -1,4 +1,4 @@
-"""`fetchdeliver fetch`: one pass over the POP3/IMAP accounts, every message delivered exactly once.
+"""`fetchdeliver fetch`: one pass over the POP3/IMAP/JMAP accounts, every message delivered exactly once.
 
 The safety order, per batch of messages (many UIDs per FETCH):
 
@@ -205,6 +205,13 @@ class AccountRun:
                 self.source.connect()
                 for folder in self.folders or a.folders:
                     self.imap_folder(folder)
+            elif a.protocol == "jmap":
+                # JMAP (RFC 8620/8621): its own pass over Email/changes, through deliver_batch() below.
+                from fetchdeliver.sources.jmap import JmapSource, fetch_jmap
+
+                self.source = JmapSource(a)
+                self.source.connect()
+                fetch_jmap(self, self.source)
             else:
                 from fetchdeliver.sources.pop3 import Pop3Source
 

@@ -1,0 +1,273 @@
+"""`protocol = "jmap"` accounts against a real Cyrus IMAP 3.6 with JMAP (tests/integration/cyrus.py).
+
+Mail is put in over Cyrus' IMAP; `fetchdeliver fetch` takes it over JMAP (session discovery,
+Email/query or Email/changes, Email/get, blob download) into a Maildir.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from fetchsetup import counts, split_received, toml_value
+
+from cyrus import Cyrus, CyrusUnavailable
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def cyrus():
+    try:
+        cy = Cyrus()
+    except CyrusUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        cy.start()
+    except BaseException:
+        cy.cleanup()
+        raise
+    yield cy
+    cy.cleanup()
+
+
+_n = [0]
+
+
+@pytest.fixture
+def user(cyrus):
+    """A fresh Cyrus user (one per test: the server is shared by the module)."""
+    _n[0] += 1
+    name = f"u{os.getpid()}x{_n[0]}"
+    cyrus.users[name] = "pw-" + name
+    cyrus._saslpasswd(name, cyrus.users[name])
+    cyrus.create_user(name)
+    return name
+
+
+class JmapSetup:
+    """A config with one JMAP account on the Cyrus fixture, and ways to run fetch."""
+
+    def __init__(self, tmp_path, cyrus: Cyrus, user: str, cmd: list[str], **keys) -> None:
+        self.cyrus = cyrus
+        self.user = user
+        self.cmd = cmd
+        self.maildir = str(tmp_path / "Mail")
+        self.state_dir = str(tmp_path / "state")
+        self.config = str(tmp_path / "config.toml")
+        self.keys = {"name": "jm", "protocol": "jmap", "host": "127.0.0.1", "port": cyrus.port("http"),
+                     "tls": "none", "user": user, "password": cyrus.users[user], **keys}
+        self.write()
+
+    def write(self) -> None:
+        lines = ["[delivery]", f"maildir = {toml_value(self.maildir)}", f"state_dir = {toml_value(self.state_dir)}",
+                 "", "[[account]]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in self.keys.items() if v is not None]
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cmd + ["fetch", "-c", self.config, *args], capture_output=True, text=True,
+                              timeout=120)
+
+    def delivered(self) -> list[bytes]:
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.maildir, sub)
+            if os.path.isdir(d):
+                for fn in sorted(os.listdir(d)):
+                    with open(os.path.join(d, fn), "rb") as f:
+                        out.append(f.read())
+        return out
+
+    def sync_point(self):
+        db = sqlite3.connect(os.path.join(self.state_dir, "state.sqlite"))
+        try:
+            return db.execute("SELECT jmap_account, scope, state FROM jmap_sync").fetchall()
+        finally:
+            db.close()
+
+
+def msg(i: int, extra: bytes = b"") -> bytes:
+    return (b"From: Sender <sender@example.org>\r\nTo: rcpt@example.org\r\n"
+            b"Subject: message %d\r\nMessage-ID: <m%d.%d@example.org>\r\n" % (i, i, os.getpid())
+            + extra + b"\r\nbody of %d\r\nline two \xc3\xa9\r\n" % i)
+
+
+def bodies(delivered: list[bytes]) -> list[bytes]:
+    return sorted(split_received(raw)[1] for raw in delivered)
+
+
+def test_fetch_is_byte_exact_and_incremental(tmp_path, cyrus, user, fetchdeliver_cmd):
+    raws = [msg(1), msg(2, b"X-Odd:   spaces\t \r\n"), msg(3)]
+    for raw in raws:
+        cyrus.append(user, raw)
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd)
+    r = setup.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert counts(r.stdout, "jm") == (3, 3, 0, 0)
+    got = setup.delivered()
+    # Exactly the blob's bytes (CRLF and all) under the one Received: line we add.
+    assert bodies(got) == sorted(raws)
+    assert all(b"with JMAP" in split_received(raw)[0] for raw in got)
+    point = setup.sync_point()
+    assert len(point) == 1 and point[0][0] == user
+
+    # Nothing new: no delivery; the watermark stays usable.
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+    # One more message: only it is fetched (Email/changes since the stored state).
+    cyrus.append(user, msg(4))
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert bodies(setup.delivered()) == sorted(raws + [msg(4)])
+    assert setup.sync_point()[0][2] != point[0][2]
+    # The server still has everything (after = "keep"), unflagged.
+    assert all(b"\\Seen" not in flags for flags, _ in cyrus.messages(user).values())
+
+
+def test_keep_crlf_false_stores_lf(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, keep_crlf=False)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert bodies(setup.delivered()) == [msg(1).replace(b"\r\n", b"\n")]
+
+
+def test_mark_seen_after_delivery(tmp_path, cyrus, user, fetchdeliver_cmd):
+    for i in range(3):
+        cyrus.append(user, msg(i))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, after="mark-seen")
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (3, 3, 0, 0), r.stdout + r.stderr
+    on_server = cyrus.messages(user)
+    assert len(on_server) == 3
+    assert all(b"\\Seen" in flags for flags, _ in on_server.values())
+    # Our own $seen changes come back in Email/changes: nothing is fetched again.
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+    assert len(setup.delivered()) == 3
+
+
+def test_delete_after_delivery(tmp_path, cyrus, user, fetchdeliver_cmd):
+    raws = [msg(i) for i in range(4)]
+    for raw in raws:
+        cyrus.append(user, raw)
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, after="delete")
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (4, 4, 0, 0), r.stdout + r.stderr
+    assert cyrus.messages(user) == {}
+    assert bodies(setup.delivered()) == sorted(raws)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+
+
+def test_move_after_delivery(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, after="move:Fetched/Done")
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert cyrus.messages(user) == {}
+    moved = cyrus.messages(user, "Fetched/Done")
+    assert [raw for _, raw in moved.values()] == [msg(1)]
+
+
+def test_initial_new_only(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, initial="new-only")
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+    cyrus.append(user, msg(2))
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert bodies(setup.delivered()) == [msg(2)]
+
+
+def test_other_folders(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    cyrus.append(user, msg(2), folder="Lists")
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, folders=["Lists"])
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert bodies(setup.delivered()) == [msg(2)]
+    # A message arriving in a folder we do not fetch changes the Email state, but is not fetched.
+    cyrus.append(user, msg(3))
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+    # Adding INBOX to the folders starts over with a listing: msg(1) and msg(3) now come too.
+    setup.keys["folders"] = ["Lists", "INBOX"]
+    setup.write()
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (2, 2, 0, 0), r.stdout + r.stderr
+
+
+def test_missing_folder_and_wrong_password_are_clear_errors(tmp_path, cyrus, user, fetchdeliver_cmd):
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, folders=["Nope"])
+    r = setup.run()
+    assert r.returncode == 1
+    assert "fetchdeliver: jm: JMAP Mailbox/get: no mailbox 'Nope' (mailboxes: Inbox)" in r.stderr, r.stderr
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, password="wrong")
+    r = setup.run()
+    assert r.returncode == 1
+    assert "fetchdeliver: jm: JMAP session: login refused (HTTP 401" in r.stderr, r.stderr
+
+
+def test_session_url_given(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, session_url=cyrus.session_url)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+
+
+CRASH_AFTER_DELIVERY = r'''
+import os, sys
+from fetchdeliver import fetch
+real = fetch.AccountRun._process
+def process(self, p, parsed):
+    out = real(self, p, parsed)
+    if out.ok and os.environ.get("FD_CRASH") == "after-deliver":
+        os._exit(9)       # delivered durably, not yet recorded, not acknowledged
+    return out
+fetch.AccountRun._process = process
+if os.environ.get("FD_CRASH") == "before-ack":
+    from fetchdeliver.sources import jmap
+    def acknowledge(self, ids, *a, **k):
+        if ids:
+            os._exit(9)   # delivered and recorded, not yet marked/destroyed at the server
+    jmap.JmapSource.acknowledge = acknowledge
+from fetchdeliver.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+@pytest.mark.parametrize("after", ["mark-seen", "delete"])
+@pytest.mark.parametrize("crash", ["after-deliver", "before-ack"])
+def test_exactly_once_across_a_crash(tmp_path, cyrus, user, after, crash):
+    raws = [msg(i) for i in range(3)]
+    for raw in raws:
+        cyrus.append(user, raw)
+    script = tmp_path / "crashing_fetch.py"
+    script.write_text(CRASH_AFTER_DELIVERY)
+    setup = JmapSetup(tmp_path, cyrus, user, [sys.executable, str(script)], after=after, batch_size=1)
+    r = subprocess.run(setup.cmd + ["fetch", "-c", setup.config], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "FD_CRASH": crash})
+    assert r.returncode == 9, r.stdout + r.stderr
+    assert len(setup.delivered()) == 1
+    # The source is untouched: the state (and the server) moved only after durable delivery.
+    assert len(cyrus.messages(user)) == 3
+    assert setup.sync_point() == []
+    r = setup.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Every message delivered exactly once, then acknowledged.
+    assert bodies(setup.delivered()) == sorted(raws)
+    left = cyrus.messages(user)
+    if after == "delete":
+        assert left == {}
+    else:
+        assert len(left) == 3 and all(b"\\Seen" in flags for flags, _ in left.values())
+    assert len(setup.sync_point()) == 1
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
