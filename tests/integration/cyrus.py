@@ -216,6 +216,12 @@ DAEMON {{
         m.login(user, password if password is not None else self.users.get(user, self.admin_password))
         return m
 
+    def add_user(self, user: str, password: str) -> None:
+        """A new user (password in the sasldb) with its mailbox, on the running server."""
+        self.users[user] = password
+        self._saslpasswd(user, password)
+        self.create_user(user)
+
     def create_user(self, user: str) -> None:
         m = self.imap(ADMIN, self.admin_password)
         try:
