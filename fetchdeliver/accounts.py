@@ -218,7 +218,7 @@ def check_accounts(accounts: list, file: str) -> None:
             if "folders" in acc:
                 err(i, acc, "folders", "POP3 has no folders; remove this key")
         elif "apop" in acc:
-            err(i, acc, "apop", f"APOP is a POP3 login; remove this key from an {proto.upper()} account")
+            err(i, acc, "apop", f"APOP is a POP3 login; remove this key from this {proto.upper()} account")
         # JMAP accounts: HTTPS (or plain HTTP with tls = "none"), no STARTTLS; see sources/jmap.py.
         if proto == "jmap" and tls == "starttls":
             err(i, acc, "tls", 'JMAP speaks HTTPS: use tls = "implicit" (the default) or "none" (plain HTTP)')

@@ -108,7 +108,8 @@ class JmapClient:
     def __init__(self, account: "Account") -> None:
         self.account = account
         self._conns: dict[tuple[str, str, int], "http.client.HTTPConnection"] = {}
-        self._bearer: str | None = None
+        self._used: set[tuple[str, str, int]] = set()   # connections that carried a request already
+        self._auth: str | None = None                   # the Authorization value (secrets fetched once)
 
     def session_url(self) -> str:
         a = self.account
@@ -125,15 +126,17 @@ class JmapClient:
         from fetchdeliver.accounts import SecretError
 
         a = self.account
+        if self._auth is not None and not refresh:
+            return self._auth
         try:
             if a.uses_oauth2:
-                if self._bearer is None or refresh:
-                    self._bearer = a.access_token(refresh=refresh)
-                return f"Bearer {self._bearer}"
-            user_pass = f"{a.user}:{a.password()}".encode()
+                self._auth = f"Bearer {a.access_token(refresh=refresh)}"
+            else:
+                user_pass = f"{a.user}:{a.password()}".encode()
+                self._auth = "Basic " + base64.b64encode(user_pass).decode("ascii")
         except SecretError as e:
             raise SourceError("JMAP login", str(e), temporary=False) from None
-        return "Basic " + base64.b64encode(user_pass).decode("ascii")
+        return self._auth
 
     # -- connections --------------------------------------------------------------------
     def connection(self, scheme: str, host: str, port: int, *, fresh: bool = False,
@@ -173,6 +176,7 @@ class JmapClient:
             except OSError:
                 pass
         self._conns.clear()
+        self._used.clear()
 
     def request(self, method: str, url: str, *, command: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
@@ -214,9 +218,10 @@ class JmapClient:
             path += "?" + parts.query
         for attempt in (0, 1):
             try:
-                conn = self.connection(parts.scheme, parts.hostname, port, fresh=False)
-                reused = getattr(conn, "_fd_used", False)
-                conn._fd_used = True   # type: ignore[attr-defined]
+                key = (parts.scheme, parts.hostname, port)
+                conn = self.connection(*key)
+                reused = key in self._used
+                self._used.add(key)
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -241,6 +246,7 @@ class JmapClient:
         raise AssertionError("unreachable")
 
     def _drop(self, scheme: str, host: str, port: int) -> None:
+        self._used.discard((scheme, host, port))
         conn = self._conns.pop((scheme, host, port), None)
         if conn is not None:
             conn.close()
