@@ -187,3 +187,41 @@ def test_exactly_once_across_a_crash(tmp_path, cyrus, user, after, crash):
     assert len(setup.sync_point()) == 1
     r = setup.run()
     assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+
+
+def test_dry_run_changes_nothing(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, after="delete")
+    r = setup.run("--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "jm: dry run: nothing was delivered, recorded or changed on the server" in r.stdout
+    assert setup.delivered() == [] and len(cyrus.messages(user)) == 1
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+
+
+def test_a_failed_delivery_keeps_the_watermark_and_the_message(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, after="delete")
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    point = setup.sync_point()
+    # The store cannot take mail (its path is a file): a temporary failure, left on the server.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    setup.keys["maildir"] = str(blocked)
+    setup.write()
+    cyrus.append(user, msg(2))
+    r = setup.run()
+    assert r.returncode == 1
+    assert counts(r.stdout, "jm") == (1, 0, 0, 1), r.stdout + r.stderr
+    assert "not delivered, left on the server for the next run" in r.stderr, r.stderr
+    assert [raw for _, raw in cyrus.messages(user).values()] == [msg(2)]
+    assert setup.sync_point() == point
+    # The store is back: the message comes (changes since the old watermark), then is deleted.
+    del setup.keys["maildir"]
+    setup.write()
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert bodies(setup.delivered()) == [msg(1), msg(2)]
+    assert cyrus.messages(user) == {} and setup.sync_point() != point
