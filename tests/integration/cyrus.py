@@ -60,7 +60,22 @@ class Cyrus:
         self.users = dict(users or {})
         self.dir = tempfile.mkdtemp(prefix="fd-cyrus-")
         os.chmod(self.dir, 0o755)
-        self.ports = dict(zip(("imap", "http"), free_ports(2)))
+        self.ports = dict(zip(("imap", "http", "https"), free_ports(3)))
+        import hashlib
+        import ssl
+
+        import trustme  # test dependency, as for the Dovecot fixture
+
+        # httpd on "https" speaks implicit TLS with a certificate from a test CA.
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("127.0.0.1", "localhost", common_name="127.0.0.1")
+        self.ca_file = self.path("ca.pem")
+        self.ca.cert_pem.write_to_path(self.ca_file)
+        self.cert_file = self.path("server.pem")
+        cert.private_key_and_cert_chain_pem.write_to_path(self.cert_file)
+        os.chmod(self.cert_file, 0o600)
+        der = ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+        self.fingerprint = hashlib.sha256(der).hexdigest()
         self.proc: subprocess.Popen | None = None
         if os.getuid() == 0:
             self.run_as = "cyrus"
@@ -104,6 +119,8 @@ lmtpsocket: {d}/socket/lmtp
 idlesocket: {d}/socket/idle
 notifysocket: {d}/socket/notify
 jmap_pushpoll: 1s
+tls_server_cert: {self.cert_file}
+tls_server_key: {self.cert_file}
 syslog_prefix: fd-cyrus-test
 """)
         c = f"-C {self.conf}"
@@ -114,6 +131,7 @@ syslog_prefix: fd-cyrus-test
 SERVICES {{
   imap cmd="imapd {c}" listen="127.0.0.1:{self.ports['imap']}" prefork=0
   http cmd="httpd {c}" listen="127.0.0.1:{self.ports['http']}" prefork=0
+  https cmd="httpd -s {c}" listen="127.0.0.1:{self.ports['https']}" prefork=0
 }}
 EVENTS {{
 }}

@@ -225,3 +225,30 @@ def test_a_failed_delivery_keeps_the_watermark_and_the_message(tmp_path, cyrus, 
     assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
     assert bodies(setup.delivered()) == [msg(1), msg(2)]
     assert cyrus.messages(user) == {} and setup.sync_point() != point
+
+
+def test_https_with_ca_file_and_with_a_pin(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    tls = {"port": cyrus.port("https"), "tls": "implicit"}
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, ca_file=cyrus.ca_file, **tls)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert all(b"with JMAPS" in split_received(raw)[0] for raw in setup.delivered())
+    # The system CAs do not know the test CA: refused, naming the problem.
+    setup.keys.pop("ca_file")
+    setup.write()
+    r = setup.run()
+    assert r.returncode == 1
+    assert "fetchdeliver: jm: JMAP session: certificate not trusted" in r.stderr, r.stderr
+    # A pin of the server's certificate replaces the CA check (a self-signed server) ...
+    cyrus.append(user, msg(2))
+    setup.keys["fingerprint"] = cyrus.fingerprint
+    setup.write()
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    # ... and a pin that does not match is refused before any request is sent.
+    setup.keys["fingerprint"] = "00" * 32
+    setup.write()
+    r = setup.run()
+    assert r.returncode == 1
+    assert "fetchdeliver: jm: JMAP connect: the server's certificate has SHA-256 fingerprint" in r.stderr, r.stderr
