@@ -318,6 +318,15 @@ class JmapSource:
 
         A method-level error (RFC 8620 3.6.2) raises SourceError naming the method and the error type
         (CannotCalculateChanges for `cannotCalculateChanges`)."""
+        out: list[dict] = []
+        for r in self.call_each(calls):
+            if isinstance(r, SourceError):
+                raise r
+            out.append(r)
+        return out
+
+    def call_each(self, calls: list[tuple[str, dict]]) -> list[dict | SourceError]:
+        """As call(), but a method's error is returned in its place (the other answers are kept)."""
         s = self._session()
         request = {"using": USING,
                    "methodCalls": [[name, {"accountId": s.account_id, **args}, str(i)]
@@ -329,32 +338,43 @@ class JmapSource:
                                                 "Accept": "application/json"})
         try:
             doc = json.loads(data)
-            responses = doc["methodResponses"]
+            responses = [r for r in doc["methodResponses"]
+                         if isinstance(r, list) and len(r) == 3 and isinstance(r[1], dict)]
         except (ValueError, KeyError, TypeError):
             raise SourceError(command, "the server's answer is not a JMAP response") from None
-        out: list[dict] = []
+        out: list[dict | SourceError] = []
         for i, (name, _) in enumerate(calls):
-            match = [r for r in responses if isinstance(r, list) and len(r) == 3 and r[2] == str(i)]
-            if not match:
-                raise SourceError(f"JMAP {name}", "no response to this call")
-            for rname, args, _ in match:
-                if rname == "error":
-                    kind = args.get("type", "serverFail") if isinstance(args, dict) else "serverFail"
-                    desc = args.get("description") if isinstance(args, dict) else None
-                    text = kind + (f": {desc}" if desc else "")
-                    if kind == "cannotCalculateChanges":
-                        raise CannotCalculateChanges(f"JMAP {name}", text)
-                    raise SourceError(f"JMAP {name}", text,
-                                      temporary=kind in ("serverFail", "serverUnavailable", "serverPartialFail"))
-            out.append(match[-1][1] if match[-1][0] == name else match[0][1])
+            match = [r for r in responses if r[2] == str(i)]
+            error = next((args for rname, args, _ in match if rname == "error"), None)
+            if error is not None:
+                kind = str(error.get("type", "serverFail"))
+                desc = error.get("description")
+                text = kind + (f": {desc}" if desc else "")
+                if kind == "cannotCalculateChanges":
+                    out.append(CannotCalculateChanges(f"JMAP {name}", text))
+                else:
+                    out.append(SourceError(f"JMAP {name}", text, temporary=kind in (
+                        "serverFail", "serverUnavailable", "serverPartialFail")))
+                continue
+            named = [args for rname, args, _ in match if rname == name]
+            if not named:
+                out.append(SourceError(f"JMAP {name}", "no response to this call"))
+                continue
+            out.append(named[0])
         return out
 
     # -- mailboxes ----------------------------------------------------------------------
+    MAILBOX_GET = ("Mailbox/get", {"ids": None, "properties": ["name", "parentId", "role"]})
+
     def mailboxes(self, *, refresh: bool = False) -> list[dict]:
         if self._mailboxes is None or refresh:
-            (res,) = self.call([("Mailbox/get", {"ids": None, "properties": ["name", "parentId", "role"]})])
-            self._mailboxes = [m for m in res.get("list", []) if isinstance(m, dict) and "id" in m]
+            (res,) = self.call([self.MAILBOX_GET])
+            self._keep_mailboxes(res)
+        assert self._mailboxes is not None
         return self._mailboxes
+
+    def _keep_mailboxes(self, res: dict) -> None:
+        self._mailboxes = [m for m in res.get("list", []) if isinstance(m, dict) and "id" in m]
 
     def mailbox_paths(self) -> dict[str, str]:
         """Mailbox id -> its path, parents joined with "/" ("Archive/2024")."""
@@ -455,7 +475,17 @@ class JmapSource:
         destroyed: dict[str, None] = {}
         state = since
         for _ in range(100000):
-            (res,) = self.call([("Email/changes", {"sinceState": state, "maxChanges": max_changes})])
+            call = ("Email/changes", {"sinceState": state, "maxChanges": max_changes})
+            if self._mailboxes is None:
+                # The folders ride along: a pass with nothing new costs one API request.
+                boxes, res = self.call_each([self.MAILBOX_GET, call])
+                if isinstance(boxes, SourceError):
+                    raise boxes
+                self._keep_mailboxes(boxes)
+            else:
+                (res,) = self.call_each([call])
+            if isinstance(res, SourceError):
+                raise res
             for key in ("created", "updated"):
                 for i in res.get(key) or []:
                     changed[i] = None
@@ -534,30 +564,32 @@ def fetch_jmap(run, src: JmapSource) -> None:
     a = run.account
     state = run.state
     dry = run.dry_run
+    point = None if dry else state.jmap_sync_point(a.name)
+    news = None
+    if point is not None and point[0] == src.account_id:
+        try:
+            news = src.changes(point[2])   # the mailboxes come in the same request
+        except CannotCalculateChanges as e:
+            log.info("%s: %s; listing the folders instead", a.name, e)
     boxes = src.resolve_folders(list(a.folders))   # every folder: one Email state covers them all
     box_ids = set(boxes.values())
     scope = ",".join(sorted(box_ids))
     move_to = src.ensure_mailbox(a.move_to) if a.after == "move" and a.move_to and not dry else None
-    point = None if dry else state.jmap_sync_point(a.name)
     seen = state.pop3_seen(a.name)   # Email ids already delivered (or skipped as duplicates)
     candidates: list[str] | None = None
     new_state = ""
-    if point is not None and point[0] == src.account_id and point[1] == scope:
-        try:
-            changed, destroyed, new_state = src.changes(point[2])
-        except CannotCalculateChanges as e:
-            log.info("%s: %s; listing the folders instead", a.name, e)
-        else:
-            gone = seen & set(destroyed)
-            if gone:
-                state.pop3_forget(a.name, gone)
-                seen -= gone
-            if new_state == point[2] or not changed:
-                log.debug("%s: unchanged since the last pass (Email state %s)", a.name, point[2])
-                if new_state != point[2]:
-                    state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state))
-                return
-            candidates = changed
+    if point is not None and news is not None and point[1] == scope:
+        changed, destroyed, new_state = news
+        gone = seen & set(destroyed)
+        if gone:
+            state.pop3_forget(a.name, gone)
+            seen -= gone
+        if new_state == point[2] or not changed:
+            log.debug("%s: unchanged since the last pass (Email state %s)", a.name, point[2])
+            if new_state != point[2]:
+                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state))
+            return
+        candidates = changed
     if candidates is None:
         new_state = src.email_state()   # before the listing: whatever comes later shows in the next changes
         present = src.query(box_ids)

@@ -36,6 +36,7 @@ class JmapFront:
         self.streams = 0                         # EventSource connections open now
         self.stream_count = 0                    # ... and ever
         self.bearer_requests = 0
+        self.requests: list[str] = []            # "METHOD path" of every request, in order
         self.lock = threading.Lock()
         front = self
 
@@ -84,6 +85,8 @@ class JmapFront:
         return None
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        with self.lock:
+            self.requests.append(f"{method} {h.path}")
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         auth = self._basic(h.headers.get("Authorization", ""))

@@ -103,3 +103,17 @@ def test_bearer_token_from_the_oauth2_refresh_flow(request, tmp_path, cyrus, use
     r = setup.run()
     assert r.returncode == 1
     assert "fetchdeliver: jm2: JMAP login: OAuth2 token refresh at" in r.stderr, r.stderr
+
+
+def test_a_pass_with_nothing_new_costs_one_api_request(request, tmp_path, cyrus, user, fetchdeliver_cmd):
+    front = _front(request, cyrus, eventsource=False)
+    cyrus.append(user, msg(0))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, port=front.port)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    front.requests.clear()
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (0, 0, 0, 0), r.stdout + r.stderr
+    # Session discovery (the well-known URL redirects to Cyrus' session), then Mailbox/get and
+    # Email/changes in one API request.
+    assert front.requests == ["GET /.well-known/jmap", "GET /jmap", "POST /jmap/"]
