@@ -83,6 +83,7 @@ class Session:
         core = caps.get(CORE) or {}
         self.max_objects_in_get = _positive(core.get("maxObjectsInGet"), 500)
         self.max_objects_in_set = _positive(core.get("maxObjectsInSet"), 500)
+        self.max_concurrent_requests = _positive(core.get("maxConcurrentRequests"), 4)
         account = (data.get("primaryAccounts") or {}).get(MAIL)
         accounts = data.get("accounts") or {}
         if not account:
@@ -105,11 +106,19 @@ def _positive(v: Any, default: int) -> int:
 class JmapClient:
     """HTTP for one account: kept-alive connections, the account's TLS settings and pins, auth."""
 
-    def __init__(self, account: "Account") -> None:
+    def __init__(self, account: "Account", parent: "JmapClient | None" = None) -> None:
+        import threading
+
         self.account = account
         self._conns: dict[tuple[str, str, int], "http.client.HTTPConnection"] = {}
         self._used: set[tuple[str, str, int]] = set()   # connections that carried a request already
         self._auth: str | None = None                   # the Authorization value (secrets fetched once)
+        self._parent = parent                           # clones ask their parent (one token refresh)
+        self._auth_lock = threading.Lock()
+
+    def clone(self) -> "JmapClient":
+        """A client with its own connections and the same credentials (for another thread)."""
+        return JmapClient(self.account, parent=self)
 
     def session_url(self) -> str:
         a = self.account
@@ -122,12 +131,20 @@ class JmapClient:
         return f"{scheme}://{host}{port}/.well-known/jmap"
 
     # -- auth -------------------------------------------------------------------------
-    def authorization(self, *, refresh: bool = False) -> str:
+    def authorization(self, *, refresh: bool = False, stale: str | None = None) -> str:
+        """The Authorization header's value; `refresh`: the server refused `stale`, get a new token
+        (unless another thread already did)."""
+        if self._parent is not None:
+            return self._parent.authorization(refresh=refresh, stale=stale)
+        with self._auth_lock:
+            if self._auth is not None and (not refresh or (stale is not None and stale != self._auth)):
+                return self._auth
+            return self._new_authorization(refresh)
+
+    def _new_authorization(self, refresh: bool) -> str:
         from fetchdeliver.accounts import SecretError
 
         a = self.account
-        if self._auth is not None and not refresh:
-            return self._auth
         try:
             if a.uses_oauth2:
                 self._auth = f"Bearer {a.access_token(refresh=refresh)}"
@@ -191,8 +208,9 @@ class JmapClient:
                 raise SourceError(command, f"not an http(s) URL: {url!r}", temporary=False)
             hdrs = {"Accept-Encoding": "identity", "User-Agent": "fetchdeliver"}
             hdrs.update(headers or {})
+            sent = None
             if parts.hostname == first_host:
-                hdrs["Authorization"] = self.authorization()
+                hdrs["Authorization"] = sent = self.authorization()
             status, location, data, resp_headers = self._send(method, url, parts, body, hdrs, command)
             if status in (301, 302, 303, 307, 308) and location:
                 url = urljoin(url, location)
@@ -201,7 +219,7 @@ class JmapClient:
                 continue
             if status == 401 and self.account.uses_oauth2 and not retried_auth:
                 retried_auth = True
-                self.authorization(refresh=True)   # the cached token may have been revoked
+                self.authorization(refresh=True, stale=sent)   # the cached token may have been revoked
                 continue
             if status >= 400:
                 raise http_error(command, status, data, resp_headers)
@@ -223,6 +241,7 @@ class JmapClient:
                 reused = key in self._used
                 self._used.add(key)
                 conn.request(method, path, body=body, headers=headers)
+                quickack(conn.sock)
                 resp = conn.getresponse()
                 data = resp.read()
                 if resp.will_close:
@@ -250,6 +269,21 @@ class JmapClient:
         conn = self._conns.pop((scheme, host, port), None)
         if conn is not None:
             conn.close()
+
+
+def quickack(sock) -> None:
+    """Acknowledge the answer's first segment at once (Linux TCP_QUICKACK; reset by the kernel, so set
+    before each response). A server that writes the headers and the body separately (Cyrus' httpd)
+    otherwise has its body held back by Nagle's algorithm until our delayed ACK, 40 ms later: ten
+    times the cost of a small blob download (measured by benchmarks/fetch_jmap.py)."""
+    import socket
+
+    opt = getattr(socket, "TCP_QUICKACK", None)
+    if opt is not None and sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, 1)
+        except OSError:
+            pass
 
 
 def http_error(command: str, status: int, data: bytes, headers: Any) -> SourceError:
@@ -510,12 +544,12 @@ class JmapSource:
                     out[e["id"]] = e
         return out
 
-    def download(self, blob_id: str) -> bytes:
-        """The blob's bytes, exactly as the server has them."""
+    def download(self, blob_id: str, http: JmapClient | None = None) -> bytes:
+        """The blob's bytes, exactly as the server has them (over `http`: another connection)."""
         s = self._session()
         url = expand(s.download_url, {"accountId": s.account_id, "blobId": blob_id, "name": "message.eml",
                                       "type": "message/rfc822"})
-        _, _, data = self.http.request("GET", url, command="JMAP download")
+        _, _, data = (http or self.http).request("GET", url, command="JMAP download")
         return data
 
     def acknowledge(self, ids: list[str], info: dict[str, dict], source_boxes: set[str],
@@ -622,14 +656,57 @@ def fetch_jmap(run, src: JmapSource) -> None:
     todo = [i for i in wanted if i in mine]
     failed_before = run.failed
     run.progress.add_total(len(todo))
-    for batch in _batches(todo, info, a.batch_size):
-        items = [((None, None, eid), src.download(info[eid]["blobId"])) for eid in batch]
-        done = run.deliver_batch(items)
-        if done and not dry:
-            src.acknowledge([loc[2] for loc in done], info, box_ids, move_to)
+    with Downloads(src) as downloads:
+        batches = list(_batches(todo, info, a.batch_size))
+        pending = downloads.start(batches[0], info) if batches else []
+        for k, batch in enumerate(batches):
+            bodies = [f.result() for f in pending]
+            # The next batch downloads while this one is delivered (fsync-bound).
+            pending = downloads.start(batches[k + 1], info) if k + 1 < len(batches) else []
+            done = run.deliver_batch([((None, None, eid), raw) for eid, raw in zip(batch, bodies)])
+            if done and not dry:
+                src.acknowledge([loc[2] for loc in done], info, box_ids, move_to)
     if not dry and run.failed == failed_before:
         # Complete, nothing left to retry: the next pass asks what changed since this state.
         state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state))
+
+
+class Downloads:
+    """Blob downloads on a few connections of their own (up to the server's maxConcurrentRequests, less
+    one for the API calls), so downloading overlaps delivering. Results are taken in order."""
+
+    MAX_WORKERS = 4
+
+    def __init__(self, src: JmapSource) -> None:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.src = src
+        s = src._session()
+        workers = max(1, min(self.MAX_WORKERS, s.max_concurrent_requests - 1))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jmap-download")
+        self.local = threading.local()
+        self.clients: list[JmapClient] = []
+        self.lock = threading.Lock()
+
+    def _download(self, blob_id: str) -> bytes:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = self.src.http.clone()
+            with self.lock:
+                self.clients.append(client)
+        return self.src.download(blob_id, client)
+
+    def start(self, batch: list[str], info: dict[str, dict]) -> list:
+        return [self.pool.submit(self._download, info[eid]["blobId"]) for eid in batch]
+
+    def __enter__(self) -> "Downloads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for c in self.clients:
+            c.close()
 
 
 def _batches(ids: list[str], info: dict[str, dict], count: int):

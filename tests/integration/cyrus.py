@@ -260,6 +260,17 @@ DAEMON {{
         finally:
             m.logout()
 
+    def append_many(self, user: str, raws, folder: str = "INBOX") -> None:
+        """APPEND every message over one connection."""
+        m = self.imap(user)
+        try:
+            for raw in raws:
+                typ, data = m.append(folder, None, None, raw)
+                if typ != "OK":
+                    raise RuntimeError(f"APPEND {folder}: {data}")
+        finally:
+            m.logout()
+
     def messages(self, user: str, folder: str = "INBOX") -> dict[int, tuple[bytes, bytes]]:
         """UID -> (FLAGS, bytes) of a folder, read over IMAP."""
         m = self.imap(user)
