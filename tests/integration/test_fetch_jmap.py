@@ -252,3 +252,19 @@ def test_https_with_ca_file_and_with_a_pin(tmp_path, cyrus, user, fetchdeliver_c
     r = setup.run()
     assert r.returncode == 1
     assert "fetchdeliver: jm: JMAP connect: the server's certificate has SHA-256 fingerprint" in r.stderr, r.stderr
+
+
+def test_switching_an_imap_account_to_jmap_delivers_nothing_twice(tmp_path, cyrus, user, fetchdeliver_cmd):
+    raws = [msg(i) for i in range(3)]
+    for raw in raws:
+        cyrus.append(user, raw)
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd, protocol="imap", port=cyrus.port("imap"))
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (3, 3, 0, 0), r.stdout + r.stderr
+    # Same account name, now over JMAP: the duplicate memory knows every message's bytes.
+    setup.keys.update(protocol="jmap", port=cyrus.port("http"))
+    setup.write()
+    cyrus.append(user, msg(3))
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (4, 1, 3, 0), r.stdout + r.stderr
+    assert len(setup.delivered()) == 4
