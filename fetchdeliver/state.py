@@ -265,19 +265,22 @@ class State(AccountLocks):
     # -- JMAP -----------------------------------------------------------------------
     # Email ids are recorded like UIDLs (pop3_seen/pop3_forget); this is the watermark.
     def jmap_sync_point(self, account: str) -> tuple[str, str, str, float] | None:
-        """(JMAP accountId, scope, Email state, when) after the last complete pass (`Email/changes` since it)."""
+        """(JMAP accountId, scope, Email state, when the folders were last listed) after the last complete
+        pass (`Email/changes` since it)."""
         row = self.db.execute("SELECT jmap_account, scope, state, at FROM jmap_sync WHERE account=?",
                               (account,)).fetchone()
         return tuple(row) if row else None
 
-    def set_jmap_sync_point(self, account: str, point: tuple[str, str, str] | None) -> None:
-        """Remember (or with None forget) (accountId, scope, Email state) of a complete pass."""
+    def set_jmap_sync_point(self, account: str, point: tuple[str, str, str] | None, *,
+                            at: float | None = None) -> None:
+        """Remember (or with None forget) (accountId, scope, Email state) of a complete pass; `at`: when
+        the folders were last listed completely (default: now)."""
         with self._tx():
             if point is None:
                 self.db.execute("DELETE FROM jmap_sync WHERE account=?", (account,))
             else:
                 self.db.execute("INSERT OR REPLACE INTO jmap_sync VALUES (?,?,?,?,?)",
-                                (account, *(str(x) for x in point[:3]), time.time()))
+                                (account, *(str(x) for x in point[:3]), time.time() if at is None else at))
 
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from typing import Any, Iterable
 
 from fetchdeliver.sources.base import SourceError, describe_os_error
@@ -39,6 +40,10 @@ log = logging.getLogger("fetchdeliver.sources.jmap")
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 USING = [CORE, MAIL]
+
+# A complete listing of the folders at least this often, even while Email/changes answers: the safety
+# net for a server whose states went backwards (a restore), as the daily full comparison is for IMAP.
+FULL_LISTING_EVERY = 24 * 3600
 
 # Bodies per download batch, besides the account's batch_size: keep a batch's memory bounded.
 BATCH_BYTES = 32 * 1024 * 1024
@@ -519,6 +524,10 @@ class JmapSource:
             else:
                 (res,) = self.call_each([call])
             if isinstance(res, SourceError):
+                if res.detail.startswith("invalidArguments") and state == since:
+                    # The server does not know our state at all (Cyrus answers so for a state it never
+                    # issued): as cannotCalculateChanges, the folders are listed instead.
+                    raise CannotCalculateChanges(res.command, res.detail)
                 raise res
             for key in ("created", "updated"):
                 for i in res.get(key) or []:
@@ -600,7 +609,8 @@ def fetch_jmap(run, src: JmapSource) -> None:
     dry = run.dry_run
     point = None if dry else state.jmap_sync_point(a.name)
     news = None
-    if point is not None and point[0] == src.account_id:
+    listed_at = point[3] if point is not None else 0.0
+    if point is not None and point[0] == src.account_id and time.time() - listed_at < FULL_LISTING_EVERY:
         try:
             news = src.changes(point[2])   # the mailboxes come in the same request
         except CannotCalculateChanges as e:
@@ -621,17 +631,18 @@ def fetch_jmap(run, src: JmapSource) -> None:
         if new_state == point[2] or not changed:
             log.debug("%s: unchanged since the last pass (Email state %s)", a.name, point[2])
             if new_state != point[2]:
-                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state))
+                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state), at=listed_at)
             return
         candidates = changed
     if candidates is None:
+        listed_at = time.time()
         new_state = src.email_state()   # before the listing: whatever comes later shows in the next changes
         present = src.query(box_ids)
         first = point is None and not seen
         if first and a.initial == "new-only":
             if not dry:
                 state.complete(a.name, seen=[("", None, i) for i in present])
-                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state))
+                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state), at=listed_at)
             log.info("%s: first run with initial = new-only: %d existing messages recorded, not fetched",
                      a.name, len(present))
             return
@@ -668,7 +679,7 @@ def fetch_jmap(run, src: JmapSource) -> None:
                 src.acknowledge([loc[2] for loc in done], info, box_ids, move_to)
     if not dry and run.failed == failed_before:
         # Complete, nothing left to retry: the next pass asks what changed since this state.
-        state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state))
+        state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state), at=listed_at)
 
 
 class Downloads:

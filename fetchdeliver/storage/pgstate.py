@@ -116,7 +116,8 @@ class PgState(AccountLocks):
                             (account,)).fetchone()
         return (str(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
 
-    def set_jmap_sync_point(self, account: str, point: tuple[str, str, str] | None) -> None:
+    def set_jmap_sync_point(self, account: str, point: tuple[str, str, str] | None, *,
+                            at: float | None = None) -> None:
         with self._tx() as c:
             if point is None:
                 c.execute("DELETE FROM fd_fetch_jmap_sync WHERE account = %s", (account,))
@@ -124,7 +125,7 @@ class PgState(AccountLocks):
                 c.execute("INSERT INTO fd_fetch_jmap_sync VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account) DO "
                           "UPDATE SET jmap_account = excluded.jmap_account, scope = excluded.scope, "
                           "state = excluded.state, at = excluded.at",
-                          (account, *(str(x) for x in point[:3]), time.time()))
+                          (account, *(str(x) for x in point[:3]), time.time() if at is None else at))
 
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:

@@ -268,3 +268,44 @@ def test_switching_an_imap_account_to_jmap_delivers_nothing_twice(tmp_path, cyru
     r = setup.run()
     assert counts(r.stdout, "jm") == (4, 1, 3, 0), r.stdout + r.stderr
     assert len(setup.delivered()) == 4
+
+
+def _set_point(setup, **cols) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(os.path.join(setup.state_dir, "state.sqlite"))
+    try:
+        for col, value in cols.items():
+            db.execute(f"UPDATE jmap_sync SET {col} = ?", (value,))
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_a_state_the_server_does_not_know_falls_back_to_a_listing(tmp_path, cyrus, user, fetchdeliver_cmd):
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    _set_point(setup, state="garbage")      # Cyrus: invalidArguments for sinceState
+    cyrus.append(user, msg(2))
+    r = setup.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert setup.sync_point()[0][2] != "garbage"
+
+
+def test_a_full_listing_at_least_daily(tmp_path, cyrus, user, fetchdeliver_cmd):
+    import time
+
+    cyrus.append(user, msg(1))
+    setup = JmapSetup(tmp_path, cyrus, user, fetchdeliver_cmd)
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    # A state from the server's future (its states went backwards, e.g. a restore): Cyrus answers
+    # "no changes" for it. Once the last complete listing is a day old, the folders are listed again.
+    _set_point(setup, state="999999", at=time.time() - 2 * 86400)
+    cyrus.append(user, msg(2))
+    r = setup.run()
+    assert counts(r.stdout, "jm") == (1, 1, 0, 0), r.stdout + r.stderr
+    assert bodies(setup.delivered()) == [msg(1), msg(2)]
