@@ -22,7 +22,7 @@ log = logging.getLogger("fetchdeliver.daemon.scheduler")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
 
 
 def jittered(interval: float, jitter: float, rnd: random.Random | None = None) -> float:
@@ -140,8 +140,12 @@ class AccountTask:
         loop = asyncio.get_running_loop()
         if self.account.idle:
             push = AccountPush
-            if self.account.protocol == "jmap":   # JMAP push: the session's EventSource
-                from fetchdeliver.sources.jmap_push import JmapPush as push
+            watcher = self.account.kind.watcher   # a source's own push (JMAP: EventSource)
+            if watcher:
+                import importlib
+
+                module, _, cls = watcher.partition(":")
+                push = getattr(importlib.import_module(module), cls)
             self.idle = push(
                 self.account, poll=describe_interval(self.interval),
                 renew=float(self.daemon.options["idle_renew"]),

@@ -14,9 +14,9 @@ fetch needs, and the TLS settings and pins of the account apply to every connect
   folders with `Email/query`. Email ids are recorded, like POP3 UIDLs, once delivered.
 - Bodies: `Email/get` gives blobId and size; the blob is downloaded as is, and the message delivered
   is exactly its bytes with our Received: header on top (`keep_crlf` defaults to true for JMAP).
-- Exactly-once: the fetch.py safety order (pending row + token, durable delivery, record, then the
-  `after` action with `Email/set`: `$seen`, destroy, or a move); the watermark moves only after a pass
-  in which every message was delivered and acknowledged.
+- Exactly-once: the runner's safety order (sources/runner.py: pending row + token, durable delivery,
+  record, then ack(): the `after` action with `Email/set`: `$seen`, destroy, or a move); the
+  watermark moves only after a pass in which every message was delivered and acknowledged.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from fetchdeliver.sources.base import SourceError, describe_os_error
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import http.client
+    from collections.abc import Hashable, Iterator, Sequence
 
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
+    from fetchdeliver.sources.base import Fetched, Run
 
 log = logging.getLogger("fetchdeliver.sources.jmap")
 
@@ -147,7 +149,7 @@ class JmapClient:
             return self._new_authorization(refresh)
 
     def _new_authorization(self, refresh: bool) -> str:
-        from fetchdeliver.accounts import SecretError
+        from fetchdeliver.sources.credentials import SecretError
 
         a = self.account
         try:
@@ -177,7 +179,7 @@ class JmapClient:
             conn = http.client.HTTPConnection(host, port, timeout=t)
         conn.connect()
         if scheme == "https":
-            from fetchdeliver.accounts import TLSPinError
+            from fetchdeliver.sources.tls import TLSPinError
 
             try:
                 a.check_peer(conn.sock)
@@ -324,6 +326,7 @@ class JmapSource:
         self.http = JmapClient(account)
         self.session: Session | None = None
         self._mailboxes: list[dict] | None = None
+        self.current: JmapPass | None = None   # the pass under way (batches())
 
     # -- session ------------------------------------------------------------------------
     def connect(self) -> None:
@@ -339,8 +342,23 @@ class JmapSource:
         log.debug("%s: JMAP session at %s, account %s, API %s", self.account.name, final,
                   self.session.account_id, self.session.api_url)
 
-    def close(self, quit: bool = True) -> None:
+    def close(self, *, quit: bool = True) -> None:
         self.http.close()
+
+    # -- the Source protocol (sources/base.py) ------------------------------------------
+    def batches(self, run: "Run") -> "Iterator[list[Fetched]]":
+        return pass_batches(self, run)
+
+    def ack(self, handles: "Sequence[Hashable]") -> None:
+        """Delivered durably and recorded: the account's `after` (`$seen`, destroy, move)."""
+        p = self.current
+        if handles and p is not None:
+            self.acknowledge([str(h) for h in handles], p.info, p.box_ids, p.move_to)
+
+    def release(self, handles: "Sequence[Hashable]") -> None:
+        """Not delivered: left as it is; the watermark stays where it was, so the next pass sees it again."""
+        if handles and self.current is not None:
+            self.current.released = True
 
     @property
     def account_id(self) -> str:
@@ -597,41 +615,54 @@ class JmapSource:
 
 
 # ---------------------------------------------------------------------------
-# One pass over an account, inside fetch.AccountRun (its safety order and counters).
+# The Source protocol (sources/base.py): one pass, driven by sources/runner.AccountRun.
 
-def fetch_jmap(run, src: JmapSource) -> None:
-    """Fetch what is new in the account's folders and deliver it through `run.deliver_batch()`.
+class JmapPass:
+    """What one pass learned, for ack() and the watermark at its end."""
 
-    `run` is a fetch.AccountRun: its state, dry_run, progress and counters are used as for IMAP.
-    """
-    a = run.account
+    def __init__(self) -> None:
+        self.info: dict[str, dict] = {}
+        self.box_ids: set[str] = set()
+        self.move_to: str | None = None
+        self.released = False
+
+
+def pass_batches(src: JmapSource, run: "Run") -> "Iterator[list[Fetched]]":
+    """The account's new messages in batches (JmapSource.batches); the watermark moves at the end of a
+    pass in which nothing was released (every message delivered and acknowledged)."""
+    from fetchdeliver.sources.base import Fetched
+
+    a = src.account
     state = run.state
     dry = run.dry_run
-    point = None if dry else state.jmap_sync_point(a.name)
+    name = run.account_name
+    p = src.current = JmapPass()
+    point = None if dry else state.jmap_sync_point(name)
     news = None
     listed_at = point[3] if point is not None else 0.0
     if point is not None and point[0] == src.account_id and time.time() - listed_at < FULL_LISTING_EVERY:
         try:
             news = src.changes(point[2])   # the mailboxes come in the same request
         except CannotCalculateChanges as e:
-            log.info("%s: %s; listing the folders instead", a.name, e)
+            log.info("%s: %s; listing the folders instead", name, e)
     boxes = src.resolve_folders(list(a.folders))   # every folder: one Email state covers them all
-    box_ids = set(boxes.values())
+    p.box_ids = box_ids = set(boxes.values())
     scope = ",".join(sorted(box_ids))
-    move_to = src.ensure_mailbox(a.move_to) if a.after == "move" and a.move_to and not dry else None
-    seen = state.pop3_seen(a.name)   # Email ids already delivered (or skipped as duplicates)
+    if a.after == "move" and a.move_to and not dry:
+        p.move_to = src.ensure_mailbox(a.move_to)
+    seen = state.pop3_seen(name)   # Email ids already delivered (or skipped as duplicates)
     candidates: list[str] | None = None
     new_state = ""
     if point is not None and news is not None and point[1] == scope:
         changed, destroyed, new_state = news
         gone = seen & set(destroyed)
         if gone:
-            state.pop3_forget(a.name, gone)
+            state.pop3_forget(name, gone)
             seen -= gone
         if new_state == point[2] or not changed:
-            log.debug("%s: unchanged since the last pass (Email state %s)", a.name, point[2])
+            log.debug("%s: unchanged since the last pass (Email state %s)", name, point[2])
             if new_state != point[2]:
-                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state), at=listed_at)
+                state.set_jmap_sync_point(name, (src.account_id, scope, new_state), at=listed_at)
             return
         candidates = changed
     if candidates is None:
@@ -641,45 +672,43 @@ def fetch_jmap(run, src: JmapSource) -> None:
         first = point is None and not seen
         if first and a.initial == "new-only":
             if not dry:
-                state.complete(a.name, seen=[("", None, i) for i in present])
-                state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state), at=listed_at)
+                state.complete(name, seen=[("", None, i) for i in present])
+                state.set_jmap_sync_point(name, (src.account_id, scope, new_state), at=listed_at)
             log.info("%s: first run with initial = new-only: %d existing messages recorded, not fetched",
-                     a.name, len(present))
+                     name, len(present))
             return
         if not dry and point is not None:
             # Recorded ids no longer in the folders: deleted or moved away (the duplicate memory still
             # knows their bytes, so one moved back is not delivered twice).
             gone = seen - set(present)
             if gone:
-                state.pop3_forget(a.name, gone)
+                state.pop3_forget(name, gone)
                 seen -= gone
         candidates = present
     wanted = [i for i in candidates if i not in seen]
     redo_ids = [i for i in candidates if i in seen] if a.after != "keep" and not dry else []
-    info = src.details(wanted + redo_ids)
+    p.info = info = src.details(wanted + redo_ids)
     # Only what is in one of the account's folders (changes cover the whole JMAP account).
     mine = {i for i, e in info.items() if box_ids & {k for k, v in (e.get("mailboxIds") or {}).items() if v}}
     redo = [i for i in redo_ids if i in mine and not (a.after == "mark-seen" and
                                                    (info[i].get("keywords") or {}).get("$seen"))]
     if redo:
         # Recorded but still here: a run that stopped between recording and acting on the source.
-        src.acknowledge(redo, info, box_ids, move_to)
+        src.acknowledge(redo, info, box_ids, p.move_to)
     todo = [i for i in wanted if i in mine]
-    failed_before = run.failed
-    run.progress.add_total(len(todo))
+    run.expect(len(todo))
     with Downloads(src) as downloads:
-        batches = list(_batches(todo, info, a.batch_size))
-        pending = downloads.start(batches[0], info) if batches else []
-        for k, batch in enumerate(batches):
+        groups = list(_batches(todo, info, a.batch_size))
+        pending = downloads.start(groups[0], info) if groups else []
+        for k, group in enumerate(groups):
             bodies = [f.result() for f in pending]
             # The next batch downloads while this one is delivered (fsync-bound).
-            pending = downloads.start(batches[k + 1], info) if k + 1 < len(batches) else []
-            done = run.deliver_batch([((None, None, eid), raw) for eid, raw in zip(batch, bodies)])
-            if done and not dry:
-                src.acknowledge([loc[2] for loc in done], info, box_ids, move_to)
-    if not dry and run.failed == failed_before:
+            pending = downloads.start(groups[k + 1], info) if k + 1 < len(groups) else []
+            # Email ids are account-wide and never reused: recorded like UIDLs (uidvalidity None).
+            yield [Fetched(eid, raw, eid) for eid, raw in zip(group, bodies)]
+    if not dry and not p.released:
         # Complete, nothing left to retry: the next pass asks what changed since this state.
-        state.set_jmap_sync_point(a.name, (src.account_id, scope, new_state), at=listed_at)
+        state.set_jmap_sync_point(name, (src.account_id, scope, new_state), at=listed_at)
 
 
 class Downloads:

@@ -140,20 +140,20 @@ def test_session_url_given(tmp_path, cyrus, user, fetchdeliver_cmd):
 
 CRASH_AFTER_DELIVERY = r'''
 import os, sys
-from fetchdeliver import fetch
-real = fetch.AccountRun._process
+from fetchdeliver.sources import runner
+real = runner.AccountRun._process
 def process(self, p, parsed):
     out = real(self, p, parsed)
     if out.ok and os.environ.get("FD_CRASH") == "after-deliver":
         os._exit(9)       # delivered durably, not yet recorded, not acknowledged
     return out
-fetch.AccountRun._process = process
+runner.AccountRun._process = process
 if os.environ.get("FD_CRASH") == "before-ack":
     from fetchdeliver.sources import jmap
-    def acknowledge(self, ids, *a, **k):
-        if ids:
+    def ack(self, handles):
+        if handles:
             os._exit(9)   # delivered and recorded, not yet marked/destroyed at the server
-    jmap.JmapSource.acknowledge = acknowledge
+    jmap.JmapSource.ack = ack
 from fetchdeliver.cli import main
 sys.exit(main(sys.argv[1:]))
 '''

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from fetchdeliver.accounts import Account
+from fetchdeliver.sources.accounts import Account
 from fetchdeliver.config import ConfigErrors, validate
 from fetchdeliver.sources.base import SourceError
 from fetchdeliver.sources.jmap import MAIL, JmapClient, Session, expand, http_error
@@ -46,7 +46,6 @@ def test_jmap_account_key_errors_name_the_key():
     assert "account[0] (a).session_url: expected an http(s) URL" in _errors(session_url="ftp://x/")
     assert "account[0] (a).notify: only used by IMAP push (idle = true); remove it from a JMAP account" in \
         _errors(notify=True)
-    assert "account[0] (a).apop: APOP is a POP3 login; remove this key from this JMAP account" in _errors(apop=True)
     with pytest.raises(ConfigErrors):
         validate({"account": [dict(ACC, protocol="pop3", idle=True, session_url="https://x/")]}, "/cfg.toml")
 
