@@ -47,6 +47,7 @@ class JmapPush(AccountPush):
         self._conn: Any = None   # the EventSource's http.client connection, while one is open
         self._lock = threading.Lock()
         self._last_state: str | None = None
+        self._streamed = False   # the current connection got as far as the event stream
 
     def start(self) -> None:
         self.on_plan("none", self._plans(POLLED, f"EventSource is connecting; polled every {self.poll} until then"))
@@ -73,6 +74,7 @@ class JmapPush(AccountPush):
         while not self.stop_event.is_set():
             if wait_for_server(self.servers, self.account.address, self.stop_event):
                 break
+            self._streamed = False
             try:
                 self._session()
                 failures = 0
@@ -85,6 +87,8 @@ class JmapPush(AccountPush):
             except SourceError as e:
                 if self.stop_event.is_set():
                     break
+                if self._streamed:
+                    failures = 0   # the stream was up: servers end long streams now and then
                 failures += 1
                 self.on_state(LABEL, f"{LABEL}: {e}")
                 delay = self.reconnect_cap if (not e.temporary and failures > 3) else \
@@ -136,6 +140,7 @@ class JmapPush(AccountPush):
                     raise http_error(LABEL, resp.status, resp.read(4096), resp.headers)
                 if self.servers is not None:
                     self.servers.clear(self.account.address)
+                self._streamed = True
                 self.on_plan("eventsource", self._plans(PUSHED, "JMAP EventSource (RFC 8620 7.3), one connection "
                                                                 "for every folder"))
                 self.on_state(LABEL, None)

@@ -33,6 +33,7 @@ class JmapFront:
         self.introspection_url = introspection_url   # BearerTokenAccess on
         self.pushpoll = pushpoll
         self.stopping = threading.Event()
+        self.generation = 0                      # drop_streams() ends the streams of older generations
         self.streams = 0                         # EventSource connections open now
         self.stream_count = 0                    # ... and ever
         self.bearer_requests = 0
@@ -60,6 +61,11 @@ class JmapFront:
     def start(self) -> "JmapFront":
         self._thread.start()
         return self
+
+    def drop_streams(self) -> None:
+        """End every open EventSource stream (as servers do now and then)."""
+        with self.lock:
+            self.generation += 1
 
     def stop(self) -> None:
         self.stopping.set()
@@ -148,10 +154,11 @@ class JmapFront:
         with self.lock:
             self.streams += 1
             self.stream_count += 1
+            generation = self.generation
         try:
             last = self._email_state(auth, account)
             next_ping = time.monotonic() + ping if ping else float("inf")
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and self.generation == generation:
                 self.stopping.wait(self.pushpoll)
                 now_state = self._email_state(auth, account)
                 if now_state != last:

@@ -58,6 +58,11 @@ def test_eventsource_push_wakes_the_daemon(request, tmp_path, cyrus, user, fetch
     assert front.streams == 1 and front.stream_count == 1
     wait_for(lambda: all(b"\\Seen" in f for f, _ in cyrus.messages(user).values()), 20, "$seen on every message")
     assert "errors:    none" in status(setup)
+    # The server ends the stream: the daemon connects again at once, and push goes on.
+    front.drop_streams()
+    wait_for(lambda: front.stream_count == 2 and front.streams == 1, 30, "a new EventSource connection", proc=d)
+    cyrus.append(user, msg(4))
+    wait_for(lambda: len(setup.delivered()) == 5, 30, "delivery by push after the reconnect", proc=d)
     assert d.stop()[0] == 0
 
 
