@@ -88,7 +88,12 @@ class JmapPush(AccountPush):
                 if self.stop_event.is_set():
                     break
                 if self._streamed:
-                    failures = 0   # the stream was up: servers end long streams now and then
+                    # The stream was up: servers end long streams now and then. Not an error unless
+                    # connecting again fails (that is reported).
+                    log.info("%s: %s; connecting again", self.account.name, e)
+                    self.stop_event.wait(1.0)
+                    failures = 0
+                    continue
                 failures += 1
                 self.on_state(LABEL, f"{LABEL}: {e}")
                 delay = self.reconnect_cap if (not e.temporary and failures > 3) else \

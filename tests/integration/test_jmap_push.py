@@ -63,6 +63,8 @@ def test_eventsource_push_wakes_the_daemon(request, tmp_path, cyrus, user, fetch
     wait_for(lambda: front.stream_count == 2 and front.streams == 1, 30, "a new EventSource connection", proc=d)
     cyrus.append(user, msg(4))
     wait_for(lambda: len(setup.delivered()) == 5, 30, "delivery by push after the reconnect", proc=d)
+    assert "errors:    none" in status(setup)     # a stream the server ended is not an error
+    assert "EventSource: the server ended the event stream; connecting again" in d.log()
     assert d.stop()[0] == 0
 
 
