@@ -185,6 +185,15 @@ CREATE TABLE fd_fetch_imap_sync (
     PRIMARY KEY (account, folder)
 );
 """),
+    ("fetch state: the JMAP Email state of each account's last complete pass", """
+CREATE TABLE fd_fetch_jmap_sync (
+    account text PRIMARY KEY,
+    jmap_account text NOT NULL,
+    scope text NOT NULL,
+    state text NOT NULL,
+    at double precision NOT NULL
+);
+"""),
 ]
 
 LATEST = len(STEPS)
