@@ -8,7 +8,7 @@ from fetchdeliver.sieve import FORMAT, Script
 from fetchdeliver.sieve.cache import digest
 from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
 from fetchdeliver.sieve.parser import MAX_BLOCK_NESTING, MAX_TEST_NESTING, parse
-from fetchdeliver.sieve.registry import HARNESS, enabled_extensions
+from fetchdeliver.sieve.registry import HARNESS, Enabled
 from fetchdeliver.sieve.validate import validate
 
 
@@ -46,7 +46,7 @@ class _Unit:
         self.warnings: list[str] = []
 
 
-def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str]) -> _Unit:
+def _compile_unit(text: str, name: str, options: dict | None, enabled: Enabled) -> _Unit:
     opts = options or {}
     nodes = parse(text, name, max_block_nesting=opts.get("max_block_nesting", MAX_BLOCK_NESTING),
                   max_test_nesting=opts.get("max_test_nesting", MAX_TEST_NESTING))
@@ -74,7 +74,7 @@ def include_path(location: str, name: str, options: dict | None, base_dir: str |
 def _build(text: str, name: str, path: str | None, options: dict | None, base_dir: str | None,
            deps: list) -> Script:
     opts = options or {}
-    enabled = enabled_extensions(opts.get("extensions"), harness=opts.get("testsuite_harness") is HARNESS)
+    enabled = Enabled(opts.get("extensions"), harness=opts.get("testsuite_harness") is HARNESS)
     main = _compile_unit(text, name, options, enabled)
     includes: dict = {}
     requires = list(main.requires)

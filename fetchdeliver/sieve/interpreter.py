@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 
 from fetchdeliver.actions import Discard, Redirect, Reject, Store
-from fetchdeliver.sieve import matching
+from fetchdeliver.sieve import matching, registry
 from fetchdeliver.sieve.errors import SieveRuntimeError
+from fetchdeliver.sieve.runtime import Break, OverBudget, Return, Stop
+
+__all__ = ["Break", "Context", "OverBudget", "Return", "SieveResult", "Stop", "run", "tables"]
 
 MAX_REDIRECTS = 4    # Pigeonhole's sieve_max_redirects
 MAX_ACTIONS = 32     # sieve_max_actions (0: no limit)
@@ -26,44 +29,23 @@ CHECK_EVERY = 16     # steps between two looks at the clock (one look costs abou
 _cpu_clock = getattr(time, "thread_time", time.process_time)
 
 
-class Stop(Exception):
-    """`stop`: end the whole script."""
-
-
-class Return(Exception):
-    """`return` (include): end the current (included) script."""
-
-
-class OverBudget(SieveRuntimeError):
-    """The run used more CPU time than [sieve] max_run_time."""
-
-
-class Break(Exception):
-    """`break` (foreverypart): leave a loop (name or None for the innermost)."""
-
-    def __init__(self, name=None):
-        self.name = name
-
-
 _TABLES: dict = {}
 
 
 def tables(requires: tuple) -> tuple:
-    """(commands, tests, match types, comparators, address parts) for these extensions."""
+    """(commands, tests, match types, comparators, address parts, services) for these extensions."""
     t = _TABLES.get(requires)
     if t is not None:
         return t
-    from fetchdeliver.sieve import core
-    from fetchdeliver.sieve.registry import load_extension
-
     commands: dict = {}
     tests: dict = {}
     mtypes = dict(matching.MATCH_TYPES)
     comparators = dict(matching.COMPARATORS)
     parts: dict = {}
-    exts = [core.EXT]
+    services: dict = {}
+    exts = [registry.core()]
     for name in requires:
-        ext = load_extension(name)
+        ext = registry.load_extension(name)
         if ext is not None and ext not in exts:
             exts.append(ext)
     for ext in exts:
@@ -74,7 +56,8 @@ def tables(requires: tuple) -> tuple:
         mtypes.update(ext.match_types)
         comparators.update(ext.comparators)
         parts.update(ext.address_parts)
-    t = (commands, tests, mtypes, comparators, parts)
+        services.update(ext.services)
+    t = (commands, tests, mtypes, comparators, parts, services)
     _TABLES[requires] = t
     return t
 
@@ -88,7 +71,7 @@ class Context:
         self.env = env
         self.requires = frozenset(script.data.get("main_requires", script.requires))
         (self.commands, self.tests, self.match_types, self.comparators,
-         self.address_parts) = tables(tuple(script.requires))
+         self.address_parts, self.services) = tables(tuple(script.requires))
         self.actions: list = []
         self.implicit_keep = True
         self.flags: list[str] = []
@@ -143,9 +126,7 @@ class Context:
 
     def expand(self, s: str) -> str:
         if self.vars_enabled and "${" in s:
-            from fetchdeliver.sieve.extensions.variables import expand
-
-            return expand(self, s)
+            return self.services["expand"](self, s)
         return s
 
     def expand_list(self, values) -> list[str]:
@@ -195,9 +176,7 @@ class Context:
         """keep / fileinto with :flags, :copy, :create as given in the compiled tags."""
         self._check_reject_conflict("store")
         if "flags" in tags:
-            from fetchdeliver.sieve.extensions.imap4flags import parse_flags
-
-            flags = parse_flags(self.expand_list(tags["flags"]))
+            flags = self.services["parse_flags"](self.expand_list(tags["flags"]))
         else:
             flags = list(self.flags)
         copy = bool(tags.get("copy"))

@@ -20,9 +20,10 @@ MAX_ERRORS = 20
 class Validator:
     """One script's validation state: required extensions, errors, the registry in force."""
 
-    def __init__(self, file: str, enabled: set[str] | None = None, options: dict | None = None) -> None:
+    def __init__(self, file: str, enabled: "registry.Enabled | set[str] | None" = None,
+                 options: dict | None = None) -> None:
         self.file = file
-        self.enabled = enabled if enabled is not None else registry.enabled_extensions()
+        self.enabled = enabled if enabled is not None else registry.Enabled()
         self.options = options or {}
         self.errors: list[SieveSyntaxError] = []
         self.warnings: list[SieveSyntaxError] = []  # accepted, but worth telling (as Pigeonhole warns)
@@ -55,21 +56,29 @@ class Validator:
         if name in registry.IMPLICIT:
             self.required.append(name)
             return
-        if name not in registry.MODULES or name not in self.enabled:
+        if name not in self.enabled:
             self.error(f"require: unknown Sieve capability '{name}'", where)
             return
-        for other, why in registry.CONFLICTS.get(name, {}).items():
-            if other in self.required:
-                self.error(why, where)
-        self.required.append(name)
         ext = registry.load_extension(name)
-        if ext is not None:
-            self.reg.add(ext)
-        for implied in registry.IMPLIES.get(name, ()):
-            if implied not in self.required:
-                self.required.append(implied)
+        if ext is None:  # pragma: no cover - Enabled only admits names with a module
+            return
+        for other in self.required:
+            other_ext = registry.load_extension(other)
+            why = ext.conflicts.get(other) or (other_ext.conflicts.get(name) if other_ext else None)
+            if why:
+                self.error(why, where)
+        self.add_required(name, ext)
+
+    def add_required(self, name: str, ext) -> None:
+        self.required.append(name)
+        self.reg.add(ext)
         if name == "variables":
             self.variables = True
+        for implied in ext.implies:
+            if implied not in self.required:
+                implied_ext = registry.load_extension(implied)
+                if implied_ext is not None:
+                    self.add_required(implied, implied_ext)
 
     # -- blocks ----------------------------------------------------------
     def script(self, nodes: list[Node]) -> list:
@@ -149,7 +158,7 @@ class Validator:
             caps = sub[3][0] if sub[3] else []
             from fetchdeliver.sieve.extensions.ihave import NOT_BY_IHAVE
 
-            if all(c in self.enabled and c in registry.MODULES and c not in NOT_BY_IHAVE for c in caps):
+            if all(c in self.enabled and c not in registry.IMPLICIT and c not in NOT_BY_IHAVE for c in caps):
                 for c in caps:
                     self.require(c, node)
                 sub = ("true", node.line, {}, [], None)
@@ -211,12 +220,9 @@ class Validator:
             return
         self.reported_unknown.add(node.name)
         hint = ""
-        for ext_name, module in registry.MODULES.items():
-            if not module or ext_name in self.required:
-                continue
-            try:
-                ext = registry.load_extension(ext_name)
-            except ImportError:
+        for ext_name in registry.capabilities():
+            ext = registry.load_extension(ext_name)
+            if ext is None or ext_name in self.required:
                 continue
             table = ext.commands if kind == "command" else ext.tests
             if node.name in table and table[node.name].ext == ext_name:
@@ -363,10 +369,7 @@ class Validator:
         return tags
 
     def check_comparator(self, cmp, tags: dict, node: Node) -> None:
-        known = {"i;octet", "i;ascii-casemap"}
-        if "comparator-i;ascii-numeric" in self.required:
-            known.add("i;ascii-numeric")
-        if cmp not in known:
+        if cmp not in self.reg.comparators:
             self.error(f"unknown comparator '{cmp}'", node)
             return
         if cmp == "i;ascii-numeric" and tags.get("match") in ("contains", "matches", "regex"):
@@ -379,7 +382,7 @@ class Validator:
         return not (self.variables and "${" in s)
 
 
-def validate(nodes: list[Node], file: str, enabled: set[str] | None = None,
+def validate(nodes: list[Node], file: str, enabled: "registry.Enabled | set[str] | None" = None,
              options: dict | None = None) -> Validator:
     v = Validator(file, enabled, options)
     v.code = v.script(nodes)  # type: ignore[attr-defined]

@@ -5,11 +5,11 @@ As in Pigeonhole, Received and Auto-Submitted cannot be deleted (a warning, then
 
 from __future__ import annotations
 
-from fetchdeliver.sieve.core import _valid_header_name
 from fetchdeliver.sieve.matching import match
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import valid_header_name
 
-EXT = Extension("editheader")
+EXT = Extension("editheader", default=False)
 
 PROTECTED = ("received", "auto-submitted")
 
@@ -17,7 +17,7 @@ PROTECTED = ("received", "auto-submitted")
 def _check_add(v, node, out) -> None:
     if out[3]:
         name = out[3][0]
-        if v.constant(name) and not _valid_header_name(name):
+        if v.constant(name) and not valid_header_name(name):
             v.error(f"addheader command: specified field name `{name}' is invalid", node)
 
 
@@ -27,7 +27,7 @@ def _check_delete(v, node, out) -> None:
         v.error("deleteheader: the :last tag requires the :index tag", node)
     if out[3]:
         name = out[3][0]
-        if v.constant(name) and not _valid_header_name(name):
+        if v.constant(name) and not valid_header_name(name):
             v.error(f"deleteheader command: specified field name `{name}' is invalid", node)
 
 
@@ -71,7 +71,7 @@ def _encode_value(value: str) -> str:
 def _configured(ctx, key: str) -> set[str]:
     value = ctx.env.options.get(key) or ""
     names = (value if isinstance(value, str) else " ".join(value)).split()
-    return {n.lower() for n in names if _valid_header_name(n)}
+    return {n.lower() for n in names if valid_header_name(n)}
 
 
 def forbidden(ctx, name: str, op: str) -> bool:
@@ -90,7 +90,7 @@ def forbidden(ctx, name: str, op: str) -> bool:
 @EXT.command("addheader", args=("string", "string"), tags={"last": None}, check=_check_add)
 def addheader(ctx, node) -> None:
     name = ctx.expand(node[3][0])
-    if not _valid_header_name(name):
+    if not valid_header_name(name):
         ctx.fail(f"addheader action: specified field name `{name}' is invalid")
     if forbidden(ctx, name, "add"):
         ctx.note(f"warning: adding header field `{name}' is forbidden; ignored")

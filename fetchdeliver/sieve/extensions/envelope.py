@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fetchdeliver.sieve.addresses import parse_envelope_address
-from fetchdeliver.sieve.core import address_values
 from fetchdeliver.sieve.matching import match
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import address_values
 
 EXT = Extension("envelope")
 

@@ -28,10 +28,12 @@ def item(ctx, name: str) -> str | None:
         return "during"
     if name == "name":
         return "fetchdeliver"
-    if name.startswith("vnd.dovecot.") and "vnd.dovecot.environment" in ctx.requires:
-        from fetchdeliver.sieve.extensions.vnd_environment import item as vnd_item
-
-        return vnd_item(ctx, name)
+    for key, provider in ctx.services.items():
+        # Other extensions' items ("vnd.dovecot.*", "imap.*"): the service "environment:PREFIX".
+        if key.startswith("environment:") and name.startswith(key[12:]):
+            value = provider(ctx, name)
+            if value is not None:
+                return value
     if name == "version":
         from fetchdeliver import __version__ as v  # type: ignore[attr-defined]
 

@@ -7,8 +7,8 @@ compile error); the run-time part only switches scope.
 
 from __future__ import annotations
 
-from fetchdeliver.sieve.interpreter import Return
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import Return
 
 EXT = Extension("include")
 

@@ -1,4 +1,4 @@
-"""RFC 5429: reject and ereject (refuse the message; conflicts with keep/fileinto/redirect)."""
+"""RFC 5429: reject (refuse the message; conflicts with keep/fileinto/redirect). ereject: ereject.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,3 @@ EXT = Extension("reject")
 @EXT.command("reject", args=("string",))
 def reject(ctx, node) -> None:
     ctx.reject(ctx.expand(node[3][0]), ereject=False)
-
-
-@EXT.command("ereject", args=("string",), ext="ereject")
-def ereject(ctx, node) -> None:
-    ctx.reject(ctx.expand(node[3][0]), ereject=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("special-use")
+EXT = Extension("special-use", default=False)
 
 
 def valid_attribute(attr: str) -> bool:
@@ -48,7 +48,7 @@ def _check_exists(v, node, out) -> None:
         return
     _check_attrs(v, args[-1], node)
     if len(args) == 2 and v.constant(args[0]):
-        from fetchdeliver.sieve.extensions.mailbox_names import check_mailbox_name
+        from fetchdeliver.sieve.mailbox_names import check_mailbox_name
 
         check_mailbox_name(v, args[0], node, "specialuse_exists")
 

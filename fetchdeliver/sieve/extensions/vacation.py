@@ -1,4 +1,4 @@
-"""RFC 5230 vacation and RFC 6131 vacation-seconds.
+"""RFC 5230 vacation (RFC 6131's :seconds: vacation_seconds.py).
 
 The interpreter only decides: like Pigeonhole, the script's vacation action is
 always reported (so `sieve test` shows it, as `sieve-test` does). Whether a
@@ -15,7 +15,6 @@ from fetchdeliver.sieve.addresses import valid_address
 from fetchdeliver.sieve.registry import Extension
 
 EXT = Extension("vacation")
-EXT.tag("vacation", "seconds", "number", ext="vacation-seconds")
 
 DAY = 86400
 MIN_PERIOD = DAY          # Pigeonhole's sieve_vacation_min_period

@@ -52,7 +52,7 @@ def lookup(ctx, name: str) -> str | None:
         if ns == "env":
             env = ctx.ext_state.get("environment")
             if env is None and "vnd.dovecot.environment" in ctx.requires:
-                from fetchdeliver.sieve.extensions.vnd_environment import variable as env
+                from fetchdeliver.sieve.extensions.vnd_dovecot_environment import variable as env
             if env is not None:
                 return env(ctx, rest) or ""
         hook = ctx.ext_state.get("namespace." + ns)  # e.g. the testsuite's ${tst.path}
@@ -64,6 +64,7 @@ def lookup(ctx, name: str) -> str | None:
     return ctx.variables.get(lname, "")
 
 
+@EXT.service("expand")
 def expand(ctx, s: str) -> str:
     out = []
     i = 0

@@ -25,8 +25,9 @@ import os
 from fetchdeliver.message import Message
 from fetchdeliver.sieve import SieveEnv
 from fetchdeliver.sieve.errors import SieveCompileError, SieveRuntimeError
-from fetchdeliver.sieve.interpreter import Break, Context, Return, Stop
+from fetchdeliver.sieve.interpreter import Context
 from fetchdeliver.sieve.registry import HARNESS
+from fetchdeliver.sieve.runtime import Break, Return, Stop
 
 DEFAULT_MESSAGE = (b"From: sender@example.com\nTo: recipient@example.org\nSubject: Frop!\n\nFriep!\n")
 DEFAULT_SENDER = "sender@example.com"
@@ -65,9 +66,9 @@ PLUGIN_EXTENSIONS = {"vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.exec
 
 def all_extensions(plugins: bool = False) -> str:
     """Pigeonhole's testsuite enables every extension (no config); the extprograms plugin only with -P."""
-    from fetchdeliver.sieve.registry import HARNESS_ONLY, MODULES
+    from fetchdeliver.sieve.registry import HARNESS_ONLY, capabilities
 
-    names = set(MODULES) - HARNESS_ONLY - (set() if plugins else PLUGIN_EXTENSIONS)
+    names = set(capabilities()) - HARNESS_ONLY - (set() if plugins else PLUGIN_EXTENSIONS)
     return " ".join(sorted(names))
 
 
@@ -402,9 +403,9 @@ class Harness:
             self.options[key] = value
 
     def config_reload(self, ctx, extension: str | None) -> None:
-        from fetchdeliver.sieve.registry import MODULES
+        from fetchdeliver.sieve.registry import capabilities
 
-        if extension is not None and extension not in MODULES:
+        if extension is not None and extension not in capabilities():
             self.fail(f"test_config_reload: unknown extension '{extension}'")
 
     # -- mailboxes, binaries, metadata -------------------------------------------

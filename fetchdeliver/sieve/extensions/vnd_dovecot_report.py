@@ -14,7 +14,7 @@ from __future__ import annotations
 from fetchdeliver.actions import Action
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("vnd.dovecot.report")
+EXT = Extension("vnd.dovecot.report", default=False)
 
 FEEDBACK_TYPES = ("abuse", "fraud", "other", "virus", "auth-failure", "not-spam")
 
