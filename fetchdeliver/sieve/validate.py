@@ -66,7 +66,9 @@ class Validator:
             other_ext = registry.load_extension(other)
             why = ext.conflicts.get(other) or (other_ext.conflicts.get(name) if other_ext else None)
             if why:
+                # Not loaded (as in Pigeonhole): the names it would define keep their first meaning.
                 self.error(why, where)
+                return
         self.add_required(name, ext)
 
     def add_required(self, name: str, ext) -> None:

@@ -14,11 +14,38 @@ EXT = Extension("editheader", default=False)
 PROTECTED = ("received", "auto-submitted")
 
 
+MAX_HEADER_SIZE = 2048      # Pigeonhole's sieve_editheader_max_header_size default
+MIN_MAX_HEADER_SIZE = 1024  # and the smallest it accepts
+
+
+def max_header_size(options: dict) -> int:
+    """[sieve] editheader_max_header_size (bytes of an added value); below 1024 is ignored."""
+    try:
+        size = int(options.get("editheader_max_header_size") or MAX_HEADER_SIZE)
+    except (TypeError, ValueError):
+        return MAX_HEADER_SIZE
+    return size if size >= MIN_MAX_HEADER_SIZE else MAX_HEADER_SIZE
+
+
+def value_problem(value: str, options: dict) -> str | None:
+    """Why `value` cannot be added (a NUL, or over the size limit), or None."""
+    if "\0" in value:
+        return f"specified value `{value[:80]}' is invalid (contains NUL character)"
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > max_header_size(options):
+        return f"specified header value `{value[:80]}' is too large ({size} bytes)"
+    return None
+
+
 def _check_add(v, node, out) -> None:
     if out[3]:
         name = out[3][0]
         if v.constant(name) and not valid_header_name(name):
             v.error(f"addheader command: specified field name `{name}' is invalid", node)
+    if len(out[3]) == 2 and v.constant(out[3][1]):
+        why = value_problem(out[3][1], v.options)
+        if why:
+            v.error(f"addheader command: {why}", node)
 
 
 def _check_delete(v, node, out) -> None:
@@ -59,8 +86,19 @@ def _eol(raw: bytes) -> bytes:
     return b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
 
 
+def unfold(value: str) -> str:
+    """The value as one line: a line break before white space is folding (RFC 5322 2.2.3) and
+    goes; any other line break becomes a space."""
+    if "\n" not in value and "\r" not in value:
+        return value
+    import re
+
+    value = re.sub(r"\r?\n(?=[ \t])", "", value)
+    return re.sub(r"\r?\n|\r", " ", value)
+
+
 def _encode_value(value: str) -> str:
-    value = value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    value = unfold(value)
     if value.isascii():
         return value
     from email.header import Header
@@ -96,6 +134,10 @@ def addheader(ctx, node) -> None:
         ctx.note(f"warning: adding header field `{name}' is forbidden; ignored")
         return
     given = ctx.expand(node[3][1])
+    why = value_problem(given, ctx.env.options)
+    if why:
+        ctx.fail(f"addheader action: {why}")
+    given = unfold(given)
     value = _encode_value(given)
     raw = ctx.message.raw
     eol = _eol(raw)

@@ -89,9 +89,27 @@ def expand(ctx, s: str) -> str:
     return "".join(out)
 
 
+def max_size(ctx) -> int:
+    """The largest value a variable holds, in bytes ([sieve] variables_max_variable_size, as
+    Pigeonhole's sieve_variables_max_variable_size; default 4096)."""
+    try:
+        return int(ctx.env.options.get("variables_max_variable_size", MAX_VALUE))
+    except (TypeError, ValueError):
+        return MAX_VALUE
+
+
+def truncate(value: str, limit: int) -> str:
+    """`value` cut to at most `limit` bytes of UTF-8, never inside a character."""
+    if len(value) <= limit // 4 or (value.isascii() and len(value) <= limit):
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return value
+    return raw[:limit].decode("utf-8", "ignore")
+
+
 def assign(ctx, name: str, value: str) -> None:
-    if len(value) > MAX_VALUE:
-        value = value.encode("utf-8")[:MAX_VALUE].decode("utf-8", "ignore")
+    value = truncate(value, max_size(ctx))
     lname = name.lower()
     if lname.startswith("global."):
         ctx.global_vars[lname[7:]] = value
@@ -105,7 +123,26 @@ def get(ctx, name: str) -> str:
     return lookup(ctx, name) or ""
 
 
-def apply_modifiers(value: str, mods: list[str]) -> str:
+def encode_url(value: str, limit: int | None = None) -> str:
+    """:encodeurl (RFC 5435 4.1): percent-encoded UTF-8; with `limit`, as many whole characters
+    as fit in `limit` bytes (an escape is never cut, as in Pigeonhole)."""
+    from urllib.parse import quote
+
+    out = quote(value, safe="-._~")
+    if limit is None or len(out) <= limit:
+        return out
+    size = 0
+    pieces = []
+    for c in value:
+        enc = quote(c, safe="-._~")
+        if size + len(enc) > limit:
+            break
+        pieces.append(enc)
+        size += len(enc)
+    return "".join(pieces)
+
+
+def apply_modifiers(value: str, mods: list[str], limit: int | None = None) -> str:
     for m in sorted(mods, key=lambda m: -MODIFIERS[m]):
         if m == "lower":
             value = ascii_lower(value)
@@ -120,9 +157,7 @@ def apply_modifiers(value: str, mods: list[str]) -> str:
         elif m == "quoteregex":
             value = "".join("\\" + c if c in "\\^$.[]|()?*+{}" else c for c in value)
         elif m == "encodeurl":
-            from urllib.parse import quote
-
-            value = quote(value, safe="-._~")
+            value = encode_url(value, limit)
         elif m == "length":
             value = str(len(value))
     return value
@@ -157,7 +192,7 @@ def set_(ctx, node) -> None:
     value = ctx.expand(value)
     mods = [t for t in tags if t in MODIFIERS]
     if mods:
-        value = apply_modifiers(value, mods)
+        value = apply_modifiers(value, mods, max_size(ctx))
     assign(ctx, name, value)
     ctx.note(f"set {name} = {value!r}")
 
