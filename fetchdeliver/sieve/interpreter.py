@@ -73,6 +73,9 @@ class Context:
         (self.commands, self.tests, self.match_types, self.comparators,
          self.address_parts, self.services) = tables(tuple(script.requires))
         self.actions: list = []
+        # id(action) -> the message as it was when the action was taken: RFC 5293 section 7, "actions
+        # that store, send, or alter the message MUST do so with the current set of header fields".
+        self.snapshots: dict = {}
         self.implicit_keep = True
         self.flags: list[str] = []
         self.variables: dict[str, str] = {}
@@ -171,6 +174,7 @@ class Context:
             self.fail(f"total number of actions exceeds policy limit ({len(self.actions) + 1} > "
                       f"{self.max_actions})")
         self.actions.append(action)
+        self.snapshots[id(action)] = self.message
 
     def store(self, mailbox: str, tags: dict, kind: str) -> None:
         """keep / fileinto with :flags, :copy, :create as given in the compiled tags."""
@@ -239,9 +243,11 @@ class Context:
 class SieveResult:
     """What a script decided: actions (implicit keep included), errors, the (edited) message."""
 
-    __slots__ = ("actions", "errors", "message", "trace", "duplicate_keys", "implicit_keep")
+    __slots__ = ("actions", "errors", "message", "trace", "duplicate_keys", "implicit_keep", "snapshots")
 
-    def __init__(self, actions, errors, message, trace, duplicate_keys, implicit_keep) -> None:
+    def __init__(self, actions, errors, message, trace, duplicate_keys, implicit_keep,
+                 snapshots=None) -> None:
+        self.snapshots = snapshots or {}
         self.actions = actions
         self.errors = errors
         self.message = message
@@ -251,6 +257,11 @@ class SieveResult:
 
     def __repr__(self) -> str:
         return f"SieveResult(actions={self.actions!r}, errors={self.errors!r})"
+
+    def message_for(self, action):
+        """The message `action` works on: as edited when the script took it (editheader, replace,
+        filter change the message for later actions only); the implicit keep gets the final one."""
+        return self.snapshots.get(id(action), self.message)
 
 
 def run(script, message, env) -> SieveResult:
@@ -279,4 +290,4 @@ def run(script, message, env) -> SieveResult:
     if ctx.implicit_keep:
         actions.append(Store("INBOX", list(ctx.flags), implicit=True, kind="keep"))
     return SieveResult(actions, ctx.errors, ctx.message, ctx.trace or [], ctx.duplicate_keys,
-                       ctx.implicit_keep)
+                       ctx.implicit_keep, ctx.snapshots)

@@ -21,8 +21,9 @@ class Validator:
     """One script's validation state: required extensions, errors, the registry in force."""
 
     def __init__(self, file: str, enabled: "registry.Enabled | set[str] | None" = None,
-                 options: dict | None = None) -> None:
+                 options: dict | None = None, locate=None) -> None:
         self.file = file
+        self.locate = locate  # (location, name) -> the included script's file or None; None: not checked
         self.enabled = enabled if enabled is not None else registry.Enabled()
         self.options = options or {}
         self.errors: list[SieveSyntaxError] = []
@@ -385,8 +386,8 @@ class Validator:
 
 
 def validate(nodes: list[Node], file: str, enabled: "registry.Enabled | set[str] | None" = None,
-             options: dict | None = None) -> Validator:
-    v = Validator(file, enabled, options)
+             options: dict | None = None, locate=None) -> Validator:
+    v = Validator(file, enabled, options, locate)
     v.code = v.script(nodes)  # type: ignore[attr-defined]
     if v.errors:
         raise SieveCompileError(v.errors)

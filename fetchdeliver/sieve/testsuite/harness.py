@@ -437,7 +437,9 @@ class Harness:
         except SieveCompileError as e:
             # Pigeonhole logs each problem, then one line for the failed phase; the testsuite's
             # error counts include that line.
-            self.errors = [x.message for x in e.errors] + [self._failed_phase(name)]
+            phase = {"generation": "code generation failed", "validation": "validation failed"}.get(
+                getattr(e, "phase", None) or "") or self._failed_phase(name)
+            self.errors = [x.message for x in e.errors] + [phase]
             return False
         except OSError as e:
             self.errors = [f"failed to open sieve script: {e.strerror}"]
@@ -453,6 +455,7 @@ class Harness:
             self.result_reset(ctx)
         sub = self._new_context(self.compiled, main.message)
         sub.actions = main.actions
+        sub.snapshots = main.snapshots
         sub.implicit_keep = main.implicit_keep
         sub.redirects = main.redirects
         sub.vacation_done = main.vacation_done
@@ -491,6 +494,7 @@ class Harness:
         """Run scripts one after another on one result (as sieve_before/sieve_after), then execute it."""
         self.errors = []
         actions: list = []
+        snapshots: dict = {}
         message = self.base
         keep = True
         flags: list[str] = []
@@ -504,6 +508,7 @@ class Harness:
                 break
             sub = self._new_context(script, message)
             sub.actions = actions
+            sub.snapshots = snapshots
             sub.flags = flags  # imap4flags' internal variable belongs to the message, across scripts
             if not self._run_context(sub):
                 ok = False
@@ -516,7 +521,7 @@ class Harness:
             if not keep and not any(getattr(a, "type", "") == "keep" for a in actions):
                 break
         for a in actions:
-            if not self._perform(a, message):
+            if not self._perform(a, snapshots.get(id(a), message)):
                 ok = False
         if keep or not ok:
             self._store("INBOX", message, flags)
@@ -526,6 +531,7 @@ class Harness:
     def result_reset(self, ctx) -> None:
         main = self.main
         main.actions = []
+        main.snapshots = {}
         main.implicit_keep = True
         main.redirects = []
         main.vacation_done = False
@@ -573,7 +579,7 @@ class Harness:
         main = self.main
         ok = True
         for a in main.actions[self.executed:]:
-            if not self._perform(a, main.message):
+            if not self._perform(a, main.snapshots.get(id(a), main.message)):
                 ok = False
         self.executed = len(main.actions)
         if (main.implicit_keep or not ok) and not self.keep_done:
