@@ -32,6 +32,7 @@ class Validator:
         self.reg = registry.build([])
         self.includes: list[tuple[str, str, int, int]] = []  # (location, name, line, column)
         self.reported_unknown: set[str] = set()
+        self.reported_tags: set[tuple[str, str]] = set()  # (command, tag): unknown tags, told once
         self.variables = False
         self.in_loop = 0  # foreverypart nesting, for break
         self.bad_arguments = False  # the last command's tags could not be read
@@ -140,22 +141,67 @@ class Validator:
         return out
 
     # -- commands and tests -------------------------------------------------
+    # The order is Pigeonhole's (sieve-validator.c), so that a script with several mistakes gets the
+    # same errors: the arguments (stopping at the first bad one), the sub-tests and the block as
+    # the command's kind wants them, the command's own checks (only when all that was right),
+    # then the nested tests and the block, validated whatever happened above.
+    def subtests_ok(self, node: Node, spec, what: str) -> bool:
+        if spec.tests == 1:
+            if len(node.tests) != 1 or node.test_list:
+                self.error(f"the {node.name} {what} requires one test" + (" as argument" if what == "test" else ""),
+                           node)
+                return False
+        elif spec.tests == "list":
+            if not node.test_list:
+                self.error(f"the {node.name} {what} requires a test list '( ... )'", node)
+                return False
+        elif node.tests:
+            first = node.tests[0]
+            if first.name not in self.reg.tests and first.name not in self.reg.commands and \
+                    (first.name in spec.tags or any(first.name in self.reg.groups[g] for g in spec.groups)):
+                self.error(f"missing colon ':' before ':{first.name}' tag in {node.name} {what}", node)
+            elif first.name in self.reg.tests:
+                self.error(f"the {node.name} {what} does not take a test" + (" as argument" if what == "test" else ""),
+                           first)
+            else:
+                self.error(f"missing semicolon ';' after {node.name} {what}", node)
+            return False
+        return True
+
+    def block_ok(self, node: Node, spec) -> bool:
+        if spec.block and node.block is None:
+            self.error(f"the {node.name} command requires a block", node)
+            return False
+        if not spec.block and node.block is not None:
+            self.error(f"the {node.name} command does not take a block; expected ';'", node)
+            return False
+        return True
+
+    def subtests(self, node: Node, spec):
+        if spec.tests == 1:
+            return self.test(node.tests[0]) if node.tests else None
+        if spec.tests == "list":
+            return [self.test(t) for t in node.tests]
+        return None
+
     def command(self, node: Node):
         spec = self.reg.commands.get(node.name)
         if spec is None or (spec.ext != "core" and spec.ext not in self.required):
             self.unknown(node, "command")
+            if node.block is not None:
+                self.block(node.block)  # what is inside is still looked at (Pigeonhole does)
             return None
         tags, args = self.arguments(node, spec)
-        bad = self.bad_arguments  # sub-tests validated below reset it
-        sub = None
-        if spec.tests == 1:
-            if len(node.tests) != 1 or node.test_list:
-                self.error(f"the {node.name} command requires one test", node)
-            else:
-                sub = self.test(node.tests[0])
-        elif node.tests:
-            self.error(f"the {node.name} command does not take a test", node.tests[0])
-        block = None
+        ok = not self.bad_arguments
+        if not ok:
+            self.subtests_ok(node, spec, "command")  # a missing ':' turns a tag into a test
+        else:
+            ok = self.subtests_ok(node, spec, "command") and self.block_ok(node, spec)
+        out = [node.name, node.line, tags, args, None, None]
+        if ok:
+            self.run_checks(spec, node, out)
+        sub = self.subtests(node, spec)
+        out[4] = sub
         if node.name in ("if", "elsif") and sub is not None and sub[0] == "ihave" and node.block is not None:
             # ihave is decided now (as Pigeonhole does): a block that needs what we lack is not validated.
             caps = sub[3][0] if sub[3] else []
@@ -164,24 +210,19 @@ class Validator:
             if all(c in self.enabled and c not in registry.IMPLICIT and c not in NOT_BY_IHAVE for c in caps):
                 for c in caps:
                     self.require(c, node)
-                sub = ("true", node.line, {}, [], None)
+                out[4] = ("true", node.line, {}, [], None)
             else:
-                out = [node.name, node.line, tags, args, ("false", node.line, {}, [], None), []]
+                out[4] = ("false", node.line, {}, [], None)
+                out[5] = []
                 return tuple(out)
-        if spec.block:
-            if node.block is None:
-                self.error(f"the {node.name} command requires a block", node)
-            else:
-                if node.name == "foreverypart":
-                    self.in_loop += 1
-                block = self.block(node.block)
-                if node.name == "foreverypart":
-                    self.in_loop -= 1
+        if spec.block and node.block is not None:
+            if node.name == "foreverypart":
+                self.in_loop += 1
+            out[5] = self.block(node.block)
+            if node.name == "foreverypart":
+                self.in_loop -= 1
         elif node.block is not None:
-            self.error(f"the {node.name} command does not take a block; expected ';'", node)
-        out = [node.name, node.line, tags, args, sub, block]
-        if not bad:
-            self.run_checks(spec, node, out)
+            self.block(node.block)
         if node.name == "else":
             out[4] = None
         return tuple(out)
@@ -194,22 +235,15 @@ class Validator:
             self.unknown(node, "test")
             return ("false", node.line, {}, [], None)
         tags, args = self.arguments(node, spec)
-        bad = self.bad_arguments  # sub-tests validated below reset it
-        sub = None
-        if spec.tests == 1:
-            if len(node.tests) != 1 or node.test_list:
-                self.error(f"the {node.name} test requires one test as argument", node)
-            else:
-                sub = self.test(node.tests[0])
-        elif spec.tests == "list":
-            if not node.test_list:
-                self.error(f"the {node.name} test requires a test list '( ... )'", node)
-            sub = [self.test(t) for t in node.tests]
-        elif node.tests:
-            self.error(f"the {node.name} test does not take a test as argument", node.tests[0])
-        out = [node.name, node.line, tags, args, sub]
-        if not bad:
+        ok = not self.bad_arguments
+        if not ok:
+            self.subtests_ok(node, spec, "test")
+        else:
+            ok = self.subtests_ok(node, spec, "test")
+        out = [node.name, node.line, tags, args, None]
+        if ok:
             self.run_checks(spec, node, out)
+        out[4] = self.subtests(node, spec)
         return tuple(out)
 
     def unknown(self, node: Node, kind: str) -> None:
@@ -248,12 +282,18 @@ class Validator:
                 check(self, node, out)
 
     def arguments(self, node: Node, spec) -> tuple[dict, list]:
+        """The tags and positional values; at the first problem an error and no more (Pigeonhole
+        does not "whine multiple times about a single command having multiple bad arguments")."""
         kind = "test" if node.is_test else "command"
         what = f"the {node.name} {kind}"
         tags: dict = {}
         args = node.args
-        unknown_tag = False
         self.bad_arguments = False
+
+        def bad() -> tuple[dict, list]:
+            self.bad_arguments = True
+            return self.defaults(spec, tags, node, check=False), []
+
         i = 0
         n = len(args)
         while i < n and args[i].kind == "tag":
@@ -269,9 +309,10 @@ class Validator:
                         group = g
                         break
             if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
-                self.error(f"unknown tagged argument ':{t}' for {what}", a)
-                unknown_tag = True
-                continue
+                if (node.name, t) not in self.reported_tags:
+                    self.reported_tags.add((node.name, t))
+                    self.error(f"unknown tagged argument ':{t}' for {what}", a)
+                return bad()
             ty = found[0]
             key = GROUP_KEYS[group] if group else t
             if key in tags:
@@ -279,16 +320,16 @@ class Validator:
                     self.error(f"encountered duplicate {GROUP_LABELS[group]} argument (:{t}) for {what}", a)
                 else:
                     self.error(f"encountered duplicate tag ':{t}' for {what}", a)
+                return bad()
             value = True
             if ty is not None:
                 if i >= n or args[i].kind == "tag":
                     self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
-                    unknown_tag = True
-                    continue
+                    return bad()
                 before = len(self.errors)
                 value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
                 if len(self.errors) > before:
-                    unknown_tag = True  # a wrong tag value: the rest cannot be read reliably either
+                    return bad()
                 i += 1
             if group == "match":
                 tags["match"] = t
@@ -301,16 +342,11 @@ class Validator:
             else:
                 tags[t] = value
         positional = args[i:]
-        if unknown_tag:
-            self.bad_arguments = True  # nor checks of values that could not be read
-            # The arguments after an unknown tag cannot be told apart (its value or a positional
-            # one?): no second error about their count, as in Pigeonhole.
-            return self.defaults(spec, tags, node), []
         for a in positional:
             if a.kind == "tag":
                 self.error(f"encountered an unexpected tagged argument ':{a.value}' while validating "
                            f"positional arguments for {what}", a)
-                return self.defaults(spec, tags, node), []
+                return bad()
         forms = spec.args
         form = None
         for f in forms:
@@ -322,7 +358,7 @@ class Validator:
             expected = " or ".join(str(c) for c in counts)
             self.error(f"{what} expects {expected} positional argument(s), but {len(positional)} "
                        f"were found", positional[0] if positional else node)
-            return self.defaults(spec, tags, node), []
+            return bad()
         values = []
         for idx, (a, ty) in enumerate(zip(positional, form)):
             label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
@@ -330,8 +366,12 @@ class Validator:
             before = len(self.errors)
             values.append(self.coerce(a, ty, label))
             if len(self.errors) > before:
-                self.bad_arguments = True  # no checks on a value that is not there
-        return self.defaults(spec, tags, node), values
+                return bad()
+        before = len(self.errors)
+        tags = self.defaults(spec, tags, node)
+        if len(self.errors) > before:
+            self.bad_arguments = True
+        return tags, values
 
     def decode(self, s: str) -> str:
         if "encoded-character" in self.required and "${" in s:
@@ -355,17 +395,18 @@ class Validator:
         self.error(f"{label} must be {TYPE_LABELS[ty]}, but {TYPE_LABELS[a.kind]} was found", a)
         return [] if ty == "strings" else ("" if ty == "string" else 0)
 
-    def defaults(self, spec, tags: dict, node: Node) -> dict:
+    def defaults(self, spec, tags: dict, node: Node, check: bool = True) -> dict:
         groups = spec.groups
         if "match" in groups:
             tags.setdefault("match", "is")
         if "comparator" in groups:
             default = "i;octet" if spec.name == "string" else "i;ascii-casemap"
             cmp = tags.setdefault("comparator", default)
-            self.check_comparator(cmp, tags, node)
+            if check:
+                self.check_comparator(cmp, tags, node)
         if "address-part" in groups:
             tags.setdefault("part", "all")
-        if tags.get("match") in ("count", "value"):
+        if check and tags.get("match") in ("count", "value"):
             rel = tags.get("relation")
             if rel not in ("gt", "ge", "lt", "le", "eq", "ne"):
                 self.error(f"invalid relational match type '{rel}' (expected gt, ge, lt, le, eq or ne)", node)
