@@ -235,6 +235,11 @@ SIEVE_KEYS = {
     "editheader_protected": _str_list,                     # header names editheader may not add/delete
     "editheader_forbid_add": _str_list,
     "editheader_forbid_delete": _str_list,
+    "editheader_max_header_size": _size,                   # bytes of an added header value (default 2048)
+    "variables_max_variable_size": _size,                  # bytes a variable holds (default 4096)
+    "include_max_includes": _int(1, 10000),                # scripts one script may include (default 255)
+    "include_max_nesting_depth": _int(1, 100),             # include nesting (default 10)
+    "execute_input_eol": _choice("crlf", "lf"),            # line ends of vnd.dovecot.execute's input
 }
 
 LOG_KEYS = {

@@ -47,7 +47,8 @@ Declarations:
 - ``Extension(name, default=True, implies=(), conflicts=None)``: ``default``
   False keeps it off until ``[sieve] extensions = ["+name"]`` (Pigeonhole's
   defaults); ``implies`` lists capabilities that come along; ``conflicts``
-  maps another capability to the error given when both are required.
+  maps another capability to the error given when both are required; ``needs``
+  lists capabilities a script must require too (extracttext needs foreverypart).
 - ``service(name)`` offers a function to the core and the interpreter (the
   names are listed in ``runtime.SERVICES``), found at run time in
   ``ctx.services``.
@@ -110,8 +111,9 @@ class Extension:
     """One Sieve extension's contributions (see the module docstring)."""
 
     def __init__(self, name: str, *, default: bool = True, implies: tuple[str, ...] = (),
-                 conflicts: dict[str, str] | None = None) -> None:
+                 conflicts: dict[str, str] | None = None, needs: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.needs = tuple(needs)           # capabilities the script must require with this one
         self.default = default              # enabled without a [sieve] extensions setting
         self.implies = tuple(implies)       # requiring this one makes these available too
         self.conflicts = dict(conflicts or {})  # other capability -> why they cannot go together
@@ -203,11 +205,12 @@ class Registry:
         left = []
         for item in self._pending:
             command, tag, ty, check, ext_name = item
-            spec = self.commands.get(command) or self.tests.get(command)
-            if spec is None:
+            specs = [spec for spec in (self.commands.get(command), self.tests.get(command)) if spec is not None]
+            if not specs:
                 left.append(item)
                 continue
-            spec.tags[tag] = (ty, ext_name)
+            for spec in specs:  # a command and a test of one name (execute, filter) share their tags
+                spec.tags[tag] = (ty, ext_name)
             if check is not None:
                 self.tag_checks[(command, tag)] = check
         self._pending = left

@@ -34,7 +34,7 @@ class Validator:
         self.reported_unknown: set[str] = set()
         self.reported_tags: set[tuple[str, str]] = set()  # (command, tag): unknown tags, told once
         self.variables = False
-        self.in_loop = 0  # foreverypart nesting, for break
+        self.loops: list = []  # the :name of each enclosing foreverypart (None: unnamed), for break
         self.bad_arguments = False  # the last command's tags could not be read
 
     # -- errors ----------------------------------------------------------
@@ -88,12 +88,19 @@ class Validator:
     def script(self, nodes: list[Node]) -> list:
         at_start = True
         rest = []
+        first = None
         for node in nodes:
             if node.name == "require" and at_start:
                 self.require_command(node)
+                first = first or node
             else:
                 at_start = False
                 rest.append(node)
+        for name in list(self.required):
+            ext = registry.load_extension(name)
+            for needed in (ext.needs if ext is not None else ()):
+                if needed not in self.required:
+                    self.error(f"the {name} extension cannot be used without the {needed} extension", first)
         return self.block(rest)
 
     def require_command(self, node: Node) -> None:
@@ -216,11 +223,12 @@ class Validator:
                 out[5] = []
                 return tuple(out)
         if spec.block and node.block is not None:
-            if node.name == "foreverypart":
-                self.in_loop += 1
+            loop = node.name == "foreverypart"
+            if loop:
+                self.loops.append(tags.get("name") if isinstance(tags.get("name"), str) else None)
             out[5] = self.block(node.block)
-            if node.name == "foreverypart":
-                self.in_loop -= 1
+            if loop:
+                self.loops.pop()
         elif node.block is not None:
             self.block(node.block)
         if node.name == "else":
@@ -421,6 +429,11 @@ class Validator:
                        node)
 
     # -- helpers for extension checks -------------------------------------
+    @property
+    def in_loop(self) -> int:
+        """How many foreverypart loops enclose the command being validated."""
+        return len(self.loops)
+
     def constant(self, s) -> bool:
         """True when a string has no variable references (its value is known now)."""
         return not (self.variables and "${" in s)

@@ -44,8 +44,13 @@ def test_the_capability_list_is_what_require_accepts():
                 compile_text(f'require "{name}";', options=options)
             compile_text(f'require "{name}";', options={**options, "testsuite_harness": registry.HARNESS})
         else:
-            script = compile_text(f'require "{name}";', options=options)
+            ext = registry.load_extension(name)
+            together = [name, *(ext.needs if ext is not None else ())]
+            script = compile_text(f"require {together!r};".replace("'", '"'), options=options)
             assert name in script.requires
+            if ext is not None and ext.needs:
+                with pytest.raises(SieveCompileError, match="cannot be used without"):
+                    compile_text(f'require "{name}";', options=options)
     for bogus in ("core", "vnd-dovecot-pipe", "vnd_dovecot_pipe", "comparator-i;octet2", "../core", "",
                   "Fileinto", "mailbox_names", "nonexistent"):
         assert bogus not in every

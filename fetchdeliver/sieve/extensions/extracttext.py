@@ -5,7 +5,7 @@ from __future__ import annotations
 from fetchdeliver.sieve.extensions.mime import part_text
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("extracttext")
+EXT = Extension("extracttext", needs=("foreverypart",))
 
 
 def _check_extract(v, node, out) -> None:
@@ -13,6 +13,10 @@ def _check_extract(v, node, out) -> None:
         v.error("the extracttext command requires the variables extension", node)
     if v.in_loop <= 0:
         v.error("the extracttext command is only valid inside a foreverypart loop", node)
+    if out[3] and "variables" in v.required:
+        from fetchdeliver.sieve.extensions.variables import check_assignable
+
+        check_assignable(v, out[3][0], node, "extracttext")
 
 
 def _extract_tags():

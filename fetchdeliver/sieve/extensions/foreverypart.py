@@ -11,7 +11,12 @@ EXT = Extension("foreverypart")
 MAX_LOOP_DEPTH = 4  # nested foreverypart loops (Pigeonhole's limit too)
 
 
-@EXT.command("foreverypart", tags={"name": "string"}, block=True)
+def _check_loop(v, node, out) -> None:
+    if v.in_loop >= MAX_LOOP_DEPTH:
+        v.error(f"the nested foreverypart loop exceeds the nesting limit (max {MAX_LOOP_DEPTH} levels)", node)
+
+
+@EXT.command("foreverypart", tags={"name": "string"}, block=True, check=_check_loop)
 def foreverypart(ctx, node) -> None:
     name = node[2].get("name")
     outer = ctx.mime_part
@@ -43,6 +48,10 @@ def foreverypart(ctx, node) -> None:
 def _check_break(v, node, out) -> None:
     if v.in_loop <= 0:
         v.error("the break command is not valid outside a foreverypart loop", node)
+        return
+    name = out[2].get("name")
+    if isinstance(name, str) and name not in v.loops:
+        v.error(f"the break command is not valid outside a foreverypart loop named '{name}'", node)
 
 
 @EXT.command("break", tags={"name": "string"}, check=_check_break)

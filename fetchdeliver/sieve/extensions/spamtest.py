@@ -14,6 +14,13 @@ from fetchdeliver.sieve.registry import Extension
 EXT = Extension("spamtest", default=False)
 
 
+# The POSIX bracket classes a Pigeonhole-style pattern may hold ("[[:digit:]]"), as the contents of
+# a Python bracket expression; the rest of the pattern is read as a Python regex (so \d works too).
+POSIX_CLASSES = {"[:digit:]": "0-9", "[:alpha:]": "A-Za-z", "[:alnum:]": "A-Za-z0-9", "[:upper:]": "A-Z",
+                 "[:lower:]": "a-z", "[:space:]": " \\t\\r\\n\\v\\f", "[:blank:]": " \\t",
+                 "[:xdigit:]": "0-9A-Fa-f", "[:punct:]": "!-/:-@\\[-`{-~", "[:word:]": "A-Za-z0-9_"}
+
+
 def _header_value(ctx, spec: str) -> str | None:
     name, _, rx = spec.partition(":")
     values = ctx.message.get_all(name.strip(), decode=False)
@@ -24,6 +31,8 @@ def _header_value(ctx, spec: str) -> str | None:
     if rx:
         import re
 
+        for cls, chars in POSIX_CLASSES.items():  # Pigeonhole's setting is a POSIX regex
+            rx = rx.replace(cls, chars)
         m = re.search(rx, value)
         if m is None:
             return None

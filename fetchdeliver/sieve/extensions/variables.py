@@ -178,11 +178,16 @@ def _check_set(v, node, out) -> None:
                         node)
             seen[prec] = t
     if out[3]:
-        name = out[3][0]
-        if not valid_variable_name(name) or (name.lower().split(".")[0] != "global" and "." in name):
-            v.error(f"invalid variable name '{name}' for the set command", node)
-        elif "." in name and "include" not in v.required:
-            v.error(f"invalid variable name '{name}' for the set command (unknown namespace)", node)
+        check_assignable(v, out[3][0], node, "set")
+
+
+def check_assignable(v, name: str, node, command: str) -> None:
+    """Compile-time check of a variable a command assigns (set, extracttext, ...): a valid name,
+    in no namespace but global (with include), never a match variable."""
+    if not valid_variable_name(name) or (name.lower().split(".")[0] != "global" and "." in name):
+        v.error(f"invalid variable name '{name}' for the {command} command", node)
+    elif "." in name and "include" not in v.required:
+        v.error(f"invalid variable name '{name}' for the {command} command (unknown namespace)", node)
 
 
 @EXT.command("set", args=("string", "string"), tags={m: None for m in MODIFIERS}, check=_check_set)

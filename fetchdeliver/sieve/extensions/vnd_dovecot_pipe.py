@@ -16,8 +16,10 @@ EXT = Extension("vnd.dovecot.pipe", default=False)
 
 
 def valid_program(name: str) -> bool:
-    return bool(name) and "/" not in name and name not in (".", "..") and \
-        all(ord(c) >= 32 for c in name)
+    """A program name is a plain name, valid as a Sieve script name (as in Pigeonhole)."""
+    from fetchdeliver.sieve.extensions.include import valid_script_name
+
+    return valid_script_name(name)
 
 
 def check_program(v, node, out) -> None:

@@ -652,7 +652,9 @@ class Harness:
             try:
                 self.env.run_program(action.program, action.args, message.raw)
             except Exception as e:  # noqa: BLE001 - any failure of the program is a failed action
-                self.errors.append(f"{t} action: failed to run program '{action.program}': {e}")
+                if "timeout" in str(e):  # as Pigeonhole: the time-out, then the failed action
+                    self.errors.append(f"program '{action.program}' execution timed out: {e}")
+                self.errors.append(f"failed to {t} message to program '{action.program}': {e}")
                 return False
             return True
         return True
