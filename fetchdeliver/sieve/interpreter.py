@@ -84,6 +84,7 @@ class Context:
         self.vars_enabled = "variables" in self.requires
         self.match_vars_enabled = self.vars_enabled
         self.errors: list[str] = []
+        self.logged: list[str] = []   # the messages of log_error(), without file and line
         self.trace: list[str] | None = [] if env.trace else None
         self.file = script.name
         self.line = 0
@@ -114,6 +115,14 @@ class Context:
     # -- helpers for handlers ------------------------------------------------
     def fail(self, message: str):
         raise SieveRuntimeError(message, self.file, self.line)
+
+    def log_error(self, message: str) -> None:
+        """An error the run goes on after (as Pigeonhole's: an invalid regex built from variables
+        makes that key match nothing): logged with the result, once per rule and message."""
+        text = str(SieveRuntimeError(message, self.file, self.line))
+        if text not in self.errors:
+            self.errors.append(text)
+            self.logged.append(message)
 
     def has(self, ext: str) -> bool:
         return ext in self.requires

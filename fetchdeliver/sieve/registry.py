@@ -118,6 +118,7 @@ class Extension:
         self.implies = tuple(implies)       # requiring this one makes these available too
         self.conflicts = dict(conflicts or {})  # other capability -> why they cannot go together
         self.services: dict = {}
+        self.namespaces: set[str] = set()   # variable namespaces (${global.x}, ${env.x})
         self.commands: dict[str, Spec] = {}
         self.tests: dict[str, Spec] = {}
         self.extra_tags: list[tuple] = []  # (command, tag, type, check, extension)
@@ -159,6 +160,11 @@ class Extension:
             return fn
         return deco
 
+    def namespace(self, name: str) -> None:
+        """Declare the variable namespace `name` (``${name.item}``): with this extension required,
+        references to it are not "unknown namespace" errors."""
+        self.namespaces.add(name.lower())
+
     def service(self, name: str):
         """Offer `fn` to the core and the interpreter under `name` (see SERVICES in runtime.py):
         how they reach an extension's code without importing it."""
@@ -181,6 +187,7 @@ class Registry:
         self.comparators: dict = {}
         self.address_parts: dict = {}
         self.services: dict = {}
+        self.namespaces: set[str] = set()
         self.loaded: set[str] = set()
         self._pending: list = []
 
@@ -198,6 +205,7 @@ class Registry:
         self.comparators.update(ext.comparators)
         self.address_parts.update(ext.address_parts)
         self.services.update(ext.services)
+        self.namespaces |= ext.namespaces
         self._pending.extend(ext.extra_tags)
         self._apply_pending()
 

@@ -32,7 +32,8 @@ class Validator:
         self.reg = registry.build([])
         self.includes: list[tuple[str, str, int, int]] = []  # (location, name, line, column)
         self.reported_unknown: set[str] = set()
-        self.reported_tags: set[tuple[str, str]] = set()  # (command, tag): unknown tags, told once
+        self.reported_tags: set[tuple[str, str]] = set()
+        self.scratch: dict = {}  # per-extension state while validating (e.g. the variables declared)  # (command, tag): unknown tags, told once
         self.variables = False
         self.loops: list = []  # the :name of each enclosing foreverypart (None: unnamed), for break
         self.bad_arguments = False  # the last command's tags could not be read
@@ -381,6 +382,15 @@ class Validator:
             self.bad_arguments = True
         return tags, values
 
+    def string(self, s: str, where) -> str:
+        """A string argument's value; with variables, its ${...} references are checked."""
+        s = self.decode(s)
+        if self.variables and "${" in s:
+            from fetchdeliver.sieve.extensions.variables import check_references
+
+            check_references(self, s, where)
+        return s
+
     def decode(self, s: str) -> str:
         if "encoded-character" in self.required and "${" in s:
             from fetchdeliver.sieve.extensions.encoded_character import decode
@@ -391,12 +401,12 @@ class Validator:
     def coerce(self, a: Arg, ty: str, label: str):
         if ty == "strings":
             if a.kind == "string":
-                return [self.decode(a.value)]
+                return [self.string(a.value, a)]
             if a.kind == "strings":
-                return [self.decode(s) for s in a.value]
+                return [self.string(s, a) for s in a.value]
         elif ty == "string":
             if a.kind == "string":
-                return self.decode(a.value)
+                return self.string(a.value, a)
         elif ty == "number":
             if a.kind == "number":
                 return a.value

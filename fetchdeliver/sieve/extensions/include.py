@@ -11,6 +11,7 @@ from fetchdeliver.sieve.registry import Extension
 from fetchdeliver.sieve.runtime import Return
 
 EXT = Extension("include")
+EXT.namespace("global")  # ${global.NAME} (RFC 6609 section 3.5)
 
 MAX_NESTING = 10  # Pigeonhole's sieve_include_max_nesting_depth
 

@@ -19,15 +19,66 @@ _IDSTART = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDCHAR = _IDSTART | set("0123456789")
 
 
+MAX_NAME = 64             # Pigeonhole's EXT_VARIABLES_MAX_VARIABLE_NAME_LEN
+MAX_ELEMENTS = 10         # and EXT_VARIABLES_MAX_NAMESPACE_ELEMENTS
+MAX_SCOPE = 255           # sieve_variables_max_scope_size: variables one script may declare
+
+
 def valid_identifier(name: str) -> bool:
-    return bool(name) and name[0] in _IDSTART and all(c in _IDCHAR for c in name)
+    return 0 < len(name) <= MAX_NAME and name[0] in _IDSTART and all(c in _IDCHAR for c in name)
 
 
 def valid_variable_name(name: str, allow_namespace: bool = True) -> bool:
     parts = name.split(".")
-    if len(parts) > 1 and not allow_namespace:
+    if len(parts) > 1 and not allow_namespace or len(parts) > MAX_ELEMENTS:
         return False
     return all(valid_identifier(p) for p in parts)
+
+
+def declare(v, name: str, where) -> None:
+    """Count a variable the script uses; past [sieve] variables_max_scope_size one error (the
+    first time only, as Pigeonhole)."""
+    declared = v.scratch.setdefault("variables.declared", set())
+    if name in declared:
+        return
+    try:
+        limit = int(v.options.get("variables_max_scope_size") or MAX_SCOPE)
+    except (TypeError, ValueError):
+        limit = MAX_SCOPE
+    if len(declared) >= limit:
+        if not v.scratch.get("variables.overflow"):
+            v.scratch["variables.overflow"] = True
+            v.error(f"(implicit) declaration of new variable '{name}' exceeds the limit "
+                    f"(max variables: {limit})", where)
+        return
+    declared.add(name)
+
+
+def check_references(v, s: str, where) -> None:
+    """Compile-time checks of the ${...} references in a string: match variables up to ${32},
+    namespaces that an extension of the script declares; each variable counts as declared."""
+    i = 0
+    while True:
+        j = s.find("${", i)
+        if j < 0:
+            return
+        end = s.find("}", j + 2)
+        if end < 0:
+            return
+        name = s[j + 2:end]
+        if name.isdigit():
+            if int(name) > MAX_MATCH:
+                v.error(f"match value index {int(name)} out of range (max: {MAX_MATCH})", where)
+        elif valid_variable_name(name):
+            ns, dot, _ = name.partition(".")
+            if not dot:
+                declare(v, name.lower(), where)
+            elif ns.lower() not in v.reg.namespaces:
+                v.error(f"referring to variable in unknown namespace '{ns}'", where)
+        else:
+            i = j + 2
+            continue
+        i = end + 1
 
 
 def _upper(s: str) -> str:
@@ -184,10 +235,15 @@ def _check_set(v, node, out) -> None:
 def check_assignable(v, name: str, node, command: str) -> None:
     """Compile-time check of a variable a command assigns (set, extracttext, ...): a valid name,
     in no namespace but global (with include), never a match variable."""
-    if not valid_variable_name(name) or (name.lower().split(".")[0] != "global" and "." in name):
+    ns, dot, _ = name.partition(".")
+    if not valid_variable_name(name):
         v.error(f"invalid variable name '{name}' for the {command} command", node)
-    elif "." in name and "include" not in v.required:
+    elif dot and ns.lower() not in v.reg.namespaces:
         v.error(f"invalid variable name '{name}' for the {command} command (unknown namespace)", node)
+    elif dot and ns.lower() != "global":
+        v.error(f"cannot assign to variable '{name}' in the {command} command", node)
+    elif not dot:
+        declare(v, name.lower(), node)
 
 
 @EXT.command("set", args=("string", "string"), tags={m: None for m in MODIFIERS}, check=_check_set)

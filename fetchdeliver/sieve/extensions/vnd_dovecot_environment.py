@@ -14,6 +14,7 @@ from fetchdeliver.sieve.registry import Extension
 
 # Requiring it makes "environment" available: its test comes along.
 EXT = Extension("vnd.dovecot.environment", default=False, implies=("environment",))
+EXT.namespace("env")  # ${env.NAME}
 
 
 @EXT.service("environment:vnd.dovecot.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fetchdeliver.sieve.registry import Extension
 
 EXT = Extension("vnd.dovecot.testsuite")
+EXT.namespace("tst")  # ${tst.path}
 
 OBJECTS = ("message", "envelope.from", "envelope.to", "envelope.orig_to", "envelope.auth")
 

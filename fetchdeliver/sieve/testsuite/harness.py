@@ -486,8 +486,10 @@ class Harness:
         except (Stop, Return, Break):
             pass
         except SieveRuntimeError as e:
+            self.errors.extend(ctx.logged)
             self.errors.append(e.message)
             return False
+        self.errors.extend(ctx.logged)
         return True
 
     def multiscript(self, ctx, names: list[str]) -> bool:
