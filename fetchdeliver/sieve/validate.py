@@ -14,7 +14,7 @@ GROUP_KEYS = {"comparator": "comparator", "match": "match", "address-part": "par
 GROUP_LABELS = {"comparator": "COMPARATOR", "match": "MATCH-TYPE", "address-part": "ADDRESS-PART"}
 TYPE_LABELS = {"string": "a string", "strings": "a string list", "number": "a number", "tag": "a tag"}
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
-MAX_ERRORS = 20
+MAX_ERRORS = 20  # reported per script; the option max_compile_errors changes it (0: all)
 
 
 class Validator:
@@ -42,7 +42,8 @@ class Validator:
     def error(self, message: str, where) -> None:
         line = getattr(where, "line", 0)
         column = getattr(where, "column", 0)
-        if len(self.errors) < MAX_ERRORS:
+        limit = self.options.get("max_compile_errors", MAX_ERRORS)
+        if not limit or len(self.errors) < limit:
             self.errors.append(SieveSyntaxError(message, self.file, line, column))
 
     def warning(self, message: str, where) -> None:

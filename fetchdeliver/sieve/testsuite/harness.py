@@ -151,6 +151,7 @@ class Harness:
         self.options: dict = {"personal_dir": os.path.join(self.dir, "included"),
                               "global_dir": os.path.join(self.dir, "included-global"),
                               "testsuite_harness": HARNESS, "vacation_min_period": 86400,
+                              "max_compile_errors": 0,  # Pigeonhole's testsuite reports them all
                               "extensions": all_extensions(plugins)}
         self.plugins = plugins
         self.errors: list[str] = []
@@ -168,6 +169,7 @@ class Harness:
         self.keep_flags: list[str] | None = None
         self.env = SieveEnv(None, envelope_from=DEFAULT_SENDER, envelope_to=DEFAULT_RECIPIENT,
                             options=self.options, mailbox_exists=self._mailbox_exists,
+                            metadata=self._metadata,
                             duplicate_seen=self._duplicate_seen, hostname="example.com")
         self.env.auth_user = None
         self.options = self.env.options  # SieveEnv copies the dict: settings must change its copy
@@ -426,7 +428,12 @@ class Harness:
             self.fail(f"failed to load binary {name}")
         self.compiled = script
 
+    def _metadata(self, mailbox: str | None, name: str) -> str | None:
+        key = None if mailbox is None else self._folder_key(mailbox)
+        return self.metadata.get((key, name.lower()))
+
     def metadata_set(self, mailbox: str | None, name: str, value: str) -> None:
+        mailbox = None if mailbox is None else self._folder_key(mailbox)
         self.metadata[(mailbox, name.lower())] = value
 
     # -- scripts -------------------------------------------------------------------
