@@ -76,6 +76,9 @@ class Context:
         # id(action) -> the message as it was when the action was taken: RFC 5293 section 7, "actions
         # that store, send, or alter the message MUST do so with the current set of header fields".
         self.snapshots: dict = {}
+        # How many of the first actions were already carried out (a multiscript run, or the
+        # testsuite's test_result_execute): an action done cannot conflict any more (Pigeonhole).
+        self.executed = 0
         self.implicit_keep = True
         self.flags: list[str] = []
         self.variables: dict[str, str] = {}
@@ -174,7 +177,7 @@ class Context:
 
     # -- actions ---------------------------------------------------------------
     def _check_reject_conflict(self, what: str) -> None:
-        for a in self.actions:
+        for a in self.actions[self.executed:]:
             if a.type in ("reject", "ereject"):
                 self.fail(f"{what} action conflicts with earlier {a.type} action")
 
@@ -201,6 +204,8 @@ class Context:
                 # A duplicate store is dropped (it does not cancel the implicit keep either).
                 prev.flags = flags
                 prev.create = prev.create or create
+                if kind == "keep":
+                    prev.type = "keep"  # keep takes the earlier store's place (as in Pigeonhole)
                 self.note(f"{kind} {mailbox}: merged with the earlier store")
                 return
         self._add(Store(mailbox, flags, copy=copy, create=create, kind=kind))
@@ -230,7 +235,11 @@ class Context:
 
     def reject(self, reason: str, ereject: bool) -> None:
         name = "ereject" if ereject else "reject"
-        for a in self.actions:
+        for i, a in enumerate(self.actions):
+            if i < self.executed:
+                if a.type in ("reject", "ereject"):
+                    return  # the same response again: already sent, this one is dropped
+                continue  # what was carried out cannot be undone; no conflict any more
             if a.type in ("keep", "fileinto", "redirect") or a.type in ("reject", "ereject", "vacation"):
                 if a.type in ("reject", "ereject"):
                     self.fail(f"duplicate {a.type} action not allowed")

@@ -463,6 +463,7 @@ class Harness:
         sub = self._new_context(self.compiled, main.message)
         sub.actions = main.actions
         sub.snapshots = main.snapshots
+        sub.executed = self.executed
         sub.implicit_keep = main.implicit_keep
         sub.redirects = main.redirects
         sub.vacation_done = main.vacation_done
