@@ -80,7 +80,8 @@ class Context:
         # testsuite's test_result_execute): an action done cannot conflict any more (Pigeonhole).
         self.executed = 0
         self.implicit_keep = True
-        self.flags: list[str] = []
+        # imap4flags' internal variable: a message's own flags when the script runs for an IMAP event
+        self.flags: list[str] = list(env.event.flags) if env.event is not None else []
         self.variables: dict[str, str] = {}
         self.global_vars: dict[str, str] = {}
         self.match_values: list[str] = []
@@ -233,8 +234,15 @@ class Context:
         self.note("discard")
         self.implicit_keep = False
 
+    def not_for_imap_events(self, what: str) -> None:
+        """RFC 6785 3.11 and 4.6: reject, ereject, vacation and envelope tests end a script run
+        for an IMAP event with an error."""
+        if self.env.event is not None:
+            self.fail(f"{what} is not applicable when the script runs for an IMAP event (RFC 6785)")
+
     def reject(self, reason: str, ereject: bool) -> None:
         name = "ereject" if ereject else "reject"
+        self.not_for_imap_events(name)
         for i, a in enumerate(self.actions):
             if i < self.executed:
                 if a.type in ("reject", "ereject"):
@@ -302,7 +310,9 @@ def run(script, message, env) -> SieveResult:
         ctx.errors.append(f"{e}; the message is kept (implicit keep)")
         if ctx.trace is not None:
             ctx.trace.append(f"runtime error: {e}; keeping the message")
-        return SieveResult([Store("INBOX", [], implicit=True, kind="keep")], ctx.errors, message,
+        # As if no script had run: an IMAP event's message keeps its own flags (RFC 6785 3.1).
+        flags = list(env.event.flags) if env.event is not None else []
+        return SieveResult([Store("INBOX", flags, implicit=True, kind="keep")], ctx.errors, message,
                            ctx.trace or [], [], True)
     actions = list(ctx.actions)
     if ctx.implicit_keep:

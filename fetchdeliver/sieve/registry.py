@@ -48,7 +48,9 @@ Declarations:
   False keeps it off until ``[sieve] extensions = ["+name"]`` (Pigeonhole's
   defaults); ``implies`` lists capabilities that come along; ``conflicts``
   maps another capability to the error given when both are required; ``needs``
-  lists capabilities a script must require too (extracttext needs foreverypart).
+  lists capabilities a script must require too (extracttext needs foreverypart);
+  ``delivery_only`` marks what only answers a delivery (reject, vacation): a script
+  compiled for IMAP events (RFC 6785 3.11) may not require it.
 - ``service(name)`` offers a function to the core and the interpreter (the
   names are listed in ``runtime.SERVICES``), found at run time in
   ``ctx.services``.
@@ -111,8 +113,10 @@ class Extension:
     """One Sieve extension's contributions (see the module docstring)."""
 
     def __init__(self, name: str, *, default: bool = True, implies: tuple[str, ...] = (),
-                 conflicts: dict[str, str] | None = None, needs: tuple[str, ...] = ()) -> None:
+                 conflicts: dict[str, str] | None = None, needs: tuple[str, ...] = (),
+                 delivery_only: bool = False) -> None:
         self.name = name
+        self.delivery_only = delivery_only  # meaningless outside delivery: an error for IMAP events
         self.needs = tuple(needs)           # capabilities the script must require with this one
         self.default = default              # enabled without a [sieve] extensions setting
         self.implies = tuple(implies)       # requiring this one makes these available too

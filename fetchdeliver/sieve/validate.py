@@ -66,6 +66,10 @@ class Validator:
         ext = registry.load_extension(name)
         if ext is None:  # pragma: no cover - Enabled only admits names with a module
             return
+        if ext.delivery_only and self.options.get("imap_events"):
+            self.error(f"require: the {name} extension is not applicable to scripts run for IMAP events "
+                       f"(RFC 6785 section 3.11)", where)
+            return
         for other in self.required:
             other_ext = registry.load_extension(other)
             why = ext.conflicts.get(other) or (other_ext.conflicts.get(name) if other_ext else None)

@@ -44,6 +44,7 @@ def envelope_addresses(ctx, part: str) -> list:
 @EXT.test("envelope", args=("strings", "strings"), groups=("comparator", "match", "address-part"),
           check=_check)
 def envelope(ctx, node) -> bool:
+    ctx.not_for_imap_events("the envelope test")
     tags = node[2]
     part = tags.get("part", "all")
     values: list[str] = []

@@ -22,10 +22,10 @@ def item(ctx, name: str) -> str | None:
         return host.split(".", 1)[1] if "." in host else host
     if name == "host":
         return host
-    if name == "location":
-        return "MDA"
+    if name == "location":  # RFC 6785 4.1: a script run for an IMAP event runs in the message store
+        return "MDA" if env.event is None else "MS"
     if name == "phase":
-        return "during"
+        return "during" if env.event is None else "post"
     if name == "name":
         return "fetchdeliver"
     for key, provider in ctx.services.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("ereject", default=False)
+EXT = Extension("ereject", default=False, delivery_only=True)
 
 
 @EXT.command("ereject", args=("string",))

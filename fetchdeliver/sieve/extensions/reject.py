@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("reject")
+EXT = Extension("reject", delivery_only=True)
 
 
 @EXT.command("reject", args=("string",))

@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("vacation-seconds", default=False, implies=("vacation",))
+EXT = Extension("vacation-seconds", default=False, implies=("vacation",), delivery_only=True)
 EXT.tag("vacation", "seconds", "number")
