@@ -237,6 +237,7 @@ SIEVE_KEYS = {
     "editheader_forbid_delete": _str_list,
     "editheader_max_header_size": _size,                   # bytes of an added header value (default 2048)
     "variables_max_variable_size": _size,                  # bytes a variable holds (default 4096)
+    "variables_max_scope_size": _int(1, 100000),           # variables one script may use (default 255)
     "include_max_includes": _int(1, 10000),                # scripts one script may include (default 255)
     "include_max_nesting_depth": _int(1, 100),             # include nesting (default 10)
     "execute_input_eol": _choice("crlf", "lf"),            # line ends of vnd.dovecot.execute's input
