@@ -33,15 +33,18 @@ def _log():
 class Outcome:
     """The result of processing one message."""
 
-    __slots__ = ("status", "receipts", "actions", "errors", "reason")
+    __slots__ = ("status", "receipts", "actions", "errors", "reason", "quota")
 
     def __init__(self, status: str, receipts: list | None = None, actions: list | None = None,
-                 errors: list[str] | None = None, reason: str = "") -> None:
+                 errors: list[str] | None = None, reason: str = "", quota=None) -> None:
         self.status = status
         self.receipts = receipts or []
         self.actions = actions or []
         self.errors = errors or []
         self.reason = reason
+        # A tempfail because the user is over quota: the QuotaExceeded (its `temporary` says whether
+        # a source answers 4xx/75 or 5xx/77); None for every other outcome.
+        self.quota = quota
 
     @property
     def ok(self) -> bool:
@@ -205,16 +208,23 @@ def process(message: "Message", ctx: Context) -> Outcome:
                                                   sender=message.sender))
             except DeliveryError as e2:
                 _rollback(receipts)
-                return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e2)])
+                return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e2)], quota=_over_quota(e2))
         except DeliveryError as e:
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
-            return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
+            return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)], quota=_over_quota(e))
         except OSError as e:  # a deliverer bug surfacing as a raw OSError: still temporary
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
             return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
     return _logged(message, ctx, Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors))
+
+
+def _over_quota(e: DeliveryError):
+    """`e` when it is a QuotaExceeded (storage/quota.py), else None."""
+    from fetchdeliver.errors import QuotaExceeded
+
+    return e if isinstance(e, QuotaExceeded) else None
 
 
 def _logged(message: "Message", ctx: Context, outcome: Outcome) -> Outcome:

@@ -159,10 +159,16 @@ class RulesFile:
 
 def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
                   rules: str | None = None, default_mailbox: str | None = None,
-                  dry_run: bool = False, state=None, delivery_log: bool = True) -> "Context":
+                  dry_run: bool = False, state=None, delivery_log: bool = True,
+                  quota_user: str | None = None) -> "Context":
+    """`quota_user`: whose [quota] limits apply (the passwd-file's per-user rules); None: the table's."""
     from fetchdeliver.engine import Context
 
     store = store_from_settings(settings, maildir=maildir, mbox=mbox)
+    if "quota" in settings.data:
+        from fetchdeliver.storage.quota import attach_quota
+
+        attach_quota(store, settings, quota_user or (settings.data.get("storage") or {}).get("user"))
     path = rules if rules is not None else settings.delivery.get("rules")
     live = RulesFile(path, settings) if path else None   # stat before reading: a change in between is seen
     script, error = load_rules(path, settings)

@@ -16,7 +16,7 @@ Flags are IMAP strings: the system flags spelt "\\Seen", "\\Answered",
 
 from __future__ import annotations
 
-from fetchdeliver.errors import FetchdeliverError
+from fetchdeliver.errors import FetchdeliverError, QuotaExceeded
 
 # On the MDA path: `typing` is imported for the type checker only (docs/architecture.md, "Start-up time").
 TYPE_CHECKING = False
@@ -191,6 +191,67 @@ class Receipt:
         return f"Receipt({self.target!r}, {self.mailbox!r}, {self.path!r})"
 
 
+class QuotaStatus:
+    """One quota root as RFC 9208 reports it: what is used and the limits (None: no limit).
+    `bytes` is the sum of the messages' sizes as stored; IMAP's STORAGE is it in KiB."""
+
+    __slots__ = ("root", "bytes", "messages", "bytes_limit", "messages_limit")
+
+    def __init__(self, root: str, bytes_used: int, messages: int, bytes_limit: int | None = None,
+                 messages_limit: int | None = None) -> None:
+        self.root = root
+        self.bytes = bytes_used
+        self.messages = messages
+        self.bytes_limit = bytes_limit
+        self.messages_limit = messages_limit
+
+    def over_by(self, size: int, count: int = 1) -> str | None:
+        """The resource ("STORAGE" or "MESSAGE") that `count` more messages of `size` bytes in all
+        would take over its limit, or None when they fit (a limit may be reached, not passed)."""
+        if self.bytes_limit is not None and size > 0 and self.bytes + size > self.bytes_limit:
+            return "STORAGE"
+        if self.messages_limit is not None and count > 0 and self.messages + count > self.messages_limit:
+            return "MESSAGE"
+        return None
+
+    def __repr__(self) -> str:
+        return (f"QuotaStatus({self.root!r}, bytes={self.bytes}/{self.bytes_limit}, "
+                f"messages={self.messages}/{self.messages_limit})")
+
+
+class Quota:
+    """A user's quota (storage/quota.py has the Maildir++ one, storage/postgres.py its own).
+
+    A store with a quota calls `check()` before it stores a message (QuotaExceeded when it does
+    not fit) and `charge()` after it stored or removed some (negative numbers). Both see every
+    process that shares the user's mail: the numbers live with the mail, not in memory."""
+
+    root = "User quota"          # the quota root's name (Dovecot's name for its default root)
+    tempfail = False             # over quota is a temporary failure ([quota] tempfail)
+
+    def status(self) -> QuotaStatus:
+        """Usage and limits now."""
+        raise NotImplementedError
+
+    def check(self, size: int, count: int = 1) -> None:
+        """Raise QuotaExceeded when `count` more messages of `size` bytes would not fit."""
+        st = self.status()
+        resource = st.over_by(size, count)
+        if resource is not None:
+            raise self.exceeded(st, resource, size)
+
+    def charge(self, size: int, count: int = 1) -> None:
+        """Record that `count` messages of `size` bytes in all were stored (negative: removed)."""
+
+    def exceeded(self, st: QuotaStatus, resource: str, size: int) -> QuotaExceeded:
+        if resource == "STORAGE":
+            detail = f"{st.bytes} of {st.bytes_limit} bytes used, the message has {size}"
+        else:
+            detail = f"{st.messages} of {st.messages_limit} messages stored"
+        return QuotaExceeded(f"Quota exceeded (mailbox for user is full): {detail}", resource=resource,
+                             temporary=self.tempfail)
+
+
 class Store:
     """A user's mailboxes.
 
@@ -201,6 +262,7 @@ class Store:
 
     kind = "store"
     separator = "/"
+    quota: Quota | None = None     # set by storage/quota.py's attach_quota(): enforced by deliver()
 
     def deliver(self, raw: bytes, mailbox: str = "INBOX", flags: list[str] | tuple[str, ...] = (), *,
                 sender: str = "", create: bool = True) -> Receipt:

@@ -44,3 +44,23 @@ def _check_storage(table: dict, file: str) -> None:
 
 
 config.register_table("storage", STORAGE_KEYS, rule=_check_storage)
+
+
+# [quota] (storage/quota.py): limits per user, enforced at every delivery and IMAP APPEND/COPY.
+def _size(v, where):
+    from fetchdeliver.storage.quota import parse_size
+
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ValueError(f"expected a size such as 1073741824 or \"1G\", got {v!r}")
+    parse_size(v)
+    return v
+
+
+QUOTA_KEYS = {
+    "storage": _size,                    # bytes, or "100M" / "2G" (b k M G T, 1024-based); 0: no limit
+    "messages": config._int(lo=0),       # messages in all the user's mailboxes; 0: no limit
+    "tempfail": config._bool,            # over quota: 452 4.2.2 / exit 75 (default: 552 5.2.2 / exit 77)
+    "passwd_file": config._path,         # per-user quota_rule fields (default: [imap] passwd_file)
+}
+
+config.register_table("quota", QUOTA_KEYS)
