@@ -180,12 +180,15 @@ def attach_quota(store: Store, settings, user: str | None = None) -> Store:
     qs = settings_for(settings, user)
     if qs is None:
         return store
+    from fetchdeliver.storage.maildir import MaildirStore
+
     kind = getattr(store, "kind", "")
-    if kind == "maildir":
+    if isinstance(store, MaildirStore):
         store.quota = MaildirQuota(store.root, qs.limits, tempfail=qs.tempfail)
     elif kind == "postgres":
-        from fetchdeliver.storage.postgres import PostgresQuota
+        from fetchdeliver.storage.postgres import PostgresQuota, PostgresStore
 
+        assert isinstance(store, PostgresStore)
         store.quota = PostgresQuota(store, qs.limits, tempfail=qs.tempfail)
     else:
         _log().warning("[quota] is not enforced for the %s store (only for Maildir and PostgreSQL)", kind)
@@ -308,7 +311,7 @@ def _folders(root: str) -> list[str]:
     return out
 
 
-def _mtimes(dirs: list[str]) -> list[float]:
+def _mtimes(dirs: list[str]) -> list[int]:
     out = []
     for d in dirs:
         try:
