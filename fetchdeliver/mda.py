@@ -160,7 +160,8 @@ def _deliver(opts: dict) -> int:
                             # The delivery log costs the MDA a state database open and ~4 fsyncs per
                             # message (benchmarks/mda_pipe.py): only with [log] mda = true.
                             delivery_log=bool(data.get("log", {}).get("mda", False)),
-                            quota_user=(recipients[0] if recipients else None))
+                            quota_user=(recipients[0] if recipients else None),
+                            database_rules=not opts.get("rules"))
     except ConfigError as e:
         sys.stderr.write(f"fetchdeliver deliver: {e}\n")
         return EX_CONFIG

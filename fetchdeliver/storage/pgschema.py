@@ -224,6 +224,17 @@ END $$;
 CREATE TRIGGER fd_mailbox_quota BEFORE DELETE ON fd_mailbox
     FOR EACH ROW EXECUTE FUNCTION fd_quota_mailbox();
 """),
+    ("Sieve scripts for ManageSieve: each user's scripts, at most one of them active", """
+CREATE TABLE fd_sieve_script (
+    user_id bigint NOT NULL REFERENCES fd_user ON DELETE CASCADE,
+    name text NOT NULL,
+    script bytea NOT NULL,
+    sha256 bytea GENERATED ALWAYS AS (sha256(script)) STORED,   -- what deliveries compare
+    active boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (user_id, name)
+);
+CREATE UNIQUE INDEX fd_sieve_script_active ON fd_sieve_script (user_id) WHERE active;
+"""),
 ]
 
 LATEST = len(STEPS)
