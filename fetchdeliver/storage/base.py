@@ -114,10 +114,17 @@ class Mailbox:
         raise NotImplementedError
 
     def copy_to(self, msgs: list[MessageInfo], dest: "Mailbox") -> list[int]:
-        """Copy messages (with flags and internal date) into `dest`; the new UIDs in order."""
+        """Copy messages (with flags and internal date) into `dest`; the new UIDs in order.
+        All or nothing: when one cannot be copied (over quota, say), the copies made are removed."""
         uids: list[int] = []
-        for m in msgs:
-            uids.append(dest.append(self.read(m), m.flags, m.internaldate))
+        try:
+            for m in msgs:
+                uids.append(dest.append(self.read(m), m.flags, m.internaldate))
+        except StorageError:
+            if uids:
+                done = set(uids)
+                dest.expunge([m for m in dest.sync() if m.uid in done])
+            raise
         return uids
 
     def expunge(self, msgs: list[MessageInfo]) -> None:
@@ -228,6 +235,8 @@ class Quota:
 
     root = "User quota"          # the quota root's name (Dovecot's name for its default root)
     tempfail = False             # over quota is a temporary failure ([quota] tempfail)
+    moving = False               # set while IMAP MOVE copies within the user's mail: no check, as
+                                 # Dovecot does (the expunge that follows gives the room back)
 
     def status(self) -> QuotaStatus:
         """Usage and limits now."""
@@ -235,6 +244,8 @@ class Quota:
 
     def check(self, size: int, count: int = 1) -> None:
         """Raise QuotaExceeded when `count` more messages of `size` bytes would not fit."""
+        if self.moving:
+            return
         st = self.status()
         resource = st.over_by(size, count)
         if resource is not None:
@@ -242,6 +253,10 @@ class Quota:
 
     def charge(self, size: int, count: int = 1) -> None:
         """Record that `count` messages of `size` bytes in all were stored (negative: removed)."""
+
+    def set_limits(self, bytes_limit: int | None, messages_limit: int | None) -> None:
+        """The user's own limits (IMAP SETQUOTA by an administrator); None: no limit."""
+        raise StorageError("this quota's limits cannot be changed here", "CANNOT")
 
     def exceeded(self, st: QuotaStatus, resource: str, size: int) -> QuotaExceeded:
         if resource == "STORAGE":

@@ -453,6 +453,8 @@ class PostgresQuota(Quota):
 
     def enforce(self, conn, size: int, count: int) -> None:
         """In the caller's transaction, after its inserts: QuotaExceeded if the user is now over."""
+        if self.moving:
+            return
         st = self._status(conn)
         before = QuotaStatus(st.root, st.bytes - size, st.messages - count, st.bytes_limit, st.messages_limit)
         resource = before.over_by(size, count)
@@ -460,7 +462,9 @@ class PostgresQuota(Quota):
             raise self.exceeded(before, resource, size)
 
     def set_limits(self, bytes_limit: int | None, messages_limit: int | None) -> None:
-        """The user's own limits (IMAP SETQUOTA); None removes one."""
+        """The user's own limits (IMAP SETQUOTA); None removes one. Refused where [quota] sets them."""
+        if self._limits() is not None:
+            raise StorageError("the limits come from the configuration ([quota] or the passwd-file)", "CANNOT")
         with self.store.connection() as conn, conn.transaction():
             conn.execute("INSERT INTO fd_quota AS q (user_id, bytes_limit, messages_limit) VALUES (%s, %s, %s) "
                          "ON CONFLICT (user_id) DO UPDATE SET bytes_limit = excluded.bytes_limit, "

@@ -30,7 +30,7 @@ import os
 import time
 
 from fetchdeliver.errors import ConfigError
-from fetchdeliver.storage.base import Quota, QuotaStatus
+from fetchdeliver.storage.base import Quota, QuotaStatus, StorageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -359,6 +359,8 @@ class MaildirQuota(Quota):
         return self._status(strict=False)
 
     def check(self, size: int, count: int = 1) -> None:
+        if self.moving:
+            return
         st = self._status(strict=False)
         resource = st.over_by(size, count)
         if resource is not None:
@@ -366,6 +368,12 @@ class MaildirQuota(Quota):
             resource = st.over_by(size, count)
         if resource is not None:
             raise self.exceeded(st, resource, size)
+
+    def set_limits(self, bytes_limit: int | None, messages_limit: int | None) -> None:
+        """Write new limits into maildirsize (Courier's way); refused where [quota] sets them."""
+        if self._limits() is not None:
+            raise StorageError("the limits come from the configuration ([quota] or the passwd-file)", "CANNOT")
+        self.recalculate((bytes_limit or None, messages_limit or None))
 
     def _status(self, strict: bool) -> QuotaStatus:
         forced = self._limits()

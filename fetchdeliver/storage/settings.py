@@ -61,6 +61,7 @@ QUOTA_KEYS = {
     "messages": config._int(lo=0),       # messages in all the user's mailboxes; 0: no limit
     "tempfail": config._bool,            # over quota: 452 4.2.2 / exit 75 (default: 552 5.2.2 / exit 77)
     "passwd_file": config._path,         # per-user quota_rule fields (default: [imap] passwd_file)
+    "admins": config._str_list,          # logins allowed IMAP SETQUOTA (on their session's quota root)
 }
 
 config.register_table("quota", QUOTA_KEYS)
