@@ -547,12 +547,18 @@ def split_trace(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:pos], raw[pos:]
 
 
+SWEEP_LOCK = 0x66645F7377656570   # "fd_sweep": uploads share it, `store sweep` holds it alone
+
+
 def store_blob(conn, raw: bytes, blobs=None) -> bytes:
     """The body's SHA-256, stored once (a body already there is not sent again): in the row, or,
     from `blobs.min_size` bytes on, in the blob store (uploaded before the row is written)."""
     digest = hashlib.sha256(raw).digest()
     if conn.execute("SELECT 1 FROM fd_blob WHERE sha256 = %s", (digest,)).fetchone() is None:
         if blobs is not None and len(raw) >= blobs.min_size:
+            # Held from before the upload to the commit: `store sweep` (storage/sweep.py) takes it
+            # exclusively, so it never deletes an object whose row is about to be committed.
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWEEP_LOCK,))
             ref = blobs.put(digest, raw)
             conn.execute("INSERT INTO fd_blob (sha256, size, body, s3) VALUES (%s, %s, NULL, %s) "
                          "ON CONFLICT DO NOTHING", (digest, len(raw), ref))
