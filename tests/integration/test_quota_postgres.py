@@ -144,3 +144,36 @@ def test_mda_and_lmtp_over_quota_in_postgres(db, tmp_path, fetchdeliver_cmd, tem
     assert replies[0][0] == 250
     assert (replies[1][0], replies[1][1][0].split()[0]) == ((452, "4.2.2") if tempfail else (552, "5.2.2"))
     assert true_usage(db, "frank@example.org")[1] == 1
+
+
+def test_imap_quota_on_postgres(db, tmp_path):
+    from fetchdeliver.config import Settings
+    from fetchdeliver.imapserver.auth import PasswdFileAuthenticator, set_password
+    from fetchdeliver.imapserver.server import ServerConfig, ThreadedServer
+    from imap_helpers import RawClient
+
+    passwd = str(tmp_path / "passwd")
+    set_password(passwd, "gina", "secret", "SHA256-CRYPT")
+    cfg = ServerConfig(listen=["127.0.0.1:0"], authenticator=PasswdFileAuthenticator(passwd),
+                       default_mail=db, login_failure_delay=0)
+    cfg.quota_settings = Settings({"quota": {"messages": 2}}, "test")
+    srv = ThreadedServer(cfg).start()
+    try:
+        c = RawClient(srv.port())
+        assert c.command("l", b"LOGIN gina secret")[-1].startswith(b"l OK")
+        results = []
+        for i in range(3):
+            raw = to_wire(body(i))
+            c.send(f"a{i} APPEND INBOX {{{len(raw)}+}}\r\n".encode() + raw + b"\r\n")
+            results.append(c.until(f"a{i}")[-1])
+        assert [r.split()[1] for r in results] == [b"OK", b"OK", b"NO"]
+        assert results[2].startswith(b"a2 NO [OVERQUOTA]")
+        assert c.command("q", b"GETQUOTAROOT INBOX")[:2] == [b'* QUOTAROOT INBOX "User quota"\r\n',
+                                                              b'* QUOTA "User quota" (MESSAGE 2 2)\r\n']
+        c.command("c", b"CREATE Trash")
+        c.command("s", b"SELECT INBOX")
+        assert c.command("m", b"MOVE 1 Trash")[-1].startswith(b"m OK")      # full, yet a MOVE goes through
+        assert c.command("k", b"COPY 1 Trash")[-1].startswith(b"k NO [OVERQUOTA]")
+        assert true_usage(db, "gina")[1] == 2
+    finally:
+        srv.stop()

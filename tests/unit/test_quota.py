@@ -148,3 +148,19 @@ def test_config_errors_name_the_key(tmp_path):
         parse_file(str(cfg))
     cfg.write_text('[quota]\nstorage = "10M"\nmessages = 5\ntempfail = true\n')
     assert parse_file(str(cfg))["quota"] == {"storage": "10M", "messages": 5, "tempfail": True}
+
+
+def test_a_rule_filing_twice_is_stored_whole_or_not_at_all(tmp_path):
+    from fetchdeliver import engine, sieve
+    from fetchdeliver.message import Message
+
+    store = MaildirStore(str(tmp_path / "M"), fsync=False)
+    store.quota = MaildirQuota(store.root, lambda: (None, 3))
+    store.deliver(b"Subject: old\n\nx\n")
+    script = sieve.compile_text('require "fileinto";\nfileinto "A";\nfileinto "B";\nkeep;\n')
+    ctx = engine.Context(store, script)
+    out = engine.process(Message(b"Subject: new\n\nbody\n"), ctx)     # 3 copies, room for 2
+    assert out.status == engine.TEMPFAIL and out.quota is not None and out.quota.resource == "MESSAGE"
+    st = store.quota.status()
+    assert st.messages == 1                                               # the copies made were rolled back
+    assert sum(len(store.open(n).sync()) for n in store.list_mailboxes()) == 1
