@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.config import Settings
     from fetchdeliver.storage.base import Store as MailStore
+    from typing import Any
+
     from fetchdeliver.engine import Context
 
 
@@ -35,7 +37,7 @@ def build_store(*, maildir: str | None = None, mbox: str | None = None,
     if mbox:
         from fetchdeliver.storage.mbox import MboxStore
 
-        kwargs = {"fsync": fsync}
+        kwargs: dict[str, Any] = {"fsync": fsync}
         if lock_timeout is not None:
             kwargs["lock_timeout"] = lock_timeout
         return MboxStore(os.path.expanduser(mbox), mbox_folders, **kwargs)
@@ -230,11 +232,11 @@ class DatabaseRules:
         if got is None:
             return
         name, digest, raw = got
-        script, error = compile_script_bytes(raw or b"", f"postgresql:{store.user}/{name}.sieve",
-                                             self.settings)
+        user = getattr(store, "user", "?")
+        script, error = compile_script_bytes(raw or b"", f"postgresql:{user}/{name}.sieve", self.settings)
         if error and self.digest is not None and ctx.script is not None:
             _log().error("the active script of %s changed but cannot be used; the one loaded before stays: %s",
-                         store.user, error)
+                         user, error)
             self.digest = digest
             return
         if self.digest is None and self.file is None:
@@ -244,7 +246,7 @@ class DatabaseRules:
         if error:
             _log().error("%s", error)
         else:
-            _log().info("the active Sieve script %r of %s (PostgreSQL) loaded", name, store.user)
+            _log().info("the active Sieve script %r of %s (PostgreSQL) loaded", name, user)
 
 
 def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
@@ -275,8 +277,8 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
     if table:
         from fetchdeliver.filter import Filter
 
-        ctx.filter = Filter(table)
-        ctx.filter.apply_sieve_defaults(dict(settings.sieve))  # which keys are ours (see engine)
+        ctx.filter = flt = Filter(table)
+        flt.apply_sieve_defaults(dict(settings.sieve))  # which keys are ours (see engine)
     if delivery_log and not dry_run:
         from fetchdeliver.deliverylog import recorder_for
 

@@ -16,7 +16,7 @@ import os
 
 from fetchdeliver import netlimits, serversetup
 from fetchdeliver.errors import ConfigError
-from fetchdeliver.managesieve.storage import ScriptStore
+from fetchdeliver.managesieve.storage import PostgresScriptStore, ScriptStore
 
 
 def _log():
@@ -119,10 +119,9 @@ class Server:
         return await self.throttle.attempt(peer, user,
                                            lambda: asyncio.to_thread(self.authenticate, user, password))
 
-    def store_for(self, account) -> ScriptStore:
+    def store_for(self, account) -> ScriptStore | PostgresScriptStore:
         cfg = self.config
         if cfg.storage_url:
-            from fetchdeliver.managesieve.storage import PostgresScriptStore
             from fetchdeliver.storage.postgres import PostgresStore
 
             return PostgresScriptStore(PostgresStore(cfg.storage_url, user=account.user),
