@@ -190,9 +190,13 @@ def attach_quota(store: Store, settings, user: str | None = None) -> Store:
 
         assert isinstance(store, PostgresStore)
         store.quota = PostgresQuota(store, qs.limits, tempfail=qs.tempfail)
-    else:
+    elif kind not in _WARNED:   # once per process: an IMAP server would say it at every login
+        _WARNED.add(kind)
         _log().warning("[quota] is not enforced for the %s store (only for Maildir and PostgreSQL)", kind)
     return store
+
+
+_WARNED: set[str] = set()
 
 
 # -- Maildir++ ---------------------------------------------------------------------------------------

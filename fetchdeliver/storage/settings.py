@@ -58,10 +58,10 @@ def _size(v, where):
 
 QUOTA_KEYS = {
     "storage": _size,                    # bytes, or "100M" / "2G" (b k M G T, 1024-based); 0: no limit
-    "messages": config._int(lo=0),       # messages in all the user's mailboxes; 0: no limit
-    "tempfail": config._bool,            # over quota: 452 4.2.2 / exit 75 (default: 552 5.2.2 / exit 77)
-    "passwd_file": config._path,         # per-user quota_rule fields (default: [imap] passwd_file)
-    "admins": config._str_list,          # logins allowed IMAP SETQUOTA (on their session's quota root)
+    "messages": config.check_int(lo=0),  # messages in all the user's mailboxes; 0: no limit
+    "tempfail": config.check_bool,       # over quota: 452 4.2.2 / exit 75 (default: 552 5.2.2 / exit 77)
+    "passwd_file": config.check_path,    # per-user quota_rule fields (default: [imap] passwd_file)
+    "admins": config.check_str_list,     # logins allowed IMAP SETQUOTA (on their session's quota root)
 }
 
 config.register_table("quota", QUOTA_KEYS)
