@@ -212,11 +212,14 @@ class QuotaStatus:
         self.bytes_limit = bytes_limit
         self.messages_limit = messages_limit
 
-    def over_by(self, size: int, count: int = 1) -> str | None:
+    def over_by(self, size: int, count: int = 1, grace: int = 0) -> str | None:
         """The resource ("STORAGE" or "MESSAGE") that `count` more messages of `size` bytes in all
-        would take over its limit, or None when they fit (a limit may be reached, not passed)."""
+        would take over its limit, or None when they fit (a limit may be reached, not passed).
+        `grace`: bytes the last message may go past the storage limit when the user is under it
+        (Dovecot's quota_grace)."""
         if self.bytes_limit is not None and size > 0 and self.bytes + size > self.bytes_limit:
-            return "STORAGE"
+            if not (self.bytes < self.bytes_limit and self.bytes + size <= self.bytes_limit + grace):
+                return "STORAGE"
         if self.messages_limit is not None and count > 0 and self.messages + count > self.messages_limit:
             return "MESSAGE"
         return None
@@ -237,17 +240,26 @@ class Quota:
     tempfail = False             # over quota is a temporary failure ([quota] tempfail)
     moving = False               # set while IMAP MOVE copies within the user's mail: no check, as
                                  # Dovecot does (the expunge that follows gives the room back)
+    grace: int | str = 0         # [quota] grace: bytes, or "10%" of the storage limit
+
+    def grace_bytes(self, st: QuotaStatus) -> int:
+        """The grace in bytes for `st`'s storage limit."""
+        g = self.grace
+        if isinstance(g, str) and g.endswith("%"):
+            return int(g[:-1]) * (st.bytes_limit or 0) // 100
+        return int(g)
 
     def status(self) -> QuotaStatus:
         """Usage and limits now."""
         raise NotImplementedError
 
-    def check(self, size: int, count: int = 1) -> None:
-        """Raise QuotaExceeded when `count` more messages of `size` bytes would not fit."""
+    def check(self, size: int, count: int = 1, *, grace: bool = True) -> None:
+        """Raise QuotaExceeded when `count` more messages of `size` bytes would not fit. `grace`:
+        whether the grace applies (deliveries; not IMAP APPEND/COPY, as in Dovecot)."""
         if self.moving:
             return
         st = self.status()
-        resource = st.over_by(size, count)
+        resource = st.over_by(size, count, self.grace_bytes(st) if grace else 0)
         if resource is not None:
             raise self.exceeded(st, resource, size)
 

@@ -1450,6 +1450,9 @@ class MaildirMailbox(Mailbox):
         on (the fsyncs are most of an APPEND's time); then `adopt(path)` numbers it."""
         self._check_writable()
         try:
+            quota = self.store.quota
+            if quota is not None:
+                quota.check(len(raw), grace=False)   # APPEND/COPY get no grace (Dovecot's rule)
             # Without flags the file goes to new/: the next session that selects the mailbox sees it
             # \Recent (RFC 3501 6.3.11), as Dovecot does; with flags it needs cur/'s info suffix.
             receipt = self.store.deliver(raw, self.name, list(flags), create=False)

@@ -451,13 +451,14 @@ class PostgresQuota(Quota):
         with self.store.connection() as conn:
             return self._status(conn)
 
-    def enforce(self, conn, size: int, count: int) -> None:
-        """In the caller's transaction, after its inserts: QuotaExceeded if the user is now over."""
+    def enforce(self, conn, size: int, count: int, *, grace: bool = True) -> None:
+        """In the caller's transaction, after its inserts: QuotaExceeded if the user is now over.
+        `grace`: for deliveries, not for IMAP APPEND/COPY (as Dovecot)."""
         if self.moving:
             return
         st = self._status(conn)
         before = QuotaStatus(st.root, st.bytes - size, st.messages - count, st.bytes_limit, st.messages_limit)
-        resource = before.over_by(size, count)
+        resource = before.over_by(size, count, self.grace_bytes(before) if grace else 0)
         if resource is not None:
             raise self.exceeded(before, resource, size)
 
@@ -739,13 +740,13 @@ class PostgresMailbox(Mailbox):
         quota = self.store.quota
         try:
             if quota is not None:
-                quota.check(rfc822_size(raw))
+                quota.check(rfc822_size(raw), grace=False)
             with self._conn() as conn, conn.transaction():
                 uid = insert_message(conn, self.id, raw, flags,
                                      time.time() if internaldate is None else internaldate,
                                      blobs=self.store.blobs)
                 if quota is not None:
-                    quota.enforce(conn, rfc822_size(raw), 1)
+                    quota.enforce(conn, rfc822_size(raw), 1, grace=False)
                 return uid
         except QuotaExceeded as e:
             raise StorageError(str(e), "OVERQUOTA") from e
@@ -777,7 +778,7 @@ class PostgresMailbox(Mailbox):
                     size = conn.execute("SELECT coalesce(sum(size), 0) FROM fd_message WHERE mailbox_id = %s "
                                         "AND uid = ANY(%s)", (dest.id, uids)).fetchone()[0]
                     try:
-                        quota.enforce(conn, int(size), len(uids))
+                        quota.enforce(conn, int(size), len(uids), grace=False)
                     except QuotaExceeded as e:
                         raise StorageError(str(e), "OVERQUOTA") from e
                 return uids

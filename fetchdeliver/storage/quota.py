@@ -4,6 +4,7 @@
     storage = "1G"          # bytes, or with a unit: b k M G T (1024-based, as Dovecot reads them)
     messages = 100000       # messages in all mailboxes of the user
     tempfail = false        # over quota: LMTP 552 5.2.2 / MDA exit 77 (true: 452 4.2.2 / exit 75)
+    grace = "10%"           # the last message may pass the storage limit by this (default 0; Dovecot: 10%)
     passwd_file = "..."     # per-user rules (default: [imap] passwd_file)
 
 A user's own limits come from the passwd-file's extra fields, as Dovecot reads them
@@ -129,6 +130,8 @@ class QuotaSettings:
 
     def __init__(self, table: dict, user: str | None, passwd_file: str | None) -> None:
         self.tempfail = bool(table.get("tempfail", False))
+        grace = table.get("grace", 0)
+        self.grace: int | str = grace if isinstance(grace, str) and grace.endswith("%") else parse_size(grace)
         self.user = user
         self.passwd_file = passwd_file
         size = table.get("storage")
@@ -185,11 +188,13 @@ def attach_quota(store: Store, settings, user: str | None = None) -> Store:
     kind = getattr(store, "kind", "")
     if isinstance(store, MaildirStore):
         store.quota = MaildirQuota(store.root, qs.limits, tempfail=qs.tempfail)
+        store.quota.grace = qs.grace
     elif kind == "postgres":
         from fetchdeliver.storage.postgres import PostgresQuota, PostgresStore
 
         assert isinstance(store, PostgresStore)
         store.quota = PostgresQuota(store, qs.limits, tempfail=qs.tempfail)
+        store.quota.grace = qs.grace
     elif kind not in _WARNED:   # once per process: an IMAP server would say it at every login
         _WARNED.add(kind)
         _log().warning("[quota] is not enforced for the %s store (only for Maildir and PostgreSQL)", kind)
@@ -362,14 +367,14 @@ class MaildirQuota(Quota):
     def status(self) -> QuotaStatus:
         return self._status(strict=False)
 
-    def check(self, size: int, count: int = 1) -> None:
+    def check(self, size: int, count: int = 1, *, grace: bool = True) -> None:
         if self.moving:
             return
         st = self._status(strict=False)
-        resource = st.over_by(size, count)
+        resource = st.over_by(size, count, self.grace_bytes(st) if grace else 0)
         if resource is not None:
             st = self._status(strict=True)   # believe "full" only from a freshly counted file
-            resource = st.over_by(size, count)
+            resource = st.over_by(size, count, self.grace_bytes(st) if grace else 0)
         if resource is not None:
             raise self.exceeded(st, resource, size)
 

@@ -17,9 +17,13 @@ plugin {
 """
 
 
-def dovecot_quota_config(rule: str | None = None) -> str:
-    """Dovecot settings for the Maildir++ quota; `rule` e.g. "*:storage=10K" for every user."""
-    return QUOTA_CONFIG.replace("%s", f"  quota_rule = {rule}\n" if rule else "")
+def dovecot_quota_config(rule: str | None = None, grace: bool = False) -> str:
+    """Dovecot settings for the Maildir++ quota; `rule` e.g. "*:storage=10K" for every user;
+    grace: keep Dovecot's default quota_grace (10%) instead of none."""
+    text = QUOTA_CONFIG.replace("%s", f"  quota_rule = {rule}\n" if rule else "")
+    if grace:
+        text = text.replace("  quota_grace = 0\n", "")
+    return text
 
 
 def chown_tree(path: str, uid: int, gid: int) -> None:

@@ -207,3 +207,67 @@ def test_fetch_leaves_what_does_not_fit_on_the_server(dc, tmp_path, fetchdeliver
     box.expunge(box.sync())
     r = setup.run()
     assert len(setup.delivered()) == 2 and dc.contents("alice") == {}, r.stderr
+
+
+def _lda(dc, raw: bytes) -> int:
+    """dovecot-lda with the fixture's config delivering to alice: 0 stored, 77 refused (-e)."""
+    return subprocess.run(["/usr/lib/dovecot/dovecot-lda", "-c", dc.conf, "-d", "alice", "-e"], input=raw,
+                          capture_output=True, timeout=60).returncode
+
+
+@pytest.mark.parametrize("grace", [False, True])
+def test_the_verdict_on_the_last_message_is_dovecots(request, grace):
+    """On a nearly full Maildir, messages of several sizes: our delivery's verdict is dovecot-lda's
+    and our IMAP APPEND's is Dovecot's APPEND's, with Dovecot's quota_grace (10%, deliveries only)
+    against [quota] grace = "10%", and with no grace on both."""
+    if not os.path.exists("/usr/lib/dovecot/dovecot-lda"):
+        pytest.skip("dovecot-lda is not installed")
+    dc = _start(request, users={"alice": "secret"},
+                extra_config=dovecot_quota_config(f"*:storage={LIMIT_K}K", grace=grace))
+    store = our_store(dc, "alice")
+    store.quota.grace = "10%" if grace else 0
+    for i in range(3):
+        store.deliver(body(i))                   # about 9.2 of 10 KiB
+    chown_tree(store.root, dc.mail_uid, dc.mail_gid)
+    sizes = [500, 900, 1500, 2000, 2400, 3000]
+    verdicts = {"ours/deliver": [], "lda": [], "ours/append": [], "dovecot/append": []}
+
+    def ours(raw, g):
+        try:
+            store.quota.check(len(raw), grace=g)
+            return True
+        except QuotaExceeded:
+            return False
+
+    c = dc.imap("alice")
+    try:
+        c.select_folder("INBOX")
+
+        def undo():
+            c.noop()
+            found = c.search(["SUBJECT", "g"])
+            if found:
+                c.delete_messages(found)
+                c.expunge()
+
+        for n in sizes:
+            raw = b"Subject: g\n\n" + b"x" * n      # LF only: Dovecot stores these bytes as they are
+            verdicts["ours/deliver"].append(ours(raw, True))
+            verdicts["ours/append"].append(ours(raw, False))
+            code = _lda(dc, raw)
+            assert code in (0, 77), code
+            verdicts["lda"].append(code == 0)
+            undo()
+            try:
+                c.append("INBOX", raw)
+                verdicts["dovecot/append"].append(True)
+                undo()
+            except Exception as e:
+                assert "OVERQUOTA" in str(e) or "Quota exceeded" in str(e), e
+                verdicts["dovecot/append"].append(False)
+    finally:
+        c.logout()
+    assert verdicts["ours/deliver"] == verdicts["lda"], verdicts
+    assert verdicts["ours/append"] == verdicts["dovecot/append"], verdicts
+    assert verdicts["dovecot/append"].count(True) == 2            # 500 and 900 fit in the ~1.1 KiB left
+    assert verdicts["lda"].count(True) == (4 if grace else 2), verdicts   # 10% more: up to 2000

@@ -164,3 +164,31 @@ def test_a_rule_filing_twice_is_stored_whole_or_not_at_all(tmp_path):
     st = store.quota.status()
     assert st.messages == 1                                               # the copies made were rolled back
     assert sum(len(store.open(n).sync()) for n in store.list_mailboxes()) == 1
+
+
+def test_grace_lets_the_last_message_past_the_limit_only_from_below():
+    from fetchdeliver.storage.base import QuotaStatus
+
+    st = QuotaStatus("r", 900, 1, 1000, None)
+    assert st.over_by(150) == "STORAGE" and st.over_by(150, grace=100) is None
+    assert st.over_by(250, grace=100) == "STORAGE"
+    assert QuotaStatus("r", 1000, 1, 1000, None).over_by(1, grace=100) == "STORAGE"   # at the limit: no grace
+    q = MaildirQuota("/nonexistent", lambda: (1000, None))
+    q.grace = "10%"
+    assert q.grace_bytes(st) == 100
+    q.grace = 64
+    assert q.grace_bytes(st) == 64
+
+
+def test_grace_config(tmp_path):
+    from fetchdeliver.config import parse_file
+    from fetchdeliver.errors import ConfigError
+    from fetchdeliver.storage.quota import settings_for
+
+    cfg = tmp_path / "c.toml"
+    for text, expected in (('"10%"', "10%"), ('"1M"', 1024 ** 2), ("4096", 4096)):
+        cfg.write_text(f"[quota]\nstorage = \"1G\"\ngrace = {text}\n")
+        assert settings_for(Settings(parse_file(str(cfg)), str(cfg))).grace == expected
+    cfg.write_text('[quota]\ngrace = "ten%"\n')
+    with pytest.raises(ConfigError, match="quota.grace"):
+        parse_file(str(cfg))
