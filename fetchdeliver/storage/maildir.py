@@ -1524,17 +1524,19 @@ class MaildirMailbox(Mailbox):
         if not msgs:
             return
         gone = set()
+        quota = self.store.quota
         freed = removed = 0      # bytes (the names' S=) and number of the files removed, for the quota
         with self._lock():
             for m in msgs:
                 for _attempt in range(3):
                     try:
                         victim = os.path.join(self.path, m.handle.subdir, m.handle.name)
-                        nbytes = _size_from_name(split_filename(m.handle.name)[0], "S")
-                        if nbytes is None and self.store.quota is not None:
-                            nbytes = os.stat(victim).st_size
+                        nbytes = 0
+                        if quota is not None:
+                            nbytes = _size_from_name(split_filename(m.handle.name)[0], "S") or \
+                                os.stat(victim).st_size
                         os.unlink(victim)
-                        freed += nbytes or 0
+                        freed += nbytes
                         removed += 1
                         break
                     except FileNotFoundError:
@@ -1568,7 +1570,6 @@ class MaildirMailbox(Mailbox):
                     u.by_base = {b: uid for uid, _e, b in u.records}
                     u.nextuid = nxt
                     self._write_uidlist(u)
-        quota = self.store.quota
         if quota is not None and removed:
             quota.charge(-freed, -removed)
         self._cache = [m for m in self._cache if m.uid not in gone]
