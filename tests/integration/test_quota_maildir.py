@@ -271,3 +271,27 @@ def test_the_verdict_on_the_last_message_is_dovecots(request, grace):
     assert verdicts["ours/append"] == verdicts["dovecot/append"], verdicts
     assert verdicts["dovecot/append"].count(True) == 2            # 500 and 900 fit in the ~1.1 KiB left
     assert verdicts["lda"].count(True) == (4 if grace else 2), verdicts   # 10% more: up to 2000
+
+
+def test_pop3_dele_gives_the_room_back(tmp_path):
+    from fetchdeliver.config import Settings
+    from pop3_support import LineClient, make_pop3_server
+
+    maildir = str(tmp_path / "Maildir")
+    store = MaildirStore(maildir)
+    store.quota = MaildirQuota(maildir, lambda: (None, 3))
+    for i in range(3):
+        store.deliver(body(i))
+    server = make_pop3_server(tmp_path, maildir)
+    server.server.config.quota_settings = Settings({"quota": {"messages": 3}}, "test")
+    try:
+        c = LineClient(server.port())
+        c.login("alice", "secret")
+        assert c.cmd("DELE 1")[0].startswith(b"+OK")
+        assert c.cmd("QUIT")[0].startswith(b"+OK")
+        c.close()
+    finally:
+        server.stop()
+    lines = read(os.path.join(maildir, "maildirsize")).splitlines()
+    assert lines[-1] == f"-{len(body(0))} -1"             # as Dovecot's pop3 writes it
+    store.deliver(body(9))                                 # room for one again
