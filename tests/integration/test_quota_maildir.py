@@ -5,7 +5,9 @@ LMTP over a socket (552 5.2.2 / 452 4.2.2), and fetch from Dovecot (the message 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -295,3 +297,54 @@ def test_pop3_dele_gives_the_room_back(tmp_path):
     lines = read(os.path.join(maildir, "maildirsize")).splitlines()
     assert lines[-1] == f"-{len(body(0))} -1"             # as Dovecot's pop3 writes it
     store.deliver(body(9))                                 # room for one again
+
+
+@pytest.mark.parametrize("tempfail", [False, True])
+def test_lmtp_over_quota_answers_as_dovecots_lmtp(request, tmp_path, tempfail):
+    """The same recipient over the same quota: Dovecot's LMTP (quota_full_tempfail) and ours
+    ([quota] tempfail) give the same code and enhanced code, and both start with Dovecot's text."""
+    from dovecot import free_ports
+
+    port = free_ports(1)[0]
+    extra = dovecot_quota_config("*:messages=1") + (
+        f"service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
+        "lmtp_save_to_detail_mailbox = no\npostmaster_address = postmaster@example.org\n"
+        f"quota_full_tempfail = {'yes' if tempfail else 'no'}\n")   # an LDA/LMTP setting, not a plugin one
+    dc = _start(request, users={"alice": "secret"}, protocols=("imap", "pop3", "lmtp"), extra_config=extra)
+    ours_dir = tmp_path / "ours"
+    cfg = write_config(tmp_path, f"""
+        [[recipient]]
+        address = "alice"
+        maildir = "{ours_dir}"
+
+        [quota]
+        messages = 1
+        tempfail = {"true" if tempfail else "false"}
+        """)
+    server = Server(cfg)
+
+    class Peer:   # what lmtp_send needs of a server: host and port
+        def __init__(self, host, port):
+            self.host, self.port = host, port
+
+    deadline = time.monotonic() + 20
+    while True:   # Dovecot's lmtp listener comes up with the master; poll for it
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, dc.read_log()
+            time.sleep(0.05)
+    try:
+        answers = {}
+        for name, peer in (("dovecot", Peer("127.0.0.1", port)), ("ours", server)):
+            answers[name] = [lmtp_send(peer, ["alice"], body(i))[0] for i in range(2)]
+    finally:
+        server.stop()
+    for name, (first, second) in answers.items():
+        assert first[0] == 250, (name, first)
+    d, o = answers["dovecot"][1], answers["ours"][1]
+    assert (d[0], d[1][0].split()[0]) == (o[0], o[1][0].split()[0]) == \
+        ((452, "4.2.2") if tempfail else (552, "5.2.2")), answers
+    assert "Quota exceeded (mailbox for user is full)" in d[1][0] and \
+        "Quota exceeded (mailbox for user is full)" in o[1][0], answers
