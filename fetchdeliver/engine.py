@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.storage.base import Store as MailStore, Receipt
     from fetchdeliver.message import Message
-    from fetchdeliver.pipeline import RulesFile
+    from fetchdeliver.pipeline import DatabaseRules, RulesFile
     from fetchdeliver.deliverylog import Recorder
     from collections.abc import Callable
 
@@ -38,15 +38,18 @@ def _log():
 class Outcome:
     """The result of processing one message."""
 
-    __slots__ = ("status", "receipts", "actions", "errors", "reason")
+    __slots__ = ("status", "receipts", "actions", "errors", "reason", "quota")
 
     def __init__(self, status: str, receipts: list | None = None, actions: list | None = None,
-                 errors: list[str] | None = None, reason: str = "") -> None:
+                 errors: list[str] | None = None, reason: str = "", quota=None) -> None:
         self.status = status
         self.receipts = receipts or []
         self.actions = actions or []
         self.errors = errors or []
         self.reason = reason
+        # A tempfail because the user is over quota: the QuotaExceeded (its `temporary` says whether
+        # a source answers 4xx/75 or 5xx/77); None for every other outcome.
+        self.quota = quota
 
     @property
     def ok(self) -> bool:
@@ -83,7 +86,8 @@ class Context:
         self.outbound = outbound            # the SMTP queue, or None until it is configured
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
-        self.rules: RulesFile | None = None  # re-read the script when its file changed
+        # re-read the script when its file (or, with [storage] url, the active one in PostgreSQL) changed
+        self.rules: RulesFile | DatabaseRules | None = None
         self.delivery_log: Recorder | None = None  # one row per decided message, or None
         self.trace: list[str] = []          # the last Sieve run's trace (kept only with a delivery_log)
         self.filter: Filter | None = None   # when [filter] is configured
@@ -234,16 +238,23 @@ def process(message: "Message", ctx: Context) -> Outcome:
                                                   sender=message.sender))
             except DeliveryError as e2:
                 _rollback(receipts)
-                return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e2)])
+                return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e2)], quota=_over_quota(e2))
         except DeliveryError as e:
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
-            return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
+            return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)], quota=_over_quota(e))
         except OSError as e:  # a deliverer bug surfacing as a raw OSError: still temporary
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
             return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
     return _logged(message, ctx, Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors))
+
+
+def _over_quota(e: DeliveryError):
+    """`e` when it is a QuotaExceeded (storage/quota.py), else None."""
+    from fetchdeliver.errors import QuotaExceeded
+
+    return e if isinstance(e, QuotaExceeded) else None
 
 
 def _logged(message: "Message", ctx: Context, outcome: Outcome) -> Outcome:

@@ -35,12 +35,17 @@ def build_config(args, data: dict):
         mail = postgres_location(storage)
     else:
         mail = default_mail(data)
-    return ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
-                        authenticator=authenticator, default_mail=mail,
-                        allow_plaintext_auth=imap["allow_plaintext_auth"],
-                        login_failure_delay=float(imap["login_failure_delay"]),
-                        idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
-                        max_literal=imap["max_literal"], **limit_options(imap))
+    cfg = ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
+                       authenticator=authenticator, default_mail=mail,
+                       allow_plaintext_auth=imap["allow_plaintext_auth"],
+                       login_failure_delay=float(imap["login_failure_delay"]),
+                       idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
+                       max_literal=imap["max_literal"], **limit_options(imap))
+    if "quota" in data:
+        from fetchdeliver.config import Settings
+
+        cfg.quota_settings = Settings(data)
+    return cfg
 
 
 def warm_up() -> None:

@@ -56,6 +56,7 @@ class ServerConfig(netlimits.LimitSettings):
         self.expire = expire                   # "never" (advertised), None (not advertised) or days
         self.login_delay = login_delay
         self.max_line = max_line
+        self.quota_settings = None     # config.Settings with [quota]: a DELE gives the room back
 
 
 KEEP_OPEN = 32   # mailboxes kept open between POP3 sessions (each holds its message list and index)
@@ -167,7 +168,12 @@ class Server:
                               "in the passwd-file or set [delivery] maildir")
         from fetchdeliver.storage import open_store
 
-        return open_store(location)
+        store = open_store(location)
+        if self.config.quota_settings is not None:   # [quota]: maildirsize follows DELE (as Dovecot's)
+            from fetchdeliver.storage.quota import attach_quota
+
+            attach_quota(store, self.config.quota_settings, account.user)
+        return store
 
     def open_mailbox(self, account):
         """(mailbox, lock, snapshot, saved UIDLs) for a login; InUse when another POP3 session has it.
