@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fetchdeliver import netlimits, serversetup
 from fetchdeliver.errors import ConfigError
@@ -25,6 +25,9 @@ from fetchdeliver.pop3server.settings import DEFAULT_UIDL_FORMAT
 from fetchdeliver.pop3server.saved_uidls import SavedUidls
 from fetchdeliver.pop3server.sizes import SizeCache
 from fetchdeliver.pop3server.uidl import compile_format
+
+if TYPE_CHECKING:
+    from fetchdeliver.config import Settings
 
 
 def _log():
@@ -56,7 +59,7 @@ class ServerConfig(netlimits.LimitSettings):
         self.expire = expire                   # "never" (advertised), None (not advertised) or days
         self.login_delay = login_delay
         self.max_line = max_line
-        self.quota_settings = None     # config.Settings with [quota]: a DELE gives the room back
+        self.quota_settings: Settings | None = None   # with [quota]: a DELE gives the room back
 
 
 KEEP_OPEN = 32   # mailboxes kept open between POP3 sessions (each holds its message list and index)
