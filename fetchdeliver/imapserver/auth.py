@@ -288,11 +288,13 @@ def parse_passwd(text: str, path: str = "passwd-file") -> dict[str, PasswdEntry]
 
 
 def mail_location(entry: PasswdEntry) -> str | None:
-    """The entry's "maildir:PATH" / "mbox:PATH" with ~ expanded, or None."""
+    """The entry's "maildir:PATH" / "mbox:PATH" with ~ expanded, a "postgresql://..." URL as it is, or None."""
     loc = entry.extra.get("userdb_mail") or entry.extra.get("mail")
     if not loc:
         return None
     kind, _, rest = loc.partition(":")
+    if kind.lower() in ("postgresql", "postgres") and rest.startswith("//"):
+        return loc                 # a URL: its colons (port, password) belong to it
     path = rest.split(":", 1)[0]   # drop Dovecot options such as :LAYOUT=fs or :INBOX=...
     if path.startswith("~") and entry.home:
         path = entry.home + path[1:]
