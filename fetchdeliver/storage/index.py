@@ -262,6 +262,16 @@ class MailboxIndex:
         return self.db.execute(
             "SELECT uid, name, subdir, internaldate, size, modseq FROM msg ORDER BY uid").fetchall()
 
+    def rows_since(self, modseq: int) -> list[Row]:
+        """Rows whose MODSEQ is above `modseq` (changed since), by UID."""
+        return [Row(*r) for r in self.db.execute(
+            "SELECT uid, name, subdir, internaldate, size, modseq FROM msg WHERE modseq > ? ORDER BY uid",
+            (modseq,)).fetchall()]
+
+    def expunged_since(self, modseq: int) -> list[int]:
+        """UIDs expunged with a MODSEQ above `modseq`."""
+        return [r[0] for r in self.db.execute("SELECT uid FROM expunged WHERE modseq > ?", (modseq,))]
+
     def put(self, row: Row) -> None:
         """A message new to the index (a row left from an older life of the UID loses its cache)."""
         self.db.execute("INSERT OR REPLACE INTO msg (uid, name, subdir, internaldate, size, modseq) "
