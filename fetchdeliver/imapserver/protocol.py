@@ -429,3 +429,8 @@ def start_deflate(reader, writer, level: int = 6):
     loop = asyncio.get_running_loop()
     inner.set_protocol(_InflateProtocol(protocol, inner, loop))
     return asyncio.StreamWriter(_DeflateTransport(inner, level), protocol, reader, loop)
+
+
+def oneline(text: str) -> str:
+    """`text` with its line breaks and runs of white space as single spaces (for a response line)."""
+    return " ".join(text.split())

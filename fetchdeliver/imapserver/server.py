@@ -98,6 +98,9 @@ class Server:
         from fetchdeliver.imapserver.cache import MessageCache
 
         self.cache = MessageCache()
+        from fetchdeliver.imapserver.recent import RecentTracker
+
+        self.recent = RecentTracker()   # \Recent for what COPY/MOVE/APPEND added (imapserver/recent.py)
         self.addresses: list[tuple[str, int, bool]] = []
         self.listeners: list[netlimits.Listener] = []
         self.sessions: set[asyncio.Task] = set()

@@ -73,49 +73,35 @@ def refusal(why: str) -> bytes:
             b"Retry-After: 60\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
 
 
-def limited_protocol(limits: netlimits.ConnectionLimits, login_timeout: float, logger=log):
-    """uvicorn's HTTP protocol class within `limits`: a connection over a cap is answered `refusal`
-    and closed before uvicorn sees it; one whose first request (its head) has not arrived `login_timeout` after
-    connecting (the pre-login deadline of the mail servers) is closed. uvicorn itself accepts from
-    our sockets, so this is where each connection starts and ends."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+def limited_protocol(protocol_class, login_timeout: float):
+    """uvicorn's HTTP protocol class, holding the connection's place (`netlimits.Slot`) until it closes,
+    and closing a connection whose first request (its head) has not arrived `login_timeout` after
+    connecting (the pre-login deadline of the mail servers). Connections are admitted by
+    `netlimits.Listener` (caps, EMFILE) before this class sees them."""
 
-    warn = netlimits.LogLimiter(logger)
-
-    class LimitedHTTPProtocol(AutoHTTPProtocol):
-        _fd_slot = None
-        _fd_timer = None
+    class LimitedHTTPProtocol(protocol_class):  # type: ignore[misc, valid-type]
+        fd_slot: netlimits.Slot | None = None
+        fd_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport) -> None:
-            peer = transport.get_extra_info("peername")
-            slot = limits.admit(peer[0] if isinstance(peer, tuple) and peer else None)
-            if isinstance(slot, str):
-                warn.warning("cap", "web: refusing connections: %s", slot.rstrip("."))
-                try:
-                    transport.write(refusal(slot))
-                finally:
-                    transport.close()
-                return
-            self._fd_slot = slot
             super().connection_made(transport)
-            self._fd_timer = asyncio.get_running_loop().call_later(login_timeout, self._fd_deadline)
+            self.fd_timer = asyncio.get_running_loop().call_later(login_timeout, self.fd_deadline)
 
-        def _fd_deadline(self) -> None:
-            self._fd_timer = None
+        def fd_deadline(self) -> None:
+            self.fd_timer = None
             if self.cycle is None and not self.transport.is_closing():   # no request begun yet
                 self.transport.close()
 
         def connection_lost(self, exc) -> None:
-            slot, self._fd_slot = self._fd_slot, None
-            if slot is None:
-                return      # refused: uvicorn never had it
-            if self._fd_timer is not None:
-                self._fd_timer.cancel()
-                self._fd_timer = None
+            slot, self.fd_slot = self.fd_slot, None
+            if self.fd_timer is not None:
+                self.fd_timer.cancel()
+                self.fd_timer = None
             try:
                 super().connection_lost(exc)
             finally:
-                slot.release()
+                if slot is not None:
+                    slot.release()
 
     return LimitedHTTPProtocol
 
@@ -129,6 +115,9 @@ class WebServer:
         self.addresses: list[tuple[str, int, bool]] = []
         self._servers: list = []
         self._tasks: list[asyncio.Task] = []
+        self._listen: list = []
+        self._listeners: list[netlimits.Listener] = []
+        self._handshakes: set[asyncio.Task] = set()
 
     def check(self) -> None:
         """Refuse plain HTTP on a non-loopback address unless allow_insecure is set."""
@@ -150,7 +139,9 @@ class WebServer:
         app = build_app(self.cfg, daemon=self.daemon, throttle=self.throttle)
         cls = _server_class()
         self.limits.max_total = netlimits.fit_max_connections(self.cfg.max_connections, "web")
-        protocol = limited_protocol(self.limits, self.cfg.login_timeout)
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        protocol = limited_protocol(AutoHTTPProtocol, self.cfg.login_timeout)
         for addrs, tls in ((self.cfg.listen, False), (self.cfg.tls_listen, True)):
             if not addrs:
                 continue
@@ -162,11 +153,15 @@ class WebServer:
                                     proxy_headers=False, server_header=False, http=protocol, **kwargs)
             server = cls(config)
             self._servers.append(server)
-            self._tasks.append(asyncio.ensure_future(server.serve(sockets=socks)))
+            # uvicorn listens on nothing (an empty socket list); our Listener accepts, within the
+            # connection caps, and meets EMFILE with a pause and one log line (asyncio's own accept loop
+            # would log a traceback a second), then hands each connection to uvicorn's protocol.
+            self._tasks.append(asyncio.ensure_future(server.serve(sockets=[])))
             for s in socks:
                 name = s.getsockname()
                 self.addresses.append((name[0], name[1], tls))
-        # serve() binds nothing itself (the sockets are ours): wait until it accepts.
+                self._listen.append((s, server, tls))
+        # serve() binds nothing itself (the sockets are ours): wait until it runs.
         for _ in range(500):
             if all(s.started for s in self._servers) or any(t.done() for t in self._tasks):
                 break
@@ -174,9 +169,42 @@ class WebServer:
         for t in self._tasks:
             if t.done() and t.exception() is not None:
                 raise ConfigError(f"the web server did not start: {t.exception()}", key="web.listen")
+        for sock, server, tls in self._listen:
+            self._listeners.append(netlimits.Listener(
+                sock, self._on_socket(server, protocol), limits=self.limits,
+                refusal=None if tls else refusal, name="web", logger=log).start())
         return self.addresses
 
+    def _on_socket(self, server, protocol):
+        loop = asyncio.get_running_loop()
+        config = server.config
+
+        def on_socket(conn: socket.socket, slot: netlimits.Slot) -> None:
+            def make() -> asyncio.Protocol:
+                proto = protocol(config=config, server_state=server.server_state,
+                                 app_state=server.lifespan.state)
+                proto.fd_slot = slot    # released by connection_lost
+                return proto
+
+            async def connect() -> None:
+                try:
+                    await loop.connect_accepted_socket(make, conn, ssl=config.ssl)
+                except (OSError, asyncio.CancelledError) as e:   # TLS handshake failed, peer went away
+                    log.debug("web: connection dropped before its first request: %s", e)
+                    slot.release()      # idempotent: connection_lost may have released it already
+                    conn.close()
+
+            task = loop.create_task(connect())
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+        return on_socket
+
     async def stop(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        self._listen.clear()
         for s in self._servers:
             s.should_exit = True
         if self._tasks:

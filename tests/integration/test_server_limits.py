@@ -468,3 +468,68 @@ def test_limit_keys_are_read_checked_and_named(tmp_path, table):
     with pytest.raises(ConfigError) as e:
         config.load(str(conf))
     assert f"{table}.max_connections_per_ip" in str(e.value)
+
+
+def test_web_under_a_low_open_file_limit_logs_one_line_and_recovers(tmp_path):
+    """`fetchdeliver web` with 96 descriptors and a flood of 600 idle connections: the accept loop pauses
+    with one log line (no asyncio traceback a second), the idle connections are closed at the login
+    deadline, and the page is served again."""
+    import re
+    import resource
+    import subprocess
+    import sys
+
+    from web_support import passwd
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1000:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 800:
+        pytest.skip("this test needs 800 open files in the test process")
+    pw = passwd(tmp_path, {"alice": "secret"})
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[delivery]\nmaildir = "{tmp_path / "Maildir"}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+                    f'[imap]\npasswd_file = "{pw}"\n\n[web]\nlisten = "127.0.0.1:0"\nlogin_timeout = 1\n'
+                    'max_connections = 5000\nmax_connections_per_ip = 5000\n')
+    log = tmp_path / "web.log"
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "web", "-c", str(conf)],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, preexec_fn=lower)
+    socks: list[socket.socket] = []
+    try:
+        m = wait_for(lambda: re.search(rb"listening on http://127\.0\.0\.1:(\d+)/", log.read_bytes()) or
+                     (proc.poll() is not None and pytest.fail(log.read_text())), "the web server")
+        port = int(m.group(1))
+        assert http_get(port).startswith(b"HTTP/1.1 200")
+        for _ in range(600):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+        wait_for(lambda: b"out of file descriptors" in log.read_bytes(), "the EMFILE log line")
+
+        def served() -> bool:
+            try:
+                return http_get(port).startswith(b"HTTP/1.1 200")
+            except OSError:
+                return False
+
+        assert wait_for(served, "the page after the flood")
+        assert proc.poll() is None
+    finally:
+        for s in socks:
+            s.close()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    text = log.read_text(errors="replace")
+    assert text.count("out of file descriptors") <= 2, text[-3000:]
+    assert "Traceback" not in text and "Exception in callback" not in text, text[-3000:]
+    assert len(text.splitlines()) < 20, text[-3000:]

@@ -1,0 +1,469 @@
+"""Commands of the authenticated state (valid when selected too): SELECT/EXAMINE (with CONDSTORE/QRESYNC
+parameters, RFC 7162), CREATE (CREATE-SPECIAL-USE, RFC 6154), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE,
+LIST (LIST-EXTENDED, LIST-STATUS, CHILDREN, SPECIAL-USE), LSUB, NAMESPACE, STATUS (STATUS=SIZE),
+APPEND (UIDPLUS's APPENDUID) and IDLE (RFC 2177)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fetchdeliver.imapserver import condstore
+from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
+from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
+from fetchdeliver.imapserver.selection import View
+from fetchdeliver.storage.base import SPECIAL_USES, StorageError, canonical_flag
+
+if TYPE_CHECKING:
+    from fetchdeliver.imapserver.session import Session
+
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ")
+
+
+# -- SELECT / EXAMINE ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SelectArgs:
+    mailbox: str
+    params: condstore.SelectParams
+
+
+def parse_select(p: Parser, uid: bool = False) -> SelectArgs:
+    p.sp()
+    name = p.mailbox()
+    # QRESYNC parameters parse here; whether ENABLE QRESYNC came first is the handler's check.
+    return SelectArgs(name, condstore.parse_select_params(p, True))
+
+
+async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> None:
+    name, params = args.mailbox, args.params
+    if params.qresync and not s.qresync:
+        raise ParseError("QRESYNC must be enabled (ENABLE QRESYNC) before SELECT (QRESYNC ...)")
+    if params.condstore:
+        s.condstore = True
+    if s.view is not None:     # RFC 7162 3.2.11: servers offering QRESYNC always say so
+        s.out(b"* OK [CLOSED] Previous mailbox closed.\r\n")
+    s.close_view()
+    s.saved = set()
+    mbox = s.storage.open(name, readonly=readonly)
+    view = View(mbox, readonly or mbox.readonly, name)
+    msgs = mbox.sync()
+    view.recent = ({m.uid for m in msgs if m.recent}
+                   | s.server.recent.take(mbox, (m.uid for m in msgs), readonly=view.readonly))
+    if not view.readonly and view.recent:
+        mbox.take_recent(msgs) if hasattr(mbox, "take_recent") else None
+        msgs = mbox.sync()
+    view.msgs = list(msgs)
+    view.uids = [m.uid for m in msgs]
+    view.flags = {m.uid: m.flags for m in msgs}
+    view.uidvalidity = mbox.uidvalidity
+    s.view = view
+    s.state = SELECTED
+    view.keywords = set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")}
+    first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
+    lines = s.flags_lines(view) + [f"* {len(msgs)} EXISTS", f"* {len(view.recent)} RECENT"]
+    if first_unseen:
+        lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
+    lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
+              f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID."]
+    hms = condstore.highestmodseq(mbox, msgs)
+    lines.append(f"* OK [HIGHESTMODSEQ {hms}] Highest." if hms is not None else
+                 "* OK [NOMODSEQ] No permanent modsequences.")
+    s.out(("\r\n".join(lines) + "\r\n").encode("utf-8", "replace"))
+    if params.qresync:
+        s.out(b"".join(condstore.qresync_select(view, params)))
+    await s.send(f"{tag} OK [{'READ-ONLY' if view.readonly else 'READ-WRITE'}] "
+                 f"{'Examine' if readonly else 'Select'} completed.\r\n".encode())
+
+
+@command("SELECT", AUTHED, parse=parse_select, capabilities=("CONDSTORE", "QRESYNC"))
+async def select(s: Session, tag: str, args: SelectArgs) -> None:
+    await _select(s, tag, args, readonly=False)
+
+
+@command("EXAMINE", AUTHED, parse=parse_select)
+async def examine(s: Session, tag: str, args: SelectArgs) -> None:
+    await _select(s, tag, args, readonly=True)
+
+
+# -- mailboxes -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MailboxArgs:
+    mailbox: str
+
+
+def parse_mailbox(p: Parser, uid: bool = False) -> MailboxArgs:
+    p.sp()
+    name = p.mailbox()
+    p.end()
+    return MailboxArgs(name)
+
+
+@dataclass(frozen=True)
+class CreateArgs:
+    mailbox: str
+    uses: tuple[str, ...]     # CREATE-SPECIAL-USE (RFC 6154): the USE attributes, as given
+
+
+def parse_create(p: Parser, uid: bool = False) -> CreateArgs:
+    p.sp()
+    name = p.mailbox()
+    flags: list[str] = []
+    if not p.at_end():
+        p.sp()
+        p.expect(b"(")
+        p.expect(b"USE")
+        p.sp()
+        flags = p.flag_list()
+        p.expect(b")")
+    p.end()
+    return CreateArgs(name, tuple(flags))
+
+
+@command("CREATE", AUTHED, parse=parse_create, capabilities=("CREATE-SPECIAL-USE",))
+async def create(s: Session, tag: str, args: CreateArgs) -> None:
+    known = {u.lower() for u in SPECIAL_USES}
+    for f in args.uses:
+        if f.lower() not in known:
+            await s.send(f"{tag} NO [USEATTR] Unknown special-use attribute {f}.\r\n".encode())
+            return
+    uses = tuple(next(u for u in SPECIAL_USES if u.lower() == f.lower()) for f in args.uses)
+    name = args.mailbox.rstrip("/")
+    if name.upper() == "INBOX":
+        await s.send(f"{tag} NO [ALREADYEXISTS] INBOX already exists.\r\n".encode())
+        return
+    s.storage.create(name, uses)
+    await s.send(f"{tag} OK Create completed.\r\n".encode())
+
+
+@command("DELETE", AUTHED, parse=parse_mailbox)
+async def delete(s: Session, tag: str, args: MailboxArgs) -> None:
+    if s.view is not None and s.view.name == args.mailbox:
+        s.close_view()
+    s.storage.delete(args.mailbox)
+    await s.send(f"{tag} OK Delete completed.\r\n".encode())
+
+
+@dataclass(frozen=True)
+class RenameArgs:
+    old: str
+    new: str
+
+
+def parse_rename(p: Parser, uid: bool = False) -> RenameArgs:
+    p.sp()
+    old = p.mailbox()
+    p.sp()
+    new = p.mailbox()
+    p.end()
+    return RenameArgs(old, new)
+
+
+@command("RENAME", AUTHED, parse=parse_rename)
+async def rename(s: Session, tag: str, args: RenameArgs) -> None:
+    s.storage.rename(args.old, args.new.rstrip("/"))
+    await s.send(f"{tag} OK Rename completed.\r\n".encode())
+
+
+@command("SUBSCRIBE", AUTHED, parse=parse_mailbox)
+async def subscribe(s: Session, tag: str, args: MailboxArgs) -> None:
+    s.storage.subscribe(args.mailbox)
+    await s.send(f"{tag} OK Subscribe completed.\r\n".encode())
+
+
+@command("UNSUBSCRIBE", AUTHED, parse=parse_mailbox)
+async def unsubscribe(s: Session, tag: str, args: MailboxArgs) -> None:
+    s.storage.unsubscribe(args.mailbox)
+    await s.send(f"{tag} OK Unsubscribe completed.\r\n".encode())
+
+
+# -- LIST / LSUB -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ListArgs:
+    lsub: bool
+    reference: str
+    patterns: tuple[bytes, ...]
+    select_subscribed: bool = False          # LIST-EXTENDED (SUBSCRIBED) selection
+    return_subscribed: bool = False          # RETURN (SUBSCRIBED)
+    status_items: tuple[str, ...] | None = None   # LIST-STATUS (RFC 5819): RETURN (STATUS (items))
+
+
+def parse_list(p: Parser, uid: bool = False, lsub: bool = False) -> ListArgs:
+    p.sp()
+    select_subscribed = False
+    if not lsub and p.peek() == 40:   # LIST-EXTENDED selection options
+        p.i += 1
+        while not p.maybe(b")"):
+            opt = p.atom().upper()
+            select_subscribed |= opt == "SUBSCRIBED"
+            p.maybe(b" ")
+        p.sp()
+    ref = decode_mailbox(p.astring())
+    p.sp()
+    patterns = []
+    if not lsub and p.peek() == 40:
+        p.i += 1
+        while not p.maybe(b")"):
+            patterns.append(p.list_mailbox())
+            p.maybe(b" ")
+    else:
+        patterns.append(p.list_mailbox())
+    return_subscribed = False
+    status_items = None
+    if not lsub and not p.at_end():
+        p.sp()
+        p.expect(b"RETURN")
+        p.sp()
+        p.expect(b"(")
+        while not p.maybe(b")"):
+            opt = p.atom().upper()
+            return_subscribed |= opt == "SUBSCRIBED"
+            if opt == "STATUS":
+                p.sp()
+                status_items = parse_status_items(p)
+            p.maybe(b" ")
+    p.end()
+    return ListArgs(lsub, ref, tuple(patterns), select_subscribed, return_subscribed, status_items)
+
+
+def parse_lsub(p: Parser, uid: bool = False) -> ListArgs:
+    return parse_list(p, uid, lsub=True)
+
+
+@command("LIST", AUTHED, parse=parse_list, capabilities=("CHILDREN", "SPECIAL-USE", "LIST-STATUS"))
+async def list_(s: Session, tag: str, args: ListArgs) -> None:
+    lsub = args.lsub
+    word = "LSUB" if lsub else "LIST"
+    patterns = args.patterns
+    if len(patterns) == 1 and patterns[0] == b"":
+        await s.send(f'* {word} (\\Noselect) "/" ""\r\n{tag} OK {word} completed.\r\n'.encode())
+        return
+    select_subscribed, return_subscribed = args.select_subscribed, args.return_subscribed
+    entries = s.storage.list()
+    subs = set(s.storage.subscriptions()) if (lsub or select_subscribed or return_subscribed) else set()
+    regexes = [list_pattern(args.reference, decode_mailbox(pat)) for pat in patterns]
+    out = []
+    for e in entries:
+        if not any(r.match(e.name) for r in regexes):
+            continue
+        attrs = set(e.attributes)
+        if lsub or select_subscribed:
+            if e.name not in subs:
+                continue
+            attrs.discard("\\HasChildren")
+            attrs.discard("\\HasNoChildren")
+        if e.name in subs and (select_subscribed or return_subscribed):
+            attrs.add("\\Subscribed")
+        attr_text = " ".join(sorted(attrs, key=_attr_order))
+        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(e.name) + b"\r\n")
+        if args.status_items and "\\Noselect" not in attrs and "\\NonExistent" not in attrs:
+            try:
+                out.append(status_line(s, e.name, args.status_items))
+            except StorageError:
+                pass     # gone meanwhile, or not readable: RFC 5819 lets the STATUS be left out
+    out.append(f"{tag} OK {word} completed.\r\n".encode())
+    await s.send(b"".join(out))
+
+
+@command("LSUB", AUTHED, parse=parse_lsub)
+async def lsub(s: Session, tag: str, args: ListArgs) -> None:
+    await list_(s, tag, args)
+
+
+def _attr_order(a: str) -> tuple:
+    order = ["\\Noselect", "\\HasChildren", "\\HasNoChildren", "\\Subscribed"]
+    return (order.index(a) if a in order else len(order), a)
+
+
+def list_pattern(ref: str, pattern: str) -> re.Pattern:
+    """The regex for a LIST reference + mailbox pattern (`*` anything, `%` one level; INBOX any case)."""
+    full = ref + pattern if not pattern.startswith("/") or not ref else ref.rstrip("/") + pattern
+    out = []
+    for ch in full:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    rx = "".join(out)
+    if full.upper().startswith("INBOX"):
+        rx = "(?i:INBOX)" + "".join(out[5:])
+    return re.compile(rx + r"\Z", re.DOTALL)
+
+
+@command("NAMESPACE", AUTHED, parse=no_args, capabilities=("NAMESPACE",))
+async def namespace(s: Session, tag: str, args: NoArgs) -> None:
+    await s.send(f'* NAMESPACE (("" "/")) NIL NIL\r\n{tag} OK Namespace completed.\r\n'.encode())
+
+
+# -- STATUS ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StatusArgs:
+    mailbox: str
+    items: tuple[str, ...]
+
+
+def parse_status_items(p: Parser) -> tuple[str, ...]:
+    p.expect(b"(")
+    items = []
+    while not p.maybe(b")"):
+        items.append(p.atom().upper())
+        p.maybe(b" ")
+    bad = [i for i in items if i not in STATUS_ITEMS]
+    if bad or not items:
+        raise ParseError(f"unknown STATUS item {bad[0] if bad else '(none given)'}")
+    return tuple(items)
+
+
+def parse_status(p: Parser, uid: bool = False) -> StatusArgs:
+    p.sp()
+    name = p.mailbox()
+    p.sp()
+    items = parse_status_items(p)
+    p.end()
+    return StatusArgs(name, items)
+
+
+@command("STATUS", AUTHED, parse=parse_status, capabilities=("STATUS=SIZE",))
+async def status(s: Session, tag: str, args: StatusArgs) -> None:
+    await s.send(status_line(s, args.mailbox, args.items) + f"{tag} OK Status completed.\r\n".encode())
+
+
+def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
+    """`* STATUS name (...)` (STATUS, and LIST-STATUS for each listed mailbox)."""
+    if s.view is not None and s.view.name == name:
+        mbox, own = s.view.mailbox, False
+    else:
+        mbox, own = s.storage.open(name, readonly=True), True
+    try:
+        msgs = mbox.sync()
+        vals = []
+        for i in items:
+            if i == "MESSAGES":
+                v = len(msgs)
+            elif i == "RECENT":
+                pending = s.server.recent.pending(mbox)
+                v = sum(1 for m in msgs if m.recent or m.uid in pending)
+            elif i == "UIDNEXT":
+                v = mbox.uidnext()
+            elif i == "UIDVALIDITY":
+                v = mbox.uidvalidity
+            elif i == "UNSEEN":
+                v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            elif i == "HIGHESTMODSEQ":
+                v = condstore.highestmodseq(mbox, msgs) or 0
+            else:
+                v = sum(mbox.size(m) for m in msgs)
+            vals.append(f"{i} {v}")
+    finally:
+        if own:
+            mbox.close()
+    return b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
+
+
+# -- APPEND ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AppendArgs:
+    mailbox: str
+    flags: frozenset[str]
+    date: float | None
+    message: bytes
+
+
+def parse_append(p: Parser, uid: bool = False) -> AppendArgs:
+    p.sp()
+    name = p.mailbox()
+    p.sp()
+    flags: list[str] = []
+    date = None
+    if p.peek() == 40:
+        flags = [canonical_flag(f) for f in p.flag_list()]
+        p.sp()
+    if p.peek() == 34:
+        date = p.date_time()
+        p.sp()
+    data = p.literal()
+    p.end()
+    if any(f.lower() == "\\recent" or f == "\\*" for f in flags):
+        raise ParseError("\\Recent and \\* cannot be set by APPEND")
+    return AppendArgs(name, frozenset(flags), date, data)
+
+
+@command("APPEND", AUTHED, parse=parse_append)
+async def append(s: Session, tag: str, args: AppendArgs) -> None:
+    name, flags, date, data = args.mailbox, args.flags, args.date, args.message
+    if s.view is not None and s.view.name == name:
+        mbox, own = s.view.mailbox, False
+    else:
+        try:
+            mbox, own = s.storage.open(name), True
+        except StorageError as e:
+            if e.code == "NONEXISTENT":
+                e.code = "TRYCREATE"
+            raise
+    try:
+        write = getattr(mbox, "write_message", None)
+        if write is not None and getattr(mbox, "adopt", None) is not None:
+            # The file's write and fsyncs run in a worker thread: other sessions go on meanwhile.
+            current = mbox.own_change()
+            path = await s.loop.run_in_executor(None, write, data, flags, date)
+            uid = mbox.adopt(path, current)
+        else:
+            uid = mbox.append(data, flags, date)
+        uidvalidity = mbox.uidvalidity
+        s.server.recent.add(mbox, [uid])
+    finally:
+        if own:
+            mbox.close()
+    await s.sync_out()
+    await s.send(f"{tag} OK [APPENDUID {uidvalidity} {uid}] Append completed.\r\n".encode())
+
+
+# -- IDLE --------------------------------------------------------------------------------------------
+
+@command("IDLE", AUTHED, parse=no_args, capabilities=("IDLE",))
+async def idle(s: Session, tag: str, args: NoArgs) -> None:
+    # The folder is watched only while a client idles: outside IDLE every command re-reads it,
+    # and file events on a busy folder (a STORE renames every file) would cost the session time.
+    # Watch first, then read: a change in between is not missed.
+    if s.view is not None:
+        s.watch(s.view.mailbox)
+    try:
+        await _idle(s, tag)
+    finally:
+        s.unwatch()
+
+
+async def _idle(s: Session, tag: str) -> None:
+    s.changed.clear()    # before reading: news from here on wakes the loop below
+    await s.sync_out()
+    await s.send(b"+ idling\r\n")
+    reader_task = asyncio.ensure_future(s.read_line(s.cfg.idle_timeout * 3))
+    try:
+        while True:
+            waiter = asyncio.ensure_future(s.changed.wait())
+            done, _ = await asyncio.wait({reader_task, waiter}, timeout=s.cfg.idle_poll,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if reader_task in done:
+                waiter.cancel()
+                line = reader_task.result()
+                if line.upper() != b"DONE":
+                    await s.send(f"{tag} BAD Expected DONE.\r\n".encode())
+                else:
+                    await s.sync_out()
+                    await s.send(f"{tag} OK Idle completed.\r\n".encode())
+                return
+            waiter.cancel()
+            s.changed.clear()
+            if s.state == SELECTED:
+                await s.sync_out()
+    finally:
+        if not reader_task.done():
+            reader_task.cancel()
