@@ -1227,9 +1227,18 @@ class MaildirMailbox(Mailbox):
         # tick would not move the stamp, so this listing is verified by another one after the tick
         # (sync() does it), and the index keeps no stamp a later process would trust.
         settled = now > new_trusted_after and cur_verified
-        u = self._read_uidlist()
-        if (u is not None and u.uidvalidity == self.uidvalidity and self._cache
-                and self._unchanged(new_names, cur_names)):
+        if self._cache and self._unchanged(new_names, cur_names):
+            # Every file is one we know: nothing to number, so dovecot-uidlist is not parsed (after
+            # a restart that is every record); its header says whether UIDVALIDITY still holds.
+            if self._uidlist is not None:
+                parsed = self._read_uidlist()    # what was appended since, if anything
+                validity = parsed.uidvalidity if parsed is not None else 0
+            else:
+                validity = self._peek_uidlist()
+            quick = validity != 0 and validity == self.uidvalidity
+        else:
+            quick = False
+        if quick:
             stamp0 = dirs[:-1] + ", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:]
             if settled and stamp0 != self._stamp and self._ix is not None:
                 import sqlite3
@@ -1244,6 +1253,7 @@ class MaildirMailbox(Mailbox):
             self._unverified = not settled
             self._cur_stamp, self._cur_verified = cur_st, cur_verified
             return self._cache
+        u = self._read_uidlist()
         files = self._listdir(new_names, cur_names)
         if u is None or not u.uidvalidity:
             u2 = Uidlist()
@@ -1579,13 +1589,16 @@ class MaildirMailbox(Mailbox):
         if not msgs:
             return
         gone = set()
+        moved = False
         with self._lock():
+            list_current = self._own_change()
             for m in msgs:
                 for _attempt in range(3):
                     try:
                         os.unlink(os.path.join(self.path, m.handle.subdir, m.handle.name))
                         break
                     except FileNotFoundError:
+                        moved = True
                         found = self._listdir().get(split_filename(m.handle.name)[0])
                         if found is None:
                             break
@@ -1594,7 +1607,6 @@ class MaildirMailbox(Mailbox):
             # No fsync of the directories: an unlink that a power cut undoes brings a message back,
             # it never loses one (Dovecot does not sync them either); make_expunges_durable() does.
             ix = self._ix
-            dead = set(gone)
             if ix is not None:
                 import sqlite3
 
@@ -1602,13 +1614,25 @@ class MaildirMailbox(Mailbox):
                     current = self._ix_begin()
                     ix.remove(sorted(gone), ix.next_modseq())
                     self._ix_commit(current)
-                    dead |= ix.expunged_uids()
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
+            live = len(self._cache) - len(gone)
+            self._cache = [m for m in self._cache if m.uid not in gone]
+            self._known = None
             u = self._read_uidlist()
-            if u is not None:
-                # Records of expunged messages are harmless (Dovecot drops them when it rewrites the
-                # file): rewrite when they are many, or always when there is no index to count them.
+            # Records of expunged messages are harmless (Dovecot drops them when it rewrites the
+            # file): rewrite when they are many, or always when there is no index to count them.
+            # Records beyond the messages we list are at most the stale ones: only when those are
+            # many are the expunged UIDs read and counted.
+            if u is not None and (self._ix is None or len(u.records) - live > max(64, len(u.records) // 4)):
+                dead = set(gone)
+                if self._ix is not None:
+                    import sqlite3
+
+                    try:
+                        dead |= self._ix.expunged_uids()
+                    except sqlite3.DatabaseError as e:
+                        self._index_failed(e)
                 stale = sum(1 for r in u.records if r[0] in dead)
                 if stale and (self._ix is None or stale > max(64, len(u.records) // 4)):
                     nxt = u.next_uid()
@@ -1616,11 +1640,12 @@ class MaildirMailbox(Mailbox):
                     u.by_base = {b: uid for uid, _e, b in u.records}
                     u.nextuid = nxt
                     self._write_uidlist(u)
-        self._cache = [m for m in self._cache if m.uid not in gone]
-        self._known = None
+            if list_current and not moved and self._ix is not None:
+                self._changed_by_us(True)    # our list is the folder's: no listing needed next
+            else:
+                self._forget_stamp()
         if self._memos is not None:
             self._memos.forget(gone)
-        self._forget_stamp()
 
     def watch_paths(self) -> list[str]:
         return [os.path.join(self.path, "new"), os.path.join(self.path, "cur")]
