@@ -283,13 +283,14 @@ def prefilter(tree: tuple, mailbox) -> list[tuple[set, set]]:
     fields = getattr(mailbox, "cached_fields", None)
     if fields is None:
         return []
+    fields_like = getattr(mailbox, "cached_fields_like", None)
     from fetchdeliver.message import decode_rfc2047
 
     out = []
     for node in tree[1]:
         if node[0] != "HEADER":
             continue
-        got = fields(node[1])
+        got = fields(node[1]) if fields_like is None else fields_like(node[1], node[2])
         if got is None:
             continue
         known, values = got

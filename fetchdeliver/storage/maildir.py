@@ -911,6 +911,13 @@ class MaildirMailbox(Mailbox):
             self._memos = self._ix.memo_table()
         return self._memos.all_fields(name)
 
+    def cached_fields_like(self, name: str, needle: str):
+        if self._ix is None:
+            return None
+        if self._memos is None:
+            self._memos = self._ix.memo_table()
+        return self._memos.fields_like(name, needle)
+
     def flush_cached(self) -> None:
         if self._ix is None or self._memos is None or not self._memos.dirty:
             return
