@@ -389,7 +389,7 @@ def run_server(name: str, port: int, deliver, args) -> dict:
 
 # -- the servers ------------------------------------------------------------------------------------
 
-def start_ours(work: str, maildir: str, workers: int | None = None) -> tuple[subprocess.Popen, int]:
+def start_ours(work: str, maildir: str) -> tuple[subprocess.Popen, int]:
     passwd = os.path.join(work, "fd-passwd")
     with open(passwd, "w") as f:   # {PLAIN}, as in Dovecot's test passwd-file: LOGIN costs no hashing
         f.write("alice:{PLAIN}secret\n")
@@ -397,8 +397,6 @@ def start_ours(work: str, maildir: str, workers: int | None = None) -> tuple[sub
     with open(conf, "w") as f:
         f.write(f'[delivery]\nmaildir = "{maildir}"\n\n[imap]\nlisten = "127.0.0.1:0"\n'
                 f'passwd_file = "{passwd}"\nlogin_failure_delay = "0s"\n')
-        if workers is not None:
-            f.write(f"workers = {workers}\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=os.path.join(work, "xdg-cache"),
                XDG_CONFIG_HOME=os.path.join(work, "xdg-config"))
     proc = subprocess.Popen([sys.executable, "-m", "fetchdeliver", "imap", "-c", conf],

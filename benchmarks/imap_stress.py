@@ -10,11 +10,11 @@ the average latency per command kind; this script prints both and the ratio
 "Error:" lines (its mailbox-state checks), which must be 0.
 
     /work/main/.venv/bin/python benchmarks/imap_stress.py [--imaptest PATH] [--clients 10] [--secs 15]
-        [--runs 3] [--workers N]
+        [--runs 3]
 
 --runs N runs imaptest N times against each server, taking turns (ours, Dovecot, ours, ...), on
 the same two Maildirs, and prints the median of each command's average latency (the machine is
-shared and noisy: one run says little). --workers N passes `[imap] workers = N` to our server.
+shared and noisy: one run says little).
 
 Run as root (Dovecot's mail processes run as nobody).
 """
@@ -91,7 +91,6 @@ def main() -> int:
     ap.add_argument("--secs", type=int, default=15)
     ap.add_argument("--messages", type=int, default=300, help="messages in the mbox imaptest appends from")
     ap.add_argument("--runs", type=int, default=3, help="runs per server, taking turns; medians shown")
-    ap.add_argument("--workers", type=int, default=None, help="[imap] workers for our server")
     args = ap.parse_args()
 
     from dovecot import Dovecot, DovecotUnavailable
@@ -111,7 +110,7 @@ def main() -> int:
             print(f"Dovecot is needed: {e}", file=sys.stderr)
             return 2
         dc.start()
-        ours, port = start_ours(work, os.path.join(work, "fd-Maildir"), workers=args.workers)
+        ours, port = start_ours(work, os.path.join(work, "fd-Maildir"))
         spy = None
         if os.environ.get("BENCH_PYSPY"):   # a profile of our server: BENCH_PYSPY=out.txt (py-spy in the venv)
             spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
