@@ -20,7 +20,7 @@ class Action:
         return f"{type(self).__name__}({self.to_json()!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.to_json() == self.to_json()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.to_json() == self.to_json()
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -215,7 +215,8 @@ def query(state_dir: str, *, limit: int = 50, search: str = "", sender: str = ""
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if search:
             where.append("(sender LIKE ? OR from_header LIKE ? OR subject LIKE ? OR dest LIKE ?)")
             args += [f"%{search}%"] * 4
@@ -320,16 +321,13 @@ def format_row(d: dict) -> str:
 def main(args) -> int:
     import sys
 
-    from fetchdeliver.config import Settings, default_config_path, load
-    from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+    from fetchdeliver.config import load_settings, report_config_error
+    from fetchdeliver.errors import EX_OK, ConfigError
 
-    path = args.config or default_config_path()
     try:
-        data = load(path) if (args.config or os.path.exists(path)) else {}
+        settings = load_settings(args.config, required=False)
     except ConfigError as e:
-        print(f"fetchdeliver log: {e}", file=sys.stderr)
-        return EX_CONFIG
-    settings = Settings(data, path)
+        return report_config_error("fetchdeliver log", e)
     rows = query(settings.state_dir, limit=args.limit, sender=args.sender, subject=args.subject,
                  folder=args.folder)
     for d in reversed(rows):

@@ -19,7 +19,11 @@ from __future__ import annotations
 import os
 import sys
 
-from fetchdeliver.fetch import AccountRun
+from fetchdeliver.sources.runner import AccountRun
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fetchdeliver.imapserver.server import ThreadedServer
 
 # How often the running demo looks at the remote account again.
 POLL = 2.0
@@ -105,7 +109,7 @@ class Demo:
         self.remote_dir = os.path.join(target, "remote")
         self.maildir = os.path.join(target, "Mail")
         self.rules = os.path.join(examples_dir(), "rules.sieve")
-        self.server = None
+        self.server: ThreadedServer | None = None
         self.users = _Users(self.remote_dir, self.maildir)
 
     def start_server(self) -> int:
@@ -115,12 +119,13 @@ class Demo:
         os.makedirs(self.maildir, exist_ok=True)
         cfg = ServerConfig(listen=["127.0.0.1:0"], authenticator=self.users, login_failure_delay=0.5,
                            idle_poll=2.0)
-        self.server = ThreadedServer(cfg).start()
-        return self.server.port()
+        server = self.server = ThreadedServer(cfg).start()
+        return server.port()
 
     def settings(self):
         from fetchdeliver.config import Settings
 
+        assert self.server is not None, "start_server() first"
         return Settings({
             "delivery": {"maildir": self.maildir, "rules": self.rules,
                          "state_dir": os.path.join(self.target, "state"),
@@ -133,17 +138,18 @@ class Demo:
         """One fetch pass from the remote account; (ok, [(sample, status, where, flags)])."""
         import io
 
-        from fetchdeliver.accounts import from_settings
+        from fetchdeliver.sources.accounts import from_settings
         from fetchdeliver.state import State
 
         settings = self.settings()
         account = from_settings(settings)[0]
         results: list = []
         with State(settings.state_dir) as state:
-            run = DemoRun(account, settings, state, results=results, out=io.StringIO(), err=io.StringIO())
+            errors = io.StringIO()
+            run = DemoRun(account, settings, state, results=results, out=io.StringIO(), err=errors)
             ok = run.run()
         if not ok:
-            err = run.err.getvalue().strip()
+            err = errors.getvalue().strip()
             if err:
                 print(err, file=self.out)
         return ok, results
@@ -232,3 +238,9 @@ def main(args) -> int:
             shutil.rmtree(target, ignore_errors=True)
             print(f"removed the temporary folder {target} (give --dir DIR to keep the demo's mail)",
                   flush=True)
+
+
+def add_arguments(p) -> None:
+    """`fetchdeliver demo` (the registry in cli.py)."""
+    p.add_argument("--dir", help="where to create the demo mail (default: a new temporary folder)")
+    p.add_argument("--once", action="store_true", help="fetch and filter the samples once, print the summary and exit")

@@ -18,6 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.storage.base import Store as MailStore, Receipt
     from fetchdeliver.message import Message
+    from fetchdeliver.pipeline import RulesFile
+    from fetchdeliver.deliverylog import Recorder
+    from fetchdeliver.filter import Filter
 
 DELIVERED = "delivered"
 TEMPFAIL = "tempfail"
@@ -77,10 +80,10 @@ class Context:
         self.outbound = outbound            # the SMTP queue, or None until it is configured
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
-        self.rules = None                   # pipeline.RulesFile: re-read the script when its file changed
-        self.delivery_log = None            # deliverylog.Recorder: one row per decided message, or None
+        self.rules: RulesFile | None = None  # re-read the script when its file changed
+        self.delivery_log: Recorder | None = None  # one row per decided message, or None
         self.trace: list[str] = []          # the last Sieve run's trace (kept only with a delivery_log)
-        self.filter = None                  # fetchdeliver.filter.Filter when [filter] is configured
+        self.filter: Filter | None = None   # when [filter] is configured
 
 
 def decide(message: "Message", ctx: Context,
@@ -233,6 +236,7 @@ def _content_filter(message: "Message", ctx: Context):
     from fetchdeliver.filter import FilterUnavailable, add_headers
 
     flt = ctx.filter
+    assert flt is not None  # only called with a filter
     try:
         result = flt.scan(message)
     except Exception as e:  # FilterUnavailable, or a bug in a client: never lose the message over it
@@ -274,7 +278,7 @@ def _planned(actions, errors, stores, others, rejects, ctx: Context) -> Outcome:
         stores.append(Store(ctx.default_mailbox, [], implicit=True, kind="keep"))
     if rejects and not stores:
         return Outcome(REJECTED, receipts=planned, actions=actions, errors=errors,
-                       reason=rejects[0].reason)  # type: ignore[attr-defined]
+                       reason=rejects[0].reason)
     kind = getattr(ctx.store, "kind", "store")
     planned += [Receipt(kind, s.mailbox) for s in stores]
     return Outcome(DELIVERED, receipts=planned, actions=actions, errors=errors)

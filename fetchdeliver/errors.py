@@ -37,6 +37,10 @@ class ConfigError(FetchdeliverError):
         self.detail = message
 
 
+class UsageError(FetchdeliverError):
+    """Bad command-line arguments; the message says which (exit 64, EX_USAGE)."""
+
+
 class DeliveryError(FetchdeliverError):
     """A delivery did not happen. `temporary` says whether a retry may succeed."""
 

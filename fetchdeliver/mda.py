@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_NOPERM, EX_OK, EX_TEMPFAIL, EX_USAGE
+from fetchdeliver.errors import EX_NOPERM, EX_OK, EX_TEMPFAIL, EX_USAGE, UsageError
 
 USAGE = ("usage: fetchdeliver deliver [-c CONFIG] [-f SENDER] [-a RECIPIENT] [--rules SCRIPT]\n"
          "                            [--maildir DIR | --mbox FILE] [-m MAILBOX] [-n]\n")
@@ -26,10 +26,6 @@ _OPTS = {
     "-m": "mailbox", "--mailbox": "mailbox",
 }
 _FLAGS = {"-n": "dry_run", "--dry-run": "dry_run", "-h": "help", "--help": "help"}
-
-
-class UsageError(Exception):
-    pass
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -63,23 +59,18 @@ def parse_args(argv: list[str]) -> dict:
     return opts
 
 
-def split_from_line(raw: bytes) -> tuple[bytes, str | None]:
-    """Drop a leading mbox `From sender date` line (Postfix's local(8) and many MTAs prepend one).
-
-    Returns (the message without that line, the sender it names or None when there was none).
-    `MAILER-DAEMON` stands for the null sender. Everything after the line is kept byte for byte,
-    as procmail and dovecot-lda do.
-    """
-    if not raw.startswith(b"From "):
-        return raw, None
-    nl = raw.find(b"\n")
-    if nl < 0:
-        return raw, None  # only one line: not an envelope line in front of a message
-    words = raw[5:nl].split()
-    sender = words[0].decode("utf-8", "surrogateescape") if words else ""
-    if sender in ("MAILER-DAEMON", "<>"):
-        sender = ""
-    return raw[nl + 1:], sender
+def add_arguments(p) -> None:
+    """The options parse_args() reads, for `fetchdeliver --help` and the registry's parser test
+    (`fetchdeliver deliver` itself never builds an argparse parser: start-up time)."""
+    p.add_argument("-c", "--config")
+    p.add_argument("-f", "--from", dest="sender")
+    p.add_argument("-a", "--recipient", action="append")
+    p.add_argument("-r", "--rules")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--maildir")
+    g.add_argument("--mbox")
+    p.add_argument("-m", "--mailbox", help="default mailbox instead of INBOX")
+    p.add_argument("-n", "--dry-run", action="store_true")
 
 
 def _setup_logging() -> None:
@@ -114,39 +105,24 @@ def main(argv: list[str]) -> int:
 
 
 def _deliver(opts: dict) -> int:
-    from fetchdeliver.config import Settings, default_config_path, load
+    from fetchdeliver.config import load_settings, report_config_error
     from fetchdeliver.errors import ConfigError
 
-    config_path = opts.get("config")
-    data: dict = {}
     try:
-        if config_path:
-            data = load(config_path)
-        elif not (opts.get("maildir") or opts.get("mbox")):
-            config_path = default_config_path()
-            data = load(config_path)
-        else:
-            default = default_config_path()
-            if os.path.exists(default):
-                config_path = default
-                data = load(default)
+        # With --maildir/--mbox the default config file is optional (a named one never is).
+        settings = load_settings(opts.get("config"), required=not (opts.get("maildir") or opts.get("mbox")))
     except ConfigError as e:
-        sys.stderr.write(f"fetchdeliver deliver: {e}\n")
-        return EX_CONFIG
-    settings = Settings(data, config_path)
-
-    raw = sys.stdin.buffer.read()
-    raw, from_line_sender = split_from_line(raw)
+        return report_config_error("fetchdeliver deliver", e)
 
     from fetchdeliver.message import Message
+    from fetchdeliver.sources.stdin import StdinSource
 
-    sender = opts.get("sender")
-    if sender is None:
-        sender = from_line_sender if from_line_sender is not None else os.environ.get("SENDER", "")
-    if sender in ("<>", "MAILER-DAEMON"):
-        sender = ""
-    recipients = opts["recipient"] or [r for r in [os.environ.get("RECIPIENT") or os.environ.get("USER")] if r]
-    message = Message(raw, sender=sender.strip("<>"), recipients=recipients,
+    # The message and its envelope (options, the leading From line, the environment).
+    source = StdinSource(sys.stdin.buffer, sender=opts.get("sender"), recipients=opts["recipient"])
+    (fetched,) = next(source.batches())
+    envelope = fetched.envelope
+    assert envelope is not None     # the stdin source always gives one
+    message = Message(fetched.raw, sender=envelope.sender, recipients=envelope.recipients,
                       original_recipient=os.environ.get("ORIGINAL_RECIPIENT") or None, origin="deliver")
 
     from fetchdeliver import engine
@@ -158,10 +134,9 @@ def _deliver(opts: dict) -> int:
                             dry_run=bool(opts.get("dry_run")),
                             # The delivery log costs the MDA a state database open and ~4 fsyncs per
                             # message (benchmarks/mda_pipe.py): only with [log] mda = true.
-                            delivery_log=bool(data.get("log", {}).get("mda", False)))
+                            delivery_log=bool(settings.data.get("log", {}).get("mda", False)))
     except ConfigError as e:
-        sys.stderr.write(f"fetchdeliver deliver: {e}\n")
-        return EX_CONFIG
+        return report_config_error("fetchdeliver deliver", e)
     if ctx.script_error:
         _setup_logging()  # the engine will log why the rules were not used
     # Redirect / vacation / notify go into the outbound queue (durable before we exit 0); the
@@ -175,10 +150,12 @@ def _deliver(opts: dict) -> int:
         verb = "would reject" if outcome.status == engine.REJECTED else "would deliver to"
         sys.stdout.write(f"{verb} {', '.join(outcome.where()) or 'nowhere (discarded)'}\n")
     if outcome.status == engine.DELIVERED:
-        return EX_OK
+        source.ack([fetched.handle])       # durable: exit 0 tells the MTA it may forget the message
+        return source.exit_status
     if outcome.status == engine.REJECTED:
         sys.stderr.write(f"{outcome.reason}\n")
-        return EX_NOPERM
+        return EX_NOPERM                   # the MTA bounces it with the reason
+    source.release([fetched.handle])       # the MTA keeps it and retries
     for err in outcome.errors[-1:]:
         sys.stderr.write(f"fetchdeliver deliver: temporary failure: {err}\n")
-    return EX_TEMPFAIL
+    return source.exit_status

@@ -46,6 +46,18 @@ def header_block(raw: bytes) -> bytes:
     return _split_header_block(raw)[0]
 
 
+def envelope_sender(message: Message) -> str:
+    """The envelope sender a stored or fetched message names in its first Return-Path header
+    (without the angle brackets; "" when there is none)."""
+    values = message.get_all("Return-Path", decode=False)
+    if not values:
+        return ""
+    v = values[0].strip()
+    if v.startswith("<") and ">" in v:
+        v = v[1:v.index(">")]
+    return v.strip()
+
+
 def _parse_headers(block: bytes) -> list[tuple[str, str]]:
     """Split a header block into (name, unfolded raw value) pairs, in order."""
     headers: list[tuple[str, str]] = []

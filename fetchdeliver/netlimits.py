@@ -613,7 +613,7 @@ def _seconds(v, where) -> float:
         if v < 0:
             raise ValueError(f"must not be negative, got {v}")
         return float(v)
-    return float(config.parse_duration(config._str(v, where)))
+    return float(config.parse_duration(config.check_str(v, where)))
 
 
 def _positive_seconds(v, where) -> float:
@@ -760,7 +760,7 @@ def spawn(tasks: set, coro: Awaitable) -> asyncio.Task:
 
 
 async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable[..., Any],
-                           logged_in: Callable[[object], bool], timeout_line: bytes | None,
+                           logged_in: Callable[[Any], bool], timeout_line: bytes | None,
                            login_timeout: float, ssl_context=None, max_line: int = 65536,
                            logger: logging.Logger | None = None) -> None:
     """One accepted connection, start to end: the TLS handshake (`ssl_context` given), then

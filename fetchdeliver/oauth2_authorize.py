@@ -12,7 +12,7 @@ Two grants, both without an outside helper script:
 
 The refresh token is then handed to `oauth2_token_store_command` on its standard input, or written
 (mode 0600, atomically) to the account's file in the state directory, where the refresh-token flow
-(fetchdeliver.accounts.OAuth2Flow) finds it.
+(fetchdeliver.sources.credentials.OAuth2Flow) finds it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import secrets
 import sys
 import time
 
-from fetchdeliver.accounts import Account, SecretError
+from fetchdeliver.sources.accounts import Account
+from fetchdeliver.sources.credentials import SecretError
 from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_USAGE, ConfigError, FetchdeliverError
 
 EX_FAILED = 1
@@ -244,16 +245,18 @@ class Authorizer:
 
 
 def main(args) -> int:
-    """`fetchdeliver oauth2 authorize ACCOUNT [--method device|loopback] [--no-browser]` (arguments: cli.py)."""
-    from fetchdeliver.accounts import from_settings
-    from fetchdeliver.config import Settings, default_config_path, load
+    """`fetchdeliver oauth2 authorize ACCOUNT [--method device|loopback] [--no-browser]`."""
+    from fetchdeliver.sources.accounts import from_settings
+    from fetchdeliver.config import load_settings, report_config_error
 
-    path = args.config or default_config_path()
+    if getattr(args, "oauth2_command", None) != "authorize":
+        args.command_parser.print_help()
+        return EX_OK
     try:
-        settings = Settings(load(path), path)
+        settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"fetchdeliver oauth2: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver oauth2", e)
+    path = settings.file
     by_name = {a.name: a for a in from_settings(settings)}
     account = by_name.get(args.account)
     if account is None:
@@ -279,3 +282,16 @@ def main(args) -> int:
         return EX_FAILED
     print(f"{account.name}: authorized; the refresh token is stored in {where}")
     return EX_OK
+
+
+def add_arguments(p) -> None:
+    """`fetchdeliver oauth2 authorize ...` (the registry in cli.py)."""
+    osub = p.add_subparsers(dest="oauth2_command", metavar="COMMAND")
+    oa = osub.add_parser("authorize", help="sign in once and store the account's OAuth2 refresh token")
+    oa.add_argument("account", metavar="ACCOUNT")
+    oa.add_argument("-c", "--config")
+    oa.add_argument("--method", choices=("device", "loopback"),
+                    help="device code (RFC 8628) or browser redirect to 127.0.0.1 with PKCE (RFC 8252); "
+                         "default: device where the provider offers it for mail, else loopback")
+    oa.add_argument("--no-browser", action="store_true", help="only print the URL (loopback)")
+    oa.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the sign-in (default 600)")

@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.config import Settings
     from fetchdeliver.storage.base import Store as MailStore
+    from typing import Any
+
     from fetchdeliver.engine import Context
 
 
@@ -35,7 +37,7 @@ def build_store(*, maildir: str | None = None, mbox: str | None = None,
     if mbox:
         from fetchdeliver.storage.mbox import MboxStore
 
-        kwargs = {"fsync": fsync}
+        kwargs: dict[str, Any] = {"fsync": fsync}
         if lock_timeout is not None:
             kwargs["lock_timeout"] = lock_timeout
         return MboxStore(os.path.expanduser(mbox), mbox_folders, **kwargs)
@@ -175,8 +177,8 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
     if table:
         from fetchdeliver.filter import Filter
 
-        ctx.filter = Filter(table)
-        ctx.filter.apply_sieve_defaults(dict(settings.sieve))  # which keys are ours (see engine)
+        ctx.filter = flt = Filter(table)
+        flt.apply_sieve_defaults(dict(settings.sieve))  # which keys are ours (see engine)
     if delivery_log and not dry_run:
         from fetchdeliver.deliverylog import recorder_for
 

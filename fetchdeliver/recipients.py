@@ -49,13 +49,13 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _listen(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     parse_listen(v)
     return v
 
 
 def _address(v, where):
-    addrs = config._str_list(v, where)
+    addrs = config.check_str_list(v, where)
     if not addrs:
         raise ValueError("must name at least one address")
     out = []
@@ -68,7 +68,7 @@ def _address(v, where):
 
 
 def _delimiter(v, where):
-    v = config._str(v, where)
+    v = config.check_str(v, where)
     if len(v) != 1 or v.isalnum() or v in "@.":
         raise ValueError(f"must be one punctuation character such as \"+\" or \"-\", got {v!r}")
     return v
@@ -87,7 +87,7 @@ def socket_mode(v, where=""):
 
 
 def _account_name(v, where):
-    v = config._nonempty_str(v, where) if not isinstance(v, int) or isinstance(v, bool) else str(v)
+    v = config.check_nonempty_str(v, where) if not isinstance(v, int) or isinstance(v, bool) else str(v)
     if any(c.isspace() or c in ":/" for c in v):
         raise ValueError(f"not a user or group name: {v!r}")
     return v
@@ -95,31 +95,31 @@ def _account_name(v, where):
 
 LMTP_KEYS = {
     "listen": _listen,                         # HOST:PORT
-    "socket": config._path,                    # a Unix socket path (what Postfix's lmtp:unix: talks to)
+    "socket": config.check_path,                    # a Unix socket path (what Postfix's lmtp:unix: talks to)
     "socket_owner": _account_name,             # user (name or uid) that owns the socket, e.g. "postfix"
     "socket_group": _account_name,             # its group, e.g. "postfix"
     "socket_mode": socket_mode,                # e.g. "0660" (the default)
-    "max_message_size": config._int(lo=1),     # bytes; advertised as SIZE, larger mail gets 552 5.3.4
-    "max_sessions": config._int(lo=1, hi=100000),
-    "timeout": config._duration,               # idle timeout of a session
-    "workers": config._int(lo=1, hi=256),      # threads that run Sieve + delivery, per process
-    "processes": config._int(lo=1, hi=64),     # pre-forked processes sharing the listening socket
-    "keep_crlf": config._bool,                 # store CRLF as received (default: LF, as Dovecot does)
+    "max_message_size": config.check_int(lo=1),     # bytes; advertised as SIZE, larger mail gets 552 5.3.4
+    "max_sessions": config.check_int(lo=1, hi=100000),
+    "timeout": config.check_duration,               # idle timeout of a session
+    "workers": config.check_int(lo=1, hi=256),      # threads that run Sieve + delivery, per process
+    "processes": config.check_int(lo=1, hi=64),     # pre-forked processes sharing the listening socket
+    "keep_crlf": config.check_bool,                 # store CRLF as received (default: LF, as Dovecot does)
     "recipient_delimiter": _delimiter,         # "+": alice+lists@x is alice@x
-    "hostname": config._nonempty_str,          # our name in the greeting and Received:
+    "hostname": config.check_nonempty_str,          # our name in the greeting and Received:
     # max_connections (all processes; default max_sessions x processes), max_connections_per_ip
     # (default: max_connections): more get "421 4.3.2" and are closed (fetchdeliver/netlimits.py)
-    "max_connections": config._int(lo=1, hi=10_000_000),
-    "max_connections_per_ip": config._int(lo=1, hi=10_000_000),
+    "max_connections": config.check_int(lo=1, hi=10_000_000),
+    "max_connections_per_ip": config.check_int(lo=1, hi=10_000_000),
 }
 
 RECIPIENT_KEYS = {
     "address": _address,
-    "maildir": config._path,
-    "mbox": config._path,
-    "mbox_folders": config._path,
-    "rules": config._path,
-    "default_mailbox": config._nonempty_str,
+    "maildir": config.check_path,
+    "mbox": config.check_path,
+    "mbox_folders": config.check_path,
+    "rules": config.check_path,
+    "default_mailbox": config.check_nonempty_str,
 }
 
 

@@ -15,17 +15,10 @@ from fetchdeliver.errors import ConfigError
 
 def load_config(path: str | None, *schemas: str) -> dict:
     """The config at `path` (or the default one; {} when that does not exist), validated with the
-    tables of `schemas` (module names that register them) as well as [imap]'s."""
-    import importlib
+    tables of `schemas` (module names that register them) as well as [imap]'s: config.load_settings."""
+    from fetchdeliver.config import load_settings
 
-    from fetchdeliver import config
-
-    file = path or config.default_config_path()
-    if path is None and not os.path.exists(file):
-        return {}
-    for mod in ("fetchdeliver.imapserver.settings", *schemas):
-        importlib.import_module(mod)
-    return config.load(file)
+    return load_settings(path, required=False, tables=("fetchdeliver.imapserver.settings", *schemas)).data
 
 
 def apply_flags(args: Any, t: dict, addresses: Callable[[Any, str], list[str]]) -> None:
@@ -168,14 +161,15 @@ async def serve_until_signal(prog: str, make_server: Callable[[], Any],
     import signal
     import sys
 
-    from fetchdeliver.errors import EX_CONFIG, EX_OK
+    from fetchdeliver.errors import EX_OK
 
     try:
         server = make_server()
         addrs = await server.start()
     except ConfigError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return EX_CONFIG
+        from fetchdeliver.config import report_config_error
+
+        return report_config_error(prog, e)
     if on_started is not None:
         on_started()
     for host, port, tls in addrs:

@@ -23,6 +23,10 @@ import time
 
 from fetchdeliver.errors import FetchdeliverError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -222,7 +226,7 @@ class State(AccountLocks):
         return row[0] if row else None
 
     def imap_reset_folder(self, account: str, folder: str, uidvalidity: int,
-                          seen_uids: list[int] = ()) -> None:
+                          seen_uids: Sequence[int] = ()) -> None:
         """Start tracking `folder` under `uidvalidity`, forgetting UIDs of any earlier one."""
         now = int(time.time())
         with self._tx():
@@ -289,8 +293,8 @@ class State(AccountLocks):
                                "FROM pending WHERE account=? ORDER BY at", (account,)).fetchall()
         return [Pending(r[0], r[1], r[2], r[3], (r[4], r[5], r[6]), r[7]) for r in rows]
 
-    def complete(self, account: str, delivered: list[Pending] = (), failed: list[Pending] = (),
-                 seen: list[tuple[str, int | None, str]] = ()) -> None:
+    def complete(self, account: str, delivered: Sequence[Pending] = (), failed: Sequence[Pending] = (),
+                 seen: Sequence[tuple[str, int | None, str]] = ()) -> None:
         """One commit: `delivered` become remembered (duplicate memory + UID/UIDL), `failed` are
         forgotten (they will be fetched again), `seen` are (folder, uidvalidity, uid) to record as
         fetched without a delivery (duplicates)."""

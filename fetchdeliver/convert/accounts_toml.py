@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fetchdeliver.errors import FetchdeliverError
+
 ORDER = ("name", "protocol", "host", "port", "tls", "ca_file", "fingerprint", "user", "password",
          "password_command", "oauth2_token_command", "oauth2_mechanism", "folders", "after", "initial",
          "timeout", "apop", "rules", "maildir", "mbox")
 
 
-class ParseError(Exception):
+class ParseError(FetchdeliverError):
     """The rc file cannot be read; the message names the line."""
 
 

@@ -186,7 +186,7 @@ def _map_back(path: str, root: str, home: str) -> str:
     return os.path.normpath(os.path.join(home, rel))
 
 
-def _delivered(root: str, skip: set[str] = frozenset()) -> list[str]:
+def _delivered(root: str, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Every folder path under root holding a message (Maildir, MH, mbox file), as found;
     skip: the rc file copies."""
     out = []

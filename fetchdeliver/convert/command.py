@@ -6,6 +6,10 @@ comments in the output), 65 the input is not the expected syntax, 66 no input.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import types
+
 EX_INCOMPLETE = 1
 EX_DATAERR = 65
 EX_NOINPUT = 66
@@ -88,12 +92,13 @@ def _procmailrc(args, which: str = "procmailrc") -> int:
     import os
     import sys
 
+    from fetchdeliver.convert import procmailrc
+
+    mod: types.ModuleType = procmailrc
     if which == "maildrop":
-        from fetchdeliver.convert import maildrop as mod
-        from fetchdeliver.convert import procmailrc
-    else:
-        from fetchdeliver.convert import procmailrc
-        mod = procmailrc
+        from fetchdeliver.convert import maildrop
+
+        mod = maildrop
 
     text, name = _read(args.file, "~/.procmailrc" if which == "procmailrc" else "~/.mailfilter")
     env = procmailrc.default_env()
@@ -139,14 +144,17 @@ def _procmailrc(args, which: str = "procmailrc") -> int:
 def _accounts(args, which: str) -> int:
     import sys
 
+    mod: types.ModuleType
     if which == "fetchmailrc":
-        from fetchdeliver.convert import fetchmailrc as mod
+        from fetchdeliver.convert import fetchmailrc
 
+        mod = fetchmailrc
         text, name = _read(args.file, "~/.fetchmailrc")
         sources = [(text, name)]
     else:
-        from fetchdeliver.convert import getmailrc as mod
+        from fetchdeliver.convert import getmailrc
 
+        mod = getmailrc
         sources = [_read(f, f) for f in args.files]
     try:
         result = mod.convert(sources, copy_password=args.copy_password)

@@ -11,11 +11,14 @@ weighted scoring, backticks, numeric expressions, patterns Sieve cannot say.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import posixpath
 import re
 
 from fetchdeliver.convert import checked
 from fetchdeliver.convert.procmail_regex import Untranslatable, sieve_list, sieve_str
+from fetchdeliver.errors import FetchdeliverError
 
 CASEMAP = ' :comparator "i;ascii-casemap"'
 OCTET = ' :comparator "i;octet"'
@@ -24,7 +27,7 @@ IGNORED = {"LOGFILE", "VERBOSE", "SHELL", "PATH", "SENDMAIL", "MAILDIRQUOTA", "U
 SHELL_METAS = set("&|<>~;?*[`$")
 
 
-class ParseError(Exception):
+class ParseError(FetchdeliverError):
     """Not mailfilter syntax; the message names file:line."""
 
 
@@ -646,6 +649,9 @@ class Converter:
 class Result:
     def __init__(self, script: str, problems: list[Problem], config: str) -> None:
         self.script, self.problems, self.config = script, problems, config
+        self.mailbox: Callable[[str], str] = str  # folder path -> mailbox name, for `convert --check`
+        self.static: dict[str, str] = {}     # MAILDIR, DEFAULT, ... as the conversion ended
+        self.programs: dict[str, str] = {}
 
     @property
     def complete(self) -> bool:

@@ -11,6 +11,8 @@ the RE2 translation read `\\n` as the letter n).
 
 from __future__ import annotations
 
+from fetchdeliver.errors import FetchdeliverError
+
 # Placeholders for variables whose value is known only when the script runs:
 # expansion puts chr(VAR_BASE + i) in the text, rendering turns it into ${name}.
 VAR_BASE = 0xE000
@@ -20,7 +22,7 @@ LF, CR = "${hex:0A}", "${hex:0D}"  # a newline and a carriage return in a Sieve 
 MACROS = {"\x01": "TO_", "\x02": "TO", "\x03": "FROM_DAEMON", "\x04": "FROM_MAILER"}
 
 
-class Untranslatable(Exception):
+class Untranslatable(FetchdeliverError):
     """This construct has no Sieve equivalent; the message says why."""
 
 

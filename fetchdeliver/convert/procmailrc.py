@@ -9,6 +9,8 @@ Procmail's control flow becomes Sieve's: a delivering recipe ends in `stop`,
 
 from __future__ import annotations
 
+from typing import Callable
+
 import os
 import posixpath
 import re
@@ -16,6 +18,7 @@ import re
 from fetchdeliver.convert import checked
 from fetchdeliver.convert import procmail_regex as prx
 from fetchdeliver.convert.procmail_regex import Untranslatable, sieve_str
+from fetchdeliver.errors import FetchdeliverError
 
 # Variables that only steer procmail itself (logging, locking, the shell).
 IGNORED_VARS = {
@@ -65,7 +68,7 @@ class Recipe:
         self.block: list | None = None
 
 
-class ParseError(Exception):
+class ParseError(FetchdeliverError):
     """The rc file is not procmailrc syntax; the message names the line."""
 
 
@@ -514,11 +517,11 @@ class Converter:
             self.warn(r, str(e), indent, r.raw[1:])
             return
         stages[0] = (tests + stages[0][0],) + stages[0][1:]
-        for st in stages:
-            if st[1] is not None:  # the folder names below see this MATCH
+        for stage in stages:
+            if stage[1] is not None:  # the folder names below see this MATCH
                 self.dynamic.add("MATCH")
-                (self.blanky.add if st[3] else self.blanky.discard)("MATCH")
-        depth = sum(1 for st in stages if st[0])
+                (self.blanky.add if stage[3] else self.blanky.discard)("MATCH")
+        depth = sum(1 for stage in stages if stage[0])
         try:
             body = self.action(r, indent + depth, in_copy, conditional or depth > 0, guards)
         except Untranslatable as e:
@@ -547,13 +550,14 @@ class Converter:
             level -= 1
             self.emit(level, "}")
 
-    def conditions(self, r: Recipe) -> list[tuple[list[str], int | None, bool]]:
-        """The recipe's conditions as stages (tests, MATCH's group after them, MATCH lost its blanks):
+    def conditions(self, r: Recipe) -> list[tuple[list[str], int | None, bool, bool]]:
+        """The recipe's conditions as stages (tests, MATCH's group after them, MATCH lost its blanks,
+        the MATCH may be blank):
         a stage ends after each \\/ condition."""
         comparator = ' :comparator "i;octet"' if "D" in r.flags else ""
         area = ("H" in r.flags or "B" not in r.flags, "B" in r.flags)
         tests: list[str] = []
-        stages: list[tuple[list[str], int | None, bool]] = []
+        stages: list[tuple[list[str], int | None, bool, bool]] = []
         lost_space = False
         for line, cond in r.conditions:
             lost = blank = approx = False
@@ -853,6 +857,9 @@ class Result:
 
     def __init__(self, script: str, problems: list[Problem], config: str) -> None:
         self.script, self.problems, self.config = script, problems, config
+        self.mailbox: Callable[[str], str] = str  # folder path -> mailbox name, for `convert --check`
+        self.static: dict[str, str] = {}     # MAILDIR, DEFAULT, ... as the conversion ended
+        self.programs: dict[str, str] = {}
 
     @property
     def complete(self) -> bool:

@@ -190,6 +190,7 @@ class Watcher:
             self.on_state(self.label, None)
             self.on_mail(set(self.folders))
             client = src.client
+            assert client is not None  # connected above
             where = self.account.address
             rounds = 0
             while not self.stop_event.is_set():

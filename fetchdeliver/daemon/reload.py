@@ -9,6 +9,8 @@ a broken one has been saved over it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import logging
 import os
@@ -20,7 +22,7 @@ log = logging.getLogger("fetchdeliver.daemon.reload")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
     from fetchdeliver.config import Settings
 
 
@@ -95,14 +97,11 @@ def load_generation(path: str, *, keep_broken_scripts: bool = False) -> Generati
     generation records why (`script_error()`), and its messages take implicit keep, as the MDA's.
     """
     from fetchdeliver import sieve
-    from fetchdeliver.accounts import from_settings
-    from fetchdeliver.config import ConfigErrors, Settings, parse_file
+    from fetchdeliver.sources.accounts import from_settings
+    from fetchdeliver.config import load_settings
     from fetchdeliver.pipeline import sieve_options
 
-    try:
-        settings = Settings(parse_file(path), path)
-    except ConfigErrors:
-        raise
+    settings = load_settings(path, cache=False)
     accounts = from_settings(settings)
     scripts = {}
     broken: dict[str, str] = {}
@@ -145,7 +144,7 @@ class FileWatcher:
 
     def __init__(self, on_change) -> None:
         self.on_change = on_change
-        self.observer = None
+        self.observer: Any = None   # a watchdog Observer while watching
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._paths: set[str] = set()

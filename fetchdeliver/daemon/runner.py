@@ -1,4 +1,4 @@
-"""One fetch pass of one account inside the daemon: fetch.AccountRun with the daemon's wiring.
+"""One fetch pass of one account inside the daemon: sources.runner.AccountRun with the daemon's wiring.
 
 Differences from `fetchdeliver fetch`: output goes to logging instead of the
 terminal; the compiled Sieve scripts come from the daemon's current (validated)
@@ -15,13 +15,13 @@ import logging
 import threading
 
 from fetchdeliver.errors import FetchdeliverError
-from fetchdeliver.fetch import AccountRun
+from fetchdeliver.sources.runner import AccountRun
 
 log = logging.getLogger("fetchdeliver.daemon.runner")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
     from fetchdeliver.daemon.reload import Generation
 
 

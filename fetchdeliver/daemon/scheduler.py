@@ -22,7 +22,7 @@ log = logging.getLogger("fetchdeliver.daemon.scheduler")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
 
 
 def jittered(interval: float, jitter: float, rnd: random.Random | None = None) -> float:

@@ -95,7 +95,9 @@ class Daemon:
         try:
             self.gen = load_generation(self.path, keep_broken_scripts=True)
         except ConfigError as e:
-            for line in str(e).splitlines():
+            from fetchdeliver.config import config_error_lines
+
+            for line in config_error_lines(e):
                 log.error("%s", line)
             return EX_CONFIG
         for rules, why in self.gen.script_errors.items():
@@ -480,9 +482,9 @@ class Daemon:
 
 
 def _sender(parsed) -> str:
-    from fetchdeliver.fetch import _envelope_sender
+    from fetchdeliver.message import envelope_sender
 
-    return _envelope_sender(parsed)
+    return envelope_sender(parsed)
 
 
 def _WatchedLMTP(settings, *, outbound=None, daemon=None):

@@ -37,7 +37,7 @@ def _fraction(v, where):
 
 
 def _positive_duration(v, where):
-    v = config._duration(v, where)
+    v = config.check_duration(v, where)
     if v < 1:
         raise ValueError(f"must be at least 1 second, got {v}")
     return v
@@ -55,7 +55,7 @@ def parse_rate(text: str) -> tuple[int, int]:
 
 
 def _rate(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     parse_rate(v)
     return v
 
@@ -63,7 +63,7 @@ def _rate(v, where):
 def _regex(v, where):
     import re
 
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     try:
         re.compile(v)
     except re.error as e:
@@ -72,7 +72,7 @@ def _regex(v, where):
 
 
 def _nonempty_list(v, where):
-    v = config._str_list(v, where)
+    v = config.check_str_list(v, where)
     if not v or not all(x.strip() for x in v):
         raise ValueError("expected one or more non-empty strings")
     return v
@@ -83,24 +83,24 @@ DAEMON_KEYS = {
     "jitter": _fraction,
     "backoff_max": _positive_duration,
     "idle_renew": _positive_duration,
-    "reload": config._bool,
+    "reload": config.check_bool,
 }
 
 SPOOL_KEYS = {
-    "dir": config._path,
-    "rules": config._path,
-    "maildir": config._path,
-    "mbox": config._path,
-    "recipient": config._nonempty_str,
-    "default_mailbox": config._nonempty_str,
+    "dir": config.check_path,
+    "rules": config.check_path,
+    "maildir": config.check_path,
+    "mbox": config.check_path,
+    "recipient": config.check_nonempty_str,
+    "default_mailbox": config.check_nonempty_str,
 }
 
 WATCH_KEYS = {
-    "name": config._nonempty_str,
+    "name": config.check_nonempty_str,
     "from": _nonempty_list,
     "subject": _regex,
     "accounts": _nonempty_list,
-    "command": config._nonempty_str,
+    "command": config.check_nonempty_str,
     "mailto": _nonempty_list,
     "rate_limit": _rate,
 }

@@ -1,24 +1,24 @@
-"""The spool directory source: drop a message file into [spool] dir, it is delivered and removed.
+"""The daemon's spool thread: drop a message file into [spool] dir, it is delivered and removed.
 
-watchdog tells the spool thread that something changed; a scan every 30 seconds
-catches what an event missed (and retries temporary failures). A file is removed
-only after its delivery is durable; a temporary failure leaves it for the next
-scan. Names starting with "." and ending in ".tmp" are ignored (write there, then
-rename), and a file is taken only once it has not changed for half a second.
+The directory itself is a Source (fetchdeliver/sources/spool.py: which files are
+taken, the crash memory, the durable removal on `ack`); this thread runs it
+through the pipeline. watchdog tells the thread that something changed; a scan
+every 30 seconds catches what an event missed (and retries temporary failures).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 import threading
-import time
+
+from fetchdeliver.sources.spool import SETTLE
 
 log = logging.getLogger("fetchdeliver.daemon.spool")
 
 RESCAN = 30.0
-SPOOL_MEMORY = 30 * 86400  # upper bound for a delivered-but-not-yet-removed file's memory
-SETTLE = 0.5
 
 
 class Spool:
@@ -29,7 +29,7 @@ class Spool:
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._observer = None
+        self._observer: Any = None   # a watchdog Observer while watching
         self.delivered = 0
 
     @property
@@ -88,41 +88,32 @@ class Spool:
             if state is not None:
                 state.close()
 
-    def _candidates(self) -> tuple[list[str], bool]:
-        try:
-            names = sorted(os.listdir(self.dir))
-        except OSError as e:
-            log.error("cannot read the spool directory %s: %s", self.dir, e.strerror)
-            return [], False
-        out, young = [], False
-        now = time.time()
-        for n in names:
-            if n.startswith(".") or n.endswith(".tmp"):
-                continue
-            path = os.path.join(self.dir, n)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if not os.path.isfile(path):
-                continue
-            if now - st.st_mtime < SETTLE:
-                young = True  # still being written, perhaps: look again shortly
-                continue
-            out.append(path)
-        return out, young
+    def source(self, state):
+        from fetchdeliver.sources.spool import SpoolSource
+
+        rcpt = self.table.get("recipient") or f"{os.environ.get('USER', 'user')}@{os.uname().nodename}"
+        return SpoolSource(self.dir, recipient=rcpt, state=state)
 
     def scan(self, state) -> bool:
         """Deliver every settled file; True when a file was too new and a rescan is due soon."""
-        paths, young = self._candidates()
+        source = self.source(state)
         ctx = None
-        for path in paths:
-            if self.stop_event.is_set():
-                break
-            if ctx is None:
-                ctx = self._context(state)
-            self.deliver_file(path, ctx, state)
-        return young
+        batches = source.batches()
+        try:
+            for batch in batches:
+                for f in batch:
+                    if self.stop_event.is_set():
+                        source.release([f.handle])
+                        continue
+                    if ctx is None:
+                        ctx = self._context(state)
+                    self.deliver(f, ctx, source)
+                if self.stop_event.is_set():
+                    break
+        finally:
+            batches.close()
+            source.close()
+        return source.young
 
     def _context(self, state):
         from fetchdeliver.pipeline import build_context
@@ -136,69 +127,27 @@ class Spool:
         ctx.outbound = self.daemon.outbound
         return ctx
 
-    def deliver_file(self, path: str, ctx, state=None) -> bool:
+    def deliver(self, f, ctx, source) -> bool:
+        """One file through the pipeline; acked (removed) only once its delivery is durable."""
         from fetchdeliver import engine
-        from fetchdeliver.fetch import _envelope_sender
         from fetchdeliver.message import Message
 
-        name = os.path.basename(path)
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return False  # taken by someone else meanwhile
-        except OSError as e:
-            log.error("spool: cannot read %s: %s", path, e.strerror)
-            return False
-        import hashlib
-
-        # The memory holds a file only between its durable delivery and its removal: a crash in
-        # that window leaves the row, and the file is then removed, not delivered again. Once
-        # removed it is forgotten, so the same bytes dropped in later are delivered as new mail.
-        digest = f"{hashlib.sha256(raw).hexdigest()}:{name}"
-        if state is not None and _remembered(state, digest):
-            # Delivered before a crash (or a failed unlink) kept the file: do not deliver it twice.
-            log.info("spool: %s was already delivered; removing it", name)
-            if self._remove(path, name):
-                state.forget("spool", digest)
-            return True
-        parsed = Message(raw)
-        rcpt = self.table.get("recipient") or f"{os.environ.get('USER', 'user')}@{os.uname().nodename}"
-        msg = Message(raw, sender=_envelope_sender(parsed), recipients=[rcpt], origin=f"spool:{name}")
+        name = f.uid
+        env = f.envelope
+        msg = Message(f.raw, sender=env.sender, recipients=env.recipients, origin=f"spool:{name}")
         try:
             outcome = engine.process(msg, ctx)
         except Exception:
             log.exception("spool: %s: internal error; the file stays for the next scan", name)
+            source.release([f.handle])
             return False
         if not outcome.ok:
             log.error("spool: %s: not delivered, the file stays for the next scan: %s", name,
                       "; ".join(outcome.errors) or "temporary failure")
+            source.release([f.handle])
             return False
-        # Delivered durably: remember it, and only now may the file go.
-        if state is not None:
-            state.remember("spool", digest, SPOOL_MEMORY)
-        if self._remove(path, name) and state is not None:
-            state.forget("spool", digest)
+        source.ack([f.handle])   # delivered durably: only now may the file go
         self.delivered += 1
         log.info("spool: %s -> %s", name, ", ".join(outcome.where()) or outcome.status)
-        self.daemon.on_delivered(parsed, outcome, "spool", sender=msg.sender, recipient=rcpt)
+        self.daemon.on_delivered(Message(f.raw), outcome, "spool", sender=env.sender, recipient=env.recipients[0])
         return True
-
-    def _remove(self, path: str, name: str) -> bool:
-        """Remove a delivered file durably; False (logged) when it could not be."""
-        try:
-            os.unlink(path)
-            fd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            log.error("spool: %s delivered but could not be removed: %s", name, e.strerror)
-            return False
-        return True
-
-
-def _remembered(state, digest: str) -> bool:
-    row = state.db.execute("SELECT expires FROM memory WHERE kind='spool' AND key=?", (digest,)).fetchone()
-    return row is not None and row[0] > time.time()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.errors import EX_OK, ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -214,15 +213,13 @@ def format_status(st: dict, configured: list[str], now: float | None = None) -> 
 
 def main(args) -> int:
     """`fetchdeliver status [-c CONFIG]`."""
-    from fetchdeliver.accounts import from_settings
-    from fetchdeliver.config import Settings, default_config_path, load
+    from fetchdeliver.sources.accounts import from_settings
+    from fetchdeliver.config import load_settings, report_config_error
 
-    path = args.config or default_config_path()
     try:
-        settings = Settings(load(path), path)
+        settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"fetchdeliver status: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver status", e)
     configured = [a.name for a in from_settings(settings)]
     st = read_status(settings.state_dir)
     if getattr(args, "json", False):

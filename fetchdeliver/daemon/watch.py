@@ -239,7 +239,7 @@ def command_env(rule: WatchRule, message, folders: list[str], account: str) -> d
 
 def run_command(rule: WatchRule, message, folders: list[str], account: str) -> bool:
     """Run the rule's command; a failure is logged, never raised."""
-    cmd = os.path.expanduser(rule.command)
+    cmd = os.path.expanduser(rule.command or "")
     try:
         r = subprocess.run(cmd, shell=True, input=message.raw, env=command_env(rule, message, folders, account),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=COMMAND_TIMEOUT)

@@ -29,7 +29,7 @@ def check(url: str, raw: bytes, timeout: float, sender: str = "",
     for rcpt in recipients or ():
         headers["Rcpt"] = rcpt  # http.client sends one; rspamd reads the envelope's first recipient
         break
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    conn = cls(parts.hostname or "", parts.port, timeout=timeout)
     try:
         conn.request("POST", path, body=raw, headers=headers)
         resp = conn.getresponse()

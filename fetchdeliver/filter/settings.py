@@ -19,7 +19,7 @@ from fetchdeliver.errors import ConfigError
 
 
 def _url(v, where):
-    v = config._nonempty_str(v, where).strip()
+    v = config.check_nonempty_str(v, where).strip()
     from urllib.parse import urlsplit
 
     parts = urlsplit(v)
@@ -34,11 +34,11 @@ def _url(v, where):
 
 def _endpoint(v, where):
     """ "HOST:PORT" or an absolute Unix socket path."""
-    v = config._nonempty_str(v, where).strip()
+    v = config.check_nonempty_str(v, where).strip()
     if "\0" in v:
         raise ValueError("a path cannot contain a NUL byte")
     if v.startswith("/") or v.startswith("~"):
-        return config._path(v, where)
+        return config.check_path(v, where)
     host, sep, port = v.rpartition(":")
     if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected \"HOST:PORT\" or an absolute socket path, got {v!r}")
@@ -49,10 +49,10 @@ KEYS = {
     "rspamd": _url,
     "spamd": _endpoint,
     "clamd": _endpoint,
-    "timeout": config._duration,
-    "on_failure": config._choice("tempfail", "deliver"),
-    "max_size": config._size,
-    "spamd_user": config._nonempty_str,
+    "timeout": config.check_duration,
+    "on_failure": config.check_choice("tempfail", "deliver"),
+    "max_size": config.check_size,
+    "spamd_user": config.check_nonempty_str,
 }
 
 

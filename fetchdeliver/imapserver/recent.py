@@ -49,7 +49,9 @@ class RecentTracker:
         """Which of `uids` (messages a session now sees in `mailbox`) are \\Recent for it; unless
         `readonly`, they are taken: no later session sees them \\Recent."""
         key = _key(mailbox)
-        pending = self._pending.get(key) if key is not None else None
+        if key is None:
+            return set()
+        pending = self._pending.get(key)
         if not pending:
             return set()
         got = pending.intersection(uids)

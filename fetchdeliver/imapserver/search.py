@@ -19,6 +19,7 @@ FLAG_KEYS = {
     "UNFLAGGED": ("\\Flagged", False), "UNSEEN": ("\\Seen", False),
 }
 HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
+ADDRESS_FIELDS = {"bcc", "cc", "from", "to"}   # searched as parsed addresses
 DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 CHARSETS = {"UTF-8", "US-ASCII", "UTF8", "ASCII"}
 
@@ -159,14 +160,19 @@ class Candidate:
         return self._parsed
 
     def header_values(self, name: str) -> list[str]:
+        """The field's values, unfolded and RFC 2047-decoded."""
         from fetchdeliver.message import decode_rfc2047
 
+        return [decode_rfc2047(v.decode("utf-8", "replace")) for v in self.raw_header_values(name)]
+
+    def raw_header_values(self, name: str) -> list[bytes]:
+        """The field's values as in the message, unfolded."""
         if self._headers is None and self.memo is not None:
             # A store's index answers one field for the whole mailbox (storage/index.py Memo).
             field = getattr(self.memo, "header_field", None)
             values = field(name) if field is not None else None
             if values is not None:
-                return [decode_rfc2047(v.decode("utf-8", "replace")) for v in values]
+                return list(values)
         if self._headers is None:
             from fetchdeliver.imapserver.mime import split_fields, unfold
 
@@ -181,11 +187,7 @@ class Candidate:
                 self._headers.setdefault(n, []).append(v)
             if self.memo is not None:
                 self.memo["headers"] = self._headers
-        out = []
-        for v in self._headers.get(name, []):
-            text = v.decode("utf-8", "replace")
-            out.append(decode_rfc2047(text))
-        return out
+        return list(self._headers.get(name, []))
 
     def header_blocks(self) -> list[str]:
         """The raw header text of the message and of each of its parts."""
@@ -296,9 +298,11 @@ def prefilter(tree: tuple, mailbox) -> list[tuple[set, set]]:
         known, values = got
         needle = node[2].casefold()
         ok = set()
+        address = node[1] in ADDRESS_FIELDS
         for uid, vals in values.items():
-            if not needle or any(needle in decode_rfc2047(v.decode("utf-8", "replace")).casefold()
-                                 for v in vals):
+            if not needle or (address_match(needle, vals) if address else
+                              any(needle in decode_rfc2047(v.decode("utf-8", "replace")).casefold()
+                                  for v in vals)):
                 ok.add(uid)
         out.append((ok, known))
     return out
@@ -364,6 +368,9 @@ def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
         return c.size_fn() < node[1]
     if kind == "HEADER":
         needle = node[2].casefold()
+        if node[1] in ADDRESS_FIELDS:
+            raw = c.raw_header_values(node[1])
+            return bool(raw) if not needle else address_match(needle, raw)
         vals = c.header_values(node[1])
         if not needle:
             return bool(vals)
@@ -388,6 +395,47 @@ def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
         g, w = calendar.timegm(got + (0, 0, 0)), calendar.timegm(want + (0, 0, 0))
         return g < w if base == "BEFORE" else g == w if base == "ON" else g >= w
     raise ValueError(f"unknown search node {kind}")
+
+
+def address_text(raw: bytes) -> str:
+    """An address field as it is searched (as Dovecot does): each address parsed and written out again,
+    `Name <user@host>` or `user@host` (a source route kept: `<@r1,@r2:user@host>`), groups as
+    `group: a@b, c@d;`; comments and the original's spacing are gone, RFC 2047 names decoded."""
+    from fetchdeliver.imapserver.mime import parse_addresses
+    from fetchdeliver.message import decode_rfc2047
+
+    out: list[str] = []
+    group = first_in_group = False
+    for name, adl, mailbox, host in parse_addresses(raw):
+        if mailbox is None:                 # end of a group
+            out.append(";")
+            group = False
+            continue
+        if host is None:                    # start of a group
+            out.append((", " if out else "") + mailbox.decode("utf-8", "replace") + ":")
+            group = True
+            first_in_group = True
+            continue
+        addr = mailbox.decode("utf-8", "replace")
+        if host != b"MISSING_DOMAIN":
+            addr += "@" + host.decode("utf-8", "replace")
+        if adl:                             # a source route stays, as Dovecot writes it
+            addr = adl.decode("utf-8", "replace") + ":" + addr
+        if name:
+            text = f"{decode_rfc2047(name.decode('utf-8', 'replace'))} <{addr}>"
+        else:
+            text = f"<{addr}>" if adl else addr
+        if group and first_in_group:
+            out.append(" " + text)
+            first_in_group = False
+        else:
+            out.append((", " if out else "") + text)
+    return "".join(out)
+
+
+def address_match(needle: str, raw_values: list[bytes]) -> bool:
+    """SEARCH FROM/TO/CC/BCC (and HEADER with those names): `needle` (casefolded) in the parsed addresses."""
+    return any(needle in address_text(v).casefold() for v in raw_values)
 
 
 def needs_text(node: tuple) -> bool:

@@ -5,7 +5,9 @@ content memos for FETCH/SEARCH/SORT/THREAD, and the IDLE watch."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+from typing import TYPE_CHECKING, Any
 
 from fetchdeliver.imapserver import condstore
 from fetchdeliver.imapserver import search as searchmod
@@ -29,7 +31,7 @@ class View:
         self.recent: set[int] = set()
         self.keywords: set[str] = set()   # the keywords announced in FLAGS
         self.uidvalidity = mailbox.uidvalidity
-        self.synced = None                # the list Mailbox.sync() returned at the last diff
+        self.synced: list | None = None   # the list Mailbox.sync() returned at the last diff
 
     def flags_of(self, m) -> bytes:
         return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
@@ -64,6 +66,28 @@ class SelectedMailbox:
     """The part of a Session that deals with its selected mailbox (a mixin: Session has the
     attributes used here: view, state, server, saved, condstore, qresync, changed, loop, out/send)."""
 
+    view: View | None
+    state: str
+    server: Any
+    saved: set[int]
+    condstore: bool
+    qresync: bool
+    changed: asyncio.Event
+    loop: asyncio.AbstractEventLoop
+    _watch_tokens: list
+
+    if TYPE_CHECKING:
+        def out(self, data: bytes) -> None: ...
+
+        async def send(self, data: bytes) -> None: ...
+
+    def selected(self) -> View:
+        """The selected mailbox's view (the state machine calls selected-state commands only with one)."""
+        v = self.view
+        if v is None:
+            raise RuntimeError("no mailbox is selected")
+        return v
+
     def enable_condstore(self) -> None:
         """CONDSTORE on (RFC 7162 3.1): the first enabling command in the selected state is told
         the mailbox's HIGHESTMODSEQ."""
@@ -89,7 +113,7 @@ class SelectedMailbox:
 
     def resolve(self, ranges, uid: bool) -> list[int]:
         """Indices into view.msgs for a sequence set (by UID when `uid`)."""
-        v = self.view
+        v = self.selected()
         n = len(v.msgs)
         idx: set[int] = set()
         if uid:
@@ -121,19 +145,19 @@ class SelectedMailbox:
             return parsed
         if uid:
             return [(u, u) for u in sorted(self.saved)]
-        return [(i, i) for i, m in enumerate(self.view.msgs, 1) if m.uid in self.saved]
+        return [(i, i) for i, m in enumerate(self.selected().msgs, 1) if m.uid in self.saved]
 
     def memo(self, mbox, m) -> dict | None:
         """What is kept about a message's content: the store's index, else the server's memory."""
         memo = mbox.cached(m)
         if memo is None:
-            memo = self.server.cache.entry(mbox, self.view.uidvalidity, m.uid)
+            memo = self.server.cache.entry(mbox, self.selected().uidvalidity, m.uid)
         return memo
 
     def matching(self, tree) -> list:
         """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
         A search on flags, numbers, sizes and internal dates alone builds no cache entries."""
-        v = self.view
+        v = self.selected()
         with_memo = searchmod.needs_text(tree)
         mbox = v.mailbox
         max_seq = len(v.msgs)
@@ -157,17 +181,18 @@ class SelectedMailbox:
         """`c`, or a candidate for `m` that reads header fields through the store's index."""
         if c.memo is not None:
             return c
-        mbox = self.view.mailbox
+        mbox = self.selected().mailbox
         return searchmod.Candidate(c.seq, c.uid, c.flags, c.recent, c.size_fn, c.internaldate, c.raw_fn,
                                    memo=self.memo(mbox, m), modseq=c.modseq)
 
     def content_memo(self, m) -> dict | None:
         """The server-wide memo of a message's content-derived facts (sort keys, threading facts)."""
-        return self.server.cache.entry(self.view.mailbox, self.view.uidvalidity, m.uid)
+        v = self.selected()
+        return self.server.cache.entry(v.mailbox, v.uidvalidity, m.uid)
 
     def v_flush(self) -> None:
         """Keep what sorting and threading cached (header fields) in the store's index."""
-        self.view.mailbox.flush_cached()
+        self.selected().mailbox.flush_cached()
 
     async def sync_out(self, expunge: bool = True) -> None:
         """Re-read the selected mailbox; tell the client what changed."""
@@ -175,7 +200,7 @@ class SelectedMailbox:
         if v is None:
             return
         try:
-            msgs = v.mailbox.sync()
+            msgs: list = v.mailbox.sync()
         except StorageError as e:
             if e.code == "NONEXISTENT":
                 raise Bye("The selected mailbox was deleted.") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import Any
 
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.commands import REGISTRY
@@ -60,7 +61,7 @@ class Session(SelectedMailbox):
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.state = NOT_AUTH
         self.account = None
-        self.storage = None
+        self.storage: Any = None     # the login's Store (storage/base.py), or a plugin's
         self.view: View | None = None
         self.commands_before_login = 0
         self.auth_failures = 0

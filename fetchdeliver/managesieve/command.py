@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.config import report_config_error
+from fetchdeliver.errors import EX_OK, ConfigError
 from fetchdeliver.serversetup import load_config, apply_flags, authenticator_for, tls_context
 
 
@@ -40,8 +40,7 @@ def main(args) -> int:
     try:
         cfg = build_config(args, load_config(getattr(args, "config", None), "fetchdeliver.managesieve.settings"))
     except ConfigError as e:
-        print(f"fetchdeliver managesieve: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver managesieve", e)
 
     try:
         return asyncio.run(serve_until_signal("fetchdeliver managesieve", lambda: Server(cfg)))

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import re
 
+from fetchdeliver.errors import FetchdeliverError
 
-class ProtocolError(Exception):
+
+class ProtocolError(FetchdeliverError):
     """A malformed command: answer NO and go on."""
 
 
-class TooLarge(Exception):
+class TooLarge(FetchdeliverError):
     """A line or literal beyond what this connection may send: answer BYE and close."""
 
 
@@ -50,6 +52,7 @@ def _tokens(line: bytes, out: list) -> None:
             pos = m.end()
         elif c.isdigit():
             m = re.compile(rb"\d+").match(line, pos)
+            assert m is not None  # c is a digit
             end = m.end()
             if end < n and line[end:end + 1] != b" ":
                 raise ProtocolError("Malformed number.")

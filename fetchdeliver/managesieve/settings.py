@@ -23,11 +23,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 
 
 def _template(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if "\0" in v:
         raise ValueError("a path cannot contain a NUL byte")
     if not (v == "~" or v.startswith("~/") or v.startswith("/")):
@@ -43,17 +45,17 @@ def _keys():
     return {
         "listen": addresses,
         "tls_listen": addresses,
-        "cert": config._path,
-        "key": config._path,
-        "passwd_file": config._path,
+        "cert": config.check_path,
+        "key": config.check_path,
+        "passwd_file": config.check_path,
         "backend": config.plugin_ref,
-        "allow_plaintext_auth": config._bool,
+        "allow_plaintext_auth": config.check_bool,
         **netlimits.LOGIN_KEYS,         # login_timeout, login_failure_delay, _max_delay, _rate
         **netlimits.CONNECTION_KEYS,    # max_connections, max_connections_per_ip
-        "idle_timeout": config._duration,
+        "idle_timeout": config.check_duration,
         "sieve_dir": _template,
-        "max_scripts": config._int(lo=0, hi=1 << 20),
-        "max_script_size": config._int(lo=0, hi=1 << 30),
+        "max_scripts": config.check_int(lo=0, hi=1 << 20),
+        "max_script_size": config.check_int(lo=0, hi=1 << 30),
     }
 
 
@@ -68,7 +70,7 @@ def _check(table: dict, file: str) -> None:
 
 config.register_table("managesieve", _keys(), _check)
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:4190"],
     "tls_listen": [],
     "allow_plaintext_auth": False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_USAGE
+from fetchdeliver.errors import EX_NOINPUT, EX_OK, EX_TEMPFAIL, EX_USAGE
 
 
 def add_arguments(p) -> None:
@@ -36,18 +36,15 @@ def _age(seconds: float) -> str:
 
 
 def main(args) -> int:
-    import os
     import time
 
-    from fetchdeliver.config import Settings, default_config_path, load
+    from fetchdeliver.config import load_settings, report_config_error
     from fetchdeliver.errors import ConfigError
 
-    path = getattr(args, "config", None) or default_config_path()
     try:
-        data = load(path) if (getattr(args, "config", None) or os.path.exists(path)) else {}
+        settings = load_settings(getattr(args, "config", None), required=False)
     except ConfigError as e:
-        sys.stderr.write(f"fetchdeliver queue: {e}\n")
-        return EX_CONFIG
+        return report_config_error("fetchdeliver queue", e)
     from fetchdeliver.outbound.queue import OutboundQueue, QueueError
 
     cmd = getattr(args, "queue_command", None)
@@ -55,7 +52,7 @@ def main(args) -> int:
         sys.stderr.write("usage: fetchdeliver queue [-c CONFIG] {list,flush,remove ID}\n")
         return EX_USAGE
     try:
-        queue = OutboundQueue.from_settings(Settings(data, path))
+        queue = OutboundQueue.from_settings(settings)
         if cmd == "list":
             items = queue.items()
             now = time.time()

@@ -34,7 +34,7 @@ DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 
 
 def _host(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if any(c.isspace() for c in v) or "/" in v:
         raise ValueError(f"not a host name or address: {v!r}")
     return v
@@ -44,7 +44,7 @@ def _durations(v, where):
     items = v if isinstance(v, list) else [v]
     out = []
     for item in items:
-        d = config._duration(item, where)
+        d = config.check_duration(item, where)
         if d <= 0:
             raise ValueError(f"a retry interval must be positive, got {item!r}")
         out.append(d)
@@ -69,7 +69,7 @@ def split_nameserver(item: str) -> tuple[str, int]:
 
 
 def _nameservers(v, where):
-    out = config._str_list(v, where)
+    out = config.check_str_list(v, where)
     for item in out:
         split_nameserver(item)
     return out
@@ -77,25 +77,25 @@ def _nameservers(v, where):
 
 RELAY_KEYS = {
     "host": _host,
-    "port": config._int(lo=1, hi=65535),
-    "tls": config._choice("starttls", "implicit", "none"),
-    "user": config._nonempty_str,
-    "password": config._str,
-    "password_command": config._nonempty_str,
-    "ca_file": config._path,          # trust this CA (PEM) instead of the system store
+    "port": config.check_int(lo=1, hi=65535),
+    "tls": config.check_choice("starttls", "implicit", "none"),
+    "user": config.check_nonempty_str,
+    "password": config.check_str,
+    "password_command": config.check_nonempty_str,
+    "ca_file": config.check_path,          # trust this CA (PEM) instead of the system store
     "helo": _host,
-    "timeout": config._duration,
+    "timeout": config.check_duration,
 }
 
 QUEUE_KEYS = {
     "retry": _durations,
-    "delay_notice": config._duration,
-    "bounce_after": config._duration,
+    "delay_notice": config.check_duration,
+    "bounce_after": config.check_duration,
     "hostname": _host,                # our name: EHLO, Message-IDs, MAILER-DAEMON@hostname
     "nameservers": _nameservers,      # DNS servers for MX lookups (default: /etc/resolv.conf)
-    "mx_port": config._int(lo=1, hi=65535),   # the SMTP port of MX hosts (25; tests use others)
-    "timeout": config._duration,      # per SMTP connection / command
-    "interval": config._duration,     # how often a running server looks at the queue
+    "mx_port": config.check_int(lo=1, hi=65535),   # the SMTP port of MX hosts (25; tests use others)
+    "timeout": config.check_duration,      # per SMTP connection / command
+    "interval": config.check_duration,     # how often a running server looks at the queue
 }
 
 

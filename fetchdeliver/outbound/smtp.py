@@ -17,6 +17,8 @@ import smtplib
 import ssl
 import subprocess
 
+from fetchdeliver.errors import FetchdeliverError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.outbound.settings import OutboundSettings
@@ -37,7 +39,7 @@ class Result:
         return f"Result({self.status!r}, {self.text!r})"
 
 
-class _Failure(Exception):
+class _Failure(FetchdeliverError):
     def __init__(self, status: str, text: str) -> None:
         super().__init__(text)
         self.status = status
@@ -72,12 +74,14 @@ def _transfer(s: smtplib.SMTP, sender: str, rcpt: str, data: bytes, where: str) 
     code, msg = s.rcpt(rcpt)
     if code not in (250, 251):
         raise _Failure(_classify(code), f"{where} said to RCPT TO:<{rcpt}>: {_reply_text(code, msg)}")
+    reply: tuple[int, bytes | str]
     try:
-        code, msg = s.data(data)
+        reply = s.data(data)
     except smtplib.SMTPDataError as e:
-        code, msg = e.smtp_code, e.smtp_error
+        reply = e.smtp_code, e.smtp_error
+    code, answer = reply
     if code != 250:
-        raise _Failure(_classify(code), f"{where} said to DATA: {_reply_text(code, msg)}")
+        raise _Failure(_classify(code), f"{where} said to DATA: {_reply_text(code, answer)}")
 
 
 def _password(relay: dict) -> str:
@@ -108,7 +112,7 @@ def send_via_relay(settings: "OutboundSettings", sender: str, rcpt: str, data: b
     helo = relay.get("helo") or settings.hostname
     timeout = relay.get("timeout") or settings.timeout
     ctx = _tls_context(relay.get("ca_file")) if tls != "none" else None
-    s = None
+    s: smtplib.SMTP | None = None
     try:
         if tls == "implicit":
             s = smtplib.SMTP_SSL(host, port, local_hostname=helo, timeout=timeout, context=ctx)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.config import report_config_error
+from fetchdeliver.errors import EX_OK, ConfigError
 from fetchdeliver.serversetup import load_config, apply_flags, authenticator_for, default_mail, tls_context
 
 
@@ -48,8 +48,7 @@ def main(args) -> int:
         data = load_config(getattr(args, "config", None), "fetchdeliver.pop3server.settings")
         cfg = build_config(args, data)
     except ConfigError as e:
-        print(f"fetchdeliver pop3: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver pop3", e)
 
     warm_up()
 

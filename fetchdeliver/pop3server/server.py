@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
 from fetchdeliver import netlimits, serversetup
 from fetchdeliver.errors import ConfigError
@@ -73,7 +74,7 @@ class MailboxLock:
     _guard = threading.Lock()
 
     def __init__(self, key: str, directory: str | None) -> None:
-        self.key = key
+        self.key: str | None = key
         self.fd: int | None = None
         with MailboxLock._guard:
             if key in MailboxLock._held:
@@ -121,7 +122,7 @@ class Server:
         self._last_login: dict[str, float] = {}
         self.sizes = SizeCache()
         self.saved_uidls = SavedUidls()
-        self._idle: OrderedDict[str, object] = OrderedDict()   # mailboxes kept open between sessions
+        self._idle: OrderedDict[str, Any] = OrderedDict()   # mailboxes kept open between sessions
         self._idle_guard = threading.Lock()
         self._idents: dict[int, str] = {}     # id(open mailbox) -> its key in _idle
         self._closing = False

@@ -15,8 +15,10 @@ import base64
 import logging
 import re
 import time
+from typing import Any
 
 from fetchdeliver import sasl as saslmod
+from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.imapserver.session import is_loopback
 from fetchdeliver.netlimits import LoginThrottled
 from fetchdeliver.storage.base import StorageError
@@ -99,9 +101,10 @@ class Session:
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.state = AUTHORIZATION
         self.user: str | None = None          # after USER, before PASS
-        self.account = None
-        self.mailbox = None
-        self.lock = None
+        # Set at login, used in the TRANSACTION state only (its commands are dispatched only then):
+        self.account: Any = None              # the logged-in user's account
+        self.mailbox: Any = None              # storage.base.Mailbox
+        self.lock: Any = None                 # server.MailboxLock
         self.msgs: list = []                  # the snapshot, message n is msgs[n - 1]
         self.deleted: set[int] = set()        # message numbers marked by DELE
         self.retrieved: set[int] = set()      # message numbers sent whole by RETR
@@ -116,7 +119,7 @@ class Session:
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
-        if not self.reader._buffer:   # noqa: SLF001 - pipelined commands waiting: answer them in one write
+        if not self.reader._buffer:   # type: ignore[attr-defined]  # noqa: SLF001 - pipelined commands waiting: answer them in one write
             await self.writer.drain()
 
     async def ok(self, text: str = "") -> None:
@@ -246,7 +249,7 @@ class Session:
         if self.user is not None:
             await self.err("STLS is not allowed after USER.")
             return
-        if self.reader._buffer:  # noqa: SLF001 - commands sent before the handshake: an injection attempt
+        if self.reader._buffer:  # type: ignore[attr-defined]  # noqa: SLF001 - commands sent before the handshake: an injection attempt
             raise Bye("Data after STLS before the TLS handshake.")
         await self.ok("Begin TLS negotiation now.")
         await self.writer.start_tls(self.cfg.ssl_context)
@@ -552,7 +555,7 @@ def mark_seen(mailbox, uids: list[int]) -> None:
         mailbox.set_flags([(m, m.flags | {"\\Seen"}) for m in now])
 
 
-class InUse(Exception):
+class InUse(FetchdeliverError):
     """Another POP3 session has this mailbox."""
 
 

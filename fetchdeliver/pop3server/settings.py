@@ -25,6 +25,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 
 
@@ -35,7 +37,7 @@ addresses = config.listen_addresses   # the name build_config and the tests impo
 def _uidl_format(v, where):
     from fetchdeliver.pop3server.uidl import check_format
 
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     check_format(v)
     return v
 
@@ -50,7 +52,7 @@ def _expire(v, where):
 
 
 def _mailbox(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if any(ord(c) < 32 for c in v):
         raise ValueError("a mailbox name cannot contain control characters")
     return v
@@ -59,19 +61,19 @@ def _mailbox(v, where):
 POP3_KEYS = {
     "listen": addresses,
     "tls_listen": addresses,
-    "cert": config._path,
-    "key": config._path,
-    "passwd_file": config._path,
+    "cert": config.check_path,
+    "key": config.check_path,
+    "passwd_file": config.check_path,
     "backend": config.plugin_ref,
-    "allow_plaintext_auth": config._bool,
+    "allow_plaintext_auth": config.check_bool,
     **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate
     **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
-    "idle_timeout": config._duration,
+    "idle_timeout": config.check_duration,
     "mailbox": _mailbox,
     "uidl_format": _uidl_format,
-    "mark_seen": config._bool,
+    "mark_seen": config.check_bool,
     "expire": _expire,
-    "login_delay": config._duration,
+    "login_delay": config.check_duration,
 }
 
 
@@ -91,7 +93,7 @@ config.register_table("pop3", POP3_KEYS, _check_pop3)
 
 DEFAULT_UIDL_FORMAT = "%08Xu%08Xv"
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:1110"],
     "tls_listen": [],
     "allow_plaintext_auth": False,

@@ -9,16 +9,36 @@ server. The caller (fetchdeliver.fetch) owns the order of events: it only calls
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
+import time
 
 import imapclient
 from imapclient import exceptions as imap_errors
 
-from fetchdeliver.accounts import Account, SecretError, TLSPinError
-from fetchdeliver.sources.base import SourceError, describe_os_error, server_words
+from fetchdeliver.sources.accounts import Account
+from fetchdeliver.sources.base import Fetched, SourceError, describe_os_error, server_words
+from fetchdeliver.sources.credentials import SecretError
+from fetchdeliver.sources.tls import TLSPinError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from fetchdeliver.sources.base import Handle, Run
+
+log = logging.getLogger("fetchdeliver.fetch")
 
 # The largest amount of message data asked for in one FETCH (besides the count limit).
 BATCH_BYTES = 16 * 1024 * 1024
+
+# With CONDSTORE, a changed folder is looked at incrementally (what arrived or changed since the last
+# complete pass); once a day the full comparison runs anyway, forgetting UIDs expunged meanwhile.
+FULL_COMPARE_EVERY = 24 * 3600
+
+# Gmail: one message, many folders (labels). Its X-GM-MSGID is remembered this long once delivered.
+GMAIL_MEMORY = "gmail-msgid"
+GMAIL_SECONDS = 10 * 365 * 86400
 
 
 @contextlib.contextmanager
@@ -65,7 +85,13 @@ def _strip_imaplib(text: str) -> str:
 
 
 class ImapSource:
-    """One IMAP connection for one account."""
+    """One IMAP connection for one account: the Source (sources/base.py) of `protocol = "imap"`.
+
+    `batches()` walks the account's folders: it compares each folder with the state database
+    (UIDVALIDITY, the UIDs already delivered, the CONDSTORE sync point, Gmail's X-GM-MSGIDs)
+    and hands out what is new; `ack()` applies the `after` policy. The lower-level methods
+    (select, search, fetch...) are also used by the daemon's push watchers.
+    """
 
     protocol = "imap"
 
@@ -81,6 +107,8 @@ class ImapSource:
         self.uidvalidity: int | None = None
         # Gmail (X-GM-EXT-1): uid -> (X-GM-MSGID, labels) of the selected folder, filled by sizes().
         self.gmail_info: dict[int, tuple[int, list[str]]] = {}
+        self._run: Run | None = None
+        self._released = False     # a message of the current folder was released (not delivered)
 
     # -- session ----------------------------------------------------------------
     def connect(self) -> None:
@@ -221,7 +249,7 @@ class ImapSource:
                     self.gmail_info[int(uid)] = (int(msgid), labels)
         return out
 
-    def batches(self, uids: list[int], sizes: dict[int, int], count: int) -> list[list[int]]:
+    def batches_of(self, uids: list[int], sizes: dict[int, int], count: int) -> list[list[int]]:
         """Split UIDs into FETCH batches of at most `count` messages and about BATCH_BYTES bytes."""
         out: list[list[int]] = []
         cur: list[int] = []
@@ -249,6 +277,141 @@ class ImapSource:
             out[int(uid)] = bytes(raw)
         return out
 
+    # -- the Source protocol ---------------------------------------------------------
+    def batches(self, run: "Run") -> "Iterator[Sequence[Fetched]]":
+        """Every folder of the account (or `run.folders`), what is new in each, in FETCH batches."""
+        self._run = run
+        for folder in run.folders or self.account.folders:
+            yield from self._folder(run, folder)
+
+    def ack(self, handles: "Sequence[Handle]") -> None:
+        """Delivered and recorded: remember their X-GM-MSGID (Gmail), then apply the `after` policy."""
+        uids = [h for h in handles if isinstance(h, int)]   # the UIDs batches() handed out
+        run = self._run
+        if self.gmail_info and run is not None and not run.dry_run:
+            for uid in uids:
+                info = self.gmail_info.get(uid)
+                if info is not None:
+                    run.state.remember(GMAIL_MEMORY, _gmail_key(run.account_name, info[0]), GMAIL_SECONDS)
+        self.acknowledge(uids)
+
+    def release(self, handles: "Sequence[Handle]") -> None:
+        """Not delivered: nothing to undo (BODY.PEEK[] left \\Seen alone); the folder is not complete."""
+        if handles:
+            self._released = True
+
+    def _folder(self, run: "Run", folder: str) -> "Iterator[Sequence[Fetched]]":
+        a = self.account
+        state = run.state
+        uidvalidity = self.select(folder, readonly=a.after == "keep" or run.dry_run)
+        known = state.imap_uidvalidity(a.name, folder)
+        point = self.sync_point()
+        since = None
+        if not run.dry_run:
+            last = state.imap_sync_point(a.name, folder)
+            if point is not None and known == uidvalidity and last is not None and last[0] == uidvalidity:
+                if tuple(last[:3]) == point:
+                    # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT
+                    # was the only command this folder cost.
+                    log.debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder,
+                              point[1])
+                    return
+                if time.time() - last[3] < FULL_COMPARE_EVERY:
+                    since = last
+            state.set_imap_sync_point(a.name, folder, None)
+        self._released = False
+        yield from self._folder_todo(run, folder, uidvalidity, known, since=since)
+        if point is not None and not run.dry_run and not self._released:
+            # Complete, nothing left to retry: the next pass may skip the folder while its modseq stays.
+            # (Our own flags/expunges raise the modseq, so the pass after an acknowledgement looks again.)
+            state.set_imap_sync_point(a.name, folder, point)
+
+    def _folder_todo(self, run: "Run", folder: str, uidvalidity: int, known: int | None,
+                     since: tuple | None = None) -> "Iterator[Sequence[Fetched]]":
+        """What is new in the selected folder. `since`: the sync point of the last complete pass
+        (CONDSTORE), when only what arrived or changed after it needs looking at."""
+        a = self.account
+        state = run.state
+        if known is None:
+            if a.initial == "new-only":
+                uids = self.search("ALL")
+                if not run.dry_run:
+                    state.imap_reset_folder(a.name, folder, uidvalidity, uids)
+                log.info("%s: %s: first run with initial = new-only: %d existing messages recorded, "
+                         "not fetched", a.name, folder, len(uids))
+                return
+            if not run.dry_run:
+                state.imap_reset_folder(a.name, folder, uidvalidity)
+            seen: set[int] = set()
+        elif known != uidvalidity:
+            run.warn(f"{folder}: UIDVALIDITY changed ({known} -> {uidvalidity}); "
+                     "checking every message against the messages already delivered")
+            if not run.dry_run:
+                state.imap_reset_folder(a.name, folder, uidvalidity)
+            seen = set()
+        else:
+            seen = state.imap_seen(a.name, folder)
+        if since is not None:
+            # Incremental: messages that arrived since (UID >= the old UIDNEXT) or whose flags changed since
+            # (e.g. \Deleted removed elsewhere), one SEARCH whatever the folder's size. The last pass was
+            # complete, acknowledgements included, so nothing recorded waits for its `after`.
+            todo = [u for u in self.search(["UNDELETED", "OR", "UID", f"{int(since[2])}:*", "MODSEQ",
+                                            str(int(since[1]) + 1)]) if u not in seen]
+            if a.after == "move" and todo and not run.dry_run:
+                self.ensure_folder(a.move_to)
+            yield from self._fetch_todo(run, folder, uidvalidity, todo)
+            return
+        every = self.search("ALL")
+        candidates = self.search("UNDELETED") if every else []
+        present = set(every)
+        if not run.dry_run:
+            state.imap_forget(a.name, folder, seen - present)
+        todo = [u for u in candidates if u not in seen]
+        if a.after in ("delete", "move") and not run.dry_run:
+            if a.after == "move":
+                self.ensure_folder(a.move_to)
+            # Recorded but still here: a run that stopped between recording and acting on the source.
+            redo = sorted(seen & present)
+            if redo:
+                self.acknowledge(redo)
+        yield from self._fetch_todo(run, folder, uidvalidity, todo)
+
+    def _fetch_todo(self, run: "Run", folder: str, uidvalidity: int,
+                    todo: list[int]) -> "Iterator[Sequence[Fetched]]":
+        """The UIDs in `todo` as batches; the folder's EXPUNGE (without UIDPLUS) after the last one."""
+        a = self.account
+        if not todo:
+            self.finish_folder()
+            return
+        sizes = self.sizes(todo)
+        gmail = self.gmail_info
+        if gmail and not run.dry_run:
+            todo = self._skip_gmail_delivered(run, folder, uidvalidity, todo)
+        run.expect(len(todo))
+        for batch in self.batches_of(todo, sizes, a.batch_size):
+            bodies = self.fetch(batch)
+            yield [Fetched(uid, bodies[uid], str(uid), folder=folder, uidvalidity=uidvalidity,
+                           headers=[("X-Gmail-Labels", labels_value(gmail[uid][1]))] if uid in gmail else ())
+                   for uid in batch if uid in bodies]
+        self.finish_folder()
+
+    def _skip_gmail_delivered(self, run: "Run", folder: str, uidvalidity: int, todo: list[int]) -> list[int]:
+        """Messages whose X-GM-MSGID was delivered from another folder (INBOX, All Mail, a label):
+        recorded and acknowledged as duplicates without fetching their bodies."""
+        gmail = self.gmail_info
+        keys = {u: _gmail_key(run.account_name, gmail[u][0]) for u in todo if u in gmail}
+        known = run.state.recalls(GMAIL_MEMORY, list(keys.values()))
+        dups = [u for u in todo if keys.get(u) in known]
+        if not dups:
+            return todo
+        run.state.complete(self.account.name, seen=[(folder, uidvalidity, str(u)) for u in dups])
+        run.skipped(len(dups), f"{folder}: {len(dups)} message{'s' if len(dups) != 1 else ''} already "
+                    "delivered from another Gmail folder (same X-GM-MSGID), skipped")
+        self.acknowledge(dups)
+        skip = set(dups)
+        return [u for u in todo if u not in skip]
+
+    # -- acting on the server -------------------------------------------------------
     def acknowledge(self, uids: list[int]) -> None:
         """Apply the account's `after` policy to messages that are delivered and recorded."""
         if not uids:
@@ -326,6 +489,10 @@ class ImapSource:
             typ, data = self.client._imap.xatom("NOTIFY", args)
             if typ != "OK":
                 raise SourceError("NOTIFY SET", f"server said: {typ} {server_words(data)}")
+
+
+def _gmail_key(account: str, msgid: int) -> str:
+    return f"{account}\0{msgid}"
 
 
 def quote_mailbox(name: str) -> str:

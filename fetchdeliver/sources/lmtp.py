@@ -37,10 +37,14 @@ from fetchdeliver import engine
 from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.message import Message
 from fetchdeliver.recipients import Recipient, RecipientMap, lmtp_options
+from fetchdeliver.sources.base import Envelope, Fetched
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from fetchdeliver.config import Settings
+    from fetchdeliver.sources.base import Handle, Run
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,59 @@ def reply_text(text: str, limit: int = 400) -> str:
     s = " ".join(str(text).split())
     s = "".join(c if " " <= c <= "~" else "?" for c in s)
     return s[:limit]
+
+
+class LmtpTransaction:
+    """One LMTP transaction after DATA, as a Source (sources/base.py): one message per accepted
+    recipient, its handle the recipient's position in RCPT order.
+
+    `ack` is a 2xx (durable in its store) or 5xx (a Sieve reject: the MTA bounces) answer for
+    that recipient, `release` a 4xx (the MTA keeps the message and retries); `answer()` sets
+    the reply line first. A recipient neither acked nor released is answered 451: the
+    connection never ends a transaction with a recipient silently accepted.
+    """
+
+    def __init__(self, body: bytes, sender: str, recipients: list[str]) -> None:
+        self.body = body
+        self.sender = sender
+        self.recipients = recipients
+        self._lines: dict[int, str] = {}
+        self._final: dict[int, str] = {}
+
+    def connect(self) -> None:
+        """The session is already there: DATA has been read."""
+
+    def batches(self, run: "Run | None" = None) -> "Iterator[Sequence[Fetched]]":
+        yield [Fetched(i, self.body, rcpt, envelope=Envelope(self.sender, [rcpt]))
+               for i, rcpt in enumerate(self.recipients)]
+
+    def answer(self, handle: int, line: str) -> None:
+        """The reply line for a recipient (given to ack or release next)."""
+        self._lines[handle] = line
+
+    def ack(self, handles: "Sequence[Handle]") -> None:
+        for h in handles:
+            if isinstance(h, int):
+                line = self._lines.get(h, "")
+                if line[:1] not in ("2", "5"):
+                    line = f"250 2.0.0 <{reply_text(self.recipients[h], 200)}> delivered"
+                self._final[h] = line
+
+    def release(self, handles: "Sequence[Handle]") -> None:
+        for h in handles:
+            if isinstance(h, int):
+                line = self._lines.get(h, "")
+                if line[:1] != "4":
+                    line = f"451 4.3.0 <{reply_text(self.recipients[h], 200)}> temporary failure"
+                self._final[h] = line
+
+    def close(self, *, quit: bool = True) -> None:
+        """Nothing to close: the session goes on with the next transaction."""
+
+    def replies(self) -> list[str]:
+        """One reply line per recipient, in RCPT order (RFC 2033 section 4.2)."""
+        return [self._final.get(i) or f"451 4.3.0 <{reply_text(r, 200)}> internal error: no answer"
+                for i, r in enumerate(self.recipients)]
 
 
 class _ThreadState:
@@ -539,15 +596,20 @@ class _Session(LMTP):
         helo = self.session.host_name or ""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        futures = [loop.run_in_executor(self.service.executor, self.service.deliver, body, sender, r, t,
-                                        helo, peer_text) for r, t in zip(rcpts, targets)]
+        txn = LmtpTransaction(body, sender, rcpts)
+        (batch,) = txn.batches()
+        futures = [loop.run_in_executor(self.service.executor, self.service.deliver, f.raw, sender, f.uid, t,
+                                        helo, peer_text) for f, t in zip(batch, targets)]
         replies = await asyncio.gather(*futures, return_exceptions=True)
-        lines = []
-        for r, rep in zip(rcpts, replies):
+        for f, rep in zip(batch, replies):
             if isinstance(rep, BaseException):
-                lines.append(f"451 4.3.0 <{reply_text(r, 200)}> internal error: {reply_text(rep)}")
+                rep = f"451 4.3.0 <{reply_text(f.uid, 200)}> internal error: {reply_text(rep)}"
+            txn.answer(f.handle, rep)
+            if rep[:1] == "4":
+                txn.release([f.handle])     # the MTA keeps the message for this recipient
             else:
-                lines.append(rep)
+                txn.ack([f.handle])         # 250: durable; 550: rejected by the rules (the MTA bounces)
+        lines = txn.replies()
         log.debug("%s: from <%s>, %d bytes, %d recipients, %.3fs: %s", peer_text, sender, len(body),
                  len(rcpts), time.monotonic() - started, "; ".join(x[:3] for x in lines))
         self._reset_timeout()

@@ -13,8 +13,16 @@ import contextlib
 import poplib
 import ssl
 
-from fetchdeliver.accounts import Account, SecretError, TLSPinError, oauthbearer_string, xoauth2_string
-from fetchdeliver.sources.base import SourceError, describe_os_error, header_digest, server_words
+from fetchdeliver.sources.accounts import Account
+from fetchdeliver.sources.base import Fetched, SourceError, describe_os_error, header_digest, server_words
+from fetchdeliver.sources.credentials import SecretError, oauthbearer_string, xoauth2_string
+from fetchdeliver.sources.tls import TLSPinError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from fetchdeliver.sources.base import Handle, Run
 
 
 @contextlib.contextmanager
@@ -74,7 +82,11 @@ class _POP3_SSL(_POP3Mixin, poplib.POP3_SSL):
 
 
 class Pop3Source:
-    """One POP3 session for one account."""
+    """One POP3 session for one account: the Source (sources/base.py) of `protocol = "pop3"`.
+
+    `batches()` compares the maildrop's UIDLs with the state database and RETRs what is new;
+    `ack()` DELEs (with `after = "delete"`), which takes effect at QUIT, in `close()`.
+    """
 
     protocol = "pop3"
 
@@ -193,6 +205,44 @@ class Pop3Source:
         finally:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    # -- the Source protocol ---------------------------------------------------------
+    def batches(self, run: "Run") -> "Iterator[Sequence[Fetched]]":
+        a = self.account
+        state = run.state
+        delete = a.after == "delete" and not run.dry_run
+        listing = self.listing()
+        seen = state.pop3_seen(a.name)
+        present = {uid for _, uid, _ in listing if uid is not None}
+        if not run.dry_run and (present or not listing) and all(uid is not None for _, uid, _ in listing):
+            state.pop3_forget(a.name, seen - present)
+        if delete:
+            # Recorded but still here: a run that stopped between recording and QUIT.
+            self.delete([n for n, uid, _ in listing if uid is not None and uid in seen])
+        todo = [(n, uid) for n, uid, _ in listing if uid is None or uid not in seen]
+        run.expect(len(todo))
+        counts: dict[str, int] = {}
+        for i in range(0, len(todo), a.batch_size):
+            batch = []
+            for n, uid in todo[i:i + a.batch_size]:
+                raw = self.retrieve(n)
+                if uid is None:  # no UIDL and no TOP: the id comes from the headers we now have
+                    uid = uid_for(raw, counts)
+                    if uid in seen:
+                        if delete:
+                            self.delete([n])
+                        run.step()
+                        continue
+                batch.append(Fetched(n, raw, uid))
+            yield batch
+
+    def ack(self, handles: "Sequence[Handle]") -> None:
+        """Delivered and recorded: DELE with `after = "delete"` (the server removes them at QUIT)."""
+        if self.account.after == "delete":
+            self.delete([h for h in handles if isinstance(h, int)])   # message numbers
+
+    def release(self, handles: "Sequence[Handle]") -> None:
+        """Not delivered: nothing to do, RETR changed nothing."""
 
     # -- listing ------------------------------------------------------------------
     def listing(self) -> list[tuple[int, str | None, int]]:

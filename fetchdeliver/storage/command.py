@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 
+from fetchdeliver.config import report_config_error
 from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL, ConfigError, FetchdeliverError
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,13 @@ def add_store_arguments(p) -> None:
 
 
 def _url_from_config(config: str | None) -> str:
-    from fetchdeliver.config import Settings, default_config_path, load
+    from fetchdeliver.config import load_settings
 
-    path = config or default_config_path()
-    settings = Settings(load(path), path)
+    settings = load_settings(config)
     url = (settings.data.get("storage") or {}).get("url")
     if not url:
-        raise ConfigError("no [storage] url: give the database URL or set it", file=path, key="storage.url")
+        raise ConfigError("no [storage] url: give the database URL or set it", file=settings.file,
+                          key="storage.url")
     return url
 
 
@@ -66,8 +67,7 @@ def db_main(args) -> int:
             applied = pgschema.migrate(conn)
             version = pgschema.current_version(conn)
     except ConfigError as e:
-        print(f"fetchdeliver: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver", e)
     except ImportError:
         print("fetchdeliver: psycopg is not installed: pip install 'fetchdeliver[postgres]'", file=sys.stderr)
         return EX_CONFIG
@@ -196,8 +196,7 @@ def store_main(args) -> int:
             journal = Journal(args.journal or _journal_path(args.src, args.dst))
         copy_store(src, dst, journal, out=sys.stdout)
     except ConfigError as e:
-        print(f"fetchdeliver: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver", e)
     except FetchdeliverError as e:
         print(f"fetchdeliver: store copy interrupted, run it again to resume: {e}", file=sys.stderr)
         return EX_TEMPFAIL

@@ -27,6 +27,8 @@ import sqlite3
 import threading
 import time
 
+from fetchdeliver.errors import FetchdeliverError
+
 INDEX_NAME = "fetchdeliver-index.sqlite"
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -112,7 +114,7 @@ def close_idle() -> None:
         old.close()
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(FetchdeliverError):
     """The index cannot be opened or written here (read-only folder...): work without it."""
 
 

@@ -27,6 +27,10 @@ import time
 
 from fetchdeliver.state import POP3_FOLDER, AccountLocks, Pending
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PgState", "POP3_FOLDER"]
@@ -66,7 +70,7 @@ class PgState(AccountLocks):
                             (account, folder)).fetchone()
         return int(row[0]) if row else None
 
-    def imap_reset_folder(self, account: str, folder: str, uidvalidity: int, seen_uids: list[int] = ()) -> None:
+    def imap_reset_folder(self, account: str, folder: str, uidvalidity: int, seen_uids: Sequence[int] = ()) -> None:
         """Start tracking `folder` under `uidvalidity`, forgetting UIDs of any earlier one."""
         with self._tx() as c:
             c.execute("DELETE FROM fd_fetch_imap WHERE account = %s AND folder = %s", (account, folder))
@@ -143,8 +147,8 @@ class PgState(AccountLocks):
                              "FROM fd_fetch_pending WHERE account = %s ORDER BY at", (account,)).fetchall()
         return [Pending(r[0], r[1], r[2], r[3], (r[4], r[5], r[6]), r[7]) for r in rows]
 
-    def complete(self, account: str, delivered: list[Pending] = (), failed: list[Pending] = (),
-                 seen: list[tuple[str, int | None, str]] = ()) -> None:
+    def complete(self, account: str, delivered: Sequence[Pending] = (), failed: Sequence[Pending] = (),
+                 seen: Sequence[tuple[str, int | None, str]] = ()) -> None:
         """One commit: `delivered` become remembered (duplicate memory + UID/UIDL), `failed` are
         forgotten (fetched again), `seen` are (folder, uidvalidity, uid) recorded without a delivery."""
         with self._tx() as c:

@@ -18,7 +18,7 @@ from fetchdeliver.errors import ConfigError
 
 
 def _url(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if not v.startswith(("postgresql://", "postgres://")):
         raise ValueError(f"expected a PostgreSQL URL such as postgresql://USER@HOST/DB, got {v!r}")
     return v
@@ -26,11 +26,11 @@ def _url(v, where):
 
 STORAGE_KEYS = {
     "url": _url,
-    "user": config._nonempty_str,
-    "blobs": config._nonempty_str,
-    "blob_min_size": config._int(lo=0),
-    "lease_ttl": config._int(lo=2),      # seconds a node's fetch lease outlives the node (default 120)
-    "queue_lease": config._int(lo=1),    # seconds a queued message's send lease outlives its node (3600)
+    "user": config.check_nonempty_str,
+    "blobs": config.check_nonempty_str,
+    "blob_min_size": config.check_int(lo=0),
+    "lease_ttl": config.check_int(lo=2),      # seconds a node's fetch lease outlives the node (default 120)
+    "queue_lease": config.check_int(lo=1),    # seconds a queued message's send lease outlives its node (3600)
 }
 
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.config import report_config_error
+from fetchdeliver.errors import EX_OK, ConfigError
 from fetchdeliver.serversetup import apply_flags, authenticator_for, tls_context
 
 
 def _load(path: str | None) -> tuple[dict, str | None]:
-    from fetchdeliver import config
+    from fetchdeliver.config import load_settings
 
-    file = path or config.default_config_path()
-    if path is None and not os.path.exists(file):
-        return {}, None
-    import fetchdeliver.submission.settings  # noqa: F401  (registers [submission])
-
-    return config.load(file), file
+    settings = load_settings(path, required=False, tables=("fetchdeliver.submission.settings",))
+    return settings.data, settings.file
 
 
 def build_config(args, data: dict, file: str | None = None):
@@ -58,8 +54,7 @@ def main(args) -> int:
 
         queue = OutboundQueue.from_settings(cfg.settings)
     except ConfigError as e:
-        print(f"fetchdeliver submission: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver submission", e)
     runner = QueueRunner(queue)
 
     try:

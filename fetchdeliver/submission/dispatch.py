@@ -76,7 +76,7 @@ class Dispatcher:
         except (FetchdeliverError, OSError) as e:
             log.error("%s: not accepted: %s", origin, e)
             self._undo(queued, receipts)
-            return f"451 4.3.0 {reply_text(e)}; please try again later"
+            return f"451 4.3.0 {reply_text(str(e))}; please try again later"
         delivered = []
         for r, t in targets:
             if t is None:
@@ -96,7 +96,7 @@ class Dispatcher:
             except (FetchdeliverError, OSError) as e:
                 log.error("%s: not accepted: %s", origin, e)
                 self._undo(queued, receipts)
-                return f"451 4.3.0 {reply_text(e)}; please try again later"
+                return f"451 4.3.0 {reply_text(str(e))}; please try again later"
         log.info("%s: <%s> accepted for %d recipient(s): %d queued, %d delivered locally, %d bytes",
                  origin, sender, len(rcpts), len(queued), len(delivered), len(raw))
         ids = " ".join(queued) if queued else "delivered"

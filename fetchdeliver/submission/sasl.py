@@ -12,11 +12,12 @@ import binascii
 from base64 import b64decode
 
 from fetchdeliver import sasl as shared
+from fetchdeliver.errors import FetchdeliverError
 
 PLAINTEXT_MECHANISMS = shared.PLAINTEXT_MECHANISMS
 
 
-class BadResponse(Exception):
+class BadResponse(FetchdeliverError):
     """The client's SASL message is malformed (answered 501 5.5.2)."""
 
 

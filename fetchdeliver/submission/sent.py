@@ -38,9 +38,9 @@ def sent_mailbox(maildir_root: str | None, default: str) -> str:
     except OSError:
         folders = []
     for wanted in SENT_NAMES:
-        for f in folders:
-            if f.lower() == wanted:
-                return f  # a top-level folder: its directory name is the mailbox name
+        for folder in folders:
+            if folder.lower() == wanted:
+                return folder  # a top-level folder: its directory name is the mailbox name
     return default
 
 
@@ -56,6 +56,7 @@ def save_sent_copy(account: "Account", raw: bytes, settings: "Settings", *, defa
     d = settings.delivery
     sync = d.get("fsync", True) if fsync is None else fsync
     mail = account.mail or ""
+    root: str | None
     if mail.startswith("maildir:"):
         root = mail[len("maildir:"):]
         store = build_store(maildir=root, fsync=sync)

@@ -340,7 +340,7 @@ class SubmissionSession(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("%r: submission session error", self.session.peer if self.session else None)
-        return f"451 4.3.0 Internal error: {reply_text(error)}"
+        return f"451 4.3.0 Internal error: {reply_text(str(error))}"
 
 
 class _Handler:

@@ -28,6 +28,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 _addresses = config.listen_addresses
 
@@ -68,7 +70,7 @@ def parse_rate(text: str) -> tuple[int, int]:
 def _rate(v, where):
     if isinstance(v, int) and not isinstance(v, bool) and v == 0:
         return "0"
-    v = config._str(v, where)
+    v = config.check_str(v, where)
     parse_rate(v)
     return v
 
@@ -77,23 +79,23 @@ def _keys():
     return {
         "listen": _addresses,
         "tls_listen": _addresses,
-        "cert": config._path,
-        "key": config._path,
-        "passwd_file": config._path,
+        "cert": config.check_path,
+        "key": config.check_path,
+        "passwd_file": config.check_path,
         "backend": config.plugin_ref,
-        "allow_plaintext_auth": config._bool,
+        "allow_plaintext_auth": config.check_bool,
         **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate ([imap]'s)
         **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
         "aliases": _aliases,
-        "max_message_size": config._int(lo=1024, hi=1 << 31),
-        "max_recipients": config._int(lo=1, hi=100000),
+        "max_message_size": config.check_int(lo=1024, hi=1 << 31),
+        "max_recipients": config.check_int(lo=1, hi=100000),
         "rate_limit": _rate,
-        "save_sent": config._bool,
-        "sent_mailbox": config._nonempty_str,
-        "received_header": config._bool,
-        "hostname": config._nonempty_str,
-        "timeout": config._duration,
-        "workers": config._int(lo=1, hi=64),
+        "save_sent": config.check_bool,
+        "sent_mailbox": config.check_nonempty_str,
+        "received_header": config.check_bool,
+        "hostname": config.check_nonempty_str,
+        "timeout": config.check_duration,
+        "workers": config.check_int(lo=1, hi=64),
     }
 
 
@@ -108,7 +110,7 @@ def _check(table: dict, file: str) -> None:
 
 config.register_table("submission", _keys(), _check)
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:587"],
     "tls_listen": [],
     "allow_plaintext_auth": False,

@@ -67,7 +67,7 @@ class Sessions:
         if not raw:
             return {}
         try:
-            value = self.signer.loads(raw, max_age=self.lifetime)
+            value = self.signer.loads(raw, max_age=int(self.lifetime))
         except BadSignature:
             return {}
         return value if isinstance(value, dict) else {}
@@ -130,7 +130,7 @@ def build_app(cfg, daemon=None, throttle: LoginThrottle | None = None) -> Starle
             user = session.get("u")
             if not user:
                 return RedirectResponse("/login", status_code=303)
-            form = {}
+            form: dict = {}
             if post:
                 ok, form = await csrf_ok(request, session)
                 if not ok:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, ConfigError
+from fetchdeliver.config import report_config_error
+from fetchdeliver.errors import EX_OK, ConfigError
 from fetchdeliver.netlimits import LimitSettings
 
 
@@ -36,16 +36,12 @@ class WebConfig(LimitSettings):
 
 
 def load(path: str | None) -> tuple[dict, str]:
-    from fetchdeliver import config
+    """The config's data and its file name (the default file's when there is none)."""
+    from fetchdeliver.config import default_config_path, load_settings
 
-    file = path or config.default_config_path()
-    import fetchdeliver.imapserver.settings  # noqa: F401  (registers [imap])
-    import fetchdeliver.managesieve.settings  # noqa: F401  (registers [managesieve])
-    import fetchdeliver.web.settings  # noqa: F401  (registers [web])
-
-    if path is None and not os.path.exists(file):
-        return {}, file
-    return config.load(file), file
+    settings = load_settings(path, required=False, tables=(
+        "fetchdeliver.imapserver.settings", "fetchdeliver.managesieve.settings", "fetchdeliver.web.settings"))
+    return settings.data, settings.file or path or default_config_path()
 
 
 def build_web_config(args, data: dict, config_path: str | None = None) -> WebConfig:
@@ -85,16 +81,14 @@ def main(args) -> int:
         data, path = load(getattr(args, "config", None))
         cfg = build_web_config(args, data, path)
     except ConfigError as e:
-        print(f"fetchdeliver web: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver web", e)
 
     async def run() -> int:
         server = WebServer(cfg)
         try:
             addrs = await server.start()
         except ConfigError as e:
-            print(f"fetchdeliver web: {e}", file=sys.stderr)
-            return EX_CONFIG
+            return report_config_error("fetchdeliver web", e)
         for host, port, tls in addrs:
             print(f"fetchdeliver web: listening on {'https' if tls else 'http'}://{host}:{port}/",
                   file=sys.stderr, flush=True)

@@ -65,7 +65,7 @@ class Me:
         return bool(self.settings.delivery.get("maildir"))
 
     def accounts(self) -> list:
-        from fetchdeliver.accounts import from_settings
+        from fetchdeliver.sources.accounts import from_settings
 
         out = []
         d = self.settings.delivery
@@ -104,7 +104,7 @@ def dashboard(me: Me, daemon=None) -> dict:
         pushed = r.get("mode") == "idle" or (r.get("mode") is None and getattr(a, "idle", False))
         accounts.append({
             "name": a.name, "protocol": a.protocol, "host": a.host, "user": a.user,
-            "folders": a.folders if a.protocol == "imap" else ["(POP3 mailbox)"],
+            "folders": a.folders if a.kind.folders else [f"({a.protocol.upper()} mailbox)"],
             "mode": r.get("mode") or "-", "pushed": pushed,
             "last_poll": r.get("last_poll"), "next_poll": r.get("next_poll"), "result": r.get("result"),
             "error": r.get("error"), "error_since": r.get("error_since"), "failures": r.get("failures", 0),

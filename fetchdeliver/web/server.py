@@ -79,7 +79,7 @@ def limited_protocol(protocol_class, login_timeout: float):
     connecting (the pre-login deadline of the mail servers). Connections are admitted by
     `netlimits.Listener` (caps, EMFILE) before this class sees them."""
 
-    class LimitedHTTPProtocol(protocol_class):  # type: ignore[misc, valid-type]
+    class LimitedHTTPProtocol(protocol_class):
         fd_slot: netlimits.Slot | None = None
         fd_timer: asyncio.TimerHandle | None = None
 

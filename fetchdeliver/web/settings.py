@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fetchdeliver import config, netlimits
 
 
@@ -27,11 +29,11 @@ def _keys():
     return {
         "listen": addresses,
         "tls_listen": addresses,
-        "cert": config._path,
-        "key": config._path,
-        "allow_insecure": config._bool,
-        "admins": config._str_list,
-        "session_lifetime": config._duration,
+        "cert": config.check_path,
+        "key": config.check_path,
+        "allow_insecure": config.check_bool,
+        "admins": config.check_str_list,
+        "session_lifetime": config.check_duration,
         **netlimits.LOGIN_KEYS,         # login_timeout, login_failure_delay, _max_delay, _rate
         **netlimits.CONNECTION_KEYS,    # max_connections, max_connections_per_ip
     }
@@ -48,7 +50,7 @@ def _check(table: dict, file: str) -> None:
 
 config.register_table("web", _keys(), _check)
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:8025"],
     "tls_listen": [],
     "allow_insecure": False,

@@ -162,7 +162,7 @@ def test_two_runs_at_once_deliver_each_message_once(setup, dovecot):
 
 
 def test_idle_reports_new_mail(dovecot, tmp_path):
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
     from fetchdeliver.sources.imap import ImapSource
 
     acc = Account({"name": "push", "protocol": "imap", "host": "127.0.0.1", "port": dovecot.port("imaps"),

@@ -60,7 +60,7 @@ def test_mda_delivers_into_postgres_byte_exact_with_rules(tmp_path, db, fetchdel
     for raw in odd + [b"Subject: weekly zzreportzz\n\nfigures\n"]:
         r = run(fetchdeliver_cmd, "deliver", "-c", str(cfg), stdin=raw)
         assert r.returncode == 0, r.stderr
-    from fetchdeliver.mda import split_from_line
+    from fetchdeliver.sources.stdin import split_from_line
 
     # byte-exact, in delivery order (UID order); the MDA drops a leading mbox From_ line, as procmail does
     assert messages(db, "alice") == [split_from_line(raw)[0] for raw in odd]

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from fetchdeliver.accounts import Account, SecretError, from_settings, oauthbearer_string, xoauth2_string
+from fetchdeliver.sources.accounts import Account, from_settings
+from fetchdeliver.sources.credentials import SecretError, oauthbearer_string, xoauth2_string
 from fetchdeliver.config import ConfigError, Settings, parse_file
 
 DOCUMENTED = """
@@ -205,7 +206,7 @@ def test_pins_spki_verify_and_tls_min_version(tmp_path):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from fetchdeliver.accounts import spki_der
+    from fetchdeliver.sources.tls import spki_der
 
     cert = trustme.CA().issue_cert("example.org")
     pem = cert.cert_chain_pems[0].bytes()
@@ -260,8 +261,6 @@ def test_oauth2_authorize_keys(tmp_path, keys, key, words):
 
 
 def test_oauth2_presets_and_stored_grant(tmp_path):
-    from fetchdeliver.accounts import SecretError
-
     (acc,) = from_settings(Settings(parse_file(account_config(
         tmp_path, password=None, oauth2_provider="microsoft", oauth2_client_id="c"))))
     ep = acc.oauth2_endpoints()

@@ -45,9 +45,9 @@ def test_good_rules_pass(tmp_path, capsys):
 
 
 def test_queue_takes_c_before_and_after_the_action():
-    from fetchdeliver.cli import _build_parser
+    from fetchdeliver.cli import build_parser
 
-    p = _build_parser()
+    p = build_parser()
     for argv in (["queue", "list", "-c", "C"], ["queue", "-c", "C", "list"], ["queue", "flush", "--config", "C"],
                  ["queue", "remove", "ID", "-c", "C"]):
         args = p.parse_args(argv)

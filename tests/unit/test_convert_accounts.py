@@ -28,7 +28,7 @@ def accounts(toml: str) -> list[dict]:
 
 
 def validate(tmp_path, toml: str) -> None:
-    from fetchdeliver import accounts as _  # noqa: F401  (registers [[account]])
+    from fetchdeliver.sources import accounts as _  # noqa: F401  (registers [[account]])
     from fetchdeliver.config import load
 
     cfg = tmp_path / "c.toml"

@@ -6,7 +6,7 @@ import time
 
 from fetchdeliver.delivery.maildir import MaildirStore
 from fetchdeliver.delivery.mbox import MboxStore
-from fetchdeliver.fetch import find_tokens
+from fetchdeliver.sources.recovery import find_tokens
 
 
 def with_token(token: str, raw: bytes) -> bytes:
@@ -49,7 +49,7 @@ def test_mbox_ignores_a_message_cut_short_by_a_crash(tmp_path):
 
 def test_mbox_recognises_a_message_stored_with_lf_for_its_crlf_wire_digest(tmp_path):
     """fetch stores CRLF as LF (the default); the pending row's digest is of the wire bytes."""
-    from fetchdeliver.fetch import stored_bytes
+    from fetchdeliver.sources.runner import stored_bytes
 
     box = str(tmp_path / "mbox")
     store = MboxStore(box)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fetchdeliver.mda import split_from_line
+from fetchdeliver.sources.stdin import split_from_line
 
 
 @pytest.mark.parametrize("raw, rest, sender", [

@@ -81,7 +81,7 @@ def test_mailbox_names_on_the_wire():
 def test_push_keys_in_the_config():
     import pytest
 
-    from fetchdeliver.accounts import Account
+    from fetchdeliver.sources.accounts import Account
     from fetchdeliver.config import ConfigErrors, validate
 
     acc = {"name": "a", "protocol": "imap", "host": "h", "user": "u", "password": "p", "idle": True}

@@ -244,25 +244,27 @@ async def list_(s: Session, tag: str, args: ListArgs) -> None:
         return
     select_subscribed, return_subscribed = args.select_subscribed, args.return_subscribed
     entries = s.storage.list()
-    subs = set(s.storage.subscriptions()) if (lsub or select_subscribed or return_subscribed) else set()
+    sub_list = s.storage.subscriptions() if (lsub or select_subscribed or return_subscribed) else []
+    subs = set(sub_list)
     regexes = [list_pattern(args.reference, decode_mailbox(pat)) for pat in patterns]
+    if lsub:
+        listed = lsub_entries(entries, sub_list, regexes)
+    else:
+        listed = [(e.name, set(e.attributes)) for e in entries if any(r.match(e.name) for r in regexes)]
+        if select_subscribed:
+            listed = [(n, attrs - {"\\HasChildren", "\\HasNoChildren"}) for n, attrs in listed if n in subs]
+            # RFC 5258 3.1: a subscribed name whose mailbox does not exist is listed too
+            known = {e.name for e in entries}
+            listed += [(n, {"\\NonExistent"}) for n in sorted(subs - known) if any(r.match(n) for r in regexes)]
     out = []
-    for e in entries:
-        if not any(r.match(e.name) for r in regexes):
-            continue
-        attrs = set(e.attributes)
-        if lsub or select_subscribed:
-            if e.name not in subs:
-                continue
-            attrs.discard("\\HasChildren")
-            attrs.discard("\\HasNoChildren")
-        if e.name in subs and (select_subscribed or return_subscribed):
+    for name, attrs in listed:
+        if name in subs and (select_subscribed or return_subscribed):
             attrs.add("\\Subscribed")
         attr_text = " ".join(sorted(attrs, key=_attr_order))
-        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(e.name) + b"\r\n")
+        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(name) + b"\r\n")
         if args.status_items and "\\Noselect" not in attrs and "\\NonExistent" not in attrs:
             try:
-                out.append(status_line(s, e.name, args.status_items))
+                out.append(status_line(s, name, args.status_items))
             except StorageError:
                 pass     # gone meanwhile, or not readable: RFC 5819 lets the STATUS be left out
     out.append(f"{tag} OK {word} completed.\r\n".encode())
@@ -272,6 +274,28 @@ async def list_(s: Session, tag: str, args: ListArgs) -> None:
 @command("LSUB", AUTHED, parse=parse_lsub)
 async def lsub(s: Session, tag: str, args: ListArgs) -> None:
     await list_(s, tag, args)
+
+
+def lsub_entries(entries: list, subscriptions: list[str], regexes: list[re.Pattern]) -> list[tuple[str, set[str]]]:
+    """What LSUB lists (RFC 3501 6.3.9): every subscribed name the patterns match, whether or not the
+    mailbox exists (its own attributes without the children ones where it does); and a parent the
+    pattern matches (`%`) whose subscribed inferior it does not match, flagged \\Noselect when the
+    parent itself is not subscribed."""
+    existing = {e.name: e for e in entries}
+    subscribed = set(subscriptions)
+    found: dict[str, set[str]] = {}
+    for name in subscriptions:
+        if any(r.match(name) for r in regexes):
+            e = existing.get(name)
+            found[name] = set(e.attributes) - {"\\HasChildren", "\\HasNoChildren"} if e is not None else set()
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in subscribed or parent in found:
+                continue
+            if any(r.match(parent) and not r.match(name) for r in regexes):
+                found[parent] = {"\\Noselect"}
+    return sorted(found.items(), key=lambda kv: (kv[0].upper() != "INBOX", kv[0]))
 
 
 def _attr_order(a: str) -> tuple:

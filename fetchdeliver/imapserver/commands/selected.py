@@ -36,7 +36,7 @@ async def check(s: Session, tag: str, args: NoArgs) -> None:
 
 @command("CLOSE", ONLY_SELECTED, parse=no_args)
 async def close(s: Session, tag: str, args: NoArgs) -> None:
-    v = s.view
+    v = s.selected()
     if not v.readonly:
         try:
             doomed = [m for m in v.mailbox.sync() if "\\Deleted" in m.flags]
@@ -72,7 +72,7 @@ def parse_expunge(p: Parser, uid: bool = False) -> ExpungeArgs:
 
 @command("EXPUNGE", ONLY_SELECTED, parse=parse_expunge, uid=True, capabilities=("UIDPLUS",))
 async def expunge(s: Session, tag: str, args: ExpungeArgs) -> None:
-    v = s.view
+    v = s.selected()
     uidset = None if args.uids is None else s.seq_set(args.uids, True)
     if v.readonly:
         await s.send(f"{tag} NO [READ-ONLY] The mailbox is open read-only.\r\n".encode())
@@ -119,7 +119,7 @@ async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
     if changedsince is not None or "MODSEQ" in items:
         s.enable_condstore()
     await s.sync_out(expunge=uid)
-    v = s.view
+    v = s.selected()
     indices = s.resolve(ranges, uid)
     if uid and "UID" not in items:
         items = ["UID"] + items
@@ -219,7 +219,7 @@ async def store(s: Session, tag: str, args: StoreArgs) -> None:
     ranges = s.seq_set(args.set, uid)
     if unchangedsince is not None:
         s.enable_condstore()
-    v = s.view
+    v = s.selected()
     if v.readonly:
         await s.send(f"{tag} NO [READ-ONLY] The mailbox is open read-only.\r\n".encode())
         return
@@ -308,7 +308,7 @@ async def move(s: Session, tag: str, args: CopyArgs) -> None:
 async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
     uid = args.uid
     ranges = s.seq_set(args.set, uid)
-    v = s.view
+    v = s.selected()
     if move and v.readonly:
         await s.send(f"{tag} NO [READ-ONLY] The mailbox is open read-only.\r\n".encode())
         return
