@@ -17,22 +17,17 @@ EX_FAILED = 1
 def main(args) -> int:
     """Entry point of `fetchdeliver fetch` (args.config, args.accounts, args.dry_run, args.verbose)."""
     from fetchdeliver.sources import accounts as accounts_mod
-    from fetchdeliver.config import ConfigErrors, Settings, default_config_path, load
+    from fetchdeliver.config import load_settings, report_config_error
 
     if getattr(args, "verbose", False):
         import logging
 
         logging.getLogger("fetchdeliver").setLevel(logging.INFO)
-    path = args.config or default_config_path()
     try:
-        settings = Settings(load(path), path)
-    except ConfigErrors as e:
-        for err in e.errors:
-            print(f"fetchdeliver: error: {err}", file=sys.stderr)
-        return EX_CONFIG
+        settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"fetchdeliver: error: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver: error", e)
+    path = settings.file
     every = accounts_mod.from_settings(settings)
     if not every:
         print(f"fetchdeliver: error: {path}: no [[account]] configured", file=sys.stderr)

@@ -32,21 +32,21 @@ if TYPE_CHECKING:
 # Checkers: (value, config file) -> normalised value, or ValueError completing "KEY: ...".
 
 def _name(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if any(ord(c) < 32 or ord(c) == 127 for c in v) or v != v.strip():
         raise ValueError(f"account names cannot contain control characters or surrounding spaces: {v!r}")
     return v
 
 
 def _host(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if any(c.isspace() for c in v) or "/" in v:
         raise ValueError(f"not a host name or address: {v!r}")
     return v
 
 
 def _after(v, where):
-    v = config._str(v, where)
+    v = config.check_str(v, where)
     if v in ("keep", "delete", "mark-seen"):
         return v
     if v.startswith("move:"):
@@ -57,7 +57,7 @@ def _after(v, where):
 
 
 def _folders(v, where):
-    v = config._str_list(v, where)
+    v = config.check_str_list(v, where)
     if not v:
         raise ValueError("must name at least one folder")
     for f in v:
@@ -69,14 +69,14 @@ def _folders(v, where):
 def _protocol(v, where):
     from fetchdeliver.sources.registry import available, source_kind
 
-    v = config._str(v, where)
+    v = config.check_str(v, where)
     if source_kind(v) is None:
         raise ValueError(f"must be one of {', '.join(repr(c) for c in available())}, got {v!r}")
     return v
 
 
 def _url(v, where):
-    v = config._nonempty_str(v, where)
+    v = config.check_nonempty_str(v, where)
     if not (v.startswith("https://") or v.startswith("http://")):
         raise ValueError(f"expected an http(s) URL, got {v!r}")
     return v
@@ -86,48 +86,50 @@ KEYS = {
     "name": _name,
     "protocol": _protocol,
     "host": _host,
-    "port": config._int(1, 65535),
-    "tls": config._choice("implicit", "starttls", "none"),
-    "ca_file": config._path,
+    "port": config.check_int(1, 65535),
+    "tls": config.check_choice("implicit", "starttls", "none"),
+    "ca_file": config.check_path,
     "fingerprint": check_fingerprint,
-    "verify": config._bool,
-    "tls_min_version": config._choice("1.2", "1.3"),
-    "user": config._nonempty_str,
-    "password": config._str,
-    "password_command": config._nonempty_str,
-    "oauth2_token_command": config._nonempty_str,
+    "verify": config.check_bool,
+    "tls_min_version": config.check_choice("1.2", "1.3"),
+    "user": config.check_nonempty_str,
+    "password": config.check_str,
+    "password_command": config.check_nonempty_str,
+    "oauth2_token_command": config.check_nonempty_str,
     "oauth2_token_url": _url,
-    "oauth2_client_id": config._nonempty_str,
-    "oauth2_client_secret": config._str,
-    "oauth2_refresh_token": config._nonempty_str,
-    "oauth2_scope": config._str,
-    "oauth2_mechanism": config._choice("xoauth2", "oauthbearer"),
+    "oauth2_client_id": config.check_nonempty_str,
+    "oauth2_client_secret": config.check_str,
+    "oauth2_refresh_token": config.check_nonempty_str,
+    "oauth2_scope": config.check_str,
+    "oauth2_mechanism": config.check_choice("xoauth2", "oauthbearer"),
     # `fetchdeliver oauth2 authorize`: a preset or the issuer's URLs; where the refresh token goes.
-    "oauth2_provider": config._choice("gmail", "microsoft"),
+    "oauth2_provider": config.check_choice("gmail", "microsoft"),
     "oauth2_authorize_url": _url,
     "oauth2_device_url": _url,
-    "oauth2_token_store_command": config._nonempty_str,
-    "oauth2_refresh_token_command": config._nonempty_str,
+    "oauth2_token_store_command": config.check_nonempty_str,
+    "oauth2_refresh_token_command": config.check_nonempty_str,
     "folders": _folders,
     "after": _after,
-    "initial": config._choice("all", "new-only"),
-    "timeout": config._number(lo=1),
-    "batch_size": config._int(1, 10000),
-    "apop": config._bool,
+    "initial": config.check_choice("all", "new-only"),
+    "timeout": config.check_number(lo=1),
+    "batch_size": config.check_int(1, 10000),
+    "apop": config.check_bool,
     # Where this account's mail goes; each defaults to the [delivery] setting.
-    "recipient": config._nonempty_str,
-    "rules": config._path,
-    "default_mailbox": config._nonempty_str,
-    "maildir": config._path,
-    "mbox": config._path,
-    "keep_crlf": config._bool,       # store the wire's CRLF line ends (default: LF, as Maildir/mbox use)
+    "recipient": config.check_nonempty_str,
+    "rules": config.check_path,
+    "default_mailbox": config.check_nonempty_str,
+    "maildir": config.check_path,
+    "mbox": config.check_path,
+    "keep_crlf": config.check_bool,       # store the wire's CRLF line ends (default: LF, as Maildir/mbox use)
     # `fetchdeliver daemon`: how often to fetch, and whether to hold an IMAP IDLE connection.
-    "poll": config._duration,
-    "idle": config._bool,
+    "poll": config.check_duration,
+    "idle": config.check_bool,
     # Push for `idle = true` accounts: connections held open at once (the fetch pass's included),
     # and whether to use NOTIFY (one connection for every folder) when the server offers it.
-    "max_connections": config._int(1, 100),
-    "notify": config._bool,
+    "max_connections": config.check_int(1, 100),
+    "notify": config.check_bool,
+    # JMAP (RFC 8620/8621): the session resource; default https://HOST[:PORT]/.well-known/jmap.
+    "session_url": _url,
 }
 
 REQUIRED = ("name", "protocol", "host", "user")
@@ -216,8 +218,13 @@ def check_accounts(accounts: list, file: str) -> None:
         if "poll" in acc and acc["poll"] < 1:
             err(i, acc, "poll", "must be at least 1 second (e.g. \"5m\")")
         push = kind is not None and kind.push
-        if acc.get("idle") and not push:
+        if acc.get("idle") and not push and not (kind is not None and kind.watcher):
             err(i, acc, "idle", f"IDLE is an IMAP feature; remove it from a {word} account")
+        # JMAP accounts: HTTPS (or plain HTTP with tls = "none"), no STARTTLS; see sources/jmap.py.
+        if proto == "jmap" and tls == "starttls":
+            err(i, acc, "tls", 'JMAP speaks HTTPS: use tls = "implicit" (the default) or "none" (plain HTTP)')
+        if proto != "jmap" and "session_url" in acc:
+            err(i, acc, "session_url", "only used by JMAP accounts (protocol = \"jmap\")")
         for k in ("max_connections", "notify"):
             if k in acc and not push:
                 err(i, acc, k, f"only used by IMAP push (idle = true); remove it from a {word} account")
@@ -241,7 +248,7 @@ class Account:
     __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "pins", "verify", "tls_min_version", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
-                 "keep_crlf", "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
+                 "keep_crlf", "idle", "max_connections", "notify", "session_url", "_table", "_state_dir", "_token")
 
     def __init__(self, table: dict, settings: "Settings | None" = None) -> None:
         t = self._table = dict(table)
@@ -254,7 +261,11 @@ class Account:
             # Ports 143/110 speak plaintext first: upgrade with STARTTLS there, never go plaintext.
             tls = "starttls" if port in (143, 110) else "implicit"
         self.tls: str = tls
-        self.port: int = port or self.kind.default_ports[tls]
+        from fetchdeliver.sources.registry import source_kind
+
+        # An unknown kind (a plugin uninstalled since the config was cached) fails at fetch time, per account.
+        kind = source_kind(self.protocol)
+        self.port: int = port or (kind.default_ports.get(tls, 0) if kind is not None else 0)
         self.ca_file: str | None = t.get("ca_file")
         fp = t.get("fingerprint")
         # Pins: SHA-256 certificate fingerprints (hex) and SPKI pins ("sha256//BASE64"); any may match.
@@ -279,12 +290,13 @@ class Account:
         self.default_mailbox: str = t.get("default_mailbox") or d.get("default_mailbox") or "INBOX"
         self.maildir: str | None = t.get("maildir")
         self.mbox: str | None = t.get("mbox")
-        self.keep_crlf: bool = bool(t.get("keep_crlf", False))
+        self.keep_crlf: bool = bool(t.get("keep_crlf", self.kind.keep_crlf))
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
         self.idle: bool = bool(t.get("idle", False))
         self.max_connections: int = int(t.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         self.notify: bool = bool(t.get("notify", True))
+        self.session_url: str | None = t.get("session_url")   # JMAP
         self._state_dir = settings.state_dir if settings is not None else config.default_state_dir()
         self._token: str | None = None
 

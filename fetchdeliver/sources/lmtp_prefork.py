@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from fetchdeliver.errors import EX_OK
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+
+    from fetchdeliver.netlimits import Slot
+
 
 def default_processes() -> int:
     """One process per CPU, up to 4: deliveries wait on fsync and Python runs one thread at a time."""
@@ -72,7 +78,7 @@ class WakeParent:
         pass
 
 
-def fork_children(n: int, lsock, service, queue) -> list[tuple[int, object]]:
+def fork_children(n: int, lsock, service, queue) -> list[tuple[int, socket.socket]]:
     """Fork `n` children; each serves the connections the parent hands it over a socketpair.
 
     The parent accepts every connection and gives it to the process with the fewest
@@ -181,7 +187,7 @@ async def dispatch(service, lsock, children, stop) -> None:
     loop = asyncio.get_running_loop()
     load = [0] * (len(children) + 1)       # sessions per process; 0 is this one
     alive = [True] * (len(children) + 1)
-    handed: dict[bytes, tuple[int, object]] = {}   # id -> (process, netlimits.Slot) of connections in children
+    handed: dict[bytes, tuple[int, Slot]] = {}   # id -> (process, netlimits.Slot) of connections in children
     ids = itertools.count(1)
 
     class Here:

@@ -19,7 +19,8 @@ from fetchdeliver.storage.base import SPECIAL_USES, StorageError, canonical_flag
 if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
+                "DELETED", "DELETED-STORAGE")   # the last two: RFC 9051 / RFC 9208 (commands/quota.py)
 
 
 # -- SELECT / EXAMINE ------------------------------------------------------------------------------
@@ -382,6 +383,10 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
                 v = sum(1 for m in msgs if "\\Seen" not in m.flags)
             elif i == "HIGHESTMODSEQ":
                 v = condstore.highestmodseq(mbox, msgs) or 0
+            elif i == "DELETED":
+                v = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            elif i == "DELETED-STORAGE":   # KiB an EXPUNGE would free (RFC 9208 section 4.2.1)
+                v = (sum(mbox.size(m) for m in msgs if "\\Deleted" in m.flags) + 1023) // 1024
             else:
                 v = sum(mbox.size(m) for m in msgs)
             vals.append(f"{i} {v}")
