@@ -343,23 +343,133 @@ def _char_error(e: UnexpectedCharacters, text: str, file: str) -> SieveSyntaxErr
     return SieveSyntaxError(msg, file, line, column)
 
 
+MAX_SYNTAX_ERRORS = 20
+
+
+def _boundaries(text: str) -> list[tuple[str, int]]:
+    """The '{', '}', ';', '(', ')', '[' and ']' of a script with their offsets, outside strings
+    and comments."""
+    out: list[tuple[str, int]] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in "{};()[]":
+            out.append((c, i))
+            i += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif c == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+        elif c in "tT" and text[i:i + 5].lower() == "text:" and (i == 0 or not (text[i - 1].isalnum()
+                                                                                  or text[i - 1] == "_")):
+            j = text.find("\n", i)
+            if j < 0:
+                return out
+            k = j + 1
+            while k < n:  # the lines up to one holding a single "."
+                e = text.find("\n", k)
+                line = text[k:n if e < 0 else e].rstrip("\r")
+                k = n if e < 0 else e + 1
+                if line == ".":
+                    break
+            i = k
+        else:
+            i += 1
+    return out
+
+
+def _blank_statement(text: str, pos: int, length: int) -> str | None:
+    """`text` with the command holding offset `pos` blanked out (spaces; line breaks kept, so
+    later errors keep their lines and columns): from after the previous ';', '{' or '}' to its
+    own ';', the end of its block, or the '}' that closes the block it is in. This is how
+    Pigeonhole's parser recovers, so a script with several syntax errors reports them all."""
+    marks = _boundaries(text)
+    start = 0
+    for c, off in marks:
+        if off >= pos:
+            break
+        if c in "{};":
+            start = off + 1
+    # Inside a test list or string list a ';' does not end the command: count the open ones.
+    parens = 0
+    for c, off in marks:
+        if start <= off < pos:
+            parens += 1 if c in "([" else -1 if c in ")]" else 0
+    parens = max(parens, 0)
+    end = len(text)
+    depth = 0
+    for c, off in marks:
+        if off < pos:
+            continue
+        if c in "([":
+            parens += 1
+        elif c in ")]":
+            parens = max(parens - 1, 0)
+        elif c == ";" and parens:
+            continue
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            if depth == 0:
+                end = off
+                break
+            depth -= 1
+            if depth == 0:
+                end = off + 1
+                break
+        elif depth == 0:  # ';'
+            end = off + 1
+            break
+    if end <= start:
+        end = pos + max(length, 1)  # the offending token itself (a stray '}')
+    blanked = "".join(ch if ch in "\r\n" else " " for ch in text[start:end])
+    out = text[:start] + blanked + text[end:]
+    return None if out == text else out
+
+
 def parse(text: str, file: str = "script", *, max_block_nesting: int = MAX_BLOCK_NESTING,
           max_test_nesting: int = MAX_TEST_NESTING) -> list[Node]:
-    """Parse a script; raises SieveCompileError (holding one SieveSyntaxError) on failure.
+    """Parse a script; raises SieveCompileError (holding every SieveSyntaxError found) on failure.
 
     Lark's LALR parser keeps its own stack, so a deeply nested script parses without
-    recursion; turning the tree into nodes recurses, and stops at the nesting limits.
+    recursion; turning the tree into nodes recurses, and stops at the nesting limits. After a
+    syntax error in a command the command is skipped and parsing goes on (as Pigeonhole's
+    parser recovers), so every such error is reported; an error of the lexer (an unterminated
+    string or comment, a stray character) ends it.
     """
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedToken as e:
-        e._fd_text = text  # type: ignore[attr-defined]
-        raise SieveCompileError([_token_error(e, file)]) from None
-    except UnexpectedCharacters as e:
-        raise SieveCompileError([_char_error(e, text, file)]) from None
-    except UnexpectedEOF:
-        line = text.count("\n") + 1
-        raise SieveCompileError([SieveSyntaxError("unexpected end of script", file, line, 1)]) from None
+    errors: list[SieveSyntaxError] = []
+    work = text
+    while True:
+        try:
+            tree = _parser().parse(work)
+            break
+        except UnexpectedToken as e:
+            e._fd_text = work  # type: ignore[attr-defined]
+            errors.append(_token_error(e, file))
+            tok = e.token
+            if tok.type == "$END" or len(errors) >= MAX_SYNTAX_ERRORS:
+                raise SieveCompileError(errors) from None
+            repaired = _blank_statement(work, tok.start_pos, len(str(tok)))
+            if repaired is None:
+                raise SieveCompileError(errors) from None
+            work = repaired
+        except UnexpectedCharacters as e:
+            errors.append(_char_error(e, work, file))
+            raise SieveCompileError(errors) from None
+        except UnexpectedEOF:
+            line = work.count("\n") + 1
+            errors.append(SieveSyntaxError("unexpected end of script", file, line, 1))
+            raise SieveCompileError(errors) from None
+    if errors:
+        raise SieveCompileError(errors)
     lim = _Limits(file, max_block_nesting, max_test_nesting)
     try:
         return [_command(c, lim, 0) for c in tree.children]
