@@ -110,12 +110,18 @@ class Validator:
         return self.block(rest)
 
     def require_command(self, node: Node) -> None:
-        if node.block is not None:
-            self.error("the require command does not take a block", node)
-        if node.tests:
-            self.error("the require command does not take a test", node)
+        # As any command: the arguments, then the tests, then the block; the first wrong one is
+        # reported and the capabilities are not loaded.
         if len(node.args) != 1 or node.args[0].kind not in ("string", "strings"):
             self.error("the require command expects one string list argument (the capabilities)", node)
+            if node.tests:
+                self.error("the require command does not take a test", node)
+            return
+        if node.tests:
+            self.error("the require command does not take a test", node)
+            return
+        if node.block is not None:
+            self.error("the require command does not take a block", node)
             return
         values = node.args[0].value
         for name in ([values] if isinstance(values, str) else values):
@@ -134,6 +140,8 @@ class Validator:
             if name in ("elsif", "else"):
                 if chain is None:
                     self.error(f"the {name} command must follow an if or elsif command", node)
+                    # An elsif is still an elsif: what follows it is not told again (as Pigeonhole).
+                    chain = [] if name == "elsif" else None
                     continue
                 compiled = self.command(node)
                 if compiled is not None:
