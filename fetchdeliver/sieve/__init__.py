@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-FORMAT = 4  # bump when the compiled form changes (4: scripts cached before the size and nesting limits)
+FORMAT = 5  # bump when the compiled form or the validation changes (5: issue #16's Pigeonhole checks)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
