@@ -127,7 +127,9 @@ def multiline(token: str) -> str:
 
 
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-MAX_NUMBER = (1 << 63) - 1
+MAX_NUMBER = (1 << 64) - 1   # Pigeonhole's limit: 18446744073709551615 is a number, one more is not
+MAX_IDENTIFIER = 32          # longer command, test and tag names are errors (as Pigeonhole's lexer)
+MAX_ARGUMENTS = 32           # arguments of one command or test
 
 
 def number(token: Token, file: str) -> int:
@@ -156,12 +158,23 @@ MAX_TEST_NESTING = 32    # and SIEVE_MAX_TEST_NESTING: a chain of 31 tests
 
 
 class _Limits:
-    __slots__ = ("file", "blocks", "tests")
+    __slots__ = ("file", "blocks", "tests", "errors")
 
     def __init__(self, file: str, blocks: int, tests: int) -> None:
         self.file = file
         self.blocks = blocks
         self.tests = tests
+        self.errors: list[SieveSyntaxError] = []  # each problem once; the rest of the script is read on
+
+    def error(self, message: str, tok) -> None:
+        self.errors.append(SieveSyntaxError(message, self.file, tok.line, tok.column))
+
+
+def _identifier(tok, lim: _Limits, kind: str = "identifier") -> None:
+    text = str(tok)
+    if len(text.lstrip(":")) > MAX_IDENTIFIER:
+        lim.error(f"encountered impossibly long {kind} '{text[:30]}...' (at most {MAX_IDENTIFIER} characters)",
+                  tok)
 
 
 def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[Node], bool]:
@@ -179,9 +192,15 @@ def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[No
                             child.meta.column))
         elif data == "number":
             tok = child.children[0]
-            args.append(Arg("number", number(tok, file), tok.line, tok.column))
+            try:
+                value = number(tok, file)
+            except SieveSyntaxError as e:
+                lim.errors.append(e)
+                value = 0
+            args.append(Arg("number", value, tok.line, tok.column))
         elif data == "tag":
             tok = child.children[0]
+            _identifier(tok, lim, "tag identifier")
             args.append(Arg("tag", str(tok)[1:].lower(), tok.line, tok.column))
         elif data == "test":
             tests.append(_test(child, lim, depth + 1))
@@ -189,6 +208,9 @@ def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[No
             test_list = True
             for t in child.children:
                 tests.append(_test(t, lim, depth + 1))
+    if len(args) > MAX_ARGUMENTS:
+        lim.errors.append(SieveSyntaxError(f"too many arguments (more than {MAX_ARGUMENTS})", file,
+                                           args[MAX_ARGUMENTS].line, args[MAX_ARGUMENTS].column))
     return args, tests, test_list
 
 
@@ -196,8 +218,9 @@ def _test(tree: Tree, lim: _Limits, depth: int) -> Node:
     """A test at `depth` (the test of a command is at 1): the depth is checked before going deeper."""
     ident, arguments = tree.children
     if depth >= lim.tests:
-        raise SieveSyntaxError(f"cannot nest tests deeper than {lim.tests} levels", lim.file,
-                               ident.line, ident.column)
+        lim.error(f"cannot nest tests deeper than {lim.tests} levels", ident)
+        return Node("false", ident.line, ident.column, [], [], False, None, True)
+    _identifier(ident, lim)
     args, tests, test_list = _arguments(arguments, lim, depth)
     return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, None, True)
 
@@ -205,12 +228,13 @@ def _test(tree: Tree, lim: _Limits, depth: int) -> Node:
 def _command(tree: Tree, lim: _Limits, level: int) -> Node:
     """A command inside `level` blocks (top level: 0)."""
     ident, arguments = tree.children[0], tree.children[1]
+    _identifier(ident, lim)
     args, tests, test_list = _arguments(arguments, lim, 0)
     block = None
     if tree.data == "block_command":
         if level + 1 >= lim.blocks:
-            raise SieveSyntaxError(f"cannot nest command blocks deeper than {lim.blocks} levels", lim.file,
-                                   ident.line, ident.column)
+            lim.error(f"cannot nest command blocks deeper than {lim.blocks} levels", ident)
+            return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, [], False)
         block = [_command(c, lim, level + 1) for c in tree.children[2].children]
     return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, block, False)
 
@@ -462,16 +486,26 @@ def parse(text: str, file: str = "script", *, max_block_nesting: int = MAX_BLOCK
                 raise SieveCompileError(errors) from None
             work = repaired
         except UnexpectedCharacters as e:
-            errors.append(_char_error(e, work, file))
-            raise SieveCompileError(errors) from None
+            error = _char_error(e, work, file)
+            errors.append(error)
+            if not error.message.startswith("unexpected character ") or len(errors) >= MAX_SYNTAX_ERRORS:
+                raise SieveCompileError(errors) from None
+            # Stray characters: the command they are in is skipped, as Pigeonhole's parser does
+            # (which reports the command as unfinished too).
+            errors.append(SieveSyntaxError("expected ';' or '{' to end the command, but found unknown characters",
+                                           file, e.line, e.column))
+            repaired = _blank_statement(work, e.pos_in_stream, 1)
+            if repaired is None:
+                raise SieveCompileError(errors) from None
+            work = repaired
         except UnexpectedEOF:
             line = work.count("\n") + 1
             errors.append(SieveSyntaxError("unexpected end of script", file, line, 1))
             raise SieveCompileError(errors) from None
-    if errors:
-        raise SieveCompileError(errors)
     lim = _Limits(file, max_block_nesting, max_test_nesting)
-    try:
-        return [_command(c, lim, 0) for c in tree.children]
-    except SieveSyntaxError as e:
-        raise SieveCompileError([e]) from None
+    nodes = [_command(c, lim, 0) for c in tree.children]  # the repaired script's own problems too
+    errors.extend(lim.errors)
+    if errors:
+        errors.sort(key=lambda e: (e.line, e.column))
+        raise SieveCompileError(errors)
+    return nodes

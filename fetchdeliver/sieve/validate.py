@@ -316,12 +316,7 @@ class Validator:
             self.bad_arguments = True
             return self.defaults(spec, tags, node, check=False), []
 
-        i = 0
-        n = len(args)
-        while i < n and args[i].kind == "tag":
-            a = args[i]
-            i += 1
-            t = a.value
+        def lookup(t: str):
             found = spec.tags.get(t)
             group = None
             if found is None:
@@ -330,11 +325,27 @@ class Validator:
                         found = self.reg.groups[g][t]
                         group = g
                         break
-            if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
-                if (node.name, t) not in self.reported_tags:
-                    self.reported_tags.add((node.name, t))
-                    self.error(f"unknown tagged argument ':{t}' for {what}", a)
+            if found is not None and found[1] not in ("core", "*") and found[1] not in self.required:
+                found = None
+            return found, group
+
+        # Every tag is looked up first, wherever it stands (as Pigeonhole): an unknown one is told
+        # once per command name and ends the command's checks.
+        for a in args:
+            if a.kind == "tag" and lookup(a.value)[0] is None:
+                if (node.name, a.value) not in self.reported_tags:
+                    self.reported_tags.add((node.name, a.value))
+                    self.error(f"unknown tagged argument ':{a.value}' for {what} "
+                               f"(reported only once at first occurrence)", a)
                 return bad()
+        i = 0
+        n = len(args)
+        while i < n and args[i].kind == "tag":
+            a = args[i]
+            i += 1
+            t = a.value
+            found, group = lookup(t)
+            assert found is not None
             ty = found[0]
             key = GROUP_KEYS[group] if group else t
             if key in tags:
