@@ -13,7 +13,6 @@ from fetchdeliver.sieve.parser import Arg, Node
 GROUP_KEYS = {"comparator": "comparator", "match": "match", "address-part": "part"}
 GROUP_LABELS = {"comparator": "COMPARATOR", "match": "MATCH-TYPE", "address-part": "ADDRESS-PART"}
 TYPE_LABELS = {"string": "a string", "strings": "a string list", "number": "a number", "tag": "a tag"}
-ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
 MAX_ERRORS = 20  # reported per script; the option max_compile_errors changes it (0: all)
 
 
@@ -167,14 +166,23 @@ class Validator:
     # the command's kind wants them, the command's own checks (only when all that was right),
     # then the nested tests and the block, validated whatever happened above.
     def subtests_ok(self, node: Node, spec, what: str) -> bool:
+        # Pigeonhole's wording (its testsuite matches it).
         if spec.tests == 1:
+            if not node.tests:
+                self.error(f"the {node.name} {what} requires one sub-test, but none is specified", node)
+                return False
             if len(node.tests) != 1 or node.test_list:
-                self.error(f"the {node.name} {what} requires one test" + (" as argument" if what == "test" else ""),
+                self.error(f"the {node.name} {what} requires one sub-test, but a list of tests is specified",
                            node)
                 return False
         elif spec.tests == "list":
+            if not node.tests and not node.test_list:
+                self.error(f"the {node.name} {what} requires a list of sub-tests, but none is specified "
+                           f"(a test list '( ... )')", node)
+                return False
             if not node.test_list:
-                self.error(f"the {node.name} {what} requires a test list '( ... )'", node)
+                self.error(f"the {node.name} {what} requires a list of sub-tests, but a single test is "
+                           f"specified (a test list '( ... )')", node)
                 return False
         elif node.tests:
             first = node.tests[0]
@@ -182,8 +190,7 @@ class Validator:
                     (first.name in spec.tags or any(first.name in self.reg.groups[g] for g in spec.groups)):
                 self.error(f"missing colon ':' before ':{first.name}' tag in {node.name} {what}", node)
             elif first.name in self.reg.tests:
-                self.error(f"the {node.name} {what} does not take a test" + (" as argument" if what == "test" else ""),
-                           first)
+                self.error(f"the {node.name} {what} accepts no sub-tests, but tests are specified", first)
             else:
                 self.error(f"missing semicolon ';' after {node.name} {what}", node)
             return False
@@ -191,10 +198,11 @@ class Validator:
 
     def block_ok(self, node: Node, spec) -> bool:
         if spec.block and node.block is None:
-            self.error(f"the {node.name} command requires a block", node)
+            self.error(f"the {node.name} command requires a command block, but it is missing", node)
             return False
         if not spec.block and node.block is not None:
-            self.error(f"the {node.name} command does not take a block; expected ';'", node)
+            self.error(f"the {node.name} command does not accept a command block, but one is specified "
+                       f"anyway (expected ';')", node)
             return False
         return True
 
@@ -357,12 +365,14 @@ class Validator:
             value = True
             if ty is not None:
                 if i >= n or args[i].kind == "tag":
-                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
+                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} as parameter, "
+                               f"but no parameters were found", a)
                     return bad()
-                before = len(self.errors)
-                value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
-                if len(self.errors) > before:
+                if not self.fits(args[i], ty):
+                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} as parameter, "
+                               f"but {TYPE_LABELS[args[i].kind]} was found", args[i])
                     return bad()
+                value = self.coerce(args[i], ty, "")
                 i += 1
             if group == "match":
                 tags["match"] = t
@@ -389,15 +399,19 @@ class Validator:
         if form is None:
             counts = sorted({len(f) for f in forms})
             expected = " or ".join(str(c) for c in counts)
-            self.error(f"{what} expects {expected} positional argument(s), but {len(positional)} "
-                       f"were found", positional[0] if positional else node)
+            self.error(f"{what} requires {expected} positional argument(s), but {len(positional)} "
+                       f"is/are specified", positional[0] if positional else node)
             return bad()
         values = []
+        names = spec.names if len(spec.names) == len(form) else ()
         for idx, (a, ty) in enumerate(zip(positional, form)):
-            label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
-                    f"argument of {what}"
+            if not self.fits(a, ty):
+                label = f" ({names[idx]})" if names else ""
+                self.error(f"{what} expects {TYPE_LABELS[ty]} as argument {idx + 1}{label}, but "
+                           f"{TYPE_LABELS[a.kind]} was found", a)
+                return bad()
             before = len(self.errors)
-            values.append(self.coerce(a, ty, label))
+            values.append(self.coerce(a, ty, ""))
             if len(self.errors) > before:
                 return bad()
         before = len(self.errors)
@@ -408,7 +422,13 @@ class Validator:
 
     def string(self, s: str, where) -> str:
         """A string argument's value; with variables, its ${...} references are checked."""
-        s = self.decode(s)
+        if "encoded-character" in self.required and "${" in s:
+            from fetchdeliver.sieve.extensions.encoded_character import decode
+
+            problems: list[str] = []
+            s = decode(s, problems)
+            for problem in problems:
+                self.error(problem, where)
         if self.variables and "${" in s:
             from fetchdeliver.sieve.extensions.variables import check_references
 
@@ -421,6 +441,11 @@ class Validator:
 
             return decode(s)
         return s
+
+    @staticmethod
+    def fits(a: Arg, ty: str) -> bool:
+        """Whether the argument is of the type (a string where a string list is wanted fits)."""
+        return a.kind == ty or (ty == "strings" and a.kind == "string")
 
     def coerce(self, a: Arg, ty: str, label: str):
         if ty == "strings":
