@@ -231,7 +231,7 @@ def valid_address(value: str) -> str | None:
         return "invalid address"
     if i != len(toks):
         return "junk after the address"
-    if not (addr.local + "@" + addr.domain).isascii():
+    if not f"{addr.local}@{addr.domain}".isascii():
         # RFC 5228 2.4.2.3: an address used outbound must follow [IMAIL] (RFC 2822: ASCII); the
         # relay gets it in RCPT TO, which without SMTPUTF8 cannot carry more.
         return "an outbound address must be ASCII (RFC 5228 section 2.4.2.3)"
