@@ -23,6 +23,7 @@ BASE_CAPABILITIES = {"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
                      "ESEARCH", "SEARCHRES", "SORT", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                      "LIST-STATUS", "STATUS=SIZE"}
+BASE_CAPABILITIES |= {"BINARY"}    # RFC 3516
 
 
 def test_every_command_has_a_handler_a_parser_and_states():

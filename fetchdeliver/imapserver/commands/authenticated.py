@@ -413,6 +413,7 @@ def parse_append(p: Parser, uid: bool = False) -> AppendArgs:
     if p.peek() == 34:
         date = p.date_time()
         p.sp()
+    p.maybe(b"~")     # literal8 (BINARY, RFC 3516): stored as it is, like any other literal
     data = p.literal()
     p.end()
     if any(f.lower() == "\\recent" or f == "\\*" for f in flags):
