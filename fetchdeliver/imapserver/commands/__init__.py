@@ -2,7 +2,7 @@
 
 Importing this package registers every command: `any_state` (CAPABILITY, NOOP, LOGOUT, ID, ENABLE,
 COMPRESS), `not_authenticated` (STARTTLS, LOGIN, AUTHENTICATE), `authenticated` (SELECT/EXAMINE, CREATE,
-DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS, APPEND, IDLE) and `selected` (CHECK, CLOSE,
+DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS, IDLE), `append` (APPEND: MULTIAPPEND, CATENATE, APPENDLIMIT) and `selected` (CHECK, CLOSE,
 UNSELECT, EXPUNGE, FETCH, STORE, COPY, MOVE, SEARCH, SORT, THREAD). An extension adds a module here and
 imports it below; see docs/extending.md "Adding an IMAP command/extension".
 """
@@ -10,6 +10,7 @@ imports it below; see docs/extending.md "Adding an IMAP command/extension".
 from __future__ import annotations
 
 from fetchdeliver.imapserver.commands import any_state, authenticated, not_authenticated, selected  # noqa: F401
+from fetchdeliver.imapserver.commands import append  # noqa: F401  (APPEND and its extensions)
 from fetchdeliver.imapserver.commands.registry import REGISTRY, Command, capabilities
 
 __all__ = ["REGISTRY", "Command", "capabilities"]

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
 
-@command("CAPABILITY", ANY, parse=no_args, capabilities=("IMAP4rev1", "LITERAL+"))
+def _literal_capability(s: Session) -> list[str]:
+    # RFC 7888 section 5: LITERAL+ or LITERAL-, never both
+    return ["LITERAL+" if s.cfg.literal_plus else "LITERAL-"]
+
+
+@command("CAPABILITY", ANY, parse=no_args, capabilities=("IMAP4rev1",), dynamic=_literal_capability)
 async def capability(s: Session, tag: str, args: NoArgs) -> None:
     await s.send(f"* CAPABILITY {s.capabilities()}\r\n{tag} OK Capability completed.\r\n".encode())
 

@@ -1,7 +1,7 @@
 """Commands of the authenticated state (valid when selected too): SELECT/EXAMINE (with CONDSTORE/QRESYNC
 parameters, RFC 7162), CREATE (CREATE-SPECIAL-USE, RFC 6154), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE,
 LIST (LIST-EXTENDED, LIST-STATUS, CHILDREN, SPECIAL-USE), LSUB, NAMESPACE, STATUS (STATUS=SIZE),
-APPEND (UIDPLUS's APPENDUID) and IDLE (RFC 2177)."""
+and IDLE (RFC 2177); APPEND is in append.py."""
 
 from __future__ import annotations
 
@@ -391,64 +391,7 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
     return b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
 
 
-# -- APPEND ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AppendArgs:
-    mailbox: str
-    flags: frozenset[str]
-    date: float | None
-    message: bytes
-
-
-def parse_append(p: Parser, uid: bool = False) -> AppendArgs:
-    p.sp()
-    name = p.mailbox()
-    p.sp()
-    flags: list[str] = []
-    date = None
-    if p.peek() == 40:
-        flags = [canonical_flag(f) for f in p.flag_list()]
-        p.sp()
-    if p.peek() == 34:
-        date = p.date_time()
-        p.sp()
-    p.maybe(b"~")     # literal8 (BINARY, RFC 3516): stored as it is, like any other literal
-    data = p.literal()
-    p.end()
-    if any(f.lower() == "\\recent" or f == "\\*" for f in flags):
-        raise ParseError("\\Recent and \\* cannot be set by APPEND")
-    return AppendArgs(name, frozenset(flags), date, data)
-
-
-@command("APPEND", AUTHED, parse=parse_append)
-async def append(s: Session, tag: str, args: AppendArgs) -> None:
-    name, flags, date, data = args.mailbox, args.flags, args.date, args.message
-    if s.view is not None and s.view.name == name:
-        mbox, own = s.view.mailbox, False
-    else:
-        try:
-            mbox, own = s.storage.open(name), True
-        except StorageError as e:
-            if e.code == "NONEXISTENT":
-                e.code = "TRYCREATE"
-            raise
-    try:
-        write = getattr(mbox, "write_message", None)
-        if write is not None and getattr(mbox, "adopt", None) is not None:
-            # The file's write and fsyncs run in a worker thread: other sessions go on meanwhile.
-            current = mbox.own_change()
-            path = await s.loop.run_in_executor(None, write, data, flags, date)
-            uid = mbox.adopt(path, current)
-        else:
-            uid = mbox.append(data, flags, date)
-        uidvalidity = mbox.uidvalidity
-        s.server.recent.add(mbox, [uid])
-    finally:
-        if own:
-            mbox.close()
-    await s.sync_out()
-    await s.send(f"{tag} OK [APPENDUID {uidvalidity} {uid}] Append completed.\r\n".encode())
+# APPEND (MULTIAPPEND, CATENATE, APPENDLIMIT, literal8) is in commands/append.py.
 
 
 # -- IDLE --------------------------------------------------------------------------------------------
