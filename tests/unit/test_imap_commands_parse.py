@@ -67,7 +67,8 @@ def test_create_list_status():
     assert parse("CREATE", b" a/b/") == CreateArgs("a/b/", ())
     assert parse("RENAME", b" a b").new == "b"
     a = parse("LIST", b' (SUBSCRIBED) "" ("INBOX" "a/%") RETURN (SUBSCRIBED STATUS (MESSAGES UIDNEXT))')
-    assert a == ListArgs(False, "", (b"INBOX", b"a/%"), True, True, ("MESSAGES", "UIDNEXT"))
+    assert (a.reference, a.patterns, a.select_subscribed, a.return_subscribed, a.status_items) == \
+        ("", (b"INBOX", b"a/%"), True, True, ("MESSAGES", "UIDNEXT"))
     assert parse("LSUB", b' "" *') == ListArgs(True, "", (b"*",))
     with pytest.raises(ParseError):
         parse("LSUB", b' "" (*)')      # no LIST-EXTENDED pattern list in LSUB

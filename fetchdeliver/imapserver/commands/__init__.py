@@ -10,7 +10,7 @@ imports it below; see docs/extending.md "Adding an IMAP command/extension".
 from __future__ import annotations
 
 from fetchdeliver.imapserver.commands import any_state, authenticated, not_authenticated, selected  # noqa: F401
-from fetchdeliver.imapserver.commands import append  # noqa: F401  (APPEND and its extensions)
+from fetchdeliver.imapserver.commands import append, list_extended  # noqa: F401  (APPEND, LIST and extensions)
 from fetchdeliver.imapserver.commands.registry import REGISTRY, Command, capabilities
 
 __all__ = ["REGISTRY", "Command", "capabilities"]

@@ -14,7 +14,7 @@ from fetchdeliver.imapserver import condstore
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
-from fetchdeliver.storage.base import SPECIAL_USES, StorageError, canonical_flag
+from fetchdeliver.storage.base import SPECIAL_USES, StorageError
 
 if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
@@ -234,7 +234,7 @@ def parse_lsub(p: Parser, uid: bool = False) -> ListArgs:
     return parse_list(p, uid, lsub=True)
 
 
-@command("LIST", AUTHED, parse=parse_list, capabilities=("CHILDREN", "SPECIAL-USE", "LIST-STATUS"))
+# LIST itself (LIST-EXTENDED) is in list_extended.py; list_() here answers LSUB.
 async def list_(s: Session, tag: str, args: ListArgs) -> None:
     lsub = args.lsub
     word = "LSUB" if lsub else "LIST"
