@@ -77,6 +77,8 @@ class Session(SelectedMailbox):
         self.qresync = False      # RFC 7162: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
         self.saved: set[int] = set()   # RFC 5182: the UIDs of SEARCH RETURN (SAVE), named `$`
         self.compressed = False   # COMPRESS=DEFLATE (RFC 4978) is active
+        self.rev2 = False         # ENABLE IMAP4rev2 (RFC 9051): no \Recent, ESEARCH answers, LIST in SELECT
+        self.utf8 = False         # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2: mailbox names in UTF-8
 
     # -- output ---------------------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class Session(SelectedMailbox):
     # -- dispatch ---------------------------------------------------------------------------
 
     async def handle(self, buf: bytes) -> None:
-        p = Parser(buf)
+        p = Parser(buf, 0, self.utf8)
         try:
             tag = p.tag()
         except ParseError:

@@ -87,6 +87,12 @@ def _message(p: Parser) -> AppendMessage:
         raise ParseError("\\Recent and \\* cannot be set by APPEND")
     if p.maybe(b"CATENATE "):
         return AppendMessage(frozenset(flags), date, None, _catenate(p))
+    if p.maybe(b"UTF8 ("):       # RFC 6855 4: a message with UTF-8 headers, after ENABLE UTF8=ACCEPT
+        if not p.utf8:
+            raise ParseError("APPEND UTF8 needs ENABLE UTF8=ACCEPT first")
+        data = _literal(p)
+        p.expect(b")")
+        return AppendMessage(frozenset(flags), date, data)
     if p.peek() not in (123, 126):
         raise p.error("a literal (the message) or CATENATE")
     return AppendMessage(frozenset(flags), date, _literal(p))

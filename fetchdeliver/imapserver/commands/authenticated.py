@@ -19,7 +19,8 @@ from fetchdeliver.storage.base import SPECIAL_USES, StorageError
 if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
+                "DELETED", "APPENDLIMIT")
 
 
 # -- SELECT / EXAMINE ------------------------------------------------------------------------------
@@ -59,11 +60,16 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
     view.uids = [m.uid for m in msgs]
     view.flags = {m.uid: m.flags for m in msgs}
     view.uidvalidity = mbox.uidvalidity
+    if s.rev2:     # RFC 9051: no \Recent; the mailbox's LIST line instead of RECENT and UNSEEN
+        view.rev2, view.recent = True, set()
     s.view = view
     s.state = SELECTED
     view.keywords = set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")}
     first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
     lines = s.flags_lines(view) + [f"* {len(msgs)} EXISTS", f"* {len(view.recent)} RECENT"]
+    if s.rev2:
+        lines[-1] = '* LIST () "/" ' + encode_mailbox(name, True).decode("utf-8")
+        first_unseen = None
     if first_unseen:
         lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
     lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
@@ -202,7 +208,7 @@ def parse_list(p: Parser, uid: bool = False, lsub: bool = False) -> ListArgs:
             select_subscribed |= opt == "SUBSCRIBED"
             p.maybe(b" ")
         p.sp()
-    ref = decode_mailbox(p.astring())
+    ref = decode_mailbox(p.astring(), p.utf8)
     p.sp()
     patterns = []
     if not lsub and p.peek() == 40:
@@ -246,7 +252,7 @@ async def list_(s: Session, tag: str, args: ListArgs) -> None:
     entries = s.storage.list()
     sub_list = s.storage.subscriptions() if (lsub or select_subscribed or return_subscribed) else []
     subs = set(sub_list)
-    regexes = [list_pattern(args.reference, decode_mailbox(pat)) for pat in patterns]
+    regexes = [list_pattern(args.reference, decode_mailbox(pat, s.utf8)) for pat in patterns]
     if lsub:
         listed = lsub_entries(entries, sub_list, regexes)
     else:
@@ -261,7 +267,7 @@ async def list_(s: Session, tag: str, args: ListArgs) -> None:
         if name in subs and (select_subscribed or return_subscribed):
             attrs.add("\\Subscribed")
         attr_text = " ".join(sorted(attrs, key=_attr_order))
-        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(name) + b"\r\n")
+        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(name, s.utf8) + b"\r\n")
         if args.status_items and "\\Noselect" not in attrs and "\\NonExistent" not in attrs:
             try:
                 out.append(status_line(s, name, args.status_items))
@@ -382,13 +388,19 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
                 v = sum(1 for m in msgs if "\\Seen" not in m.flags)
             elif i == "HIGHESTMODSEQ":
                 v = condstore.highestmodseq(mbox, msgs) or 0
+            elif i == "DELETED":      # IMAP4rev2 (RFC 9051 6.3.11)
+                v = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            elif i == "APPENDLIMIT":  # RFC 7889 4: one limit for every mailbox
+                from fetchdeliver.imapserver.commands.append import append_limit
+
+                v = append_limit(s)
             else:
                 v = sum(mbox.size(m) for m in msgs)
             vals.append(f"{i} {v}")
     finally:
         if own:
             mbox.close()
-    return b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
+    return b"* STATUS " + encode_mailbox(name, s.utf8) + f" ({' '.join(vals)})\r\n".encode()
 
 
 # APPEND (MULTIAPPEND, CATENATE, APPENDLIMIT, literal8) is in commands/append.py.

@@ -68,7 +68,7 @@ def parse_list(p: Parser, uid: bool = False) -> ListArgs:
         if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
             raise ParseError("RECURSIVEMATCH needs another selection option (RFC 5258 section 3)")
         p.sp()
-    ref = decode_mailbox(p.astring())
+    ref = decode_mailbox(p.astring(), p.utf8)
     p.sp()
     patterns: list[bytes] = []
     if p.peek() == 40:
@@ -119,7 +119,7 @@ def list_lines(s: Session, args: ListArgs) -> list[bytes]:
     entries = {e.name: set(e.attributes) for e in s.storage.list()}
     wants_subs = args.select_subscribed or args.return_subscribed
     subs = set(s.storage.subscriptions()) if wants_subs else set()
-    regexes = [list_pattern(args.reference, decode_mailbox(pat)) for pat in args.patterns]
+    regexes = [list_pattern(args.reference, decode_mailbox(pat, s.utf8)) for pat in args.patterns]
 
     def match(name: str) -> bool:
         return any(r.match(name) for r in regexes)
@@ -155,7 +155,7 @@ def list_lines(s: Session, args: ListArgs) -> list[bytes]:
         if name in subs:
             attrs.add("\\Subscribed")
         line = f"* LIST ({' '.join(sorted(attrs, key=_attr_order))}) \"/\" ".encode() + \
-            encode_mailbox(name, getattr(s, "utf8", False))
+            encode_mailbox(name, s.utf8)
         if name in childinfo:
             line += b' ("CHILDINFO" (' + b" ".join(b'"%s"' % c.encode() for c in childinfo[name]) + b"))"
         out.append(line + b"\r\n")
