@@ -136,7 +136,7 @@ def binary_bytes(parsed: Parsed, sec: Section) -> bytes | None:
         return parsed.raw
     node = _find_part(parsed.root, sec.nums)
     if node is None:
-        return None
+        return b""         # no such part: empty, as Dovecot answers
     data = node.body_bytes()
     if node.is_multipart() or node.message is not None:
         return data        # a multipart or message/rfc822 is never encoded (RFC 2045 6.4)

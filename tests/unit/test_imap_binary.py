@@ -49,7 +49,8 @@ def test_base64_and_quoted_printable_are_decoded():
     assert render(b"BINARY.PEEK[2]") == b"(BINARY[2] {25}\r\ncaf\xc3\xa9 softbreak\r\nfoo_bar=)"
     assert render(b"BINARY.PEEK[1]<6.100>") == b"(BINARY[1]<6> {5}\r\nworld)"
     assert render(b"BINARY.PEEK[4]") == b"(BINARY[4] {5}\r\nplain)"   # identity encoding: as it is
-    assert render(b"BINARY.PEEK[9]") == b"(BINARY[9] NIL)"
+    assert render(b"BINARY.PEEK[9]") == b"(BINARY[9] {0}\r\n)"     # no such part: empty, as Dovecot
+    assert render(b"BINARY.SIZE[9]") == b"(BINARY.SIZE[9] 0)"
 
 
 def test_whole_message_is_not_decoded():

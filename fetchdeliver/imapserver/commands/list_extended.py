@@ -131,7 +131,7 @@ def list_lines(s: Session, args: ListArgs) -> list[bytes]:
         candidates = set(entries)
     if "SPECIAL-USE" in args.selection:
         candidates = {n for n in candidates if entries.get(n, set()) & _SPECIAL}
-    criteria = [c for c in ("SUBSCRIBED", "SPECIAL-USE") if c in args.selection]
+    criteria: list[str] = [c for c in ("SUBSCRIBED", "SPECIAL-USE") if c in args.selection]
     listed = {n for n in candidates if match(n)}
     childinfo: dict[str, list[str]] = {}
     if "RECURSIVEMATCH" in args.selection:
@@ -148,8 +148,12 @@ def list_lines(s: Session, args: ListArgs) -> list[bytes]:
     for name in sorted(listed | set(childinfo), key=lambda n: (n.upper() != "INBOX", n)):
         if name in entries:
             attrs = set(entries[name])
-        else:
-            attrs = {"\\NonExistent"}
+            if args.extended and "\\Noselect" in attrs:
+                # a level of the hierarchy with no mailbox of its own (Maildir++): \NonExistent
+                # (which implies \Noselect, RFC 5258 3.4), as Dovecot says in the extended form
+                attrs = (attrs - {"\\Noselect"}) | {"\\NonExistent"}
+        else:    # a subscription without its mailbox; it has no children either (else it would be an entry)
+            attrs = {"\\NonExistent", "\\HasNoChildren"}
         if not keep_children:
             attrs -= CHILD_ATTRIBUTES
         if name in subs:
@@ -159,7 +163,8 @@ def list_lines(s: Session, args: ListArgs) -> list[bytes]:
         if name in childinfo:
             line += b' ("CHILDINFO" (' + b" ".join(b'"%s"' % c.encode() for c in childinfo[name]) + b"))"
         out.append(line + b"\r\n")
-        if args.status_items and name in entries and "\\Noselect" not in attrs and name in listed:
+        if args.status_items and name in entries and not attrs & {"\\Noselect", "\\NonExistent"} \
+                and name in listed:
             try:
                 out.append(status_line(s, name, args.status_items))
             except StorageError:
