@@ -193,9 +193,9 @@ class Parsed:
     __slots__ = ("raw", "_root")
 
     def __init__(self, raw: bytes) -> None:
-        # A message with NUL bytes is binary content (an APPEND of a literal8, RFC 3516): its line
-        # ends are part of that content and stay as they are.
-        self.raw = raw if b"\0" in raw else to_crlf(raw)
+        # A CRLF message with NUL bytes is binary content (an APPEND of a literal8, RFC 3516): the
+        # line ends inside that content are part of it and stay as they are.
+        self.raw = raw if b"\0" in raw and _crlf_header(raw) else to_crlf(raw)
         self._root: Part | None = None
 
     @property
@@ -203,6 +203,12 @@ class Parsed:
         if self._root is None:
             self._root = Part(self.raw, 0, len(self.raw))
         return self._root
+
+
+def _crlf_header(raw: bytes) -> bool:
+    """Whether the first line ends in CRLF (so the message came over the wire, not as a Unix file)."""
+    nl = raw.find(b"\n")
+    return nl > 0 and raw[nl - 1] == 13
 
 
 def _find_part(root: Part, nums: list[int]) -> Part | None:
