@@ -242,6 +242,12 @@ SIEVE_KEYS = {
     "editheader_protected": check_str_list,                     # header names editheader may not add/delete
     "editheader_forbid_add": check_str_list,
     "editheader_forbid_delete": check_str_list,
+    "editheader_max_header_size": check_size,                   # bytes of an added header value (default 2048)
+    "variables_max_variable_size": check_size,                  # bytes a variable holds (default 4096)
+    "variables_max_scope_size": check_int(1, 100000),           # variables one script may use (default 255)
+    "include_max_includes": check_int(1, 10000),                # scripts one script may include (default 255)
+    "include_max_nesting_depth": check_int(1, 100),             # include nesting (default 10)
+    "execute_input_eol": check_choice("crlf", "lf"),            # line ends of vnd.dovecot.execute's input
 }
 
 LOG_KEYS = {

@@ -18,8 +18,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.storage.base import Store as MailStore, Receipt
     from fetchdeliver.message import Message
-    from fetchdeliver.pipeline import RulesFile
+    from fetchdeliver.pipeline import DatabaseRules, RulesFile
     from fetchdeliver.deliverylog import Recorder
+    from collections.abc import Callable
+
     from fetchdeliver.filter import Filter
 
 DELIVERED = "delivered"
@@ -36,15 +38,18 @@ def _log():
 class Outcome:
     """The result of processing one message."""
 
-    __slots__ = ("status", "receipts", "actions", "errors", "reason")
+    __slots__ = ("status", "receipts", "actions", "errors", "reason", "quota")
 
     def __init__(self, status: str, receipts: list | None = None, actions: list | None = None,
-                 errors: list[str] | None = None, reason: str = "") -> None:
+                 errors: list[str] | None = None, reason: str = "", quota=None) -> None:
         self.status = status
         self.receipts = receipts or []
         self.actions = actions or []
         self.errors = errors or []
         self.reason = reason
+        # A tempfail because the user is over quota: the QuotaExceeded (its `temporary` says whether
+        # a source answers 4xx/75 or 5xx/77); None for every other outcome.
+        self.quota = quota
 
     @property
     def ok(self) -> bool:
@@ -66,7 +71,8 @@ class Context:
     """What `process()` needs besides the message: where to store, which rules, which options."""
 
     __slots__ = ("store", "script", "script_error", "sieve_options", "pipe_bin_dir", "state",
-                 "outbound", "default_mailbox", "dry_run", "rules", "delivery_log", "trace", "filter")
+                 "outbound", "default_mailbox", "dry_run", "rules", "delivery_log", "trace", "filter",
+                 "message_for")
 
     def __init__(self, store: "MailStore", script=None, *, script_error: str | None = None,
                  sieve_options: dict | None = None, pipe_bin_dir: str | None = None, state=None,
@@ -80,10 +86,13 @@ class Context:
         self.outbound = outbound            # the SMTP queue, or None until it is configured
         self.default_mailbox = default_mailbox
         self.dry_run = dry_run
-        self.rules: RulesFile | None = None  # re-read the script when its file changed
+        # re-read the script when its file (or, with [storage] url, the active one in PostgreSQL) changed
+        self.rules: RulesFile | DatabaseRules | None = None
         self.delivery_log: Recorder | None = None  # one row per decided message, or None
         self.trace: list[str] = []          # the last Sieve run's trace (kept only with a delivery_log)
         self.filter: Filter | None = None   # when [filter] is configured
+        # action -> the message as the rules had edited it when the action was taken
+        self.message_for: Callable[[Action], Message] | None = None
 
 
 def decide(message: "Message", ctx: Context,
@@ -92,6 +101,7 @@ def decide(message: "Message", ctx: Context,
     `options` replaces ctx.sieve_options for this message (the content filter's doing)."""
     errors: list[str] = []
     ctx.trace = []
+    ctx.message_for = None
     if ctx.rules is not None:
         try:
             ctx.rules.refresh(ctx)
@@ -114,6 +124,7 @@ def decide(message: "Message", ctx: Context,
         _log().exception("Sieve interpreter failed; keeping the message in INBOX")
         return [keep(implicit=True)], errors + [f"sieve: internal error: {e}"], message
     errors.extend(result.errors)
+    ctx.message_for = result.message_for
     actions = list(result.actions)
     if not actions:
         # Should not happen (the interpreter adds implicit keep), but never drop mail.
@@ -133,10 +144,7 @@ def plan_stores(actions: list[Action], default_mailbox: str = "INBOX") -> list[S
     merged: dict[str, Store] = {}
     for a in actions:
         if isinstance(a, Store):
-            box = a.mailbox
-            if a.type == "keep" or box.upper() == "INBOX":
-                box = default_mailbox
-            key = "INBOX" if box.upper() == "INBOX" else box
+            box, key = _store_target(a, default_mailbox)
             prev = merged.get(key)
             if prev is None:
                 merged[key] = Store(box, a.flags, copy=a.copy, implicit=a.implicit,
@@ -146,6 +154,26 @@ def plan_stores(actions: list[Action], default_mailbox: str = "INBOX") -> list[S
                     if f not in prev.flags:
                         prev.flags.append(f)
     return list(merged.values())
+
+
+def _store_target(a: Store, default_mailbox: str) -> tuple[str, str]:
+    """(mailbox, merge key) of a store action."""
+    box = a.mailbox
+    if a.type == "keep" or box.upper() == "INBOX":
+        box = default_mailbox
+    return box, ("INBOX" if box.upper() == "INBOX" else box)
+
+
+def _stored_messages(actions: list[Action], edited: "Message", ctx: Context) -> dict[str, "Message"]:
+    """Merge key -> the message a store delivers: as edited when the first store to that mailbox
+    was decided (RFC 5293 section 7), the implicit keep the final one."""
+    out: dict[str, "Message"] = {}
+    for a in actions:
+        if isinstance(a, Store):
+            key = _store_target(a, ctx.default_mailbox)[1]
+            if key not in out:
+                out[key] = ctx.message_for(a) if ctx.message_for is not None else edited
+    return out
 
 
 def process(message: "Message", ctx: Context) -> Outcome:
@@ -171,7 +199,7 @@ def process(message: "Message", ctx: Context) -> Outcome:
     # Side actions first only where they cannot fail the message; stores are the durable part.
     for a in others:
         try:
-            extra = _perform_other(a, edited, ctx)
+            extra = _perform_other(a, ctx.message_for(a) if ctx.message_for is not None else edited, ctx)
         except DeliveryError as e:
             if e.temporary:
                 _log().error("%s: %s failed temporarily: %s", message.origin, a.type, e)
@@ -194,9 +222,11 @@ def process(message: "Message", ctx: Context) -> Outcome:
         return _logged(message, ctx, Outcome(REJECTED, receipts=receipts, actions=actions, errors=errors,
                                              reason=rejects[0].reason))  # type: ignore[attr-defined]
 
+    stored = _stored_messages(actions, edited, ctx)
     for s in stores:
         try:
-            receipts.append(ctx.store.deliver(edited.raw, s.mailbox, s.flags, sender=message.sender,
+            raw = stored.get(_store_target(s, ctx.default_mailbox)[1], edited).raw
+            receipts.append(ctx.store.deliver(raw, s.mailbox, s.flags, sender=message.sender,
                                               create=True))
         except InvalidMailboxName as e:
             errors.append(str(e))
@@ -208,16 +238,23 @@ def process(message: "Message", ctx: Context) -> Outcome:
                                                   sender=message.sender))
             except DeliveryError as e2:
                 _rollback(receipts)
-                return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e2)])
+                return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e2)], quota=_over_quota(e2))
         except DeliveryError as e:
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
-            return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
+            return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)], quota=_over_quota(e))
         except OSError as e:  # a deliverer bug surfacing as a raw OSError: still temporary
             _log().error("%s: delivery to %s failed: %s", message.origin, s.mailbox, e)
             _rollback(receipts)
             return Outcome(TEMPFAIL, actions=actions, errors=errors + [str(e)])
     return _logged(message, ctx, Outcome(DELIVERED, receipts=receipts, actions=actions, errors=errors))
+
+
+def _over_quota(e: DeliveryError):
+    """`e` when it is a QuotaExceeded (storage/quota.py), else None."""
+    from fetchdeliver.errors import QuotaExceeded
+
+    return e if isinstance(e, QuotaExceeded) else None
 
 
 def _logged(message: "Message", ctx: Context, outcome: Outcome) -> Outcome:

@@ -69,3 +69,16 @@ class MailboxNotFound(PermanentDeliveryError):
 
 class FilterUnavailable(TemporaryDeliveryError):
     """A content filter (spamd, rspamd, clamd) is down, slow or answered something we cannot read."""
+
+
+class QuotaExceeded(DeliveryError):
+    """Storing the message would take its user over quota (storage/quota.py). Whether that is
+    temporary (LMTP 452 4.2.2, MDA exit 75) or final (552 5.2.2, exit 77) is `[quota] tempfail`;
+    `resource` is the IMAP quota resource (RFC 9208) that ran out: "STORAGE" or "MESSAGE"."""
+
+    imap_code = "OVERQUOTA"
+
+    def __init__(self, message: str, *, resource: str = "STORAGE", temporary: bool = False) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.temporary = temporary

@@ -4,7 +4,8 @@ Start-up time matters here more than anywhere: options are parsed by hand (no
 argparse), the config comes from a marshal cache, the compiled Sieve script
 from its cache, and nothing heavy is imported unless a rule needs it.
 Exit codes (sysexits): 0 delivered, 75 temporary failure (the MTA retries),
-77 rejected by a Sieve reject (reason on stderr), 64 usage, 78 configuration.
+77 rejected by a Sieve reject (reason on stderr) or over quota ([quota] tempfail = true: 75),
+64 usage, 78 configuration.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def _deliver(opts: dict) -> int:
                             dry_run=bool(opts.get("dry_run")),
                             # The delivery log costs the MDA a state database open and ~4 fsyncs per
                             # message (benchmarks/mda_pipe.py): only with [log] mda = true.
-                            delivery_log=bool(settings.data.get("log", {}).get("mda", False)))
+                            delivery_log=bool(settings.data.get("log", {}).get("mda", False)),
+                            quota_user=(envelope.recipients[0] if envelope.recipients else None),
+                            database_rules=not opts.get("rules"))
     except ConfigError as e:
         return report_config_error("fetchdeliver deliver", e)
     if ctx.script_error:
@@ -156,6 +159,10 @@ def _deliver(opts: dict) -> int:
         sys.stderr.write(f"{outcome.reason}\n")
         return EX_NOPERM                   # the MTA bounces it with the reason
     source.release([fetched.handle])       # the MTA keeps it and retries
+    if outcome.quota is not None:   # [quota] tempfail decides: 75 the MTA retries, 77 it bounces
+        kind = "temporary failure" if outcome.quota.temporary else "rejected"
+        sys.stderr.write(f"fetchdeliver deliver: {kind}: {outcome.quota}\n")
+        return EX_TEMPFAIL if outcome.quota.temporary else EX_NOPERM
     for err in outcome.errors[-1:]:
         sys.stderr.write(f"fetchdeliver deliver: temporary failure: {err}\n")
     return source.exit_status

@@ -159,12 +159,110 @@ class RulesFile:
             _log().info("rules %s changed: loaded again", self.path)
 
 
+def compile_script_bytes(raw: bytes, name: str, settings: "Settings"):
+    """(script or None, error text or None) for Sieve source held elsewhere than a file (PostgreSQL),
+    through the same compile cache as load_rules()."""
+    from fetchdeliver.sieve import cache
+    from fetchdeliver.errors import FetchdeliverError
+
+    options = sieve_options(settings)
+    cache_dir = os.path.join(settings.cache_dir, "sieve")
+    key = cache.key(raw, options)
+    try:
+        script = cache.load(cache_dir, key, name)
+        if script is None:
+            from fetchdeliver.sieve.compiler import compile_bytes
+
+            script = compile_bytes(raw, name, options=options)
+            cache.store(cache_dir, key, script)
+        return script, None
+    except FetchdeliverError as e:
+        return None, f"rules not used, message kept in INBOX: {e}"
+    except Exception as e:  # a compiler bug must not stop delivery (implicit keep)
+        return None, f"rules not used, message kept in INBOX: {name}: internal error while compiling: " \
+                     f"{type(e).__name__}: {e}"
+
+
+class DatabaseRules:
+    """With `[storage] url`: the user's active ManageSieve script in PostgreSQL (fd_sieve_script),
+    looked up before each message (one query comparing its SHA-256 with the one compiled), so a
+    SETACTIVE on any node takes effect at the next delivery on every node. Without an active script
+    the configured rules apply (`file`, a RulesFile, or none), as Pigeonhole's sieve_default does.
+    A database that cannot be asked keeps the script in use (the delivery itself will tempfail)."""
+
+    __slots__ = ("settings", "file", "digest", "fallback")
+
+    def __init__(self, settings: "Settings", file: "RulesFile | None", fallback) -> None:
+        self.settings = settings
+        self.file = file
+        self.digest: bytes | None = None     # the script in use came from the database (its SHA-256)
+        self.fallback = fallback             # (script, error) of the configured rules
+
+    def refresh(self, ctx: "Context") -> None:
+        store = ctx.store
+        if getattr(store, "kind", "") != "postgres":
+            if self.file is not None:
+                self.file.refresh(ctx)
+            return
+        from fetchdeliver.managesieve.storage import active_script
+
+        try:
+            found = active_script(store, digest_only=True)
+        except Exception as e:
+            _log().warning("cannot look up the active Sieve script of %s: %s", getattr(store, "user", "?"), e)
+            return
+        if found is None:
+            if self.digest is not None:      # deactivated: back to the configured rules
+                self.digest = None
+                ctx.script, ctx.script_error = self.fallback
+                if self.file is not None:
+                    self.file.stamp = None   # read the file again
+            if self.file is not None:
+                self.file.refresh(ctx)
+                self.fallback = (ctx.script, ctx.script_error)
+            return
+        name, digest, _ = found
+        if digest == self.digest:
+            return
+        try:
+            got = active_script(store)
+        except Exception as e:
+            _log().warning("cannot read the active Sieve script of %s: %s", getattr(store, "user", "?"), e)
+            return
+        if got is None:
+            return
+        name, digest, raw = got
+        user = getattr(store, "user", "?")
+        script, error = compile_script_bytes(raw or b"", f"postgresql:{user}/{name}.sieve", self.settings)
+        if error and self.digest is not None and ctx.script is not None:
+            _log().error("the active script of %s changed but cannot be used; the one loaded before stays: %s",
+                         user, error)
+            self.digest = digest
+            return
+        if self.digest is None and self.file is None:
+            self.fallback = (ctx.script, ctx.script_error)
+        self.digest = digest
+        ctx.script, ctx.script_error = script, error
+        if error:
+            _log().error("%s", error)
+        else:
+            _log().info("the active Sieve script %r of %s (PostgreSQL) loaded", name, user)
+
+
 def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str | None = None,
                   rules: str | None = None, default_mailbox: str | None = None,
-                  dry_run: bool = False, state=None, delivery_log: bool = True) -> "Context":
+                  dry_run: bool = False, state=None, delivery_log: bool = True,
+                  quota_user: str | None = None, database_rules: bool = True) -> "Context":
+    """`quota_user`: whose [quota] limits apply (the passwd-file's per-user rules); None: the table's.
+    `database_rules`: with [storage] url, a user's active ManageSieve script in PostgreSQL replaces
+    the configured rules (False: only the configured ones, e.g. the MDA's --rules)."""
     from fetchdeliver.engine import Context
 
     store = store_from_settings(settings, maildir=maildir, mbox=mbox)
+    if "quota" in settings.data:
+        from fetchdeliver.storage.quota import attach_quota
+
+        attach_quota(store, settings, quota_user or (settings.data.get("storage") or {}).get("user"))
     path = rules if rules is not None else settings.delivery.get("rules")
     live = RulesFile(path, settings) if path else None   # stat before reading: a change in between is seen
     script, error = load_rules(path, settings)
@@ -173,6 +271,8 @@ def build_context(settings: "Settings", *, maildir: str | None = None, mbox: str
                   default_mailbox=default_mailbox or settings.delivery.get("default_mailbox", "INBOX"),
                   dry_run=dry_run)
     ctx.rules = live
+    if database_rules and getattr(store, "kind", "") == "postgres":
+        ctx.rules = DatabaseRules(settings, live, (script, error))
     table = settings.table("filter")
     if table:
         from fetchdeliver.filter import Filter

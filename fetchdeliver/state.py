@@ -1,7 +1,8 @@
 """The state database: what was fetched and delivered, so nothing is delivered twice.
 
 One SQLite database (WAL) in the state directory holds, per account:
-- POP3 UIDLs and IMAP (folder, UIDVALIDITY, UID) already recorded;
+- POP3 UIDLs and IMAP (folder, UIDVALIDITY, UID) already recorded; JMAP Email ids (account-wide and
+  never reused, like UIDLs) in the POP3 table, and the JMAP Email state of the last complete pass;
 - the duplicate memory (Message-ID + size + SHA-256 of the bytes) that makes a
   UIDVALIDITY change or a copied message harmless;
 - "pending" deliveries: a row written (and committed) *before* a message is
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS imap_sync (
     account TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL, highestmodseq INTEGER NOT NULL,
     uidnext INTEGER NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (account, folder)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jmap_sync (
+    account TEXT PRIMARY KEY, jmap_account TEXT NOT NULL, scope TEXT NOT NULL, state TEXT NOT NULL,
+    at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS delivered (
     account TEXT NOT NULL, message_id TEXT NOT NULL, size INTEGER NOT NULL, digest TEXT NOT NULL,
     at INTEGER NOT NULL,
@@ -261,6 +265,26 @@ class State(AccountLocks):
             else:
                 self.db.execute("INSERT OR REPLACE INTO imap_sync VALUES (?,?,?,?,?,?)",
                                 (account, folder, *(int(x) for x in point[:3]), time.time()))
+
+    # -- JMAP -----------------------------------------------------------------------
+    # Email ids are recorded like UIDLs (pop3_seen/pop3_forget); this is the watermark.
+    def jmap_sync_point(self, account: str) -> tuple[str, str, str, float] | None:
+        """(JMAP accountId, scope, Email state, when the folders were last listed) after the last complete
+        pass (`Email/changes` since it)."""
+        row = self.db.execute("SELECT jmap_account, scope, state, at FROM jmap_sync WHERE account=?",
+                              (account,)).fetchone()
+        return tuple(row) if row else None
+
+    def set_jmap_sync_point(self, account: str, point: tuple[str, str, str] | None, *,
+                            at: float | None = None) -> None:
+        """Remember (or with None forget) (accountId, scope, Email state) of a complete pass; `at`: when
+        the folders were last listed completely (default: now)."""
+        with self._tx():
+            if point is None:
+                self.db.execute("DELETE FROM jmap_sync WHERE account=?", (account,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO jmap_sync VALUES (?,?,?,?,?)",
+                                (account, *(str(x) for x in point[:3]), time.time() if at is None else at))
 
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:

@@ -139,7 +139,14 @@ class AccountTask:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         if self.account.idle:
-            self.idle = AccountPush(
+            push = AccountPush
+            watcher = self.account.kind.watcher   # a source's own push (JMAP: EventSource)
+            if watcher:
+                import importlib
+
+                module, _, cls = watcher.partition(":")
+                push = getattr(importlib.import_module(module), cls)
+            self.idle = push(
                 self.account, poll=describe_interval(self.interval),
                 renew=float(self.daemon.options["idle_renew"]),
                 on_mail=lambda folders: loop.call_soon_threadsafe(self._pushed, folders),
@@ -256,6 +263,9 @@ class AccountTask:
                 n = len(self.account.folders)
                 log.info("%s: NOTIFY connected: new mail in %d folder%s is fetched as it arrives", self.name,
                          n, "" if n == 1 else "s", extra=extra)
+            elif label == "EventSource":
+                log.info("%s: JMAP EventSource connected: new mail is fetched as it arrives", self.name,
+                         extra=extra)
             elif label.startswith("IDLE "):
                 log.info("%s: IDLE connected on %s: new mail is fetched as it arrives", self.name, label[5:],
                          extra=extra)
@@ -273,7 +283,8 @@ class AccountTask:
             pushed = sum(1 for p in plans if p.state == "pushed")
             if kind != "none" or self.push_plan:
                 log.info("%s: %d of %d folders pushed (%s)", self.name, pushed, len(plans),
-                         {"notify": "NOTIFY", "idle": "IDLE per folder"}.get(kind, "none"),
+                         {"notify": "NOTIFY", "idle": "IDLE per folder", "eventsource": "JMAP EventSource"
+                          }.get(kind, "none"),
                          extra={"account": self.name})
         self.push_plan = list(plans)
         try:

@@ -197,7 +197,15 @@ def format_status(st: dict, configured: list[str], now: float | None = None) -> 
     else:
         lines.append("servers backing off: none")
     q = st["queue"]
-    lines.append(f"outbound queue: {q if q is not None else 0} message{'s' if q != 1 else ''}")
+    pgq = st.get("pg_queue")
+    if pgq is not None and pgq.get("error"):
+        lines.append(f"outbound queue (PostgreSQL): unknown: {pgq['error']}")
+    elif pgq is not None:
+        lines.append(f"outbound queue (PostgreSQL, all nodes): {q} message{'s' if q != 1 else ''}, "
+                     f"{pgq['due']} due now, {pgq['sending']} being sent by a node"
+                     + (f", oldest queued {_when(pgq['oldest'], now)}" if pgq.get("oldest") else ""))
+    else:
+        lines.append(f"outbound queue: {q if q is not None else 0} message{'s' if q != 1 else ''}")
     try:
         listeners = json.loads(info.get("listeners", "[]"))
     except ValueError:
@@ -211,6 +219,24 @@ def format_status(st: dict, configured: list[str], now: float | None = None) -> 
     return "\n".join(lines)
 
 
+def read_pg_queue(url: str, now: float | None = None) -> dict:
+    """The shared queue in PostgreSQL ([storage] url): {"count", "due", "sending", "oldest"}, or
+    {"error": why} when the database cannot be asked."""
+    now = time.time() if now is None else now
+    try:
+        import psycopg
+
+        from fetchdeliver.storage.postgres import split_location
+
+        with psycopg.connect(split_location(url)[0], connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*), count(*) FILTER (WHERE next_attempt <= %s AND lease_until <= %s), "
+                               "count(*) FILTER (WHERE lease_until > %s), min(created) FROM fd_queue",
+                               (now, now, now)).fetchone()
+    except Exception as e:   # psycopg missing, database away, schema not migrated
+        return {"error": f"{type(e).__name__}: {e}".strip()}
+    return {"count": int(row[0]), "due": int(row[1]), "sending": int(row[2]), "oldest": row[3]}
+
+
 def main(args) -> int:
     """`fetchdeliver status [-c CONFIG]`."""
     from fetchdeliver.sources.accounts import from_settings
@@ -222,6 +248,10 @@ def main(args) -> int:
         return report_config_error("fetchdeliver status", e)
     configured = [a.name for a in from_settings(settings)]
     st = read_status(settings.state_dir)
+    url = (settings.data.get("storage") or {}).get("url")
+    if url:   # [storage] url: the queue every node shares is in PostgreSQL, not in the state directory
+        st["pg_queue"] = read_pg_queue(url)
+        st["queue"] = st["pg_queue"].get("count")
     if getattr(args, "json", False):
         st["configured"] = configured
         print(json.dumps(st, indent=2))

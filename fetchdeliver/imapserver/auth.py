@@ -288,11 +288,13 @@ def parse_passwd(text: str, path: str = "passwd-file") -> dict[str, PasswdEntry]
 
 
 def mail_location(entry: PasswdEntry) -> str | None:
-    """The entry's "maildir:PATH" / "mbox:PATH" with ~ expanded, or None."""
+    """The entry's "maildir:PATH" / "mbox:PATH" with ~ expanded, a "postgresql://..." URL as it is, or None."""
     loc = entry.extra.get("userdb_mail") or entry.extra.get("mail")
     if not loc:
         return None
     kind, _, rest = loc.partition(":")
+    if kind.lower() in ("postgresql", "postgres") and rest.startswith("//"):
+        return loc                 # a URL: its colons (port, password) belong to it
     path = rest.split(":", 1)[0]   # drop Dovecot options such as :LAYOUT=fs or :INBOX=...
     if path.startswith("~") and entry.home:
         path = entry.home + path[1:]
@@ -328,6 +330,12 @@ class PasswdFileAuthenticator(Authenticator):
         if not verify_password(password, entry.password):
             return None
         return _account(entry)
+
+    def account(self, user: str) -> Account | None:
+        """The user's Account without a password check (their mail, for a login proven otherwise:
+        an OAuth2 token the issuer vouched for)."""
+        entry = self.users().get(user)
+        return _account(entry) if entry is not None else None
 
     def scram_credentials(self, user: str, hash_name: str = "sha256"):
         """(ScramKeys, Account) for SASL SCRAM, from a {SCRAM-SHA-256}/{SCRAM-SHA-1} or {PLAIN}

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
-from fetchdeliver.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError
+from fetchdeliver.config import report_config_error
+from fetchdeliver.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError
+from fetchdeliver.serversetup import load_config
 
 
 def _log():
     import logging
 
     return logging.getLogger("fetchdeliver.imapserver")
-
-
-def _load(path: str | None) -> tuple[dict, str | None]:
-    from fetchdeliver import config
-
-    file = path or config.default_config_path()
-    if path is None and not os.path.exists(file):
-        return {}, None
-    import fetchdeliver.imapserver.settings  # noqa: F401  (registers [imap])
-
-    return config.load(file), file
 
 
 def build_config(args, data: dict):
@@ -45,13 +35,18 @@ def build_config(args, data: dict):
         mail = postgres_location(storage)
     else:
         mail = default_mail(data)
-    return ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
-                        authenticator=authenticator, default_mail=mail,
-                        allow_plaintext_auth=imap["allow_plaintext_auth"],
-                        login_failure_delay=float(imap["login_failure_delay"]),
-                        idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
-                        max_literal=imap["max_literal"], append_limit=imap.get("append_limit"),
-                        literal_plus=imap.get("literal_plus", True), **limit_options(imap))
+    cfg = ServerConfig(listen=imap["listen"], tls_listen=imap.get("tls_listen", []), ssl_context=ctx,
+                       authenticator=authenticator, default_mail=mail,
+                       allow_plaintext_auth=imap["allow_plaintext_auth"],
+                       login_failure_delay=float(imap["login_failure_delay"]),
+                       idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
+                       max_literal=imap["max_literal"], append_limit=imap.get("append_limit"),
+                       literal_plus=imap.get("literal_plus", True), **limit_options(imap))
+    if "quota" in data:
+        from fetchdeliver.config import Settings
+
+        cfg.quota_settings = Settings(data)
+    return cfg
 
 
 def warm_up() -> None:
@@ -77,11 +72,10 @@ def main(args) -> int:
     from fetchdeliver.serversetup import serve_until_signal
 
     try:
-        data, _file = _load(getattr(args, "config", None))
+        data = load_config(getattr(args, "config", None))     # validated with [imap]'s table
         cfg = build_config(args, data)
     except ConfigError as e:
-        print(f"fetchdeliver imap: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver imap", e)
 
     warm_up()
 
@@ -100,7 +94,7 @@ def passwd_main(args) -> int:
     try:
         path = getattr(args, "file", None)
         if not path:
-            data, file = _load(getattr(args, "config", None))
+            data = load_config(getattr(args, "config", None))
             path = data.get("imap", {}).get("passwd_file")
             if not path:
                 print("fetchdeliver passwd: no passwd-file: give -f FILE or set [imap] passwd_file",
@@ -118,8 +112,7 @@ def passwd_main(args) -> int:
             return EX_USAGE
         set_password(path, args.user, password, getattr(args, "scheme", None) or DEFAULT_SCHEME)
     except ConfigError as e:
-        print(f"fetchdeliver passwd: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return report_config_error("fetchdeliver passwd", e)
     except OSError as e:
         print(f"fetchdeliver passwd: {e.filename}: {e.strerror}", file=sys.stderr)
         return EX_SOFTWARE

@@ -13,9 +13,10 @@ import re
 import time
 
 from fetchdeliver.delivery.names import utf7_decode, utf7_encode
+from fetchdeliver.errors import FetchdeliverError
 
 
-class ParseError(Exception):
+class ParseError(FetchdeliverError):
     """The command does not follow the grammar; the message goes into the BAD response."""
 
 

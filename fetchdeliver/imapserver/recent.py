@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-MAX_MAILBOXES = 10_000
-MAX_UIDS_PER_MAILBOX = 100_000
+MAX_UIDS = 1_000_000     # in all (a few dozen MB at most); the mailboxes added to longest ago go first
 
 
 def _key(mailbox) -> tuple | None:
@@ -26,8 +25,10 @@ def _key(mailbox) -> tuple | None:
 
 
 class RecentTracker:
-    def __init__(self) -> None:
+    def __init__(self, max_uids: int = MAX_UIDS) -> None:
+        self.max_uids = max_uids
         self._pending: OrderedDict[tuple, set[int]] = OrderedDict()
+        self._count = 0
 
     def add(self, mailbox, uids: Iterable[int]) -> None:
         """These UIDs were just added to `mailbox` by this server (COPY, MOVE, APPEND)."""
@@ -37,13 +38,19 @@ class RecentTracker:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = set()
-            if len(self._pending) > MAX_MAILBOXES:
-                self._pending.popitem(last=False)
+        else:
+            self._pending.move_to_end(key)
+        before = len(pending)
         pending.update(uids)
-        if len(pending) > MAX_UIDS_PER_MAILBOX:     # keep the newest
-            keep = sorted(pending)[-MAX_UIDS_PER_MAILBOX:]
+        self._count += len(pending) - before
+        while self._count > self.max_uids and len(self._pending) > 1:
+            _key_, dropped = self._pending.popitem(last=False)
+            self._count -= len(dropped)
+        if self._count > self.max_uids:     # one mailbox alone: keep its newest UIDs
+            keep = sorted(pending)[-self.max_uids:]
             pending.clear()
             pending.update(keep)
+            self._count = len(pending)
 
     def take(self, mailbox, uids: Iterable[int], readonly: bool = False) -> set[int]:
         """Which of `uids` (messages a session now sees in `mailbox`) are \\Recent for it; unless
@@ -57,6 +64,7 @@ class RecentTracker:
         got = pending.intersection(uids)
         if got and not readonly:
             pending -= got
+            self._count -= len(got)
             if not pending:
                 del self._pending[key]
         return got

@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import time
 
+from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.imapserver.protocol import ParseError, Parser
 
 FLAG_KEYS = {
@@ -24,7 +25,7 @@ DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 CHARSETS = {"UTF-8", "US-ASCII", "UTF8", "ASCII"}
 
 
-class BadCharset(Exception):
+class BadCharset(FetchdeliverError):
     """SEARCH CHARSET names one we do not support: answered NO [BADCHARSET]."""
 
 

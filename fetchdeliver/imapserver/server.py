@@ -53,6 +53,7 @@ class ServerConfig:
         self.login_timeout = login_timeout          # from connecting to a successful login (TLS handshake too)
         self.login_failure_max_delay = login_failure_max_delay
         self.login_failure_rate = login_failure_rate  # (count, seconds) for addresses with recent failures
+        self.quota_settings = None     # config.Settings with a [quota] table: quotas (storage/quota.py)
 
 
 def split_address(addr: str) -> tuple[str, int]:
@@ -131,7 +132,12 @@ class Server:
         if not location:
             raise ConfigError(f"no mail location for user {account.user!r}: give userdb_mail=maildir:PATH "
                               "in the passwd-file or set [delivery] maildir or [storage] url")
-        return storage_from_location(location_for_user(location, account.user))
+        store = storage_from_location(location_for_user(location, account.user))
+        if self.config.quota_settings is not None:   # [quota]: APPEND/COPY checked, GETQUOTA answered
+            from fetchdeliver.storage.quota import attach_quota
+
+            attach_quota(store, self.config.quota_settings, account.user)
+        return store
 
     async def start(self) -> list[tuple[str, int, bool]]:
         cfg = self.config

@@ -28,6 +28,7 @@ def build_config(args, data: dict):
                         max_scripts=ms["max_scripts"], max_script_size=ms["max_script_size"],
                         sieve_options=data.get("sieve", {}),
                         compile_cache_dir=os.path.join(Settings(data).cache_dir, "sieve"),
+                        storage_url=(data.get("storage") or {}).get("url"),
                         **limit_options(ms))
 
 

@@ -16,7 +16,7 @@ import os
 
 from fetchdeliver import netlimits, serversetup
 from fetchdeliver.errors import ConfigError
-from fetchdeliver.managesieve.storage import ScriptStore
+from fetchdeliver.managesieve.storage import PostgresScriptStore, ScriptStore
 
 
 def _log():
@@ -32,8 +32,10 @@ class ServerConfig(netlimits.LimitSettings):
                  allow_plaintext_auth: bool = False, login_failure_delay: float = 2.0,
                  idle_timeout: float = 1800.0, sieve_dir: str = "~", max_scripts: int = 100,
                  max_script_size: int = 1024 * 1024, sieve_options: dict | None = None,
-                 max_line: int = 8192, compile_cache_dir: str | None = None, **limits) -> None:
+                 max_line: int = 8192, compile_cache_dir: str | None = None,
+                 storage_url: str | None = None, **limits) -> None:
         self.set_limits(**limits)
+        self.storage_url = storage_url    # [storage] url: scripts in PostgreSQL, not in sieve_dir
         self.listen = list(listen)
         self.tls_listen = list(tls_listen)
         self.ssl_context = ssl_context
@@ -117,8 +119,13 @@ class Server:
         return await self.throttle.attempt(peer, user,
                                            lambda: asyncio.to_thread(self.authenticate, user, password))
 
-    def store_for(self, account) -> ScriptStore:
+    def store_for(self, account) -> ScriptStore | PostgresScriptStore:
         cfg = self.config
+        if cfg.storage_url:
+            from fetchdeliver.storage.postgres import PostgresStore
+
+            return PostgresScriptStore(PostgresStore(cfg.storage_url, user=account.user),
+                                       max_scripts=cfg.max_scripts, max_script_size=cfg.max_script_size)
         custom = getattr(cfg.authenticator, "sieve_dir_for", None)
         base = custom(account) if custom is not None else expand_sieve_dir(cfg.sieve_dir, account)
         owner = (account.uid, account.gid) if account.uid is not None and account.gid is not None else None

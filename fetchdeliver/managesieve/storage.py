@@ -220,3 +220,139 @@ class ScriptStore:
                 pass
             raise
         fsync_dir(base)
+
+
+class PostgresScriptStore:
+    """One user's scripts in PostgreSQL (`fd_sieve_script`, schema step 9), for `[storage] url`:
+    the same methods as ScriptStore, each change one transaction. At most one script is active
+    (a partial unique index); deliveries read it through `active_script()`."""
+
+    def __init__(self, store, *, max_scripts: int = 0, max_script_size: int = 0) -> None:
+        self.store = store                      # a storage.postgres.PostgresStore (its user and pool)
+        self.max_scripts = max_scripts
+        self.max_script_size = max_script_size
+        # Where a script's name is shown (compile errors); `:personal` includes are not looked up here.
+        self.dir = f"postgresql:{store.user}"
+        self.base = self.dir
+
+    def path(self, name: str) -> str:
+        check_name(name)
+        return f"{self.dir}/{name}{SUFFIX}"
+
+    def _uid(self, conn) -> int:
+        return self.store.user_id(conn)
+
+    def _conn(self):
+        from fetchdeliver.errors import TemporaryDeliveryError
+
+        class _Wrap:
+            def __init__(self, store) -> None:
+                self.cm = store.connection()
+
+            def __enter__(self):
+                try:
+                    return self.cm.__enter__()
+                except TemporaryDeliveryError as e:   # the database is away: the session says NO
+                    raise ScriptError(f"Temporary failure: {e}", "TRYLATER") from e
+
+            def __exit__(self, et, ev, tb):
+                try:
+                    return self.cm.__exit__(et, ev, tb)
+                except TemporaryDeliveryError as e:
+                    raise ScriptError(f"Temporary failure: {e}", "TRYLATER") from e
+
+        return _Wrap(self.store)
+
+    # -- reading -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT name FROM fd_sieve_script WHERE user_id = %s ORDER BY name",
+                                (self._uid(conn),)).fetchall()
+        return [r[0] for r in rows]
+
+    def active(self) -> str | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT name FROM fd_sieve_script WHERE user_id = %s AND active",
+                               (self._uid(conn),)).fetchone()
+        return row[0] if row else None
+
+    def exists(self, name: str) -> bool:
+        check_name(name)
+        with self._conn() as conn:
+            return conn.execute("SELECT 1 FROM fd_sieve_script WHERE user_id = %s AND name = %s",
+                                (self._uid(conn), name)).fetchone() is not None
+
+    def get(self, name: str) -> bytes:
+        check_name(name)
+        with self._conn() as conn:
+            row = conn.execute("SELECT script FROM fd_sieve_script WHERE user_id = %s AND name = %s",
+                               (self._uid(conn), name)).fetchone()
+        if row is None:
+            raise ScriptError(f"Script {name!r} does not exist.", "NONEXISTENT")
+        return bytes(row[0])
+
+    def check_space(self, name: str, size: int) -> None:
+        check_name(name)
+        if self.max_script_size and size > self.max_script_size:
+            raise ScriptError(f"Script is too large (max {self.max_script_size} bytes).", "QUOTA/MAXSIZE")
+        if self.max_scripts and not self.exists(name) and len(self.names()) >= self.max_scripts:
+            raise ScriptError(f"Too many scripts (max {self.max_scripts}).", "QUOTA/MAXSCRIPTS")
+
+    # -- changing ------------------------------------------------------------------------------
+    def put(self, name: str, data: bytes) -> None:
+        self.check_space(name, len(data))
+        with self._conn() as conn, conn.transaction():
+            conn.execute("INSERT INTO fd_sieve_script (user_id, name, script) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (user_id, name) DO UPDATE SET script = excluded.script",
+                         (self._uid(conn), name, data))
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        with self._conn() as conn, conn.transaction():
+            row = conn.execute("SELECT active FROM fd_sieve_script WHERE user_id = %s AND name = %s FOR UPDATE",
+                               (self._uid(conn), name)).fetchone()
+            if row is None:
+                raise ScriptError(f"Script {name!r} does not exist.", "NONEXISTENT")
+            if row[0]:
+                raise ScriptError("You may not delete an active script.", "ACTIVE")
+            conn.execute("DELETE FROM fd_sieve_script WHERE user_id = %s AND name = %s", (self._uid(conn), name))
+
+    def rename(self, old: str, new: str) -> None:
+        check_name(old)
+        check_name(new)
+        import psycopg
+
+        try:
+            with self._conn() as conn, conn.transaction():
+                n = conn.execute("UPDATE fd_sieve_script SET name = %s WHERE user_id = %s AND name = %s",
+                                 (new, self._uid(conn), old)).rowcount
+                if n == 0:
+                    raise ScriptError(f"Script {old!r} does not exist.", "NONEXISTENT")
+        except psycopg.errors.UniqueViolation:
+            raise ScriptError(f"A script named {new!r} already exists.", "ALREADYEXISTS") from None
+
+    def set_active(self, name: str) -> None:
+        """Make `name` the active script; "" deactivates. One transaction: never two, never a gap."""
+        if name:
+            check_name(name)
+        with self._conn() as conn, conn.transaction():
+            uid = self._uid(conn)
+            if name and conn.execute("SELECT 1 FROM fd_sieve_script WHERE user_id = %s AND name = %s",
+                                     (uid, name)).fetchone() is None:
+                raise ScriptError(f"Script {name!r} does not exist.", "NONEXISTENT")
+            conn.execute("UPDATE fd_sieve_script SET active = false WHERE user_id = %s AND active", (uid,))
+            if name:
+                conn.execute("UPDATE fd_sieve_script SET active = true WHERE user_id = %s AND name = %s",
+                             (uid, name))
+
+
+def active_script(store, digest_only: bool = False):
+    """(name, sha256, script bytes or None) of the user's active script in PostgreSQL, or None.
+    With digest_only the script is not read (a delivery compares the digest with what it compiled)."""
+    with store.connection() as conn:
+        row = conn.execute(
+            f"SELECT s.name, s.sha256{'' if digest_only else ', s.script'} FROM fd_sieve_script s "
+            "JOIN fd_user u ON u.id = s.user_id WHERE u.name = %s AND s.active", (store.user,)).fetchone()
+    if row is None:
+        return None
+    return row[0], bytes(row[1]), (None if digest_only else bytes(row[2]))

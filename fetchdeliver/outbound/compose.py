@@ -119,10 +119,21 @@ def vacation_key(action: "Vacation", local: str, sender: str) -> str:
     return f"{bare(local)}\0{bare(sender)}\0{handle}"
 
 
+def _owner_address(action: "Vacation", message: "Message", local: str) -> str:
+    """RFC 5230 5.4: the From is "the address of the owner of the Sieve script": the recipient,
+    or, when the message was addressed to another of the owner's addresses (:addresses), that one."""
+    own = [local, *(bare(a) for a in action.addresses)]
+    to = _header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+    for a in own:
+        if a and a in to:
+            return a
+    return local
+
+
 def vacation_reply(action: "Vacation", message: "Message", local: str, hostname: str) -> bytes:
     orig_subject = message.get("Subject") or ""
     subject = action.subject if action.subject is not None else f"Auto: {orig_subject}".rstrip()
-    from_ = action.from_ or local
+    from_ = action.from_ or _owner_address(action, message, local)
     headers = [("From", from_), ("To", message.sender), ("Subject", subject),
                ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
                ("Auto-Submitted", "auto-replied (vacation)"), ("Precedence", "bulk")]
@@ -206,6 +217,8 @@ def feedback_report(action, message: "Message", local: str, hostname: str) -> by
         fields.append(f"Original-Mail-From: <{message.sender}>")
     for rcpt in message.recipients or [local]:
         fields.append(f"Original-Rcpt-To: <{rcpt}>")
+    if getattr(action, "reporting_user", None):  # the user's address, Pigeonhole's extension field
+        fields.append(f"Dovecot-Reporting-User: <{action.reporting_user}>")
     original = message.raw
     if action.headers_only:
         from fetchdeliver.message import header_block

@@ -9,6 +9,9 @@ stays light (no smtplib, no dnspython).
     tls = "starttls"              # "starttls" | "implicit" | "none"
     user = "me@example.org"
     password_command = "pass show mail/smtp"   # or password = "..."
+    # or OAuth2 (XOAUTH2 / OAUTHBEARER): the access token of an [[account]]'s grant, or from a command
+    oauth2_account = "gmail"      # or oauth2_token_command = "..."
+    oauth2_mechanism = "xoauth2"  # "xoauth2" | "oauthbearer"
 
     [queue]
     retry = ["5m", "10m", "30m", "1h", "2h", "4h"]   # waits between tries; the last one repeats
@@ -82,6 +85,10 @@ RELAY_KEYS = {
     "user": config.check_nonempty_str,
     "password": config.check_str,
     "password_command": config.check_nonempty_str,
+    # OAuth2: the token of this [[account]]'s grant (its refresh flow, stored grant or token command) ...
+    "oauth2_account": config.check_nonempty_str,
+    "oauth2_token_command": config.check_nonempty_str,   # ... or a command printing an access token
+    "oauth2_mechanism": config.check_choice("xoauth2", "oauthbearer"),
     "ca_file": config.check_path,          # trust this CA (PEM) instead of the system store
     "helo": _host,
     "timeout": config.check_duration,
@@ -102,13 +109,19 @@ QUEUE_KEYS = {
 def _check_relay(t: dict, file: str) -> None:
     if "host" not in t:
         raise ConfigError("missing required key", file=file, key="relay.host")
-    if "password" in t and "password_command" in t:
-        raise ConfigError("set either password or password_command, not both", file=file,
-                          key="relay.password_command")
-    if ("password" in t or "password_command" in t) and "user" not in t:
-        raise ConfigError("a password needs a user", file=file, key="relay.user")
-    if "user" in t and "password" not in t and "password_command" not in t:
-        raise ConfigError("user needs password or password_command", file=file, key="relay.user")
+    secrets = [k for k in ("password", "password_command", "oauth2_account", "oauth2_token_command") if k in t]
+    if len(secrets) > 1:
+        raise ConfigError(f"set one of password, password_command, oauth2_account, oauth2_token_command "
+                          f"(not {' and '.join(secrets)})", file=file, key=f"relay.{secrets[-1]}")
+    if ("password" in t or "password_command" in t or "oauth2_token_command" in t) and "user" not in t:
+        key = "a password" if "oauth2_token_command" not in t else "an OAuth2 token"
+        raise ConfigError(f"{key} needs a user", file=file, key="relay.user")
+    if "user" in t and not secrets:
+        raise ConfigError("user needs password, password_command, oauth2_account or oauth2_token_command",
+                          file=file, key="relay.user")
+    if "oauth2_mechanism" in t and "oauth2_account" not in t and "oauth2_token_command" not in t:
+        raise ConfigError("only used with oauth2_account or oauth2_token_command", file=file,
+                          key="relay.oauth2_mechanism")
 
 
 def _check_queue(t: dict, file: str) -> None:
@@ -124,9 +137,10 @@ class OutboundSettings:
     """[relay] and [queue] with the defaults applied."""
 
     __slots__ = ("relay", "retry", "delay_notice", "bounce_after", "hostname", "nameservers", "mx_port",
-                 "timeout", "interval", "state_dir")
+                 "timeout", "interval", "state_dir", "accounts")
 
-    def __init__(self, relay: dict | None = None, queue: dict | None = None, state_dir: str = ".") -> None:
+    def __init__(self, relay: dict | None = None, queue: dict | None = None, state_dir: str = ".",
+                 accounts: list | None = None) -> None:
         q = queue or {}
         self.relay = dict(relay) if relay else None
         if self.relay is not None:
@@ -141,10 +155,12 @@ class OutboundSettings:
         self.timeout = q.get("timeout", 60)
         self.interval = q.get("interval", 60)
         self.state_dir = state_dir
+        self.accounts = list(accounts or [])   # the [[account]] tables (relay.oauth2_account names one)
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "OutboundSettings":
-        return cls(settings.data.get("relay"), settings.data.get("queue"), settings.state_dir)
+        return cls(settings.data.get("relay"), settings.data.get("queue"), settings.state_dir,
+                   settings.data.get("account"))
 
     def retry_delay(self, attempts: int) -> int:
         """Seconds to wait after the `attempts`-th failed try (1-based); the last interval repeats."""

@@ -98,6 +98,74 @@ def _password(relay: dict) -> str:
     return out.stdout.decode("utf-8", "replace").rstrip("\r\n")
 
 
+def _oauth2_source(settings: "OutboundSettings"):
+    """The Account whose OAuth2 code gives the relay its access token: the [[account]] named by
+    relay.oauth2_account (its refresh flow, stored grant or token command), or one made of
+    relay.oauth2_token_command."""
+    from fetchdeliver.sources.accounts import Account
+    from fetchdeliver.config import Settings
+
+    relay = settings.relay
+    assert relay is not None
+    config = Settings({"delivery": {"state_dir": settings.state_dir}, "account": settings.accounts})
+    name = relay.get("oauth2_account")
+    if name is None:
+        return Account({"name": "[relay]", "protocol": "imap", "host": relay["host"], "user": relay["user"],
+                        "oauth2_token_command": relay["oauth2_token_command"]}, config)
+    table = next((t for t in settings.accounts if t.get("name") == name), None)
+    if table is None:
+        known = ", ".join(repr(t.get("name")) for t in settings.accounts) or "none"
+        raise _Failure(TEMP, f"relay.oauth2_account = {name!r} names no [[account]] (accounts: {known})")
+    account = Account(table, config)
+    if not account.uses_oauth2:
+        raise _Failure(TEMP, f"relay.oauth2_account = {name!r}: that account has no OAuth2 settings "
+                             "(oauth2_provider, the oauth2_token_url/oauth2_client_id/oauth2_refresh_token keys "
+                             "or oauth2_token_command)")
+    return account
+
+
+def _oauth2_login(s: smtplib.SMTP, settings: "OutboundSettings", where: str) -> None:
+    """AUTH XOAUTH2 / OAUTHBEARER with an access token from the accounts' OAuth2 code (cached until it
+    expires); a token the server refuses is refreshed once, as for IMAP and POP3 logins."""
+    import base64
+
+    from fetchdeliver.sources.credentials import SecretError, oauthbearer_string, xoauth2_string
+
+    relay = settings.relay
+    assert relay is not None
+    account = _oauth2_source(settings)
+    user = relay.get("user") or account.user
+    mech = (relay.get("oauth2_mechanism") or account.oauth2_mechanism).upper()
+    offered = (s.esmtp_features.get("auth") or "").upper().split()
+    if mech not in offered:
+        raise _Failure(TEMP, f"{where} does not offer AUTH {mech} (it offers: {' '.join(offered) or 'no AUTH'})")
+    for attempt in (0, 1):
+        try:
+            token = account.access_token(refresh=attempt == 1)
+        except SecretError as e:
+            raise _Failure(TEMP, f"no OAuth2 access token for the relay: {e}") from None
+        if mech == "OAUTHBEARER":
+            blob = oauthbearer_string(user, token, relay["host"], relay["port"])
+        else:
+            blob = xoauth2_string(user, token)
+        code, msg = s.docmd("AUTH", f"{mech} {base64.b64encode(blob).decode()}")
+        detail = ""
+        if code == 334:
+            # RFC 7628 3.2.2: an error challenge (JSON); the client answers "\x01" (XOAUTH2: empty), then 535.
+            try:
+                detail = base64.b64decode(msg).decode("utf-8", "replace")
+            except ValueError:
+                detail = msg.decode("utf-8", "replace")
+            code, msg = s.docmd(base64.b64encode(b"\x01").decode() if mech == "OAUTHBEARER" else "")
+        if code == 235:
+            return
+        if attempt == 0 and account.uses_oauth2_flow and 500 <= code <= 599:
+            continue   # a cached token the server no longer takes: refresh once
+        # A refused token is ours to fix, not the sender's: retry later, do not bounce.
+        raise _Failure(TEMP, f"{where} refused the {mech} login of {user!r}: {_reply_text(code, msg)}"
+                             + (f" ({detail})" if detail else ""))
+
+
 @functools.lru_cache(maxsize=8)
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     # Loading the system's CA store costs ~20 ms: once per process, not once per message.
@@ -125,7 +193,9 @@ def send_via_relay(settings: "OutboundSettings", sender: str, rcpt: str, data: b
                                      "not sending the password or mail in clear text")
             s.starttls(context=ctx)
             s.ehlo()
-        if relay.get("user"):
+        if "oauth2_account" in relay or "oauth2_token_command" in relay:
+            _oauth2_login(s, settings, where)
+        elif relay.get("user"):
             try:
                 s.login(relay["user"], _password(relay))
             except smtplib.SMTPAuthenticationError as e:

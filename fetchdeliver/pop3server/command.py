@@ -21,13 +21,18 @@ def build_config(args, data: dict):
     ctx = tls_context(pop, "pop3")
     authenticator = authenticator_for(pop, data, "pop3")
     expire = pop.get("expire", "never")
-    return ServerConfig(listen=pop["listen"], tls_listen=pop.get("tls_listen", []), ssl_context=ctx,
-                        authenticator=authenticator, default_mail=default_mail(data),
-                        allow_plaintext_auth=pop["allow_plaintext_auth"],
-                        idle_timeout=float(pop["idle_timeout"]), mailbox=pop["mailbox"],
-                        uidl_format=pop["uidl_format"], mark_seen=pop["mark_seen"],
-                        expire=None if "expire" not in data.get("pop3", {}) else expire,
-                        login_delay=float(pop["login_delay"]), **limit_options(pop))
+    cfg = ServerConfig(listen=pop["listen"], tls_listen=pop.get("tls_listen", []), ssl_context=ctx,
+                       authenticator=authenticator, default_mail=default_mail(data),
+                       allow_plaintext_auth=pop["allow_plaintext_auth"],
+                       idle_timeout=float(pop["idle_timeout"]), mailbox=pop["mailbox"],
+                       uidl_format=pop["uidl_format"], mark_seen=pop["mark_seen"],
+                       expire=None if "expire" not in data.get("pop3", {}) else expire,
+                       login_delay=float(pop["login_delay"]), **limit_options(pop))
+    if "quota" in data:
+        from fetchdeliver.config import Settings
+
+        cfg.quota_settings = Settings(data)
+    return cfg
 
 
 def warm_up() -> None:

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fetchdeliver import netlimits, serversetup
 from fetchdeliver.errors import ConfigError
@@ -25,6 +25,9 @@ from fetchdeliver.pop3server.settings import DEFAULT_UIDL_FORMAT
 from fetchdeliver.pop3server.saved_uidls import SavedUidls
 from fetchdeliver.pop3server.sizes import SizeCache
 from fetchdeliver.pop3server.uidl import compile_format
+
+if TYPE_CHECKING:
+    from fetchdeliver.config import Settings
 
 
 def _log():
@@ -56,6 +59,7 @@ class ServerConfig(netlimits.LimitSettings):
         self.expire = expire                   # "never" (advertised), None (not advertised) or days
         self.login_delay = login_delay
         self.max_line = max_line
+        self.quota_settings: Settings | None = None   # with [quota]: a DELE gives the room back
 
 
 KEEP_OPEN = 32   # mailboxes kept open between POP3 sessions (each holds its message list and index)
@@ -167,7 +171,12 @@ class Server:
                               "in the passwd-file or set [delivery] maildir")
         from fetchdeliver.storage import open_store
 
-        return open_store(location)
+        store = open_store(location)
+        if self.config.quota_settings is not None:   # [quota]: maildirsize follows DELE (as Dovecot's)
+            from fetchdeliver.storage.quota import attach_quota
+
+            attach_quota(store, self.config.quota_settings, account.user)
+        return store
 
     def open_mailbox(self, account):
         """(mailbox, lock, snapshot, saved UIDLs) for a login; InUse when another POP3 session has it.

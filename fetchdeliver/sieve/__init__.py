@@ -53,13 +53,14 @@ class SieveEnv:
 
     __slots__ = ("message", "envelope_from", "envelope_to", "original_to", "auth_user", "options",
                  "duplicate_seen", "mailbox_exists", "now", "timezone", "trace", "hostname",
-                 "default_mailbox", "run_program")
+                 "default_mailbox", "run_program", "metadata", "event")
 
     def __init__(self, message: "Message | None" = None, *, envelope_from: str | None = None,
                  envelope_to: str | None = None, original_to: str | None = None,
                  auth_user: str | None = None, options: dict | None = None, duplicate_seen=None,
                  mailbox_exists=None, now: float | None = None, timezone: int | None = None,
-                 trace: bool = False, hostname: str | None = None, run_program=None) -> None:
+                 trace: bool = False, hostname: str | None = None, run_program=None,
+                 metadata=None) -> None:
         self.message = message
         if envelope_from is None:
             envelope_from = message.sender if message is not None else ""
@@ -75,6 +76,10 @@ class SieveEnv:
         self.options = dict(options or {})
         self.duplicate_seen = duplicate_seen      # (key: str, seconds: int) -> bool, records the key
         self.mailbox_exists = mailbox_exists      # (name: str) -> bool
+        self.metadata = metadata                  # (mailbox or None for the server, entry) -> value or None
+        # The IMAP event a script runs for (fetchdeliver.sieve.imapsieve.ImapEvent, RFC 6785);
+        # None in delivery.
+        self.event = None
         # (program: str, args: list[str], stdin: bytes) -> stdout bytes, raising DeliveryError:
         # vnd.dovecot.execute/filter run while the script runs (their output steers it).
         # Default: the programs of options["pipe_bin_dir"], as Pigeonhole's sieve_pipe_bin_dir.

@@ -23,7 +23,8 @@ from fetchdeliver.sieve import FORMAT, Script
 
 _OPTION_KEYS = ("extensions", "personal_dir", "global_dir")
 # The compile-time limits count only when set (the keys of scripts compiled with the defaults stay).
-_LIMIT_KEYS = ("max_script_size", "max_block_nesting", "max_test_nesting")
+_LIMIT_KEYS = ("max_script_size", "max_block_nesting", "max_test_nesting", "editheader_max_header_size",
+               "include_max_includes", "include_max_nesting_depth")
 
 
 def digest(data: bytes) -> str:

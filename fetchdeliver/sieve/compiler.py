@@ -8,7 +8,7 @@ from fetchdeliver.sieve import FORMAT, Script
 from fetchdeliver.sieve.cache import digest
 from fetchdeliver.sieve.errors import SieveCompileError, SieveSyntaxError
 from fetchdeliver.sieve.parser import MAX_BLOCK_NESTING, MAX_TEST_NESTING, parse
-from fetchdeliver.sieve.registry import HARNESS, enabled_extensions
+from fetchdeliver.sieve.registry import HARNESS, Enabled
 from fetchdeliver.sieve.validate import validate
 
 
@@ -46,11 +46,16 @@ class _Unit:
         self.warnings: list[str] = []
 
 
-def _compile_unit(text: str, name: str, options: dict | None, enabled: set[str]) -> _Unit:
+def _compile_unit(text: str, name: str, options: dict | None, enabled: Enabled,
+                  locate=None) -> _Unit:
     opts = options or {}
     nodes = parse(text, name, max_block_nesting=opts.get("max_block_nesting", MAX_BLOCK_NESTING),
                   max_test_nesting=opts.get("max_test_nesting", MAX_TEST_NESTING))
-    v = validate(nodes, name, enabled, options)
+    try:
+        v = validate(nodes, name, enabled, options, locate)
+    except SieveCompileError as e:
+        e.phase = "validation"
+        raise
     unit = _Unit(name, v.code, list(v.required), v.includes)  # type: ignore[attr-defined]
     unit.warnings = [str(w).replace(": error: ", ": warning: ", 1) for w in v.warnings]
     return unit
@@ -71,26 +76,61 @@ def include_path(location: str, name: str, options: dict | None, base_dir: str |
     return path
 
 
+MAX_INCLUDES = 255       # Pigeonhole's sieve_include_max_includes
+MAX_INCLUDE_NESTING = 10  # and sieve_include_max_nesting_depth
+
+
+def _option_int(opts: dict, key: str, default: int) -> int:
+    try:
+        return int(opts.get(key) or default)
+    except (TypeError, ValueError):
+        return default
+
+
 def _build(text: str, name: str, path: str | None, options: dict | None, base_dir: str | None,
            deps: list) -> Script:
     opts = options or {}
-    enabled = enabled_extensions(opts.get("extensions"), harness=opts.get("testsuite_harness") is HARNESS)
-    main = _compile_unit(text, name, options, enabled)
+    enabled = Enabled(opts.get("extensions"), harness=opts.get("testsuite_harness") is HARNESS)
+
+    def locate(location: str, iname: str) -> str | None:
+        """The file of an included script, or None when it does not exist (validation asks)."""
+        ipath = include_path(location, iname, options, base_dir)
+        return ipath if ipath is not None and os.path.isfile(ipath) else None
+
+    main = _compile_unit(text, name, options, enabled, locate)
     includes: dict = {}
     requires = list(main.requires)
     errors: list[SieveSyntaxError] = []
+    max_includes = _option_int(opts, "include_max_includes", MAX_INCLUDES)
+    max_depth = _option_int(opts, "include_max_nesting_depth", MAX_INCLUDE_NESTING)
 
-    def resolve(unit: _Unit, stack: list[str]) -> None:
+    def resolve(unit: _Unit, stack: list[str], depth: int) -> bool:
+        """Compile what `unit` includes (as Pigeonhole does when it generates code: each failure
+        is reported at the include command of every script on the way down, then no more)."""
         for location, iname, optional, line, column, *more in unit.includes:
+            if errors:
+                return False  # no more includes once something failed
+            once = bool(more and more[0])
             key = f"{location}:{iname}"
-            if key in stack and more and more[0]:
-                continue  # include :once of a script being included: a no-op, not a loop (RFC 6609 3.2)
-            if key in stack:
+            ipath = include_path(location, iname, options, base_dir)
+            # A script is the file it is read from: the main script is in the loop only when the
+            # include names its own file.
+            ident = os.path.abspath(ipath) if ipath is not None else key
+            if depth >= max_depth:
+                errors.append(SieveSyntaxError(f"cannot nest includes deeper than {max_depth} levels",
+                                               unit.name, line, column))
+                return False
+            if ident in stack:
+                if once:
+                    continue  # include :once of a script being included: a no-op, not a loop (RFC 6609 3.2)
                 errors.append(SieveSyntaxError("circular include", unit.name, line, column))
-                continue
+                return False
             if key in includes:
                 continue
-            ipath = include_path(location, iname, options, base_dir)
+            if len(includes) >= max_includes:
+                errors.append(SieveSyntaxError(f"failed to include script '{iname}': no more than "
+                                               f"{max_includes} includes allowed", unit.name, line, column))
+                return False
             if ipath is None or not os.path.isfile(ipath):
                 if optional:
                     includes[key] = None
@@ -98,27 +138,34 @@ def _build(text: str, name: str, path: str | None, options: dict | None, base_di
                 where = "no directory configured for it" if ipath is None else f"{ipath} not found"
                 errors.append(SieveSyntaxError(
                     f"included {location} script '{iname}' does not exist ({where})", unit.name, line, column))
-                continue
+                return False
             with open(ipath, "rb") as f:
                 raw = f.read()
             deps.append([os.path.abspath(ipath), digest(raw)])
             try:
                 check_size(len(raw), ipath, options)
-                sub = _compile_unit(_decode(raw, ipath), ipath, options, enabled)
+                sub = _compile_unit(_decode(raw, ipath), ipath, options, enabled, locate)
             except SieveCompileError as e:
                 errors.extend(e.errors)
                 errors.append(SieveSyntaxError(f"failed to compile included script '{iname}'",
                                                unit.name, line, column))
-                continue
+                return False
             includes[key] = {"name": ipath, "code": sub.code, "requires": sub.requires}
             for r in sub.requires:
                 if r not in requires:
                     requires.append(r)
-            resolve(sub, stack + [key])
+            if not resolve(sub, stack + [ident], depth + 1):
+                errors.append(SieveSyntaxError(f"failed to generate code for included script '{iname}'",
+                                               unit.name, line, column))
+                return False
+        return True
 
-    resolve(main, ["personal:" + os.path.basename(name).removesuffix(".sieve")])
+    resolve(main, [os.path.abspath(path) if path else "personal:" + os.path.basename(name).removesuffix(".sieve")],
+            0)
     if errors:
-        raise SieveCompileError(errors)
+        error = SieveCompileError(errors)
+        error.phase = "generation"
+        raise error
     data = {"format": FORMAT, "name": name, "path": path, "code": main.code, "requires": requires,
             "main_requires": main.requires, "includes": includes, "deps": deps}
     if main.warnings:

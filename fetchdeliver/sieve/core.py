@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fetchdeliver.sieve.addresses import parse_address_list, valid_address
-from fetchdeliver.sieve.interpreter import Stop
-from fetchdeliver.sieve.matching import match
+from fetchdeliver.sieve.matching import Casemap, Octet, match
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import Stop, address_values, header_values, valid_header_name
 
 EXT = Extension("core")
+EXT.comparator("i;octet", Octet)
+EXT.comparator("i;ascii-casemap", Casemap)
 EXT.group_tag("comparator", "comparator", "string")
 for _name in ("is", "contains", "matches"):
     EXT.group_tag("match", _name)
@@ -64,9 +66,7 @@ def _check_redirect(v, node, out) -> None:
 @EXT.command("redirect", args=("string",), check=_check_redirect)
 def _redirect(ctx, node) -> None:
     if "list" in node[2]:
-        from fetchdeliver.sieve.extensions.extlists import redirect_list
-
-        return redirect_list(ctx, ctx.expand(node[3][0]), bool(node[2].get("copy")))
+        return ctx.services["redirect_list"](ctx, ctx.expand(node[3][0]), bool(node[2].get("copy")))
     address = ctx.expand(node[3][0])
     why = valid_address(address)
     if why:
@@ -108,34 +108,10 @@ def _anyof(ctx, node) -> bool:
     return False
 
 
-def header_values(ctx, names, tags=None, decode: bool = True) -> list[str]:
-    """Every value of the named headers (of the current MIME part with :mime), :index applied."""
-    out: list[str] = []
-    mime = tags is not None and "mime" in tags
-    index = tags is not None and "index" in tags
-    for name in names:
-        if mime:
-            from fetchdeliver.sieve.extensions.mime import part_header_values
-
-            values = part_header_values(ctx, tags, name, decode)
-        else:
-            values = ctx.message.get_all(name, decode=decode)
-        if index:
-            from fetchdeliver.sieve.extensions.index import pick
-
-            values = pick(values, tags)
-        out.extend(values)
-    return out
-
-
-def _valid_header_name(name: str) -> bool:
-    return bool(name) and all(33 <= ord(c) <= 126 and c != ":" for c in name)
-
-
 def _check_header_names(v, node, out) -> None:
     names = out[3][0] if out[3] else []
     for name in names:
-        if v.constant(name) and not _valid_header_name(name):
+        if v.constant(name) and not valid_header_name(name):
             # A warning, as in Pigeonhole: the script runs and the test never matches that name.
             v.warning(f"specified header field name '{name}' is invalid", node)
 
@@ -146,31 +122,8 @@ def _header(ctx, node) -> bool:
     tags = node[2]
     values = header_values(ctx, ctx.expand_list(node[3][0]), tags)
     if "mime" in tags:  # :count counts the extracted values too (RFC 5703 4.2)
-        from fetchdeliver.sieve.extensions.mime import mime_values
-
-        values = mime_values(ctx, tags, values)
+        values = ctx.services["mime_values"](ctx, tags, values)
     return match(ctx, tags, values, ctx.expand_list(node[3][1]))
-
-
-def address_values(ctx, addresses, part: str) -> list[str]:
-    """The `part` (all, localpart, domain, user, detail) of each address; invalid ones only for :all."""
-    out: list[str] = []
-    for a in addresses:
-        if a is None:
-            continue
-        if part == "all":
-            out.append(a.all())
-        elif a.raw is not None:
-            continue  # an unparsable address has no local part or domain
-        elif part == "localpart":
-            out.append(a.local)
-        elif part == "domain":
-            out.append(a.domain)
-        else:
-            v = ctx.address_parts[part](ctx, a)
-            if v is not None:
-                out.append(v)
-    return out
 
 
 # RFC 5228 5.1: "Implementations MUST restrict the address test to headers that contain
@@ -191,7 +144,7 @@ def _check_address(v, node, out) -> None:
     if "mime" in out[2]:
         return  # :mime looks at MIME part headers (RFC 5703), checked there
     for name in (out[3][0] if out[3] else []):
-        if v.constant(name) and name.lower() not in ADDRESS_HEADERS and _valid_header_name(name):
+        if v.constant(name) and name.lower() not in ADDRESS_HEADERS and valid_header_name(name):
             v.error(f"specified header '{name}' is not allowed for the address test "
                     f"(it does not hold addresses)", node)
 

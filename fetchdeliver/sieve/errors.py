@@ -24,6 +24,7 @@ class SieveCompileError(SieveSyntaxError):
 
     def __init__(self, errors: list[SieveSyntaxError]) -> None:
         self.errors = list(errors)
+        self.phase: str | None = None  # "validation" or "generation" when the compiler knows it
         first = self.errors[0]
         super().__init__(first.message, first.file, first.line, first.column)
 

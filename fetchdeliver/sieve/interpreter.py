@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 
 from fetchdeliver.actions import Discard, Redirect, Reject, Store
-from fetchdeliver.sieve import matching
+from fetchdeliver.sieve import matching, registry
 from fetchdeliver.sieve.errors import SieveRuntimeError
+from fetchdeliver.sieve.runtime import Break, OverBudget, Return, Stop
+
+__all__ = ["Break", "Context", "OverBudget", "Return", "SieveResult", "Stop", "run", "tables"]
 
 MAX_REDIRECTS = 4    # Pigeonhole's sieve_max_redirects
 MAX_ACTIONS = 32     # sieve_max_actions (0: no limit)
@@ -26,44 +29,23 @@ CHECK_EVERY = 16     # steps between two looks at the clock (one look costs abou
 _cpu_clock = getattr(time, "thread_time", time.process_time)
 
 
-class Stop(Exception):
-    """`stop`: end the whole script."""
-
-
-class Return(Exception):
-    """`return` (include): end the current (included) script."""
-
-
-class OverBudget(SieveRuntimeError):
-    """The run used more CPU time than [sieve] max_run_time."""
-
-
-class Break(Exception):
-    """`break` (foreverypart): leave a loop (name or None for the innermost)."""
-
-    def __init__(self, name=None):
-        self.name = name
-
-
 _TABLES: dict = {}
 
 
 def tables(requires: tuple) -> tuple:
-    """(commands, tests, match types, comparators, address parts) for these extensions."""
+    """(commands, tests, match types, comparators, address parts, services) for these extensions."""
     t = _TABLES.get(requires)
     if t is not None:
         return t
-    from fetchdeliver.sieve import core
-    from fetchdeliver.sieve.registry import load_extension
-
     commands: dict = {}
     tests: dict = {}
     mtypes = dict(matching.MATCH_TYPES)
     comparators = dict(matching.COMPARATORS)
     parts: dict = {}
-    exts = [core.EXT]
+    services: dict = {}
+    exts = [registry.core()]
     for name in requires:
-        ext = load_extension(name)
+        ext = registry.load_extension(name)
         if ext is not None and ext not in exts:
             exts.append(ext)
     for ext in exts:
@@ -74,7 +56,8 @@ def tables(requires: tuple) -> tuple:
         mtypes.update(ext.match_types)
         comparators.update(ext.comparators)
         parts.update(ext.address_parts)
-    t = (commands, tests, mtypes, comparators, parts)
+        services.update(ext.services)
+    t = (commands, tests, mtypes, comparators, parts, services)
     _TABLES[requires] = t
     return t
 
@@ -88,16 +71,24 @@ class Context:
         self.env = env
         self.requires = frozenset(script.data.get("main_requires", script.requires))
         (self.commands, self.tests, self.match_types, self.comparators,
-         self.address_parts) = tables(tuple(script.requires))
+         self.address_parts, self.services) = tables(tuple(script.requires))
         self.actions: list = []
+        # id(action) -> the message as it was when the action was taken: RFC 5293 section 7, "actions
+        # that store, send, or alter the message MUST do so with the current set of header fields".
+        self.snapshots: dict = {}
+        # How many of the first actions were already carried out (a multiscript run, or the
+        # testsuite's test_result_execute): an action done cannot conflict any more (Pigeonhole).
+        self.executed = 0
         self.implicit_keep = True
-        self.flags: list[str] = []
+        # imap4flags' internal variable: a message's own flags when the script runs for an IMAP event
+        self.flags: list[str] = list(env.event.flags) if env.event is not None else []
         self.variables: dict[str, str] = {}
         self.global_vars: dict[str, str] = {}
         self.match_values: list[str] = []
         self.vars_enabled = "variables" in self.requires
         self.match_vars_enabled = self.vars_enabled
         self.errors: list[str] = []
+        self.logged: list[str] = []   # the messages of log_error(), without file and line
         self.trace: list[str] | None = [] if env.trace else None
         self.file = script.name
         self.line = 0
@@ -129,6 +120,14 @@ class Context:
     def fail(self, message: str):
         raise SieveRuntimeError(message, self.file, self.line)
 
+    def log_error(self, message: str) -> None:
+        """An error the run goes on after (as Pigeonhole's: an invalid regex built from variables
+        makes that key match nothing): logged with the result, once per rule and message."""
+        text = str(SieveRuntimeError(message, self.file, self.line))
+        if text not in self.errors:
+            self.errors.append(text)
+            self.logged.append(message)
+
     def has(self, ext: str) -> bool:
         return ext in self.requires
 
@@ -143,9 +142,7 @@ class Context:
 
     def expand(self, s: str) -> str:
         if self.vars_enabled and "${" in s:
-            from fetchdeliver.sieve.extensions.variables import expand
-
-            return expand(self, s)
+            return self.services["expand"](self, s)
         return s
 
     def expand_list(self, values) -> list[str]:
@@ -181,7 +178,7 @@ class Context:
 
     # -- actions ---------------------------------------------------------------
     def _check_reject_conflict(self, what: str) -> None:
-        for a in self.actions:
+        for a in self.actions[self.executed:]:
             if a.type in ("reject", "ereject"):
                 self.fail(f"{what} action conflicts with earlier {a.type} action")
 
@@ -190,14 +187,13 @@ class Context:
             self.fail(f"total number of actions exceeds policy limit ({len(self.actions) + 1} > "
                       f"{self.max_actions})")
         self.actions.append(action)
+        self.snapshots[id(action)] = self.message
 
     def store(self, mailbox: str, tags: dict, kind: str) -> None:
         """keep / fileinto with :flags, :copy, :create as given in the compiled tags."""
         self._check_reject_conflict("store")
         if "flags" in tags:
-            from fetchdeliver.sieve.extensions.imap4flags import parse_flags
-
-            flags = parse_flags(self.expand_list(tags["flags"]))
+            flags = self.services["parse_flags"](self.expand_list(tags["flags"]))
         else:
             flags = list(self.flags)
         copy = bool(tags.get("copy"))
@@ -209,6 +205,8 @@ class Context:
                 # A duplicate store is dropped (it does not cancel the implicit keep either).
                 prev.flags = flags
                 prev.create = prev.create or create
+                if kind == "keep":
+                    prev.type = "keep"  # keep takes the earlier store's place (as in Pigeonhole)
                 self.note(f"{kind} {mailbox}: merged with the earlier store")
                 return
         self._add(Store(mailbox, flags, copy=copy, create=create, kind=kind))
@@ -236,9 +234,20 @@ class Context:
         self.note("discard")
         self.implicit_keep = False
 
+    def not_for_imap_events(self, what: str) -> None:
+        """RFC 6785 3.11 and 4.6: reject, ereject, vacation and envelope tests end a script run
+        for an IMAP event with an error."""
+        if self.env.event is not None:
+            self.fail(f"{what} is not applicable when the script runs for an IMAP event (RFC 6785)")
+
     def reject(self, reason: str, ereject: bool) -> None:
         name = "ereject" if ereject else "reject"
-        for a in self.actions:
+        self.not_for_imap_events(name)
+        for i, a in enumerate(self.actions):
+            if i < self.executed:
+                if a.type in ("reject", "ereject"):
+                    return  # the same response again: already sent, this one is dropped
+                continue  # what was carried out cannot be undone; no conflict any more
             if a.type in ("keep", "fileinto", "redirect") or a.type in ("reject", "ereject", "vacation"):
                 if a.type in ("reject", "ereject"):
                     self.fail(f"duplicate {a.type} action not allowed")
@@ -260,9 +269,11 @@ class Context:
 class SieveResult:
     """What a script decided: actions (implicit keep included), errors, the (edited) message."""
 
-    __slots__ = ("actions", "errors", "message", "trace", "duplicate_keys", "implicit_keep")
+    __slots__ = ("actions", "errors", "message", "trace", "duplicate_keys", "implicit_keep", "snapshots")
 
-    def __init__(self, actions, errors, message, trace, duplicate_keys, implicit_keep) -> None:
+    def __init__(self, actions, errors, message, trace, duplicate_keys, implicit_keep,
+                 snapshots=None) -> None:
+        self.snapshots = snapshots or {}
         self.actions = actions
         self.errors = errors
         self.message = message
@@ -272,6 +283,11 @@ class SieveResult:
 
     def __repr__(self) -> str:
         return f"SieveResult(actions={self.actions!r}, errors={self.errors!r})"
+
+    def message_for(self, action):
+        """The message `action` works on: as edited when the script took it (editheader, replace,
+        filter change the message for later actions only); the implicit keep gets the final one."""
+        return self.snapshots.get(id(action), self.message)
 
 
 def run(script, message, env) -> SieveResult:
@@ -294,10 +310,12 @@ def run(script, message, env) -> SieveResult:
         ctx.errors.append(f"{e}; the message is kept (implicit keep)")
         if ctx.trace is not None:
             ctx.trace.append(f"runtime error: {e}; keeping the message")
-        return SieveResult([Store("INBOX", [], implicit=True, kind="keep")], ctx.errors, message,
+        # As if no script had run: an IMAP event's message keeps its own flags (RFC 6785 3.1).
+        flags = list(env.event.flags) if env.event is not None else []
+        return SieveResult([Store("INBOX", flags, implicit=True, kind="keep")], ctx.errors, message,
                            ctx.trace or [], [], True)
     actions = list(ctx.actions)
     if ctx.implicit_keep:
         actions.append(Store("INBOX", list(ctx.flags), implicit=True, kind="keep"))
     return SieveResult(actions, ctx.errors, ctx.message, ctx.trace or [], ctx.duplicate_keys,
-                       ctx.implicit_keep)
+                       ctx.implicit_keep, ctx.snapshots)

@@ -59,7 +59,8 @@ class Numeric(Octet):
         return int(s[:i])
 
 
-COMPARATORS = {"i;octet": Octet, "i;ascii-casemap": Casemap, "i;ascii-numeric": Numeric}
+# i;ascii-numeric is registered by its extension (extensions/comparator_i_ascii_numeric.py).
+COMPARATORS = {"i;octet": Octet, "i;ascii-casemap": Casemap}
 
 
 # -- :matches ----------------------------------------------------------------

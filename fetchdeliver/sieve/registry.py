@@ -2,11 +2,15 @@
 
 Extension API
 -------------
-An extension is one module under ``fetchdeliver/sieve/extensions/``. It creates
-an ``Extension`` object named ``EXT`` and declares on it what it adds; the
-module is imported only when a script requires the extension (at compile time
-for validation, at run time for the handlers), so it must stay cheap to import
-(no lark, re, email, dataclasses, typing, logging at module level)::
+A capability is one module: capability NAME is
+``fetchdeliver/sieve/extensions/NAME.py`` with ".", "-" and ";" written "_"
+(module_path()); no table lists them. It creates an ``Extension`` object
+named ``EXT`` (whose name is the capability) and declares on it what it adds;
+the module is imported only when a script requires the extension (at compile
+time for validation, at run time for the handlers), so it must stay cheap to
+import (no lark, re, email, dataclasses, typing, logging at module level).
+It imports ``registry``, ``runtime`` and other extensions' public names, never
+the interpreter or the core (see runtime.py)::
 
     from fetchdeliver.sieve.registry import Extension
 
@@ -40,7 +44,16 @@ Declarations:
 - ``match_type(name)``, ``comparator(name)``, ``address_part(name)`` register the
   run-time implementations (see ``fetchdeliver.sieve.matching`` for their
   signatures).
-- ``implies`` lists other extensions that become available with this one.
+- ``Extension(name, default=True, implies=(), conflicts=None)``: ``default``
+  False keeps it off until ``[sieve] extensions = ["+name"]`` (Pigeonhole's
+  defaults); ``implies`` lists capabilities that come along; ``conflicts``
+  maps another capability to the error given when both are required; ``needs``
+  lists capabilities a script must require too (extracttext needs foreverypart);
+  ``delivery_only`` marks what only answers a delivery (reject, vacation): a script
+  compiled for IMAP events (RFC 6785 3.11) may not require it.
+- ``service(name)`` offers a function to the core and the interpreter (the
+  names are listed in ``runtime.SERVICES``), found at run time in
+  ``ctx.services``.
 
 The compiled node handed to a handler is the tuple
 ``(name, line, tags, args, sub, block)`` (tests have no ``block``) where tags
@@ -50,87 +63,20 @@ hold the group choices), args the positional values and sub the nested tests.
 
 from __future__ import annotations
 
-# Extension name -> module under fetchdeliver.sieve.extensions.
-MODULES = {
-    "fileinto": "fileinto",
-    "envelope": "envelope",
-    "encoded-character": "encoded_character",
-    "variables": "variables",
-    "copy": "copy",
-    "imap4flags": "imap4flags",
-    "reject": "reject",
-    "ereject": "reject",
-    "relational": "relational",
-    "subaddress": "subaddress",
-    "body": "body",
-    "regex": "regex",
-    "mailbox": "mailbox",
-    "ihave": "ihave",
-    "environment": "environment",
-    "date": "date",
-    "index": "index",
-    "editheader": "editheader",
-    "vacation": "vacation",
-    "vacation-seconds": "vacation",
-    "include": "include",
-    "enotify": "enotify",
-    "duplicate": "duplicate",
-    "vnd.dovecot.duplicate": "duplicate",   # Pigeonhole's older name; implies duplicate
-    "mime": "mime",
-    "foreverypart": "mime",
-    "extracttext": "mime",
-    "spamtest": "spamtest",
-    "spamtestplus": "spamtest",
-    "virustest": "spamtest",
-    "vnd.dovecot.pipe": "extprograms",
-    "vnd.dovecot.filter": "extprograms",
-    "vnd.dovecot.execute": "extprograms",
-    "vnd.dovecot.debug": "vnd_debug",
-    "special-use": "special_use",
-    "mailboxid": "mailboxid",
-    "replace": "mime_edit",
-    "enclose": "mime_edit",
-    "extlists": "extlists",
-    "fcc": "fcc",
-    "vnd.dovecot.report": "vnd_report",
-    "imapflags": "imapflags",   # the deprecated draft of imap4flags
-    "notify": "deprecated_notify",   # the deprecated draft of enotify
-    "vnd.dovecot.environment": "vnd_environment",
-    # The Pigeonhole testsuite's own extension: only `fetchdeliver sieve testsuite` enables it
-    # (see HARNESS_ONLY); a module path with dots is imported as it stands.
-    "vnd.dovecot.testsuite": "fetchdeliver.sieve.testsuite.extension",
-    "comparator-i;ascii-numeric": "",   # the comparator lives in the core
-    "comparator-i;octet": "",
-    "comparator-i;ascii-casemap": "",
-}
-
-# Requiring the key makes the listed extensions available too.
-IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",),
-           "vnd.dovecot.environment": ("environment",), "vnd.dovecot.duplicate": ("duplicate",)}
-
-# Pigeonhole's defaults: these need sieve_extensions = +NAME to be used.
-DISABLED_BY_DEFAULT = {"editheader", "ereject", "spamtest", "spamtestplus", "virustest", "vacation-seconds",
-                       "vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.execute",
-                       "vnd.dovecot.debug", "vnd.dovecot.environment", "vnd.dovecot.duplicate",
-                       "special-use",
-                       # RFCs Pigeonhole 0.5.19 lacks: on request, like ereject
-                       "mailboxid", "replace", "enclose", "extlists", "fcc", "vnd.dovecot.report", "imapflags", "notify"}
-# Extensions that cannot be required together (name -> {other: why}).
-CONFLICTS = {
-    "imapflags": {"imap4flags": "the (deprecated) imapflags extension cannot be used together with "
-                                "the imap4flags extension"},
-    "imap4flags": {"imapflags": "the (deprecated) imapflags extension cannot be used together with "
-                                "the imap4flags extension"},
-    "notify": {"enotify": "the (deprecated) notify extension cannot be used together with the enotify "
-                          "extension"},
-    "enotify": {"notify": "the (deprecated) notify extension cannot be used together with the enotify "
-                          "extension"},
-}
+# The one place that knows where extensions live: capability NAME is the module
+# fetchdeliver.sieve.extensions.<NAME with ".", "-" and ";" as "_"> (module_path()).
+PACKAGE = "fetchdeliver.sieve.extensions"
+# Extensions outside that package. The Pigeonhole testsuite's own extension: only
+# `fetchdeliver sieve testsuite` enables it (HARNESS_ONLY).
+OUTSIDE = {"vnd.dovecot.testsuite": "fetchdeliver.sieve.testsuite.extension"}
 # Never enabled by a setting: only the testsuite harness passes HARNESS in its options.
 HARNESS_ONLY = {"vnd.dovecot.testsuite"}
 HARNESS = object()  # options["testsuite_harness"] is HARNESS: a value no config file can hold
-# Always there, cannot be required by name in Pigeonhole either way.
+# RFC 5228 2.7.3: always there (the core's comparators), may still be required by name.
 IMPLICIT = {"comparator-i;octet", "comparator-i;ascii-casemap"}
+CORE = "fetchdeliver.sieve.core"
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-;")
 
 
 class Spec:
@@ -166,9 +112,17 @@ class Spec:
 class Extension:
     """One Sieve extension's contributions (see the module docstring)."""
 
-    def __init__(self, name: str, implies: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, *, default: bool = True, implies: tuple[str, ...] = (),
+                 conflicts: dict[str, str] | None = None, needs: tuple[str, ...] = (),
+                 delivery_only: bool = False) -> None:
         self.name = name
-        self.implies = implies
+        self.delivery_only = delivery_only  # meaningless outside delivery: an error for IMAP events
+        self.needs = tuple(needs)           # capabilities the script must require with this one
+        self.default = default              # enabled without a [sieve] extensions setting
+        self.implies = tuple(implies)       # requiring this one makes these available too
+        self.conflicts = dict(conflicts or {})  # other capability -> why they cannot go together
+        self.services: dict = {}
+        self.namespaces: set[str] = set()   # variable namespaces (${global.x}, ${env.x})
         self.commands: dict[str, Spec] = {}
         self.tests: dict[str, Spec] = {}
         self.extra_tags: list[tuple] = []  # (command, tag, type, check, extension)
@@ -210,6 +164,19 @@ class Extension:
             return fn
         return deco
 
+    def namespace(self, name: str) -> None:
+        """Declare the variable namespace `name` (``${name.item}``): with this extension required,
+        references to it are not "unknown namespace" errors."""
+        self.namespaces.add(name.lower())
+
+    def service(self, name: str):
+        """Offer `fn` to the core and the interpreter under `name` (see SERVICES in runtime.py):
+        how they reach an extension's code without importing it."""
+        def deco(fn):
+            self.services[name] = fn
+            return fn
+        return deco
+
 
 class Registry:
     """The commands, tests and tags in force for one script (core + required extensions)."""
@@ -223,6 +190,8 @@ class Registry:
         self.match_types: dict = {}
         self.comparators: dict = {}
         self.address_parts: dict = {}
+        self.services: dict = {}
+        self.namespaces: set[str] = set()
         self.loaded: set[str] = set()
         self._pending: list = []
 
@@ -239,6 +208,8 @@ class Registry:
         self.match_types.update(ext.match_types)
         self.comparators.update(ext.comparators)
         self.address_parts.update(ext.address_parts)
+        self.services.update(ext.services)
+        self.namespaces |= ext.namespaces
         self._pending.extend(ext.extra_tags)
         self._apply_pending()
 
@@ -246,39 +217,62 @@ class Registry:
         left = []
         for item in self._pending:
             command, tag, ty, check, ext_name = item
-            spec = self.commands.get(command) or self.tests.get(command)
-            if spec is None:
+            specs = [spec for spec in (self.commands.get(command), self.tests.get(command)) if spec is not None]
+            if not specs:
                 left.append(item)
                 continue
-            spec.tags[tag] = (ty, ext_name)
+            for spec in specs:  # a command and a test of one name (execute, filter) share their tags
+                spec.tags[tag] = (ty, ext_name)
             if check is not None:
                 self.tag_checks[(command, tag)] = check
         self._pending = left
 
 
-_MODULE_CACHE: dict[str, Extension] = {}
+_MODULE_CACHE: dict[str, Extension | None] = {}
+
+
+def module_path(name: str) -> str | None:
+    """The module that holds capability `name`, or None when no module could (a bad name)."""
+    if name in OUTSIDE:
+        return OUTSIDE[name]
+    if not name or not set(name) <= _NAME_CHARS or not name[0].isalnum():
+        return None
+    return PACKAGE + "." + name.replace(".", "_").replace("-", "_").replace(";", "_")
+
+
+def load_module(path: str) -> Extension:
+    """The EXT of the module at `path` (a module's dotted path), imported once."""
+    import importlib
+
+    return importlib.import_module(path).EXT
 
 
 def load_extension(name: str) -> Extension | None:
-    """Import the module of extension `name`; None for names served by the core."""
-    module = MODULES.get(name)
-    if not module:
-        return None
-    ext = _MODULE_CACHE.get(module)
-    if ext is None:
-        path = module if "." in module else "fetchdeliver.sieve.extensions." + module
-        mod = __import__(path, fromlist=["EXT"])
-        ext = mod.EXT
-        _MODULE_CACHE[module] = ext
+    """The extension of capability `name`; None when there is none (IMPLICIT ones included)."""
+    if name in _MODULE_CACHE:
+        return _MODULE_CACHE[name]
+    ext = None
+    path = module_path(name)
+    if path is not None and name not in IMPLICIT:
+        try:
+            ext = load_module(path)
+        except ModuleNotFoundError as e:
+            if e.name != path:
+                raise  # the module exists but an import inside it failed: a bug to report
+        if ext is not None and ext.name != name:
+            ext = None  # "vnd-dovecot-pipe" is not "vnd.dovecot.pipe"
+    _MODULE_CACHE[name] = ext
     return ext
+
+
+def core() -> Extension:
+    return load_module(CORE)
 
 
 def build(required) -> Registry:
     """A registry with the core and the modules of the `required` extensions."""
-    from fetchdeliver.sieve import core
-
     reg = Registry()
-    reg.add(core.EXT)
+    reg.add(core())
     for name in required:
         ext = load_extension(name)
         if ext is not None:
@@ -286,26 +280,60 @@ def build(required) -> Registry:
     return reg
 
 
-def enabled_extensions(setting=None, harness: bool = False) -> set[str]:
-    """The extensions a script may require, from a Pigeonhole-style sieve_extensions setting.
+def capabilities() -> list[str]:
+    """Every capability there is (enabled or not, HARNESS_ONLY and IMPLICIT ones included): one
+    per module of the extensions package. Imports them all: not for the MDA's path."""
+    import pkgutil
 
-    `setting` is a list (or space-separated string) of names; "+name" enables,
-    "-name" disables, bare names replace the default set.
-    """
-    default = set(MODULES) - DISABLED_BY_DEFAULT - HARNESS_ONLY
-    if not setting:
-        return default | HARNESS_ONLY if harness else default
-    items = setting.split() if isinstance(setting, str) else list(setting)
-    if any(i[:1] not in "+-" for i in items):
-        enabled = set()
-    else:
-        enabled = set(default)
-    for item in items:
-        if item.startswith("+"):
-            enabled.add(item[1:])
-        elif item.startswith("-"):
-            enabled.discard(item[1:])
-        else:
-            enabled.add(item)
-    enabled = (enabled & set(MODULES)) - HARNESS_ONLY
-    return enabled | HARNESS_ONLY if harness else enabled
+    package = load_package()
+    names = set(IMPLICIT) | set(OUTSIDE)
+    for info in pkgutil.iter_modules(package.__path__):
+        ext = load_module(PACKAGE + "." + info.name)
+        names.add(ext.name)
+    return sorted(names)
+
+
+def load_package():
+    import importlib
+
+    return importlib.import_module(PACKAGE)
+
+
+class Enabled:
+    """The capabilities a script may require, from a Pigeonhole-style sieve_extensions setting:
+    a list (or space-separated string) of names; "+name" enables, "-name" disables, bare names
+    replace the default set (each extension's `default`). `name in enabled` imports only that
+    name's module; .names() lists them all."""
+
+    def __init__(self, setting=None, harness: bool = False) -> None:
+        items = (setting.split() if isinstance(setting, str) else list(setting)) if setting else []
+        self.harness = harness
+        self.replace = any(i[:1] not in "+-" for i in items)
+        self.explicit: dict[str, bool] = {}
+        for item in items:
+            if item[:1] in "+-":
+                self.explicit[item[1:]] = item[0] == "+"
+            else:
+                self.explicit[item] = True
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in HARNESS_ONLY:
+            return self.harness
+        if name in IMPLICIT:
+            return True
+        ext = load_extension(name)
+        if ext is None:
+            return False
+        if name in self.explicit:
+            return self.explicit[name]
+        return ext.default and not self.replace
+
+    def names(self) -> set[str]:
+        return {name for name in capabilities() if name in self}
+
+
+def enabled_extensions(setting=None, harness: bool = False) -> set[str]:
+    """Every capability enabled by the setting (see Enabled); imports every extension module."""
+    return Enabled(setting, harness).names()

@@ -14,15 +14,17 @@ GROUP_KEYS = {"comparator": "comparator", "match": "match", "address-part": "par
 GROUP_LABELS = {"comparator": "COMPARATOR", "match": "MATCH-TYPE", "address-part": "ADDRESS-PART"}
 TYPE_LABELS = {"string": "a string", "strings": "a string list", "number": "a number", "tag": "a tag"}
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
-MAX_ERRORS = 20
+MAX_ERRORS = 20  # reported per script; the option max_compile_errors changes it (0: all)
 
 
 class Validator:
     """One script's validation state: required extensions, errors, the registry in force."""
 
-    def __init__(self, file: str, enabled: set[str] | None = None, options: dict | None = None) -> None:
+    def __init__(self, file: str, enabled: "registry.Enabled | set[str] | None" = None,
+                 options: dict | None = None, locate=None) -> None:
         self.file = file
-        self.enabled = enabled if enabled is not None else registry.enabled_extensions()
+        self.locate = locate  # (location, name) -> the included script's file or None; None: not checked
+        self.enabled = enabled if enabled is not None else registry.Enabled()
         self.options = options or {}
         self.errors: list[SieveSyntaxError] = []
         self.warnings: list[SieveSyntaxError] = []  # accepted, but worth telling (as Pigeonhole warns)
@@ -30,15 +32,18 @@ class Validator:
         self.reg = registry.build([])
         self.includes: list[tuple[str, str, int, int]] = []  # (location, name, line, column)
         self.reported_unknown: set[str] = set()
+        self.reported_tags: set[tuple[str, str]] = set()
+        self.scratch: dict = {}  # per-extension state while validating (e.g. the variables declared)  # (command, tag): unknown tags, told once
         self.variables = False
-        self.in_loop = 0  # foreverypart nesting, for break
+        self.loops: list = []  # the :name of each enclosing foreverypart (None: unnamed), for break
         self.bad_arguments = False  # the last command's tags could not be read
 
     # -- errors ----------------------------------------------------------
     def error(self, message: str, where) -> None:
         line = getattr(where, "line", 0)
         column = getattr(where, "column", 0)
-        if len(self.errors) < MAX_ERRORS:
+        limit = self.options.get("max_compile_errors", MAX_ERRORS)
+        if not limit or len(self.errors) < limit:
             self.errors.append(SieveSyntaxError(message, self.file, line, column))
 
     def warning(self, message: str, where) -> None:
@@ -55,32 +60,53 @@ class Validator:
         if name in registry.IMPLICIT:
             self.required.append(name)
             return
-        if name not in registry.MODULES or name not in self.enabled:
+        if name not in self.enabled:
             self.error(f"require: unknown Sieve capability '{name}'", where)
             return
-        for other, why in registry.CONFLICTS.get(name, {}).items():
-            if other in self.required:
-                self.error(why, where)
-        self.required.append(name)
         ext = registry.load_extension(name)
-        if ext is not None:
-            self.reg.add(ext)
-        for implied in registry.IMPLIES.get(name, ()):
-            if implied not in self.required:
-                self.required.append(implied)
+        if ext is None:  # pragma: no cover - Enabled only admits names with a module
+            return
+        if ext.delivery_only and self.options.get("imap_events"):
+            self.error(f"require: the {name} extension is not applicable to scripts run for IMAP events "
+                       f"(RFC 6785 section 3.11)", where)
+            return
+        for other in self.required:
+            other_ext = registry.load_extension(other)
+            why = ext.conflicts.get(other) or (other_ext.conflicts.get(name) if other_ext else None)
+            if why:
+                # Not loaded (as in Pigeonhole): the names it would define keep their first meaning.
+                self.error(why, where)
+                return
+        self.add_required(name, ext)
+
+    def add_required(self, name: str, ext) -> None:
+        self.required.append(name)
+        self.reg.add(ext)
         if name == "variables":
             self.variables = True
+        for implied in ext.implies:
+            if implied not in self.required:
+                implied_ext = registry.load_extension(implied)
+                if implied_ext is not None:
+                    self.add_required(implied, implied_ext)
 
     # -- blocks ----------------------------------------------------------
     def script(self, nodes: list[Node]) -> list:
         at_start = True
         rest = []
+        first = None
         for node in nodes:
             if node.name == "require" and at_start:
                 self.require_command(node)
+                first = first or node
             else:
                 at_start = False
                 rest.append(node)
+        for name in list(self.required):
+            ext = registry.load_extension(name)
+            for needed in (ext.needs if ext is not None else ()):
+                if needed not in self.required:
+                    self.error(f"the {name} extension cannot be used without the {needed} extension", first)
         return self.block(rest)
 
     def require_command(self, node: Node) -> None:
@@ -128,48 +154,89 @@ class Validator:
         return out
 
     # -- commands and tests -------------------------------------------------
+    # The order is Pigeonhole's (sieve-validator.c), so that a script with several mistakes gets the
+    # same errors: the arguments (stopping at the first bad one), the sub-tests and the block as
+    # the command's kind wants them, the command's own checks (only when all that was right),
+    # then the nested tests and the block, validated whatever happened above.
+    def subtests_ok(self, node: Node, spec, what: str) -> bool:
+        if spec.tests == 1:
+            if len(node.tests) != 1 or node.test_list:
+                self.error(f"the {node.name} {what} requires one test" + (" as argument" if what == "test" else ""),
+                           node)
+                return False
+        elif spec.tests == "list":
+            if not node.test_list:
+                self.error(f"the {node.name} {what} requires a test list '( ... )'", node)
+                return False
+        elif node.tests:
+            first = node.tests[0]
+            if first.name not in self.reg.tests and first.name not in self.reg.commands and \
+                    (first.name in spec.tags or any(first.name in self.reg.groups[g] for g in spec.groups)):
+                self.error(f"missing colon ':' before ':{first.name}' tag in {node.name} {what}", node)
+            elif first.name in self.reg.tests:
+                self.error(f"the {node.name} {what} does not take a test" + (" as argument" if what == "test" else ""),
+                           first)
+            else:
+                self.error(f"missing semicolon ';' after {node.name} {what}", node)
+            return False
+        return True
+
+    def block_ok(self, node: Node, spec) -> bool:
+        if spec.block and node.block is None:
+            self.error(f"the {node.name} command requires a block", node)
+            return False
+        if not spec.block and node.block is not None:
+            self.error(f"the {node.name} command does not take a block; expected ';'", node)
+            return False
+        return True
+
+    def subtests(self, node: Node, spec):
+        if spec.tests == 1:
+            return self.test(node.tests[0]) if node.tests else None
+        if spec.tests == "list":
+            return [self.test(t) for t in node.tests]
+        return None
+
     def command(self, node: Node):
         spec = self.reg.commands.get(node.name)
         if spec is None or (spec.ext != "core" and spec.ext not in self.required):
             self.unknown(node, "command")
+            if node.block is not None:
+                self.block(node.block)  # what is inside is still looked at (Pigeonhole does)
             return None
         tags, args = self.arguments(node, spec)
-        bad = self.bad_arguments  # sub-tests validated below reset it
-        sub = None
-        if spec.tests == 1:
-            if len(node.tests) != 1 or node.test_list:
-                self.error(f"the {node.name} command requires one test", node)
-            else:
-                sub = self.test(node.tests[0])
-        elif node.tests:
-            self.error(f"the {node.name} command does not take a test", node.tests[0])
-        block = None
+        ok = not self.bad_arguments
+        if not ok:
+            self.subtests_ok(node, spec, "command")  # a missing ':' turns a tag into a test
+        else:
+            ok = self.subtests_ok(node, spec, "command") and self.block_ok(node, spec)
+        out = [node.name, node.line, tags, args, None, None]
+        if ok:
+            self.run_checks(spec, node, out)
+        sub = self.subtests(node, spec)
+        out[4] = sub
         if node.name in ("if", "elsif") and sub is not None and sub[0] == "ihave" and node.block is not None:
             # ihave is decided now (as Pigeonhole does): a block that needs what we lack is not validated.
             caps = sub[3][0] if sub[3] else []
             from fetchdeliver.sieve.extensions.ihave import NOT_BY_IHAVE
 
-            if all(c in self.enabled and c in registry.MODULES and c not in NOT_BY_IHAVE for c in caps):
+            if all(c in self.enabled and c not in registry.IMPLICIT and c not in NOT_BY_IHAVE for c in caps):
                 for c in caps:
                     self.require(c, node)
-                sub = ("true", node.line, {}, [], None)
+                out[4] = ("true", node.line, {}, [], None)
             else:
-                out = [node.name, node.line, tags, args, ("false", node.line, {}, [], None), []]
+                out[4] = ("false", node.line, {}, [], None)
+                out[5] = []
                 return tuple(out)
-        if spec.block:
-            if node.block is None:
-                self.error(f"the {node.name} command requires a block", node)
-            else:
-                if node.name == "foreverypart":
-                    self.in_loop += 1
-                block = self.block(node.block)
-                if node.name == "foreverypart":
-                    self.in_loop -= 1
+        if spec.block and node.block is not None:
+            loop = node.name == "foreverypart"
+            if loop:
+                self.loops.append(tags.get("name") if isinstance(tags.get("name"), str) else None)
+            out[5] = self.block(node.block)
+            if loop:
+                self.loops.pop()
         elif node.block is not None:
-            self.error(f"the {node.name} command does not take a block; expected ';'", node)
-        out = [node.name, node.line, tags, args, sub, block]
-        if not bad:
-            self.run_checks(spec, node, out)
+            self.block(node.block)
         if node.name == "else":
             out[4] = None
         return tuple(out)
@@ -182,22 +249,15 @@ class Validator:
             self.unknown(node, "test")
             return ("false", node.line, {}, [], None)
         tags, args = self.arguments(node, spec)
-        bad = self.bad_arguments  # sub-tests validated below reset it
-        sub = None
-        if spec.tests == 1:
-            if len(node.tests) != 1 or node.test_list:
-                self.error(f"the {node.name} test requires one test as argument", node)
-            else:
-                sub = self.test(node.tests[0])
-        elif spec.tests == "list":
-            if not node.test_list:
-                self.error(f"the {node.name} test requires a test list '( ... )'", node)
-            sub = [self.test(t) for t in node.tests]
-        elif node.tests:
-            self.error(f"the {node.name} test does not take a test as argument", node.tests[0])
-        out = [node.name, node.line, tags, args, sub]
-        if not bad:
+        ok = not self.bad_arguments
+        if not ok:
+            self.subtests_ok(node, spec, "test")
+        else:
+            ok = self.subtests_ok(node, spec, "test")
+        out = [node.name, node.line, tags, args, None]
+        if ok:
             self.run_checks(spec, node, out)
+        out[4] = self.subtests(node, spec)
         return tuple(out)
 
     def unknown(self, node: Node, kind: str) -> None:
@@ -211,12 +271,9 @@ class Validator:
             return
         self.reported_unknown.add(node.name)
         hint = ""
-        for ext_name, module in registry.MODULES.items():
-            if not module or ext_name in self.required:
-                continue
-            try:
-                ext = registry.load_extension(ext_name)
-            except ImportError:
+        for ext_name in registry.capabilities():
+            ext = registry.load_extension(ext_name)
+            if ext is None or ext_name in self.required:
                 continue
             table = ext.commands if kind == "command" else ext.tests
             if node.name in table and table[node.name].ext == ext_name:
@@ -239,12 +296,18 @@ class Validator:
                 check(self, node, out)
 
     def arguments(self, node: Node, spec) -> tuple[dict, list]:
+        """The tags and positional values; at the first problem an error and no more (Pigeonhole
+        does not "whine multiple times about a single command having multiple bad arguments")."""
         kind = "test" if node.is_test else "command"
         what = f"the {node.name} {kind}"
         tags: dict = {}
         args = node.args
-        unknown_tag = False
         self.bad_arguments = False
+
+        def bad() -> tuple[dict, list]:
+            self.bad_arguments = True
+            return self.defaults(spec, tags, node, check=False), []
+
         i = 0
         n = len(args)
         while i < n and args[i].kind == "tag":
@@ -260,9 +323,10 @@ class Validator:
                         group = g
                         break
             if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
-                self.error(f"unknown tagged argument ':{t}' for {what}", a)
-                unknown_tag = True
-                continue
+                if (node.name, t) not in self.reported_tags:
+                    self.reported_tags.add((node.name, t))
+                    self.error(f"unknown tagged argument ':{t}' for {what}", a)
+                return bad()
             ty = found[0]
             key = GROUP_KEYS[group] if group else t
             if key in tags:
@@ -270,16 +334,16 @@ class Validator:
                     self.error(f"encountered duplicate {GROUP_LABELS[group]} argument (:{t}) for {what}", a)
                 else:
                     self.error(f"encountered duplicate tag ':{t}' for {what}", a)
+                return bad()
             value = True
             if ty is not None:
                 if i >= n or args[i].kind == "tag":
                     self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
-                    unknown_tag = True
-                    continue
+                    return bad()
                 before = len(self.errors)
                 value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
                 if len(self.errors) > before:
-                    unknown_tag = True  # a wrong tag value: the rest cannot be read reliably either
+                    return bad()
                 i += 1
             if group == "match":
                 tags["match"] = t
@@ -292,16 +356,11 @@ class Validator:
             else:
                 tags[t] = value
         positional = args[i:]
-        if unknown_tag:
-            self.bad_arguments = True  # nor checks of values that could not be read
-            # The arguments after an unknown tag cannot be told apart (its value or a positional
-            # one?): no second error about their count, as in Pigeonhole.
-            return self.defaults(spec, tags, node), []
         for a in positional:
             if a.kind == "tag":
                 self.error(f"encountered an unexpected tagged argument ':{a.value}' while validating "
                            f"positional arguments for {what}", a)
-                return self.defaults(spec, tags, node), []
+                return bad()
         forms = spec.args
         form = None
         for f in forms:
@@ -313,7 +372,7 @@ class Validator:
             expected = " or ".join(str(c) for c in counts)
             self.error(f"{what} expects {expected} positional argument(s), but {len(positional)} "
                        f"were found", positional[0] if positional else node)
-            return self.defaults(spec, tags, node), []
+            return bad()
         values = []
         for idx, (a, ty) in enumerate(zip(positional, form)):
             label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
@@ -321,8 +380,21 @@ class Validator:
             before = len(self.errors)
             values.append(self.coerce(a, ty, label))
             if len(self.errors) > before:
-                self.bad_arguments = True  # no checks on a value that is not there
-        return self.defaults(spec, tags, node), values
+                return bad()
+        before = len(self.errors)
+        tags = self.defaults(spec, tags, node)
+        if len(self.errors) > before:
+            self.bad_arguments = True
+        return tags, values
+
+    def string(self, s: str, where) -> str:
+        """A string argument's value; with variables, its ${...} references are checked."""
+        s = self.decode(s)
+        if self.variables and "${" in s:
+            from fetchdeliver.sieve.extensions.variables import check_references
+
+            check_references(self, s, where)
+        return s
 
     def decode(self, s: str) -> str:
         if "encoded-character" in self.required and "${" in s:
@@ -334,39 +406,37 @@ class Validator:
     def coerce(self, a: Arg, ty: str, label: str):
         if ty == "strings":
             if a.kind == "string":
-                return [self.decode(a.value)]
+                return [self.string(a.value, a)]
             if a.kind == "strings":
-                return [self.decode(s) for s in a.value]
+                return [self.string(s, a) for s in a.value]
         elif ty == "string":
             if a.kind == "string":
-                return self.decode(a.value)
+                return self.string(a.value, a)
         elif ty == "number":
             if a.kind == "number":
                 return a.value
         self.error(f"{label} must be {TYPE_LABELS[ty]}, but {TYPE_LABELS[a.kind]} was found", a)
         return [] if ty == "strings" else ("" if ty == "string" else 0)
 
-    def defaults(self, spec, tags: dict, node: Node) -> dict:
+    def defaults(self, spec, tags: dict, node: Node, check: bool = True) -> dict:
         groups = spec.groups
         if "match" in groups:
             tags.setdefault("match", "is")
         if "comparator" in groups:
             default = "i;octet" if spec.name == "string" else "i;ascii-casemap"
             cmp = tags.setdefault("comparator", default)
-            self.check_comparator(cmp, tags, node)
+            if check:
+                self.check_comparator(cmp, tags, node)
         if "address-part" in groups:
             tags.setdefault("part", "all")
-        if tags.get("match") in ("count", "value"):
+        if check and tags.get("match") in ("count", "value"):
             rel = tags.get("relation")
             if rel not in ("gt", "ge", "lt", "le", "eq", "ne"):
                 self.error(f"invalid relational match type '{rel}' (expected gt, ge, lt, le, eq or ne)", node)
         return tags
 
     def check_comparator(self, cmp, tags: dict, node: Node) -> None:
-        known = {"i;octet", "i;ascii-casemap"}
-        if "comparator-i;ascii-numeric" in self.required:
-            known.add("i;ascii-numeric")
-        if cmp not in known:
+        if cmp not in self.reg.comparators:
             self.error(f"unknown comparator '{cmp}'", node)
             return
         if cmp == "i;ascii-numeric" and tags.get("match") in ("contains", "matches", "regex"):
@@ -374,14 +444,19 @@ class Validator:
                        node)
 
     # -- helpers for extension checks -------------------------------------
+    @property
+    def in_loop(self) -> int:
+        """How many foreverypart loops enclose the command being validated."""
+        return len(self.loops)
+
     def constant(self, s) -> bool:
         """True when a string has no variable references (its value is known now)."""
         return not (self.variables and "${" in s)
 
 
-def validate(nodes: list[Node], file: str, enabled: set[str] | None = None,
-             options: dict | None = None) -> Validator:
-    v = Validator(file, enabled, options)
+def validate(nodes: list[Node], file: str, enabled: "registry.Enabled | set[str] | None" = None,
+             options: dict | None = None, locate=None) -> Validator:
+    v = Validator(file, enabled, options, locate)
     v.code = v.script(nodes)  # type: ignore[attr-defined]
     if v.errors:
         raise SieveCompileError(v.errors)

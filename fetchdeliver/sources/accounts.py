@@ -128,6 +128,8 @@ KEYS = {
     # and whether to use NOTIFY (one connection for every folder) when the server offers it.
     "max_connections": config.check_int(1, 100),
     "notify": config.check_bool,
+    # JMAP (RFC 8620/8621): the session resource; default https://HOST[:PORT]/.well-known/jmap.
+    "session_url": _url,
 }
 
 REQUIRED = ("name", "protocol", "host", "user")
@@ -216,8 +218,13 @@ def check_accounts(accounts: list, file: str) -> None:
         if "poll" in acc and acc["poll"] < 1:
             err(i, acc, "poll", "must be at least 1 second (e.g. \"5m\")")
         push = kind is not None and kind.push
-        if acc.get("idle") and not push:
+        if acc.get("idle") and not push and not (kind is not None and kind.watcher):
             err(i, acc, "idle", f"IDLE is an IMAP feature; remove it from a {word} account")
+        # JMAP accounts: HTTPS (or plain HTTP with tls = "none"), no STARTTLS; see sources/jmap.py.
+        if proto == "jmap" and tls == "starttls":
+            err(i, acc, "tls", 'JMAP speaks HTTPS: use tls = "implicit" (the default) or "none" (plain HTTP)')
+        if proto != "jmap" and "session_url" in acc:
+            err(i, acc, "session_url", "only used by JMAP accounts (protocol = \"jmap\")")
         for k in ("max_connections", "notify"):
             if k in acc and not push:
                 err(i, acc, k, f"only used by IMAP push (idle = true); remove it from a {word} account")
@@ -241,7 +248,7 @@ class Account:
     __slots__ = ("name", "protocol", "host", "port", "tls", "ca_file", "pins", "verify", "tls_min_version", "user",
                  "folders", "after", "move_to", "initial", "timeout", "batch_size", "apop",
                  "recipient", "rules", "default_mailbox", "maildir", "mbox", "oauth2_mechanism",
-                 "keep_crlf", "idle", "max_connections", "notify", "_table", "_state_dir", "_token")
+                 "keep_crlf", "idle", "max_connections", "notify", "session_url", "_table", "_state_dir", "_token")
 
     def __init__(self, table: dict, settings: "Settings | None" = None) -> None:
         t = self._table = dict(table)
@@ -254,7 +261,11 @@ class Account:
             # Ports 143/110 speak plaintext first: upgrade with STARTTLS there, never go plaintext.
             tls = "starttls" if port in (143, 110) else "implicit"
         self.tls: str = tls
-        self.port: int = port or self.kind.default_ports[tls]
+        from fetchdeliver.sources.registry import source_kind
+
+        # An unknown kind (a plugin uninstalled since the config was cached) fails at fetch time, per account.
+        kind = source_kind(self.protocol)
+        self.port: int = port or (kind.default_ports.get(tls, 0) if kind is not None else 0)
         self.ca_file: str | None = t.get("ca_file")
         fp = t.get("fingerprint")
         # Pins: SHA-256 certificate fingerprints (hex) and SPKI pins ("sha256//BASE64"); any may match.
@@ -279,12 +290,13 @@ class Account:
         self.default_mailbox: str = t.get("default_mailbox") or d.get("default_mailbox") or "INBOX"
         self.maildir: str | None = t.get("maildir")
         self.mbox: str | None = t.get("mbox")
-        self.keep_crlf: bool = bool(t.get("keep_crlf", False))
+        self.keep_crlf: bool = bool(t.get("keep_crlf", self.kind.keep_crlf))
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
         self.idle: bool = bool(t.get("idle", False))
         self.max_connections: int = int(t.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         self.notify: bool = bool(t.get("notify", True))
+        self.session_url: str | None = t.get("session_url")   # JMAP
         self._state_dir = settings.state_dir if settings is not None else config.default_state_dir()
         self._token: str | None = None
 

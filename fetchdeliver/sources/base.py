@@ -135,13 +135,18 @@ class SourceKind:
     client library). The rest is what the account schema checks: `default_ports` by tls mode,
     the `after` policies the source carries out ("move" stands for "move:FOLDER"), whether it
     has folders (`folders = [...]`) and IMAP-style push (`idle`, `max_connections`, `notify`).
+    `watcher`: the daemon's push for `idle = true` accounts of a kind with push of its own
+    ("module:Class" with the interface of daemon.idle.AccountPush, e.g. JMAP's EventSource); the
+    IMAP keys `max_connections`/`notify` stay IMAP's. `keep_crlf`: the default of the account key
+    (true where the source hands over the stored message, not a wire rendering: JMAP blobs).
     """
 
-    __slots__ = ("name", "factory", "default_ports", "after", "folders", "push", "received_with")
+    __slots__ = ("name", "factory", "default_ports", "after", "folders", "push", "received_with", "watcher",
+                 "keep_crlf")
 
     def __init__(self, name: str, factory: Callable[[Any], Source] | str, *, default_ports: dict[str, int],
                  after: Sequence[str] = ("keep", "delete"), folders: bool = False, push: bool = False,
-                 received_with: str | None = None) -> None:
+                 received_with: str | None = None, watcher: str | None = None, keep_crlf: bool = False) -> None:
         self.name = name
         self.factory = factory
         self.default_ports = default_ports
@@ -150,6 +155,8 @@ class SourceKind:
         self.push = push
         # The protocol word in our Received: header ("with IMAP"; "S" is added with TLS).
         self.received_with = received_with or name.upper()
+        self.watcher = watcher
+        self.keep_crlf = keep_crlf
 
     def make(self, account: Any) -> Source:
         """A new (not yet connected) Source for `account`."""

@@ -105,6 +105,8 @@ class ImapSource:
         self.highestmodseq: int | None = None   # of the selected folder (CONDSTORE), else None
         self.uidnext: int | None = None
         self.uidvalidity: int | None = None
+        self.qresync = False                    # ENABLE QRESYNC succeeded
+        self.resync: Resync | None = None       # what a SELECT with QRESYNC parameters learned
         # Gmail (X-GM-EXT-1): uid -> (X-GM-MSGID, labels) of the selected folder, filled by sizes().
         self.gmail_info: dict[int, tuple[int, list[str]]] = {}
         self._run: Run | None = None
@@ -138,7 +140,12 @@ class ImapSource:
             self._login()
             with _command("CAPABILITY", where):
                 self.capabilities = set(client.capabilities())
-            if self.has("CONDSTORE"):
+            if self.has("QRESYNC"):
+                # SELECT can then name the last sync point and learn expunges (VANISHED) and changed or
+                # new messages (FETCH) in its own answer (RFC 7162 section 3.2.5); QRESYNC implies CONDSTORE.
+                with _command("ENABLE QRESYNC", where):
+                    self.qresync = b"QRESYNC" in {bytes(x).upper() for x in client.enable("QRESYNC")}
+            elif self.has("CONDSTORE"):
                 # SELECT then reports HIGHESTMODSEQ: an unchanged folder needs no SEARCH (RFC 7162).
                 with _command("ENABLE CONDSTORE", where):
                     client.enable("CONDSTORE")
@@ -194,10 +201,19 @@ class ImapSource:
         return capability.encode() in self.capabilities
 
     # -- folders ------------------------------------------------------------------
-    def select(self, folder: str, *, readonly: bool) -> int:
-        """Open `folder`; returns its UIDVALIDITY."""
+    def select(self, folder: str, *, readonly: bool, since: tuple[int, int] | None = None) -> int:
+        """Open `folder`; returns its UIDVALIDITY.
+
+        `since`: (UIDVALIDITY, HIGHESTMODSEQ) of the last complete pass. Where QRESYNC is enabled the
+        SELECT carries it and `self.resync` holds what changed since (None when the server could not
+        tell: another UIDVALIDITY, no QRESYNC).
+        """
+        self.resync = None
         with _command(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", self.account.address):
-            info = self.client.select_folder(folder, readonly=readonly)
+            if since is not None and self.qresync:
+                info = self._select_qresync(folder, readonly, since)
+            else:
+                info = self.client.select_folder(folder, readonly=readonly)
         self.folder = folder
         self.readonly = readonly
         self.needs_expunge = False
@@ -210,6 +226,43 @@ class ImapSource:
         self.uidnext = int(uidnext) if isinstance(uidnext, int) else None
         self.uidvalidity = int(uv)
         return int(uv)
+
+    def _select_qresync(self, folder: str, readonly: bool, since: tuple[int, int]) -> dict:
+        """SELECT/EXAMINE folder (QRESYNC (uidvalidity modseq)): one round trip that also reports what
+        vanished and which messages are new or changed since `modseq`.
+
+        known-uids is left out on purpose: with it the server reports changes to those UIDs only
+        (RFC 7162 3.2.5.1), and messages that arrived since would need another command.
+        """
+        uidvalidity, modseq = int(since[0]), int(since[1])
+        # imapclient has no QRESYNC parameters for SELECT; imaplib's public select() sends its mailbox
+        # argument as given, so the parameters ride along, and its untagged_responses keep the answer
+        # (imapclient keeps its imaplib connection in `_imap`, as for NOTIFY below).
+        imap = self.client._imap
+        arg = f"{quote_mailbox(folder)} (QRESYNC ({uidvalidity} {modseq}))"
+        typ, data = imap.select(arg, readonly)
+        if typ != "OK":
+            raise SourceError(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", f"server said: {typ} "
+                              f"{server_words(data)}")
+        untagged = imap.untagged_responses
+        info: dict = {}
+        for key in ("UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ", "EXISTS"):
+            values = untagged.get(key)
+            if values:
+                try:
+                    info[key.encode()] = int(values[-1])
+                except (TypeError, ValueError):
+                    pass
+        if "NOMODSEQ" in untagged:
+            info[b"NOMODSEQ"] = True
+        if info.get(b"UIDVALIDITY") == uidvalidity and b"NOMODSEQ" not in info:
+            try:
+                self.resync = resync_from(modseq, untagged.get("FETCH", []), untagged.get("VANISHED", []))
+            except ValueError as e:
+                # An answer we cannot read in full must not hide a message: compare the usual way.
+                log.warning("%s: %s: unreadable QRESYNC answer (%s); comparing UIDs instead",
+                            self.account.name, folder, e)
+        return info
 
     def sync_point(self) -> tuple[int, int, int] | None:
         """(UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) of the selected folder, when the server tracks modseqs.
@@ -303,12 +356,15 @@ class ImapSource:
     def _folder(self, run: "Run", folder: str) -> "Iterator[Sequence[Fetched]]":
         a = self.account
         state = run.state
-        uidvalidity = self.select(folder, readonly=a.after == "keep" or run.dry_run)
         known = state.imap_uidvalidity(a.name, folder)
+        last = None if run.dry_run else state.imap_sync_point(a.name, folder)
+        # QRESYNC: the SELECT names the last complete pass and its answer says what changed since.
+        resync_from_point = (int(last[0]), int(last[1])) if last is not None and last[0] == known else None
+        uidvalidity = self.select(folder, readonly=a.after == "keep" or run.dry_run, since=resync_from_point)
         point = self.sync_point()
         since = None
+        resync = None
         if not run.dry_run:
-            last = state.imap_sync_point(a.name, folder)
             if point is not None and known == uidvalidity and last is not None and last[0] == uidvalidity:
                 if tuple(last[:3]) == point:
                     # CONDSTORE: nothing arrived, left or changed since the last complete pass; the SELECT
@@ -316,15 +372,37 @@ class ImapSource:
                     log.debug("%s: %s: unchanged since the last pass (HIGHESTMODSEQ %d)", a.name, folder,
                               point[1])
                     return
-                if time.time() - last[3] < FULL_COMPARE_EVERY:
+                resync = self.resync
+                if resync is None and time.time() - last[3] < FULL_COMPARE_EVERY:
                     since = last
             state.set_imap_sync_point(a.name, folder, None)
         self._released = False
-        yield from self._folder_todo(run, folder, uidvalidity, known, since=since)
+        if resync is not None:
+            yield from self._folder_resync(run, folder, uidvalidity, resync)
+        else:
+            yield from self._folder_todo(run, folder, uidvalidity, known, since=since)
         if point is not None and not run.dry_run and not self._released:
             # Complete, nothing left to retry: the next pass may skip the folder while its modseq stays.
             # (Our own flags/expunges raise the modseq, so the pass after an acknowledgement looks again.)
             state.set_imap_sync_point(a.name, folder, point)
+
+    def _folder_resync(self, run: "Run", folder: str, uidvalidity: int,
+                       resync: "Resync") -> "Iterator[Sequence[Fetched]]":
+        """QRESYNC: the SELECT's answer listed what vanished and which messages are new or had flags
+        changed since the last complete pass (a \\Deleted removed elsewhere included), so no SEARCH is
+        needed: forget what vanished, fetch the undeleted ones not yet delivered. That pass was complete,
+        acknowledgements included, so nothing recorded waits for its `after`."""
+        a = self.account
+        seen = run.state.imap_seen(a.name, folder)
+        gone = resync.gone(seen)
+        if gone:
+            run.state.imap_forget(a.name, folder, gone)
+        todo = [u for u in resync.candidates() if u not in seen]
+        log.debug("%s: %s: QRESYNC since MODSEQ %d: %d changed, %d vanished, %d to fetch", a.name, folder,
+                  resync.modseq, len(resync.changed), len(gone), len(todo))
+        if a.after == "move" and todo:
+            self.ensure_folder(a.move_to)
+        yield from self._fetch_todo(run, folder, uidvalidity, todo)
 
     def _folder_todo(self, run: "Run", folder: str, uidvalidity: int, known: int | None,
                      since: tuple | None = None) -> "Iterator[Sequence[Fetched]]":
@@ -493,6 +571,68 @@ class ImapSource:
 
 def _gmail_key(account: str, msgid: int) -> str:
     return f"{account}\0{msgid}"
+
+
+def resync_from(modseq: int, fetches: list, vanished_lines: list) -> "Resync":
+    """A Resync from imaplib's untagged FETCH and VANISHED data; ValueError when any is not as expected
+    (a literal, a FETCH without UID or FLAGS)."""
+    from imapclient.response_parser import parse_fetch_response
+
+    changed: dict[int, tuple] = {}
+    for line in fetches:
+        if not isinstance(line, bytes):
+            raise ValueError("a FETCH response with a literal")
+        for d in parse_fetch_response([line], uid_is_key=False).values():
+            if b"UID" not in d or b"FLAGS" not in d:
+                raise ValueError("a FETCH response without UID or FLAGS")
+            changed[int(d[b"UID"])] = tuple(d[b"FLAGS"])
+    vanished: list[tuple[int, int]] = []
+    for text in vanished_lines:
+        if not isinstance(text, bytes):
+            raise ValueError("a VANISHED response with a literal")
+        vanished += uid_ranges(text.decode("ascii", "replace").replace("(EARLIER)", ""))
+    return Resync(modseq, changed, vanished)
+
+
+class Resync:
+    """What a SELECT with QRESYNC parameters reported since `modseq`: the flags of each message that
+    is new or changed (`changed`, uid -> flags) and the UID ranges expunged (`vanished`)."""
+
+    __slots__ = ("modseq", "changed", "vanished")
+
+    def __init__(self, modseq: int, changed: dict[int, tuple], vanished: list[tuple[int, int]]) -> None:
+        self.modseq = modseq
+        self.changed = changed
+        self.vanished = sorted(vanished)
+
+    def gone(self, uids) -> set[int]:
+        """Those of `uids` that vanished."""
+        import bisect
+
+        starts = [lo for lo, _ in self.vanished]
+        out = set()
+        for u in uids:
+            i = bisect.bisect_right(starts, u) - 1
+            if i >= 0 and self.vanished[i][1] >= u:
+                out.add(u)
+        return out
+
+    def candidates(self) -> list[int]:
+        """New or changed messages not flagged \\Deleted, in UID order."""
+        return sorted(u for u, flags in self.changed.items()
+                      if not any(bytes(f).lower() == b"\\deleted" for f in flags))
+
+
+def uid_ranges(text: str) -> list[tuple[int, int]]:
+    """A UID set such as `1:3,7,9:8` as sorted (low, high) pairs."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition(":")
+        a, b = int(lo), int(hi or lo)
+        out.append((min(a, b), max(a, b)))
+    return sorted(out)
 
 
 def quote_mailbox(name: str) -> str:

@@ -7,6 +7,7 @@ every accepted recipient gets one reply, in RCPT order:
     250 2.0.0  durable in its store (file and directory fsynced)
     550 5.7.1  a Sieve reject / ereject (the reason follows)
     451 4.3.0  a temporary failure (452 4.3.1 when the disk is full): the MTA retries
+    552 5.2.2  the recipient is over quota (452 4.2.2 with [quota] tempfail = true)
     552 5.3.4  the message is larger than [lmtp] max_message_size
 
 Bytes: the message is kept exactly as it came on the wire, minus the
@@ -196,13 +197,17 @@ class LMTPService:
             ctx = build_context(s)
         else:
             ctx = build_context(s, maildir=r.maildir, mbox=r.mbox, rules=r.rules or "",
-                                default_mailbox=r.default_mailbox)
+                                default_mailbox=r.default_mailbox, quota_user=r.key)
             if r.mbox:
                 d = s.delivery
                 ctx.store = build_store(mbox=r.mbox, mbox_folders=r.mbox_folders,
                                         fsync=d.get("fsync", True), lock_timeout=d.get("lock_timeout"))
             elif not r.maildir and getattr(ctx.store, "kind", "") == "postgres":
                 ctx.store = ctx.store.for_user(r.key)   # one database, a mail user per recipient
+            if "quota" in s.data and not r.mbox and getattr(ctx.store, "kind", "") == "postgres":
+                from fetchdeliver.storage.quota import attach_quota
+
+                attach_quota(ctx.store, s, r.key)      # the store was replaced above
         ctx.state = self.state
         ctx.outbound = self.outbound
         if ctx.script_error:
@@ -269,6 +274,9 @@ class LMTPService:
             return outcome, f"250 2.0.0 {who} delivered to {where}"
         if outcome.status == engine.REJECTED:
             return outcome, f"550 5.7.1 {who} {reply_text(outcome.reason or 'rejected')}"
+        if outcome.quota is not None:   # [quota] tempfail: 452 4.2.2, the MTA retries; else it bounces
+            code = "452 4.2.2" if outcome.quota.temporary else "552 5.2.2"
+            return outcome, f"{code} {who} {reply_text(outcome.quota)}"
         err = outcome.errors[-1] if outcome.errors else "temporary failure"
         low = err.lower()
         if "no space left" in low:

@@ -19,8 +19,13 @@ IMAP = SourceKind("imap", "fetchdeliver.sources.imap:ImapSource",
 POP3 = SourceKind("pop3", "fetchdeliver.sources.pop3:Pop3Source",
                   default_ports={"implicit": 995, "starttls": 110, "none": 110}, after=("keep", "delete"))
 
+JMAP = SourceKind("jmap", "fetchdeliver.sources.jmap:JmapSource",
+                  default_ports={"implicit": 443, "starttls": 443, "none": 80},
+                  after=("keep", "delete", "mark-seen", "move"), folders=True,
+                  watcher="fetchdeliver.sources.jmap_push:JmapPush", keep_crlf=True)
+
 # One line per built-in source.
-BUILTIN: dict[str, SourceKind] = {kind.name: kind for kind in (IMAP, POP3)}
+BUILTIN: dict[str, SourceKind] = {kind.name: kind for kind in (IMAP, POP3, JMAP)}
 
 _loaded: dict[str, SourceKind] = {}
 

@@ -16,7 +16,7 @@ Flags are IMAP strings: the system flags spelt "\\Seen", "\\Answered",
 
 from __future__ import annotations
 
-from fetchdeliver.errors import FetchdeliverError
+from fetchdeliver.errors import FetchdeliverError, QuotaExceeded
 
 # On the MDA path: `typing` is imported for the type checker only (docs/architecture.md, "Start-up time").
 TYPE_CHECKING = False
@@ -114,10 +114,17 @@ class Mailbox:
         raise NotImplementedError
 
     def copy_to(self, msgs: list[MessageInfo], dest: "Mailbox") -> list[int]:
-        """Copy messages (with flags and internal date) into `dest`; the new UIDs in order."""
+        """Copy messages (with flags and internal date) into `dest`; the new UIDs in order.
+        All or nothing: when one cannot be copied (over quota, say), the copies made are removed."""
         uids: list[int] = []
-        for m in msgs:
-            uids.append(dest.append(self.read(m), m.flags, m.internaldate))
+        try:
+            for m in msgs:
+                uids.append(dest.append(self.read(m), m.flags, m.internaldate))
+        except StorageError:
+            if uids:
+                done = set(uids)
+                dest.expunge([m for m in dest.sync() if m.uid in done])
+            raise
         return uids
 
     def expunge(self, msgs: list[MessageInfo]) -> None:
@@ -191,6 +198,87 @@ class Receipt:
         return f"Receipt({self.target!r}, {self.mailbox!r}, {self.path!r})"
 
 
+class QuotaStatus:
+    """One quota root as RFC 9208 reports it: what is used and the limits (None: no limit).
+    `bytes` is the sum of the messages' sizes as stored; IMAP's STORAGE is it in KiB."""
+
+    __slots__ = ("root", "bytes", "messages", "bytes_limit", "messages_limit")
+
+    def __init__(self, root: str, bytes_used: int, messages: int, bytes_limit: int | None = None,
+                 messages_limit: int | None = None) -> None:
+        self.root = root
+        self.bytes = bytes_used
+        self.messages = messages
+        self.bytes_limit = bytes_limit
+        self.messages_limit = messages_limit
+
+    def over_by(self, size: int, count: int = 1, grace: int = 0) -> str | None:
+        """The resource ("STORAGE" or "MESSAGE") that `count` more messages of `size` bytes in all
+        would take over its limit, or None when they fit (a limit may be reached, not passed).
+        `grace`: bytes the last message may go past the storage limit when the user is under it
+        (Dovecot's quota_grace)."""
+        if self.bytes_limit is not None and size > 0 and self.bytes + size > self.bytes_limit:
+            if not (self.bytes < self.bytes_limit and self.bytes + size <= self.bytes_limit + grace):
+                return "STORAGE"
+        if self.messages_limit is not None and count > 0 and self.messages + count > self.messages_limit:
+            return "MESSAGE"
+        return None
+
+    def __repr__(self) -> str:
+        return (f"QuotaStatus({self.root!r}, bytes={self.bytes}/{self.bytes_limit}, "
+                f"messages={self.messages}/{self.messages_limit})")
+
+
+class Quota:
+    """A user's quota (storage/quota.py has the Maildir++ one, storage/postgres.py its own).
+
+    A store with a quota calls `check()` before it stores a message (QuotaExceeded when it does
+    not fit) and `charge()` after it stored or removed some (negative numbers). Both see every
+    process that shares the user's mail: the numbers live with the mail, not in memory."""
+
+    root = "User quota"          # the quota root's name (Dovecot's name for its default root)
+    tempfail = False             # over quota is a temporary failure ([quota] tempfail)
+    moving = False               # set while IMAP MOVE copies within the user's mail: no check, as
+                                 # Dovecot does (the expunge that follows gives the room back)
+    grace: int | str = 0         # [quota] grace: bytes, or "10%" of the storage limit
+
+    def grace_bytes(self, st: QuotaStatus) -> int:
+        """The grace in bytes for `st`'s storage limit."""
+        g = self.grace
+        if isinstance(g, str) and g.endswith("%"):
+            return int(g[:-1]) * (st.bytes_limit or 0) // 100
+        return int(g)
+
+    def status(self) -> QuotaStatus:
+        """Usage and limits now."""
+        raise NotImplementedError
+
+    def check(self, size: int, count: int = 1, *, grace: bool = True) -> None:
+        """Raise QuotaExceeded when `count` more messages of `size` bytes would not fit. `grace`:
+        whether the grace applies (deliveries; not IMAP APPEND/COPY, as in Dovecot)."""
+        if self.moving:
+            return
+        st = self.status()
+        resource = st.over_by(size, count, self.grace_bytes(st) if grace else 0)
+        if resource is not None:
+            raise self.exceeded(st, resource, size)
+
+    def charge(self, size: int, count: int = 1) -> None:
+        """Record that `count` messages of `size` bytes in all were stored (negative: removed)."""
+
+    def set_limits(self, bytes_limit: int | None, messages_limit: int | None) -> None:
+        """The user's own limits (IMAP SETQUOTA by an administrator); None: no limit."""
+        raise StorageError("this quota's limits cannot be changed here", "CANNOT")
+
+    def exceeded(self, st: QuotaStatus, resource: str, size: int) -> QuotaExceeded:
+        if resource == "STORAGE":
+            detail = f"{st.bytes} of {st.bytes_limit} bytes used, the message has {size}"
+        else:
+            detail = f"{st.messages} of {st.messages_limit} messages stored"
+        return QuotaExceeded(f"Quota exceeded (mailbox for user is full): {detail}", resource=resource,
+                             temporary=self.tempfail)
+
+
 class Store:
     """A user's mailboxes.
 
@@ -201,6 +289,7 @@ class Store:
 
     kind = "store"
     separator = "/"
+    quota: Quota | None = None     # set by storage/quota.py's attach_quota(): enforced by deliver()
 
     def deliver(self, raw: bytes, mailbox: str = "INBOX", flags: list[str] | tuple[str, ...] = (), *,
                 sender: str = "", create: bool = True) -> Receipt:

@@ -71,3 +71,29 @@ class BlobStore:
         if hashlib.sha256(body).digest() != digest:
             raise TemporaryDeliveryError(f"{ref} does not have the SHA-256 it is stored under")
         return body
+
+    # -- for `fetchdeliver store sweep` (storage/sweep.py) -----------------------------------------
+
+    def list_bodies(self):
+        """Yield pages of [(key, last modified as epoch seconds, size)] of the objects under the
+        prefix whose names are bodies' (64 hex digits); other objects are never listed."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            out = []
+            for o in page.get("Contents", []):
+                name = o["Key"][len(prefix):]
+                if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+                    out.append((o["Key"], o["LastModified"].timestamp(), int(o.get("Size", 0))))
+            if out:
+                yield out
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete objects (at most 1000 keys, S3's batch limit)."""
+        if keys:
+            r = self._client().delete_objects(Bucket=self.bucket,
+                                              Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+            errors = r.get("Errors") or []
+            if errors:
+                raise TemporaryDeliveryError(f"the blob store did not delete {len(errors)} object(s): "
+                                             f"{errors[0].get('Key')}: {errors[0].get('Message')}")

@@ -1,4 +1,4 @@
-"""`fetchdeliver db migrate` and `fetchdeliver store copy SRC DST`.
+"""`fetchdeliver db migrate`, `fetchdeliver store copy SRC DST` and `fetchdeliver store sweep`.
 
 `store copy` copies every mailbox of one store into another (maildir:, mbox:, postgresql:),
 with flags, keywords and internal dates. A postgres destination keeps the source's UIDs and
@@ -36,6 +36,11 @@ def add_store_arguments(p) -> None:
     c.add_argument("src", help="source location, e.g. maildir:~/Maildir")
     c.add_argument("dst", help="destination, e.g. 'postgresql://fd@db/mail?mailuser=alice'")
     c.add_argument("--journal", help="progress journal for a non-postgres destination (resuming)")
+    w = sub.add_parser("sweep", help="delete bodies in the S3 blob store that no message refers to")
+    w.add_argument("-c", "--config", help="configuration file ([storage] url and blobs)")
+    w.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                   help="keep objects younger than this (default 3600: deliveries upload before they commit)")
+    w.add_argument("-n", "--dry-run", action="store_true", help="count what would be deleted, delete nothing")
 
 
 def _url_from_config(config: str | None) -> str:
@@ -181,9 +186,41 @@ def copy_store(src, dst, journal: Journal | None = None, out=None) -> dict:
     return report
 
 
+def sweep_main(args) -> int:
+    """`fetchdeliver store sweep`: see storage/sweep.py."""
+    from fetchdeliver.config import Settings, default_config_path, load
+
+    try:
+        path = args.config or default_config_path()
+        st = Settings(load(path), path).data.get("storage") or {}
+        if not st.get("url") or not st.get("blobs"):
+            raise ConfigError("store sweep needs [storage] url and blobs", file=path, key="storage.blobs")
+        from fetchdeliver.storage.blobs import BlobStore
+        from fetchdeliver.storage.postgres import split_location
+        from fetchdeliver.storage.sweep import DEFAULT_GRACE, sweep
+
+        grace = DEFAULT_GRACE if args.grace is None else args.grace
+        if grace < 0:
+            raise ConfigError(f"--grace must not be negative, got {grace}")
+        report = sweep(split_location(st["url"])[0], BlobStore(st["blobs"]), grace=grace, dry_run=args.dry_run)
+    except ConfigError as e:
+        print(f"fetchdeliver: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except ImportError as e:
+        print(f"fetchdeliver: store sweep needs pip install 'fetchdeliver[postgres]' ({e})", file=sys.stderr)
+        return EX_CONFIG
+    except Exception as e:   # the database or S3 away: nothing half-done matters, run it again
+        print(f"fetchdeliver: store sweep stopped, run it again: {type(e).__name__}: {e}", file=sys.stderr)
+        return EX_TEMPFAIL
+    print(("dry run: " if args.dry_run else "") + str(report))
+    return EX_OK
+
+
 def store_main(args) -> int:
+    if args.store_command == "sweep":
+        return sweep_main(args)
     if args.store_command != "copy":
-        print("usage: fetchdeliver store copy SRC DST", file=sys.stderr)
+        print("usage: fetchdeliver store copy SRC DST | fetchdeliver store sweep", file=sys.stderr)
         return 64
     from fetchdeliver.storage import open_store
     from fetchdeliver.storage.postgres import PostgresStore

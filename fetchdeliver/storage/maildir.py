@@ -232,6 +232,9 @@ class MaildirStore(Store):
         if not create and path != self.root and not os.path.isdir(path):
             raise MailboxNotFound(f"mailbox does not exist: {mailbox!r} ({path}); "
                                   "not creating it without :create")
+        quota = self.quota
+        if quota is not None:
+            quota.check(len(raw))      # QuotaExceeded: nothing written
         letters, keywords = split_flags(flags)
         if keywords:
             letters = "".join(sorted(letters + self._keyword_letters(path, keywords)))
@@ -248,6 +251,13 @@ class MaildirStore(Store):
             dest = self._write_reporting(path, raw, base, subdir, final)
         except OSError as e:
             raise self._error(path, e) from e
+        if quota is not None:
+            quota.charge(len(raw), 1)
+
+            def undo() -> None:
+                _remove_delivered(dest, self.fsync)
+                quota.charge(-len(raw), -1)
+            return Receipt("maildir", mailbox, dest, undo=undo)
         return Receipt("maildir", mailbox, dest, undo=lambda: _remove_delivered(dest, self.fsync))
 
     def _write_reporting(self, path, raw, base, subdir, final) -> str:
@@ -1441,11 +1451,15 @@ class MaildirMailbox(Mailbox):
         on (the fsyncs are most of an APPEND's time); then `adopt(path)` numbers it."""
         self._check_writable()
         try:
+            quota = self.store.quota
+            if quota is not None:
+                quota.check(len(raw), grace=False)   # APPEND/COPY get no grace (Dovecot's rule)
             # Without flags the file goes to new/: the next session that selects the mailbox sees it
             # \Recent (RFC 3501 6.3.11), as Dovecot does; with flags it needs cur/'s info suffix.
             receipt = self.store.deliver(raw, self.name, list(flags), create=False)
         except FetchdeliverError as e:
-            raise StorageError(str(e), "TRYCREATE" if "does not exist" in str(e) else None) from e
+            code = getattr(e, "imap_code", None) or ("TRYCREATE" if "does not exist" in str(e) else None)
+            raise StorageError(str(e), code) from e
         if internaldate is not None:
             try:
                 os.utime(receipt.path, (internaldate, internaldate))
@@ -1511,11 +1525,20 @@ class MaildirMailbox(Mailbox):
         if not msgs:
             return
         gone = set()
+        quota = self.store.quota
+        freed = removed = 0      # bytes (the names' S=) and number of the files removed, for the quota
         with self._lock():
             for m in msgs:
                 for _attempt in range(3):
                     try:
-                        os.unlink(os.path.join(self.path, m.handle.subdir, m.handle.name))
+                        victim = os.path.join(self.path, m.handle.subdir, m.handle.name)
+                        nbytes = 0
+                        if quota is not None:
+                            nbytes = _size_from_name(split_filename(m.handle.name)[0], "S") or \
+                                os.stat(victim).st_size
+                        os.unlink(victim)
+                        freed += nbytes
+                        removed += 1
                         break
                     except FileNotFoundError:
                         found = self._listdir().get(split_filename(m.handle.name)[0])
@@ -1548,6 +1571,8 @@ class MaildirMailbox(Mailbox):
                     u.by_base = {b: uid for uid, _e, b in u.records}
                     u.nextuid = nxt
                     self._write_uidlist(u)
+        if quota is not None and removed:
+            quota.charge(-freed, -removed)
         self._cache = [m for m in self._cache if m.uid not in gone]
         self._known = None
         if self._memos is not None:

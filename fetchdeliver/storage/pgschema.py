@@ -185,6 +185,65 @@ CREATE TABLE fd_fetch_imap_sync (
     PRIMARY KEY (account, folder)
 );
 """),
+    ("fetch state: the JMAP Email state of each account's last complete pass", """
+CREATE TABLE fd_fetch_jmap_sync (
+    account text PRIMARY KEY,
+    jmap_account text NOT NULL,
+    scope text NOT NULL,
+    state text NOT NULL,
+    at double precision NOT NULL
+);
+"""),
+    ("quotas: each user's usage (bytes, messages), kept by triggers on every insert and delete, and "
+     "limits set by an administrator (IMAP SETQUOTA)", """
+CREATE TABLE fd_quota (
+    user_id bigint PRIMARY KEY,               -- fd_user.id
+    bytes bigint NOT NULL DEFAULT 0,          -- the sum of fd_message.size over the user's mailboxes
+    messages bigint NOT NULL DEFAULT 0,
+    bytes_limit bigint,                       -- NULL: no limit of the user's own ([quota] applies)
+    messages_limit bigint
+);
+INSERT INTO fd_quota (user_id, bytes, messages)
+    SELECT u.id, coalesce(sum(m.size), 0), count(m.uid)
+    FROM fd_user u LEFT JOIN fd_mailbox b ON b.user_id = u.id LEFT JOIN fd_message m ON m.mailbox_id = b.id
+    GROUP BY u.id;
+CREATE FUNCTION fd_quota_message() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO fd_quota AS q (user_id, bytes, messages)
+            SELECT b.user_id, NEW.size, 1 FROM fd_mailbox b WHERE b.id = NEW.mailbox_id
+            ON CONFLICT (user_id) DO UPDATE SET bytes = q.bytes + excluded.bytes, messages = q.messages + 1;
+        RETURN NEW;
+    END IF;
+    -- a message removed with its mailbox: fd_quota_mailbox counted it already (the mailbox row is gone)
+    UPDATE fd_quota SET bytes = bytes - OLD.size, messages = messages - 1
+        WHERE user_id = (SELECT b.user_id FROM fd_mailbox b WHERE b.id = OLD.mailbox_id);
+    RETURN OLD;
+END $$;
+CREATE TRIGGER fd_message_quota AFTER INSERT OR DELETE ON fd_message
+    FOR EACH ROW EXECUTE FUNCTION fd_quota_message();
+CREATE FUNCTION fd_quota_mailbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE fd_quota q SET bytes = q.bytes - s.bytes, messages = q.messages - s.n
+        FROM (SELECT coalesce(sum(size), 0) AS bytes, count(*) AS n FROM fd_message
+              WHERE mailbox_id = OLD.id) s
+        WHERE q.user_id = OLD.user_id;
+    RETURN OLD;
+END $$;
+CREATE TRIGGER fd_mailbox_quota BEFORE DELETE ON fd_mailbox
+    FOR EACH ROW EXECUTE FUNCTION fd_quota_mailbox();
+"""),
+    ("Sieve scripts for ManageSieve: each user's scripts, at most one of them active", """
+CREATE TABLE fd_sieve_script (
+    user_id bigint NOT NULL REFERENCES fd_user ON DELETE CASCADE,
+    name text NOT NULL,
+    script bytea NOT NULL,
+    sha256 bytea GENERATED ALWAYS AS (sha256(script)) STORED,   -- what deliveries compare
+    active boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (user_id, name)
+);
+CREATE UNIQUE INDEX fd_sieve_script_active ON fd_sieve_script (user_id) WHERE active;
+"""),
 ]
 
 LATEST = len(STEPS)

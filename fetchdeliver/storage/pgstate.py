@@ -112,6 +112,25 @@ class PgState(AccountLocks):
                           "highestmodseq = excluded.highestmodseq, uidnext = excluded.uidnext, at = excluded.at",
                           (account, folder, *(int(x) for x in point[:3]), time.time()))
 
+    # -- JMAP (Email ids are recorded like UIDLs; this is the watermark) -----------------
+    def jmap_sync_point(self, account: str) -> tuple[str, str, str, float] | None:
+        """(JMAP accountId, scope, Email state, when) after the last complete pass."""
+        with self._tx() as c:
+            row = c.execute("SELECT jmap_account, scope, state, at FROM fd_fetch_jmap_sync WHERE account = %s",
+                            (account,)).fetchone()
+        return (str(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
+
+    def set_jmap_sync_point(self, account: str, point: tuple[str, str, str] | None, *,
+                            at: float | None = None) -> None:
+        with self._tx() as c:
+            if point is None:
+                c.execute("DELETE FROM fd_fetch_jmap_sync WHERE account = %s", (account,))
+            else:
+                c.execute("INSERT INTO fd_fetch_jmap_sync VALUES (%s, %s, %s, %s, %s) ON CONFLICT (account) DO "
+                          "UPDATE SET jmap_account = excluded.jmap_account, scope = excluded.scope, "
+                          "state = excluded.state, at = excluded.at",
+                          (account, *(str(x) for x in point[:3]), time.time() if at is None else at))
+
     # -- POP3 -----------------------------------------------------------------------
     def pop3_seen(self, account: str) -> set[str]:
         with self._tx() as c:

@@ -30,11 +30,14 @@ import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fetchdeliver.errors import ConfigError, MailboxNotFound, TemporaryDeliveryError
+from fetchdeliver.errors import QuotaExceeded
 from fetchdeliver.storage.base import (
     SPECIAL_USE_NAMES,
     SYSTEM_FLAGS,
     MailboxEntry,
     MessageInfo,
+    Quota,
+    QuotaStatus,
     Receipt,
     StorageError,
     Mailbox,
@@ -267,12 +270,17 @@ class PostgresStore(Store):
 
     def deliver(self, raw: bytes, mailbox: str = "INBOX", flags=(), *, sender: str = "",
                 create: bool = True) -> Receipt:
+        quota = self.quota
+        if quota is not None:
+            quota.check(rfc822_size(raw))    # refused before a blob is uploaded
         with self.connection() as conn:
             with conn.transaction():
                 row = self._mailbox_row(conn, mailbox, create=create)
                 if row is None:
                     raise MailboxNotFound(f"mailbox {mailbox!r} of {self.user} does not exist")
                 uid = insert_message(conn, row[0], raw, flags, time.time(), blobs=self.blobs)
+                if quota is not None:
+                    quota.enforce(conn, rfc822_size(raw), 1)   # raises: the transaction rolls back
         mbox_id = row[0]
 
         def undo():
@@ -415,6 +423,56 @@ class PostgresStore(Store):
         return PostgresMailbox(self, _normalise(name), row[0], row[1], False)
 
 
+class PostgresQuota(Quota):
+    """A user's quota in PostgreSQL: usage in `fd_quota` (kept by triggers in every transaction that
+    inserts or deletes a message, so all nodes see one number), limits from [quota] / the
+    passwd-file, else the row's own (set by IMAP SETQUOTA). The check that counts is `enforce()`,
+    inside the delivering transaction after the insert: the trigger's row lock serialises one
+    user's deliveries across nodes, so two cannot both take the last free bytes."""
+
+    def __init__(self, store: "PostgresStore", limits=None, *, tempfail: bool = False) -> None:
+        self.store = store
+        self._limits = limits or (lambda: None)
+        self.tempfail = tempfail
+
+    def _row(self, conn) -> tuple[int, int, int | None, int | None]:
+        row = conn.execute("SELECT bytes, messages, bytes_limit, messages_limit FROM fd_quota "
+                           "WHERE user_id = %s", (self.store.user_id(conn),)).fetchone()
+        return (int(row[0]), int(row[1]), row[2], row[3]) if row else (0, 0, None, None)
+
+    def _status(self, conn) -> QuotaStatus:
+        used, count, own_bytes, own_count = self._row(conn)
+        limits = self._limits()
+        if limits is None:
+            limits = (own_bytes or None, own_count or None)
+        return QuotaStatus(self.root, used, count, *limits)
+
+    def status(self) -> QuotaStatus:
+        with self.store.connection() as conn:
+            return self._status(conn)
+
+    def enforce(self, conn, size: int, count: int, *, grace: bool = True) -> None:
+        """In the caller's transaction, after its inserts: QuotaExceeded if the user is now over.
+        `grace`: for deliveries, not for IMAP APPEND/COPY (as Dovecot)."""
+        if self.moving:
+            return
+        st = self._status(conn)
+        before = QuotaStatus(st.root, st.bytes - size, st.messages - count, st.bytes_limit, st.messages_limit)
+        resource = before.over_by(size, count, self.grace_bytes(before) if grace else 0)
+        if resource is not None:
+            raise self.exceeded(before, resource, size)
+
+    def set_limits(self, bytes_limit: int | None, messages_limit: int | None) -> None:
+        """The user's own limits (IMAP SETQUOTA); None removes one. Refused where [quota] sets them."""
+        if self._limits() is not None:
+            raise StorageError("the limits come from the configuration ([quota] or the passwd-file)", "CANNOT")
+        with self.store.connection() as conn, conn.transaction():
+            conn.execute("INSERT INTO fd_quota AS q (user_id, bytes_limit, messages_limit) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (user_id) DO UPDATE SET bytes_limit = excluded.bytes_limit, "
+                         "messages_limit = excluded.messages_limit",
+                         (self.store.user_id(conn), bytes_limit, messages_limit))
+
+
 class _Borrow:
     """`with store.connection() as conn`: a pooled connection; driver and pool failures that a
     retry may cure become TemporaryDeliveryError."""
@@ -490,12 +548,18 @@ def split_trace(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:pos], raw[pos:]
 
 
+SWEEP_LOCK = 0x66645F7377656570   # "fd_sweep": uploads share it, `store sweep` holds it alone
+
+
 def store_blob(conn, raw: bytes, blobs=None) -> bytes:
     """The body's SHA-256, stored once (a body already there is not sent again): in the row, or,
     from `blobs.min_size` bytes on, in the blob store (uploaded before the row is written)."""
     digest = hashlib.sha256(raw).digest()
     if conn.execute("SELECT 1 FROM fd_blob WHERE sha256 = %s", (digest,)).fetchone() is None:
         if blobs is not None and len(raw) >= blobs.min_size:
+            # Held from before the upload to the commit: `store sweep` (storage/sweep.py) takes it
+            # exclusively, so it never deletes an object whose row is about to be committed.
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWEEP_LOCK,))
             ref = blobs.put(digest, raw)
             conn.execute("INSERT INTO fd_blob (sha256, size, body, s3) VALUES (%s, %s, NULL, %s) "
                          "ON CONFLICT DO NOTHING", (digest, len(raw), ref))
@@ -673,11 +737,19 @@ class PostgresMailbox(Mailbox):
             m.modseq = modseq
 
     def append(self, raw: bytes, flags=(), internaldate: float | None = None) -> int:
+        quota = self.store.quota
         try:
+            if quota is not None:
+                quota.check(rfc822_size(raw), grace=False)
             with self._conn() as conn, conn.transaction():
-                return insert_message(conn, self.id, raw, flags,
-                                      time.time() if internaldate is None else internaldate,
-                                      blobs=self.store.blobs)
+                uid = insert_message(conn, self.id, raw, flags,
+                                     time.time() if internaldate is None else internaldate,
+                                     blobs=self.store.blobs)
+                if quota is not None:
+                    quota.enforce(conn, rfc822_size(raw), 1, grace=False)
+                return uid
+        except QuotaExceeded as e:
+            raise StorageError(str(e), "OVERQUOTA") from e
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
 
@@ -699,8 +771,17 @@ class PostgresMailbox(Mailbox):
     @_access
     def copy_to(self, msgs, dest) -> list[int]:
         if isinstance(dest, PostgresMailbox) and dest.store.url == self.store.url:
+            quota = dest.store.quota
             with self._conn() as conn, conn.transaction():
-                return copy_rows(conn, self.id, dest.id, [m.uid for m in msgs])
+                uids = copy_rows(conn, self.id, dest.id, [m.uid for m in msgs])
+                if quota is not None and uids:
+                    size = conn.execute("SELECT coalesce(sum(size), 0) FROM fd_message WHERE mailbox_id = %s "
+                                        "AND uid = ANY(%s)", (dest.id, uids)).fetchone()[0]
+                    try:
+                        quota.enforce(conn, int(size), len(uids), grace=False)
+                    except QuotaExceeded as e:
+                        raise StorageError(str(e), "OVERQUOTA") from e
+                return uids
         return super().copy_to(msgs, dest)
 
     @_access

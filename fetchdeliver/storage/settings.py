@@ -44,3 +44,35 @@ def _check_storage(table: dict, file: str) -> None:
 
 
 config.register_table("storage", STORAGE_KEYS, rule=_check_storage)
+
+
+# [quota] (storage/quota.py): limits per user, enforced at every delivery and IMAP APPEND/COPY.
+def _size(v, where):
+    from fetchdeliver.storage.quota import parse_size
+
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ValueError(f"expected a size such as 1073741824 or \"1G\", got {v!r}")
+    parse_size(v)
+    return v
+
+
+def _grace(v, where):
+    if isinstance(v, str) and v.strip().endswith("%"):
+        pct = v.strip()[:-1]
+        if not pct.isdigit() or int(pct) > 1000:
+            raise ValueError(f"expected a percentage such as \"10%\", got {v!r}")
+        return f"{int(pct)}%"
+    return _size(v, where)
+
+
+QUOTA_KEYS = {
+    "storage": _size,                    # bytes, or "100M" / "2G" (b k M G T, 1024-based); 0: no limit
+    "messages": config.check_int(lo=0),  # messages in all the user's mailboxes; 0: no limit
+    "tempfail": config.check_bool,       # over quota: 452 4.2.2 / exit 75 (default: 552 5.2.2 / exit 77)
+    "passwd_file": config.check_path,    # per-user quota_rule fields (default: [imap] passwd_file)
+    "admins": config.check_str_list,     # logins allowed IMAP SETQUOTA (on their session's quota root)
+    "grace": _grace,                     # "10%" or a size: the last message may pass the storage limit
+                                         # by this when the user was under it (Dovecot's quota_grace)
+}
+
+config.register_table("quota", QUOTA_KEYS)

@@ -27,8 +27,15 @@ def build_config(args, data: dict, file: str | None = None):
     t.update(data.get("submission", {}))
     apply_flags(args, t, addresses)
     ctx = tls_context(t, "submission")
+    authenticator = authenticator_for(t, data, "submission")
+    if t.get("oauth2_introspection_url"):
+        from fetchdeliver.tokenauth import IntrospectingAuthenticator
+
+        authenticator = IntrospectingAuthenticator(authenticator, t["oauth2_introspection_url"],
+                                                   client_id=t.get("oauth2_client_id"),
+                                                   client_secret=t.get("oauth2_client_secret"))
     hostname = t.get("hostname") or (data.get("queue") or {}).get("hostname") or os.uname().nodename
-    return SubmissionConfig(settings=Settings(data, file), authenticator=authenticator_for(t, data, "submission"),
+    return SubmissionConfig(settings=Settings(data, file), authenticator=authenticator,
                             listen=t["listen"], tls_listen=t.get("tls_listen", []), ssl_context=ctx,
                             allow_plaintext_auth=t["allow_plaintext_auth"],
                             login_failure_delay=float(t["login_failure_delay"]), aliases=t["aliases"],

@@ -8,6 +8,9 @@
     passwd_file = "..."                 # default: [imap] passwd_file (the same logins)
     backend = "package.module:factory"  # default: [imap] backend
     allow_plaintext_auth = false        # AUTH on non-TLS, non-loopback connections
+    oauth2_introspection_url = "https://issuer/introspect"  # OAUTHBEARER/XOAUTH2 tokens checked there (RFC 7662)
+    oauth2_client_id = "..."            # ... authenticating as this client (HTTP Basic), with
+    oauth2_client_secret = "..."
     login_failure_delay = "2s"          # a failed login answered after this, doubling per failure
     login_failure_max_delay = "60s"     # ... up to this (past it: 454 4.7.0 without a check)
     login_failure_rate = "60/1m"        # password checks for addresses with recent failures
@@ -84,6 +87,9 @@ def _keys():
         "passwd_file": config.check_path,
         "backend": config.plugin_ref,
         "allow_plaintext_auth": config.check_bool,
+        "oauth2_introspection_url": config.check_nonempty_str,
+        "oauth2_client_id": config.check_nonempty_str,
+        "oauth2_client_secret": config.check_str,
         **netlimits.LOGIN_KEYS,             # login_timeout, login_failure_delay, _max_delay, _rate ([imap]'s)
         **netlimits.CONNECTION_KEYS,        # max_connections, max_connections_per_ip
         "aliases": _aliases,
@@ -106,6 +112,12 @@ def _check(table: dict, file: str) -> None:
         raise ConfigError("tls_listen needs cert and key", file=file, key="submission.tls_listen")
     if bool(table.get("cert")) != bool(table.get("key")):
         raise ConfigError("set both cert and key, or neither", file=file, key="submission.cert")
+    url = table.get("oauth2_introspection_url")
+    if url is not None and not url.startswith(("https://", "http://")):
+        raise ConfigError(f"expected an http(s) URL, got {url!r}", file=file, key="submission.oauth2_introspection_url")
+    for k in ("oauth2_client_id", "oauth2_client_secret"):
+        if k in table and url is None:
+            raise ConfigError("only used with oauth2_introspection_url", file=file, key=f"submission.{k}")
 
 
 config.register_table("submission", _keys(), _check)

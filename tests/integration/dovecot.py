@@ -75,8 +75,11 @@ class Dovecot:
     def __init__(self, users: dict[str, str] | None = None, *, apop: bool = False,
                  protocols: tuple[str, ...] = ("imap", "pop3"), extra_config: str = "",
                  oauth2_introspection_url: str | None = None, extra_mechanisms: str = "",
-                 notify: bool | None = None, auth_outage: bool = False) -> None:
+                 notify: bool | None = None, auth_outage: bool = False,
+                 user_extra: dict[str, str] | None = None) -> None:
         self.exe = find_dovecot()
+        # user_extra: {user: "userdb_quota_rule=*:storage=100K ..."}, the passwd-file's extra fields
+        self.user_extra = dict(user_extra or {})
         # auth_outage: a first passdb that fails *temporarily* while `outage_flag` exists, so Dovecot
         # answers LOGIN with "NO [UNAVAILABLE] Temporary authentication failure" (its auth backend down).
         self.auth_outage = auth_outage
@@ -123,7 +126,8 @@ class Dovecot:
 
     # -- configuration --------------------------------------------------------
     def _write_passwd(self) -> None:
-        lines = [f"{u}:{{PLAIN}}{p}:{self.mail_uid}:{self.mail_gid}::{self.home(u)}\n"
+        lines = [f"{u}:{{PLAIN}}{p}:{self.mail_uid}:{self.mail_gid}::{self.home(u)}"
+                 f"{'::' + self.user_extra[u] if self.user_extra.get(u) else ''}\n"
                  for u, p in self.users.items()]
         path = os.path.join(self.root, "passwd")
         tmp = path + ".tmp"
@@ -137,6 +141,11 @@ class Dovecot:
         self.users[user] = password
         self._write_passwd()
         self.maildir(user)
+
+    @property
+    def passwd_file(self) -> str:
+        """The passwd-file Dovecot's passdb and userdb read (extra fields: `user_extra`)."""
+        return os.path.join(self.root, "passwd")
 
     def home(self, user: str) -> str:
         return os.path.join(self.mail_root, user)

@@ -145,3 +145,20 @@ def test_a_node_killed_during_a_queue_run_loses_nothing(tmp_path, db):
         assert len(got) - len(set(got)) <= 1, (at_kill, len(got))         # at most the one in flight
     finally:
         sink.stop()
+
+
+def test_status_shows_the_queue_in_postgres(tmp_path, db, fetchdeliver_cmd):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[delivery]\nstate_dir = "{tmp_path}/status-state"\n\n[storage]\nurl = "{db}"\n')
+    node = queue_for(tmp_path, db, "other")          # another node queues; this one has an empty state dir
+    for i in range(3):
+        node.enqueue("a@src.test", "b@dest.test", raw(i))
+    r = subprocess.run(fetchdeliver_cmd + ["status", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "outbound queue (PostgreSQL, all nodes): 3 messages, 3 due now, 0 being sent by a node" in r.stdout, \
+        r.stdout
+    down = tmp_path / "down.toml"                    # a database that cannot be asked is said so
+    down.write_text(f'[delivery]\nstate_dir = "{tmp_path}/status-state"\n\n[storage]\n'
+                    'url = "postgresql://nobody@127.0.0.1:1/none"\n')
+    r = subprocess.run(fetchdeliver_cmd + ["status", "-c", str(down)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "outbound queue (PostgreSQL): unknown: " in r.stdout, r.stdout + r.stderr

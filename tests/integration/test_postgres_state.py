@@ -350,3 +350,41 @@ def test_postgres_restarted_during_a_fetch_nothing_lost_nothing_twice(tmp_path, 
     ids = stored_ids(db, "collector")
     assert len(ids) == n and len(set(ids)) == n, (out, outs)
     assert dovecot.contents("alice") == {}
+
+
+def test_qresync_sync_point_is_shared_through_postgres(tmp_path, db, request, fetchdeliver_cmd):
+    """The QRESYNC sync point of a folder lives in PostgreSQL: a node that never fetched the account
+    (its own, empty state directory) polls it with one SELECT naming the point another node recorded,
+    and an expunge made elsewhere reaches the shared state through VANISHED."""
+    from rawlog_support import dovecot_with_rawlog, sent_commands
+
+    dc = dovecot_with_rawlog(request)
+    dc.append_many("alice", [make_message(i, "qr", body_lines=2) for i in range(6)])
+    cfg = {n: node_config(tmp_path, n, db, dc, ["alice"], after="mark-seen") for n in ("a", "b")}
+
+    def fetch(node: str) -> str:
+        r = subprocess.run(fetchdeliver_cmd + ["fetch", "-c", cfg[node]], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    assert "6 fetched, 6 delivered" in fetch("a")
+    assert "0 fetched" in fetch("b")          # its own \Seen flags came back as FETCH lines: nothing to do
+    sent_commands(dc)
+    assert "0 fetched" in fetch("a")
+    (session,) = sent_commands(dc)
+    assert session[0] == "ENABLE QRESYNC" and re.fullmatch(r'SELECT "INBOX" \(QRESYNC \(\d+ \d+\)\)', session[1]) \
+        and session[2:] == ["LOGOUT"], session
+    c = dc.imap("alice")
+    c.select_folder("INBOX")
+    c.add_flags([2], [b"\\Deleted"])
+    c.expunge()
+    c.logout()
+    state = PgState(db, str(tmp_path / "probe"))
+    assert 2 in state.imap_seen("alice", "INBOX")
+    sent_commands(dc)
+    assert "0 fetched" in fetch("b")
+    (session,) = sent_commands(dc)
+    assert not any(cmd.startswith("UID SEARCH") for cmd in session), session
+    assert state.imap_seen("alice", "INBOX") == {1, 3, 4, 5, 6}
+    assert count_messages(db, "collector") == 6

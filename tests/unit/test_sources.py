@@ -253,3 +253,11 @@ def test_an_lmtp_transaction_answers_every_recipient_in_order():
     txn.ack([2])
     assert txn.replies() == ["250 2.0.0 <a@x> delivered to INBOX", "452 4.3.1 <b@x> No space left on device",
                              "550 5.7.1 <c@x> not wanted", "451 4.3.0 <d@x> internal error: no answer"]
+
+
+def test_an_account_whose_source_is_no_longer_registered_fails_alone_with_a_clear_error(tmp_path):
+    s = settings(tmp_path)
+    registry._loaded.pop("memory")        # the plugin was uninstalled after the config was cached
+    ok, run, out, err = run_once(s)
+    assert not ok
+    assert "fetchdeliver: mem: no source is registered for protocol 'memory'" in err

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
-                "DELETED", "APPENDLIMIT")
+                "DELETED", "DELETED-STORAGE", "APPENDLIMIT")   # RFC 9051, RFC 9208 (commands/quota.py), RFC 7889
 
 
 # -- SELECT / EXAMINE ------------------------------------------------------------------------------
@@ -390,6 +390,8 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
                 v = condstore.highestmodseq(mbox, msgs) or 0
             elif i == "DELETED":      # IMAP4rev2 (RFC 9051 6.3.11)
                 v = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            elif i == "DELETED-STORAGE":   # KiB an EXPUNGE would free (RFC 9208 section 4.2.1)
+                v = (sum(mbox.size(m) for m in msgs if "\\Deleted" in m.flags) + 1023) // 1024
             elif i == "APPENDLIMIT":  # RFC 7889 4: one limit for every mailbox
                 from fetchdeliver.imapserver.commands.append import append_limit
 

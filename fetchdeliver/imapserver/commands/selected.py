@@ -329,7 +329,14 @@ async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
         msgs = [v.msgs[i] for i in indices]
         for m in msgs:
             m.flags = v.flags[m.uid]
-        new_uids = v.mailbox.copy_to(msgs, dest) if msgs else []
+        quota = getattr(s.storage, "quota", None)
+        if move and quota is not None:
+            quota.moving = True      # RFC 9208 / Dovecot: a MOVE within the quota root frees what it takes
+        try:
+            new_uids = v.mailbox.copy_to(msgs, dest) if msgs else []
+        finally:
+            if quota is not None:
+                quota.moving = False
         dest_validity = dest.uidvalidity
         s.server.recent.add(dest, new_uids)     # \Recent for the next session that selects it
     finally:

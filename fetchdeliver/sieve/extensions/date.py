@@ -114,7 +114,7 @@ def _zone(ctx, tags, original: int | None, epoch: float) -> int:
 @EXT.test("date", args=("string", "string", "strings"), groups=("comparator", "match"),
           tags={"zone": "string", "originalzone": None}, check=_check)
 def date(ctx, node) -> bool:
-    from fetchdeliver.sieve.core import header_values
+    from fetchdeliver.sieve.runtime import header_values
 
     tags = node[2]
     header, part, keys = node[3]

@@ -5,20 +5,47 @@ As in Pigeonhole, Received and Auto-Submitted cannot be deleted (a warning, then
 
 from __future__ import annotations
 
-from fetchdeliver.sieve.core import _valid_header_name
 from fetchdeliver.sieve.matching import match
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import valid_header_name
 
-EXT = Extension("editheader")
+EXT = Extension("editheader", default=False)
 
 PROTECTED = ("received", "auto-submitted")
+
+
+MAX_HEADER_SIZE = 2048      # Pigeonhole's sieve_editheader_max_header_size default
+MIN_MAX_HEADER_SIZE = 1024  # and the smallest it accepts
+
+
+def max_header_size(options: dict) -> int:
+    """[sieve] editheader_max_header_size (bytes of an added value); below 1024 is ignored."""
+    try:
+        size = int(options.get("editheader_max_header_size") or MAX_HEADER_SIZE)
+    except (TypeError, ValueError):
+        return MAX_HEADER_SIZE
+    return size if size >= MIN_MAX_HEADER_SIZE else MAX_HEADER_SIZE
+
+
+def value_problem(value: str, options: dict) -> str | None:
+    """Why `value` cannot be added (a NUL, or over the size limit), or None."""
+    if "\0" in value:
+        return f"specified value `{value[:80]}' is invalid (contains NUL character)"
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > max_header_size(options):
+        return f"specified header value `{value[:80]}' is too large ({size} bytes)"
+    return None
 
 
 def _check_add(v, node, out) -> None:
     if out[3]:
         name = out[3][0]
-        if v.constant(name) and not _valid_header_name(name):
+        if v.constant(name) and not valid_header_name(name):
             v.error(f"addheader command: specified field name `{name}' is invalid", node)
+    if len(out[3]) == 2 and v.constant(out[3][1]):
+        why = value_problem(out[3][1], v.options)
+        if why:
+            v.error(f"addheader command: {why}", node)
 
 
 def _check_delete(v, node, out) -> None:
@@ -27,7 +54,7 @@ def _check_delete(v, node, out) -> None:
         v.error("deleteheader: the :last tag requires the :index tag", node)
     if out[3]:
         name = out[3][0]
-        if v.constant(name) and not _valid_header_name(name):
+        if v.constant(name) and not valid_header_name(name):
             v.error(f"deleteheader command: specified field name `{name}' is invalid", node)
 
 
@@ -59,8 +86,19 @@ def _eol(raw: bytes) -> bytes:
     return b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
 
 
+def unfold(value: str) -> str:
+    """The value as one line: a line break before white space is folding (RFC 5322 2.2.3) and
+    goes; any other line break becomes a space."""
+    if "\n" not in value and "\r" not in value:
+        return value
+    import re
+
+    value = re.sub(r"\r?\n(?=[ \t])", "", value)
+    return re.sub(r"\r?\n|\r", " ", value)
+
+
 def _encode_value(value: str) -> str:
-    value = value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    value = unfold(value)
     if value.isascii():
         return value
     from email.header import Header
@@ -71,7 +109,7 @@ def _encode_value(value: str) -> str:
 def _configured(ctx, key: str) -> set[str]:
     value = ctx.env.options.get(key) or ""
     names = (value if isinstance(value, str) else " ".join(value)).split()
-    return {n.lower() for n in names if _valid_header_name(n)}
+    return {n.lower() for n in names if valid_header_name(n)}
 
 
 def forbidden(ctx, name: str, op: str) -> bool:
@@ -90,12 +128,16 @@ def forbidden(ctx, name: str, op: str) -> bool:
 @EXT.command("addheader", args=("string", "string"), tags={"last": None}, check=_check_add)
 def addheader(ctx, node) -> None:
     name = ctx.expand(node[3][0])
-    if not _valid_header_name(name):
+    if not valid_header_name(name):
         ctx.fail(f"addheader action: specified field name `{name}' is invalid")
     if forbidden(ctx, name, "add"):
         ctx.note(f"warning: adding header field `{name}' is forbidden; ignored")
         return
     given = ctx.expand(node[3][1])
+    why = value_problem(given, ctx.env.options)
+    if why:
+        ctx.fail(f"addheader action: {why}")
+    given = unfold(given)
     value = _encode_value(given)
     raw = ctx.message.raw
     eol = _eol(raw)

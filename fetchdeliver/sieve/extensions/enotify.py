@@ -19,6 +19,34 @@ def _unquote(s: str) -> str:
     return unquote(s)
 
 
+_QCHAR = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$'()*+,;:@%")
+
+
+def _qchars(s: str) -> bool:
+    """RFC 6068 2: hfname and hfvalue are *qchar (unreserved, some-delims, %XX)."""
+    if not set(s) <= _QCHAR:
+        return False
+    i = s.find("%")
+    while i >= 0:
+        if not all(c in "0123456789abcdefABCDEF" for c in s[i + 1:i + 3]) or len(s) < i + 3:
+            return False
+        i = s.find("%", i + 3)
+    return True
+
+
+def option_error(option: str) -> str | None:
+    """Why a :options item is not "<optionname>=<value>" (RFC 5435 3.3), or None."""
+    if not option:
+        return "empty option specified"
+    name, sep, value = option.partition("=")
+    if not sep or not name or not name[0].isascii() or not name[0].isalnum() or \
+            not all(c.isascii() and (c.isalnum() or c in ".-_") for c in name):
+        return f"invalid option name specified in option '{option}'"
+    if "\r" in value or "\n" in value:
+        return f"invalid option value specified in option '{option}'"
+    return None
+
+
 def mailto_error(uri: str) -> str | None:
     """None when `uri` is a valid mailto: URI with at least one recipient; else why not."""
     scheme, sep, rest = uri.partition(":")
@@ -32,6 +60,8 @@ def mailto_error(uri: str) -> str | None:
     recipients = [r for r in (x.strip() for x in _unquote(to).split(",")) if r]
     for pair in query.split("&") if query else []:
         hname, _, hvalue = pair.partition("=")
+        if not _qchars(hname) or not _qchars(hvalue):
+            return f"invalid character in header field '{pair}'"
         field = _unquote(hname)
         if not field or not all(33 <= ord(c) <= 126 and c != ":" for c in field):
             # RFC 6068 2: hfname is a header field name (RFC 5322 3.6.8: printable, no colon)
@@ -59,6 +89,10 @@ def _check(v, node, out) -> None:
     frm = tags.get("from")
     if isinstance(frm, str) and v.constant(frm) and valid_address(frm):
         v.error(f"notify command: invalid :from address '{frm}'", node)
+    for option in tags.get("options") or []:
+        why = option_error(option) if v.constant(option) else None
+        if why:
+            v.error(f"notify command: {why}", node)
 
 
 @EXT.command("notify", args=("string",), check=_check,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fetchdeliver.sieve.addresses import parse_envelope_address
-from fetchdeliver.sieve.core import address_values
 from fetchdeliver.sieve.matching import match
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import address_values
 
 EXT = Extension("envelope")
 
@@ -44,6 +44,7 @@ def envelope_addresses(ctx, part: str) -> list:
 @EXT.test("envelope", args=("strings", "strings"), groups=("comparator", "match", "address-part"),
           check=_check)
 def envelope(ctx, node) -> bool:
+    ctx.not_for_imap_events("the envelope test")
     tags = node[2]
     part = tags.get("part", "all")
     values: list[str] = []

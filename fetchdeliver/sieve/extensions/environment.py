@@ -22,16 +22,18 @@ def item(ctx, name: str) -> str | None:
         return host.split(".", 1)[1] if "." in host else host
     if name == "host":
         return host
-    if name == "location":
-        return "MDA"
+    if name == "location":  # RFC 6785 4.1: a script run for an IMAP event runs in the message store
+        return "MDA" if env.event is None else "MS"
     if name == "phase":
-        return "during"
+        return "during" if env.event is None else "post"
     if name == "name":
         return "fetchdeliver"
-    if name.startswith("vnd.dovecot.") and "vnd.dovecot.environment" in ctx.requires:
-        from fetchdeliver.sieve.extensions.vnd_environment import item as vnd_item
-
-        return vnd_item(ctx, name)
+    for key, provider in ctx.services.items():
+        # Other extensions' items ("vnd.dovecot.*", "imap.*"): the service "environment:PREFIX".
+        if key.startswith("environment:") and name.startswith(key[12:]):
+            value = provider(ctx, name)
+            if value is not None:
+                return value
     if name == "version":
         from fetchdeliver import __version__ as v  # type: ignore[attr-defined]
 

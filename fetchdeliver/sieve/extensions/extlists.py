@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("extlists")
+EXT = Extension("extlists", default=False)
 EXT.group_tag("match", "list")
 EXT.tag("redirect", "list")
 
@@ -78,6 +78,7 @@ def valid_ext_list(ctx, node) -> bool:
     return all(entries(ctx, name) is not None for name in ctx.expand_list(node[3][0]))
 
 
+@EXT.service("redirect_list")
 def redirect_list(ctx, name: str, copy: bool) -> None:
     """redirect :list NAME: one redirect per member of the list (RFC 6134 section 2.5)."""
     from fetchdeliver.sieve.addresses import valid_address

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("fcc")
+EXT = Extension("fcc", default=False)
 
 def _check(v, node, out) -> None:
     tags = out[2]
@@ -26,7 +26,7 @@ def _check(v, node, out) -> None:
             v.error(f"the :{t} tag of the {node.name} command needs require \"{needs[t]}\"", node)
     fcc = tags.get("fcc")
     if isinstance(fcc, str) and v.constant(fcc):
-        from fetchdeliver.sieve.extensions.mailbox_names import check_mailbox_name
+        from fetchdeliver.sieve.mailbox_names import check_mailbox_name
 
         check_mailbox_name(v, fcc, node, ":fcc")
 

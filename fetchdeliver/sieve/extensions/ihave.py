@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fetchdeliver.sieve.registry import Extension, MODULES, enabled_extensions
+from fetchdeliver.sieve.registry import IMPLICIT, Enabled, Extension
 
 EXT = Extension("ihave")
 
@@ -12,8 +12,8 @@ NOT_BY_IHAVE = {"variables", "encoded-character"}
 
 @EXT.test("ihave", args=("strings",))
 def ihave(ctx, node) -> bool:
-    enabled = enabled_extensions(ctx.env.options.get("extensions")) - NOT_BY_IHAVE
-    return all(c in enabled and c in MODULES for c in node[3][0])
+    enabled = Enabled(ctx.env.options.get("extensions"))
+    return all(c in enabled and c not in IMPLICIT and c not in NOT_BY_IHAVE for c in node[3][0])
 
 
 @EXT.command("error", args=("string",))

@@ -20,6 +20,7 @@ def _valid(flag: str) -> bool:
     return all(32 < ord(c) < 127 and c not in _ATOM_SPECIALS for c in flag)
 
 
+@EXT.service("parse_flags")
 def parse_flags(strings, canonical: bool = True) -> list[str]:
     """Split space-separated flag strings into a set (order kept, case-insensitive, invalid dropped).
     canonical: system flags in their canonical case (for stores); else as written (variables)."""

@@ -2,7 +2,7 @@
 
 setflag, addflag and removeflag work on the internal flag variable only (no variable
 names), as imap4flags' one-argument forms; `mark` adds \\Flagged and `unmark` removes it.
-It cannot be required together with imap4flags (registry.CONFLICTS).
+It cannot be required together with imap4flags (its conflicts).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 from fetchdeliver.sieve.extensions import imap4flags
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("imapflags")
+EXT = Extension("imapflags", default=False, conflicts={
+    "imap4flags": "the (deprecated) imapflags extension cannot be used together with the imap4flags extension"})
 
 for _name in ("setflag", "addflag", "removeflag"):
     EXT.command(_name, args=("strings",))(imap4flags.EXT.commands[_name].run)

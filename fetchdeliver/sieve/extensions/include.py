@@ -7,12 +7,21 @@ compile error); the run-time part only switches scope.
 
 from __future__ import annotations
 
-from fetchdeliver.sieve.interpreter import Return
 from fetchdeliver.sieve.registry import Extension
+from fetchdeliver.sieve.runtime import Return
 
 EXT = Extension("include")
+EXT.namespace("global")  # ${global.NAME} (RFC 6609 section 3.5)
 
 MAX_NESTING = 10  # Pigeonhole's sieve_include_max_nesting_depth
+
+
+def valid_script_name(name: str) -> bool:
+    """A script name (RFC 6609 section 2 via RFC 5804 1.6): no "/", no control characters
+    (U+0000-001F, U+007F-009F), no line or paragraph separator (U+2028, U+2029)."""
+    if not name or "/" in name or name in (".", ".."):
+        return False
+    return not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in name)
 
 
 def _check(v, node, out) -> None:
@@ -25,10 +34,13 @@ def _check(v, node, out) -> None:
     if "${" in name and "variables" in v.required:
         v.error("include: the script name must be a constant string", node)
         return
-    if not name or "/" in name or name in (".", "..") or any(ord(c) < 32 for c in name):
+    if not valid_script_name(name):
         v.error(f"include: invalid script name '{name}'", node)
         return
     location = "global" if "global" in tags else "personal"
+    if v.locate is not None and not tags.get("optional") and v.locate(location, name) is None:
+        v.error(f"included {location} script '{name}' does not exist", node)
+        return
     v.includes.append((location, name, bool(tags.get("optional")), node.line, node.column,
                        bool(tags.get("once"))))
 

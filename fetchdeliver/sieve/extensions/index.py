@@ -20,6 +20,7 @@ for _test in ("header", "address", "date"):
     EXT.tag(_test, "last", check=_check)
 
 
+@EXT.service("pick_index")
 def pick(values: list, tags: dict) -> list:
     """The :index'th value (counted from the end with :last), or all values."""
     idx = tags.get("index")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("mailboxid")
+EXT = Extension("mailboxid", default=False)
 
 
 def valid_id(objectid: str) -> bool:

@@ -35,6 +35,11 @@ class Untranslatable(ValueError):
     """The pattern is not a valid POSIX ERE, or uses what RE2 cannot match (the reason)."""
 
 
+class Unsupported(Untranslatable):
+    """A valid POSIX pattern RE2 cannot run (back-references, ...): the script cannot be decided,
+    so a run-time one is a run-time error (implicit keep); an invalid pattern matches nothing."""
+
+
 def _class_char(c: str) -> str:
     """One character inside an RE2 bracket expression."""
     if c in "\\]^-[":
@@ -63,7 +68,7 @@ def _bracket_item(p: str, j: int) -> tuple[str | None, str, int]:
                 raise Untranslatable(f"invalid character class name '{name}'")
             return "class", name, end + 2
         if len(name) != 1:
-            raise Untranslatable(f"collating element '[{kind}{name}{kind}]' is not supported "
+            raise Unsupported(f"collating element '[{kind}{name}{kind}]' is not supported "
                                  f"(only single characters)")
         return None, name, end + 2
     return None, p[j], j + 1
@@ -117,7 +122,7 @@ def _interval(p: str, i: int) -> tuple[str, int]:
     if hi and int(hi) < int(lo):
         raise Untranslatable(f"invalid content of {{{body}}}")
     if int(lo) > _RE2_MAX_REPEAT or (hi and int(hi) > _RE2_MAX_REPEAT):
-        raise Untranslatable(f"repetition count in '{{{body}}}' is too large (at most {_RE2_MAX_REPEAT})")
+        raise Unsupported(f"repetition count in '{{{body}}}' is too large (at most {_RE2_MAX_REPEAT})")
     return "{" + lo + sep + hi + "}", end + 1
 
 
@@ -185,11 +190,11 @@ def translate(pattern: str, ignore_case: bool = False) -> str:
                 # RE2 has \\b but not GNU's start/end-of-word; \\b is the same where a word
                 # character certainly follows "\\<" (or precedes "\\>").
                 if not _word_anchor_is_boundary(pattern, i - 2, d):
-                    raise Untranslatable(f"the word anchor \\{d} is supported only next to a word character "
+                    raise Unsupported(f"the word anchor \\{d} is supported only next to a word character "
                                          f"(\\<word\\>); use \\b")
                 out.append("\\b")
             elif "1" <= d <= "9":
-                raise Untranslatable(f"back-references (\\{d}) are not supported")
+                raise Unsupported(f"back-references (\\{d}) are not supported")
             elif ignore_case and "a" <= d <= "z":
                 out.append(_NOTHING)
             else:
@@ -245,7 +250,7 @@ def compile_regex(pattern: str, ignore_case: bool):
         try:
             import re2
         except ImportError:
-            raise Untranslatable("the regex extension needs the google-re2 package "
+            raise Unsupported("the regex extension needs the google-re2 package "
                                  "(pip install google-re2)") from None
 
         translated = translate(pattern, ignore_case)
@@ -255,7 +260,7 @@ def compile_regex(pattern: str, ignore_case: bool):
             why = e.args[0] if e.args else str(e)
             if isinstance(why, bytes):
                 why = why.decode("utf-8", "replace")
-            raise Untranslatable(str(why)) from None
+            raise Unsupported(str(why)) from None
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.clear()
         _CACHE[key] = rx
@@ -290,8 +295,13 @@ check_keys = _check  # called by the validator for every test using :regex
 def match_regex(ctx, cmp, value: str, key: str, tags):
     try:
         rx = compile_regex(key, cmp.name == "i;ascii-casemap")
+    except Unsupported as e:
+        ctx.fail(f"invalid regular expression '{key}' for regex match: {e}")
     except Untranslatable as e:
-        ctx.fail(f"invalid regular expression '{key}': {e}")
+        # Not a regular expression at all: as Pigeonhole (and regcomp), the error is logged and
+        # this key matches nothing; the script goes on.
+        ctx.log_error(f"invalid regular expression '{key}' for regex match: {e}")
+        return False
     m = rx.search(value)
     if m is None:
         return False

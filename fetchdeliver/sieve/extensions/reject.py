@@ -1,17 +1,12 @@
-"""RFC 5429: reject and ereject (refuse the message; conflicts with keep/fileinto/redirect)."""
+"""RFC 5429: reject (refuse the message; conflicts with keep/fileinto/redirect). ereject: ereject.py."""
 
 from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("reject")
+EXT = Extension("reject", delivery_only=True)
 
 
 @EXT.command("reject", args=("string",))
 def reject(ctx, node) -> None:
     ctx.reject(ctx.expand(node[3][0]), ereject=False)
-
-
-@EXT.command("ereject", args=("string",), ext="ereject")
-def ereject(ctx, node) -> None:
-    ctx.reject(ctx.expand(node[3][0]), ereject=True)

@@ -1,4 +1,4 @@
-"""RFC 5235: spamtest, spamtestplus (:percent) and virustest, configured like Pigeonhole.
+"""RFC 5235: spamtest (spamtestplus's :percent and virustest: their own modules), configured like Pigeonhole.
 
 Options (SieveEnv.options): spamtest_header ("X-Spam-Score" or "NAME: REGEX"),
 spamtest_status_type ("score", "strlen", "text"), spamtest_max (a number) or
@@ -11,7 +11,14 @@ from __future__ import annotations
 from fetchdeliver.sieve.matching import match
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("spamtest")
+EXT = Extension("spamtest", default=False)
+
+
+# The POSIX bracket classes a Pigeonhole-style pattern may hold ("[[:digit:]]"), as the contents of
+# a Python bracket expression; the rest of the pattern is read as a Python regex (so \d works too).
+POSIX_CLASSES = {"[:digit:]": "0-9", "[:alpha:]": "A-Za-z", "[:alnum:]": "A-Za-z0-9", "[:upper:]": "A-Z",
+                 "[:lower:]": "a-z", "[:space:]": " \\t\\r\\n\\v\\f", "[:blank:]": " \\t",
+                 "[:xdigit:]": "0-9A-Fa-f", "[:punct:]": "!-/:-@\\[-`{-~", "[:word:]": "A-Za-z0-9_"}
 
 
 def _header_value(ctx, spec: str) -> str | None:
@@ -24,6 +31,8 @@ def _header_value(ctx, spec: str) -> str | None:
     if rx:
         import re
 
+        for cls, chars in POSIX_CLASSES.items():  # Pigeonhole's setting is a POSIX regex
+            rx = rx.replace(cls, chars)
         m = re.search(rx, value)
         if m is None:
             return None
@@ -83,13 +92,3 @@ def spamtest(ctx, node) -> bool:
     value = score(ctx, "spamtest", bool(node[2].get("percent")))
     return match(ctx, node[2], [value], [ctx.expand(node[3][0])])
 
-
-EXT.tag("spamtest", "percent", ext="spamtestplus")
-
-
-@EXT.test("virustest", args=("string",), groups=("comparator", "match"), ext="virustest")
-def virustest(ctx, node) -> bool:
-    value = score(ctx, "virustest", False)
-    if value != "0":
-        value = str(min(5, max(1, (int(value) + 1) // 2)))
-    return match(ctx, node[2], [value], [ctx.expand(node[3][0])])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("special-use")
+EXT = Extension("special-use", default=False)
 
 
 def valid_attribute(attr: str) -> bool:
@@ -48,9 +48,12 @@ def _check_exists(v, node, out) -> None:
         return
     _check_attrs(v, args[-1], node)
     if len(args) == 2 and v.constant(args[0]):
-        from fetchdeliver.sieve.extensions.mailbox_names import check_mailbox_name
+        from fetchdeliver.sieve.mailbox_names import mailbox_name_problem
 
-        check_mailbox_name(v, args[0], node, "specialuse_exists")
+        why = mailbox_name_problem(args[0])
+        if why:
+            # A warning, as mailboxexists gives in Pigeonhole: the test is false for such a name.
+            v.warning(f"specialuse_exists: invalid mailbox name '{args[0]}': {why}", node)
 
 
 @EXT.test("specialuse_exists", args=(("strings",), ("string", "strings")), check=_check_exists)

@@ -1,4 +1,4 @@
-"""RFC 5230 vacation and RFC 6131 vacation-seconds.
+"""RFC 5230 vacation (RFC 6131's :seconds: vacation_seconds.py).
 
 The interpreter only decides: like Pigeonhole, the script's vacation action is
 always reported (so `sieve test` shows it, as `sieve-test` does). Whether a
@@ -14,8 +14,7 @@ from fetchdeliver.actions import Vacation
 from fetchdeliver.sieve.addresses import valid_address
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("vacation")
-EXT.tag("vacation", "seconds", "number", ext="vacation-seconds")
+EXT = Extension("vacation", delivery_only=True)
 
 DAY = 86400
 MIN_PERIOD = DAY          # Pigeonhole's sieve_vacation_min_period
@@ -68,6 +67,7 @@ def default_subject(ctx) -> str | None:
              tags={"days": "number", "subject": "string", "from": "string", "addresses": "strings",
                    "mime": None, "handle": "string"})
 def vacation(ctx, node) -> None:
+    ctx.not_for_imap_events("vacation")
     tags = node[2]
     if ctx.vacation_done:
         ctx.fail("duplicate vacation action not allowed")

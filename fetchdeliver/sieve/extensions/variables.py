@@ -19,15 +19,66 @@ _IDSTART = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDCHAR = _IDSTART | set("0123456789")
 
 
+MAX_NAME = 64             # Pigeonhole's EXT_VARIABLES_MAX_VARIABLE_NAME_LEN
+MAX_ELEMENTS = 10         # and EXT_VARIABLES_MAX_NAMESPACE_ELEMENTS
+MAX_SCOPE = 255           # sieve_variables_max_scope_size: variables one script may declare
+
+
 def valid_identifier(name: str) -> bool:
-    return bool(name) and name[0] in _IDSTART and all(c in _IDCHAR for c in name)
+    return 0 < len(name) <= MAX_NAME and name[0] in _IDSTART and all(c in _IDCHAR for c in name)
 
 
 def valid_variable_name(name: str, allow_namespace: bool = True) -> bool:
     parts = name.split(".")
-    if len(parts) > 1 and not allow_namespace:
+    if len(parts) > 1 and not allow_namespace or len(parts) > MAX_ELEMENTS:
         return False
     return all(valid_identifier(p) for p in parts)
+
+
+def declare(v, name: str, where) -> None:
+    """Count a variable the script uses; past [sieve] variables_max_scope_size one error (the
+    first time only, as Pigeonhole)."""
+    declared = v.scratch.setdefault("variables.declared", set())
+    if name in declared:
+        return
+    try:
+        limit = int(v.options.get("variables_max_scope_size") or MAX_SCOPE)
+    except (TypeError, ValueError):
+        limit = MAX_SCOPE
+    if len(declared) >= limit:
+        if not v.scratch.get("variables.overflow"):
+            v.scratch["variables.overflow"] = True
+            v.error(f"(implicit) declaration of new variable '{name}' exceeds the limit "
+                    f"(max variables: {limit})", where)
+        return
+    declared.add(name)
+
+
+def check_references(v, s: str, where) -> None:
+    """Compile-time checks of the ${...} references in a string: match variables up to ${32},
+    namespaces that an extension of the script declares; each variable counts as declared."""
+    i = 0
+    while True:
+        j = s.find("${", i)
+        if j < 0:
+            return
+        end = s.find("}", j + 2)
+        if end < 0:
+            return
+        name = s[j + 2:end]
+        if name.isdigit():
+            if int(name) > MAX_MATCH:
+                v.error(f"match value index {int(name)} out of range (max: {MAX_MATCH})", where)
+        elif valid_variable_name(name):
+            ns, dot, _ = name.partition(".")
+            if not dot:
+                declare(v, name.lower(), where)
+            elif ns.lower() not in v.reg.namespaces:
+                v.error(f"referring to variable in unknown namespace '{ns}'", where)
+        else:
+            i = j + 2
+            continue
+        i = end + 1
 
 
 def _upper(s: str) -> str:
@@ -52,7 +103,7 @@ def lookup(ctx, name: str) -> str | None:
         if ns == "env":
             env = ctx.ext_state.get("environment")
             if env is None and "vnd.dovecot.environment" in ctx.requires:
-                from fetchdeliver.sieve.extensions.vnd_environment import variable as env
+                from fetchdeliver.sieve.extensions.vnd_dovecot_environment import variable as env
             if env is not None:
                 return env(ctx, rest) or ""
         hook = ctx.ext_state.get("namespace." + ns)  # e.g. the testsuite's ${tst.path}
@@ -64,6 +115,7 @@ def lookup(ctx, name: str) -> str | None:
     return ctx.variables.get(lname, "")
 
 
+@EXT.service("expand")
 def expand(ctx, s: str) -> str:
     out = []
     i = 0
@@ -88,9 +140,27 @@ def expand(ctx, s: str) -> str:
     return "".join(out)
 
 
+def max_size(ctx) -> int:
+    """The largest value a variable holds, in bytes ([sieve] variables_max_variable_size, as
+    Pigeonhole's sieve_variables_max_variable_size; default 4096)."""
+    try:
+        return int(ctx.env.options.get("variables_max_variable_size", MAX_VALUE))
+    except (TypeError, ValueError):
+        return MAX_VALUE
+
+
+def truncate(value: str, limit: int) -> str:
+    """`value` cut to at most `limit` bytes of UTF-8, never inside a character."""
+    if len(value) <= limit // 4 or (value.isascii() and len(value) <= limit):
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return value
+    return raw[:limit].decode("utf-8", "ignore")
+
+
 def assign(ctx, name: str, value: str) -> None:
-    if len(value) > MAX_VALUE:
-        value = value.encode("utf-8")[:MAX_VALUE].decode("utf-8", "ignore")
+    value = truncate(value, max_size(ctx))
     lname = name.lower()
     if lname.startswith("global."):
         ctx.global_vars[lname[7:]] = value
@@ -104,7 +174,26 @@ def get(ctx, name: str) -> str:
     return lookup(ctx, name) or ""
 
 
-def apply_modifiers(value: str, mods: list[str]) -> str:
+def encode_url(value: str, limit: int | None = None) -> str:
+    """:encodeurl (RFC 5435 4.1): percent-encoded UTF-8; with `limit`, as many whole characters
+    as fit in `limit` bytes (an escape is never cut, as in Pigeonhole)."""
+    from urllib.parse import quote
+
+    out = quote(value, safe="-._~")
+    if limit is None or len(out) <= limit:
+        return out
+    size = 0
+    pieces = []
+    for c in value:
+        enc = quote(c, safe="-._~")
+        if size + len(enc) > limit:
+            break
+        pieces.append(enc)
+        size += len(enc)
+    return "".join(pieces)
+
+
+def apply_modifiers(value: str, mods: list[str], limit: int | None = None) -> str:
     for m in sorted(mods, key=lambda m: -MODIFIERS[m]):
         if m == "lower":
             value = ascii_lower(value)
@@ -119,9 +208,7 @@ def apply_modifiers(value: str, mods: list[str]) -> str:
         elif m == "quoteregex":
             value = "".join("\\" + c if c in "\\^$.[]|()?*+{}" else c for c in value)
         elif m == "encodeurl":
-            from urllib.parse import quote
-
-            value = quote(value, safe="-._~")
+            value = encode_url(value, limit)
         elif m == "length":
             value = str(len(value))
     return value
@@ -142,11 +229,21 @@ def _check_set(v, node, out) -> None:
                         node)
             seen[prec] = t
     if out[3]:
-        name = out[3][0]
-        if not valid_variable_name(name) or (name.lower().split(".")[0] != "global" and "." in name):
-            v.error(f"invalid variable name '{name}' for the set command", node)
-        elif "." in name and "include" not in v.required:
-            v.error(f"invalid variable name '{name}' for the set command (unknown namespace)", node)
+        check_assignable(v, out[3][0], node, "set")
+
+
+def check_assignable(v, name: str, node, command: str) -> None:
+    """Compile-time check of a variable a command assigns (set, extracttext, ...): a valid name,
+    in no namespace but global (with include), never a match variable."""
+    ns, dot, _ = name.partition(".")
+    if not valid_variable_name(name):
+        v.error(f"invalid variable name '{name}' for the {command} command", node)
+    elif dot and ns.lower() not in v.reg.namespaces:
+        v.error(f"invalid variable name '{name}' for the {command} command (unknown namespace)", node)
+    elif dot and ns.lower() != "global":
+        v.error(f"cannot assign to variable '{name}' in the {command} command", node)
+    elif not dot:
+        declare(v, name.lower(), node)
 
 
 @EXT.command("set", args=("string", "string"), tags={m: None for m in MODIFIERS}, check=_check_set)
@@ -156,7 +253,7 @@ def set_(ctx, node) -> None:
     value = ctx.expand(value)
     mods = [t for t in tags if t in MODIFIERS]
     if mods:
-        value = apply_modifiers(value, mods)
+        value = apply_modifiers(value, mods, max_size(ctx))
     assign(ctx, name, value)
     ctx.note(f"set {name} = {value!r}")
 

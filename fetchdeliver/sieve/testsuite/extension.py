@@ -1,6 +1,6 @@
 """`vnd.dovecot.testsuite`: the commands and tests of Pigeonhole's testsuite language.
 
-Enabled only by the harness (registry.HARNESS_ONLY): a script in normal
+Enabled only by the harness (registry.HARNESS_ONLY; found through registry.OUTSIDE): a script in normal
 delivery cannot require it. Every handler works on the Harness object the
 harness puts in ``ctx.ext_state["testsuite"]``; the run-time behaviour lives in
 fetchdeliver.sieve.testsuite.harness.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from fetchdeliver.sieve.registry import Extension
 
 EXT = Extension("vnd.dovecot.testsuite")
+EXT.namespace("tst")  # ${tst.path}
 
 OBJECTS = ("message", "envelope.from", "envelope.to", "envelope.orig_to", "envelope.auth")
 

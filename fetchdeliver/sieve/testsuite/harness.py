@@ -25,8 +25,9 @@ import os
 from fetchdeliver.message import Message
 from fetchdeliver.sieve import SieveEnv
 from fetchdeliver.sieve.errors import SieveCompileError, SieveRuntimeError
-from fetchdeliver.sieve.interpreter import Break, Context, Return, Stop
+from fetchdeliver.sieve.interpreter import Context
 from fetchdeliver.sieve.registry import HARNESS
+from fetchdeliver.sieve.runtime import Break, Return, Stop
 
 DEFAULT_MESSAGE = (b"From: sender@example.com\nTo: recipient@example.org\nSubject: Frop!\n\nFriep!\n")
 DEFAULT_SENDER = "sender@example.com"
@@ -65,9 +66,9 @@ PLUGIN_EXTENSIONS = {"vnd.dovecot.pipe", "vnd.dovecot.filter", "vnd.dovecot.exec
 
 def all_extensions(plugins: bool = False) -> str:
     """Pigeonhole's testsuite enables every extension (no config); the extprograms plugin only with -P."""
-    from fetchdeliver.sieve.registry import HARNESS_ONLY, MODULES
+    from fetchdeliver.sieve.registry import HARNESS_ONLY, capabilities
 
-    names = set(MODULES) - HARNESS_ONLY - (set() if plugins else PLUGIN_EXTENSIONS)
+    names = set(capabilities()) - HARNESS_ONLY - (set() if plugins else PLUGIN_EXTENSIONS)
     return " ".join(sorted(names))
 
 
@@ -150,6 +151,7 @@ class Harness:
         self.options: dict = {"personal_dir": os.path.join(self.dir, "included"),
                               "global_dir": os.path.join(self.dir, "included-global"),
                               "testsuite_harness": HARNESS, "vacation_min_period": 86400,
+                              "max_compile_errors": 0,  # Pigeonhole's testsuite reports them all
                               "extensions": all_extensions(plugins)}
         self.plugins = plugins
         self.errors: list[str] = []
@@ -167,6 +169,7 @@ class Harness:
         self.keep_flags: list[str] | None = None
         self.env = SieveEnv(None, envelope_from=DEFAULT_SENDER, envelope_to=DEFAULT_RECIPIENT,
                             options=self.options, mailbox_exists=self._mailbox_exists,
+                            metadata=self._metadata,
                             duplicate_seen=self._duplicate_seen, hostname="example.com")
         self.env.auth_user = None
         self.options = self.env.options  # SieveEnv copies the dict: settings must change its copy
@@ -402,9 +405,9 @@ class Harness:
             self.options[key] = value
 
     def config_reload(self, ctx, extension: str | None) -> None:
-        from fetchdeliver.sieve.registry import MODULES
+        from fetchdeliver.sieve.registry import capabilities
 
-        if extension is not None and extension not in MODULES:
+        if extension is not None and extension not in capabilities():
             self.fail(f"test_config_reload: unknown extension '{extension}'")
 
     # -- mailboxes, binaries, metadata -------------------------------------------
@@ -425,7 +428,12 @@ class Harness:
             self.fail(f"failed to load binary {name}")
         self.compiled = script
 
+    def _metadata(self, mailbox: str | None, name: str) -> str | None:
+        key = None if mailbox is None else self._folder_key(mailbox)
+        return self.metadata.get((key, name.lower()))
+
     def metadata_set(self, mailbox: str | None, name: str, value: str) -> None:
+        mailbox = None if mailbox is None else self._folder_key(mailbox)
         self.metadata[(mailbox, name.lower())] = value
 
     # -- scripts -------------------------------------------------------------------
@@ -436,7 +444,9 @@ class Harness:
         except SieveCompileError as e:
             # Pigeonhole logs each problem, then one line for the failed phase; the testsuite's
             # error counts include that line.
-            self.errors = [x.message for x in e.errors] + [self._failed_phase(name)]
+            phase = {"generation": "code generation failed", "validation": "validation failed"}.get(
+                getattr(e, "phase", None) or "") or self._failed_phase(name)
+            self.errors = [x.message for x in e.errors] + [phase]
             return False
         except OSError as e:
             self.errors = [f"failed to open sieve script: {e.strerror}"]
@@ -452,6 +462,8 @@ class Harness:
             self.result_reset(ctx)
         sub = self._new_context(self.compiled, main.message)
         sub.actions = main.actions
+        sub.snapshots = main.snapshots
+        sub.executed = self.executed
         sub.implicit_keep = main.implicit_keep
         sub.redirects = main.redirects
         sub.vacation_done = main.vacation_done
@@ -482,14 +494,17 @@ class Harness:
         except (Stop, Return, Break):
             pass
         except SieveRuntimeError as e:
+            self.errors.extend(ctx.logged)
             self.errors.append(e.message)
             return False
+        self.errors.extend(ctx.logged)
         return True
 
     def multiscript(self, ctx, names: list[str]) -> bool:
         """Run scripts one after another on one result (as sieve_before/sieve_after), then execute it."""
         self.errors = []
         actions: list = []
+        snapshots: dict = {}
         message = self.base
         keep = True
         flags: list[str] = []
@@ -503,6 +518,7 @@ class Harness:
                 break
             sub = self._new_context(script, message)
             sub.actions = actions
+            sub.snapshots = snapshots
             sub.flags = flags  # imap4flags' internal variable belongs to the message, across scripts
             if not self._run_context(sub):
                 ok = False
@@ -515,7 +531,7 @@ class Harness:
             if not keep and not any(getattr(a, "type", "") == "keep" for a in actions):
                 break
         for a in actions:
-            if not self._perform(a, message):
+            if not self._perform(a, snapshots.get(id(a), message)):
                 ok = False
         if keep or not ok:
             self._store("INBOX", message, flags)
@@ -525,6 +541,7 @@ class Harness:
     def result_reset(self, ctx) -> None:
         main = self.main
         main.actions = []
+        main.snapshots = {}
         main.implicit_keep = True
         main.redirects = []
         main.vacation_done = False
@@ -572,7 +589,7 @@ class Harness:
         main = self.main
         ok = True
         for a in main.actions[self.executed:]:
-            if not self._perform(a, main.message):
+            if not self._perform(a, main.snapshots.get(id(a), main.message)):
                 ok = False
         self.executed = len(main.actions)
         if (main.implicit_keep or not ok) and not self.keep_done:
@@ -645,7 +662,9 @@ class Harness:
             try:
                 self.env.run_program(action.program, action.args, message.raw)
             except Exception as e:  # noqa: BLE001 - any failure of the program is a failed action
-                self.errors.append(f"{t} action: failed to run program '{action.program}': {e}")
+                if "timeout" in str(e):  # as Pigeonhole: the time-out, then the failed action
+                    self.errors.append(f"program '{action.program}' execution timed out: {e}")
+                self.errors.append(f"failed to {t} message to program '{action.program}': {e}")
                 return False
             return True
         return True

@@ -15,7 +15,8 @@ from __future__ import annotations
 from fetchdeliver.actions import Notify
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("notify")
+EXT = Extension("notify", default=False, conflicts={
+    "enotify": "the (deprecated) notify extension cannot be used together with the enotify extension"})
 
 IMPORTANCE = {"high": "1", "normal": "2", "low": "3"}
 DEFAULT_MESSAGE = "$from$: $subject$"

@@ -1,6 +1,6 @@
-"""RFC 5703 sections 5 and 6: `replace` and `enclose` (Pigeonhole has neither).
+"""RFC 5703 section 5: `replace` (Pigeonhole lacks it); enclose.py uses its helpers.
 
-Both change the message the rest of the script sees and that keep, fileinto and
+It changes the message the rest of the script sees and that keep, fileinto and
 redirect deliver, as editheader does (the result's message; the received bytes
 are what a run-time error falls back to).
 
@@ -9,30 +9,24 @@ are what a run-time error falls back to).
   headers and content); the header fields are kept except those describing the
   MIME structure, :subject and :from keep the old values as Original-Subject and
   Original-From. Inside `foreverypart` the current part is replaced.
-- ``enclose [:subject S] [:headers LIST] TEXT``: a new multipart/mixed message whose
-  first part is TEXT (text/plain) and second the message so far (message/rfc822);
-  :headers gives header lines ("Name: value") for the new message; From (the
-  recipient), Date and Message-ID are added when not given, the Subject is :subject
-  or the original one. When a script encloses more than once, only the last
-  enclose counts (the original message is enclosed once).
 """
 
 from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("replace")
+EXT = Extension("replace", default=False)
 
 MIME_HEADERS = ("content-type", "content-transfer-encoding", "content-disposition", "content-id",
                 "content-description", "content-language", "content-location", "content-md5",
                 "mime-version")
 
 
-def _eol(raw: bytes) -> bytes:
+def line_ending(raw: bytes) -> bytes:
     return b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
 
 
-def _encode(name: str, value: str) -> bytes:
+def encode_field(name: str, value: str) -> bytes:
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
     if value.isascii():
         return f"{name}: {value}".encode("ascii")
@@ -57,7 +51,7 @@ def _header_lines(raw: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
-def _text_part(text: str, eol: bytes) -> tuple[list[bytes], bytes]:
+def text_part(text: str, eol: bytes) -> tuple[list[bytes], bytes]:
     body = text.replace("\r\n", "\n").encode("utf-8")
     headers = [b"Content-Type: text/plain; charset=utf-8",
                b"Content-Transfer-Encoding: " + (b"7bit" if body.isascii() else b"8bit")]
@@ -98,8 +92,8 @@ def replace(ctx, node) -> None:
     tags = node[2]
     text = ctx.expand(node[3][0])
     raw = ctx.message.raw
-    eol = _eol(raw)
-    headers, body = _mime_entity(text, eol) if "mime" in tags else _text_part(text, eol)
+    eol = line_ending(raw)
+    headers, body = _mime_entity(text, eol) if "mime" in tags else text_part(text, eol)
     if ctx.mime_part is not None and ctx.ext_state.get("mime_root") is not None \
             and ctx.mime_part is not ctx.ext_state["mime_root"]:
         _replace_part(ctx, headers, body, eol)
@@ -115,11 +109,11 @@ def replace(ctx, node) -> None:
         kept.append(line.rstrip(b"\r\n"))
     top: list[bytes] = []
     if "from" in tags:
-        top.append(_encode("From", ctx.expand(tags["from"])))
+        top.append(encode_field("From", ctx.expand(tags["from"])))
     if "subject" in tags:
-        top.append(_encode("Subject", ctx.expand(tags["subject"])))
+        top.append(encode_field("Subject", ctx.expand(tags["subject"])))
     new = eol.join(top + kept + [b"MIME-Version: 1.0"] + headers) + eol + eol + body
-    _set(ctx, new)
+    set_message(ctx, new)
     ctx.note("replace: the message body")
 
 
@@ -136,7 +130,7 @@ def _replace_part(ctx, headers: list[bytes], body: bytes, eol: bytes) -> None:
         part[name] = value
     part.set_payload(entity.get_payload())
     root = ctx.ext_state["mime_root"]
-    _set(ctx, _flatten(root, eol))
+    set_message(ctx, _flatten(root, eol))
     ctx.note("replace: the current MIME part")
 
 
@@ -151,48 +145,6 @@ def _flatten(root, eol: bytes) -> bytes:
     return buf.getvalue()
 
 
-def _set(ctx, raw: bytes) -> None:
+def set_message(ctx, raw: bytes) -> None:
     ctx.message = ctx.message.with_raw(raw)
     ctx.edited = True
-
-
-@EXT.command("enclose", args=("string",), tags={"subject": "string", "headers": "strings"}, ext="enclose")
-def enclose(ctx, node) -> None:
-    import os
-    import time
-    from email.utils import formatdate, make_msgid
-
-    tags = node[2]
-    original = ctx.ext_state.get("enclosed_original")
-    if original is None:
-        original = ctx.message
-        ctx.ext_state["enclosed_original"] = original  # a later enclose replaces this one
-    raw = original.raw
-    eol = _eol(raw)
-    given: list[bytes] = []
-    names: set[str] = set()
-    for h in ctx.expand_list(tags.get("headers", [])):
-        name, sep, value = h.partition(":")
-        name = name.strip()
-        if not sep or not name or not value.strip() or name.lower() in MIME_HEADERS + ("subject",):
-            continue
-        given.append(_encode(name, value.strip()))
-        names.add(name.lower())
-    subject = ctx.expand(tags["subject"]) if "subject" in tags else (original.get("Subject") or "")
-    top = [_encode("Subject", subject)] if subject else []
-    if "from" not in names:
-        top.append(_encode("From", ctx.env.envelope_to or "MAILER-DAEMON"))
-    if "date" not in names:
-        top.append(_encode("Date", formatdate(ctx.env.now if ctx.env.now else time.time(), localtime=True)))
-    if "message-id" not in names:
-        top.append(_encode("Message-ID", make_msgid(domain=ctx.env.hostname or "localhost")))
-    boundary = "enclose-" + os.urandom(9).hex()
-    text_headers, text_body = _text_part(ctx.expand(node[3][0]), eol)
-    b = boundary.encode("ascii")
-    new = (eol.join(top + given + [b"MIME-Version: 1.0",
-                                   b'Content-Type: multipart/mixed; boundary="' + b + b'"']) + eol + eol
-           + b"--" + b + eol + eol.join(text_headers) + eol + eol + text_body + eol
-           + b"--" + b + eol + b"Content-Type: message/rfc822" + eol + eol + raw
-           + (b"" if raw.endswith(eol) else eol) + b"--" + b + b"--" + eol)
-    _set(ctx, new)
-    ctx.note("enclose: the message")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("vnd.dovecot.debug")
+EXT = Extension("vnd.dovecot.debug", default=False)
 
 
 @EXT.command("debug_log", args=("string",))

@@ -9,18 +9,20 @@ environment item ("_" in the name stands for "-").
 
 from __future__ import annotations
 
+from fetchdeliver.sieve.extensions.environment import item as env_item
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("vnd.dovecot.environment")
-
-# Requiring it makes "environment" available (registry.IMPLIES): its test comes along.
-from fetchdeliver.sieve.extensions.environment import EXT as _ENVIRONMENT  # noqa: E402
-
-EXT.tests.update(_ENVIRONMENT.tests)
+# Requiring it makes "environment" available: its test comes along.
+EXT = Extension("vnd.dovecot.environment", default=False, implies=("environment",))
+EXT.namespace("env")  # ${env.NAME}
 
 
+@EXT.service("environment:vnd.dovecot.")
 def item(ctx, name: str) -> str | None:
-    """A vnd.dovecot.* environment item, or None when `name` is not one."""
+    """A vnd.dovecot.* environment item, or None when `name` is not one (or the running script
+    did not require this extension)."""
+    if "vnd.dovecot.environment" not in ctx.requires:
+        return None
     env = ctx.env
     if name == "vnd.dovecot.default-mailbox":
         return env.default_mailbox
@@ -42,8 +44,6 @@ def item(ctx, name: str) -> str | None:
 
 def variable(ctx, name: str) -> str:
     """${env.NAME}: the environment item NAME ("_" for "-" outside the config part)."""
-    from fetchdeliver.sieve.extensions.environment import item as env_item
-
     head, sep, tail = name.partition("vnd.dovecot.config.")
     key = (head.replace("_", "-") + sep + tail) if sep else name.replace("_", "-")
     return env_item(ctx, key) or ""

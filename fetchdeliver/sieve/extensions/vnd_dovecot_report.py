@@ -14,7 +14,7 @@ from __future__ import annotations
 from fetchdeliver.actions import Action
 from fetchdeliver.sieve.registry import Extension
 
-EXT = Extension("vnd.dovecot.report")
+EXT = Extension("vnd.dovecot.report", default=False)
 
 FEEDBACK_TYPES = ("abuse", "fraud", "other", "virus", "auth-failure", "not-spam")
 
@@ -22,11 +22,12 @@ FEEDBACK_TYPES = ("abuse", "fraud", "other", "virus", "auth-failure", "not-spam"
 class Report(Action):
     """A feedback report to send (carried out by the outbound queue)."""
 
-    __slots__ = ("feedback_type", "message", "address", "headers_only", "from_")
+    __slots__ = ("feedback_type", "message", "address", "headers_only", "from_", "reporting_user")
     type = "report"
 
     def __init__(self, feedback_type: str, message: str, address: str, headers_only: bool = False,
-                 from_: str | None = None) -> None:
+                 from_: str | None = None, reporting_user: str | None = None) -> None:
+        self.reporting_user = reporting_user  # the user's address ([sieve] user_email), if known
         self.feedback_type = feedback_type
         self.message = message
         self.address = address
@@ -84,4 +85,5 @@ def report(ctx, node) -> None:
     if why:
         ctx.fail(f"report: specified address '{address}' is invalid: {why}")
     address = parse_address_list(address)[0].all()
-    ctx.add_action(Report(ftype.lower(), text, address, bool(node[2].get("headers_only")), report_from(ctx)))
+    ctx.add_action(Report(ftype.lower(), text, address, bool(node[2].get("headers_only")), report_from(ctx),
+                          ctx.env.options.get("user_email") or None))
