@@ -166,6 +166,13 @@ def test_literal_minus(tmp_path):
         c.command("a0", b"LOGIN alice secret")
         caps = c.command("a1", b"CAPABILITY")[0].split()
         assert b"LITERAL-" in caps and b"LITERAL+" not in caps
+        # RFC 7888 section 3's example: small non-synchronizing literals still work
+        c2 = RawClient(server.port())
+        try:
+            c2.send(b"A001 LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n")
+            assert c2.until("A001")[-1].startswith(b"A001 OK")
+        finally:
+            c2.close()
         got = c.command("a2", b"APPEND INBOX {4096+}\r\n" + b"x" * 4096)
         assert got[-1].startswith(b"a2 OK")
         # RFC 7888 section 4: a larger non-synchronizing literal is refused with BAD [TOOBIG]
