@@ -265,6 +265,10 @@ def decode_mailbox(raw: bytes, utf8: bool = False) -> str:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ParseError("mailbox name is not UTF-8") from None
+        if not name.isascii():   # RFC 6855 3 / RFC 9051 5.1: names are in NFC (Net-Unicode)
+            import unicodedata
+
+            name = unicodedata.normalize("NFC", name)
         if name.upper() == "INBOX" or name.upper().startswith("INBOX/"):
             name = "INBOX" + name[5:]
         return name

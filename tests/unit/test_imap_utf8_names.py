@@ -18,6 +18,7 @@ def test_utf8_after_enable():
     assert decode_mailbox("Entwürfe".encode(), utf8=True) == "Entwürfe"
     assert decode_mailbox(b"a&-b", utf8=True) == "a&-b"            # "&" is only "&"
     assert decode_mailbox(b"Inbox", utf8=True) == "INBOX"
+    assert decode_mailbox("Entwu\u0308rfe".encode(), utf8=True) == "Entw\u00fcrfe"     # NFC
     assert Parser('"Café & Co"'.encode(), 0, True).mailbox() == "Café & Co"
     assert encode_mailbox("Café & Co", utf8=True) == '"Café & Co"'.encode()
     assert encode_mailbox('a"b\\c', utf8=True) == b'"a\\"b\\\\c"'
