@@ -193,6 +193,10 @@ class Session(SelectedMailbox):
                 await self.send(f"{_guess_tag(bytes(buf))} NO [TOOBIG] A message of {size} bytes is over "
                                 f"the limit ({append_limit(self)}).\r\n".encode())
                 return None
+            if appending and not nonsync and len(buf) == len(line) and not self._append_target_exists(line):
+                # RFC 3502 section 6, example A004: no such mailbox, so no need for the message
+                await self.send(f"{_guess_tag(line)} NO [TRYCREATE] Mailbox does not exist.\r\n".encode())
+                return None
             if nonsync and size > NONSYNC_LITERAL_MINUS and not self.cfg.literal_plus:
                 refused = (f"Non-synchronizing literal of {size} bytes: LITERAL- allows "
                            f"{NONSYNC_LITERAL_MINUS} (send {{{size}}} and wait for the +).")
@@ -209,6 +213,27 @@ class Session(SelectedMailbox):
             buf += b"\r\n" + data
             line = await self.read_line()
             buf += line
+
+    def _append_target_exists(self, line: bytes) -> bool:
+        """For `tag APPEND mailbox ... {n}` (the mailbox not itself a literal): whether the mailbox
+        exists. True when the store cannot say, or the name does not parse (the command will tell)."""
+        exists = getattr(self.storage, "mailbox_exists", None)
+        if exists is None:
+            return True
+        p = Parser(line, 0, self.utf8)
+        try:
+            p.tag()
+            p.sp()
+            p.atom()
+            p.sp()
+            if p.peek() == 123:
+                return True
+            name = p.mailbox()
+            if self.view is not None and self.view.name == name:
+                return True
+            return bool(exists(name))
+        except Exception:    # ParseError, or a store that cannot tell: let APPEND itself answer
+            return True
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -69,8 +69,11 @@ def test_rfc3502_multiappend_example(served):
     assert m and int(m.group(3)) == int(m.group(2)) + 1, got
     stored = _messages(maildir, "saved-messages")
     assert sorted(stored) == sorted([MSG1, MSG2])
-    got = c.command("A004", b"APPEND bogusname (\\Flagged) {3+}\r\nabc")
-    assert got[-1].startswith(b"A004 NO [TRYCREATE]")
+    # RFC 3502 section 6: the server may refuse before the literal: no "+", NO [TRYCREATE]
+    c.send(b"A004 APPEND bogusname (\\Flagged) {1023}\r\n")
+    assert c.line().startswith(b"A004 NO [TRYCREATE]")
+    got = c.command("A04b", b"APPEND bogusname (\\Flagged) {3+}\r\nabc")
+    assert got[-1].startswith(b"A04b NO [TRYCREATE]")
     got = c.command("A005", b'APPEND saved-messages "random text" {3+}\r\nabc')
     assert got[-1].startswith(b"A005 BAD")
     c.command("a6", b"SELECT saved-messages")
@@ -97,8 +100,10 @@ def test_rfc4469_catenate_examples(served):
     uidvalidity, uid = re.search(rb"APPENDUID (\d+) (\d+)", got[-1]).groups()
     # RFC 4469 section 5: a message made of a URL's header, a new body part and another URL's part
     url = b"/INBOX;UIDVALIDITY=" + uidvalidity + b"/;UID=" + uid
-    got = _send_literals(c, "A003", b"APPEND Drafts-missing", [(b" CATENATE (TEXT ", b"x")], b")")
-    assert got[-1].startswith(b"A003 NO [TRYCREATE]")
+    c.send(b"A003 APPEND Drafts-missing CATENATE (TEXT {1}\r\n")     # refused before the literal
+    assert c.line().startswith(b"A003 NO [TRYCREATE]")
+    got = c.command("A03b", b'APPEND Drafts-missing CATENATE (URL "' + url + b'")')
+    assert got[-1].startswith(b"A03b NO [TRYCREATE]")
     got = _send_literals(c, "A004", b'APPEND saved-messages (\\Seen) CATENATE (URL "' + url +
                          b'/;SECTION=HEADER" TEXT ', [(b"", b"--abc\r\nnew part\r\n")], b")")
     assert got[-1].startswith(b"A004 OK [APPENDUID"), got
