@@ -364,25 +364,19 @@ class SearchArgs:
     uid: bool
     returns: list[str] | None    # ESEARCH RETURN (...) options, or None for a plain SEARCH answer
     criteria: tuple              # search.parse_search's tree (`$` still unresolved)
-    charset: bool = False        # a CHARSET was given
 
 
 def parse_search(p: Parser, uid: bool = False) -> SearchArgs:
     p.sp()
     opts = esearch.parse_return(p)
-    charset = p.b[p.i:p.i + 8].upper() == b"CHARSET "
     tree = searchmod.parse_search(p)
     p.end()
-    return SearchArgs(uid, opts, tree, charset)
+    return SearchArgs(uid, opts, tree)
 
 
 @command("SEARCH", ONLY_SELECTED, parse=parse_search, uid=True, capabilities=("ESEARCH", "SEARCHRES"))
 async def search(s: Session, tag: str, args: SearchArgs) -> None:
     uid, opts = args.uid, args.returns
-    if args.charset and s.utf8 and not s.rev2:
-        # RFC 6855 section 3 (erratum 4029): after ENABLE UTF8=ACCEPT the strings are UTF-8, a
-        # CHARSET label conflicts with that
-        raise ParseError("no CHARSET in SEARCH after ENABLE UTF8=ACCEPT (the strings are UTF-8)")
     if opts is None and s.rev2:
         opts = ["ALL"]       # IMAP4rev2 (RFC 9051 6.4.4): SEARCH answers ESEARCH
     tree = esearch.resolve_saved(args.criteria, s.saved)
@@ -435,10 +429,6 @@ def parse_sort(p: Parser, uid: bool = False) -> SortArgs:
 @command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT"))
 async def sort(s: Session, tag: str, args: SortArgs) -> None:
     uid, opts = args.uid, args.returns
-    if args.charset and s.utf8 and not s.rev2:
-        # RFC 6855 section 3 (erratum 4029): after ENABLE UTF8=ACCEPT the strings are UTF-8, a
-        # CHARSET label conflicts with that
-        raise ParseError("no CHARSET in SEARCH after ENABLE UTF8=ACCEPT (the strings are UTF-8)")
     if opts is None and s.rev2:
         opts = ["ALL"]       # IMAP4rev2 (RFC 9051 6.4.4): SEARCH answers ESEARCH
     tree = esearch.resolve_saved(args.criteria, s.saved)
