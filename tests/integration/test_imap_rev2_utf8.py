@@ -59,6 +59,11 @@ def test_enable_imap4rev2(served):
     assert c.command("A282", b"SEARCH FLAGGED")[0] == b'* ESEARCH (TAG "A282")\r\n'
     assert c.command("A283", b"SEARCH ALL")[0] == b'* ESEARCH (TAG "A283") ALL 1:3\r\n'
     assert c.command("A284", b"UID SEARCH 2:3")[0] == b'* ESEARCH (TAG "A284") UID ALL 2:3\r\n'
+    assert c.command("A285", b"SEARCH CHARSET UTF-8 ALL")[0] == b'* ESEARCH (TAG "A285") ALL 1:3\r\n'
+    # SORT and THREAD are not SEARCH: their answers stay as they are
+    got = c.command("A286", b"SORT (REVERSE ARRIVAL) UTF-8 ALL")[0]
+    assert got.startswith(b"* SORT ") and sorted(got.split()[2:]) == [b"1", b"2", b"3"]
+    assert c.command("A287", b"THREAD ORDEREDSUBJECT UTF-8 ALL")[0].startswith(b"* THREAD ")
     # new mail: EXISTS without RECENT
     other = connect()
     other.command("p", b"APPEND INBOX {27+}\r\nSubject: new\r\n\r\nnew body\r\n")
@@ -82,6 +87,11 @@ def test_enable_utf8_accept_mailbox_names(served):
     assert got[0] == '* STATUS "Entwürfe" (MESSAGES 0)\r\n'.encode()
     import os
     assert os.path.isdir(os.path.join(maildir, ".Caf&AOk- &- Co"))     # stored as Dovecot names it
+    # RFC 6855 3 (erratum 4029) says a client must not send SEARCH CHARSET now and a server SHOULD
+    # answer BAD; a "UTF-8" label does not conflict with UTF-8 strings, so it is accepted (as clients
+    # that still send it expect)
+    c.command("sel", b"SELECT INBOX")
+    assert c.command("x", b"SEARCH CHARSET UTF-8 SUBJECT number")[0] == b"* SEARCH 1 2 3\r\n"
     # RFC 6855 4: APPEND's UTF8 data item
     msg = "Subject: Grüße\r\n\r\nbody\r\n".encode()
     got = c.command("a", 'APPEND "Entwürfe" UTF8 (~{%d+}\r\n'.encode() % len(msg) + msg + b")")

@@ -429,8 +429,6 @@ def parse_sort(p: Parser, uid: bool = False) -> SortArgs:
 @command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT"))
 async def sort(s: Session, tag: str, args: SortArgs) -> None:
     uid, opts = args.uid, args.returns
-    if opts is None and s.rev2:
-        opts = ["ALL"]       # IMAP4rev2 (RFC 9051 6.4.4): SEARCH answers ESEARCH
     tree = esearch.resolve_saved(args.criteria, s.saved)
     await s.sync_out(expunge=uid)
     found = s.matching(tree)
