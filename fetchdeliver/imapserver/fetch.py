@@ -3,6 +3,7 @@ BINARY[section]<partial> and BINARY.SIZE[section] (RFC 3516): a part's content-t
 
 from __future__ import annotations
 
+from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.imapserver.mime import Part, parse_addresses, parse_disposition, to_crlf
 from fetchdeliver.imapserver.protocol import ParseError, Parser, format_internaldate, nstring
 
@@ -125,7 +126,7 @@ def _binary_section(p: Parser, name: str) -> Section:
     return Section(name == "BINARY.PEEK", nums, "", [], partial, b"BINARY[" + inner + b"]", "BINARY")
 
 
-class UnknownCte(Exception):
+class UnknownCte(FetchdeliverError):
     """BINARY of a part whose Content-Transfer-Encoding the server cannot decode (NO [UNKNOWN-CTE])."""
 
 

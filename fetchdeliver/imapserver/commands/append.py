@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
+from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver.commands.registry import AUTHED, command
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox
@@ -119,7 +120,7 @@ def _appendlimit_capability(s: Session) -> list[str]:
     return [f"APPENDLIMIT={append_limit(s)}"]
 
 
-class BadUrl(Exception):
+class BadUrl(FetchdeliverError):
     """A CATENATE URL that names nothing this server can give (NO [BADURL url])."""
 
 
