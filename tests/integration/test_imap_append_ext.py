@@ -188,3 +188,25 @@ def test_literal_minus(tmp_path):
     finally:
         c.close()
         server.stop()
+
+
+def test_multiappend_over_quota_appends_nothing(tmp_path):
+    """The third of three messages is over the [quota] message limit: the command adds none (RFC 3502
+    section 6.3.11), and the quota's usage is back where it was."""
+    from test_imap_quota import append, login, msg, serve
+
+    srv, maildir = serve(tmp_path, {"storage": 100 * 1024, "messages": 4})
+    try:
+        c = login(srv)
+        for i in range(2):
+            assert append(c, f"a{i}", msg(i))[-1].startswith(b"a%d OK" % i)
+        got = c.command("M1", b"APPEND INBOX " + b" ".join(b"{%d+}\r\n" % len(msg(i)) + msg(i) for i in (5, 6, 7)))
+        assert got[-1].startswith(b"M1 NO [OVERQUOTA]"), got
+        assert len(_messages(maildir, "INBOX")) == 2
+        assert b"MESSAGE 2 4" in c.command("q", b"GETQUOTAROOT INBOX")[1]
+        got = c.command("M2", b"APPEND INBOX " + b" ".join(b"{%d+}\r\n" % len(msg(i)) + msg(i) for i in (5, 6)))
+        assert got[-1].startswith(b"M2 OK [APPENDUID"), got
+        assert len(_messages(maildir, "INBOX")) == 4
+        c.close()
+    finally:
+        srv.stop()
