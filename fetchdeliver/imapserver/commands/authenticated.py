@@ -1,7 +1,7 @@
 """Commands of the authenticated state (valid when selected too): SELECT/EXAMINE (with CONDSTORE/QRESYNC
 parameters, RFC 7162), CREATE (CREATE-SPECIAL-USE, RFC 6154), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE,
-LIST (LIST-EXTENDED, LIST-STATUS, CHILDREN, SPECIAL-USE), LSUB, NAMESPACE, STATUS (STATUS=SIZE),
-and IDLE (RFC 2177); APPEND is in append.py."""
+LSUB, NAMESPACE, STATUS (STATUS=SIZE, DELETED, APPENDLIMIT) and IDLE (RFC 2177). LIST (LIST-EXTENDED,
+LIST-STATUS, CHILDREN, SPECIAL-USE) is in list_extended.py, APPEND in append.py."""
 
 from __future__ import annotations
 
