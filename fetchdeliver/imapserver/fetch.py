@@ -102,6 +102,15 @@ def _section(p: Parser, peek: bool) -> Section:
     return Section(peek, nums, spec, fields, partial, b"BODY[" + inner + b"]")
 
 
+def parse_section(text: bytes) -> Section:
+    """A section spec on its own ("1.MIME", "HEADER.FIELDS (From)", "" for the whole message), as an
+    IMAP URL's ;SECTION= gives it (RFC 5092); ParseError when it is not one."""
+    p = Parser(b"[" + text + b"]")
+    sec = _section(p, True)
+    p.end()
+    return sec
+
+
 def _binary_section(p: Parser, name: str) -> Section:
     """section-binary = "[" [section-part] "]" (RFC 3516 4.2); BINARY.SIZE takes no partial."""
     p.expect(b"[")

@@ -154,7 +154,7 @@ def resolve_url(s: Session, url: bytes) -> bytes:
     """The bytes an IMAP URL names (a message, or its section), read from this user's store."""
     mailbox, uidvalidity, uid, section, partial = parse_url(url)
     try:
-        sec = fetchmod._section(Parser(b"[" + section + b"]"), True)
+        sec = fetchmod.parse_section(section)
     except ParseError:
         raise BadUrl("bad section") from None
     if s.view is not None and s.view.name == mailbox:
