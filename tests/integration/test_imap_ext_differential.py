@@ -1,4 +1,4 @@
-"""The issue 12 extensions against Dovecot: BINARY, MULTIAPPEND, CATENATE and LIST-EXTENDED, the same
+"""The issue 12 extensions against Dovecot: BINARY, MULTIAPPEND, CATENATE, LIST-EXTENDED and SORT=DISPLAY, the same
 session on one Maildir copied twice (test_imap_differential.py's fixture), answers compared after the
 normalisation that file describes. IMAP4rev2 and UTF8=ACCEPT are not here: Dovecot 2.3 has neither."""
 
@@ -30,6 +30,9 @@ SESSION = [
     b"FETCH 5 (BINARY.SIZE[2] BINARY.PEEK[2] BINARY.PEEK[1.1])",
     b"FETCH 1:3 BINARY.SIZE[]",
     b"FETCH 1:3 (BINARY.SIZE[1] BINARY.PEEK[1])",
+    # SORT=DISPLAY (RFC 5957)
+    b"SORT (DISPLAYFROM) UTF-8 ALL", b"SORT (REVERSE DISPLAYTO ARRIVAL) UTF-8 ALL",
+    b"UID SORT (DISPLAYTO DISPLAYFROM) UTF-8 ALL",
     # MULTIAPPEND (RFC 3502)
     b"APPEND INBOX " + _lit(NEW1) + b" (\\Seen $Work) " + _lit(NEW2),
     b"FETCH 11:* (FLAGS BODY.PEEK[])",

@@ -426,7 +426,7 @@ def parse_sort(p: Parser, uid: bool = False) -> SortArgs:
     return SortArgs(uid, opts, criteria, tree)
 
 
-@command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT"))
+@command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT", "SORT=DISPLAY"))
 async def sort(s: Session, tag: str, args: SortArgs) -> None:
     uid, opts = args.uid, args.returns
     tree = esearch.resolve_saved(args.criteria, s.saved)
