@@ -189,7 +189,10 @@ poll 127.0.0.1 service {server.port()} protocol IMAP auth password
 """)
         os.chmod(rc, 0o600)   # fetchmail refuses a readable rc file with a password in it
         _server_set(maildir, {"m number 2": {"\\Seen"}})
-        base = ["fetchmail", "-f", rc, "--invisible", "--nosyslog"]
+        # Its own pid file: as root fetchmail uses /var/run/fetchmail.pid whatever FETCHMAILHOME says,
+        # and refuses to run while another test's (or anyone's) fetchmail holds it.
+        base = ["fetchmail", "-f", rc, "--invisible", "--nosyslog",
+                "--pidfile", os.path.join(env["HOME"], "fetchmail.pid")]
 
         _run(base + ["--keep"], env)   # only the unseen ones
         got = [(out / n).read_bytes() for n in sorted(os.listdir(out))]
