@@ -119,6 +119,8 @@ def test_rfc4469_catenate_examples(served):
     assert got[-1].startswith(b"A006 NO [BADURL " + bad + b"]")
     got = c.command("A007", b'APPEND saved-messages CATENATE (URL "' + url + b'/;SECTION=7")')
     assert got[-1].startswith(b"A007 NO [BADURL")
+    got = c.command("A07b", b'APPEND saved-messages CATENATE (URL "/x]y/;UID=1")')   # no "]" inside the code
+    assert got[-1].startswith(b"A07b NO [BADURL /xy/;UID=1] ")
     # an absolute URL of this server, and a partial
     got = c.command("A008", b'APPEND saved-messages CATENATE (URL "imap://alice@localhost' + url +
                     b'/;SECTION=TEXT/;PARTIAL=0.5")')

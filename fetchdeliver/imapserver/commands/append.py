@@ -238,7 +238,8 @@ def _messages(s: Session, args: AppendArgs) -> tuple[str, list[bytes]]:
                 try:
                     pieces.append(resolve_url(s, value))
                 except BadUrl as e:
-                    return f"[BADURL {value.decode('utf-8', 'replace')}] {e}.", []
+                    url = "".join(ch for ch in value.decode("utf-8", "replace") if ch >= " " and ch != "]")
+                    return f"[BADURL {url}] {e}.", []
             raw = b"".join(pieces)
         if len(raw) > limit:
             return f"[TOOBIG] A message of {len(raw)} bytes is over the limit ({limit}).", []
