@@ -156,19 +156,20 @@ def binary_bytes(parsed: Parsed, sec: Section) -> bytes | None:
     if cte == b"base64":
         import binascii
 
-        clean = bytes(c for c in data if c not in b" \t\r\n")
-        clean = clean.split(b"=", 1)[0]
-        clean += b"=" * (-len(clean) % 4)
-        try:
-            return binascii.a2b_base64(clean)
-        except (binascii.Error, ValueError):
-            raise UnknownCte("invalid base64 content") from None
+        # leniently, as mail readers and Dovecot decode: characters outside the alphabet are
+        # skipped, the data ends at the first "=", a dangling sixth of a byte is dropped
+        clean = data.split(b"=", 1)[0].translate(None, _NOT_BASE64)
+        if len(clean) % 4 == 1:
+            clean = clean[:-1]
+        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
     if cte == b"quoted-printable":
         return decode_qp(data)
     raise UnknownCte(f"unknown Content-Transfer-Encoding {cte.decode('ascii', 'replace')}")
 
 
 _HEX = b"0123456789ABCDEFabcdef"
+_NOT_BASE64 = bytes(c for c in range(256)
+                    if c not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
 def decode_qp(data: bytes) -> bytes:

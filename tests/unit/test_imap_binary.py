@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver.protocol import ParseError, Parser
@@ -73,3 +75,23 @@ def test_nul_content_goes_out_as_literal8_and_body_as_base64():
 
 def test_qp_decoder():
     assert fetchmod.decode_qp(b"a=3Db=\r\nc \t\r\n=XYz") == b"a=bc\r\n=XYz"
+
+
+def test_base64_is_decoded_leniently():
+    raw = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           b"aGVs!bG8g\r\nd29y bGQ=garbage after the end\r\n--b\r\nContent-Transfer-Encoding: BASE64\r\n\r\nQUJDRA\r\n"
+           b"--b--\r\n")
+    assert render(b"BINARY.PEEK[1]", raw) == b"(BINARY[1] {11}\r\nhello world)"
+    assert render(b"BINARY.PEEK[2]", raw) == b"(BINARY[2] {4}\r\nABCD)"     # no padding, upper-case name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([b"base64", b"quoted-printable", b"7bit", b"x-unknown"]))
+def test_any_content_decodes_or_is_unknown_cte(body, cte):
+    raw = b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n" + body
+    try:
+        out = render(b"(BINARY.PEEK[1] BINARY.SIZE[1])", raw)
+    except fetchmod.UnknownCte:
+        assert cte == b"x-unknown"
+    else:
+        assert out.startswith(b"(BINARY[1] ")
