@@ -149,6 +149,9 @@ def test_appendlimit_refuses_before_the_literal(tmp_path):
     try:
         c.command("a0", b"LOGIN alice secret")
         assert b"APPENDLIMIT=1000" in c.command("a1", b"CAPABILITY")[0].split()
+        # RFC 7889 section 3: the STATUS item (one limit for every mailbox), also through LIST-STATUS
+        assert c.command("a2", b"STATUS INBOX (APPENDLIMIT)")[0] == b'* STATUS "INBOX" (APPENDLIMIT 1000)\r\n'
+        assert b'* STATUS "INBOX" (APPENDLIMIT 1000)\r\n' in c.command("a3", b'LIST "" INBOX RETURN (STATUS (APPENDLIMIT))')
         # RFC 7889 section 4's exchange: NO [TOOBIG] instead of the continuation request
         c.send(b"A003 APPEND INBOX {1001}\r\n")
         assert c.line().startswith(b"A003 NO [TOOBIG]")
