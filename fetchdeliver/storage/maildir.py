@@ -500,7 +500,8 @@ class MaildirStore(Store):
         shutil.rmtree(trash, ignore_errors=True)
         fsync_dir(self.root)
         self._set_special_use(name, None)
-        self.unsubscribe(name)
+        # the subscription stays (RFC 3501 6.3.6: never removed unilaterally; Dovecot keeps it too,
+        # and LIST (SUBSCRIBED) shows it \NonExistent)
 
     def rename(self, old: str, new: str) -> None:
         src, dst = self.path(old), self.path(new)

@@ -12,8 +12,8 @@ from test_imap_differential import Conn, norm, run_on_both
 
 pytestmark = pytest.mark.timeout(120)
 
-# (Dovecot keeps the subscription of a deleted mailbox; our Maildir store's delete drops it, so a
-# deleted mailbox is not part of the comparison.)
+# (A deleted mailbox's subscription stays, in Dovecot and in our Maildir store (RFC 3501 6.3.6);
+# test_imap_ext_differential.py compares that case.)
 SETUP = [b"CREATE box/test", b"CREATE box/test2/test", b"CREATE box/test3/test3", b"CREATE box/test2",
          b"SUBSCRIBE box/test", b"SUBSCRIBE box/test2/test", b"SUBSCRIBE box/test3/test3"]
 
