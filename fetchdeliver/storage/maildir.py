@@ -500,7 +500,8 @@ class MaildirStore(Store):
         shutil.rmtree(trash, ignore_errors=True)
         fsync_dir(self.root)
         self._set_special_use(name, None)
-        self.unsubscribe(name)
+        # The subscription stays (RFC 3501 6.3.6: a server must not unsubscribe on DELETE; Dovecot
+        # keeps it): LSUB lists it, LIST (SUBSCRIBED) as \NonExistent, until UNSUBSCRIBE.
 
     def rename(self, old: str, new: str) -> None:
         src, dst = self.path(old), self.path(new)
@@ -1112,21 +1113,62 @@ class MaildirMailbox(Mailbox):
 
     def sync(self) -> list[MessageInfo]:
         stamp, trusted_after = self._dir_stamp()
-        if stamp == self._stamp:
-            # A stamp from a listing is trusted once the directories are older than the file
-            # system's timestamp granularity. One we took after our own change (nothing listed)
-            # is used until then, and checked by one listing after it: another process's change
-            # in the very same tick as ours is seen a tick later, never lost.
-            now = time.time()
-            if not self._unverified:
-                if now > trusted_after:
-                    return self._cache
-            elif now <= trusted_after and now > self._new_trusted_after():
-                # new/ (where deliveries land) must not be fresh: a delivery in the tick of our
-                # own new/ -> cur/ move would hide behind our stamp.
-                return self._cache
+        # The cached list is answered only when a listing made after the directories' timestamp
+        # tick says so and no other session or process wrote the index since. Our own changes
+        # and listings within a tick leave the stamp "dirty": another change in the same tick
+        # would not move it, so each sync until a listing after the tick lists again (new/, and
+        # cur/ unless it is known clean; see _scan_locked). Dovecot rescans dirty directories too.
+        if (stamp == self._stamp and not self._unverified and time.time() > trusted_after
+                and self._index_unchanged()):
+            return self._cache
         with self._lock():
             return self._scan_locked()
+
+    def _index_unchanged(self) -> bool:
+        """Whether no other session or process wrote the index since our list matched it
+        (their own appends, flag changes and expunges show at once, whatever the stamps say)."""
+        if self._ix is None:
+            return True
+        import sqlite3
+
+        try:
+            return self._ix.mark() == self._ix_mark
+        except sqlite3.DatabaseError:
+            return False     # the scan finds the index broken and rebuilds it
+
+    def _catch_up(self) -> None:
+        """Take into our list the rows other sessions or processes changed in the index since our
+        list last matched it (lock held: only the writers of cached parts, which change no row,
+        can write meanwhile). The mark and HIGHESTMODSEQ are read before the rows: a commit
+        in between is read again next time."""
+        import sqlite3
+
+        ix = self._ix
+        if ix is None or self._ix_hms is None or not self._cache:
+            return          # no list to bring up to date: the scan reads the rows it needs
+        try:
+            mark = ix.mark()
+            if mark == self._ix_mark:
+                return
+            if ix.get("uidvalidity") != self.uidvalidity:
+                return      # voided or renumbered: the scan starts again from the files
+            hms = ix.highestmodseq()
+            rows = ix.rows_since(self._ix_hms) if hms != self._ix_hms else []
+            gone = set(ix.expunged_since(self._ix_hms)) if hms != self._ix_hms else set()
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return
+        if rows or gone:
+            memo: dict = {}
+            by_uid = {m.uid: m for m in self._cache if m.uid not in gone}
+            for r in rows:
+                if r.uid not in gone:
+                    by_uid[r.uid] = self._from_row(r, memo)
+            self._cache = sorted(by_uid.values(), key=lambda m: m.uid)
+            self._known = None
+            if gone and self._memos is not None:
+                self._memos.forget(gone)
+        self._ix_mark, self._ix_hms = mark, hms
 
     def _new_trusted_after(self) -> float:
         try:
@@ -1140,8 +1182,13 @@ class MaildirMailbox(Mailbox):
         return self._own_change()
 
     def _own_change(self) -> bool:
-        """Before a change we make under the lock: whether our list is current (stamp unchanged)."""
-        return self._stamp is not None and self._dir_stamp()[0] == self._stamp
+        """Before a change we make (under the lock, but for APPEND's first half): whether our list
+        is current. What other sessions wrote to the index is taken in first; then the stamp must
+        be unchanged. A change behind our back within the stamp's tick may still hide: the stamp
+        we take after our change is dirty, so the next sync lists (see sync())."""
+        self._catch_up()
+        return (self._stamp is not None and self._dir_stamp()[0] == self._stamp
+                and self._index_unchanged())
 
     def _changed_by_us(self, was_current: bool) -> None:
         """After our change: the new stamp describes our list (to be verified, see sync())."""
@@ -1225,13 +1272,15 @@ class MaildirMailbox(Mailbox):
         cur_st, cur_trusted_after = self._stat_dir("cur")
         dirs = repr((new_st, cur_st))
         new_names = self._names("new")     # new/ first: a file moving to cur/ meanwhile is seen there
-        # cur/ is listed again only when it may hold what our list does not: its stamp moved, or a
-        # listing of it must verify our own change now that its tick is over (as sync() does for
-        # the whole folder), or Dovecot's files changed, or a file we knew in new/ left it (moved
-        # to cur/ by someone). Otherwise a delivery into new/ does not cost a listing of every
-        # message in cur/.
+        # What other sessions and processes wrote to the index is taken in first (under the lock
+        # no one else changes a row). Then cur/ is listed again only when it may hold what our
+        # list does not: its stamp moved, or it is dirty (our own change, or a listing, within
+        # its timestamp tick: a change later in that tick leaves the same stamp), or Dovecot's
+        # files changed, or a file we knew in new/ left it (moved to cur/ by someone). Otherwise
+        # a delivery into new/ does not cost a listing of every message in cur/.
+        self._catch_up()
         cur_known = (self._cur_stamp == cur_st and bool(self._cache) and self._stamp is not None
-                     and (now > cur_trusted_after if self._cur_verified else now <= cur_trusted_after)
+                     and self._cur_verified and now > cur_trusted_after
                      and self._stamp.endswith(", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:])
                      and self._known_names()["new"].issubset(new_names))
         if cur_known:
