@@ -1138,9 +1138,9 @@ class MaildirMailbox(Mailbox):
 
     def _catch_up(self) -> None:
         """Take into our list the rows other sessions or processes changed in the index since our
-        list last matched it (lock held: only the writers of cached parts, which change no row,
-        can write meanwhile). The mark and HIGHESTMODSEQ are read before the rows: a commit
-        in between is read again next time."""
+        list last matched it. With the lock held only the writers of cached parts (which change
+        no row) can commit meanwhile; without it (APPEND's first half) the mark and HIGHESTMODSEQ
+        are read before the rows, so a commit in between is read again next time."""
         import sqlite3
 
         ix = self._ix
@@ -1169,13 +1169,6 @@ class MaildirMailbox(Mailbox):
             if gone and self._memos is not None:
                 self._memos.forget(gone)
         self._ix_mark, self._ix_hms = mark, hms
-
-    def _new_trusted_after(self) -> float:
-        try:
-            st = os.stat(os.path.join(self.path, "new"))
-        except FileNotFoundError:
-            return float("inf")
-        return st.st_mtime + (_FRESH_FINE if st.st_mtime_ns % 1_000_000_000 else _FRESH)
 
     def own_change(self) -> bool:
         """Whether our list is current (for an APPEND split into write_message() and adopt())."""
