@@ -431,3 +431,36 @@ def test_an_outside_rename_in_the_tick_of_our_own_change_is_seen_at_the_next_syn
     assert now[1].flags == {"\\Seen", "\\Flagged"}
     assert now[3].flags == {"\\Seen", "\\Answered"}
     a.close()
+
+
+def test_what_the_tick_rule_keeps_cheap(root, monkeypatch):
+    """The speed the index bought stays: a clean folder is answered without a listing, a delivery
+    into new/ lists new/ alone, and after a restart a listing of known files parses no
+    dovecot-uidlist."""
+    from fetchdeliver.storage import maildir
+
+    store = MaildirStore(root)
+    box = store.open("INBOX")
+    box.sync()
+    _age(os.path.join(root, "new"))
+    _age(os.path.join(root, "cur"))
+    _age(os.path.join(root, "dovecot-uidlist"))
+    box.sync()                              # a listing after the directories' tick: clean
+    listed: list[str] = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(os.path.basename(p)) or real_listdir(p))
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5]
+    assert listed == []
+    store.deliver(msg(70, "new"))
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6]
+    assert listed == ["new"]
+    box.close()
+    close_idle()
+    parsed: list[str] = []
+    real_parse = maildir.Uidlist.parse.__func__
+    monkeypatch.setattr(maildir.Uidlist, "parse",
+                        classmethod(lambda cls, data, path: parsed.append(path) or real_parse(cls, data, path)))
+    box = MaildirStore(root).open("INBOX")           # a restarted server
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6]
+    assert parsed == []
+    box.close()
