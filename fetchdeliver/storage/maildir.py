@@ -778,12 +778,15 @@ class MaildirMailbox(Mailbox):
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
         self._memos = None                   # storage.index.MemoTable, made on first use
         self._known: dict | None = None      # {"new": names, "cur": names} of the cached list
-        self._unverified = False             # _stamp was taken after our own change, not a listing
+        self._unverified = False             # _stamp is dirty: taken after our own change, or a listing
+                                             # within the directories' timestamp tick
+        self._listed_in_tick = False         # the last scan listed new/ or cur/ within its tick
         # cur/ on its own (where nearly every message lives): its (inode, mtime, size) when our list
         # of it was last right, and whether a listing made after its timestamp tick says so. A scan
         # that finds cur/ unchanged lists new/ only (see _scan_locked).
         self._cur_stamp: tuple | None = None
         self._cur_verified = False
+        self._cur_listed_in_tick = False     # the last listing of cur/ was made within its tick
         self._ix_mark: tuple = ()            # index.mark() when our list last matched the index
         self._ix_hms: int | None = None      # HIGHESTMODSEQ then: rows above it changed since
         self._peeked_next = 1
@@ -1113,16 +1116,30 @@ class MaildirMailbox(Mailbox):
 
     def sync(self) -> list[MessageInfo]:
         stamp, trusted_after = self._dir_stamp()
-        # The cached list is answered only when a listing made after the directories' timestamp
-        # tick says so and no other session or process wrote the index since. Our own changes
-        # and listings within a tick leave the stamp "dirty": another change in the same tick
-        # would not move it, so each sync until a listing after the tick lists again (new/, and
-        # cur/ unless it is known clean; see _scan_locked). Dovecot rescans dirty directories too.
-        if (stamp == self._stamp and not self._unverified and time.time() > trusted_after
-                and self._index_unchanged()):
-            return self._cache
+        # What another session or process wrote to the index shows at once, whatever the stamps
+        # say. A stamp from a listing made after the directories' timestamp tick is trusted. A
+        # listing made within the tick is not: another change later in that tick would leave the
+        # same stamp, so each sync lists again until a listing after the tick (Dovecot rescans
+        # such "dirty" directories too). A stamp we took after our own change (nothing listed in
+        # its tick) is used until the tick is over and then checked by one listing: a change
+        # made behind our back in the very tick of ours is seen a tick later, never lost (what
+        # Dovecot does between explicit syncs); new/, where deliveries land, must not be fresh.
+        if stamp == self._stamp and self._index_unchanged():
+            now = time.time()
+            if not self._unverified:
+                if now > trusted_after:
+                    return self._cache
+            elif not self._listed_in_tick and now <= trusted_after and now > self._new_trusted_after():
+                return self._cache
         with self._lock():
             return self._scan_locked()
+
+    def _new_trusted_after(self) -> float:
+        try:
+            st = os.stat(os.path.join(self.path, "new"))
+        except FileNotFoundError:
+            return float("inf")
+        return st.st_mtime + (_FRESH_FINE if st.st_mtime_ns % 1_000_000_000 else _FRESH)
 
     def _index_unchanged(self) -> bool:
         """Whether no other session or process wrote the index since our list matched it
@@ -1184,7 +1201,8 @@ class MaildirMailbox(Mailbox):
                 and self._index_unchanged())
 
     def _changed_by_us(self, was_current: bool) -> None:
-        """After our change: the new stamp describes our list (to be verified, see sync())."""
+        """After our change: the new stamp describes our list (to be verified, see sync()); a
+        directory listed within its tick before stays to be listed again."""
         if was_current:
             self._stamp = self._dir_stamp()[0]
             self._unverified = True
@@ -1269,23 +1287,28 @@ class MaildirMailbox(Mailbox):
         # no one else changes a row). Then cur/ is listed again only when it may hold what our
         # list does not: its stamp moved, or it is dirty (our own change, or a listing, within
         # its timestamp tick: a change later in that tick leaves the same stamp), or Dovecot's
-        # files changed, or a file we knew in new/ left it (moved to cur/ by someone). Otherwise
-        # a delivery into new/ does not cost a listing of every message in cur/.
+        # files changed, or a file we knew in new/ left it (moved to cur/ by someone). A stamp
+        # we took after our own change is used within its tick and checked by a listing after
+        # it (see sync()). Otherwise a delivery into new/ does not cost a listing of cur/.
         self._catch_up()
         cur_known = (self._cur_stamp == cur_st and bool(self._cache) and self._stamp is not None
-                     and self._cur_verified and now > cur_trusted_after
+                     and ((self._cur_verified and now > cur_trusted_after)
+                          or (not self._cur_verified and not self._cur_listed_in_tick
+                              and now <= cur_trusted_after))
                      and self._stamp.endswith(", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:])
                      and self._known_names()["new"].issubset(new_names))
         if cur_known:
             cur_names = list(self._known_names()["cur"])
-            cur_verified = self._cur_verified
+            cur_verified, cur_in_tick = self._cur_verified, self._cur_listed_in_tick
         else:
             cur_names = self._names("cur")
             cur_verified = now > cur_trusted_after
+            cur_in_tick = not cur_verified
         # Listed within the timestamp tick of the directories' last change: a change later in that
         # tick would not move the stamp, so this listing is verified by another one after the tick
         # (sync() does it), and the index keeps no stamp a later process would trust.
         settled = now > new_trusted_after and cur_verified
+        in_tick = now <= new_trusted_after or cur_in_tick
         if self._cache and self._unchanged(new_names, cur_names):
             # Every file is one we know: nothing to number, so dovecot-uidlist is not parsed (after
             # a restart that is every record); its header says whether UIDVALIDITY still holds.
@@ -1310,6 +1333,7 @@ class MaildirMailbox(Mailbox):
                     self._index_failed(e)
             self._stamp = stamp0
             self._unverified = not settled
+            self._listed_in_tick, self._cur_listed_in_tick = in_tick, cur_in_tick
             self._cur_stamp, self._cur_verified = cur_st, cur_verified
             return self._cache
         u = self._read_uidlist()
@@ -1415,6 +1439,7 @@ class MaildirMailbox(Mailbox):
         self._known = None
         self._stamp = stamp0
         self._unverified = not settled
+        self._listed_in_tick, self._cur_listed_in_tick = in_tick, cur_in_tick
         self._cur_stamp, self._cur_verified = cur_st, cur_verified
         return msgs
 

@@ -413,26 +413,6 @@ def test_an_outside_rename_and_rm_in_the_tick_of_our_listing_are_seen_at_the_nex
     a.close()
 
 
-def test_an_outside_rename_in_the_tick_of_our_own_change_is_seen_at_the_next_sync(root):
-    """After our own change in cur/ the stamp we took is not trusted within its tick either: a
-    rename by mutt in that tick (no index records it) is seen at the next sync."""
-    _age(os.path.join(root, "new"))
-    a = MaildirStore(root).open("INBOX")
-    a.sync()
-    _keep_fresh(os.path.join(root, "dovecot-uidlist"))
-    msgs = _by_uid(a.sync())
-    a.set_flags([(msgs[1], frozenset({"\\Seen", "\\Flagged"}))])
-    cur = os.path.join(root, "cur")
-    st = os.stat(cur)
-    name = msgs[3].handle.name
-    os.rename(os.path.join(cur, name), os.path.join(cur, name.replace(":2,S", ":2,RS")))
-    _restore(cur, st)
-    now = _by_uid(a.sync())
-    assert now[1].flags == {"\\Seen", "\\Flagged"}
-    assert now[3].flags == {"\\Seen", "\\Answered"}
-    a.close()
-
-
 def test_what_the_tick_rule_keeps_cheap(root, monkeypatch):
     """The speed the index bought stays: a clean folder is answered without a listing, a delivery
     into new/ lists new/ alone, and after a restart a listing of known files parses no
