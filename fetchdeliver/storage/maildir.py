@@ -1309,7 +1309,9 @@ class MaildirMailbox(Mailbox):
         # (sync() does it), and the index keeps no stamp a later process would trust.
         settled = now > new_trusted_after and cur_verified
         in_tick = now <= new_trusted_after or cur_in_tick
-        if self._cache and self._unchanged(new_names, cur_names):
+        # The quick answer also needs our list to be the index's (after _catch_up(); not so when
+        # the index was just rebuilt or voided: then the full pass below fills it again).
+        if self._cache and self._unchanged(new_names, cur_names) and self._index_unchanged():
             # Every file is one we know: nothing to number, so dovecot-uidlist is not parsed (after
             # a restart that is every record); its header says whether UIDVALIDITY still holds.
             if self._uidlist is not None:
