@@ -156,12 +156,20 @@ class SelectedMailbox:
 
     def matching(self, tree) -> list:
         """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
-        A search on flags, numbers, sizes and internal dates alone builds no cache entries."""
+        A search on flags, numbers and MODSEQ alone answers from the view's flags with a
+        `search.Hit` (the sequence number) in place of a candidate, and builds nothing else."""
         v = self.selected()
-        with_memo = searchmod.needs_text(tree)
-        mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
+        cheap = searchmod.flag_predicate(tree, max_seq, max_uid)
+        if cheap is not None:
+            flags, recent, Hit = v.flags, v.recent, searchmod.Hit
+            if cheap is searchmod.EVERY:
+                return [(m, Hit(i)) for i, m in enumerate(v.msgs, 1)]
+            return [(m, Hit(i)) for i, m in enumerate(v.msgs, 1)
+                    if cheap(i, m, flags.get(m.uid, m.flags), m.uid in recent)]
+        with_memo = searchmod.needs_text(tree)
+        mbox = v.mailbox
         out = []
         skip: set = set()
         for ok, known in searchmod.prefilter(tree, mbox):
@@ -181,14 +189,17 @@ class SelectedMailbox:
         """`c`, or a candidate for `m` that reads header fields through the store's index."""
         if c.memo is not None:
             return c
-        mbox = self.selected().mailbox
-        return searchmod.Candidate(c.seq, c.uid, c.flags, c.recent, c.size_fn, c.internaldate, c.raw_fn,
-                                   memo=self.memo(mbox, m), modseq=c.modseq)
-
-    def content_memo(self, m) -> dict | None:
-        """The server-wide memo of a message's content-derived facts (sort keys, threading facts)."""
         v = self.selected()
-        return self.server.cache.entry(v.mailbox, v.uidvalidity, m.uid)
+        mbox = v.mailbox
+        return searchmod.Candidate(c.seq, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
+                                   lambda: mbox.size(m), m.internaldate, lambda: _read_or_empty(mbox, m),
+                                   memo=self.memo(mbox, m), modseq=m.modseq)
+
+    def key_table(self, name: str) -> dict | None:
+        """The server-wide {uid: value} of one content-derived key (a sort key, threading facts)
+        for the selected mailbox."""
+        v = self.selected()
+        return self.server.cache.key_table(v.mailbox, v.uidvalidity, name)
 
     def v_flush(self) -> None:
         """Keep what sorting and threading cached (header fields) in the store's index."""

@@ -155,31 +155,31 @@ def _key(name: str, c):
     return _first_mailbox(c, name.lower())
 
 
-def _remembered(memo_of, m, name: str, make):
-    """A content-derived value kept in the server's per-message memo (`memo_of(m)`), if any."""
-    memo = memo_of(m) if memo_of is not None else None
-    if memo is None:
-        return make()
-    value = memo.get(name)
-    if value is None:
-        value = memo[name] = make()
-    return value
-
-
 def _same(m, c):
     return c
 
 
-def sort(found: list, criteria: list[tuple[str, bool]], memo_of=None, with_headers=_same) -> list:
+def _keys(found: list, name: str, key_table, make) -> dict:
+    """{uid: key} for every message of `found`: from the mailbox's table (`key_table(name)`, the
+    server's cache; content-derived keys never change under a UID), computed by `make(m, c)` for
+    the messages it lacks."""
+    table = key_table(name) if key_table is not None else None
+    if table is None:
+        table = {}
+    for m, c in found:
+        if m.uid not in table:
+            table[m.uid] = make(m, c)
+    return table
+
+
+def sort(found: list, criteria: list[tuple[str, bool]], key_table=None, with_headers=_same) -> list:
     """`found` (in sequence order) sorted by the criteria; ties stay in sequence order. Sort keys
-    depend on the content only and are kept in `memo_of(msg)` (the server's message cache);
+    depend on the content only and are kept in `key_table(name)` ({uid: key}, the server's cache);
     `with_headers(msg, cand)` gives a candidate that reads header fields from the store's index."""
     out = list(found)
     for name, reverse in reversed(criteria):       # stable sorts, the last criterion first
-        keys = {id(pair): _remembered(memo_of, pair[0], "sort:" + name,
-                                      lambda name=name, pair=pair: _key(name, with_headers(*pair)))
-                for pair in out}
-        out.sort(key=lambda pair: keys[id(pair)], reverse=reverse)
+        keys = _keys(out, "sort:" + name, key_table, lambda m, c, name=name: _key(name, with_headers(m, c)))
+        out.sort(key=lambda pair: keys[pair[0].uid], reverse=reverse)
     return out
 
 
@@ -224,10 +224,9 @@ def _format(roots: list[Node]) -> str:
     return "".join(f"({_fmt(r)})" for r in roots)
 
 
-def thread(found: list, algorithm: str, uid: bool, memo_of=None, with_headers=_same) -> str:
-    nodes = [Node(m.uid if uid else c.seq, c,
-                  _remembered(memo_of, m, "thread:facts", lambda m=m, c=c: _facts(with_headers(m, c))))
-             for m, c in found]
+def thread(found: list, algorithm: str, uid: bool, key_table=None, with_headers=_same) -> str:
+    facts = _keys(found, "thread:facts", key_table, lambda m, c: _facts(with_headers(m, c)))
+    nodes = [Node(m.uid if uid else c.seq, c, facts[m.uid]) for m, c in found]
     if algorithm == "ORDEREDSUBJECT":
         return _format(_ordered_subject(nodes))
     return _format(_references(nodes))

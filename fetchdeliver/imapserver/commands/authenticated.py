@@ -60,6 +60,7 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
     view.uids = [m.uid for m in msgs]
     view.flags = {m.uid: m.flags for m in msgs}
     view.uidvalidity = mbox.uidvalidity
+    view.synced = msgs      # the list the view now mirrors: the next command's sync has nothing to diff
     s.view = view
     s.state = SELECTED
     view.keywords = set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")}

@@ -425,7 +425,7 @@ async def sort(s: Session, tag: str, args: SortArgs) -> None:
     tree = esearch.resolve_saved(args.criteria, s.saved)
     await s.sync_out(expunge=uid)
     found = s.matching(tree)
-    ordered = sort_thread.sort(found, args.sort_keys, s.content_memo, s.with_headers)
+    ordered = sort_thread.sort(found, args.sort_keys, s.key_table, s.with_headers)
     s.v_flush()
     if opts is not None:
         if "SAVE" in opts:
@@ -465,6 +465,6 @@ async def thread(s: Session, tag: str, args: ThreadArgs) -> None:
     tree = esearch.resolve_saved(args.criteria, s.saved)
     await s.sync_out(expunge=args.uid)
     found = s.matching(tree)
-    text = sort_thread.thread(found, args.algorithm, args.uid, s.content_memo, s.with_headers)
+    text = sort_thread.thread(found, args.algorithm, args.uid, s.key_table, s.with_headers)
     s.v_flush()
     await s.send(f"* THREAD{' ' + text if text else ''}\r\n{tag} OK Thread completed.\r\n".encode())
