@@ -416,6 +416,18 @@ def EVERY(seq, m, flags, recent) -> bool:
     return True
 
 
+def flags_alone(node: tuple) -> bool:
+    """Whether `node` asks for nothing but flags (system flags and keywords)."""
+    kind = node[0]
+    if kind == "AND":
+        return all(flags_alone(k) for k in node[1])
+    if kind == "NOT":
+        return flags_alone(node[1])
+    if kind == "OR":
+        return flags_alone(node[1]) and flags_alone(node[2])
+    return kind in ("FLAG", "ALL")
+
+
 def flag_predicate(node: tuple, max_seq: int, max_uid: int):
     """`node` as a function (seq, MessageInfo, flags, recent) -> bool when it asks only for what a
     view holds in memory (flags, \\Recent, sequence numbers, UIDs, MODSEQ), with exactly `matches`'s

@@ -161,13 +161,10 @@ class SelectedMailbox:
         v = self.selected()
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
-        cheap = searchmod.flag_predicate(tree, max_seq, max_uid)
-        if cheap is not None:
-            flags, recent, Hit = v.flags, v.recent, searchmod.Hit
-            if cheap is searchmod.EVERY:
-                return [(m, Hit(i)) for i, m in enumerate(v.msgs, 1)]
-            return [(m, Hit(i)) for i, m in enumerate(v.msgs, 1)
-                    if cheap(i, m, flags.get(m.uid, m.flags), m.uid in recent)]
+        found = self.matching_indices(tree)
+        if found is not None:
+            msgs, Hit = v.msgs, searchmod.Hit
+            return [(msgs[i], Hit(i + 1)) for i in found]
         with_memo = searchmod.needs_text(tree)
         mbox = v.mailbox
         out = []
@@ -184,6 +181,34 @@ class SelectedMailbox:
                 out.append((m, c))
         mbox.flush_cached()
         return out
+
+    def matching_indices(self, tree) -> list[int] | None:
+        """Indices into the view's messages of those that match `tree`, when it asks only for
+        what the view holds (flags, \\Recent, numbers, MODSEQ: search.flag_predicate); else None."""
+        v = self.selected()
+        msgs = v.msgs
+        pred = searchmod.flag_predicate(tree, len(msgs), v.uids[-1] if v.uids else 0)
+        if pred is None:
+            return None
+        if pred is searchmod.EVERY:
+            return list(range(len(msgs)))
+        fget, recent = v.flags.get, v.recent
+        if searchmod.flags_alone(tree):
+            # The answer depends on the flag set alone, and a mailbox has few distinct ones.
+            memo: dict = {}
+            out = []
+            try:
+                for i, m in enumerate(msgs):
+                    fl = fget(m.uid, m.flags)
+                    ok = memo.get(fl)
+                    if ok is None:
+                        ok = memo[fl] = bool(pred(i + 1, m, fl, False))
+                    if ok:
+                        out.append(i)
+                return out
+            except TypeError:       # a store's flags that are a plain set: not hashable
+                pass
+        return [i for i, m in enumerate(msgs) if pred(i + 1, m, fget(m.uid, m.flags), m.uid in recent)]
 
     def with_headers(self, m, c):
         """`c`, or a candidate for `m` that reads header fields through the store's index."""

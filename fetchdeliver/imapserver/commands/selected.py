@@ -380,11 +380,17 @@ async def search(s: Session, tag: str, args: SearchArgs) -> None:
     hits = []
     hit_uids: list[int] = []
     modseqs: list[int] = []
-    for m, c in s.matching(tree):
-        hits.append(m.uid if uid else c.seq)
-        hit_uids.append(m.uid)
-        if with_modseq:
-            modseqs.append(condstore.msg_modseq(m))
+    found = None if with_modseq else s.matching_indices(tree)
+    if found is not None:       # flags and numbers only: answered from the view
+        uids = s.selected().uids
+        hit_uids = [uids[i] for i in found]
+        hits = hit_uids if uid else [i + 1 for i in found]
+    else:
+        for m, c in s.matching(tree):
+            hits.append(m.uid if uid else c.seq)
+            hit_uids.append(m.uid)
+            if with_modseq:
+                modseqs.append(condstore.msg_modseq(m))
     top = max(modseqs, default=0)
     if opts is not None:
         if "SAVE" in opts:
