@@ -225,11 +225,24 @@ def _format(roots: list[Node]) -> str:
 
 
 def thread(found: list, algorithm: str, uid: bool, key_table=None, with_headers=_same) -> str:
+    """The THREAD answer (without `* THREAD `). The answer is a function of the messages' content
+    and their numbers: the last one per algorithm is kept in `key_table("thread:answer")` and given
+    again while the same messages, under the same numbers, are asked about (a client's resync)."""
+    uids = tuple(m.uid for m, _ in found)
+    ident = (uids, None if uid else tuple(c.seq for _, c in found))
+    answers = key_table("thread:answer") if key_table is not None else None
+    last = answers.get((algorithm, uid)) if answers is not None else None
+    if last is not None and last[0] == ident:
+        return last[1]
     facts = _keys(found, "thread:facts", key_table, lambda m, c: _facts(with_headers(m, c)))
     nodes = [Node(m.uid if uid else c.seq, c, facts[m.uid]) for m, c in found]
     if algorithm == "ORDEREDSUBJECT":
-        return _format(_ordered_subject(nodes))
-    return _format(_references(nodes))
+        text = _format(_ordered_subject(nodes))
+    else:
+        text = _format(_references(nodes))
+    if answers is not None:
+        answers[(algorithm, uid)] = (ident, text)
+    return text
 
 
 def _ordered_subject(nodes: list[Node]) -> list[Node]:
