@@ -175,12 +175,24 @@ def _keys(found: list, name: str, key_table, make) -> dict:
 def sort(found: list, criteria: list[tuple[str, bool]], key_table=None, with_headers=_same) -> list:
     """`found` (in sequence order) sorted by the criteria; ties stay in sequence order. Sort keys
     depend on the content only and are kept in `key_table(name)` ({uid: key}, the server's cache);
-    `with_headers(msg, cand)` gives a candidate that reads header fields from the store's index."""
-    out = list(found)
+    `with_headers(msg, cand)` gives a candidate that reads header fields from the store's index.
+    The order is a function of the messages' content: the last one per criteria is kept in
+    `key_table("sort:order")` and used again for the same messages (a client's resync)."""
+    uids = tuple(m.uid for m, _ in found)
+    orders = key_table("sort:order") if key_table is not None else None
+    crit = tuple(criteria)
+    last = orders.get(crit) if orders is not None else None
+    if last is not None and last[0] == uids:
+        return [found[i] for i in last[1]]
+    out = list(range(len(found)))
     for name, reverse in reversed(criteria):       # stable sorts, the last criterion first
-        keys = _keys(out, "sort:" + name, key_table, lambda m, c, name=name: _key(name, with_headers(m, c)))
-        out.sort(key=lambda pair: keys[pair[0].uid], reverse=reverse)
-    return out
+        keys = _keys(found, "sort:" + name, key_table, lambda m, c, name=name: _key(name, with_headers(m, c)))
+        out.sort(key=lambda i: keys[found[i][0].uid], reverse=reverse)
+    if orders is not None:
+        if len(orders) >= 16:
+            orders.clear()
+        orders[crit] = (uids, out)
+    return [found[i] for i in out]
 
 
 # -- threads ---------------------------------------------------------------------------------------
