@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetchdeliver.imapserver import condstore
 from fetchdeliver.imapserver import search as searchmod
+from fetchdeliver.imapserver import sort_thread
 from fetchdeliver.imapserver.commands.registry import AUTH, Bye
 from fetchdeliver.imapserver.protocol import ParseError
 from fetchdeliver.storage.base import SYSTEM_FLAGS, StorageError
@@ -75,6 +76,7 @@ class SelectedMailbox:
     changed: asyncio.Event
     loop: asyncio.AbstractEventLoop
     _watch_tokens: list
+    _keys_used: frozenset[str] = frozenset()     # derived-key tables a command used (v_flush keeps their additions)
 
     if TYPE_CHECKING:
         def out(self, data: bytes) -> None: ...
@@ -222,13 +224,39 @@ class SelectedMailbox:
 
     def key_table(self, name: str) -> dict | None:
         """The server-wide {uid: value} of one content-derived key (a sort key, threading facts)
-        for the selected mailbox."""
+        for the selected mailbox; on first use filled with what the store kept of it
+        (`Mailbox.stored_keys`, e.g. the Maildir index), and what is added is kept there by v_flush()."""
         v = self.selected()
-        return self.server.cache.key_table(v.mailbox, v.uidvalidity, name)
+        cache = self.server.cache
+        table = cache.key_table(v.mailbox, v.uidvalidity, name)
+        if table is None or name not in sort_thread.STORED:
+            return table
+        kept = cache.key_table(v.mailbox, v.uidvalidity, "stored:" + name)   # {uid: None}; None: loaded
+        if None not in kept:
+            kept[None] = None
+            for uid, value in (v.mailbox.stored_keys(name) or {}).items():
+                key = sort_thread.decode_key(name, value)
+                if key is not None:
+                    table.setdefault(uid, key)
+                    kept[uid] = None
+        self._keys_used = self._keys_used | {name}
+        return table
 
     def v_flush(self) -> None:
-        """Keep what sorting and threading cached (header fields) in the store's index."""
-        self.selected().mailbox.flush_cached()
+        """Keep what sorting and threading cached (header fields, derived keys) in the store's index."""
+        v = self.selected()
+        v.mailbox.flush_cached()
+        used, self._keys_used = self._keys_used, frozenset()
+        cache = self.server.cache
+        for name in used:
+            table = cache.key_table(v.mailbox, v.uidvalidity, name)
+            kept = cache.key_table(v.mailbox, v.uidvalidity, "stored:" + name)
+            if table is None or kept is None or len(kept) > len(table):
+                continue
+            new = {u: sort_thread.encode_key(name, k) for u, k in table.items() if u not in kept}
+            if new:
+                v.mailbox.store_keys(name, new)
+                kept.update(dict.fromkeys(new))
 
     async def sync_out(self, expunge: bool = True) -> None:
         """Re-read the selected mailbox; tell the client what changed."""

@@ -159,6 +159,35 @@ def _same(m, c):
     return c
 
 
+# The derived keys a store may keep for the next server start (`Mailbox.store_keys`): those that
+# cost a header parse each. ARRIVAL and SIZE are at hand; the kept answers are cheap to redo.
+STORED = ("sort:DATE", "sort:SUBJECT", "sort:FROM", "sort:TO", "sort:CC", "thread:facts")
+
+
+def encode_key(name: str, value):
+    """A derived key as a store keeps it: a number or text."""
+    if name == "thread:facts":
+        import json
+
+        return json.dumps(value)
+    return value
+
+
+def decode_key(name: str, stored):
+    """encode_key's value back (None when it is not one: the key is then computed again)."""
+    if name == "thread:facts":
+        import json
+
+        try:
+            date, subj, reply, mid, refs = json.loads(stored)
+        except (TypeError, ValueError):
+            return None
+        return (date, subj, reply, mid, tuple(refs))
+    if name == "sort:DATE":
+        return stored if isinstance(stored, (int, float)) else None
+    return stored if isinstance(stored, str) else None
+
+
 def _keys(found: list, name: str, key_table, make) -> dict:
     """{uid: key} for every message of `found`: from the mailbox's table (`key_table(name)`, the
     server's cache; content-derived keys never change under a UID), computed by `make(m, c)` for
