@@ -201,6 +201,21 @@ def _keys(found: list, name: str, key_table, make) -> dict:
     return table
 
 
+def known_order(uids: tuple, criteria: list[tuple[str, bool]], key_table) -> list[int] | None:
+    """The kept order (indices into `uids`) of the last SORT by `criteria` of exactly these messages."""
+    orders = key_table("sort:order") if key_table is not None else None
+    last = orders.get(tuple(criteria)) if orders is not None else None
+    return last[1] if last is not None and last[0] == uids else None
+
+
+def known_thread(ident: tuple, algorithm: str, uid: bool, key_table) -> str | None:
+    """The kept THREAD answer for these messages under these numbers (`ident`: (UIDs, sequence
+    numbers or None)), if it was the last one asked for with this algorithm."""
+    answers = key_table("thread:answer") if key_table is not None else None
+    last = answers.get((algorithm, uid)) if answers is not None else None
+    return last[1] if last is not None and last[0] == ident else None
+
+
 def sort(found: list, criteria: list[tuple[str, bool]], key_table=None, with_headers=_same) -> list:
     """`found` (in sequence order) sorted by the criteria; ties stay in sequence order. Sort keys
     depend on the content only and are kept in `key_table(name)` ({uid: key}, the server's cache);
@@ -208,11 +223,11 @@ def sort(found: list, criteria: list[tuple[str, bool]], key_table=None, with_hea
     The order is a function of the messages' content: the last one per criteria is kept in
     `key_table("sort:order")` and used again for the same messages (a client's resync)."""
     uids = tuple(m.uid for m, _ in found)
+    known = known_order(uids, criteria, key_table)
+    if known is not None:
+        return [found[i] for i in known]
     orders = key_table("sort:order") if key_table is not None else None
     crit = tuple(criteria)
-    last = orders.get(crit) if orders is not None else None
-    if last is not None and last[0] == uids:
-        return [found[i] for i in last[1]]
     out = list(range(len(found)))
     for name, reverse in reversed(criteria):       # stable sorts, the last criterion first
         keys = _keys(found, "sort:" + name, key_table, lambda m, c, name=name: _key(name, with_headers(m, c)))
@@ -271,10 +286,10 @@ def thread(found: list, algorithm: str, uid: bool, key_table=None, with_headers=
     again while the same messages, under the same numbers, are asked about (a client's resync)."""
     uids = tuple(m.uid for m, _ in found)
     ident = (uids, None if uid else tuple(c.seq for _, c in found))
+    known = known_thread(ident, algorithm, uid, key_table)
+    if known is not None:
+        return known
     answers = key_table("thread:answer") if key_table is not None else None
-    last = answers.get((algorithm, uid)) if answers is not None else None
-    if last is not None and last[0] == ident:
-        return last[1]
     facts = _keys(found, "thread:facts", key_table, lambda m, c: _facts(with_headers(m, c)))
     nodes = [Node(m.uid if uid else c.seq, c, facts[m.uid]) for m, c in found]
     if algorithm == "ORDEREDSUBJECT":

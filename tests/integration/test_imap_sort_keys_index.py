@@ -89,3 +89,39 @@ def test_expunged_messages_take_their_keys_along(tmp_path):
         assert not [k for k in kept if k[1] == 2] and ("sort:DATE", 1) in kept
     finally:
         server.stop()
+
+
+def test_kept_orders_follow_expunges_and_new_mail(tmp_path):
+    """SORT and THREAD give their last answer again only for the same messages under the same
+    numbers: after an EXPUNGE the sequence numbers move, after a delivery there is one more."""
+    server, maildir, passwd = make_server(tmp_path, n_plain=0, extra=MAIL)
+    try:
+        c = RawClient(server.port())
+        c.command("a", b"LOGIN alice secret")
+        c.command("b", b"SELECT INBOX")
+
+        def ask(tag: str, cmd: bytes) -> bytes:
+            lines = c.command(tag, cmd)
+            assert lines[-1].startswith(tag.encode() + b" OK"), lines
+            return next(ln for ln in lines if ln.startswith((b"* SORT", b"* THREAD")))
+
+        for _ in range(2):      # the second time from the kept answers
+            assert ask("s", b"SORT (DATE) UTF-8 ALL") == b"* SORT 3 2 1 4\r\n"
+            assert ask("u", b"UID SORT (DATE) UTF-8 ALL") == b"* SORT 3 2 1 4\r\n"
+            assert ask("t", b"THREAD ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (3 2)(1)(4)\r\n"
+            assert ask("r", b"SORT (REVERSE SUBJECT) UTF-8 UNSEEN") == b"* SORT 1 4 2 3\r\n"
+        c.command("d", b"UID STORE 3 +FLAGS (\\Deleted)")
+        c.command("e", b"EXPUNGE")
+        assert ask("s", b"SORT (DATE) UTF-8 ALL") == b"* SORT 2 1 3\r\n"
+        assert ask("u", b"UID SORT (DATE) UTF-8 ALL") == b"* SORT 2 1 4\r\n"
+        assert ask("t", b"THREAD ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (2)(1)(3)\r\n"
+        assert ask("v", b"UID THREAD ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (2)(1)(4)\r\n"
+        from fetchdeliver.delivery.maildir import MaildirStore
+
+        MaildirStore(maildir).deliver(_msg(5, "aardvark", "Wed, 3 Dec 2025 07:00:00 +0000"))
+        c.command("n", b"NOOP")
+        assert ask("s", b"SORT (SUBJECT) UTF-8 ALL") == b"* SORT 4 2 3 1\r\n"
+        assert ask("t", b"THREAD ORDEREDSUBJECT UTF-8 ALL") == b"* THREAD (2)(1)(3)(4)\r\n"
+        c.command("z", b"LOGOUT")
+    finally:
+        server.stop()
