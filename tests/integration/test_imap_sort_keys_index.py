@@ -8,9 +8,10 @@ import sqlite3
 
 import pytest
 
+from fetchdeliver.imapserver.auth import PasswdFileAuthenticator
+from fetchdeliver.imapserver.server import ServerConfig, ThreadedServer
 from fetchdeliver.storage.index import INDEX_NAME
 from imap_helpers import RawClient, make_server
-from test_storage_index_imap import _files, _restart
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,6 +28,17 @@ MAIL = [_msg(1, "zebra", "Mon, 1 Dec 2025 10:00:00 +0000"),
         _msg(4, "mango", "Tue, 2 Dec 2025 07:00:00 +0100")]
 COMMANDS = ["UID SORT (DATE) UTF-8 ALL", "UID SORT (SUBJECT) UTF-8 ALL", "UID SORT (REVERSE FROM) UTF-8 ALL",
             "UID SORT (TO) UTF-8 ALL", "UID THREAD REFERENCES UTF-8 ALL", "UID THREAD ORDEREDSUBJECT UTF-8 ALL"]
+
+
+def _files(maildir: str) -> list[str]:
+    return [os.path.join(maildir, sub, n) for sub in ("cur", "new") for n in os.listdir(os.path.join(maildir, sub))]
+
+
+def _restart(server, maildir: str, passwd: str):
+    server.stop()
+    cfg = ServerConfig(listen=["127.0.0.1:0"], authenticator=PasswdFileAuthenticator(passwd),
+                       default_mail="maildir:" + maildir, login_failure_delay=0)
+    return ThreadedServer(cfg).start()
 
 
 def _answers(port: int) -> list[bytes]:
