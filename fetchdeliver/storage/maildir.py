@@ -932,6 +932,33 @@ class MaildirMailbox(Mailbox):
             self._memos = self._ix.memo_table()
         return self._memos.fields_like(name, needle)
 
+    def stored_keys(self, name: str):
+        if self._ix is None:
+            return None
+        import sqlite3
+
+        try:
+            return self._ix.sort_keys(name)
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return None
+
+    def store_keys(self, name: str, values) -> None:
+        if self._ix is None or not values:
+            return
+        import sqlite3
+
+        try:
+            current = self._ix_begin()
+            try:
+                self._ix.put_sort_keys(name, values)
+            except (sqlite3.InterfaceError, UnicodeEncodeError, OverflowError):
+                self._ix.rollback()     # a value sqlite cannot hold: not kept, computed again
+                return
+            self._ix_commit(current)
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+
     def flush_cached(self) -> None:
         if self._ix is None or self._memos is None or not self._memos.dirty:
             return

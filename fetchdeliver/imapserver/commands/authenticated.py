@@ -60,6 +60,7 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
     view.uids = [m.uid for m in msgs]
     view.flags = {m.uid: m.flags for m in msgs}
     view.uidvalidity = mbox.uidvalidity
+    view.synced = msgs      # the list the view now mirrors: the next command's sync has nothing to diff
     if s.rev2:     # RFC 9051: no \Recent; the mailbox's LIST line instead of RECENT and UNSEEN
         view.rev2, view.recent = True, set()
     s.view = view
