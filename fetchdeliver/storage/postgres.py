@@ -95,15 +95,20 @@ def pool_for(dsn: str, checked: bool = True):
     Two per database: the delivery face's pool checks a connection before lending it (one round
     trip), so that the first delivery after a database restart succeeds instead of failing on a
     dead connection; the access face's pool (IMAP reads, a round trip or two per command) does
-    not, and a command that meets a dead connection answers NO [UNAVAILABLE] once."""
+    not, and a command that meets a dead connection answers NO [UNAVAILABLE] once. Only the
+    access face's connections are in autocommit (every write of it is in conn.transaction())."""
     key = (dsn, checked)
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
             from psycopg_pool import ConnectionPool
 
+            # The access face's connections are in autocommit: a read is then one round trip, not
+            # three (psycopg's implicit BEGIN, the SELECT, the pool's COMMIT); its writes all run
+            # in `with conn.transaction()`, which still makes them atomic.
             pool = ConnectionPool(dsn, min_size=1, max_size=8, open=True, timeout=5,
                                   check=ConnectionPool.check_connection if checked else None,
+                                  kwargs=None if checked else {"autocommit": True},
                                   name="fetchdeliver" if checked else "fetchdeliver-access")
             _POOLS[key] = pool
         return pool
@@ -649,6 +654,12 @@ class PostgresMailbox(Mailbox):
         self._modseq = -1
         self._uidnext = 1
         self._memo: _MemoTable | None = None
+        self._pos: dict[int, int] = {}          # UID -> index in _msgs
+        self._ahead: dict[int, tuple] = {}      # rows read ahead (see read())
+        self._last_read = 0
+
+    READ_AHEAD = 32
+    READ_AHEAD_BYTES = 1 << 21
 
     def _conn(self):
         return self.store.connection(checked=False)
@@ -680,6 +691,8 @@ class PostgresMailbox(Mailbox):
             msgs.append(m)
         self._msgs = msgs
         self._by_uid = {m.uid: m for m in msgs}
+        self._pos = {m.uid: i for i, m in enumerate(msgs)}
+        self._ahead = {}
         if self._memo is not None:
             self._memo.forget(set(old) - set(self._by_uid))
         return msgs
@@ -699,11 +712,20 @@ class PostgresMailbox(Mailbox):
         return sorted(r[0] for r in rows if r[0] not in SYSTEM_FLAGS)
 
     def read(self, msg: MessageInfo) -> bytes:
+        """The message's bytes. Reads in UID order (SEARCH on text or uncached headers, FETCH
+        1:* BODY[]) are read ahead: the next messages of the mailbox, up to READ_AHEAD of them
+        and READ_AHEAD_BYTES, come in the same round trip. A lone read fetches one message."""
         try:
-            with self._conn() as conn:
-                row = conn.execute("SELECT m.prefix, b.body, b.s3, b.sha256 FROM fd_message m JOIN fd_blob b "
-                                   "ON b.sha256 = m.sha256 WHERE m.mailbox_id = %s AND m.uid = %s",
-                                   (self.id, msg.uid)).fetchone()
+            row = self._ahead.pop(msg.uid, None)
+            if row is None:
+                uids = self._next_uids(msg)
+                with self._conn() as conn:
+                    rows = conn.execute("SELECT m.uid, m.prefix, b.body, b.s3, b.sha256 FROM fd_message m "
+                                        "JOIN fd_blob b ON b.sha256 = m.sha256 WHERE m.mailbox_id = %s "
+                                        "AND m.uid = ANY(%s)", (self.id, uids)).fetchall()
+                self._ahead = {r[0]: r[1:] for r in rows}
+                row = self._ahead.pop(msg.uid, None)
+            self._last_read = msg.uid
             if row is None:
                 raise StorageError(f"message UID {msg.uid} is gone", "EXPUNGEISSUED")
             if row[1] is not None:
@@ -716,6 +738,21 @@ class PostgresMailbox(Mailbox):
             return bytes(row[0]) + blobs.get(row[2], bytes(row[3]))
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
+
+    def _next_uids(self, msg: MessageInfo) -> list[int]:
+        """[msg.uid], and when the previous read was of the message before it, the messages after
+        it (the read-ahead; bodies in the blob store are fetched only when read)."""
+        uids = [msg.uid]
+        pos = self._pos.get(msg.uid)
+        if pos is None or pos == 0 or self._msgs[pos - 1].uid != self._last_read:
+            return uids
+        budget = self.READ_AHEAD_BYTES - (msg._size or 0)
+        for m in self._msgs[pos + 1:pos + self.READ_AHEAD]:
+            budget -= m._size or 0
+            if budget < 0:
+                break
+            uids.append(m.uid)
+        return uids
 
     def size(self, msg: MessageInfo) -> int:
         if msg._size is None:
