@@ -54,6 +54,46 @@ _POOLS_LOCK = threading.Lock()
 _CHECKED: set[str] = set()
 
 
+class _MessageCache:
+    """Recently read messages of this process, by (database, mailbox id, UID): a message row never
+    changes its bytes and a UID is never reused in a mailbox (ids come from a sequence), so an
+    entry cannot go stale; it only spares the round trip when sessions (a phone and a desktop, a
+    client that fetches the header and then the body) read the same message again. Bounded by
+    MAX_BYTES; messages above MAX_ONE are not kept."""
+
+    MAX_BYTES = 32 << 20
+    MAX_ONE = 1 << 20
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple, bytes] = OrderedDict()
+        self.size = 0
+
+    def get(self, key: tuple) -> bytes | None:
+        with self.lock:
+            raw = self.items.get(key)
+            if raw is not None:
+                self.items.move_to_end(key)
+            return raw
+
+    def put(self, key: tuple, raw: bytes) -> None:
+        if len(raw) > self.MAX_ONE:
+            return
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = raw
+            self.size += len(raw)
+            while self.size > self.MAX_BYTES:
+                _, old = self.items.popitem(last=False)
+                self.size -= len(old)
+
+
+_MESSAGES = _MessageCache()
+
+
 def split_location(url: str) -> tuple[str, str | None]:
     """("postgresql://..." without our own parameters, mail user or None)."""
     parts = urlsplit(url)
@@ -781,6 +821,16 @@ class PostgresMailbox(Mailbox):
         """The message's bytes. Reads in UID order (SEARCH on text or uncached headers, FETCH
         1:* BODY[]) are read ahead: the next messages of the mailbox, up to READ_AHEAD of them
         and READ_AHEAD_BYTES, come in the same round trip. A lone read fetches one message."""
+        key = (self.store.url, self.id, msg.uid)
+        raw = _MESSAGES.get(key)
+        if raw is not None:
+            self._last_read = msg.uid
+            return raw
+        raw = self._read(msg)
+        _MESSAGES.put(key, raw)
+        return raw
+
+    def _read(self, msg: MessageInfo) -> bytes:
         try:
             row = self._ahead.pop(msg.uid, None)
             if row is None:
