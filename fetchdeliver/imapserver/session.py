@@ -166,6 +166,10 @@ class Session(SelectedMailbox):
 
     async def read_command(self) -> bytes | None:
         """One complete command (literals included), or None after answering a bad one."""
+        # Some clients (imapclient's SEARCH, STORE...) write a command line and its CRLF in two
+        # sends: with Nagle on, the CRLF waits for our ACK of the first part, which the kernel
+        # would delay (40 ms) while we, having just answered, look interactive. ACK at once.
+        self.ack_now()
         line = await self.read_line()
         buf = bytearray(line)
         total = len(line)
