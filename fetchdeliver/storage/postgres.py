@@ -1057,31 +1057,49 @@ class _MemoTable:
                 self.with_fields.discard(uid)
 
     def flush(self) -> None:
+        """Write the parts cached since the last flush in one transaction and a few round trips
+        (not two per message): one UPDATE claims the header fields of the messages that have none
+        yet (another session may have written them first; an expunged message is skipped), one
+        pipelined batch inserts their fields, one per column writes the columns, in UID order.
+        A failure loses cached facts only (the caller logs it)."""
         dirty, self.dirty = self.dirty, {}
         mid = self.mbox.id
+        heads: dict[int, dict] = {}
+        cols: dict[str, list] = {}
+        for uid in sorted(dirty):
+            m = self.memos.get(uid)
+            if m is None:
+                continue
+            for key in dirty[uid]:
+                value = dict.get(m, key)
+                if key == HEADERS:
+                    if value is not None:
+                        heads[uid] = value
+                elif isinstance(value, (bytes, bytearray, memoryview)):
+                    cols.setdefault(key, []).append((bytes(value), mid, uid))
+        if not heads and not cols:
+            return
+        claimed: list[int] = []
         with self.mbox.store.connection() as conn, conn.transaction():
-            for uid, keys in dirty.items():
-                m = self.memos.get(uid)
-                if m is None:
-                    continue
-                for key in keys:
-                    value = dict.get(m, key)
-                    if key == HEADERS:
-                        if conn.execute("UPDATE fd_message SET hdr = true WHERE mailbox_id = %s AND uid = %s "
-                                        "AND NOT hdr", (mid, uid)).rowcount == 0:
-                            continue   # expunged meanwhile, or another session wrote them first
-                        rows = [(mid, uid, i, n, bytes(v)) for i, (n, v) in
-                                enumerate((n, v) for n, vals in value.items() for v in vals)]
-                        with conn.cursor() as cur:
-                            cur.executemany("INSERT INTO fd_field VALUES (%s, %s, %s, %s, %s)", rows)
-                        if self.with_fields is not None:
-                            self.with_fields.add(uid)
-                        for n, vals in value.items():
-                            if n in self.fields:
-                                self.fields[n][uid] = list(vals)
-                    elif isinstance(value, (bytes, bytearray, memoryview)):
-                        conn.execute(f"UPDATE fd_message SET {COLUMNS[key]} = %s WHERE mailbox_id = %s "
-                                     f"AND uid = %s", (bytes(value), mid, uid))
+            if heads:
+                claimed = sorted(r[0] for r in conn.execute(
+                    "UPDATE fd_message SET hdr = true WHERE mailbox_id = %s AND uid = ANY(%s) AND NOT hdr "
+                    "RETURNING uid", (mid, list(heads))).fetchall())
+                rows = [(mid, uid, i, n, bytes(v)) for uid in claimed for i, (n, v) in
+                        enumerate((n, v) for n, vals in heads[uid].items() for v in vals)]
+                if rows:
+                    with conn.cursor() as cur:
+                        cur.executemany("INSERT INTO fd_field VALUES (%s, %s, %s, %s, %s)", rows)
+            for key, args in cols.items():
+                with conn.cursor() as cur:
+                    cur.executemany(f"UPDATE fd_message SET {COLUMNS[key]} = %s WHERE mailbox_id = %s "
+                                    f"AND uid = %s", args)
+        for uid in claimed:
+            if self.with_fields is not None:
+                self.with_fields.add(uid)
+            for n, vals in heads[uid].items():
+                if n in self.fields:
+                    self.fields[n][uid] = list(vals)
 
 
 def from_location(args: str) -> PostgresStore:
