@@ -223,7 +223,7 @@ class ScriptStore:
 
 
 class PostgresScriptStore:
-    """One user's scripts in PostgreSQL (`fd_sieve_script`, schema step 9), for `[storage] url`:
+    """One user's scripts in PostgreSQL (`fd_sieve_script`, schema step 10), for `[storage] url`:
     the same methods as ScriptStore, each change one transaction. At most one script is active
     (a partial unique index); deliveries read it through `active_script()`."""
 
