@@ -48,6 +48,14 @@ def check_nonempty_str(v, where):
     return v
 
 
+def check_host(v, where):
+    """A host name or address (a server to connect to, an EHLO name): no spaces, no slash."""
+    v = check_nonempty_str(v, where)
+    if any(c.isspace() for c in v) or "/" in v:
+        raise ValueError(f"not a host name or address: {v!r}")
+    return v
+
+
 def plugin_ref(v, where):
     """A `package.module:callable` reference (the `backend` key of the servers' tables)."""
     v = check_nonempty_str(v, where)
