@@ -431,6 +431,17 @@ def _subject_of(n: Node) -> tuple[str, bool]:
     return m.subj, m.reply
 
 
+def _replace(out: list[Node], at: dict[int, int], old: Node, new: Node) -> None:
+    """`new` takes `old`'s place in `out`, or goes at its end when `old` is not in it."""
+    idx = at.pop(id(old), None)
+    if idx is not None:
+        out[idx] = new
+    else:
+        idx = len(out)
+        out.append(new)
+    at[id(new)] = idx
+
+
 def _group_by_subject(roots: list[Node]) -> list[Node]:
     """RFC 5256 REFERENCES step 5: threads whose roots share a base subject are merged."""
     table: dict[str, Node] = {}
@@ -443,12 +454,14 @@ def _group_by_subject(roots: list[Node]) -> list[Node]:
                 (old.cand is not None and r.cand is not None and _subject_of(old)[1] and not reply):
             table[subj] = r
     out: list[Node] = []
+    at: dict[int, int] = {}      # id(node) -> its place in `out` (a node enters `out` at most once)
     for r in roots:
         if r.parent is not None:       # merged into a later root already
             continue
         subj, reply = _subject_of(r)
         keep = table.get(subj) if subj else None
         if keep is None or keep is r:
+            at[id(r)] = len(out)
             out.append(r)
             continue
         if keep.cand is None and r.cand is None:
@@ -463,11 +476,7 @@ def _group_by_subject(roots: list[Node]) -> list[Node]:
             keep.parent = r
             r.children.append(keep)
             table[subj] = r
-            idx = next((i for i, x in enumerate(out) if x is keep), None)
-            if idx is not None:
-                out[idx] = r
-            else:
-                out.append(r)
+            _replace(out, at, keep, r)
         elif reply and not _subject_of(keep)[1]:
             r.parent = keep
             keep.children.append(r)
@@ -477,11 +486,7 @@ def _group_by_subject(roots: list[Node]) -> list[Node]:
                 x.parent = dummy
                 dummy.children.append(x)
             table[subj] = dummy
-            idx = next((i for i, x in enumerate(out) if x is keep), None)
-            if idx is not None:
-                out[idx] = dummy
-            else:
-                out.append(dummy)
+            _replace(out, at, keep, dummy)
     # A kept root that had not been emitted yet (it comes later in `roots`) is emitted when reached;
     # drop roots that became children.
     seen: set[int] = set()
