@@ -165,24 +165,36 @@ STORED = ("sort:DATE", "sort:SUBJECT", "sort:FROM", "sort:TO", "sort:CC", "threa
 
 
 def encode_key(name: str, value):
-    """A derived key as a store keeps it: a number or text."""
+    """A derived key as a store keeps it: a number or text. THREAD's facts are one text: the
+    date's repr, subject key, reply flag, Message-ID and references joined by NUL (JSON, which
+    starts with "[", in the rare case that a value holds a NUL itself)."""
     if name == "thread:facts":
-        import json
+        date, subj, reply, mid, refs = value
+        parts = [subj, mid, *refs]
+        if any("\0" in x for x in parts):
+            import json
 
-        return json.dumps(value)
+            return json.dumps(value)
+        return "\0".join([repr(date), subj, "1" if reply else "", mid, *refs])
     return value
 
 
 def decode_key(name: str, stored):
     """encode_key's value back (None when it is not one: the key is then computed again)."""
     if name == "thread:facts":
-        import json
-
-        try:
-            date, subj, reply, mid, refs = json.loads(stored)
-        except (TypeError, ValueError):
+        if not isinstance(stored, str):
             return None
-        return (date, subj, reply, mid, tuple(refs))
+        try:
+            if stored.startswith("["):
+                import json
+
+                date, subj, reply, mid, refs = json.loads(stored)
+                return (date, subj, reply, mid, tuple(refs))
+            date_s, subj, reply_s, mid, *refs = stored.split("\0")
+            date = int(date_s) if date_s.lstrip("-").isdigit() else float(date_s)
+        except ValueError:
+            return None
+        return (date, subj, reply_s == "1", mid, tuple(refs))
     if name == "sort:DATE":
         return stored if isinstance(stored, (int, float)) else None
     return stored if isinstance(stored, str) else None
