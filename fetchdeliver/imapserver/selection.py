@@ -33,6 +33,7 @@ class View:
         self.keywords: set[str] = set()   # the keywords announced in FLAGS
         self.uidvalidity = mailbox.uidvalidity
         self.synced: list | None = None   # the list Mailbox.sync() returned at the last diff
+        self.rev2 = False     # IMAP4rev2 (RFC 9051): no \Recent flags, no RECENT responses
 
     def flags_of(self, m) -> bytes:
         return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
@@ -338,10 +339,11 @@ class SelectedMailbox:
                 v.msgs.append(m)
                 v.uids.append(m.uid)
                 v.flags[m.uid] = m.flags
-                if m.recent or m.uid in taken:
+                if (m.recent or m.uid in taken) and not v.rev2:
                     v.recent.add(m.uid)
             out.append(b"* %d EXISTS\r\n" % len(v.msgs))
-            out.append(b"* %d RECENT\r\n" % len(v.recent))
+            if not v.rev2:
+                out.append(b"* %d RECENT\r\n" % len(v.recent))
             if not v.readonly and any(m.recent for m in new) and hasattr(v.mailbox, "take_recent"):
                 v.mailbox.take_recent(new)
         if out:

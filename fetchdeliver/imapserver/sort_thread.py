@@ -1,4 +1,5 @@
-"""SORT and THREAD (RFC 5256): sort keys, the base subject, ORDEREDSUBJECT and REFERENCES.
+"""SORT and THREAD (RFC 5256): sort keys (and SORT=DISPLAY's, RFC 5957), the base subject,
+ORDEREDSUBJECT and REFERENCES.
 
 Messages come as (MessageInfo, search.Candidate) pairs from the session's search;
 header fields are asked of the candidate, which answers from the store's index
@@ -14,7 +15,7 @@ from email.utils import parsedate_tz
 
 from fetchdeliver.imapserver.protocol import ParseError, Parser
 
-SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO")
+SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 
@@ -128,6 +129,27 @@ def _first_mailbox(c, name: str) -> str:
     return ""
 
 
+def display_key(c, name: str) -> str:
+    """SORT=DISPLAY (RFC 5957): the first address's display name (RFC 2047-decoded), else its
+    addr-spec; for a group, the group's name. Upper-cased, as the other address keys."""
+    from fetchdeliver.imapserver.mime import parse_addresses
+    from fetchdeliver.message import decode_rfc2047
+
+    raw = c.raw_header_values(name)
+    if not raw:
+        return ""
+    for display, _route, mailbox, host in parse_addresses(raw[0]):
+        if mailbox is None:
+            continue                     # the end of a group
+        if host is None:                 # the start of a group: its name
+            return mailbox.decode("utf-8", "replace").upper()
+        if display:
+            return decode_rfc2047(display.decode("utf-8", "replace")).upper()
+        spec = mailbox if host == b"MISSING_DOMAIN" else mailbox + b"@" + host
+        return spec.decode("utf-8", "replace").upper()
+    return ""
+
+
 def sent_date(c) -> float:
     """The Date: header as UTC seconds; the internal date when it is missing or unparseable."""
     d = _first_value(c, "date")
@@ -152,6 +174,8 @@ def _key(name: str, c):
         return c.size_fn()
     if name == "SUBJECT":
         return subject_key(_first_value(c, "subject"))
+    if name.startswith("DISPLAY"):
+        return display_key(c, name[7:].lower())
     return _first_mailbox(c, name.lower())
 
 

@@ -110,7 +110,7 @@ def parse_fetch(p: Parser, uid: bool = False) -> FetchArgs:
     return FetchArgs(uid, ranges, items, changedsince, want_vanished)
 
 
-@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True)
+@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True, capabilities=("BINARY",))
 async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
     uid, items, changedsince = args.uid, args.items, args.changedsince
     ranges = s.seq_set(args.set, uid)
@@ -158,7 +158,12 @@ async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
                 parsed = fetchmod.Parsed(mbox.read(m))
             except StorageError:
                 continue  # expunged by someone else: nothing to say about it
-        data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid, memo)
+        try:
+            data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid, memo)
+        except fetchmod.UnknownCte as e:    # RFC 3516 4.3
+            s.out(b"".join(buf))
+            await s.send(f"{tag} NO [UNKNOWN-CTE] {e}.\r\n".encode())
+            return
         # One write per 256 KB, not per message: a socket send per line costs more than the line.
         buf.append(b"* %d FETCH " % (i + 1) + data + b"\r\n")
         pending += len(data)
@@ -372,6 +377,8 @@ def parse_search(p: Parser, uid: bool = False) -> SearchArgs:
 @command("SEARCH", ONLY_SELECTED, parse=parse_search, uid=True, capabilities=("ESEARCH", "SEARCHRES"))
 async def search(s: Session, tag: str, args: SearchArgs) -> None:
     uid, opts = args.uid, args.returns
+    if opts is None and s.rev2:
+        opts = ["ALL"]       # IMAP4rev2 (RFC 9051 6.4.4): SEARCH answers ESEARCH
     tree = esearch.resolve_saved(args.criteria, s.saved)
     with_modseq = searchmod.uses_modseq(tree)
     if with_modseq:
@@ -425,7 +432,7 @@ def parse_sort(p: Parser, uid: bool = False) -> SortArgs:
     return SortArgs(uid, opts, criteria, tree)
 
 
-@command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT"))
+@command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT", "SORT=DISPLAY"))
 async def sort(s: Session, tag: str, args: SortArgs) -> None:
     uid, opts = args.uid, args.returns
     tree = esearch.resolve_saved(args.criteria, s.saved)
