@@ -58,14 +58,49 @@ def redirect_loop(message: "Message", target: str, local: str) -> str | None:
     return None
 
 
-def redirect_raw(message: "Message", local: str) -> bytes:
-    """The bytes to send on: our Return-Path removed (it belongs to the final delivery), X-Loop added."""
+def redirected_from_loop(message: "Message", *users: str | None) -> bool:
+    """Pigeonhole's loop check: the message already carries ``X-Sieve-Redirected-From`` with one of
+    the user's addresses (sieve_user_email, the final recipient), so this user redirected it before."""
+    own = {bare(u) for u in users if u and bare(u)}
+    values = message.get_all("X-Sieve-Redirected-From", decode=True) or []
+    return any(bare(a) in own for _n, a in getaddresses(values) if a)
+
+
+def redirect_envelope_from(setting: str | None, sender: str, *, final: str, original: str,
+                           user_email: str | None) -> str:
+    """The envelope sender of a redirect, as Pigeonhole's ``sieve_redirect_envelope_from``:
+    "sender" (the default), "recipient" (final recipient), "orig_recipient", "user_email" (falling
+    back to the final recipient) or an explicit "<address>" ("<>" for the null sender). A message
+    from the null sender is always redirected from the null sender (RFC 5321 4.5.5: no bounces to
+    bounces)."""
+    if not bare(sender):
+        return ""
+    value = (setting or "sender").strip()
+    kind = value.lower()
+    if kind == "sender" or not value:
+        return sender
+    if kind == "recipient":
+        return bare(final)
+    if kind == "orig_recipient":
+        return bare(original or final)
+    if kind == "user_email":
+        return bare(user_email or final)
+    return bare(value)
+
+
+def redirect_raw(message: "Message", local: str, redirected_from: str | None = None) -> bytes:
+    """The bytes to send on: our Return-Path removed (it belongs to the final delivery), X-Loop added;
+    with `redirected_from`, also Pigeonhole's ``X-Sieve-Redirected-From`` (the user's address, which
+    its loop check reads back: see redirected_from_loop)."""
     raw = message.raw
     if raw[:12].lower() == b"return-path:":
         nl = raw.find(b"\n")
         raw = raw[nl + 1:] if nl >= 0 else b""
     eol = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
-    return f"X-Loop: {local}".encode("utf-8", "surrogateescape") + eol + raw
+    added = f"X-Loop: {local}".encode("utf-8", "surrogateescape") + eol
+    if redirected_from:
+        added = f"X-Sieve-Redirected-From: {redirected_from}".encode("utf-8", "surrogateescape") + eol + added
+    return added + raw
 
 
 # -- vacation (RFC 5230) -----------------------------------------------------------------------

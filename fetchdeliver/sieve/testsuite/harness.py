@@ -626,14 +626,24 @@ class Harness:
                 self.mailbox_create(action.mailbox)
             return self._store(action.mailbox, message, action.flags)
         if t == "redirect":
-            env_from = self.settings.get("sieve_redirect_envelope_from")
-            sender = self.env.envelope_from if not env_from or env_from == "sender" else \
-                (local if env_from in ("recipient", "orig_recipient") else env_from.strip("<>"))
+            final = (message.recipients or [local])[0]
+            user_email = self.options.get("user_email")
+            sender = compose.redirect_envelope_from(
+                self.options.get("redirect_envelope_from"), self.env.envelope_from, final=final,
+                original=message.original_recipient or final, user_email=user_email)
+            user = user_email or final
+            if compose.redirected_from_loop(message, user_email, final):
+                # Pigeonhole sends nothing and counts the action done (the outbound queue refuses it
+                # instead, and the message is kept)
+                self.errors.append(f"not forwarding message to <{compose.bare(action.address)}> "
+                                   "(X-Sieve-Redirected-From header indicates mail loop)")
+                return True
             why = compose.redirect_loop(message, action.address, local)  # as the outbound queue
             if why:
                 self.errors.append(f"redirect to <{compose.bare(action.address)}> refused: {why}")
                 return False
-            self.smtp.append((sender, compose.bare(action.address), compose.redirect_raw(message, local)))
+            self.smtp.append((sender, compose.bare(action.address),
+                              compose.redirect_raw(message, local, redirected_from=compose.bare(user))))
             return True
         if t == "vacation":
             if compose.vacation_refusal(action, message, local) is None:  # as the outbound queue
