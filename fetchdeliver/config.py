@@ -239,6 +239,8 @@ SIEVE_KEYS = {
     "addressbook": check_path,                                  # extlists: the ":addrbook:default" list
     "report_from": check_nonempty_str,                          # vnd.dovecot.report: From of reports
     "user_email": check_nonempty_str,                           # the user's address (report_from = "user_email")
+    "vacation_use_original_recipient": check_bool,              # original recipient counts as the user's (default false)
+    "vacation_dont_check_recipient": check_bool,                # reply whatever To/Cc say (default false)
     "redirect_envelope_from": check_nonempty_str,               # sender (default), recipient, orig_recipient, user_email, <addr>
     "editheader_protected": check_str_list,                     # header names editheader may not add/delete
     "editheader_forbid_add": check_str_list,

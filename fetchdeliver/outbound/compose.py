@@ -14,6 +14,9 @@ from email.utils import formatdate, getaddresses, make_msgid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from fetchdeliver.actions import Notify, Vacation
     from fetchdeliver.message import Message
 
@@ -130,14 +133,35 @@ def auto_reply_refusal(message: "Message", own: list[str]) -> str | None:
     return None
 
 
-def vacation_refusal(action: "Vacation", message: "Message", local: str) -> str | None:
+def _user_addresses(message: "Message", local: str, settings: "Mapping[str, Any] | None") -> list[str]:
+    """The user's own addresses before :addresses. Without `settings` (the outbound queue), the
+    address the message was delivered to; with them, Pigeonhole's rules: the final recipient,
+    ``user_email`` when set, and the original recipient only with
+    ``vacation_use_original_recipient``."""
+    if settings is None:
+        return [local]
+    final = bare((message.recipients or [local])[0] or local)
+    own = [final]
+    if settings.get("user_email"):
+        own.insert(0, bare(settings["user_email"]))
+    orig = bare(message.original_recipient or "")
+    if orig and settings.get("vacation_use_original_recipient"):
+        own.append(orig)
+    return own
+
+
+def vacation_refusal(action: "Vacation", message: "Message", local: str,
+                     settings: "Mapping[str, Any] | None" = None) -> str | None:
     """Why no vacation reply may be sent for `message` (RFC 5230 4.5), or None: the
     auto-reply rules, then the user's addresses (recipient, :addresses, :from) must be in
-    To/Cc/Bcc/Resent-*."""
-    own = [local, *(bare(a) for a in action.addresses)]
+    To/Cc/Bcc/Resent-* (unless ``vacation_dont_check_recipient``). `settings`: the [sieve]
+    options (see _user_addresses)."""
+    own = [*_user_addresses(message, local, settings), *(bare(a) for a in action.addresses)]
     if action.from_:
         own += [bare(a) for _n, a in getaddresses([action.from_]) if a]
     why = auto_reply_refusal(message, own)
+    if why is None and settings is not None and settings.get("vacation_dont_check_recipient"):
+        return None
     if why is None:
         to = _header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
         if not any(a in to for a in own):
@@ -154,10 +178,13 @@ def vacation_key(action: "Vacation", local: str, sender: str) -> str:
     return f"{bare(local)}\0{bare(sender)}\0{handle}"
 
 
-def _owner_address(action: "Vacation", message: "Message", local: str) -> str:
+def _owner_address(action: "Vacation", message: "Message", local: str,
+                   settings: "Mapping[str, Any] | None" = None) -> str:
     """RFC 5230 5.4: the From is "the address of the owner of the Sieve script": the recipient,
     or, when the message was addressed to another of the owner's addresses (:addresses), that one."""
-    own = [local, *(bare(a) for a in action.addresses)]
+    own = [*_user_addresses(message, local, settings), *(bare(a) for a in action.addresses)]
+    if settings is not None:
+        local = own[0]
     to = _header_addresses(message, "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
     for a in own:
         if a and a in to:
@@ -165,10 +192,11 @@ def _owner_address(action: "Vacation", message: "Message", local: str) -> str:
     return local
 
 
-def vacation_reply(action: "Vacation", message: "Message", local: str, hostname: str) -> bytes:
+def vacation_reply(action: "Vacation", message: "Message", local: str, hostname: str,
+                   settings: "Mapping[str, Any] | None" = None) -> bytes:
     orig_subject = message.get("Subject") or ""
     subject = action.subject if action.subject is not None else f"Auto: {orig_subject}".rstrip()
-    from_ = action.from_ or _owner_address(action, message, local)
+    from_ = action.from_ or _owner_address(action, message, local, settings)
     headers = [("From", from_), ("To", message.sender), ("Subject", subject),
                ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
                ("Auto-Submitted", "auto-replied (vacation)"), ("Precedence", "bulk")]

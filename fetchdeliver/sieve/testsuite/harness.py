@@ -55,6 +55,7 @@ SETTING_OPTIONS = {
     "sieve_filter_exec_timeout": "pipe_timeout",
     "sieve_execute_exec_timeout": "pipe_timeout",
 }
+BOOL_OPTIONS = {"vacation_use_original_recipient", "vacation_dont_check_recipient"}
 PERIOD_OPTIONS = {"vacation_min_period", "vacation_max_period", "vacation_default_period", "pipe_timeout"}
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hour": 3600,
           "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800,
@@ -392,7 +393,9 @@ class Harness:
         key = self._option_key(name)
         if key is None:
             return
-        if key in PERIOD_OPTIONS:
+        if key in BOOL_OPTIONS:  # Dovecot's booleans: yes / no
+            self.options[key] = value.strip().lower() in ("yes", "y", "true", "1")
+        elif key in PERIOD_OPTIONS:
             self.options[key] = _period(value)
             if key == "pipe_timeout" and self.options[key] == 0:
                 self.options[key] = 86400  # Pigeonhole's 0: no time limit
@@ -646,8 +649,8 @@ class Harness:
                               compose.redirect_raw(message, local, redirected_from=compose.bare(user))))
             return True
         if t == "vacation":
-            if compose.vacation_refusal(action, message, local) is None:  # as the outbound queue
-                raw = compose.vacation_reply(action, message, local, "example.com")
+            if compose.vacation_refusal(action, message, local, self.options) is None:
+                raw = compose.vacation_reply(action, message, local, "example.com", self.options)
                 self.smtp.append(("", compose.bare(message.sender), raw))
                 self._fcc(action, raw)
             return True
