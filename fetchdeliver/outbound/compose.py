@@ -192,12 +192,68 @@ def _owner_address(action: "Vacation", message: "Message", local: str,
     return local
 
 
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+MAX_SUBJECT_CODEPOINTS = 256  # Pigeonhole's sieve_vacation_max_subject_codepoints
+
+
+def _mailbox(name: str, addr: str) -> str:
+    """`"Name" <addr>` (the name quoted unless it is one atom), or `<addr>`."""
+    if not name:
+        return f"<{addr}>"
+    if not _ATEXT.fullmatch(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{addr}>"
+
+
+def vacation_recipient(message: "Message", settings: "Mapping[str, Any] | None" = None) -> tuple[str, str]:
+    """(envelope recipient, To header) of a vacation reply, as Pigeonhole: the reply goes to the
+    envelope sender (RFC 5230 4.6), and its To shows the Sender/Resent-From/From mailbox (with its
+    display name) that has that address, else `<sender>`. With ``vacation_to_header_ignore_envelope``
+    the first of those header addresses is used instead of the envelope sender (for SRS senders)."""
+    sender = bare(message.sender)
+    found: list[tuple[str, str]] = []
+    for h in ("Sender", "Resent-From", "From"):
+        found += [(n, a) for n, a in getaddresses(message.get_all(h, decode=True) or []) if a]
+    if settings is not None and settings.get("vacation_to_header_ignore_envelope") and found:
+        name, addr = found[0]
+        return bare(addr), _mailbox(name, addr.strip("<>"))
+    for name, addr in found:
+        if bare(addr) == sender:
+            return sender, _mailbox(name, addr.strip("<>"))
+    return sender, _mailbox("", message.sender.strip().strip("<>"))
+
+
+def vacation_envelope_from(message: "Message", settings: "Mapping[str, Any] | None" = None) -> str:
+    """The reply's envelope sender: the null sender (RFC 5230 5.1 suggests it), or with Pigeonhole's
+    ``vacation_send_from_recipient`` the recipient (the original one with
+    ``vacation_use_original_recipient``)."""
+    if settings is None or not settings.get("vacation_send_from_recipient"):
+        return ""
+    final = (message.recipients or [""])[0] or ""
+    if settings.get("vacation_use_original_recipient") and message.original_recipient:
+        return bare(message.original_recipient)
+    return bare(final)
+
+
+def _limit_subject(subject: str, settings: "Mapping[str, Any] | None") -> str:
+    """At most ``vacation_max_subject_codepoints`` characters (default 256), the cut marked with an
+    ellipsis, as Pigeonhole does; the folding of a long original subject is undone first."""
+    subject = " ".join(subject.split())
+    limit = MAX_SUBJECT_CODEPOINTS
+    if settings is not None and settings.get("vacation_max_subject_codepoints") not in (None, ""):
+        limit = int(settings["vacation_max_subject_codepoints"])
+    if limit > 0 and len(subject) > limit:
+        subject = subject[:limit - 1] + "\u2026"
+    return subject
+
+
 def vacation_reply(action: "Vacation", message: "Message", local: str, hostname: str,
                    settings: "Mapping[str, Any] | None" = None) -> bytes:
     orig_subject = message.get("Subject") or ""
     subject = action.subject if action.subject is not None else f"Auto: {orig_subject}".rstrip()
+    subject = _limit_subject(subject, settings)
     from_ = action.from_ or _owner_address(action, message, local, settings)
-    headers = [("From", from_), ("To", message.sender), ("Subject", subject),
+    headers = [("From", from_), ("To", vacation_recipient(message, settings)[1]), ("Subject", subject),
                ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
                ("Auto-Submitted", "auto-replied (vacation)"), ("Precedence", "bulk")]
     mid = (message.get("Message-ID") or "").strip()

@@ -55,7 +55,8 @@ SETTING_OPTIONS = {
     "sieve_filter_exec_timeout": "pipe_timeout",
     "sieve_execute_exec_timeout": "pipe_timeout",
 }
-BOOL_OPTIONS = {"vacation_use_original_recipient", "vacation_dont_check_recipient"}
+BOOL_OPTIONS = {"vacation_use_original_recipient", "vacation_dont_check_recipient",
+                "vacation_to_header_ignore_envelope", "vacation_send_from_recipient"}
 PERIOD_OPTIONS = {"vacation_min_period", "vacation_max_period", "vacation_default_period", "pipe_timeout"}
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hour": 3600,
           "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800,
@@ -651,7 +652,8 @@ class Harness:
         if t == "vacation":
             if compose.vacation_refusal(action, message, local, self.options) is None:
                 raw = compose.vacation_reply(action, message, local, "example.com", self.options)
-                self.smtp.append(("", compose.bare(message.sender), raw))
+                rcpt = compose.vacation_recipient(message, self.options)[0]
+                self.smtp.append((compose.vacation_envelope_from(message, self.options), rcpt, raw))
                 self._fcc(action, raw)
             return True
         if t in ("reject", "ereject"):
