@@ -270,25 +270,86 @@ def vacation_reply(action: "Vacation", message: "Message", local: str, hostname:
 
 # -- notify mailto (RFC 5436) ------------------------------------------------------------------
 
+def _mailto_mailboxes(value: str) -> list[tuple[str, str]]:
+    """The (display name, address) pairs of a decoded to=/cc= value or URI path; RFC 2047 words in
+    display names decoded (RFC 5436 2.3 lets the URI carry them)."""
+    from email.header import decode_header, make_header
+
+    out = []
+    for name, addr in getaddresses([value]):
+        if not bare(addr):
+            continue
+        if "=?" in name:
+            try:
+                name = str(make_header(decode_header(name)))
+            except (ValueError, LookupError):
+                pass
+        out.append((name, addr.strip("<>")))
+    return out
+
+
 def parse_mailto(uri: str) -> tuple[list[str], dict[str, str]]:
-    """'mailto:a@b,c@d?subject=x&body=y' -> (recipients, {lower-cased header: value})."""
+    """'mailto:a@b,c@d?cc=e@f&subject=x&body=y' -> (recipients, {lower-cased header: value}).
+
+    The recipients are each address once (To before Cc); the fields also hold "to" and "cc" as
+    lists of mailboxes with their display names (decoded), joined by NUL, for the headers."""
     from urllib.parse import unquote
 
     if not uri.lower().startswith("mailto:"):
         raise ValueError(f"not a mailto: URI: {uri!r}")
     rest = uri[7:]
     path, _, query = rest.partition("?")
-    to = [unquote(a) for a in path.split(",") if a.strip()]
+    to = [m for a in path.split(",") if a.strip() for m in _mailto_mailboxes(unquote(a))]
+    cc: list[tuple[str, str]] = []
     headers: dict[str, str] = {}
     for pair in query.split("&") if query else []:
         name, _, value = pair.partition("=")
         name, value = unquote(name).lower(), unquote(value)
         if name in ("to", "cc"):
-            to.extend(a.strip() for a in value.split(",") if a.strip())
+            (to if name == "to" else cc).extend(_mailto_mailboxes(value))
         elif name in ("subject", "body"):
             headers[name] = value
         # every other header (from, auto-submitted, ...) is ignored, as RFC 5436 2.2 requires
-    return [bare(a) for a in to if bare(a)], headers
+    seen: set[str] = set()
+    kept: dict[str, list[tuple[str, str]]] = {"to": [], "cc": []}
+    for kind, boxes in (("to", to), ("cc", cc)):
+        for n, a in boxes:
+            if bare(a) not in seen:  # a recipient named twice gets one message (RFC 5436 2.3)
+                seen.add(bare(a))
+                kept[kind].append((n, a))
+    for kind, boxes in kept.items():
+        if boxes:
+            headers[kind] = "\0".join(_mailbox_2047(n, a) for n, a in boxes)
+    return [bare(a) for boxes in kept.values() for _n, a in boxes], headers
+
+
+def _mailbox_2047(name: str, addr: str) -> str:
+    """A mailbox for a header: a non-ASCII display name as RFC 2047 words, an address alone bare."""
+    from email.utils import formataddr
+
+    if not name:
+        return addr
+    if all(ord(c) < 128 for c in name):
+        return _mailbox(name, addr)
+    return formataddr((name, addr), charset="utf-8")
+
+
+def notify_envelope_from(setting: str | None, action_from: str | None, sender: str, *, final: str,
+                         original: str, user_email: str | None, hostname: str) -> str:
+    """The envelope sender of a mailto notification, as Pigeonhole's
+    ``sieve_notify_mailto_envelope_from``: "postmaster" (the default: the :from address when the
+    script gives one, else postmaster@hostname), or "sender", "recipient", "orig_recipient",
+    "user_email", "<address>" as for redirects. Mail from the null sender notifies from it too."""
+    if not bare(sender):
+        return ""
+    value = (setting or "postmaster").strip()
+    if value.lower() == "postmaster":
+        if action_from:
+            addrs = [a for _n, a in getaddresses([action_from]) if a]
+            if addrs:
+                return bare(addrs[0])
+        return f"postmaster@{hostname}"
+    return redirect_envelope_from(value, sender, final=final, original=original, user_email=user_email)
 
 
 def notify_refusal(message: "Message") -> str | None:
@@ -307,12 +368,18 @@ def notify_mail(action: "Notify", message: "Message", local: str, hostname: str,
     if body is None:
         body = f"{action.message}\n\n" if action.message else ""
         body += f"From: {orig_from}\nSubject: {orig_subject}\n"
-    headers = [("From", action.from_ or local), ("To", ", ".join(to)), ("Subject", subject),
-               ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
-               ("Auto-Submitted", getattr(action, "auto_submitted", "auto-notified")),
-               ("X-Sieve", "fetchdeliver")]  # which Sieve engine made it (as Pigeonhole's "X-Sieve")
-    if action.importance in ("1", "3"):
-        headers.append(("Importance", "high" if action.importance == "1" else "low"))
+    to_header = ", ".join(fields["to"].split("\0")) if fields.get("to") else ", ".join(to)
+    headers = [("From", action.from_ or local), ("To", to_header)]
+    if fields.get("cc"):
+        headers.append(("Cc", ", ".join(fields["cc"].split("\0"))))
+    headers += [("Subject", subject),
+                ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
+                ("Auto-Submitted", getattr(action, "auto_submitted", "auto-notified")),
+                ("X-Sieve", "fetchdeliver")]  # which Sieve engine made it (as Pigeonhole's "X-Sieve")
+    # RFC 5436 2.5: :importance as the usual priority headers (Pigeonhole writes both, "normal" too)
+    priority = {"1": ("1 (Highest)", "High"), "3": ("5 (Lowest)", "Low")}.get(
+        str(action.importance or "2"), ("3 (Normal)", "Normal"))
+    headers += [("X-Priority", priority[0]), ("Importance", priority[1].lower())]
     headers.append(("MIME-Version", "1.0"))
     return _render(headers, body)
 

@@ -669,8 +669,13 @@ class Harness:
                 self.errors.append(str(e))
                 return False
             raw = compose.notify_mail(action, message, local, "example.com", to, fields)
+            final = (message.recipients or [local])[0]
+            env_from = compose.notify_envelope_from(
+                self.options.get("notify_mailto_envelope_from"), action.from_, self.env.envelope_from,
+                final=final, original=message.original_recipient or final,
+                user_email=self.options.get("user_email"), hostname="example.com")
             for rcpt in to:
-                self.smtp.append(("", rcpt, raw))
+                self.smtp.append((env_from, rcpt, raw))
             self._fcc(action, raw)
             return True
         if t == "report":
