@@ -221,28 +221,38 @@ class OutboundQueue:
 
     def _redirect(self, action, message: "Message", local: str) -> Receipt:
         why = compose.redirect_loop(message, action.address, local)
+        sv = self.settings.sieve
+        final = (message.recipients or [local])[0]
+        user_email = sv.get("user_email")
+        if not why and compose.redirected_from_loop(message, user_email, final):
+            why = "this user redirected it before (X-Sieve-Redirected-From): a mail loop"
         if why:
             raise PermanentDeliveryError(f"redirect to <{action.address}> refused: {why}")
-        raw = compose.redirect_raw(message, local)
-        qid = self.enqueue(message.sender, compose.bare(action.address), raw, kind="redirect",
+        sender = compose.redirect_envelope_from(sv.get("redirect_envelope_from"), message.sender, final=final,
+                                                original=message.original_recipient or final,
+                                                user_email=user_email)
+        raw = compose.redirect_raw(message, local, redirected_from=compose.bare(user_email or final))
+        qid = self.enqueue(sender, compose.bare(action.address), raw, kind="redirect",
                            origin=message.origin)
         return self._receipt(qid, f"redirect <{compose.bare(action.address)}>")
 
     def _vacation(self, action, message: "Message", local: str):
         # RFC 5230 4.5: no reply to robots and lists, only to mail addressed to the user
-        why = compose.vacation_refusal(action, message, local)
+        sv = self.settings.sieve
+        why = compose.vacation_refusal(action, message, local, sv)
         if why:
             log.info("%s: no vacation reply: %s", message.origin, why)
             return None
-        sender = compose.bare(message.sender)
+        sender = compose.vacation_recipient(message, sv)[0]
         key = compose.vacation_key(action, local, sender)
         if self._vacation_seen(key, action.seconds):
             log.info("%s: no vacation reply: <%s> already got one within %d s", message.origin, sender,
                      action.seconds)
             return None
-        raw = compose.vacation_reply(action, message, local, self.settings.hostname)
+        raw = compose.vacation_reply(action, message, local, self.settings.hostname, sv)
         try:
-            qid = self.enqueue("", sender, raw, kind="vacation", origin=message.origin)
+            qid = self.enqueue(compose.vacation_envelope_from(message, sv), sender, raw, kind="vacation",
+                               origin=message.origin)
         except BaseException:
             self._vacation_forget(key)
             raise
@@ -283,10 +293,18 @@ class OutboundQueue:
         if not to:
             raise PermanentDeliveryError(f"notify: {action.method!r} names no recipient")
         raw = compose.notify_mail(action, message, local, self.settings.hostname, to, fields)
+        sv = self.settings.sieve
+        final = (message.recipients or [local])[0]
+        # Unset, notifications go from the null sender as before (RFC 3834's advice for automatic mail);
+        # the key takes Pigeonhole's values ("postmaster", "sender", "recipient", "<addr>", ...)
+        env_from = "" if not sv.get("notify_mailto_envelope_from") else compose.notify_envelope_from(
+            sv.get("notify_mailto_envelope_from"), action.from_, message.sender, final=final,
+            original=message.original_recipient or final, user_email=sv.get("user_email"),
+            hostname=self.settings.hostname)
         ids = []
         try:
             for rcpt in to:
-                ids.append(self.enqueue("", rcpt, raw, kind="notify", origin=message.origin))
+                ids.append(self.enqueue(env_from, rcpt, raw, kind="notify", origin=message.origin))
         except BaseException:
             for qid in ids:
                 self.remove(qid)

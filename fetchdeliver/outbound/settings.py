@@ -147,10 +147,10 @@ class OutboundSettings:
     """[relay] and [queue] with the defaults applied."""
 
     __slots__ = ("relay", "retry", "delay_notice", "bounce_after", "hostname", "nameservers", "mx_port",
-                 "timeout", "interval", "state_dir", "accounts")
+                 "timeout", "interval", "state_dir", "accounts", "sieve")
 
     def __init__(self, relay: dict | None = None, queue: dict | None = None, state_dir: str = ".",
-                 accounts: list | None = None) -> None:
+                 accounts: list | None = None, sieve: dict | None = None) -> None:
         q = queue or {}
         self.relay = dict(relay) if relay else None
         if self.relay is not None:
@@ -166,11 +166,14 @@ class OutboundSettings:
         self.interval = q.get("interval", 60)
         self.state_dir = state_dir
         self.accounts = list(accounts or [])   # the [[account]] tables (relay.oauth2_account names one)
+        # [sieve]: what redirects, vacation replies and notifications look like (Pigeonhole's
+        # redirect_envelope_from, vacation_*, notify_mailto_envelope_from, user_email)
+        self.sieve = dict(sieve or {})
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "OutboundSettings":
         return cls(settings.data.get("relay"), settings.data.get("queue"), settings.state_dir,
-                   settings.data.get("account"))
+                   settings.data.get("account"), settings.data.get("sieve"))
 
     def retry_delay(self, attempts: int) -> int:
         """Seconds to wait after the `attempts`-th failed try (1-based); the last interval repeats."""

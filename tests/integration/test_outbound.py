@@ -388,7 +388,9 @@ def test_lmtp_redirect_and_vacation_end_to_end(tmp_path, stoppers):
         by_rcpt.setdefault(m.rcpt_tos[0], []).append(m)
     fwd = by_rcpt["carol@dest.test"]
     assert len(fwd) == 2 and all(m.mail_from == "bob@src.test" for m in fwd)
-    assert fwd[0].data.startswith(b"X-Loop: fwd@example.com\r\nDelivered-To: fwd@example.com\r\n")
+    # Pigeonhole's X-Sieve-Redirected-From (the redirecting user: its loop check reads it back), our X-Loop
+    assert fwd[0].data.startswith(b"X-Sieve-Redirected-From: fwd@example.com\r\nX-Loop: fwd@example.com\r\n"
+                                  b"Delivered-To: fwd@example.com\r\n")
     assert fwd[0].data.endswith(crlf(RAW))
     vac, = by_rcpt["bob@src.test"]
     assert vac.mail_from == "<>" and b"Back on Monday." in vac.data
@@ -406,3 +408,28 @@ def test_lazy_outbound_queues_on_first_use(tmp_path):
     receipt.rollback()  # the engine's undo when the whole message must be retried
     assert not os.path.exists(receipt.path)
     assert OutboundQueue.from_settings(lazy.settings).items() == []
+
+
+def test_queue_takes_the_sieve_options_for_redirect_vacation_and_notify(tmp_path):
+    """[sieve] redirect_envelope_from, user_email (X-Sieve-Redirected-From and its loop check),
+    vacation_send_from_recipient and notify_mailto_envelope_from reach what the queue sends."""
+    from fetchdeliver.actions import Redirect
+    from fetchdeliver.errors import PermanentDeliveryError
+    from fetchdeliver.outbound.settings import OutboundSettings
+
+    sieve = {"redirect_envelope_from": "recipient", "user_email": "me@example.org",
+             "vacation_send_from_recipient": True, "notify_mailto_envelope_from": "postmaster"}
+    q = OutboundQueue(OutboundSettings(None, {"hostname": "mx.test"}, str(tmp_path), sieve=sieve))
+    m = msg(RAW)
+    assert q.submit_action(Redirect("carol@dest.test"), m) is not None
+    (item,) = q.items()
+    assert (item.sender, item.recipient) == ("alice@example.com", "carol@dest.test")
+    assert q.message(item.id).startswith(b"X-Sieve-Redirected-From: me@example.org\n")
+    q.remove(item.id)
+    # the same message, redirected by this user before: refused as a loop (the engine keeps it)
+    again = msg(b"X-Sieve-Redirected-From: me@example.org\n" + RAW)
+    with pytest.raises(PermanentDeliveryError, match="X-Sieve-Redirected-From"):
+        q.submit_action(Redirect("carol@dest.test"), again)
+    assert q.submit_action(Notify("mailto:pager@dest.test"), m) is not None
+    (item,) = q.items()
+    assert (item.kind, item.sender) == ("notify", "postmaster@mx.test")
