@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fetchdeliver.imapserver import condstore
+from fetchdeliver.imapserver import condstore, imapsieve
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
@@ -451,6 +451,8 @@ async def append(s: Session, tag: str, args: AppendArgs) -> None:
     finally:
         if own:
             mbox.close()
+    if s.server.config.imapsieve is not None:   # RFC 6785: after the message is durable
+        await imapsieve.after_append(s, name, [uid])
     await s.sync_out()
     await s.send(f"{tag} OK [APPENDUID {uidvalidity} {uid}] Append completed.\r\n".encode())
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from fetchdeliver.imapserver import condstore, esearch
+from fetchdeliver.imapserver import condstore, esearch, imapsieve
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver import sort_thread
@@ -248,9 +248,12 @@ async def store(s: Session, tag: str, args: StoreArgs) -> None:
         if new != cur:
             changes.append((m, new))
     if changes:
+        before = {m.uid: v.flags[m.uid] for m, _ in changes}
         v.mailbox.set_flags(changes)
         for m, new in changes:
             v.flags[m.uid] = new
+        if s.server.config.imapsieve is not None:    # RFC 6785: FLAG events
+            await imapsieve.after_flag_change(s, v.name, [(m.uid, before[m.uid], new) for m, new in changes])
         added = {f for f in fs if not f.startswith("\\")} - v.keywords
         if added and mode != "-":
             # A keyword new to this mailbox: tell the client before the FETCH answers (as Dovecot).
@@ -336,6 +339,8 @@ async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
         s.server.recent.add(dest, new_uids)     # \Recent for the next session that selects it
     finally:
         dest.close()
+    if new_uids and s.server.config.imapsieve is not None:   # RFC 6785: COPY (and MOVE) into a mailbox
+        await imapsieve.after_copy(s, v.name, args.mailbox, list(new_uids))
     code = ""
     if msgs:
         # Two lists in the same order: source UID i was copied to destination UID i.
