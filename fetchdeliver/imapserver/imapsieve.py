@@ -225,7 +225,8 @@ async def _run_for(s: Session, cfg: ImapSieveConfig, scripts: list[str], cause: 
             except StorageError:
                 continue    # expunged meanwhile
             answer = await asyncio.to_thread(run_scripts, scripts, raw, cause, mailbox, user,
-                                             sorted(m.flags), changed.get(m.uid, []), cfg.sieve_options)
+                                             sorted(m.flags), changed.get(m.uid, []), cfg.sieve_options,
+                                             _metadata_source(s))
             for mailbox_to, flags, copy in answer.copies:
                 try:
                     target = s.storage.open(mailbox_to)
@@ -259,8 +260,25 @@ class Outcome:
         self.errors = errors
 
 
+def _metadata_source(s: Session):
+    """The mboxmetadata/servermetadata lookup for the scripts: the user's METADATA entries."""
+    from fetchdeliver.imapserver import metadata
+
+    md = metadata.session_metadata(s)
+    if md is None:
+        return None
+
+    def source(mailbox: str | None, entry: str) -> str | None:
+        try:
+            v = md.get(mailbox or "", entry)
+        except Exception:
+            return None
+        return None if v is None else v.decode("utf-8", "replace")
+    return source
+
+
 def run_scripts(scripts: list[str], raw: bytes, cause: str, mailbox: str, user: str, flags: list[str],
-                changed_flags: list[str], options: dict) -> Outcome:
+                changed_flags: list[str], options: dict, metadata=None) -> Outcome:
     """Run `scripts` in order for one message (in a worker thread: programs may take a while) and
     carry out their pipe actions. Errors are logged, never raised."""
     from fetchdeliver.message import Message
@@ -281,7 +299,8 @@ def run_scripts(scripts: list[str], raw: bytes, cause: str, mailbox: str, user: 
         event = ImapEvent(cause, mailbox, user=user, email=user if "@" in user else "",
                           changed_flags=changed_flags, flags=flags)
         try:
-            answer = run_event(script, message, event, SieveEnv(message, options=options, auth_user=user))
+            answer = run_event(script, message, event, SieveEnv(message, options=options, auth_user=user,
+                                                                       metadata=metadata))
         except Exception as e:
             log.error("imapsieve: %s (%s in %s): run-time error: %s", path, cause, mailbox, e)
             errors.append(str(e))

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fetchdeliver.imapserver import condstore, imapsieve
+from fetchdeliver.imapserver import condstore, imapsieve, metadata
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
@@ -145,6 +145,7 @@ async def delete(s: Session, tag: str, args: MailboxArgs) -> None:
     if s.view is not None and s.view.name == args.mailbox:
         s.close_view()
     s.storage.delete(args.mailbox)
+    metadata.forget_mailbox(s, args.mailbox)      # RFC 5464 3.3: its entries go with it
     await s.send(f"{tag} OK Delete completed.\r\n".encode())
 
 
@@ -166,6 +167,7 @@ def parse_rename(p: Parser, uid: bool = False) -> RenameArgs:
 @command("RENAME", AUTHED, parse=parse_rename)
 async def rename(s: Session, tag: str, args: RenameArgs) -> None:
     s.storage.rename(args.old, args.new.rstrip("/"))
+    metadata.rename_mailbox(s, args.old, args.new.rstrip("/"))    # RFC 5464 3.3: the entries move
     await s.send(f"{tag} OK Rename completed.\r\n".encode())
 
 
