@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fetchdeliver.imapserver import condstore, imapsieve, metadata
+from fetchdeliver.imapserver import condstore, imapsieve, metadata, objectid
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
-                "DELETED", "DELETED-STORAGE")   # the last two: RFC 9051 / RFC 9208 (commands/quota.py)
+                "DELETED", "DELETED-STORAGE",   # these two: RFC 9051 / RFC 9208 (commands/quota.py)
+                "MAILBOXID")                    # RFC 8474 (objectid.py)
 
 
 # -- SELECT / EXAMINE ------------------------------------------------------------------------------
@@ -69,6 +70,7 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
         lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
     lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
               f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID."]
+    lines.append(f"* OK [MAILBOXID ({objectid.mailbox_id(mbox)})] Ok.")    # RFC 8474
     hms = condstore.highestmodseq(mbox, msgs)
     lines.append(f"* OK [HIGHESTMODSEQ {hms}] Highest." if hms is not None else
                  "* OK [NOMODSEQ] No permanent modsequences.")
@@ -137,7 +139,16 @@ async def create(s: Session, tag: str, args: CreateArgs) -> None:
         await s.send(f"{tag} NO [ALREADYEXISTS] INBOX already exists.\r\n".encode())
         return
     s.storage.create(name, uses)
-    await s.send(f"{tag} OK Create completed.\r\n".encode())
+    code = ""
+    try:
+        created = s.storage.open(name, readonly=True)
+        try:
+            code = f"[MAILBOXID ({objectid.mailbox_id(created)})] "     # RFC 8474 4.1
+        finally:
+            created.close()
+    except StorageError:
+        pass     # a \Noselect parent: no id
+    await s.send(f"{tag} OK {code}Create completed.\r\n".encode())
 
 
 @command("DELETE", AUTHED, parse=parse_mailbox)
@@ -383,6 +394,8 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
                 v = mbox.uidvalidity
             elif i == "UNSEEN":
                 v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            elif i == "MAILBOXID":
+                v = f"({objectid.mailbox_id(mbox)})"
             elif i == "HIGHESTMODSEQ":
                 v = condstore.highestmodseq(mbox, msgs) or 0
             elif i == "DELETED":

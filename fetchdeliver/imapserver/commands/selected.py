@@ -110,7 +110,7 @@ def parse_fetch(p: Parser, uid: bool = False) -> FetchArgs:
     return FetchArgs(uid, ranges, items, changedsince, want_vanished)
 
 
-@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True)
+@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True, capabilities=("OBJECTID", "PREVIEW"))
 async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
     uid, items, changedsince = args.uid, args.items, args.changedsince
     ranges = s.seq_set(args.set, uid)
