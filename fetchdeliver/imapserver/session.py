@@ -73,6 +73,7 @@ class Session(SelectedMailbox):
         self.qresync = False      # RFC 7162: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
         self.saved: set[int] = set()   # RFC 5182: the UIDs of SEARCH RETURN (SAVE), named `$`
         self.compressed = False   # COMPRESS=DEFLATE (RFC 4978) is active
+        self.notify_state: Any = None  # NOTIFY (RFC 5465): imapserver/notify.py NotifyState
 
     # -- output ---------------------------------------------------------------------------
 

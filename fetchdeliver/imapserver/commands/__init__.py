@@ -13,6 +13,7 @@ from __future__ import annotations
 from fetchdeliver.imapserver.commands import any_state, authenticated, not_authenticated, selected  # noqa: F401
 from fetchdeliver.imapserver.commands import quota  # noqa: F401  (RFC 9208)
 from fetchdeliver.imapserver.commands import metadata  # noqa: F401  (RFC 5464)
+from fetchdeliver.imapserver.commands import notify  # noqa: F401  (RFC 5465)
 from fetchdeliver.imapserver.commands.registry import REGISTRY, Command, capabilities
 
 __all__ = ["REGISTRY", "Command", "capabilities"]

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fetchdeliver.imapserver import condstore, imapsieve, metadata, objectid
+from fetchdeliver.imapserver import condstore, imapsieve, metadata, notify, objectid
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
@@ -395,7 +395,8 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
             elif i == "UNSEEN":
                 v = sum(1 for m in msgs if "\\Seen" not in m.flags)
             elif i == "MAILBOXID":
-                v = f"({objectid.mailbox_id(mbox)})"
+                vals.append(f"MAILBOXID ({objectid.mailbox_id(mbox)})")
+                continue
             elif i == "HIGHESTMODSEQ":
                 v = condstore.highestmodseq(mbox, msgs) or 0
             elif i == "DELETED":
@@ -481,15 +482,18 @@ async def idle(s: Session, tag: str, args: NoArgs) -> None:
     # Watch first, then read: a change in between is not missed.
     if s.view is not None:
         s.watch(s.view.mailbox)
+    notify.watch(s)          # NOTIFY (RFC 5465): wake on every mailbox the client asked about
     try:
         await _idle(s, tag)
     finally:
         s.unwatch()
+        notify.unwatch(s)
 
 
 async def _idle(s: Session, tag: str) -> None:
     s.changed.clear()    # before reading: news from here on wakes the loop below
     await s.sync_out()
+    await notify.poll(s)
     await s.send(b"+ idling\r\n")
     reader_task = asyncio.ensure_future(s.read_line(s.cfg.idle_timeout * 3))
     try:
@@ -510,6 +514,7 @@ async def _idle(s: Session, tag: str) -> None:
             s.changed.clear()
             if s.state == SELECTED:
                 await s.sync_out()
+            await notify.poll(s)
     finally:
         if not reader_task.done():
             reader_task.cancel()
