@@ -7,7 +7,7 @@ seconds) and at NOOP:
 - the selected mailbox: the usual EXISTS / EXPUNGE / FETCH FLAGS, and with `MessageNew (fetch-att)`
   a FETCH of those attributes for each new message;
 - other mailboxes (PERSONAL, INBOXES, SUBSCRIBED, SUBTREE, MAILBOXES): a `STATUS name (MESSAGES n
-  UIDNEXT n UNSEEN n [HIGHESTMODSEQ n])` when a message came or went (MessageNew/MessageExpunge) or,
+  UIDNEXT n UIDVALIDITY n UNSEEN n [HIGHESTMODSEQ n])` when a message came or went (MessageNew/MessageExpunge) or,
   with FlagChange, when UNSEEN or HIGHESTMODSEQ moved;
 - MailboxName: `LIST () "/" name` for a new mailbox, `LIST (\\NonExistent) "/" name` for a deleted
   one, and `LIST () "/" new ("OLDNAME" ("old"))` for a renamed one (recognised by its MAILBOXID);
@@ -111,7 +111,7 @@ def _counters(s: Session, name: str) -> tuple[tuple, str] | None:
 
 
 def _status_line(s: Session, name: str, c: tuple) -> bytes:
-    items = f"MESSAGES {c[0]} UIDNEXT {c[1]} UNSEEN {c[2]}"
+    items = f"MESSAGES {c[0]} UIDNEXT {c[1]} UIDVALIDITY {c[4]} UNSEEN {c[2]}"
     if s.condstore and c[3]:
         items += f" HIGHESTMODSEQ {c[3]}"
     return b"* STATUS " + encode_mailbox(name) + f" ({items})\r\n".encode()
