@@ -5,7 +5,7 @@ Where the entries live:
 - Maildir: `fetchdeliver-metadata.json` in the Maildir's root (beside `dovecot-uidlist`; Dovecot
   keeps its own in `dovecot-metadata`/its index, which we do not read).
 - mbox: `.fetchdeliver-metadata.json` in the folder directory.
-- PostgreSQL: the `fd_metadata` table (pgschema step "metadata").
+- PostgreSQL: the `fd_metadata` table (the pgschema step "IMAP METADATA").
 
 The file is JSON, `{"": {"/private/comment": "text"}, "INBOX": {...}}` ("" is the server), values
 as text, or `{"b64": "..."}` for bytes that are not UTF-8. It is replaced atomically (a temporary
@@ -130,6 +130,57 @@ class FileMetadata:
                 self._save(data)
 
 
+class PgMetadata:
+    """One user's entries in PostgreSQL (`fd_metadata`), for a `postgresql://` store; each change is
+    one transaction."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store        # a storage.postgres.PostgresStore (its user and pool)
+
+    def entries(self, mailbox: str) -> dict[str, bytes]:
+        with self.store.connection() as conn:
+            rows = conn.execute("SELECT entry, value FROM fd_metadata WHERE user_id = %s AND mailbox = %s",
+                                (self.store.user_id(conn), _key(mailbox))).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    def get(self, mailbox: str, entry: str) -> bytes | None:
+        with self.store.connection() as conn:
+            row = conn.execute("SELECT value FROM fd_metadata WHERE user_id = %s AND mailbox = %s AND entry = %s",
+                               (self.store.user_id(conn), _key(mailbox), entry.lower())).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set(self, mailbox: str, values: Iterable[tuple[str, bytes | None]]) -> None:
+        values = list(values)
+        for _, v in values:
+            if v is not None and len(v) > MAX_VALUE_SIZE:
+                raise MetadataError(f"METADATA MAXSIZE {MAX_VALUE_SIZE}",
+                                    f"A value is longer than {MAX_VALUE_SIZE} bytes.")
+        with self.store.connection() as conn, conn.transaction():
+            uid = self.store.user_id(conn)
+            for k, v in values:
+                if v is None:
+                    conn.execute("DELETE FROM fd_metadata WHERE user_id = %s AND mailbox = %s AND entry = %s",
+                                 (uid, _key(mailbox), k.lower()))
+                else:
+                    conn.execute("INSERT INTO fd_metadata VALUES (%s, %s, %s, %s) ON CONFLICT "
+                                 "(user_id, mailbox, entry) DO UPDATE SET value = excluded.value",
+                                 (uid, _key(mailbox), k.lower(), v))
+            n = conn.execute("SELECT count(*) FROM fd_metadata WHERE user_id = %s", (uid,)).fetchone()[0]
+            if n > MAX_ENTRIES:     # raising here rolls the whole change back
+                raise MetadataError("METADATA TOOMANY", f"At most {MAX_ENTRIES} entries per user.")
+
+    def rename(self, old: str, new: str) -> None:
+        with self.store.connection() as conn, conn.transaction():
+            conn.execute("UPDATE fd_metadata SET mailbox = %s || substr(mailbox, length(%s) + 1) "
+                         "WHERE user_id = %s AND (mailbox = %s OR left(mailbox, length(%s) + 1) = %s || '/')",
+                         (new, old, self.store.user_id(conn), old, old, old))
+
+    def delete(self, mailbox: str) -> None:
+        with self.store.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM fd_metadata WHERE user_id = %s AND mailbox = %s",
+                         (self.store.user_id(conn), _key(mailbox)))
+
+
 def _key(mailbox: str) -> str:
     return "INBOX" if mailbox.upper() == "INBOX" else mailbox
 
@@ -158,6 +209,8 @@ def metadata_for(storage: Any) -> Any | None:
     if callable(factory):
         return factory()
     kind = getattr(storage, "kind", None)
+    if kind == "postgres" and callable(getattr(storage, "connection", None)):
+        return PgMetadata(storage)
     fsync = getattr(storage, "fsync", True)
     if kind == "maildir" and getattr(storage, "root", None):
         return FileMetadata(os.path.join(storage.root, FILE_NAME), fsync)
