@@ -9,7 +9,7 @@ from __future__ import annotations
 from fetchdeliver.imapserver.condstore import uid_set
 from fetchdeliver.imapserver.protocol import ParseError, Parser
 
-OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE")    # UPDATE: CONTEXT=SEARCH (context.py)
 
 
 def parse_return(p: Parser) -> list[str] | None:
@@ -21,11 +21,13 @@ def parse_return(p: Parser) -> list[str] | None:
     while not p.maybe(b")"):
         word = p.atom().upper()
         if word not in OPTIONS:
-            raise ParseError(f"unknown SEARCH RETURN option {word} (MIN, MAX, ALL, COUNT or SAVE)")
+            raise ParseError(f"unknown SEARCH RETURN option {word} (MIN, MAX, ALL, COUNT, SAVE or UPDATE)")
         if word not in opts:
             opts.append(word)
         p.maybe(b" ")
     p.sp()
+    if "UPDATE" in opts and "SAVE" in opts:
+        raise ParseError("UPDATE and SAVE cannot be combined (RFC 5267 4.2)")
     return opts or ["ALL"]
 
 
@@ -62,6 +64,7 @@ def response(tag: str, uid: bool, opts: list[str], hits: list[int], modseq: int 
     (ESORT, RFC 5267 4.2) MIN and MAX are the first and last in sort order and ALL keeps the order."""
     if opts == ["SAVE"]:
         return b""
+    opts = [o for o in opts if o != "UPDATE"]
     parts = [f'* ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")

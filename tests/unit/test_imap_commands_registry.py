@@ -22,7 +22,7 @@ from fetchdeliver.imapserver.session import Session
 BASE_CAPABILITIES = {"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
                      "ESEARCH", "SEARCHRES", "SORT", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-                     "LIST-STATUS", "STATUS=SIZE", "OBJECTID", "PREVIEW", "NOTIFY"}
+                     "LIST-STATUS", "STATUS=SIZE", "OBJECTID", "PREVIEW", "NOTIFY", "CONTEXT=SEARCH"}
 
 
 def test_every_command_has_a_handler_a_parser_and_states():

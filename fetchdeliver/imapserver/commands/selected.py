@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from fetchdeliver.imapserver import condstore, esearch, imapsieve
+from fetchdeliver.imapserver import condstore, context, esearch, imapsieve
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver import sort_thread
@@ -357,6 +357,29 @@ async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
         await s.send(f"{tag} OK {code}Copy completed.\r\n".encode())
 
 
+# -- CANCELUPDATE (CONTEXT=SEARCH, RFC 5267 4.3) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class CancelUpdateArgs:
+    tags: tuple[str, ...]
+
+
+def parse_cancelupdate(p: Parser, uid: bool = False) -> CancelUpdateArgs:
+    tags = []
+    while not p.at_end():
+        p.sp()
+        tags.append(p.string().decode("utf-8", "replace"))
+    if not tags:
+        raise ParseError("CANCELUPDATE needs the tag of a search")
+    return CancelUpdateArgs(tuple(tags))
+
+
+@command("CANCELUPDATE", ONLY_SELECTED, parse=parse_cancelupdate)
+async def cancelupdate(s: Session, tag: str, args: CancelUpdateArgs) -> None:
+    context.cancel(s, list(args.tags))
+    await s.send(f"{tag} OK Cancelupdate completed.\r\n".encode())
+
+
 # -- SEARCH / SORT / THREAD ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -374,7 +397,8 @@ def parse_search(p: Parser, uid: bool = False) -> SearchArgs:
     return SearchArgs(uid, opts, tree)
 
 
-@command("SEARCH", ONLY_SELECTED, parse=parse_search, uid=True, capabilities=("ESEARCH", "SEARCHRES"))
+@command("SEARCH", ONLY_SELECTED, parse=parse_search, uid=True,
+         capabilities=("ESEARCH", "SEARCHRES", "CONTEXT=SEARCH"))
 async def search(s: Session, tag: str, args: SearchArgs) -> None:
     uid, opts = args.uid, args.returns
     tree = esearch.resolve_saved(args.criteria, s.saved)
@@ -385,7 +409,12 @@ async def search(s: Session, tag: str, args: SearchArgs) -> None:
     hits = []
     hit_uids: list[int] = []
     modseqs: list[int] = []
-    for m, c in s.matching(tree):
+    matched = s.matching(tree)
+    if opts is not None and "UPDATE" in opts:     # CONTEXT=SEARCH (RFC 5267): keep it alive
+        if not context.add(s, tag, uid, opts, tree, matched):
+            await s.send(f'{tag} NO [NOUPDATE "{tag}"] Too many searches kept up to date.\r\n'.encode())
+            return
+    for m, c in matched:
         hits.append(m.uid if uid else c.seq)
         hit_uids.append(m.uid)
         if with_modseq:
