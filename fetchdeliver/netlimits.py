@@ -232,7 +232,10 @@ def bind_tcp(host: str, port: int, backlog: int = 512) -> socket.socket:
     """A listening, non-blocking TCP socket (SO_REUSEADDR), IPv6 when the host is."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _type, _proto, _canon, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets whose
+    # `proto` says TCP, and accepted sockets inherit it. With Nagle on, an answer written in two parts
+    # (untagged lines, then the tagged one) waits for the client's delayed ACK: 40 ms per command.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and host in ("::", ""):

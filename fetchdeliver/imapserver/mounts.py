@@ -74,6 +74,9 @@ class _ReadOnly(Mailbox):
     def cached_fields(self, name: str):
         return self._inner.cached_fields(name)
 
+    def cached_fields_like(self, name: str, needle: str):
+        return self._inner.cached_fields_like(name, needle)
+
     def highestmodseq(self) -> int:
         return self._inner.highestmodseq()
 

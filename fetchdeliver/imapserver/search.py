@@ -289,19 +289,22 @@ def prefilter(tree: tuple, mailbox) -> list[tuple[set, set]]:
     fields = getattr(mailbox, "cached_fields", None)
     if fields is None:
         return []
+    fields_like = getattr(mailbox, "cached_fields_like", None)
     from fetchdeliver.message import decode_rfc2047
 
     out = []
     for node in tree[1]:
         if node[0] != "HEADER":
             continue
-        got = fields(node[1])
+        address = node[1] in ADDRESS_FIELDS
+        # The store may narrow a plain substring search; an address field matches its parsed
+        # addresses (comments, routes, groups dropped), which the raw value need not contain.
+        got = fields(node[1]) if fields_like is None or address else fields_like(node[1], node[2])
         if got is None:
             continue
         known, values = got
         needle = node[2].casefold()
         ok = set()
-        address = node[1] in ADDRESS_FIELDS
         for uid, vals in values.items():
             if not needle or (address_match(needle, vals) if address else
                               any(needle in decode_rfc2047(v.decode("utf-8", "replace")).casefold()

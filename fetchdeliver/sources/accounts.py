@@ -290,7 +290,7 @@ class Account:
         self.default_mailbox: str = t.get("default_mailbox") or d.get("default_mailbox") or "INBOX"
         self.maildir: str | None = t.get("maildir")
         self.mbox: str | None = t.get("mbox")
-        self.keep_crlf: bool = bool(t.get("keep_crlf", self.kind.keep_crlf))
+        self.keep_crlf: bool = bool(t.get("keep_crlf", kind.keep_crlf if kind is not None else False))
         self.recipient: str = t.get("recipient") or self._default_recipient()
         self.oauth2_mechanism: str = t.get("oauth2_mechanism", "xoauth2")
         self.idle: bool = bool(t.get("idle", False))

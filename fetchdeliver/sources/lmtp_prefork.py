@@ -51,7 +51,7 @@ def bind_listener(listen: str | None, sock_path: str | None, options: dict | Non
 
         host, port = parse_listen(listen or "127.0.0.1:2424")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
+        s = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)   # asyncio sets TCP_NODELAY only then
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
     s.listen(512)

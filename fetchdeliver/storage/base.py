@@ -159,6 +159,12 @@ class Mailbox:
         the whole mailbox, so that a header search skips what cannot match; None when not kept."""
         return None
 
+    def cached_fields_like(self, name: str, needle: str) -> tuple[set[int], dict[int, Any]] | None:
+        """As `cached_fields(name)`, but the values may be left out for UIDs whose field cannot
+        contain `needle` (compared case-insensitively, after RFC 2047 decoding): a backend that
+        can tell so cheaply (the Maildir index asks sqlite) saves the caller decoding them all."""
+        return self.cached_fields(name)
+
     def highestmodseq(self) -> int:
         """HIGHESTMODSEQ (RFC 7162): raised by every append, flag change and expunge; 0 if not kept."""
         return 0

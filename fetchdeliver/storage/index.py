@@ -268,6 +268,16 @@ class MailboxIndex:
         return self.db.execute(
             "SELECT uid, name, subdir, internaldate, size, modseq FROM msg ORDER BY uid").fetchall()
 
+    def rows_since(self, modseq: int) -> list[Row]:
+        """Rows whose MODSEQ is above `modseq` (changed since), by UID."""
+        return [Row(*r) for r in self.db.execute(
+            "SELECT uid, name, subdir, internaldate, size, modseq FROM msg WHERE modseq > ? ORDER BY uid",
+            (modseq,)).fetchall()]
+
+    def expunged_since(self, modseq: int) -> list[int]:
+        """UIDs expunged with a MODSEQ above `modseq`."""
+        return [r[0] for r in self.db.execute("SELECT uid FROM expunged WHERE modseq > ?", (modseq,))]
+
     def put(self, row: Row) -> None:
         """A message new to the index (a row left from an older life of the UID loses its cache)."""
         self.db.execute("INSERT OR REPLACE INTO msg (uid, name, subdir, internaldate, size, modseq) "
@@ -329,6 +339,7 @@ class MemoTable:
         self.dirty: dict[int, set] = {}
         self.with_fields: set[int] | None = None     # UIDs whose header fields are stored
         self.fields: dict[str, dict[int, list]] = {}
+        self.some_fields: dict[str, dict[int, list]] = {}   # field -> values of some UIDs (fields_like)
 
     def memo(self, uid: int) -> "Memo":
         m = self.memos.get(uid)
@@ -366,6 +377,30 @@ class MemoTable:
                 values[uid] = list(h.get(name, []))
         return self.with_fields | {u for u, m in self.memos.items() if dict.get(m, HEADERS) is not None}, values
 
+    def fields_like(self, name: str, needle: str) -> tuple[set, dict]:
+        """As all_fields(name), but {uid: values} only for the UIDs whose field may contain
+        `needle` (ASCII, compared case-insensitively): sqlite leaves out every value that is plain
+        ASCII without an encoded word and does not contain it, so the caller decodes and
+        compares the few that remain, not the whole mailbox's."""
+        if name in self.fields or not needle or not needle.isascii():
+            return self.all_fields(name)
+        if self.with_fields is None:
+            self.with_fields = {r[0] for r in self._query("SELECT uid FROM msg WHERE hdr = 1")}
+        values: dict[int, list] = {}
+        # length(text) < length(blob): a byte of a multi-byte UTF-8 character, whose case folding
+        # may be ASCII (U+212A KELVIN SIGN is "k"): left to the caller.
+        for u, v in self._query("SELECT uid, value FROM field WHERE name = ? AND uid IN "
+                                "(SELECT uid FROM field WHERE name = ? AND (instr(lower(value), ?) > 0 "
+                                "OR instr(value, '=?') > 0 OR length(CAST(value AS TEXT)) <> length(value))) "
+                                "ORDER BY uid, rowid", (name, name, needle.lower())):
+            values.setdefault(u, []).append(v)
+        self.some_fields.setdefault(name, {}).update(values)
+        for uid, m in self.memos.items():     # fields parsed in this session, not yet written
+            h = dict.get(m, HEADERS)
+            if h is not None and uid not in self.with_fields:
+                values[uid] = list(h.get(name, []))
+        return self.with_fields | {u for u, m in self.memos.items() if dict.get(m, HEADERS) is not None}, values
+
     def field(self, uid: int, name: str) -> list | None:
         """The values of header field `name` of message `uid`, or None when its fields are not stored."""
         if self.with_fields is None:
@@ -374,6 +409,9 @@ class MemoTable:
             return None
         values = self.fields.get(name)
         if values is None:
+            some = self.some_fields.get(name)
+            if some is not None and uid in some:
+                return some[uid]
             values = self.fields[name] = {}
             for u, v in self._query("SELECT uid, value FROM field WHERE name = ? ORDER BY uid", (name,)):
                 values.setdefault(u, []).append(v)
@@ -385,6 +423,8 @@ class MemoTable:
             self.dirty.pop(uid, None)
             if self.with_fields is not None:
                 self.with_fields.discard(uid)
+            for some in self.some_fields.values():
+                some.pop(uid, None)
 
     def flush(self) -> None:
         """Write what callers added (the caller runs this inside a transaction)."""
@@ -406,6 +446,8 @@ class MemoTable:
                     for n, vals in value.items():
                         if n in self.fields:
                             self.fields[n][uid] = list(vals)
+                    for some in self.some_fields.values():
+                        some.pop(uid, None)
                 else:
                     db.execute(f"UPDATE msg SET {COLUMNS[key]} = ? WHERE uid = ?", (value, uid))
 

@@ -778,7 +778,13 @@ class MaildirMailbox(Mailbox):
         self._memos = None                   # storage.index.MemoTable, made on first use
         self._known: dict | None = None      # {"new": names, "cur": names} of the cached list
         self._unverified = False             # _stamp was taken after our own change, not a listing
+        # cur/ on its own (where nearly every message lives): its (inode, mtime, size) when our list
+        # of it was last right, and whether a listing made after its timestamp tick says so. A scan
+        # that finds cur/ unchanged lists new/ only (see _scan_locked).
+        self._cur_stamp: tuple | None = None
+        self._cur_verified = False
         self._ix_mark: tuple = ()            # index.mark() when our list last matched the index
+        self._ix_hms: int | None = None      # HIGHESTMODSEQ then: rows above it changed since
         self._peeked_next = 1
         self._ix = self._open_index() if store.index else None
         self.uidvalidity = self._peek_uidlist() or self._ensure_uidlist().uidvalidity
@@ -814,7 +820,7 @@ class MaildirMailbox(Mailbox):
             ix.close()
             release(ix)
             self._ix = None
-        self._stamp = None
+        self._forget_stamp()
         self._memos = None
 
     def _load_index(self) -> None:
@@ -824,6 +830,7 @@ class MaildirMailbox(Mailbox):
         try:
             if ix.get("uidvalidity") != self.uidvalidity:
                 return   # void or new: the first sync fills it
+            hms = ix.highestmodseq()     # before the rows: a row changed meanwhile is reloaded later
             rows = ix.raw_rows()
             self._ix_mark = ix.mark()
             stamp = ix.get("stamp")
@@ -850,6 +857,11 @@ class MaildirMailbox(Mailbox):
         self._cache = cache
         self._known = None
         self._stamp = stamp
+        self._ix_hms = hms
+        if stamp:   # kept only when the listing behind it was made after the directories' tick
+            cur = _cur_part(stamp)
+            if cur is not None:
+                self._cur_stamp, self._cur_verified = cur, True
 
     def _from_row(self, r, flag_memo: dict) -> MessageInfo:
         name = r.name
@@ -873,9 +885,11 @@ class MaildirMailbox(Mailbox):
 
     def _ix_commit(self, current: bool) -> None:
         """COMMIT; if nothing else had been written, our list still reflects the index."""
+        hms = self._ix.highestmodseq() if current else None
         self._ix.commit()
         if current:
             self._ix_mark = self._ix.mark()
+            self._ix_hms = hms
 
     def highestmodseq(self) -> int:
         if self._ix is None:
@@ -906,6 +920,13 @@ class MaildirMailbox(Mailbox):
         if self._memos is None:
             self._memos = self._ix.memo_table()
         return self._memos.all_fields(name)
+
+    def cached_fields_like(self, name: str, needle: str):
+        if self._ix is None:
+            return None
+        if self._memos is None:
+            self._memos = self._ix.memo_table()
+        return self._memos.fields_like(name, needle)
 
     def flush_cached(self) -> None:
         if self._ix is None or self._memos is None or not self._memos.dirty:
@@ -1127,6 +1148,25 @@ class MaildirMailbox(Mailbox):
         if was_current:
             self._stamp = self._dir_stamp()[0]
             self._unverified = True
+            cur = self._stat_dir("cur")[0]
+            if cur != self._cur_stamp:      # we changed cur/: our list of it is right, unverified
+                self._cur_stamp, self._cur_verified = cur, False
+        else:
+            self._cur_stamp = None
+
+    def _forget_stamp(self) -> None:
+        """Trust nothing cached about the directories: the next sync lists both."""
+        self._stamp = None
+        self._cur_stamp = None
+
+    def _stat_dir(self, sub: str) -> tuple[tuple, float]:
+        """((inode, mtime, size) of new/ or cur/, time after which that stamp can be trusted)."""
+        try:
+            st = os.stat(os.path.join(self.path, sub))
+        except FileNotFoundError:
+            raise StorageError(f"mailbox {self.name} was deleted ({self.path})", "NONEXISTENT") from None
+        fresh = _FRESH_FINE if st.st_mtime_ns % 1_000_000_000 else _FRESH
+        return (st.st_ino, st.st_mtime_ns, st.st_size), st.st_mtime + fresh
 
     def _names(self, sub: str) -> list[str]:
         try:
@@ -1144,15 +1184,20 @@ class MaildirMailbox(Mailbox):
                     files[base] = _Handle(sub, n)
         return files
 
-    def _unchanged(self, new_names: list[str], cur_names: list[str]) -> bool:
-        """Whether the directories hold exactly the files the cached list knows (our own
-        appends, flag renames and expunges keep it current): then nothing needs reconciling."""
+    def _known_names(self) -> dict[str, set[str]]:
+        """{"new": names, "cur": names} of the files the cached list knows."""
         k = self._known
         if k is None:
             k = {"new": set(), "cur": set()}
             for m in self._cache:
                 k[m.handle.subdir].add(m.handle.name)
             self._known = k
+        return k
+
+    def _unchanged(self, new_names: list[str], cur_names: list[str]) -> bool:
+        """Whether the directories hold exactly the files the cached list knows (our own
+        appends, flag renames and expunges keep it current): then nothing needs reconciling."""
+        k = self._known_names()
         known_new, known_cur = k["new"], k["cur"]
         if (len(new_names) != len(known_new) or len(cur_names) != len(known_cur)
                 or len(known_new) + len(known_cur) != len(self._cache)):
@@ -1175,15 +1220,42 @@ class MaildirMailbox(Mailbox):
 
         # The directories' stamp is taken before listing them: a change during the scan shows next
         # time. Dovecot's files change only under the lock we hold: their stamp is taken at the end.
-        dirs, dirs_trusted_after = self._dir_stamp(("new", "cur"))
+        now = time.time()
+        new_st, new_trusted_after = self._stat_dir("new")
+        cur_st, cur_trusted_after = self._stat_dir("cur")
+        dirs = repr((new_st, cur_st))
+        new_names = self._names("new")     # new/ first: a file moving to cur/ meanwhile is seen there
+        # cur/ is listed again only when it may hold what our list does not: its stamp moved, or a
+        # listing of it must verify our own change now that its tick is over (as sync() does for
+        # the whole folder), or Dovecot's files changed, or a file we knew in new/ left it (moved
+        # to cur/ by someone). Otherwise a delivery into new/ does not cost a listing of every
+        # message in cur/.
+        cur_known = (self._cur_stamp == cur_st and bool(self._cache) and self._stamp is not None
+                     and (now > cur_trusted_after if self._cur_verified else now <= cur_trusted_after)
+                     and self._stamp.endswith(", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:])
+                     and self._known_names()["new"].issubset(new_names))
+        if cur_known:
+            cur_names = list(self._known_names()["cur"])
+            cur_verified = self._cur_verified
+        else:
+            cur_names = self._names("cur")
+            cur_verified = now > cur_trusted_after
         # Listed within the timestamp tick of the directories' last change: a change later in that
         # tick would not move the stamp, so this listing is verified by another one after the tick
         # (sync() does it), and the index keeps no stamp a later process would trust.
-        settled = time.time() > dirs_trusted_after
-        new_names, cur_names = self._names("new"), self._names("cur")
-        u = self._read_uidlist()
-        if (u is not None and u.uidvalidity == self.uidvalidity and self._cache
-                and self._unchanged(new_names, cur_names)):
+        settled = now > new_trusted_after and cur_verified
+        if self._cache and self._unchanged(new_names, cur_names):
+            # Every file is one we know: nothing to number, so dovecot-uidlist is not parsed (after
+            # a restart that is every record); its header says whether UIDVALIDITY still holds.
+            if self._uidlist is not None:
+                parsed = self._read_uidlist()    # what was appended since, if anything
+                validity = parsed.uidvalidity if parsed is not None else 0
+            else:
+                validity = self._peek_uidlist()
+            quick = validity != 0 and validity == self.uidvalidity
+        else:
+            quick = False
+        if quick:
             stamp0 = dirs[:-1] + ", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:]
             if settled and stamp0 != self._stamp and self._ix is not None:
                 import sqlite3
@@ -1196,7 +1268,9 @@ class MaildirMailbox(Mailbox):
                     self._index_failed(e)
             self._stamp = stamp0
             self._unverified = not settled
+            self._cur_stamp, self._cur_verified = cur_st, cur_verified
             return self._cache
+        u = self._read_uidlist()
         files = self._listdir(new_names, cur_names)
         if u is None or not u.uidvalidity:
             u2 = Uidlist()
@@ -1229,8 +1303,17 @@ class MaildirMailbox(Mailbox):
                     old = {}
                     self._memos = None
                 elif ix.mark() != self._ix_mark:
+                    # Another session or process wrote the index: take its rows (their MODSEQs and
+                    # names) over ours. Rows it changed have a MODSEQ above the one our list knew
+                    # (a move with no flag change keeps its MODSEQ: the listing below finds it).
                     memo: dict = {}
-                    old = {r.uid: self._from_row(r, memo) for r in ix.rows()}
+                    if self._ix_hms is not None and old:
+                        for r in ix.rows_since(self._ix_hms):
+                            old[r.uid] = self._from_row(r, memo)
+                        for uid in ix.expunged_since(self._ix_hms):
+                            old.pop(uid, None)
+                    else:
+                        old = {r.uid: self._from_row(r, memo) for r in ix.rows()}
             modseq = 0
             msgs = []
             seen = set()
@@ -1274,8 +1357,10 @@ class MaildirMailbox(Mailbox):
                 if gone:
                     ix.remove(gone, modseq or ix.next_modseq())
                 ix.set("stamp", stamp0 if settled else "")
+                hms = ix.highestmodseq()
                 ix.commit()
                 self._ix_mark = ix.mark()
+                self._ix_hms = hms
         except sqlite3.DatabaseError as e:
             self._index_failed(e)
             if _retry and self._ix is not None:
@@ -1288,6 +1373,7 @@ class MaildirMailbox(Mailbox):
         self._known = None
         self._stamp = stamp0
         self._unverified = not settled
+        self._cur_stamp, self._cur_verified = cur_st, cur_verified
         return msgs
 
     def uidnext(self) -> int:
@@ -1304,7 +1390,7 @@ class MaildirMailbox(Mailbox):
         except FileNotFoundError:
             pass
         # Renamed by another process (a flag change, new/ -> cur/): find it again by its base name.
-        self._stamp = None
+        self._forget_stamp()
         self.sync()
         for m in self._cache:
             if m.uid == msg.uid:
@@ -1524,9 +1610,11 @@ class MaildirMailbox(Mailbox):
         if not msgs:
             return
         gone = set()
+        moved = False
         quota = self.store.quota
         freed = removed = 0      # bytes (the names' S=) and number of the files removed, for the quota
         with self._lock():
+            list_current = self._own_change()
             for m in msgs:
                 for _attempt in range(3):
                     try:
@@ -1540,6 +1628,7 @@ class MaildirMailbox(Mailbox):
                         removed += 1
                         break
                     except FileNotFoundError:
+                        moved = True
                         found = self._listdir().get(split_filename(m.handle.name)[0])
                         if found is None:
                             break
@@ -1548,7 +1637,6 @@ class MaildirMailbox(Mailbox):
             # No fsync of the directories: an unlink that a power cut undoes brings a message back,
             # it never loses one (Dovecot does not sync them either); make_expunges_durable() does.
             ix = self._ix
-            dead = set(gone)
             if ix is not None:
                 import sqlite3
 
@@ -1556,13 +1644,25 @@ class MaildirMailbox(Mailbox):
                     current = self._ix_begin()
                     ix.remove(sorted(gone), ix.next_modseq())
                     self._ix_commit(current)
-                    dead |= ix.expunged_uids()
                 except sqlite3.DatabaseError as e:
                     self._index_failed(e)
+            live = len(self._cache) - len(gone)
+            self._cache = [m for m in self._cache if m.uid not in gone]
+            self._known = None
             u = self._read_uidlist()
-            if u is not None:
-                # Records of expunged messages are harmless (Dovecot drops them when it rewrites the
-                # file): rewrite when they are many, or always when there is no index to count them.
+            # Records of expunged messages are harmless (Dovecot drops them when it rewrites the
+            # file): rewrite when they are many, or always when there is no index to count them.
+            # Records beyond the messages we list are at most the stale ones: only when those are
+            # many are the expunged UIDs read and counted.
+            if u is not None and (self._ix is None or len(u.records) - live > max(64, len(u.records) // 4)):
+                dead = set(gone)
+                if self._ix is not None:
+                    import sqlite3
+
+                    try:
+                        dead |= self._ix.expunged_uids()
+                    except sqlite3.DatabaseError as e:
+                        self._index_failed(e)
                 stale = sum(1 for r in u.records if r[0] in dead)
                 if stale and (self._ix is None or stale > max(64, len(u.records) // 4)):
                     nxt = u.next_uid()
@@ -1570,13 +1670,14 @@ class MaildirMailbox(Mailbox):
                     u.by_base = {b: uid for uid, _e, b in u.records}
                     u.nextuid = nxt
                     self._write_uidlist(u)
+            if list_current and not moved and self._ix is not None:
+                self._changed_by_us(True)    # our list is the folder's: no listing needed next
+            else:
+                self._forget_stamp()
         if quota is not None and removed:
             quota.charge(-freed, -removed)
-        self._cache = [m for m in self._cache if m.uid not in gone]
-        self._known = None
         if self._memos is not None:
             self._memos.forget(gone)
-        self._stamp = None
 
     def watch_paths(self) -> list[str]:
         return [os.path.join(self.path, "new"), os.path.join(self.path, "cur")]
@@ -1588,6 +1689,17 @@ class MaildirMailbox(Mailbox):
             self.flush_cached()
             ix, self._ix = self._ix, None
             release(ix)
+
+
+def _cur_part(stamp: str) -> tuple | None:
+    """cur/'s (inode, mtime, size) from a stamp string kept in the index (see _dir_stamp)."""
+    import ast
+
+    try:
+        parts = ast.literal_eval(stamp)
+        return tuple(parts[1]) if parts[1] is not None else None
+    except (ValueError, SyntaxError, TypeError, IndexError):
+        return None
 
 
 def _unlink(p: str) -> None:

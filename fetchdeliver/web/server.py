@@ -41,7 +41,7 @@ def _bind(addr: str) -> socket.socket:
     except socket.gaierror as e:
         raise ConfigError(f"cannot listen on {addr}: {e}", key="web.listen") from None
     family, _t, _p, _c, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)   # asyncio sets TCP_NODELAY only then
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(sockaddr)

@@ -36,6 +36,14 @@ from dovecot import free_ports
 
 MASTER = "/usr/lib/cyrus/bin/master"
 HTTPD = "/usr/lib/cyrus/bin/httpd"
+# Debian's cyrus-imapd conflicts with dovecot-imapd: .ci/run unpacks it here instead of installing it.
+UNPACKED = "/usr/local/lib/fetchdeliver/cyrus-imapd/usr/lib/cyrus/bin"
+
+
+def cyrus_bin(name: str) -> str:
+    """imapd and idled: installed (cyrus-imapd) or unpacked by .ci/run."""
+    installed = os.path.join("/usr/lib/cyrus/bin", name)
+    return installed if os.path.exists(installed) else os.path.join(UNPACKED, name)
 ADMIN = "cyradmin"
 
 
@@ -44,9 +52,10 @@ class CyrusUnavailable(Exception):
 
 
 def find_cyrus() -> None:
-    for exe, pkg in ((MASTER, "cyrus-imapd"), (HTTPD, "cyrus-caldav")):
+    for exe, pkg in ((MASTER, "cyrus-common"), (HTTPD, "cyrus-caldav"), (cyrus_bin("imapd"), "cyrus-imapd")):
         if not os.path.exists(exe):
-            raise CyrusUnavailable(f"{exe} is missing (apt-get install cyrus-imapd cyrus-caldav sasl2-bin)"
+            raise CyrusUnavailable(f"{exe} is missing (.ci/run installs cyrus-common cyrus-caldav sasl2-bin "
+                                   "and unpacks cyrus-imapd into /usr/local/lib/fetchdeliver)"
                                    f" [{pkg}]")
     if shutil.which("saslpasswd2") is None:
         raise CyrusUnavailable("saslpasswd2 is missing (apt-get install sasl2-bin)")
@@ -129,14 +138,14 @@ syslog_prefix: fd-cyrus-test
   recover cmd="ctl_cyrusdb {c} -r"
 }}
 SERVICES {{
-  imap cmd="imapd {c}" listen="127.0.0.1:{self.ports['imap']}" prefork=0
+  imap cmd="{cyrus_bin('imapd')} {c}" listen="127.0.0.1:{self.ports['imap']}" prefork=0
   http cmd="httpd {c}" listen="127.0.0.1:{self.ports['http']}" prefork=0
   https cmd="httpd -s {c}" listen="127.0.0.1:{self.ports['https']}" prefork=0
 }}
 EVENTS {{
 }}
 DAEMON {{
-  idled cmd="idled {c}"
+  idled cmd="{cyrus_bin('idled')} {c}"
 }}
 """)
         for user, password in {ADMIN: self.admin_password, **self.users}.items():

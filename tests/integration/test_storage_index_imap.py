@@ -148,3 +148,28 @@ def test_header_search_mixes_indexed_and_new_messages(tmp_path):
         c.logout()
     finally:
         server.stop()
+
+
+def test_header_search_from_the_index_finds_encoded_and_case_folded_subjects(tmp_path):
+    """sqlite narrows a restarted server's header search to the values that may match; a subject
+    whose match shows only after RFC 2047 decoding or Unicode case folding must still be found."""
+    subjects = [b"Quarterly report", b"weekly notes", b"=?utf-8?q?the_QUARTERLY_figures?=",
+                "\u212aelvin quarterly".encode(), b"nothing here", "caf\u00e9 quarterly".encode()]
+    extra = [b"From: a@example.org\nSubject: " + s + b"\nMessage-ID: <s%d@example.org>\n\nbody\n" % i
+             for i, s in enumerate(subjects)]
+    server, maildir, passwd = make_server(tmp_path, n_plain=0, extra=extra)
+    try:
+        c = _client(server)
+        c.select_folder("INBOX")
+        assert c.search(["SUBJECT", "quarterly"]) == [1, 3, 4, 6]     # fills the index's header fields
+        c.logout()
+        server = _restart(server, maildir, passwd)
+        c = _client(server)
+        c.select_folder("INBOX", readonly=True)
+        assert c.search(["SUBJECT", "quarterly"]) == [1, 3, 4, 6]
+        assert c.search(["SUBJECT", "kelvin"]) == [4]               # U+212A KELVIN SIGN folds to "k"
+        assert c.search(["SUBJECT", "notes"]) == [2]
+        assert c.search(["SUBJECT", "absent"]) == []
+        c.logout()
+    finally:
+        server.stop()

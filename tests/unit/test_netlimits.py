@@ -250,3 +250,25 @@ def test_config_keys_check_values(tmp_path):
     opts = imap_settings.limit_options(config.load(str(cfg), cache=False)["imap"])
     assert opts == {"max_connections": 50, "max_connections_per_ip": 100, "login_timeout": 20.0,
                     "login_failure_max_delay": 60.0, "login_failure_rate": (10, 60)}
+
+
+def test_accepted_connections_have_nagle_off():
+    """An answer written in two parts must not wait for the peer's delayed ACK (40 ms per command)."""
+    import socket
+
+    from fetchdeliver.netlimits import bind_tcp
+
+    async def main():
+        listener = bind_tcp("127.0.0.1", 0)
+        client = socket.create_connection(listener.getsockname())
+        try:
+            conn, _ = await asyncio.get_running_loop().sock_accept(listener)
+            _reader, writer = await asyncio.open_connection(sock=conn)
+            nodelay = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+            return nodelay
+        finally:
+            client.close()
+            listener.close()
+
+    assert _run(main())

@@ -272,3 +272,25 @@ def test_mbox_mailboxes_keep_modseq_across_restart(tmp_path):
     assert uid in again and msgs[1].uid not in again
     assert box.vanished_since(h2) == [msgs[1].uid] and box.vanished_since(h3) == []
     box.close()
+
+
+def test_a_delivery_moved_to_cur_by_another_process_in_our_tick_is_not_lost(root):
+    """A scan lists new/ alone while cur/ shows only our own change; a file that left new/ for
+    cur/ (another reader took it) within the same timestamp tick as our change must not be taken
+    for an expunge: then cur/ is listed too."""
+    store = MaildirStore(root)
+    box = store.open("INBOX")
+    msgs = box.sync()
+    receipt = store.deliver(msg(60, "new"))              # into new/
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6]
+    box.set_flags([(msgs[0], frozenset({"\\Flagged"}))])   # our own change in cur/
+    cur = os.path.join(root, "cur")
+    st = os.stat(cur)
+    name = os.path.basename(receipt.path)
+    os.rename(receipt.path, os.path.join(cur, name + ":2,"))
+    os.utime(cur, ns=(st.st_atime_ns, st.st_mtime_ns))   # in the same tick: cur/'s stamp did not move
+    after = box.sync()
+    assert sorted(m.uid for m in after) == [1, 2, 3, 4, 5, 6]
+    assert [box.read(m) for m in after if m.uid == 6] == [msg(60, "new")]
+    assert box.vanished_since(0) == []
+    box.close()
