@@ -23,6 +23,8 @@ import re
 import threading
 from typing import Any, Iterable
 
+from fetchdeliver.storage.base import StorageError
+
 MAX_VALUE_SIZE = 64 * 1024       # bytes in one value: more is NO [METADATA MAXSIZE 65536]
 MAX_ENTRIES = 1000               # entries per user (server and mailboxes together): NO [METADATA TOOMANY]
 FILE_NAME = "fetchdeliver-metadata.json"
@@ -31,12 +33,12 @@ _ENTRY = re.compile(r"/(private|shared)(/[\x21-\x7e]+)*\Z", re.IGNORECASE)
 _LOCK = threading.Lock()     # sessions of one server write one user's file in turn
 
 
-class MetadataError(Exception):
+class MetadataError(StorageError):
     """A SETMETADATA the limits refuse: `code` is the response code (METADATA MAXSIZE n, TOOMANY)."""
 
     def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
+        super().__init__(text, code)
+        self.code: str = code
 
 
 def valid_entry(name: str) -> bool:
@@ -59,8 +61,6 @@ class FileMetadata:
         except FileNotFoundError:
             return {}
         except ValueError as e:
-            from fetchdeliver.storage.base import StorageError
-
             raise StorageError(f"the metadata file {self.path} is not valid JSON ({e}); "
                                "fix or remove it", "SERVERBUG") from None
         return data if isinstance(data, dict) else {}
