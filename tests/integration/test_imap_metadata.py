@@ -136,3 +136,85 @@ def test_imapsieve_user_script_named_by_metadata(tmp_path, monkeypatch):
     finally:
         c.close()
         server.stop()
+
+
+DIFF_SESSION = [
+    b'SETMETADATA INBOX (/private/comment {14+}\r\nMy own comment /shared/comment "x")',
+    b"GETMETADATA INBOX (/shared/comment /private/comment /private/none)",
+    b"GETMETADATA (MAXSIZE 5) INBOX (/shared/comment /private/comment)",
+    b'SETMETADATA INBOX (/private/filters/values/small "S" /private/filters/values/big "B" '
+    b'/private/filters/values/big/deeper "D")',
+    b"GETMETADATA (DEPTH 1) INBOX (/private/filters/values)",
+    b"GETMETADATA (DEPTH infinity) INBOX /private/filters",
+    b"GETMETADATA INBOX /PRIVATE/Filters/Values/Small",
+    b"SETMETADATA INBOX (/private/comment NIL)",
+    b"GETMETADATA INBOX /private/comment",
+    b"GETMETADATA Nope /private/comment",
+    b'SETMETADATA INBOX (/foo/bar "x")',
+    b'SETMETADATA "" (/private/vendor/example/x "server-wide, private")',
+    b'GETMETADATA "" /private/vendor/example/x',
+    b"CREATE Work", b'SETMETADATA Work (/private/color "red")', b"RENAME Work Job",
+    b"GETMETADATA Job /private/color", b"DELETE Job", b"CREATE Job", b"GETMETADATA Job /private/color",
+    b'SETMETADATA INBOX (/shared/vendor/x/y "1")', b"GETMETADATA INBOX /shared/vendor",
+    b"GETMETADATA (DEPTH 1) INBOX /shared/vendor/x",
+]
+
+
+def _normalise(lines: list[bytes], tag: str) -> tuple:
+    """(METADATA responses as (mailbox, ((entry, value), ...)), the tagged status word): texts,
+    quoting versus literals and response codes Dovecot leaves out (NONEXISTENT, MAILBOXID) aside."""
+    from fetchdeliver.imapserver.protocol import Parser
+
+    data = b"".join(lines)
+    body, _, last = data.rpartition(tag.encode() + b" ")
+    status = last.split(b" ", 1)[0]
+    out = []
+    for resp in body.split(b"* METADATA ")[1:]:
+        p = Parser(resp)
+        mailbox = p.mailbox()
+        p.sp()
+        p.expect(b"(")
+        pairs = []
+        while not p.maybe(b")"):
+            entry = p.astring()
+            p.sp()
+            pairs.append((entry, p.nstring()))
+            p.maybe(b" ")
+        out.append((mailbox, tuple(sorted(pairs, key=lambda kv: kv[0]))))   # the order is not meaningful
+    return tuple(out), status
+
+
+def test_the_same_answers_as_dovecot(tmp_path):
+    """One session against Dovecot 2.3's imap_metadata (mail_attribute_dict in a file) and against
+    ours: the same entries, values, NIL, DEPTH and MAXSIZE answers, RENAME/DELETE effects."""
+    from dovecot import Dovecot, DovecotUnavailable
+
+    def session(port: int) -> list[tuple]:
+        c = RawClient(port)
+        try:
+            c.command("a", b"LOGIN alice secret")
+            return [_normalise(c.command(f"t{i}", cmd), f"t{i}") for i, cmd in enumerate(DIFF_SESSION)]
+        finally:
+            c.close()
+
+    server, _, _ = make_server(tmp_path, n_plain=1)
+    try:
+        ours = session(server.addresses[0][1])
+    finally:
+        server.stop()
+    try:
+        dc = Dovecot(users={"alice": "secret"}, extra_config="protocol imap {\n  imap_metadata = yes\n}\n"
+                     "mail_attribute_dict = file:%h/dovecot-attributes\n")
+        dc.start()
+    except DovecotUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        dc.append("alice", b"Subject: x\r\n\r\ny\r\n")
+        theirs = session(dc.port("imap"))
+    finally:
+        dc.stop()
+        dc.cleanup()
+    for cmd, o, t in zip(DIFF_SESSION, ours, theirs):
+        assert o == t, (cmd, o, t)
+    assert ours[1][0] == (("INBOX", ((b"/private/comment", b"My own comment"), (b"/private/none", None),
+                                     (b"/shared/comment", b"x"))),)
