@@ -3,8 +3,9 @@
 Importing this package registers every command: `any_state` (CAPABILITY, NOOP, LOGOUT, ID, ENABLE,
 COMPRESS), `not_authenticated` (STARTTLS, LOGIN, AUTHENTICATE), `authenticated` (SELECT/EXAMINE, CREATE,
 DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS, APPEND, IDLE) and `selected` (CHECK, CLOSE,
-UNSELECT, EXPUNGE, FETCH, STORE, COPY, MOVE, SEARCH, SORT, THREAD); `quota` (GETQUOTA, GETQUOTAROOT,
-SETQUOTA). An extension adds a module here and
+UNSELECT, EXPUNGE, FETCH, STORE, COPY, MOVE, SEARCH, SORT, THREAD, CANCELUPDATE); `quota` (GETQUOTA,
+GETQUOTAROOT, SETQUOTA); `metadata` (GETMETADATA, SETMETADATA); `notify` (NOTIFY). An extension adds a
+module here and
 imports it below; see docs/extending.md "Adding an IMAP command/extension".
 """
 
