@@ -7,8 +7,8 @@
   References, else In-Reply-To, else the message's own Message-ID (a message without any is a thread
   of its own, keyed by its EMAILID). Replies therefore share their thread's id without a table.
 - MAILBOXID: `F` + the mailbox's GUID in `dovecot-uidlist` (Maildir; the GUID Dovecot itself uses, so
-  it survives restarts and RENAME, which moves the file), a store's own `mailbox_id` where it has one,
-  else a digest of UIDVALIDITY and the name.
+  it survives restarts and RENAME, which moves the file), `Fpg` + the fd_mailbox row id in PostgreSQL,
+  a store's own `mailbox_id` where it has one, else a digest of UIDVALIDITY and the name.
 - PREVIEW: up to 200 characters of the first text/plain part (else text/html, as text), decoded,
   white space collapsed; NIL when there is no text.
 
@@ -67,6 +67,9 @@ def mailbox_id(mbox) -> str:
     own = getattr(mbox, "mailbox_id", None)
     if isinstance(own, str) and own:
         return own
+    row = getattr(mbox, "id", None)
+    if isinstance(row, int) and getattr(getattr(mbox, "store", None), "kind", None) == "postgres":
+        return f"Fpg{row}"      # the fd_mailbox row: RENAME keeps it
     path = getattr(mbox, "path", None)
     if isinstance(path, str):
         try:

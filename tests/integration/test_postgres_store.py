@@ -288,7 +288,10 @@ def test_imap_metadata_in_postgres(tmp_path, db):
         big = b"x" * 70000
         c.send(b"g SETMETADATA Work (/private/big {%d+}\r\n" % len(big) + big + b")\r\n")
         assert c.until("g")[-1].startswith(b"g NO [METADATA MAXSIZE 65536]")
+        mailbox_id = c.command("h0", b"STATUS Work (MAILBOXID)")[0]
+        assert mailbox_id.startswith(b'* STATUS "Work" (MAILBOXID (Fpg')
         c.command("h", b"RENAME Work Job")
+        assert c.command("h1", b"STATUS Job (MAILBOXID)")[0] == mailbox_id.replace(b'"Work"', b'"Job"')   # RFC 8474
         assert c.command("i", b"GETMETADATA Job /private/color")[0] == b'* METADATA "Job" (/private/color "red")\r\n'
         c.command("j", b"DELETE Job")
         c.command("k", b"CREATE Job")
