@@ -75,3 +75,14 @@ def test_uid_context_with_count_and_min(served):
     a.command("U3", b"SELECT INBOX")
     b.command("B1", b"STORE 2 +FLAGS (\\Seen)")
     assert not any(b"ESEARCH" in ln for ln in a.command("U4", b"NOOP"))
+
+
+def test_partial_rfc_5267_section_4_4(served):
+    _, a, _ = served
+    assert a.command("P1", b"SEARCH RETURN (PARTIAL 2:4) ALL")[0] == b'* ESEARCH (TAG "P1") PARTIAL (2:4 2:4)\r\n'
+    assert a.command("P2", b"SEARCH RETURN (PARTIAL 4:2) 1:2,4:5")[0] == \
+        b'* ESEARCH (TAG "P2") PARTIAL (2:4 2,4:5)\r\n'                      # the range as lo:hi
+    assert a.command("P3", b"UID SEARCH RETURN (COUNT PARTIAL 6:9) ALL")[0] == \
+        b'* ESEARCH (TAG "P3") UID COUNT 5 PARTIAL (6:9 NIL)\r\n'
+    for bad in (b"SEARCH RETURN (PARTIAL 1) ALL", b"SEARCH RETURN (PARTIAL 1:*) ALL", b"SEARCH RETURN (PARTIAL 0:2) ALL"):
+        assert a.command("P4", bad)[-1].startswith(b"P4 BAD")
