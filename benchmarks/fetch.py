@@ -135,7 +135,9 @@ def run_fetchmail(dc, work, proto, rules):
                 f"  keep fetchall mda \"/usr/bin/procmail -m {procmailrc}\"\n")
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=work, FETCHMAILHOME=work)
-    return timed(["fetchmail", "-f", rc, "--nodetach", "--silent"], env=env), count_maildir(md)
+    # As root fetchmail locks /run/fetchmail.pid whatever FETCHMAILHOME says: its own pid file here.
+    argv = ["fetchmail", "-f", rc, "--nodetach", "--silent", "--pidfile", os.path.join(work, "fetchmail.pid")]
+    return timed(argv, env=env), count_maildir(md)
 
 
 def run_getmail(dc, work, proto, rules, exe):

@@ -10,7 +10,8 @@ flags). Same Dovecot, same run; prints the median of a few polls and our ratio t
 
 Each tool starts from "everything already fetched", reached the cheapest way it allows (none of it timed):
 fetchdeliver with `initial = "new-only"` (its state records every UID and the sync point, as after
-fetching them all), fetchmail from every message \\Seen (its record with `keep` and without `fetchall`),
+fetching them all), fetchmail from every message \\Seen (its record with `keep` and without `fetchall`;
+the messages are \\Seen from the start, an old read mailbox),
 getmail6 from its oldmail file listing every UID, mbsync from a first full sync.
 """
 
@@ -119,14 +120,6 @@ def run_fetchmail_new_only(dc, work):
     return bench.timed(argv, env=env), bench.count_maildir(md)
 
 
-def mark_all_seen(dc) -> None:
-    """fetchmail's record after a first run with `keep`: every message \\Seen."""
-    c = dc.imap("alice")
-    c.select_folder("INBOX")
-    c.add_flags("1:*", [b"\\Seen"], silent=True)
-    c.logout()
-
-
 def run_getmail_new_only(dc, work, exe):
     """getmail6 remembering what it fetched (read_all = false: its oldmail file), like a poller."""
     md = os.path.join(work, "Mail")
@@ -214,7 +207,10 @@ def main() -> int:
     medians: dict[str, float] = {}
     try:
         with bench.Dovecot.running({"alice": "secret"}) as dc:
-            dc.append_many("alice", small_messages(args.messages))
+            # Every message \Seen from the start (an old, read mailbox): fetchmail's record of what it fetched
+            # is in place without a flag change that Dovecot's index would still be digesting during its polls.
+            for raw in small_messages(args.messages):
+                dc.append("alice", raw, flags="S")
             c = dc.imap("alice")  # Dovecot indexes the folder once, outside the timings
             c.select_folder("INBOX", readonly=True)
             c.search("ALL")
@@ -222,9 +218,7 @@ def main() -> int:
             for name, fn in runs.items():
                 work = tempfile.mkdtemp(prefix="fd-bench-poll-")
                 expected = args.messages if name == "mbsync" else 0
-                if name == "fetchmail":
-                    mark_all_seen(dc)
-                elif name == "getmail6":
+                if name == "getmail6":
                     write_getmail_oldmail(dc, work)
                 try:
                     times = polls(fn, dc, work, args.polls, expected)
@@ -239,7 +233,7 @@ def main() -> int:
     for mine in (OURS, OURS_DAEMON):
         for name, t in medians.items():
             if name not in (OURS, OURS_DAEMON):
-                print(f"{mine} vs {name}: {medians[mine] / t:.2f}x the time")
+                print(f"{mine} vs {name}: {medians[mine] / t:.3g}x the time")
     return 0
 
 

@@ -291,6 +291,16 @@ def register_table(name: str, keys: dict, rule=None) -> None:
         TABLE_RULES[name] = rule
 
 
+# Rules across tables (a key of one naming an entry of another): rule(document, file), after TABLE_RULES.
+DOCUMENT_RULES: list = []
+
+
+def register_document_rule(rule) -> None:
+    """Let a feature module check references between tables; the rule raises ConfigError."""
+    if rule not in DOCUMENT_RULES:
+        DOCUMENT_RULES.append(rule)
+
+
 def _load_feature_schemas() -> None:
     # Importing these modules registers their tables. Only done on a cache miss.
     import importlib
@@ -363,6 +373,12 @@ def validate(data: dict, file: str) -> dict:
                     rule(out[name], file)
                 except ConfigError as e:
                     errors.append(e)
+    if not errors:
+        for document_rule in DOCUMENT_RULES:
+            try:
+                document_rule(out, file)
+            except ConfigError as e:
+                errors.append(e)
     if errors:
         raise ConfigErrors(errors)
     return out

@@ -129,7 +129,24 @@ def _check_queue(t: dict, file: str) -> None:
         raise ConfigError("must be positive", file=file, key="queue.bounce_after")
 
 
+def _check_relay_account(doc: dict, file: str) -> None:
+    """relay.oauth2_account names an [[account]] with OAuth2 settings."""
+    name = (doc.get("relay") or {}).get("oauth2_account")
+    if name is None:
+        return
+    tables = doc.get("account") or []
+    table = next((t for t in tables if t.get("name") == name), None)
+    if table is None:
+        known = ", ".join(repr(t.get("name")) for t in tables) or "none"
+        raise ConfigError(f"names no [[account]] (accounts: {known})", file=file, key="relay.oauth2_account")
+    if not any(k.startswith("oauth2_") for k in table if k != "oauth2_mechanism"):
+        raise ConfigError(f"account {name!r} has no OAuth2 settings (oauth2_provider, the oauth2_token_url/"
+                          "oauth2_client_id/oauth2_refresh_token keys or oauth2_token_command)", file=file,
+                          key="relay.oauth2_account")
+
+
 config.register_table("relay", RELAY_KEYS, rule=_check_relay)
+config.register_document_rule(_check_relay_account)
 config.register_table("queue", QUEUE_KEYS, rule=_check_queue)
 
 

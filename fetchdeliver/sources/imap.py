@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import ssl
 import time
 
@@ -210,9 +211,18 @@ class ImapSource:
         """
         self.resync = None
         with _command(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", self.account.address):
+            info = None
             if since is not None and self.qresync:
-                info = self._select_qresync(folder, readonly, since)
-            else:
+                try:
+                    info = self._select_qresync(folder, readonly, since)
+                except imap_errors.IMAPClientAbortError:
+                    raise
+                except imap_errors.IMAPClientError as e:
+                    # A server that announces QRESYNC but refuses its SELECT parameters: the plain SELECT
+                    # (whose error, if any, is the one to report) and the UID comparison instead.
+                    log.warning("%s: %s: SELECT with QRESYNC refused (%s); selecting without it",
+                                self.account.name, folder, _strip_imaplib(server_words(e)))
+            if info is None:
                 info = self.client.select_folder(folder, readonly=readonly)
         self.folder = folder
         self.readonly = readonly
@@ -242,8 +252,7 @@ class ImapSource:
         arg = f"{quote_mailbox(folder)} (QRESYNC ({uidvalidity} {modseq}))"
         typ, data = imap.select(arg, readonly)
         if typ != "OK":
-            raise SourceError(f"{'EXAMINE' if readonly else 'SELECT'} {folder}", f"server said: {typ} "
-                              f"{server_words(data)}")
+            raise imap_errors.IMAPClientError(f"{typ} {server_words(data)}")
         untagged = imap.untagged_responses
         info: dict = {}
         for key in ("UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ", "EXISTS"):
@@ -573,6 +582,12 @@ def _gmail_key(account: str, msgid: int) -> str:
     return f"{account}\0{msgid}"
 
 
+# A FETCH line whose items are each a number or a flat parenthesised list: `3 (UID 7 FLAGS (\Seen) MODSEQ (12))`.
+_FETCH_ITEM = rb"[A-Za-z0-9.\-]+ (?:\d+|\([^()\[\]{}\"]*\))"
+_FETCH_LINE = re.compile(rb"\d+ \((" + _FETCH_ITEM + rb"(?: " + _FETCH_ITEM + rb")*)\)")
+_FETCH_ITEMS = re.compile(rb"([A-Za-z0-9.\-]+) (\d+|\([^()\[\]{}\"]*\))")
+
+
 def resync_from(modseq: int, fetches: list, vanished_lines: list) -> "Resync":
     """A Resync from imaplib's untagged FETCH and VANISHED data; ValueError when any is not as expected
     (a literal, a FETCH without UID or FLAGS)."""
@@ -582,6 +597,15 @@ def resync_from(modseq: int, fetches: list, vanished_lines: list) -> "Resync":
     for line in fetches:
         if not isinstance(line, bytes):
             raise ValueError("a FETCH response with a literal")
+        # The usual shape, `SEQ (UID n FLAGS (...) MODSEQ (m))` in any order, read directly: after a mass flag
+        # change the answer holds one line per message (imapclient's parser needs 20 us each).
+        m = _FETCH_LINE.fullmatch(line)
+        if m is not None:
+            items = {name.upper(): value for name, value in _FETCH_ITEMS.findall(m.group(1))}
+            uid, flags = items.get(b"UID"), items.get(b"FLAGS")
+            if uid is not None and uid.isdigit() and flags is not None and flags.startswith(b"("):
+                changed[int(uid)] = tuple(flags[1:-1].split())
+                continue
         for d in parse_fetch_response([line], uid_is_key=False).values():
             if b"UID" not in d or b"FLAGS" not in d:
                 raise ValueError("a FETCH response without UID or FLAGS")

@@ -156,24 +156,17 @@ def test_token_of_another_user_is_refused(tmp_path, oauth2_provider, relay_world
     assert relay_world.sink.messages == []
 
 
-def test_unknown_or_password_account_is_a_clear_deferral(tmp_path, oauth2_provider, relay_world):
-    q = sender_queue(tmp_path, f"""
-        [relay]
-        host = "127.0.0.1"
-        port = {relay_world.port}
-        tls = "none"
-        oauth2_account = "nosuch"
-
-        [[account]]
-        name = "work"
-        protocol = "imap"
-        host = "imap.invalid"
-        user = "alice"
-        password = "x"
-        """)
-    q.enqueue("alice@example.org", "carol@remote.example", RAW)
-    assert q.run_once()["deferred"] == 1
-    assert "relay.oauth2_account = 'nosuch' names no [[account]] (accounts: 'work')" in q.items()[0].last_error
+@pytest.mark.parametrize("account,words", [
+    ('name = "work"\nprotocol = "imap"\nhost = "h"\nuser = "u"\npassword = "x"', "account 'work' has no OAuth2 settings"),
+    ('name = "other"\nprotocol = "imap"\nhost = "h"\nuser = "u"\noauth2_token_command = "x"',
+     "names no [[account]] (accounts: 'other')"),
+])
+def test_relay_oauth2_account_must_name_an_oauth2_account(tmp_path, account, words):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[relay]\nhost = "127.0.0.1"\noauth2_account = "work"\n\n[[account]]\n{account}\n')
+    with pytest.raises(ConfigErrors) as e:
+        parse_file(str(path))
+    assert "relay.oauth2_account" in str(e.value) and words in str(e.value) and str(path) in str(e.value)
 
 
 @pytest.mark.parametrize("keys,key,words", [

@@ -37,3 +37,17 @@ def test_unreadable_answers_are_refused(fetches, vanished):
 def test_uid_ranges():
     assert uid_ranges("9:8,1, 4") == [(1, 1), (4, 4), (8, 9)]
     assert uid_ranges("") == []
+
+
+@pytest.mark.parametrize("line", [
+    b"1 (UID 1 FLAGS () MODSEQ (3))",
+    b"2 (MODSEQ (4) FLAGS (\\Seen \\Answered $Forwarded NonJunk) UID 17)",
+    b"3 (FLAGS (\\Flagged) UID 4294967295 MODSEQ (18446744073709551615))",
+    b"4 (UID 8 X-ODD (FLAGS (a)) FLAGS (\\Deleted) MODSEQ (9))",     # nested list: the general parser
+    b'5 (UID 9 FLAGS (\\Seen) X-STR "a (b)" MODSEQ (9))',          # a string: the general parser
+])
+def test_the_direct_reading_agrees_with_imapclients_parser(line):
+    from imapclient.response_parser import parse_fetch_response
+
+    (d,) = parse_fetch_response([line], uid_is_key=False).values()
+    assert resync_from(1, [line], []).changed == {int(d[b"UID"]): tuple(d[b"FLAGS"])}
