@@ -112,7 +112,7 @@ def _counters(s: Session, name: str) -> tuple[tuple, str] | None:
 
 def _status_line(s: Session, name: str, c: tuple) -> bytes:
     items = f"MESSAGES {c[0]} UIDNEXT {c[1]} UIDVALIDITY {c[4]} UNSEEN {c[2]}"
-    if s.condstore and c[3]:
+    if c[3]:     # the store keeps MODSEQs: as Dovecot, whether or not CONDSTORE was enabled
         items += f" HIGHESTMODSEQ {c[3]}"
     return b"* STATUS " + encode_mailbox(name) + f" ({items})\r\n".encode()
 
