@@ -190,7 +190,8 @@ def notify_mail(action: "Notify", message: "Message", local: str, hostname: str,
         body += f"From: {orig_from}\nSubject: {orig_subject}\n"
     headers = [("From", action.from_ or local), ("To", ", ".join(to)), ("Subject", subject),
                ("Date", formatdate(localtime=True)), ("Message-ID", make_msgid(domain=hostname)),
-               ("Auto-Submitted", "auto-notified")]
+               ("Auto-Submitted", getattr(action, "auto_submitted", "auto-notified")),
+               ("X-Sieve", "fetchdeliver")]  # which Sieve engine made it (as Pigeonhole's "X-Sieve")
     if action.importance in ("1", "3"):
         headers.append(("Importance", "high" if action.importance == "1" else "low"))
     headers.append(("MIME-Version", "1.0"))

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 
-FORMAT = 4  # bump when the compiled form changes (4: scripts cached before the size and nesting limits)
+FORMAT = 5  # bump when the compiled form or the validation changes (5: issue #16's Pigeonhole checks)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fetchdeliver.message import Message
+    from fetchdeliver.sieve.imapsieve import ImapEvent
     from fetchdeliver.sieve.interpreter import SieveResult
 
 
@@ -79,7 +80,7 @@ class SieveEnv:
         self.metadata = metadata                  # (mailbox or None for the server, entry) -> value or None
         # The IMAP event a script runs for (fetchdeliver.sieve.imapsieve.ImapEvent, RFC 6785);
         # None in delivery.
-        self.event = None
+        self.event: "ImapEvent | None" = None
         # (program: str, args: list[str], stdin: bytes) -> stdout bytes, raising DeliveryError:
         # vnd.dovecot.execute/filter run while the script runs (their output steers it).
         # Default: the programs of options["pipe_bin_dir"], as Pigeonhole's sieve_pipe_bin_dir.

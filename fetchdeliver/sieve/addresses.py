@@ -100,11 +100,17 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _addr_spec(toks: list, i: int) -> tuple[Address | None, int]:
-    """Parse local@domain at toks[i]; return (address or None, next index)."""
+def _addr_spec(toks: list, i: int, strict: bool = False) -> tuple[Address | None, int]:
+    """Parse local@domain at toks[i]; return (address or None, next index). `strict`: the words
+    of the local part must be joined by "." (RFC 5322 3.4.1; "more error@x" is no address),
+    as an address given to redirect or vacation must be; headers are read leniently."""
     n = len(toks)
     local = []
+    prev = None
     while i < n and toks[i][0] in ("atom", "quoted", "."):
+        if strict and prev is not None and prev != "." and toks[i][0] != ".":
+            return None, i
+        prev = toks[i][0]
         local.append(toks[i][1])
         i += 1
     if not local or i >= n or toks[i][0] != "@":
@@ -119,7 +125,7 @@ def _addr_spec(toks: list, i: int) -> tuple[Address | None, int]:
     return Address("".join(local), "".join(domain)), i
 
 
-def _mailbox(toks: list, i: int) -> tuple[Address | None, int]:
+def _mailbox(toks: list, i: int, strict: bool = False) -> tuple[Address | None, int]:
     n = len(toks)
     # name-addr: [display name] "<" [route ":"] addr-spec ">"
     j = i
@@ -133,11 +139,11 @@ def _mailbox(toks: list, i: int) -> tuple[Address | None, int]:
                 k += 1
             if k < n and toks[k][0] == ":":
                 k += 1
-        addr, k = _addr_spec(toks, k)
+        addr, k = _addr_spec(toks, k, strict)
         if addr is None or k >= n or toks[k][0] != ">":
             return None, k
         return addr, k + 1
-    return _addr_spec(toks, i)
+    return _addr_spec(toks, i, strict)
 
 
 def _skip_to(toks: list, i: int, stops: str) -> int:
@@ -218,11 +224,15 @@ def valid_address(value: str) -> str | None:
         return "unclosed quoted string or comment"
     if not toks:
         return "empty address"
-    addr, i = _mailbox(toks, 0)
+    addr, i = _mailbox(toks, 0, strict=True)
     if addr is None:
         if "@" not in value:
             return f"invalid or lonely local part '{value.strip()}' (expecting '@')"
         return "invalid address"
     if i != len(toks):
         return "junk after the address"
+    if not f"{addr.local}@{addr.domain}".isascii():
+        # RFC 5228 2.4.2.3: an address used outbound must follow [IMAIL] (RFC 2822: ASCII); the
+        # relay gets it in RCPT TO, which without SMTPUTF8 cannot carry more.
+        return "an outbound address must be ASCII (RFC 5228 section 2.4.2.3)"
     return None

@@ -116,7 +116,7 @@ def _check_header_names(v, node, out) -> None:
             v.warning(f"specified header field name '{name}' is invalid", node)
 
 
-@EXT.test("header", args=("strings", "strings"), groups=("comparator", "match"),
+@EXT.test("header", args=("strings", "strings"), names=("header names", "key list"), groups=("comparator", "match"),
           check=_check_header_names)
 def _header(ctx, node) -> bool:
     tags = node[2]
@@ -149,7 +149,8 @@ def _check_address(v, node, out) -> None:
                     f"(it does not hold addresses)", node)
 
 
-@EXT.test("address", args=("strings", "strings"), groups=("comparator", "match", "address-part"),
+@EXT.test("address", args=("strings", "strings"), names=("header list", "key list"),
+          groups=("comparator", "match", "address-part"),
           check=_check_address)
 def _address(ctx, node) -> bool:
     tags = node[2]

@@ -127,7 +127,9 @@ def multiline(token: str) -> str:
 
 
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-MAX_NUMBER = (1 << 63) - 1
+MAX_NUMBER = (1 << 64) - 1   # Pigeonhole's limit: 18446744073709551615 is a number, one more is not
+MAX_IDENTIFIER = 32          # longer command, test and tag names are errors (as Pigeonhole's lexer)
+MAX_ARGUMENTS = 32           # arguments of one command or test
 
 
 def number(token: Token, file: str) -> int:
@@ -156,12 +158,23 @@ MAX_TEST_NESTING = 32    # and SIEVE_MAX_TEST_NESTING: a chain of 31 tests
 
 
 class _Limits:
-    __slots__ = ("file", "blocks", "tests")
+    __slots__ = ("file", "blocks", "tests", "errors")
 
     def __init__(self, file: str, blocks: int, tests: int) -> None:
         self.file = file
         self.blocks = blocks
         self.tests = tests
+        self.errors: list[SieveSyntaxError] = []  # each problem once; the rest of the script is read on
+
+    def error(self, message: str, tok) -> None:
+        self.errors.append(SieveSyntaxError(message, self.file, tok.line, tok.column))
+
+
+def _identifier(tok, lim: _Limits, kind: str = "identifier") -> None:
+    text = str(tok)
+    if len(text.lstrip(":")) > MAX_IDENTIFIER:
+        lim.error(f"encountered impossibly long {kind} '{text[:30]}...' (at most {MAX_IDENTIFIER} characters)",
+                  tok)
 
 
 def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[Node], bool]:
@@ -179,9 +192,15 @@ def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[No
                             child.meta.column))
         elif data == "number":
             tok = child.children[0]
-            args.append(Arg("number", number(tok, file), tok.line, tok.column))
+            try:
+                value = number(tok, file)
+            except SieveSyntaxError as e:
+                lim.errors.append(e)
+                value = 0
+            args.append(Arg("number", value, tok.line, tok.column))
         elif data == "tag":
             tok = child.children[0]
+            _identifier(tok, lim, "tag identifier")
             args.append(Arg("tag", str(tok)[1:].lower(), tok.line, tok.column))
         elif data == "test":
             tests.append(_test(child, lim, depth + 1))
@@ -189,6 +208,9 @@ def _arguments(tree: Tree, lim: _Limits, depth: int) -> tuple[list[Arg], list[No
             test_list = True
             for t in child.children:
                 tests.append(_test(t, lim, depth + 1))
+    if len(args) > MAX_ARGUMENTS:
+        lim.errors.append(SieveSyntaxError(f"too many arguments (more than {MAX_ARGUMENTS})", file,
+                                           args[MAX_ARGUMENTS].line, args[MAX_ARGUMENTS].column))
     return args, tests, test_list
 
 
@@ -196,8 +218,9 @@ def _test(tree: Tree, lim: _Limits, depth: int) -> Node:
     """A test at `depth` (the test of a command is at 1): the depth is checked before going deeper."""
     ident, arguments = tree.children
     if depth >= lim.tests:
-        raise SieveSyntaxError(f"cannot nest tests deeper than {lim.tests} levels", lim.file,
-                               ident.line, ident.column)
+        lim.error(f"cannot nest tests deeper than {lim.tests} levels", ident)
+        return Node("false", ident.line, ident.column, [], [], False, None, True)
+    _identifier(ident, lim)
     args, tests, test_list = _arguments(arguments, lim, depth)
     return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, None, True)
 
@@ -205,12 +228,13 @@ def _test(tree: Tree, lim: _Limits, depth: int) -> Node:
 def _command(tree: Tree, lim: _Limits, level: int) -> Node:
     """A command inside `level` blocks (top level: 0)."""
     ident, arguments = tree.children[0], tree.children[1]
+    _identifier(ident, lim)
     args, tests, test_list = _arguments(arguments, lim, 0)
     block = None
     if tree.data == "block_command":
         if level + 1 >= lim.blocks:
-            raise SieveSyntaxError(f"cannot nest command blocks deeper than {lim.blocks} levels", lim.file,
-                                   ident.line, ident.column)
+            lim.error(f"cannot nest command blocks deeper than {lim.blocks} levels", ident)
+            return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, [], False)
         block = [_command(c, lim, level + 1) for c in tree.children[2].children]
     return Node(str(ident).lower(), ident.line, ident.column, args, tests, test_list, block, False)
 
@@ -343,25 +367,145 @@ def _char_error(e: UnexpectedCharacters, text: str, file: str) -> SieveSyntaxErr
     return SieveSyntaxError(msg, file, line, column)
 
 
+MAX_SYNTAX_ERRORS = 20
+
+
+def _boundaries(text: str) -> list[tuple[str, int]]:
+    """The '{', '}', ';', '(', ')', '[' and ']' of a script with their offsets, outside strings
+    and comments."""
+    out: list[tuple[str, int]] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in "{};()[]":
+            out.append((c, i))
+            i += 1
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif c == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+        elif c in "tT" and text[i:i + 5].lower() == "text:" and (i == 0 or not (text[i - 1].isalnum()
+                                                                                  or text[i - 1] == "_")):
+            j = text.find("\n", i)
+            if j < 0:
+                return out
+            k = j + 1
+            while k < n:  # the lines up to one holding a single "."
+                e = text.find("\n", k)
+                line = text[k:n if e < 0 else e].rstrip("\r")
+                k = n if e < 0 else e + 1
+                if line == ".":
+                    break
+            i = k
+        else:
+            i += 1
+    return out
+
+
+def _blank_statement(text: str, pos: int, length: int) -> str | None:
+    """`text` with the command holding offset `pos` blanked out (spaces; line breaks kept, so
+    later errors keep their lines and columns): from after the previous ';', '{' or '}' to its
+    own ';', the end of its block, or the '}' that closes the block it is in. This is how
+    Pigeonhole's parser recovers, so a script with several syntax errors reports them all."""
+    marks = _boundaries(text)
+    start = 0
+    for c, off in marks:
+        if off >= pos:
+            break
+        if c in "{};":
+            start = off + 1
+    # Inside a test list or string list a ';' does not end the command: count the open ones.
+    parens = 0
+    for c, off in marks:
+        if start <= off < pos:
+            parens += 1 if c in "([" else -1 if c in ")]" else 0
+    parens = max(parens, 0)
+    end = len(text)
+    depth = 0
+    for c, off in marks:
+        if off < pos:
+            continue
+        if c in "([":
+            parens += 1
+        elif c in ")]":
+            parens = max(parens - 1, 0)
+        elif c == ";" and parens:
+            continue
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            if depth == 0:
+                end = off
+                break
+            depth -= 1
+            if depth == 0:
+                end = off + 1
+                break
+        elif depth == 0:  # ';'
+            end = off + 1
+            break
+    if end <= start:
+        end = pos + max(length, 1)  # the offending token itself (a stray '}')
+    blanked = "".join(ch if ch in "\r\n" else " " for ch in text[start:end])
+    out = text[:start] + blanked + text[end:]
+    return None if out == text else out
+
+
 def parse(text: str, file: str = "script", *, max_block_nesting: int = MAX_BLOCK_NESTING,
           max_test_nesting: int = MAX_TEST_NESTING) -> list[Node]:
-    """Parse a script; raises SieveCompileError (holding one SieveSyntaxError) on failure.
+    """Parse a script; raises SieveCompileError (holding every SieveSyntaxError found) on failure.
 
     Lark's LALR parser keeps its own stack, so a deeply nested script parses without
-    recursion; turning the tree into nodes recurses, and stops at the nesting limits.
+    recursion; turning the tree into nodes recurses, and stops at the nesting limits. After a
+    syntax error in a command the command is skipped and parsing goes on (as Pigeonhole's
+    parser recovers), so every such error is reported; an error of the lexer (an unterminated
+    string or comment, a stray character) ends it.
     """
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedToken as e:
-        e._fd_text = text  # type: ignore[attr-defined]
-        raise SieveCompileError([_token_error(e, file)]) from None
-    except UnexpectedCharacters as e:
-        raise SieveCompileError([_char_error(e, text, file)]) from None
-    except UnexpectedEOF:
-        line = text.count("\n") + 1
-        raise SieveCompileError([SieveSyntaxError("unexpected end of script", file, line, 1)]) from None
+    errors: list[SieveSyntaxError] = []
+    work = text
+    while True:
+        try:
+            tree = _parser().parse(work)
+            break
+        except UnexpectedToken as e:
+            e._fd_text = work  # type: ignore[attr-defined]
+            errors.append(_token_error(e, file))
+            tok = e.token
+            if tok.type == "$END" or len(errors) >= MAX_SYNTAX_ERRORS:
+                raise SieveCompileError(errors) from None
+            repaired = _blank_statement(work, tok.start_pos, len(str(tok)))
+            if repaired is None:
+                raise SieveCompileError(errors) from None
+            work = repaired
+        except UnexpectedCharacters as e:
+            error = _char_error(e, work, file)
+            errors.append(error)
+            if not error.message.startswith("unexpected character ") or len(errors) >= MAX_SYNTAX_ERRORS:
+                raise SieveCompileError(errors) from None
+            # Stray characters: the command they are in is skipped, as Pigeonhole's parser does
+            # (which reports the command as unfinished too).
+            errors.append(SieveSyntaxError("expected ';' or '{' to end the command, but found unknown characters",
+                                           file, e.line, e.column))
+            repaired = _blank_statement(work, e.pos_in_stream, 1)
+            if repaired is None:
+                raise SieveCompileError(errors) from None
+            work = repaired
+        except UnexpectedEOF:
+            line = work.count("\n") + 1
+            errors.append(SieveSyntaxError("unexpected end of script", file, line, 1))
+            raise SieveCompileError(errors) from None
     lim = _Limits(file, max_block_nesting, max_test_nesting)
-    try:
-        return [_command(c, lim, 0) for c in tree.children]
-    except SieveSyntaxError as e:
-        raise SieveCompileError([e]) from None
+    nodes = [_command(c, lim, 0) for c in tree.children]  # the repaired script's own problems too
+    errors.extend(lim.errors)
+    if errors:
+        errors.sort(key=lambda e: (e.line, e.column))
+        raise SieveCompileError(errors)
+    return nodes

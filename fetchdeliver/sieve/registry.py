@@ -34,7 +34,8 @@ Declarations:
   argument or None for a plain flag. ``groups`` names tag groups the command
   accepts (at most one tag of each): "comparator", "match", "address-part".
   ``block`` is True for commands that take a block; ``tests`` is 0, 1 or
-  "list". ``check(v, node, out)`` is an optional compile-time hook that may
+  "list". ``names`` says what each positional argument is ("header names"), for
+  the errors. ``check(v, node, out)`` is an optional compile-time hook that may
   inspect the parsed node, fix up ``out`` (the compiled tuple as a list) and
   report errors with ``v.error(message, node_or_arg)``.
 - ``tag(command, name, type=None, check=None)`` adds a tag to a command of
@@ -82,11 +83,12 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-;")
 class Spec:
     """What a command or test accepts; `run` is its run-time handler."""
 
-    __slots__ = ("name", "kind", "args", "tags", "groups", "block", "tests", "check", "run", "ext")
+    __slots__ = ("name", "kind", "args", "tags", "groups", "block", "tests", "check", "run", "ext", "names")
 
     def __init__(self, name: str, kind: str, run, ext: str, args=(), tags=None, groups=(),
-                 block: bool = False, tests=0, check=None) -> None:
+                 block: bool = False, tests=0, check=None, names=()) -> None:
         self.name = name
+        self.names = tuple(names)  # what each positional argument is, for error messages
         self.kind = kind
         self.run = run
         self.ext = ext

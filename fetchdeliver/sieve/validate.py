@@ -13,7 +13,6 @@ from fetchdeliver.sieve.parser import Arg, Node
 GROUP_KEYS = {"comparator": "comparator", "match": "match", "address-part": "part"}
 GROUP_LABELS = {"comparator": "COMPARATOR", "match": "MATCH-TYPE", "address-part": "ADDRESS-PART"}
 TYPE_LABELS = {"string": "a string", "strings": "a string list", "number": "a number", "tag": "a tag"}
-ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
 MAX_ERRORS = 20  # reported per script; the option max_compile_errors changes it (0: all)
 
 
@@ -110,12 +109,18 @@ class Validator:
         return self.block(rest)
 
     def require_command(self, node: Node) -> None:
-        if node.block is not None:
-            self.error("the require command does not take a block", node)
-        if node.tests:
-            self.error("the require command does not take a test", node)
+        # As any command: the arguments, then the tests, then the block; the first wrong one is
+        # reported and the capabilities are not loaded.
         if len(node.args) != 1 or node.args[0].kind not in ("string", "strings"):
             self.error("the require command expects one string list argument (the capabilities)", node)
+            if node.tests:
+                self.error("the require command does not take a test", node)
+            return
+        if node.tests:
+            self.error("the require command does not take a test", node)
+            return
+        if node.block is not None:
+            self.error("the require command does not take a block", node)
             return
         values = node.args[0].value
         for name in ([values] if isinstance(values, str) else values):
@@ -134,6 +139,8 @@ class Validator:
             if name in ("elsif", "else"):
                 if chain is None:
                     self.error(f"the {name} command must follow an if or elsif command", node)
+                    # An elsif is still an elsif: what follows it is not told again (as Pigeonhole).
+                    chain = [] if name == "elsif" else None
                     continue
                 compiled = self.command(node)
                 if compiled is not None:
@@ -159,14 +166,23 @@ class Validator:
     # the command's kind wants them, the command's own checks (only when all that was right),
     # then the nested tests and the block, validated whatever happened above.
     def subtests_ok(self, node: Node, spec, what: str) -> bool:
+        # Pigeonhole's wording (its testsuite matches it).
         if spec.tests == 1:
+            if not node.tests:
+                self.error(f"the {node.name} {what} requires one sub-test, but none is specified", node)
+                return False
             if len(node.tests) != 1 or node.test_list:
-                self.error(f"the {node.name} {what} requires one test" + (" as argument" if what == "test" else ""),
+                self.error(f"the {node.name} {what} requires one sub-test, but a list of tests is specified",
                            node)
                 return False
         elif spec.tests == "list":
+            if not node.tests and not node.test_list:
+                self.error(f"the {node.name} {what} requires a list of sub-tests, but none is specified "
+                           f"(a test list '( ... )')", node)
+                return False
             if not node.test_list:
-                self.error(f"the {node.name} {what} requires a test list '( ... )'", node)
+                self.error(f"the {node.name} {what} requires a list of sub-tests, but a single test is "
+                           f"specified (a test list '( ... )')", node)
                 return False
         elif node.tests:
             first = node.tests[0]
@@ -174,8 +190,7 @@ class Validator:
                     (first.name in spec.tags or any(first.name in self.reg.groups[g] for g in spec.groups)):
                 self.error(f"missing colon ':' before ':{first.name}' tag in {node.name} {what}", node)
             elif first.name in self.reg.tests:
-                self.error(f"the {node.name} {what} does not take a test" + (" as argument" if what == "test" else ""),
-                           first)
+                self.error(f"the {node.name} {what} accepts no sub-tests, but tests are specified", first)
             else:
                 self.error(f"missing semicolon ';' after {node.name} {what}", node)
             return False
@@ -183,10 +198,11 @@ class Validator:
 
     def block_ok(self, node: Node, spec) -> bool:
         if spec.block and node.block is None:
-            self.error(f"the {node.name} command requires a block", node)
+            self.error(f"the {node.name} command requires a command block, but it is missing", node)
             return False
         if not spec.block and node.block is not None:
-            self.error(f"the {node.name} command does not take a block; expected ';'", node)
+            self.error(f"the {node.name} command does not accept a command block, but one is specified "
+                       f"anyway (expected ';')", node)
             return False
         return True
 
@@ -308,12 +324,7 @@ class Validator:
             self.bad_arguments = True
             return self.defaults(spec, tags, node, check=False), []
 
-        i = 0
-        n = len(args)
-        while i < n and args[i].kind == "tag":
-            a = args[i]
-            i += 1
-            t = a.value
+        def lookup(t: str):
             found = spec.tags.get(t)
             group = None
             if found is None:
@@ -322,11 +333,27 @@ class Validator:
                         found = self.reg.groups[g][t]
                         group = g
                         break
-            if found is None or (found[1] not in ("core", "*") and found[1] not in self.required):
-                if (node.name, t) not in self.reported_tags:
-                    self.reported_tags.add((node.name, t))
-                    self.error(f"unknown tagged argument ':{t}' for {what}", a)
+            if found is not None and found[1] not in ("core", "*") and found[1] not in self.required:
+                found = None
+            return found, group
+
+        # Every tag is looked up first, wherever it stands (as Pigeonhole): an unknown one is told
+        # once per command name and ends the command's checks.
+        for a in args:
+            if a.kind == "tag" and lookup(a.value)[0] is None:
+                if (node.name, a.value) not in self.reported_tags:
+                    self.reported_tags.add((node.name, a.value))
+                    self.error(f"unknown tagged argument ':{a.value}' for {what} "
+                               f"(reported only once at first occurrence)", a)
                 return bad()
+        i = 0
+        n = len(args)
+        while i < n and args[i].kind == "tag":
+            a = args[i]
+            i += 1
+            t = a.value
+            found, group = lookup(t)
+            assert found is not None
             ty = found[0]
             key = GROUP_KEYS[group] if group else t
             if key in tags:
@@ -338,12 +365,14 @@ class Validator:
             value = True
             if ty is not None:
                 if i >= n or args[i].kind == "tag":
-                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} argument", a)
+                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} as parameter, "
+                               f"but no parameters were found", a)
                     return bad()
-                before = len(self.errors)
-                value = self.coerce(args[i], ty, f"the :{t} tag for {what}")
-                if len(self.errors) > before:
+                if not self.fits(args[i], ty):
+                    self.error(f"the :{t} tag for {what} requires {TYPE_LABELS[ty]} as parameter, "
+                               f"but {TYPE_LABELS[args[i].kind]} was found", args[i])
                     return bad()
+                value = self.coerce(args[i], ty, "")
                 i += 1
             if group == "match":
                 tags["match"] = t
@@ -370,15 +399,19 @@ class Validator:
         if form is None:
             counts = sorted({len(f) for f in forms})
             expected = " or ".join(str(c) for c in counts)
-            self.error(f"{what} expects {expected} positional argument(s), but {len(positional)} "
-                       f"were found", positional[0] if positional else node)
+            self.error(f"{what} requires {expected} positional argument(s), but {len(positional)} "
+                       f"is/are specified", positional[0] if positional else node)
             return bad()
         values = []
+        names = spec.names if len(spec.names) == len(form) else ()
         for idx, (a, ty) in enumerate(zip(positional, form)):
-            label = f"the {ORDINALS[idx] if idx < len(ORDINALS) else str(idx + 1) + 'th'} positional " \
-                    f"argument of {what}"
+            if not self.fits(a, ty):
+                label = f" ({names[idx]})" if names else ""
+                self.error(f"{what} expects {TYPE_LABELS[ty]} as argument {idx + 1}{label}, but "
+                           f"{TYPE_LABELS[a.kind]} was found", a)
+                return bad()
             before = len(self.errors)
-            values.append(self.coerce(a, ty, label))
+            values.append(self.coerce(a, ty, ""))
             if len(self.errors) > before:
                 return bad()
         before = len(self.errors)
@@ -389,7 +422,13 @@ class Validator:
 
     def string(self, s: str, where) -> str:
         """A string argument's value; with variables, its ${...} references are checked."""
-        s = self.decode(s)
+        if "encoded-character" in self.required and "${" in s:
+            from fetchdeliver.sieve.extensions.encoded_character import decode
+
+            problems: list[str] = []
+            s = decode(s, problems)
+            for problem in problems:
+                self.error(problem, where)
         if self.variables and "${" in s:
             from fetchdeliver.sieve.extensions.variables import check_references
 
@@ -402,6 +441,11 @@ class Validator:
 
             return decode(s)
         return s
+
+    @staticmethod
+    def fits(a: Arg, ty: str) -> bool:
+        """Whether the argument is of the type (a string where a string list is wanted fits)."""
+        return a.kind == ty or (ty == "strings" and a.kind == "string")
 
     def coerce(self, a: Arg, ty: str, label: str):
         if ty == "strings":

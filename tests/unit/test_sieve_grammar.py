@@ -98,7 +98,8 @@ def test_error_has_file_line_column_attributes():
 ])
 def test_parse_error_messages(text, where, fragment):
     errs = errors(text)
-    assert len(errs) == 1
+    # Stray characters: the command is reported unfinished too, and skipped (as Pigeonhole).
+    assert len(errs) == (2 if fragment == "unexpected character" else 1), errs
     assert errs[0].startswith(f"rules.sieve:{where}: error: ")
     assert fragment in errs[0]
 
@@ -114,22 +115,22 @@ def test_parse_error_messages(text, where, fragment):
     ('if header :comparator "i;ascii-numeric" "a" "b" {}', "unknown comparator 'i;ascii-numeric'"),
     ('require "comparator-i;ascii-numeric";\nif header :comparator "i;ascii-numeric" :contains "a" "b" {}',
      "does not support the :contains match type"),
-    ('require "fileinto";\nfileinto ["a", "b"];', "must be a string, but a string list was found"),
+    ('require "fileinto";\nfileinto ["a", "b"];', "expects a string as argument 1 (folder), but a string list was found"),
     ('require ["fileinto", "copy"];\nfileinto "x" :copy;', "unexpected tagged argument ':copy'"),
     ('require "fileinto";\nfileinto :copy "x";', "unknown tagged argument ':copy'"),
     ('redirect "bad addr";', "specified redirect address 'bad addr' is invalid"),
-    ('keep "x";', "expects 0 positional argument(s), but 1 were found"),
-    ('if true;', "the if command requires a block"),
-    ('keep { }', "does not take a block"),
+    ('keep "x";', "requires 0 positional argument(s), but 1 is/are specified"),
+    ('if true;', "the if command requires a command block, but it is missing"),
+    ('keep { }', "does not accept a command block"),
     ('if size 100 {}', "exactly one of the :over or :under tags"),
     ('if nosuchtest {}', "unknown test 'nosuchtest'"),
     ('if address "subject" "x" {}', "specified header 'subject' is not allowed for the address test"),
     ('header "a" "b";', "attempted to use test 'header' as command"),
     ('if keep {}', "attempted to use command 'keep' as test"),
     ('if header :regex "a" "b" {}', "unknown tagged argument ':regex'"),
-    ('if exists "a" "b" {}', "expects 1 positional argument(s), but 2 were found"),
-    ('if not (true, false) {}', "requires one test"),
-    ('if allof true {}', "requires a test list"),
+    ('if exists "a" "b" {}', "requires 1 positional argument(s), but 2 is/are specified"),
+    ('if not (true, false) {}', "requires one sub-test, but a list of tests is specified"),
+    ('if allof true {}', "requires a list of sub-tests, but a single test is specified"),
     ('require "relational";\nif header :count "xx" "a" "1" {}', "invalid relational match type 'xx'"),
     ('require "variables";\nset "a-b" "x";', "invalid variable name 'a-b'"),
     ('require "variables";\nset :lower :upper "a" "x";', "same precedence"),

@@ -13,7 +13,7 @@ EXT = Extension("encoded-character")
 _HEX = set("0123456789abcdefABCDEF")
 
 
-def _decode_seq(kind: str, body: str) -> str | None:
+def _decode_seq(kind: str, body: str, problems: list | None = None) -> str | None:
     words = body.replace("\t", " ").replace("\r", " ").replace("\n", " ").split(" ")
     words = [w for w in words if w]
     if not words:
@@ -31,12 +31,16 @@ def _decode_seq(kind: str, body: str) -> str | None:
             return None
         cp = int(w, 16)
         if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+            # Not a character (beyond Unicode, or a UTF-16 surrogate): an error, as Pigeonhole's
+            if problems is not None:
+                problems.append(f"invalid unicode character 0x{cp:08x} in encoded character substitution")
             return None
         out.append(chr(cp))
     return "".join(out)
 
 
-def decode(s: str) -> str:
+def decode(s: str, problems: list | None = None) -> str:
+    """`s` with its encoded characters decoded; invalid code points are added to `problems`."""
     if "${" not in s:
         return s
     out = []
@@ -52,7 +56,7 @@ def decode(s: str) -> str:
         end = s.find("}", j + 2)
         kind = s[j + 2:colon].lower() if colon > 0 else ""
         if colon > 0 and end > colon and kind in ("hex", "unicode"):
-            value = _decode_seq(kind, s[colon + 1:end])
+            value = _decode_seq(kind, s[colon + 1:end], problems)
             if value is not None:
                 out.append(value)
                 i = end + 1

@@ -21,7 +21,7 @@ def valid_utf8(name: str) -> bool:
     return "\ufffd" not in name and not any("\udc80" <= c <= "\udcff" for c in name)
 
 
-@EXT.command("fileinto", args=("string",), check=_check)
+@EXT.command("fileinto", args=("string",), names=("folder",), check=_check)
 def fileinto(ctx, node) -> None:
     mailbox = ctx.expand(node[3][0])
     if not mailbox:

@@ -18,6 +18,14 @@ from fetchdeliver.sieve.registry import Extension
 EXT = Extension("notify", default=False, conflicts={
     "enotify": "the (deprecated) notify extension cannot be used together with the enotify extension"})
 
+class DraftNotify(Notify):
+    """A notification of the draft: its mail says "Auto-Submitted: auto-generated" (the draft
+    predates RFC 5436's "auto-notified", which enotify's mailto uses)."""
+
+    __slots__ = ()
+    auto_submitted = "auto-generated"
+
+
 IMPORTANCE = {"high": "1", "normal": "2", "low": "3"}
 DEFAULT_MESSAGE = "$from$: $subject$"
 
@@ -51,15 +59,22 @@ def notify(ctx, node) -> None:
 
     tags = node[2]
     to: list[str] = []
+    # Duplicates removed, also those an earlier notify of the result already reaches (as Pigeonhole).
+    from urllib.parse import unquote
+
+    notified = {unquote(r).lower() for a in ctx.actions if isinstance(a, DraftNotify)
+                for r in a.method[7:].split(",")}
     for a in ctx.expand_list(tags.get("options", [])):
-        if a.strip() and a.strip().lower() not in (x.lower() for x in to):
-            to.append(a.strip())  # duplicates removed
+        key = a.strip().lower()
+        if key and key not in notified:
+            notified.add(key)
+            to.append(a.strip())
     if not to:
         return  # nobody to notify (Pigeonhole does nothing either)
     level = next((IMPORTANCE[t] for t in IMPORTANCE if t in tags), "2")
     text = _substitute(ctx, ctx.expand(tags["message"]) if "message" in tags else DEFAULT_MESSAGE)
     method = "mailto:" + ",".join(quote(a, safe="@.+-_") for a in to)
-    action = Notify(method, importance=level, message=text)
+    action = DraftNotify(method, importance=level, message=text)
     ctx.add_action(action)
     made = ctx.ext_state.setdefault("deprecated_notify", [])
     made.append((action, ctx.expand(tags["id"]) if "id" in tags else "", level))

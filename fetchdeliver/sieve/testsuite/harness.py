@@ -629,7 +629,11 @@ class Harness:
             env_from = self.settings.get("sieve_redirect_envelope_from")
             sender = self.env.envelope_from if not env_from or env_from == "sender" else \
                 (local if env_from in ("recipient", "orig_recipient") else env_from.strip("<>"))
-            self.smtp.append((sender, compose.bare(action.address), message.raw))
+            why = compose.redirect_loop(message, action.address, local)  # as the outbound queue
+            if why:
+                self.errors.append(f"redirect to <{compose.bare(action.address)}> refused: {why}")
+                return False
+            self.smtp.append((sender, compose.bare(action.address), compose.redirect_raw(message, local)))
             return True
         if t == "vacation":
             if compose.vacation_refusal(action, message, local) is None:  # as the outbound queue
