@@ -7,8 +7,9 @@ seconds) and at NOOP:
 - the selected mailbox: the usual EXISTS / EXPUNGE / FETCH FLAGS, and with `MessageNew (fetch-att)`
   a FETCH of those attributes for each new message;
 - other mailboxes (PERSONAL, INBOXES, SUBSCRIBED, SUBTREE, MAILBOXES): a `STATUS name (MESSAGES n
-  UIDNEXT n UIDVALIDITY n UNSEEN n [HIGHESTMODSEQ n])` (HIGHESTMODSEQ where the store keeps it) when a message came or went (MessageNew/MessageExpunge) or,
-  with FlagChange, when UNSEEN or HIGHESTMODSEQ moved;
+  UIDNEXT n UIDVALIDITY n UNSEEN n [HIGHESTMODSEQ n])` (HIGHESTMODSEQ where the store keeps it)
+  when a message came or went (MessageNew/MessageExpunge) or, with FlagChange, when UNSEEN or
+  HIGHESTMODSEQ moved;
 - MailboxName: `LIST () "/" name` for a new mailbox, `LIST (\\NonExistent) "/" name` for a deleted
   one, and `LIST () "/" new ("OLDNAME" ("old"))` for a renamed one (recognised by its MAILBOXID);
 - SubscriptionChange: `LIST (\\Subscribed) "/" name`, or `LIST () "/" name` when unsubscribed.
