@@ -24,7 +24,9 @@ rules' `after` scripts. Each script sees the flags the previous one left. The Si
 - fileinto: a copy is appended to that mailbox (which must exist).
 - vnd.dovecot.pipe: the program from `[sieve] pipe_bin_dir` gets the message on its standard input
   (the classic use: moving into Junk pipes it to `rspamc learn_spam` or `sa-learn --spam`).
-- redirect, notify, vacation: not carried out for IMAP events here (logged).
+- redirect, notify (and vnd.dovecot.report): queued in the outbound queue when `[relay]` is configured,
+  as in delivery; without it they are logged and not carried out (a redirect not made keeps the
+  message). vacation is refused when the script compiles (RFC 6785 3.11).
 
 A script that does not compile, fails at run time, or whose program fails never fails or undoes the
 IMAP command: the command has already done its work durably; the error is logged and the server
@@ -79,6 +81,7 @@ class ImapSieveConfig:
     expunge_discarded: bool = False
     url: str | None = None
     user_script_dir: str | None = None    # where METADATA /shared/imapsieve/script names are found
+    outbound: Any = None                  # outbound.lazy.LazyOutbound with [relay]: redirect, notify
 
     def scripts_for(self, cause: str, mailbox: str, source: str | None,
                     user_script: str | None = None) -> list[str]:
@@ -144,8 +147,13 @@ def config_from(data: dict) -> ImapSieveConfig | None:
 
     rules = [Rule(r["name"], tuple(r["causes"]), r.get("before"), r.get("after"), r.get("from"))
              for r in table.get("mailbox", [])]
+    outbound = None
+    if data.get("relay"):     # redirect / notify / report go into the outbound queue, as in delivery
+        from fetchdeliver.outbound.lazy import LazyOutbound
+
+        outbound = LazyOutbound(Settings(data))
     return ImapSieveConfig(rules, sieve_options(Settings(data)), table.get("expunge_discarded", False),
-                           table.get("url"), table.get("user_script_dir"))
+                           table.get("url"), table.get("user_script_dir"), outbound)
 
 
 # -- running the scripts for an event ----------------------------------------------------------------
@@ -226,7 +234,7 @@ async def _run_for(s: Session, cfg: ImapSieveConfig, scripts: list[str], cause: 
                 continue    # expunged meanwhile
             answer = await asyncio.to_thread(run_scripts, scripts, raw, cause, mailbox, user,
                                              sorted(m.flags), changed.get(m.uid, []), cfg.sieve_options,
-                                             _metadata_source(s))
+                                             _metadata_source(s), cfg.outbound)
             for mailbox_to, flags, copy in answer.copies:
                 try:
                     target = s.storage.open(mailbox_to)
@@ -278,7 +286,7 @@ def _metadata_source(s: Session):
 
 
 def run_scripts(scripts: list[str], raw: bytes, cause: str, mailbox: str, user: str, flags: list[str],
-                changed_flags: list[str], options: dict, metadata=None) -> Outcome:
+                changed_flags: list[str], options: dict, metadata=None, outbound=None) -> Outcome:
     """Run `scripts` in order for one message (in a worker thread: programs may take a while) and
     carry out their pipe actions. Errors are logged, never raised."""
     from fetchdeliver.message import Message
@@ -295,7 +303,7 @@ def run_scripts(scripts: list[str], raw: bytes, cause: str, mailbox: str, user: 
             log.error("imapsieve: %s (%s in %s): script not run: %s", path, cause, mailbox, e)
             errors.append(str(e))
             continue
-        message = Message(raw, "", [], origin=f"imapsieve {cause} {mailbox}")
+        message = Message(raw, "", [user] if "@" in user else [], origin=f"imapsieve {cause} {mailbox}")
         event = ImapEvent(cause, mailbox, user=user, email=user if "@" in user else "",
                           changed_flags=changed_flags, flags=flags)
         try:
@@ -310,7 +318,7 @@ def run_scripts(scripts: list[str], raw: bytes, cause: str, mailbox: str, user: 
         errors += answer.errors
         failed = False
         for action in answer.outgoing:
-            failed |= not _carry_out(action, raw, path, cause, mailbox, user, options, errors)
+            failed |= not _carry_out(action, message, path, cause, mailbox, user, options, errors, outbound)
         if failed:
             continue   # as Pigeonhole: an action failed, so the script failed: implicit keep, flags as they were
         flags = [f for f in answer.flags if f.lower() != "\\recent"]
@@ -320,14 +328,24 @@ def run_scripts(scripts: list[str], raw: bytes, cause: str, mailbox: str, user: 
     return Outcome(keep, flags, copies, errors)
 
 
-def _carry_out(action, raw: bytes, path: str, cause: str, mailbox: str, user: str, options: dict,
-               errors: list[str]) -> bool:
-    """Run a pipe action; False when it failed (logged)."""
+def _carry_out(action, message, path: str, cause: str, mailbox: str, user: str, options: dict,
+               errors: list[str], outbound=None) -> bool:
+    """Run a pipe action, or queue what redirect/notify send; False when it failed (logged)."""
     from fetchdeliver.errors import DeliveryError
 
+    raw = message.raw
     if action.type != "pipe":
-        log.warning("imapsieve: %s (%s in %s): %s is not carried out for IMAP events",
-                    path, cause, mailbox, action.type)
+        if outbound is None or action.type not in ("redirect", "notify", "report"):
+            log.warning("imapsieve: %s (%s in %s): %s is not carried out for IMAP events%s",
+                        path, cause, mailbox, action.type,
+                        " without a [relay] (the outbound queue)" if outbound is None else "")
+            return action.type in ("notify", "report")   # a redirect not made: keep the message
+        try:
+            outbound.submit_action(action, message)
+        except DeliveryError as e:
+            log.error("imapsieve: %s (%s in %s): %s: %s", path, cause, mailbox, action.type, e)
+            errors.append(str(e))
+            return False
         return True
     from fetchdeliver.delivery.pipe import run_program
     from fetchdeliver.sieve import program_environment

@@ -258,3 +258,39 @@ def test_moving_into_junk_trains_spamassassin(tmp_path, monkeypatch):
         assert nspam == ["1"], out
     finally:
         s.close()
+
+
+def test_redirect_goes_to_the_outbound_queue(tmp_path, monkeypatch):
+    """With [relay], a redirect in an imapsieve script is queued as in delivery (sent later by the
+    queue runner); without it the redirect is not made and the message is kept."""
+    from fetchdeliver.config import Settings
+    from fetchdeliver.outbound.queue import OutboundQueue
+
+    toml = f"""
+[relay]
+host = "127.0.0.1"
+port = 9
+tls = "none"
+[delivery]
+state_dir = "{tmp_path}/state"
+[imapsieve]
+[[imapsieve.mailbox]]
+name = "Junk"
+causes = ["COPY"]
+before = "{tmp_path}/report.sieve"
+"""
+    s = Setup(tmp_path, toml, {"report.sieve": 'require ["imapsieve", "copy"];\nredirect :copy "abuse@example.net";\n'},
+              monkeypatch)
+    try:
+        s.c.command("b", b"SELECT INBOX")
+        assert s.c.command("c", b"MOVE 1 Junk")[-1].startswith(b"c OK")
+        with open(tmp_path / "config.toml", "rb") as f:
+            data = config.validate(tomllib.load(f), str(tmp_path / "config.toml"))
+        queue = OutboundQueue.from_settings(Settings(data))
+        [item] = queue.items()
+        assert item.recipient == "abuse@example.net"
+        queued = queue.message(item.id)
+        assert b"Subject: m number 1" in queued and b"body of m 1" in queued
+        assert s.c.command("d", b"STATUS Junk (MESSAGES)")[0] == b'* STATUS "Junk" (MESSAGES 1)\r\n'
+    finally:
+        s.close()
