@@ -27,6 +27,7 @@ from fetchdeliver.storage.base import StorageError
 
 MAX_VALUE_SIZE = 64 * 1024       # bytes in one value: more is NO [METADATA MAXSIZE 65536]
 MAX_ENTRIES = 1000               # entries per user (server and mailboxes together): NO [METADATA TOOMANY]
+MAX_TOTAL_SIZE = 1024 * 1024     # bytes of values per user: NO [LIMIT] (RFC 5530)
 FILE_NAME = "fetchdeliver-metadata.json"
 
 _ENTRY = re.compile(r"/(private|shared)(/[\x21-\x7e]+)*\Z", re.IGNORECASE)
@@ -105,6 +106,10 @@ class FileMetadata:
                     box[k.lower()] = _encode(v)
             if sum(len(b) for n, b in data.items() if n != _key(mailbox)) + len(box) > MAX_ENTRIES:
                 raise MetadataError("METADATA TOOMANY", f"At most {MAX_ENTRIES} entries per user.")
+            data[_key(mailbox)] = box
+            total = sum(len(_decode(v)) for b in data.values() for v in b.values())
+            if total > MAX_TOTAL_SIZE:
+                raise MetadataError("LIMIT", f"At most {MAX_TOTAL_SIZE} bytes of metadata per user.")
             if box:
                 data[_key(mailbox)] = box
             else:
@@ -165,9 +170,12 @@ class PgMetadata:
                     conn.execute("INSERT INTO fd_metadata VALUES (%s, %s, %s, %s) ON CONFLICT "
                                  "(user_id, mailbox, entry) DO UPDATE SET value = excluded.value",
                                  (uid, _key(mailbox), k.lower(), v))
-            n = conn.execute("SELECT count(*) FROM fd_metadata WHERE user_id = %s", (uid,)).fetchone()[0]
+            n, total = conn.execute("SELECT count(*), coalesce(sum(length(value)), 0) FROM fd_metadata "
+                                    "WHERE user_id = %s", (uid,)).fetchone()
             if n > MAX_ENTRIES:     # raising here rolls the whole change back
                 raise MetadataError("METADATA TOOMANY", f"At most {MAX_ENTRIES} entries per user.")
+            if total > MAX_TOTAL_SIZE:
+                raise MetadataError("LIMIT", f"At most {MAX_TOTAL_SIZE} bytes of metadata per user.")
 
     def rename(self, old: str, new: str) -> None:
         with self.store.connection() as conn, conn.transaction():

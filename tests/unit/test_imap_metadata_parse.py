@@ -90,3 +90,17 @@ def test_too_many_entries(tmp_path, monkeypatch):
         md.set("INBOX", [("/private/d", b"4")])
     assert e.value.code == "METADATA TOOMANY"
     md.set("INBOX", [("/private/c", None), ("/private/d", b"4")])    # a removal makes room
+
+
+def test_total_size_limit(tmp_path, monkeypatch):
+    import fetchdeliver.imapserver.metadata as m
+
+    monkeypatch.setattr(m, "MAX_TOTAL_SIZE", 10)
+    md = FileMetadata(str(tmp_path / "m.json"), fsync=False)
+    md.set("", [("/private/a", b"12345")])
+    md.set("INBOX", [("/private/b", b"12345")])
+    with pytest.raises(MetadataError) as e:
+        md.set("INBOX", [("/private/c", b"1")])
+    assert e.value.code == "LIMIT"
+    assert md.entries("INBOX") == {"/private/b": b"12345"}      # nothing of the refused change kept
+    md.set("INBOX", [("/private/b", b"1234"), ("/private/c", b"1")])

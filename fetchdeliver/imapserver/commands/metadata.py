@@ -9,7 +9,7 @@ which needs METADATA: `/shared/imapsieve/script` names the user's script for a m
   DEPTH adds the entries below each one asked for; values longer than MAXSIZE are left out and
   the tagged OK says `[METADATA LONGENTRIES n]` (the longest one left out).
 - SETMETADATA mailbox (entry value|NIL ...): all or nothing; `NO [METADATA MAXSIZE n]` for a value
-  over 64 KiB, `NO [METADATA TOOMANY]` past 1000 entries per user.
+  over 64 KiB, `NO [METADATA TOOMANY]` past 1000 entries per user, `NO [LIMIT]` past 1 MiB of values.
 """
 
 from __future__ import annotations
