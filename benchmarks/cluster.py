@@ -8,7 +8,10 @@ seeded messages (benchmarks/mda_pipe.py's set) to each setup, one recipient per 
 Sieve. Dovecot (dovecot-lmtpd, mail_fsync=optimized) gets the same messages over 4 connections.
 Then each setup serves the delivered mailbox over IMAP (N of our IMAP server processes on the
 database; Dovecot's imapd on its Maildir) to 4 connections doing random single-message FETCHes
-and SEARCH SUBJECT for --imap-seconds: operations/s and the ratio.
+and SEARCH SUBJECT for --imap-seconds: operations/s and the ratio, and the CPU milliseconds per
+operation of our IMAP processes, of PostgreSQL and of Dovecot (its master and every process under
+it, the exited imap processes included), with the ratio Dovecot's CPU / (ours + PostgreSQL's):
+on the shared machine the rate swings with the load, the CPU per operation much less.
 Per setup it prints messages/s, the ratio to Dovecot, PostgreSQL's write transactions per message, and the
 CPU seconds per 1000 messages spent in our nodes and in PostgreSQL's processes: on this 2-core
 machine the nodes share the cores, so that split (not the rate) is what docs/scaling.md
@@ -63,6 +66,24 @@ def postgres_pids(postmaster: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 pass
     return pids
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and all its live descendants (a process's exited children are in its cutime/cstime)."""
+    parents: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(c for c, pp in parents.items() if pp == p)
+    return out
 
 
 def start_node(root: Path, url: str, python: str, tag: str):
@@ -153,9 +174,10 @@ def start_imap_node(url: str, passwd: str, python: str):
 
 
 def imap_ops(ports: list[int], user: str, password: str, count: int, seconds: float,
-             connections: int = 4) -> float:
+             connections: int = 4) -> tuple[float, int]:
     """Random single-message `UID FETCH n (ENVELOPE BODY.PEEK[HEADER])` and `SEARCH SUBJECT word`
-    over `connections` sessions spread over the nodes for `seconds`; operations per second."""
+    over `connections` sessions spread over the nodes for `seconds`; (operations per second,
+    operations)."""
     import random
     import threading
 
@@ -200,7 +222,7 @@ def imap_ops(ports: list[int], user: str, password: str, count: int, seconds: fl
         t.join(120)
     if errors:
         raise RuntimeError(f"IMAP client errors: {errors[:3]}")
-    return sum(done) / (time.perf_counter() - start)
+    return sum(done) / (time.perf_counter() - start), sum(done)
 
 
 def main() -> int:
@@ -231,7 +253,10 @@ def main() -> int:
     try:
         dc, dport = lmtp_bench.start_dovecot(root, script)
         d_time = run_spread([dport], "one", msgs, wires)
-        d_imap = imap_ops([dc.port("imap")], "one", "x", len(msgs), args.imap_seconds)
+        d0 = cpu_seconds(tree_pids(dc.proc.pid))
+        d_imap, d_n = imap_ops([dc.port("imap")], "one", "x", len(msgs), args.imap_seconds)
+        time.sleep(0.5)   # the imap processes exit and are reaped: their CPU is in the master's cutime
+        d_cpu = (cpu_seconds(tree_pids(dc.proc.pid)) - d0) * 1000 / max(d_n, 1)
         from fetchdeliver.imapserver.auth import set_password
 
         passwd = str(root / "passwd")
@@ -263,9 +288,12 @@ def main() -> int:
                     procs.append(p)
                     ports.append(port)
                 ports = ports[n:]
-                ops = imap_ops(ports, "bench", "x", len(msgs), args.imap_seconds)
+                i0, j0 = cpu_seconds(p.pid for p in procs), cpu_seconds(postgres_pids(pg.pid))
+                ops, n_ops = imap_ops(ports, "bench", "x", len(msgs), args.imap_seconds)
+                i1, j1 = cpu_seconds(p.pid for p in procs), cpu_seconds(postgres_pids(pg.pid))
                 rows.append((n, t, (c1 - c0) / len(msgs), (ours1 - ours0) * 1000 / len(msgs),
-                             (pg1 - pg0) * 1000 / len(msgs), stored, ops))
+                             (pg1 - pg0) * 1000 / len(msgs), stored, ops,
+                             (i1 - i0) * 1000 / max(n_ops, 1), (j1 - j0) * 1000 / max(n_ops, 1)))
             finally:
                 for p in procs:
                     p.terminate()
@@ -280,13 +308,16 @@ def main() -> int:
     print(f"\n{n_msgs} messages ({sum(len(m.raw) for m in msgs) // 1024} KiB), 4 LMTP connections, "
           f"one recipient per transaction, no Sieve; 2 cores shared by everything\n")
     print(f"Dovecot on a Maildir: LMTP {n_msgs / d_time:7.0f} msgs/s; IMAP {d_imap:7.0f} ops/s "
-          f"(80% UID FETCH n (ENVELOPE BODY.PEEK[HEADER]), 20% SEARCH SUBJECT, 4 connections)")
+          f"(80% UID FETCH n (ENVELOPE BODY.PEEK[HEADER]), 20% SEARCH SUBJECT, 4 connections), "
+          f"Dovecot CPU {d_cpu:.2f} ms/op")
     print(f"{'nodes':>5}  {'LMTP msgs/s':>11}  {'vs dovecot':>10}  {'xacts/msg':>9}  "
-          f"{'our CPU ms/msg':>14}  {'PostgreSQL CPU ms/msg':>21}  {'stored':>6}  {'IMAP ops/s':>10}  {'vs dovecot':>10}")
+          f"{'our CPU ms/msg':>14}  {'PostgreSQL CPU ms/msg':>21}  {'stored':>6}  {'IMAP ops/s':>10}  {'vs dovecot':>10}"
+          f"  {'IMAP CPU ms/op: ours':>20}  {'PostgreSQL':>10}  {'vs dovecot':>10}")
     ok = True
-    for n, t, commits, ours, pgcpu, stored, ops in rows:
+    for n, t, commits, ours, pgcpu, stored, ops, i_cpu, j_cpu in rows:
         print(f"{n:>5}  {n_msgs / t:11.0f}  {d_time / t:9.2f}x  {commits:9.2f}  {ours:14.2f}  {pgcpu:21.2f}  "
-              f"{stored:>6}  {ops:10.0f}  {ops / d_imap:9.2f}x")
+              f"{stored:>6}  {ops:10.0f}  {ops / d_imap:9.2f}x  {i_cpu:20.2f}  {j_cpu:10.2f}  "
+              f"{d_cpu / max(i_cpu + j_cpu, 1e-9):9.2f}x")
         ok &= stored == n_msgs
     return 0 if ok else 1
 

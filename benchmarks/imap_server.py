@@ -36,6 +36,12 @@ the median over the restarts) and the first session after each restart times
 Run as root (Dovecot's mail processes run as nobody):
 
     /work/main/.venv/bin/python benchmarks/imap_server.py [--count 10000] [--repeat 3] [--keep]
+
+`--messages N` is the same as `--count N`; `--ext-only` times only the issue #12 rows (SORT,
+THREAD, ESEARCH, the QRESYNC resync) after an untimed FETCH ENVELOPE and header SEARCH (what a
+full run does before them in the same session), then, after each of the --restarts, the same
+commands as the first of the first session (ours answers from the index's `sortkey` table, Dovecot
+from its index): a short run, e.g. `--messages 10000 --ext-only`.
 """
 
 from __future__ import annotations
@@ -328,11 +334,16 @@ APPEND_MSG = ("From: bench@example.org\r\nTo: alice@example.com\r\nSubject: appe
               "Message-ID: <append.{n}@example.org>\r\n\r\n" + "appended line of text\r\n" * 90)
 
 
-def after_restart(port: int, cycle: int, appends: int) -> dict:
+def after_restart(port: int, cycle: int, appends: int, ext_only: bool = False) -> dict:
     """The first session on a freshly started server: {row: (seconds, answer)}."""
     res: dict = {}
     c, took = _login_select(port)
     res["after restart: first LOGIN + SELECT"] = (took, None)
+    if ext_only:        # the first SORT / THREAD / ESEARCH after a restart (from our index's sortkey table)
+        for label, cmd in EXT_OPS:
+            res["after restart: " + label] = _timed_ext(c, cmd)
+        c.close()
+        return res
     for label, cmd in RESTART_OPS:
         res[label] = _timed(c, cmd)
     sign = "+" if cycle % 2 == 0 else "-"
@@ -360,19 +371,23 @@ def run_server(name: str, port: int, deliver, args) -> dict:
     res: dict = {}
     c, first = _login_select(port)
     res["first LOGIN + SELECT (index / uidlist built)"] = (first, None)
+    if args.ext_only:       # the commands before the EXT_OPS in a full run, untimed
+        _timed(c, "FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)")
+        _timed(c, f"UID SEARCH HEADER Subject {HEADER_WORD}")
     c.close()
     for rep in range(args.repeat + 1):   # run 0 is the warm-up
         c, took = _login_select(port)
         rows = [("LOGIN + SELECT INBOX", took, None)]
-        for label, cmd in OPS:
+        for label, cmd in [] if args.ext_only else OPS:
             t, answer = _timed(c, cmd)
             rows.append((label, t, answer))
         for label, cmd in EXT_OPS:
             t, answer = _timed_ext(c, cmd)
             rows.append((label, t, answer))
         c.close()
-        t, answer = compressed_fetch(port)
-        rows.append(("fetch every body, COMPRESS=DEFLATE", t, answer))
+        if not args.ext_only:
+            t, answer = compressed_fetch(port)
+            rows.append(("fetch every body, COMPRESS=DEFLATE", t, answer))
         t, answer = qresync_resync(port, rep)
         rows.append(("QRESYNC resync, 100 changed (SELECT)", t, answer))
         if rep:
@@ -381,8 +396,9 @@ def run_server(name: str, port: int, deliver, args) -> dict:
     for label, (ts, answer) in list(res.items()):
         if isinstance(ts, list):
             res[label] = (statistics.median(ts), answer)
-    lat = idle_latency(port, deliver, args.idle_repeat)
-    res["IDLE: delivery -> EXISTS"] = (statistics.median(lat), None)
+    if not args.ext_only:
+        lat = idle_latency(port, deliver, args.idle_repeat)
+        res["IDLE: delivery -> EXISTS"] = (statistics.median(lat), None)
     print(f"  {name}: done", flush=True)
     return res
 
@@ -427,7 +443,8 @@ def _deliverer(maildir: str, uid: int, gid: int):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--count", type=int, default=10000, help="messages in the Maildir (default 10000)")
+    ap.add_argument("--count", "--messages", type=int, default=10000, dest="count",
+                    help="messages in the Maildir (default 10000)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per row, the median is shown")
     ap.add_argument("--idle-repeat", type=int, default=5, help="deliveries for the IDLE latency")
     ap.add_argument("--restarts", type=int, default=3, help="restarts of both servers (median shown)")
@@ -437,6 +454,9 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--restart-only", action="store_true",
                     help="only the first session after each restart (the issue #11 rows): a short run")
+    ap.add_argument("--ext-only", action="store_true",
+                    help="only the issue #12 rows (SORT, THREAD, ESEARCH, QRESYNC), and the same commands "
+                         "as the first of a session after each restart: a short run")
     args = ap.parse_args()
 
     from dovecot import Dovecot, DovecotUnavailable
@@ -485,7 +505,7 @@ def main() -> int:
             ours, port = start_ours(work, mine)
             dc.start()
             for name, p in (("fetchdeliver", port), ("Dovecot", dc.port("imap"))):
-                for label, (t, answer) in after_restart(p, cycle, args.appends).items():
+                for label, (t, answer) in after_restart(p, cycle, args.appends, args.ext_only).items():
                     per[name].setdefault(label, ([], answer))[0].append(t)
             print(f"  restart {cycle + 1}/{args.restarts}: done", flush=True)
         for name, rows in per.items():

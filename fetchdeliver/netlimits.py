@@ -36,7 +36,6 @@ accepts there, see web/server.py); LMTP its caps and Listener.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import logging
@@ -47,6 +46,12 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable, TypeVar
 
 from fetchdeliver.errors import FetchdeliverError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+# asyncio is imported by the functions that run in an event loop, not here: the config schemas import this
+# module for its limit keys, and every command that reads a config would pay asyncio's ~20 ms start-up.
 
 log = logging.getLogger(__name__)
 
@@ -318,11 +323,15 @@ class Listener:
         return self.sock.getsockname()
 
     def start(self) -> "Listener":
+        import asyncio
+
         self._reserve()
         self._task = asyncio.ensure_future(self._run())
         return self
 
     async def wait(self) -> None:
+        import asyncio
+
         if self._task is not None:
             try:
                 await asyncio.shield(self._task)
@@ -350,6 +359,8 @@ class Listener:
                 self._spare = None
 
     async def _run(self) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         while not self._closing:
             try:
@@ -381,6 +392,8 @@ class Listener:
             self.logger.exception("%s: cannot start a session", self.name)
 
     async def _overloaded(self, e: OSError) -> None:
+        import asyncio
+
         self.overloads += 1
         shed = self._shed() if e.errno in OUT_OF_FDS else 0
         what = "out of file descriptors" if e.errno in OUT_OF_FDS else \
@@ -544,9 +557,11 @@ class LoginThrottle:
     """FailurePolicy applied to asyncio logins: one check at a time per address, waits and holds slept."""
 
     def __init__(self, policy: FailurePolicy | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        import asyncio
+
         self.policy = policy or FailurePolicy()
-        self.sleep = sleep
+        self.sleep: Callable[[float], Awaitable[None]] = sleep if sleep is not None else asyncio.sleep
         self.checks = 0            # passwords checked
         self.throttled = 0         # logins answered without a check
         self._locks: dict[str, asyncio.Lock] = {}
@@ -559,6 +574,8 @@ class LoginThrottle:
         Raises LoginThrottled, without checking, when the address has recent failures and
         already has a login being checked, or when its turn is further off than max_delay.
         """
+        import asyncio
+
         policy = self.policy
         if not policy.enabled:
             self.checks += 1
@@ -753,6 +770,8 @@ def open_listeners(protocol: str, groups, *, limits: ConnectionLimits,
 
 def spawn(tasks: set, coro: Awaitable) -> asyncio.Task:
     """Run `coro` as a task kept in `tasks` until it ends (a server's sessions, cancelled at stop)."""
+    import asyncio
+
     task = asyncio.ensure_future(coro)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
@@ -768,6 +787,8 @@ async def serve_connection(conn: socket.socket, slot: Slot, *, session: Callable
 
     When `login_timeout` passes and `logged_in(session)` is still false, `timeout_line` is sent and
     the session is cancelled (the deadline covers the TLS handshake too)."""
+    import asyncio
+
     logger = logger or log
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()

@@ -40,7 +40,8 @@ def build_config(args, data: dict):
                        allow_plaintext_auth=imap["allow_plaintext_auth"],
                        login_failure_delay=float(imap["login_failure_delay"]),
                        idle_timeout=float(imap["idle_timeout"]), max_line=imap["max_line"],
-                       max_literal=imap["max_literal"], **limit_options(imap))
+                       max_literal=imap["max_literal"], append_limit=imap.get("append_limit"),
+                       literal_plus=imap.get("literal_plus", True), **limit_options(imap))
     if "quota" in data:
         from fetchdeliver.config import Settings
 

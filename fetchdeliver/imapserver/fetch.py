@@ -1,7 +1,9 @@
-"""FETCH: attribute parsing, BODY[section]<partial>, ENVELOPE and BODYSTRUCTURE per RFC 3501 section 9."""
+"""FETCH: attribute parsing, BODY[section]<partial>, ENVELOPE and BODYSTRUCTURE per RFC 3501 section 9;
+BINARY[section]<partial> and BINARY.SIZE[section] (RFC 3516): a part's content-transfer-decoded bytes."""
 
 from __future__ import annotations
 
+from fetchdeliver.errors import FetchdeliverError
 from fetchdeliver.imapserver.mime import Part, parse_addresses, parse_disposition, to_crlf
 from fetchdeliver.imapserver.protocol import ParseError, Parser, format_internaldate, nstring
 
@@ -17,15 +19,16 @@ SIMPLE = {"FLAGS", "UID", "MODSEQ", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "
 class Section:
     """BODY[...] / BODY.PEEK[...] with an optional <partial>."""
 
-    __slots__ = ("peek", "nums", "spec", "fields", "partial", "label")
+    __slots__ = ("peek", "nums", "spec", "fields", "partial", "label", "binary")
 
-    def __init__(self, peek, nums, spec, fields, partial, label) -> None:
+    def __init__(self, peek, nums, spec, fields, partial, label, binary: str = "") -> None:
         self.peek = peek          # True for BODY.PEEK (does not set \Seen)
         self.nums = nums          # [1, 2] for "1.2"
         self.spec = spec          # "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"
         self.fields = fields      # header names (upper-case str) for HEADER.FIELDS[.NOT]
         self.partial = partial    # (offset, count) or None
         self.label = label        # the response item name, e.g. b"BODY[1.MIME]"
+        self.binary = binary      # "" for BODY, "BINARY" or "SIZE" (BINARY.SIZE) for RFC 3516
 
 
 def parse_fetch_atts(p: Parser) -> list:
@@ -51,8 +54,8 @@ def _fetch_att(p: Parser):
     name = p._run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.").decode().upper()
     if name in ("BODY", "BODY.PEEK") and p.peek() == 91:
         return _section(p, name == "BODY.PEEK")
-    if name == "BINARY.PEEK" or name == "BINARY":
-        raise ParseError("BINARY is not supported")
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and p.peek() == 91:
+        return _binary_section(p, name)
     if name not in SIMPLE:
         raise ParseError(f"unknown FETCH item {name or p.b[p.i:p.i + 10]!r}")
     if name == "PREVIEW" and p.maybe(b" ("):     # RFC 8970: PREVIEW (LAZY): we always have it at hand
@@ -104,6 +107,100 @@ def _section(p: Parser, peek: bool) -> Section:
     return Section(peek, nums, spec, fields, partial, b"BODY[" + inner + b"]")
 
 
+def parse_section(text: bytes) -> Section:
+    """A section spec on its own ("1.MIME", "HEADER.FIELDS (From)", "" for the whole message), as an
+    IMAP URL's ;SECTION= gives it (RFC 5092); ParseError when it is not one."""
+    p = Parser(b"[" + text + b"]")
+    sec = _section(p, True)
+    p.end()
+    return sec
+
+
+def _binary_section(p: Parser, name: str) -> Section:
+    """section-binary = "[" [section-part] "]" (RFC 3516 4.2); BINARY.SIZE takes no partial."""
+    p.expect(b"[")
+    start = p.i
+    nums: list[int] = []
+    if p.peek() != 93:
+        while True:
+            nums.append(p.nz_number())
+            if not p.maybe(b"."):
+                break
+    inner = p.b[start:p.i]
+    p.expect(b"]")
+    partial = None
+    if name != "BINARY.SIZE" and p.maybe(b"<"):
+        off = p.number()
+        p.expect(b".")
+        count = p.nz_number()
+        p.expect(b">")
+        partial = (off, count)
+    if name == "BINARY.SIZE":
+        return Section(True, nums, "", [], None, b"BINARY.SIZE[" + inner + b"]", "SIZE")
+    return Section(name == "BINARY.PEEK", nums, "", [], partial, b"BINARY[" + inner + b"]", "BINARY")
+
+
+class UnknownCte(FetchdeliverError):
+    """BINARY of a part whose Content-Transfer-Encoding the server cannot decode (NO [UNKNOWN-CTE])."""
+
+
+def binary_bytes(parsed: Parsed, sec: Section) -> bytes | None:
+    """The decoded content of a part (RFC 3516): base64 and quoted-printable are decoded, identity
+    encodings (7bit, 8bit, binary, none) are returned as they are; the whole message as it is."""
+    if not sec.nums:
+        return parsed.raw
+    node = _find_part(parsed.root, sec.nums)
+    if node is None:
+        return b""         # no such part: empty, as Dovecot answers
+    data = node.body_bytes()
+    if node.is_multipart() or node.message is not None:
+        return data        # a multipart or message/rfc822 is never encoded (RFC 2045 6.4)
+    cte = (node.header(b"content-transfer-encoding") or b"").strip().lower()
+    if cte in (b"", b"7bit", b"8bit", b"binary"):
+        return data
+    if cte == b"base64":
+        import binascii
+
+        # leniently, as mail readers and Dovecot decode: characters outside the alphabet are
+        # skipped, the data ends at the first "=", a dangling sixth of a byte is dropped
+        clean = data.split(b"=", 1)[0].translate(None, _NOT_BASE64)
+        if len(clean) % 4 == 1:
+            clean = clean[:-1]
+        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+    if cte == b"quoted-printable":
+        return decode_qp(data)
+    raise UnknownCte(f"unknown Content-Transfer-Encoding {cte.decode('ascii', 'replace')}")
+
+
+_HEX = b"0123456789ABCDEFabcdef"
+_NOT_BASE64 = bytes(c for c in range(256)
+                    if c not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def decode_qp(data: bytes) -> bytes:
+    """Quoted-printable (RFC 2045 6.7) with CRLF line ends kept: trailing white space on a line is
+    dropped, "=" at a line end joins it to the next, "=XX" is a byte; anything else is kept as is."""
+    out = bytearray()
+    lines = data.split(b"\r\n")
+    for n, line in enumerate(lines):
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]
+        i = 0
+        while i < len(line):
+            c = line[i]
+            if c == 61 and i + 2 < len(line) and line[i + 1] in _HEX and line[i + 2] in _HEX:
+                out.append(int(line[i + 1:i + 3], 16))
+                i += 3
+            else:
+                out.append(c)
+                i += 1
+        if not soft and n < len(lines) - 1:
+            out += b"\r\n"
+    return bytes(out)
+
+
 # -- message data ------------------------------------------------------------------------
 
 class Parsed:
@@ -112,7 +209,9 @@ class Parsed:
     __slots__ = ("raw", "_root")
 
     def __init__(self, raw: bytes) -> None:
-        self.raw = to_crlf(raw)
+        # A CRLF message with NUL bytes is binary content (an APPEND of a literal8, RFC 3516): the
+        # line ends inside that content are part of it and stay as they are.
+        self.raw = raw if b"\0" in raw and _crlf_header(raw) else to_crlf(raw)
         self._root: Part | None = None
 
     @property
@@ -120,6 +219,12 @@ class Parsed:
         if self._root is None:
             self._root = Part(self.raw, 0, len(self.raw))
         return self._root
+
+
+def _crlf_header(raw: bytes) -> bool:
+    """Whether the first line ends in CRLF (so the message came over the wire, not as a Unix file)."""
+    nl = raw.find(b"\n")
+    return nl > 0 and raw[nl - 1] == 13
 
 
 def _find_part(root: Part, nums: list[int]) -> Part | None:
@@ -155,6 +260,12 @@ def section_bytes(parsed: Parsed, sec: Section) -> bytes | None:
     spec = sec.spec
     if spec == "":
         data = parsed.raw if not sec.nums else node.body_bytes()
+        if sec.nums and b"\0" in data and not node.is_multipart() and node.message is None:
+            # binary content (APPENDed as literal8) cannot go out in a BODY literal: base64 it, as the
+            # RFC 3516 client reads it with BINARY[] anyway
+            import base64
+
+            data = base64.encodebytes(data).replace(b"\n", b"\r\n")
     elif spec == "MIME":
         data = node.header_bytes()
     else:
@@ -330,7 +441,16 @@ def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, 
     if uid_first:
         out.append(b"UID %d" % msg.uid)
     for it in items:
-        if isinstance(it, Section):
+        if isinstance(it, Section) and it.binary:
+            data = binary_bytes(parsed, it)
+            if it.binary == "SIZE":
+                out.append(it.label + b" %d" % (len(data) if data is not None else 0))
+            elif data is None:
+                out.append(apply_partial(b"", it)[0] + b" NIL")
+            else:
+                label, data = apply_partial(data, it)
+                out.append(label + b" " + (b"~" + _lit(data) if b"\0" in data else _lit(data)))
+        elif isinstance(it, Section):
             data = section_bytes(parsed, it)
             if data is None:
                 out.append(apply_partial(b"", it)[0] + b" NIL")

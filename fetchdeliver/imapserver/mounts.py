@@ -77,6 +77,12 @@ class _ReadOnly(Mailbox):
     def cached_fields_like(self, name: str, needle: str):
         return self._inner.cached_fields_like(name, needle)
 
+    def stored_keys(self, name: str):
+        return self._inner.stored_keys(name)
+
+    def store_keys(self, name: str, values) -> None:
+        self._inner.store_keys(name, values)
+
     def highestmodseq(self) -> int:
         return self._inner.highestmodseq()
 

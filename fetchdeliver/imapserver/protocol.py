@@ -39,12 +39,13 @@ def literal_at_end(line: bytes) -> tuple[int, bool] | None:
 
 
 class Parser:
-    __slots__ = ("b", "i", "n")
+    __slots__ = ("b", "i", "n", "utf8")
 
-    def __init__(self, buf: bytes, pos: int = 0) -> None:
+    def __init__(self, buf: bytes, pos: int = 0, utf8: bool = False) -> None:
         self.b = buf
         self.i = pos
         self.n = len(buf)
+        self.utf8 = utf8     # UTF8=ACCEPT / IMAP4rev2 enabled: mailbox names are UTF-8, not modified UTF-7
 
     # -- basics ---------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Parser:
         return a
 
     def mailbox(self) -> str:
-        return decode_mailbox(self.astring())
+        return decode_mailbox(self.astring(), self.utf8)
 
     # -- structured pieces ------------------------------------------------------------
 
@@ -255,8 +256,22 @@ class Parser:
         return float(t - off if sign == "+" else t + off)
 
 
-def decode_mailbox(raw: bytes) -> str:
-    """A mailbox name from the wire: modified UTF-7 (or UTF-8 when a client sends it) -> str."""
+def decode_mailbox(raw: bytes, utf8: bool = False) -> str:
+    """A mailbox name from the wire: modified UTF-7 (or UTF-8 when a client sends it) -> str.
+    With `utf8` (after ENABLE UTF8=ACCEPT or IMAP4rev2, RFC 6855 3) the name is UTF-8 as it is:
+    "&" is just "&"."""
+    if utf8:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("mailbox name is not UTF-8") from None
+        if not name.isascii():   # RFC 6855 3 / RFC 9051 5.1: names are in NFC (Net-Unicode)
+            import unicodedata
+
+            name = unicodedata.normalize("NFC", name)
+        if name.upper() == "INBOX" or name.upper().startswith("INBOX/"):
+            name = "INBOX" + name[5:]
+        return name
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -300,8 +315,11 @@ def literal(data: bytes) -> bytes:
 
 
 def encode_mailbox(name: str, utf8: bool = False) -> bytes:
-    if utf8:
-        return astring_or_quoted(name)
+    if utf8:     # RFC 6855 / RFC 9051: UTF-8 goes in a quoted string as it is
+        data = name.encode("utf-8")
+        if len(data) < 1024 and not any(c < 32 or c == 127 for c in data):
+            return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return astring_or_quoted(data)
     return astring_or_quoted(utf7_encode(name))
 
 

@@ -420,6 +420,90 @@ def _object_id(c: Candidate, kind: str) -> str:
     return bytes(cached).decode("ascii").strip("()")
 
 
+class Hit:
+    """A matching message of a search answered from flags alone: its sequence number (what the
+    commands take of a Candidate; `memo` None says no content was looked at)."""
+
+    __slots__ = ("seq",)
+    memo = None
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+def EVERY(seq, m, flags, recent) -> bool:
+    """flag_predicate's answer for a search every message matches."""
+    return True
+
+
+def flags_alone(node: tuple) -> bool:
+    """Whether `node` asks for nothing but flags (system flags and keywords)."""
+    kind = node[0]
+    if kind == "AND":
+        return all(flags_alone(k) for k in node[1])
+    if kind == "NOT":
+        return flags_alone(node[1])
+    if kind == "OR":
+        return flags_alone(node[1]) and flags_alone(node[2])
+    return kind in ("FLAG", "ALL")
+
+
+def flag_predicate(node: tuple, max_seq: int, max_uid: int):
+    """`node` as a function (seq, MessageInfo, flags, recent) -> bool when it asks only for what a
+    view holds in memory (flags, \\Recent, sequence numbers, UIDs, MODSEQ), with exactly `matches`'s
+    answers; EVERY when every message matches; None when a key needs more (the caller then
+    builds a Candidate per message)."""
+    kind = node[0]
+    if kind == "ALL":
+        return EVERY
+    if kind == "AND":
+        parts = [flag_predicate(k, max_seq, max_uid) for k in node[1]]
+        if any(p is None for p in parts):
+            return None
+        parts = [p for p in parts if p is not EVERY]
+        if not parts:
+            return EVERY
+        if len(parts) == 1:
+            return parts[0]
+        return lambda seq, m, flags, recent: all(p(seq, m, flags, recent) for p in parts)
+    if kind == "FLAG":
+        flag, on = node[1], node[2]
+        if flag.startswith("\\"):
+            return (lambda seq, m, flags, recent: flag in flags) if on else \
+                (lambda seq, m, flags, recent: flag not in flags)
+        low = flag.lower()
+        return lambda seq, m, flags, recent: (low in {f.lower() for f in flags}) == on
+    if kind == "NEW":
+        return lambda seq, m, flags, recent: recent and "\\Seen" not in flags
+    if kind == "OLD":
+        return lambda seq, m, flags, recent: not recent
+    if kind == "RECENT":
+        return lambda seq, m, flags, recent: recent
+    if kind == "SEQ":
+        ranges = node[1]
+        return lambda seq, m, flags, recent: _in_set(seq, ranges, max_seq)
+    if kind == "UID":
+        ranges = node[1]
+        return lambda seq, m, flags, recent: _in_set(m.uid, ranges, max_uid)
+    if kind == "MODSEQ":
+        least = node[1]
+        return lambda seq, m, flags, recent: m.modseq >= least
+    if kind == "NOT":
+        p = flag_predicate(node[1], max_seq, max_uid)
+        if p is None:
+            return None
+        return lambda seq, m, flags, recent: not p(seq, m, flags, recent)
+    if kind == "OR":
+        a = flag_predicate(node[1], max_seq, max_uid)
+        b = flag_predicate(node[2], max_seq, max_uid)
+        if a is None or b is None:
+            return None
+        if a is EVERY or b is EVERY:
+            return EVERY
+        return lambda seq, m, flags, recent: a(seq, m, flags, recent) or b(seq, m, flags, recent)
+    return None
+
+
 def address_text(raw: bytes) -> str:
     """An address field as it is searched (as Dovecot does): each address parsed and written out again,
     `Name <user@host>` or `user@host` (a source route kept: `<@r1,@r2:user@host>`), groups as

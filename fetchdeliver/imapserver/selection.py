@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fetchdeliver.imapserver import condstore
 from fetchdeliver.imapserver import search as searchmod
+from fetchdeliver.imapserver import sort_thread
 from fetchdeliver.imapserver.commands.registry import AUTH, Bye
 from fetchdeliver.imapserver.protocol import ParseError
 from fetchdeliver.storage.base import SYSTEM_FLAGS, StorageError
@@ -32,6 +33,7 @@ class View:
         self.keywords: set[str] = set()   # the keywords announced in FLAGS
         self.uidvalidity = mailbox.uidvalidity
         self.synced: list | None = None   # the list Mailbox.sync() returned at the last diff
+        self.rev2 = False     # IMAP4rev2 (RFC 9051): no \Recent flags, no RECENT responses
 
     def flags_of(self, m) -> bytes:
         return flag_list(self.flags.get(m.uid, m.flags), m.uid in self.recent)
@@ -75,6 +77,7 @@ class SelectedMailbox:
     changed: asyncio.Event
     loop: asyncio.AbstractEventLoop
     _watch_tokens: list
+    _keys_used: frozenset[str] = frozenset()     # derived-key tables a command used (v_flush keeps their additions)
 
     if TYPE_CHECKING:
         def out(self, data: bytes) -> None: ...
@@ -156,12 +159,17 @@ class SelectedMailbox:
 
     def matching(self, tree) -> list:
         """(MessageInfo, search.Candidate) of every message of the view that matches `tree`, in order.
-        A search on flags, numbers, sizes and internal dates alone builds no cache entries."""
+        A search on flags, numbers and MODSEQ alone answers from the view's flags with a
+        `search.Hit` (the sequence number) in place of a candidate, and builds nothing else."""
         v = self.selected()
-        with_memo = searchmod.needs_text(tree)
-        mbox = v.mailbox
         max_seq = len(v.msgs)
         max_uid = v.uids[-1] if v.uids else 0
+        found = self.matching_indices(tree)
+        if found is not None:
+            msgs, Hit = v.msgs, searchmod.Hit
+            return [(msgs[i], Hit(i + 1)) for i in found]
+        with_memo = searchmod.needs_text(tree)
+        mbox = v.mailbox
         out = []
         skip: set = set()
         for ok, known in searchmod.prefilter(tree, mbox):
@@ -177,22 +185,79 @@ class SelectedMailbox:
         mbox.flush_cached()
         return out
 
+    def matching_indices(self, tree) -> list[int] | None:
+        """Indices into the view's messages of those that match `tree`, when it asks only for
+        what the view holds (flags, \\Recent, numbers, MODSEQ: search.flag_predicate); else None."""
+        v = self.selected()
+        msgs = v.msgs
+        pred = searchmod.flag_predicate(tree, len(msgs), v.uids[-1] if v.uids else 0)
+        if pred is None:
+            return None
+        if pred is searchmod.EVERY:
+            return list(range(len(msgs)))
+        fget, recent = v.flags.get, v.recent
+        if searchmod.flags_alone(tree):
+            # The answer depends on the flag set alone, and a mailbox has few distinct ones.
+            memo: dict = {}
+            out = []
+            try:
+                for i, m in enumerate(msgs):
+                    fl = fget(m.uid, m.flags)
+                    ok = memo.get(fl)
+                    if ok is None:
+                        ok = memo[fl] = bool(pred(i + 1, m, fl, False))
+                    if ok:
+                        out.append(i)
+                return out
+            except TypeError:       # a store's flags that are a plain set: not hashable
+                pass
+        return [i for i, m in enumerate(msgs) if pred(i + 1, m, fget(m.uid, m.flags), m.uid in recent)]
+
     def with_headers(self, m, c):
         """`c`, or a candidate for `m` that reads header fields through the store's index."""
         if c.memo is not None:
             return c
-        mbox = self.selected().mailbox
-        return searchmod.Candidate(c.seq, c.uid, c.flags, c.recent, c.size_fn, c.internaldate, c.raw_fn,
-                                   memo=self.memo(mbox, m), modseq=c.modseq)
-
-    def content_memo(self, m) -> dict | None:
-        """The server-wide memo of a message's content-derived facts (sort keys, threading facts)."""
         v = self.selected()
-        return self.server.cache.entry(v.mailbox, v.uidvalidity, m.uid)
+        mbox = v.mailbox
+        return searchmod.Candidate(c.seq, m.uid, v.flags.get(m.uid, m.flags), m.uid in v.recent,
+                                   lambda: mbox.size(m), m.internaldate, lambda: _read_or_empty(mbox, m),
+                                   memo=self.memo(mbox, m), modseq=m.modseq)
+
+    def key_table(self, name: str) -> dict | None:
+        """The server-wide {uid: value} of one content-derived key (a sort key, threading facts)
+        for the selected mailbox; on first use filled with what the store kept of it
+        (`Mailbox.stored_keys`, e.g. the Maildir index), and what is added is kept there by v_flush()."""
+        v = self.selected()
+        cache = self.server.cache
+        table = cache.key_table(v.mailbox, v.uidvalidity, name)
+        if table is None or name not in sort_thread.STORED:
+            return table
+        kept = cache.key_table(v.mailbox, v.uidvalidity, "stored:" + name)   # {uid: None}; None: loaded
+        if None not in kept:
+            kept[None] = None
+            for uid, value in (v.mailbox.stored_keys(name) or {}).items():
+                key = sort_thread.decode_key(name, value)
+                if key is not None:
+                    table.setdefault(uid, key)
+                    kept[uid] = None
+        self._keys_used = self._keys_used | {name}
+        return table
 
     def v_flush(self) -> None:
-        """Keep what sorting and threading cached (header fields) in the store's index."""
-        self.selected().mailbox.flush_cached()
+        """Keep what sorting and threading cached (header fields, derived keys) in the store's index."""
+        v = self.selected()
+        v.mailbox.flush_cached()
+        used, self._keys_used = self._keys_used, frozenset()
+        cache = self.server.cache
+        for name in used:
+            table = cache.key_table(v.mailbox, v.uidvalidity, name)
+            kept = cache.key_table(v.mailbox, v.uidvalidity, "stored:" + name)
+            if table is None or kept is None or len(kept) > len(table):
+                continue
+            new = {u: sort_thread.encode_key(name, k) for u, k in table.items() if u not in kept}
+            if new:
+                v.mailbox.store_keys(name, new)
+                kept.update(dict.fromkeys(new))
 
     async def sync_out(self, expunge: bool = True) -> None:
         """Re-read the selected mailbox; tell the client what changed."""
@@ -272,10 +337,11 @@ class SelectedMailbox:
                 v.msgs.append(m)
                 v.uids.append(m.uid)
                 v.flags[m.uid] = m.flags
-                if m.recent or m.uid in taken:
+                if (m.recent or m.uid in taken) and not v.rev2:
                     v.recent.add(m.uid)
             out.append(b"* %d EXISTS\r\n" % len(v.msgs))
-            out.append(b"* %d RECENT\r\n" % len(v.recent))
+            if not v.rev2:
+                out.append(b"* %d RECENT\r\n" % len(v.recent))
             if not v.readonly and any(m.recent for m in new) and hasattr(v.mailbox, "take_recent"):
                 v.mailbox.take_recent(new)
         if out:

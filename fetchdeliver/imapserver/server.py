@@ -28,6 +28,7 @@ class ServerConfig:
                  default_mail: str | None = None, allow_plaintext_auth: bool = False,
                  login_failure_delay: float = 2.0, idle_timeout: float = 1800.0, idle_poll: float = 30.0,
                  max_line: int = 65536, max_literal: int = 64 * 1024 * 1024,
+                 append_limit: int | None = None, literal_plus: bool = True,
                  max_connections: int | None = None,
                  max_connections_per_ip: int = netlimits.DEFAULT_MAX_CONNECTIONS_PER_IP,
                  login_timeout: float = netlimits.DEFAULT_LOGIN_TIMEOUT,
@@ -44,6 +45,8 @@ class ServerConfig:
         self.idle_poll = idle_poll             # IDLE re-checks this often even without a file event
         self.max_line = max_line
         self.max_literal = max_literal
+        self.append_limit = append_limit      # APPENDLIMIT (RFC 7889); None: max_literal
+        self.literal_plus = literal_plus      # False: LITERAL- (RFC 7888), {n+} only up to 4096 bytes
         # None: 1000, or fewer when the open-file limit cannot hold that many (netlimits.fit_max_connections)
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from typing import Any
 
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver.commands import REGISTRY
 from fetchdeliver.imapserver.commands import capabilities as registry_capabilities
+from fetchdeliver.imapserver.commands.append import append_limit
 from fetchdeliver.imapserver.commands.registry import AUTH, LOGOUT, NOT_AUTH, SELECTED, Bye, Done
 from fetchdeliver.imapserver.protocol import ParseError, Parser, literal_at_end, oneline
 from fetchdeliver.imapserver.selection import SelectedMailbox, View, flag_list
@@ -29,6 +31,8 @@ __all__ = ["AUTH", "LOGOUT", "NOT_AUTH", "SELECTED", "Bye", "Done", "Session", "
 
 MAX_COMMANDS_BEFORE_LOGIN = 50
 MAX_LITERAL_BEFORE_LOGIN = 8192
+NONSYNC_LITERAL_MINUS = 4096      # LITERAL- (RFC 7888): the largest {n+} when LITERAL+ is off
+_APPEND = re.compile(rb"[^ ]+ APPEND ", re.IGNORECASE)
 
 
 def _log():
@@ -75,6 +79,8 @@ class Session(SelectedMailbox):
         self.compressed = False   # COMPRESS=DEFLATE (RFC 4978) is active
         self.search_contexts: list = []   # CONTEXT=SEARCH (RFC 5267): imapserver/context.py
         self.notify_state: Any = None  # NOTIFY (RFC 5465): imapserver/notify.py NotifyState
+        self.rev2 = False         # ENABLE IMAP4rev2 (RFC 9051): no \Recent, ESEARCH answers, LIST in SELECT
+        self.utf8 = False         # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2: mailbox names in UTF-8
 
     # -- output ---------------------------------------------------------------------------
 
@@ -180,12 +186,21 @@ class Session(SelectedMailbox):
 
     async def read_command(self) -> bytes | None:
         """One complete command (literals included), or None after answering a bad one."""
+        # Some clients (imapclient's SEARCH, STORE...) write a command line and its CRLF in two
+        # sends: with Nagle on, the CRLF waits for our ACK of the first part, which the kernel
+        # would delay (40 ms) while we, having just answered, look interactive. ACK at once.
+        self.ack_now()
         line = await self.read_line()
         buf = bytearray(line)
         total = len(line)
+        appending = self.state != NOT_AUTH and _APPEND.match(line) is not None
+        refused = None    # LITERAL-: a non-synchronizing literal over 4096 bytes, read and answered BAD
         while True:
             lit = literal_at_end(line)
             if lit is None:
+                if refused is not None:
+                    await self.send(f"{_guess_tag(bytes(buf))} BAD [TOOBIG] {refused}\r\n".encode())
+                    return None
                 return bytes(buf)
             size, nonsync = lit
             limit = self.cfg.max_literal if self.state != NOT_AUTH else MAX_LITERAL_BEFORE_LOGIN
@@ -197,6 +212,18 @@ class Session(SelectedMailbox):
                 await self.send(f"{tag} BAD [TOOBIG] Literal of {size} bytes is too large "
                                 f"(limit {limit}).\r\n".encode())
                 return None
+            if appending and not nonsync and size > append_limit(self):
+                # APPENDLIMIT (RFC 7889): refused before the client sends the message
+                await self.send(f"{_guess_tag(bytes(buf))} NO [TOOBIG] A message of {size} bytes is over "
+                                f"the limit ({append_limit(self)}).\r\n".encode())
+                return None
+            if appending and not nonsync and len(buf) == len(line) and not self._append_target_exists(line):
+                # RFC 3502 section 6, example A004: no such mailbox, so no need for the message
+                await self.send(f"{_guess_tag(line)} NO [TRYCREATE] Mailbox does not exist.\r\n".encode())
+                return None
+            if nonsync and size > NONSYNC_LITERAL_MINUS and not self.cfg.literal_plus:
+                refused = (f"Non-synchronizing literal of {size} bytes: LITERAL- allows "
+                           f"{NONSYNC_LITERAL_MINUS} (send {{{size}}} and wait for the +).")
             if not nonsync:
                 await self.send(b"+ OK\r\n")
             elif size:
@@ -211,10 +238,31 @@ class Session(SelectedMailbox):
             line = await self.read_line()
             buf += line
 
+    def _append_target_exists(self, line: bytes) -> bool:
+        """For `tag APPEND mailbox ... {n}` (the mailbox not itself a literal): whether the mailbox
+        exists. True when the store cannot say, or the name does not parse (the command will tell)."""
+        exists = getattr(self.storage, "mailbox_exists", None)
+        if exists is None:
+            return True
+        p = Parser(line, 0, self.utf8)
+        try:
+            p.tag()
+            p.sp()
+            p.atom()
+            p.sp()
+            if p.peek() == 123:
+                return True
+            name = p.mailbox()
+            if self.view is not None and self.view.name == name:
+                return True
+            return bool(exists(name))
+        except Exception:    # ParseError, or a store that cannot tell: let APPEND itself answer
+            return True
+
     # -- dispatch ---------------------------------------------------------------------------
 
     async def handle(self, buf: bytes) -> None:
-        p = Parser(buf)
+        p = Parser(buf, 0, self.utf8)
         try:
             tag = p.tag()
         except ParseError:

@@ -15,7 +15,9 @@
     max_connections = 1000             # at once (fewer if the open-file limit is lower); then BYE
     max_connections_per_ip = 100       # at once from one client address (IPv6: one /64)
     max_line = 65536                   # bytes in one command line
-    max_literal = 67108864             # bytes in one literal (APPEND size limit)
+    max_literal = 67108864             # bytes in one literal
+    append_limit = 67108864            # bytes in one APPENDed message (APPENDLIMIT); default: max_literal
+    literal_plus = true                # false: LITERAL- ({n+} literals up to 4096 bytes) instead of LITERAL+
     backend = "package.module:factory" # a plugin Authenticator (see docs in imapserver/plugin.py)
 """
 
@@ -55,6 +57,8 @@ IMAP_KEYS = {
     "idle_timeout": config._duration,
     "max_line": config._int(lo=1024, hi=1 << 30),
     "max_literal": config._int(lo=1024, hi=1 << 40),
+    "append_limit": config._int(lo=1, hi=1 << 40),
+    "literal_plus": config._bool,
     "backend": config.plugin_ref,
 }
 

@@ -1,4 +1,5 @@
-"""SORT and THREAD (RFC 5256): sort keys, the base subject, ORDEREDSUBJECT and REFERENCES.
+"""SORT and THREAD (RFC 5256): sort keys (and SORT=DISPLAY's, RFC 5957), the base subject,
+ORDEREDSUBJECT and REFERENCES.
 
 Messages come as (MessageInfo, search.Candidate) pairs from the session's search;
 header fields are asked of the candidate, which answers from the store's index
@@ -14,7 +15,7 @@ from email.utils import parsedate_tz
 
 from fetchdeliver.imapserver.protocol import ParseError, Parser
 
-SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO")
+SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
 
@@ -128,6 +129,27 @@ def _first_mailbox(c, name: str) -> str:
     return ""
 
 
+def display_key(c, name: str) -> str:
+    """SORT=DISPLAY (RFC 5957): the first address's display name (RFC 2047-decoded), else its
+    addr-spec; for a group, the group's name. Upper-cased, as the other address keys."""
+    from fetchdeliver.imapserver.mime import parse_addresses
+    from fetchdeliver.message import decode_rfc2047
+
+    raw = c.raw_header_values(name)
+    if not raw:
+        return ""
+    for display, _route, mailbox, host in parse_addresses(raw[0]):
+        if mailbox is None:
+            continue                     # the end of a group
+        if host is None:                 # the start of a group: its name
+            return mailbox.decode("utf-8", "replace").upper()
+        if display:
+            return decode_rfc2047(display.decode("utf-8", "replace")).upper()
+        spec = mailbox if host == b"MISSING_DOMAIN" else mailbox + b"@" + host
+        return spec.decode("utf-8", "replace").upper()
+    return ""
+
+
 def sent_date(c) -> float:
     """The Date: header as UTC seconds; the internal date when it is missing or unparseable."""
     d = _first_value(c, "date")
@@ -152,35 +174,93 @@ def _key(name: str, c):
         return c.size_fn()
     if name == "SUBJECT":
         return subject_key(_first_value(c, "subject"))
+    if name.startswith("DISPLAY"):
+        return display_key(c, name[7:].lower())
     return _first_mailbox(c, name.lower())
-
-
-def _remembered(memo_of, m, name: str, make):
-    """A content-derived value kept in the server's per-message memo (`memo_of(m)`), if any."""
-    memo = memo_of(m) if memo_of is not None else None
-    if memo is None:
-        return make()
-    value = memo.get(name)
-    if value is None:
-        value = memo[name] = make()
-    return value
 
 
 def _same(m, c):
     return c
 
 
-def sort(found: list, criteria: list[tuple[str, bool]], memo_of=None, with_headers=_same) -> list:
+# The derived keys a store may keep for the next server start (`Mailbox.store_keys`): those that
+# cost a header parse each. ARRIVAL and SIZE are at hand; the kept answers are cheap to redo.
+STORED = ("sort:DATE", "sort:SUBJECT", "sort:FROM", "sort:TO", "sort:CC", "thread:facts")
+
+
+def encode_key(name: str, value):
+    """A derived key as a store keeps it: a number or text."""
+    if name == "thread:facts":
+        import json
+
+        return json.dumps(value)
+    return value
+
+
+def decode_key(name: str, stored):
+    """encode_key's value back (None when it is not one: the key is then computed again)."""
+    if name == "thread:facts":
+        import json
+
+        try:
+            date, subj, reply, mid, refs = json.loads(stored)
+        except (TypeError, ValueError):
+            return None
+        return (date, subj, reply, mid, tuple(refs))
+    if name == "sort:DATE":
+        return stored if isinstance(stored, (int, float)) else None
+    return stored if isinstance(stored, str) else None
+
+
+def _keys(found: list, name: str, key_table, make) -> dict:
+    """{uid: key} for every message of `found`: from the mailbox's table (`key_table(name)`, the
+    server's cache; content-derived keys never change under a UID), computed by `make(m, c)` for
+    the messages it lacks."""
+    table = key_table(name) if key_table is not None else None
+    if table is None:
+        table = {}
+    for m, c in found:
+        if m.uid not in table:
+            table[m.uid] = make(m, c)
+    return table
+
+
+def known_order(uids: tuple, criteria: list[tuple[str, bool]], key_table) -> list[int] | None:
+    """The kept order (indices into `uids`) of the last SORT by `criteria` of exactly these messages."""
+    orders = key_table("sort:order") if key_table is not None else None
+    last = orders.get(tuple(criteria)) if orders is not None else None
+    return last[1] if last is not None and last[0] == uids else None
+
+
+def known_thread(ident: tuple, algorithm: str, uid: bool, key_table) -> str | None:
+    """The kept THREAD answer for these messages under these numbers (`ident`: (UIDs, sequence
+    numbers or None)), if it was the last one asked for with this algorithm."""
+    answers = key_table("thread:answer") if key_table is not None else None
+    last = answers.get((algorithm, uid)) if answers is not None else None
+    return last[1] if last is not None and last[0] == ident else None
+
+
+def sort(found: list, criteria: list[tuple[str, bool]], key_table=None, with_headers=_same) -> list:
     """`found` (in sequence order) sorted by the criteria; ties stay in sequence order. Sort keys
-    depend on the content only and are kept in `memo_of(msg)` (the server's message cache);
-    `with_headers(msg, cand)` gives a candidate that reads header fields from the store's index."""
-    out = list(found)
+    depend on the content only and are kept in `key_table(name)` ({uid: key}, the server's cache);
+    `with_headers(msg, cand)` gives a candidate that reads header fields from the store's index.
+    The order is a function of the messages' content: the last one per criteria is kept in
+    `key_table("sort:order")` and used again for the same messages (a client's resync)."""
+    uids = tuple(m.uid for m, _ in found)
+    known = known_order(uids, criteria, key_table)
+    if known is not None:
+        return [found[i] for i in known]
+    orders = key_table("sort:order") if key_table is not None else None
+    crit = tuple(criteria)
+    out = list(range(len(found)))
     for name, reverse in reversed(criteria):       # stable sorts, the last criterion first
-        keys = {id(pair): _remembered(memo_of, pair[0], "sort:" + name,
-                                      lambda name=name, pair=pair: _key(name, with_headers(*pair)))
-                for pair in out}
-        out.sort(key=lambda pair: keys[id(pair)], reverse=reverse)
-    return out
+        keys = _keys(found, "sort:" + name, key_table, lambda m, c, name=name: _key(name, with_headers(m, c)))
+        out.sort(key=lambda i: keys[found[i][0].uid], reverse=reverse)
+    if orders is not None:
+        if len(orders) >= 16:
+            orders.clear()
+        orders[crit] = (uids, out)
+    return [found[i] for i in out]
 
 
 # -- threads ---------------------------------------------------------------------------------------
@@ -224,13 +304,25 @@ def _format(roots: list[Node]) -> str:
     return "".join(f"({_fmt(r)})" for r in roots)
 
 
-def thread(found: list, algorithm: str, uid: bool, memo_of=None, with_headers=_same) -> str:
-    nodes = [Node(m.uid if uid else c.seq, c,
-                  _remembered(memo_of, m, "thread:facts", lambda m=m, c=c: _facts(with_headers(m, c))))
-             for m, c in found]
+def thread(found: list, algorithm: str, uid: bool, key_table=None, with_headers=_same) -> str:
+    """The THREAD answer (without `* THREAD `). The answer is a function of the messages' content
+    and their numbers: the last one per algorithm is kept in `key_table("thread:answer")` and given
+    again while the same messages, under the same numbers, are asked about (a client's resync)."""
+    uids = tuple(m.uid for m, _ in found)
+    ident = (uids, None if uid else tuple(c.seq for _, c in found))
+    known = known_thread(ident, algorithm, uid, key_table)
+    if known is not None:
+        return known
+    answers = key_table("thread:answer") if key_table is not None else None
+    facts = _keys(found, "thread:facts", key_table, lambda m, c: _facts(with_headers(m, c)))
+    nodes = [Node(m.uid if uid else c.seq, c, facts[m.uid]) for m, c in found]
     if algorithm == "ORDEREDSUBJECT":
-        return _format(_ordered_subject(nodes))
-    return _format(_references(nodes))
+        text = _format(_ordered_subject(nodes))
+    else:
+        text = _format(_references(nodes))
+    if answers is not None:
+        answers[(algorithm, uid)] = (ident, text)
+    return text
 
 
 def _ordered_subject(nodes: list[Node]) -> list[Node]:

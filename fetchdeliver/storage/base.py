@@ -165,6 +165,14 @@ class Mailbox:
         can tell so cheaply (the Maildir index asks sqlite) saves the caller decoding them all."""
         return self.cached_fields(name)
 
+    def stored_keys(self, name: str) -> dict[int, Any] | None:
+        """{uid: value} of a derived key the IMAP server stored with `store_keys` (a SORT key,
+        THREAD's facts: numbers or text); None when the backend keeps none."""
+        return None
+
+    def store_keys(self, name: str, values: dict[int, Any]) -> None:
+        """Keep derived values for `stored_keys` (a cache: the backend may drop them)."""
+
     def highestmodseq(self) -> int:
         """HIGHESTMODSEQ (RFC 7162): raised by every append, flag change and expunge; 0 if not kept."""
         return 0

@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS field (     -- header fields, for SEARCH HEADER/SUBJE
 CREATE INDEX IF NOT EXISTS field_name ON field (name, uid);
 CREATE INDEX IF NOT EXISTS field_uid ON field (uid);
 CREATE INDEX IF NOT EXISTS msg_hdr ON msg (hdr);
+CREATE TABLE IF NOT EXISTS sortkey (   -- SORT keys and THREAD facts the IMAP server derived (sort_thread.py)
+    name TEXT NOT NULL,          -- e.g. 'sort:SUBJECT', 'thread:facts'
+    uid INTEGER NOT NULL,
+    value,                       -- a number or text, as the server stored it
+    PRIMARY KEY (name, uid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
 """
@@ -284,6 +290,7 @@ class MailboxIndex:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (row.uid, row.name, row.subdir, row.internaldate, row.size, row.modseq))
         self.db.execute("DELETE FROM field WHERE uid = ?", (row.uid,))
+        self.db.execute("DELETE FROM sortkey WHERE uid = ?", (row.uid,))
 
     def move(self, uid: int, name: str, subdir: str, modseq: int) -> None:
         self.db.execute("UPDATE msg SET name = ?, subdir = ?, modseq = ? WHERE uid = ?",
@@ -297,12 +304,14 @@ class MailboxIndex:
         """Rows gone: forget them, remember the UIDs as expunged at `modseq`."""
         self.db.executemany("DELETE FROM msg WHERE uid = ?", ((u,) for u in uids))
         self.db.executemany("DELETE FROM field WHERE uid = ?", ((u,) for u in uids))
+        self.db.executemany("DELETE FROM sortkey WHERE uid = ?", ((u,) for u in uids))
         self.db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", ((u, modseq) for u in uids))
 
     def clear(self) -> None:
         """A new UIDVALIDITY: every row is void (HIGHESTMODSEQ keeps growing)."""
         self.db.execute("DELETE FROM msg")
         self.db.execute("DELETE FROM field")
+        self.db.execute("DELETE FROM sortkey")
         self.db.execute("DELETE FROM expunged")
 
     def expunged_uids(self) -> set[int]:
@@ -313,6 +322,15 @@ class MailboxIndex:
             "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,))]
 
     # -- cached content-derived facts ----------------------------------------------------------------
+
+    def sort_keys(self, name: str) -> dict:
+        """{uid: value} of one derived key (`put_sort_keys`) for the messages that have it."""
+        return dict(self.db.execute("SELECT uid, value FROM sortkey WHERE name = ?", (name,)).fetchall())
+
+    def put_sort_keys(self, name: str, values: dict) -> None:
+        """Keep derived values (numbers or text) of messages present in `msg` (inside a transaction)."""
+        self.db.executemany("INSERT OR REPLACE INTO sortkey SELECT ?, uid, ? FROM msg WHERE uid = ?",
+                            ((name, v, u) for u, v in values.items()))
 
     def memo_table(self) -> "MemoTable":
         return MemoTable(self)

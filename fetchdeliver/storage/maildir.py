@@ -500,7 +500,8 @@ class MaildirStore(Store):
         shutil.rmtree(trash, ignore_errors=True)
         fsync_dir(self.root)
         self._set_special_use(name, None)
-        self.unsubscribe(name)
+        # The subscription stays (RFC 3501 6.3.6: a server must not unsubscribe on DELETE; Dovecot
+        # keeps it): LSUB lists it, LIST (SUBSCRIBED) as \NonExistent, until UNSUBSCRIBE.
 
     def rename(self, old: str, new: str) -> None:
         src, dst = self.path(old), self.path(new)
@@ -777,12 +778,15 @@ class MaildirMailbox(Mailbox):
         self._ul_key = None                  # (inode, mtime, size) of the parsed dovecot-uidlist
         self._memos = None                   # storage.index.MemoTable, made on first use
         self._known: dict | None = None      # {"new": names, "cur": names} of the cached list
-        self._unverified = False             # _stamp was taken after our own change, not a listing
+        self._unverified = False             # _stamp is dirty: taken after our own change, or a listing
+                                             # within the directories' timestamp tick
+        self._listed_in_tick = False         # the last scan listed new/ or cur/ within its tick
         # cur/ on its own (where nearly every message lives): its (inode, mtime, size) when our list
         # of it was last right, and whether a listing made after its timestamp tick says so. A scan
         # that finds cur/ unchanged lists new/ only (see _scan_locked).
         self._cur_stamp: tuple | None = None
         self._cur_verified = False
+        self._cur_listed_in_tick = False     # the last listing of cur/ was made within its tick
         self._ix_mark: tuple = ()            # index.mark() when our list last matched the index
         self._ix_hms: int | None = None      # HIGHESTMODSEQ then: rows above it changed since
         self._peeked_next = 1
@@ -927,6 +931,33 @@ class MaildirMailbox(Mailbox):
         if self._memos is None:
             self._memos = self._ix.memo_table()
         return self._memos.fields_like(name, needle)
+
+    def stored_keys(self, name: str):
+        if self._ix is None:
+            return None
+        import sqlite3
+
+        try:
+            return self._ix.sort_keys(name)
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return None
+
+    def store_keys(self, name: str, values) -> None:
+        if self._ix is None or not values:
+            return
+        import sqlite3
+
+        try:
+            current = self._ix_begin()
+            try:
+                self._ix.put_sort_keys(name, values)
+            except (sqlite3.InterfaceError, UnicodeEncodeError, OverflowError):
+                self._ix.rollback()     # a value sqlite cannot hold: not kept, computed again
+                return
+            self._ix_commit(current)
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
 
     def flush_cached(self) -> None:
         if self._ix is None or self._memos is None or not self._memos.dirty:
@@ -1112,18 +1143,20 @@ class MaildirMailbox(Mailbox):
 
     def sync(self) -> list[MessageInfo]:
         stamp, trusted_after = self._dir_stamp()
-        if stamp == self._stamp:
-            # A stamp from a listing is trusted once the directories are older than the file
-            # system's timestamp granularity. One we took after our own change (nothing listed)
-            # is used until then, and checked by one listing after it: another process's change
-            # in the very same tick as ours is seen a tick later, never lost.
+        # What another session or process wrote to the index shows at once, whatever the stamps
+        # say. A stamp from a listing made after the directories' timestamp tick is trusted. A
+        # listing made within the tick is not: another change later in that tick would leave the
+        # same stamp, so each sync lists again until a listing after the tick (Dovecot rescans
+        # such "dirty" directories too). A stamp we took after our own change (nothing listed in
+        # its tick) is used until the tick is over and then checked by one listing: a change
+        # made behind our back in the very tick of ours is seen a tick later, never lost (what
+        # Dovecot does between explicit syncs); new/, where deliveries land, must not be fresh.
+        if stamp == self._stamp and self._index_unchanged():
             now = time.time()
             if not self._unverified:
                 if now > trusted_after:
                     return self._cache
-            elif now <= trusted_after and now > self._new_trusted_after():
-                # new/ (where deliveries land) must not be fresh: a delivery in the tick of our
-                # own new/ -> cur/ move would hide behind our stamp.
+            elif not self._listed_in_tick and now <= trusted_after and now > self._new_trusted_after():
                 return self._cache
         with self._lock():
             return self._scan_locked()
@@ -1135,16 +1168,68 @@ class MaildirMailbox(Mailbox):
             return float("inf")
         return st.st_mtime + (_FRESH_FINE if st.st_mtime_ns % 1_000_000_000 else _FRESH)
 
+    def _index_unchanged(self) -> bool:
+        """Whether no other session or process wrote the index since our list matched it
+        (their own appends, flag changes and expunges show at once, whatever the stamps say)."""
+        if self._ix is None:
+            return True
+        import sqlite3
+
+        try:
+            return self._ix.mark() == self._ix_mark
+        except sqlite3.DatabaseError:
+            return False     # the scan finds the index broken and rebuilds it
+
+    def _catch_up(self) -> None:
+        """Take into our list the rows other sessions or processes changed in the index since our
+        list last matched it. With the lock held only the writers of cached parts (which change
+        no row) can commit meanwhile; without it (APPEND's first half) the mark and HIGHESTMODSEQ
+        are read before the rows, so a commit in between is read again next time."""
+        import sqlite3
+
+        ix = self._ix
+        if ix is None or self._ix_hms is None or not self._cache:
+            return          # no list to bring up to date: the scan reads the rows it needs
+        try:
+            mark = ix.mark()
+            if mark == self._ix_mark:
+                return
+            if ix.get("uidvalidity") != self.uidvalidity:
+                return      # voided or renumbered: the scan starts again from the files
+            hms = ix.highestmodseq()
+            rows = ix.rows_since(self._ix_hms) if hms != self._ix_hms else []
+            gone = set(ix.expunged_since(self._ix_hms)) if hms != self._ix_hms else set()
+        except sqlite3.DatabaseError as e:
+            self._index_failed(e)
+            return
+        if rows or gone:
+            memo: dict = {}
+            by_uid = {m.uid: m for m in self._cache if m.uid not in gone}
+            for r in rows:
+                if r.uid not in gone:
+                    by_uid[r.uid] = self._from_row(r, memo)
+            self._cache = sorted(by_uid.values(), key=lambda m: m.uid)
+            self._known = None
+            if gone and self._memos is not None:
+                self._memos.forget(gone)
+        self._ix_mark, self._ix_hms = mark, hms
+
     def own_change(self) -> bool:
         """Whether our list is current (for an APPEND split into write_message() and adopt())."""
         return self._own_change()
 
     def _own_change(self) -> bool:
-        """Before a change we make under the lock: whether our list is current (stamp unchanged)."""
-        return self._stamp is not None and self._dir_stamp()[0] == self._stamp
+        """Before a change we make (under the lock, but for APPEND's first half): whether our list
+        is current. What other sessions wrote to the index is taken in first; then the stamp must
+        be unchanged. A change behind our back within the stamp's tick may still hide: the stamp
+        we take after our change is dirty, so the next sync lists (see sync())."""
+        self._catch_up()
+        return (self._stamp is not None and self._dir_stamp()[0] == self._stamp
+                and self._index_unchanged())
 
     def _changed_by_us(self, was_current: bool) -> None:
-        """After our change: the new stamp describes our list (to be verified, see sync())."""
+        """After our change: the new stamp describes our list (to be verified, see sync()); a
+        directory listed within its tick before stays to be listed again."""
         if was_current:
             self._stamp = self._dir_stamp()[0]
             self._unverified = True
@@ -1225,26 +1310,35 @@ class MaildirMailbox(Mailbox):
         cur_st, cur_trusted_after = self._stat_dir("cur")
         dirs = repr((new_st, cur_st))
         new_names = self._names("new")     # new/ first: a file moving to cur/ meanwhile is seen there
-        # cur/ is listed again only when it may hold what our list does not: its stamp moved, or a
-        # listing of it must verify our own change now that its tick is over (as sync() does for
-        # the whole folder), or Dovecot's files changed, or a file we knew in new/ left it (moved
-        # to cur/ by someone). Otherwise a delivery into new/ does not cost a listing of every
-        # message in cur/.
+        # What other sessions and processes wrote to the index is taken in first (under the lock
+        # no one else changes a row). Then cur/ is listed again only when it may hold what our
+        # list does not: its stamp moved, or it is dirty (our own change, or a listing, within
+        # its timestamp tick: a change later in that tick leaves the same stamp), or Dovecot's
+        # files changed, or a file we knew in new/ left it (moved to cur/ by someone). A stamp
+        # we took after our own change is used within its tick and checked by a listing after
+        # it (see sync()). Otherwise a delivery into new/ does not cost a listing of cur/.
+        self._catch_up()
         cur_known = (self._cur_stamp == cur_st and bool(self._cache) and self._stamp is not None
-                     and (now > cur_trusted_after if self._cur_verified else now <= cur_trusted_after)
+                     and ((self._cur_verified and now > cur_trusted_after)
+                          or (not self._cur_verified and not self._cur_listed_in_tick
+                              and now <= cur_trusted_after))
                      and self._stamp.endswith(", " + self._dir_stamp(("dovecot-uidlist", "dovecot-keywords"))[0][1:])
                      and self._known_names()["new"].issubset(new_names))
         if cur_known:
             cur_names = list(self._known_names()["cur"])
-            cur_verified = self._cur_verified
+            cur_verified, cur_in_tick = self._cur_verified, self._cur_listed_in_tick
         else:
             cur_names = self._names("cur")
             cur_verified = now > cur_trusted_after
+            cur_in_tick = not cur_verified
         # Listed within the timestamp tick of the directories' last change: a change later in that
         # tick would not move the stamp, so this listing is verified by another one after the tick
         # (sync() does it), and the index keeps no stamp a later process would trust.
         settled = now > new_trusted_after and cur_verified
-        if self._cache and self._unchanged(new_names, cur_names):
+        in_tick = now <= new_trusted_after or cur_in_tick
+        # The quick answer also needs our list to be the index's (after _catch_up(); not so when
+        # the index was just rebuilt or voided: then the full pass below fills it again).
+        if self._cache and self._unchanged(new_names, cur_names) and self._index_unchanged():
             # Every file is one we know: nothing to number, so dovecot-uidlist is not parsed (after
             # a restart that is every record); its header says whether UIDVALIDITY still holds.
             if self._uidlist is not None:
@@ -1268,6 +1362,7 @@ class MaildirMailbox(Mailbox):
                     self._index_failed(e)
             self._stamp = stamp0
             self._unverified = not settled
+            self._listed_in_tick, self._cur_listed_in_tick = in_tick, cur_in_tick
             self._cur_stamp, self._cur_verified = cur_st, cur_verified
             return self._cache
         u = self._read_uidlist()
@@ -1373,6 +1468,7 @@ class MaildirMailbox(Mailbox):
         self._known = None
         self._stamp = stamp0
         self._unverified = not settled
+        self._listed_in_tick, self._cur_listed_in_tick = in_tick, cur_in_tick
         self._cur_stamp, self._cur_verified = cur_st, cur_verified
         return msgs
 

@@ -54,6 +54,46 @@ _POOLS_LOCK = threading.Lock()
 _CHECKED: set[str] = set()
 
 
+class _MessageCache:
+    """Recently read messages of this process, by (database, mailbox id, UID): a message row never
+    changes its bytes and a UID is never reused in a mailbox (ids come from a sequence), so an
+    entry cannot go stale; it only spares the round trip when sessions (a phone and a desktop, a
+    client that fetches the header and then the body) read the same message again. Bounded by
+    MAX_BYTES; messages above MAX_ONE are not kept."""
+
+    MAX_BYTES = 32 << 20
+    MAX_ONE = 1 << 20
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple, bytes] = OrderedDict()
+        self.size = 0
+
+    def get(self, key: tuple) -> bytes | None:
+        with self.lock:
+            raw = self.items.get(key)
+            if raw is not None:
+                self.items.move_to_end(key)
+            return raw
+
+    def put(self, key: tuple, raw: bytes) -> None:
+        if len(raw) > self.MAX_ONE:
+            return
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = raw
+            self.size += len(raw)
+            while self.size > self.MAX_BYTES:
+                _, old = self.items.popitem(last=False)
+                self.size -= len(old)
+
+
+_MESSAGES = _MessageCache()
+
+
 def split_location(url: str) -> tuple[str, str | None]:
     """("postgresql://..." without our own parameters, mail user or None)."""
     parts = urlsplit(url)
@@ -95,15 +135,20 @@ def pool_for(dsn: str, checked: bool = True):
     Two per database: the delivery face's pool checks a connection before lending it (one round
     trip), so that the first delivery after a database restart succeeds instead of failing on a
     dead connection; the access face's pool (IMAP reads, a round trip or two per command) does
-    not, and a command that meets a dead connection answers NO [UNAVAILABLE] once."""
+    not, and a command that meets a dead connection answers NO [UNAVAILABLE] once. Only the
+    access face's connections are in autocommit (every write of it is in conn.transaction())."""
     key = (dsn, checked)
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
             from psycopg_pool import ConnectionPool
 
+            # The access face's connections are in autocommit: a read is then one round trip, not
+            # three (psycopg's implicit BEGIN, the SELECT, the pool's COMMIT); its writes all run
+            # in `with conn.transaction()`, which still makes them atomic.
             pool = ConnectionPool(dsn, min_size=1, max_size=8, open=True, timeout=5,
                                   check=ConnectionPool.check_connection if checked else None,
+                                  kwargs=None if checked else {"autocommit": True},
                                   name="fetchdeliver" if checked else "fetchdeliver-access")
             _POOLS[key] = pool
         return pool
@@ -159,6 +204,8 @@ class _Listener:
 
         self.dsn = dsn
         self.ready = threading.Event()      # set while LISTEN is in force
+        self.generation = 0                 # LISTENs so far: a new one may have missed NOTIFYs
+        self.counts: dict[int, int] = {}    # NOTIFYs (and this process's own commits) per mailbox id
         self.dir = tempfile.mkdtemp(prefix="fetchdeliver-notify-")
         atexit.register(self._cleanup)
         self.thread = threading.Thread(target=self._run, name="fetchdeliver-pg-listen", daemon=True)
@@ -171,11 +218,25 @@ class _Listener:
         os.makedirs(d, exist_ok=True)
         return d
 
+    def token(self, mailbox_id: int) -> tuple | None:
+        """Changes iff a NOTIFY for the mailbox arrived (or LISTEN was re-established); None while
+        not listening. PostgresMailbox.sync() asks the database only when it changed."""
+        if not self.ready.is_set():
+            return None
+        return self.generation, self.counts.get(mailbox_id, 0)
+
+    def note(self, mailbox_id: int) -> None:
+        """A commit of this process changed the mailbox: its other sessions look again at once,
+        without waiting for the NOTIFY to come round."""
+        with _POOLS_LOCK:
+            self.counts[mailbox_id] = self.counts.get(mailbox_id, 0) + 1
+
     def _touch(self, mailbox_id: str) -> None:
         import os
 
         if not mailbox_id.isdigit():
             return
+        self.note(int(mailbox_id))
         d = os.path.join(self.dir, mailbox_id)
         if os.path.isdir(d):   # someone watches this mailbox
             with open(os.path.join(d, "changed"), "ab") as f:
@@ -189,6 +250,7 @@ class _Listener:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
                     conn.execute("LISTEN fd_mailbox")
+                    self.generation += 1
                     self.ready.set()
                     delay = 0.5
                     for n in conn.notifies():
@@ -206,6 +268,14 @@ class _Listener:
 
 
 _LISTENERS: dict[str, _Listener] = {}
+
+
+def changed(dsn: str, *mailbox_ids: int) -> None:
+    """After a commit that changed these mailboxes: this process's sessions see it at once."""
+    li = _LISTENERS.get(dsn)
+    if li is not None:
+        for i in mailbox_ids:
+            li.note(i)
 
 
 def listener_for(dsn: str) -> _Listener:
@@ -282,10 +352,12 @@ class PostgresStore(Store):
                 if quota is not None:
                     quota.enforce(conn, rfc822_size(raw), 1)   # raises: the transaction rolls back
         mbox_id = row[0]
+        changed(self.url, mbox_id)
 
         def undo():
             with self.connection() as c, c.transaction():
                 expunge_uids(c, mbox_id, [uid])
+            changed(self.url, mbox_id)
 
         return Receipt("postgres", mailbox, None, undo=undo, uid=uid)
 
@@ -649,6 +721,14 @@ class PostgresMailbox(Mailbox):
         self._modseq = -1
         self._uidnext = 1
         self._memo: _MemoTable | None = None
+        self._pos: dict[int, int] = {}          # UID -> index in _msgs
+        self._ahead: dict[int, tuple] = {}      # rows read ahead (see read())
+        self._last_read = 0
+        self._token: tuple | None = None     # the listener's token at the last check (see sync())
+        self._checked = 0.0
+
+    READ_AHEAD = 32
+    READ_AHEAD_BYTES = 1 << 21
 
     def _conn(self):
         return self.store.connection(checked=False)
@@ -656,54 +736,112 @@ class PostgresMailbox(Mailbox):
     def _temp(self, e: Exception) -> StorageError:
         return StorageError(str(e), "UNAVAILABLE")
 
+    STALE_AFTER = 1.0   # seconds: re-checked at least this often, NOTIFY or not (a lost one costs no more)
+    _SYNC = ("SELECT 0, highestmodseq, uidnext, NULL::text[], NULL::float8, NULL::bigint, NULL::bytea "
+             "FROM fd_mailbox WHERE id = %s "
+             "UNION ALL SELECT 1, uid, modseq, flags, internaldate, size, sha256 FROM fd_message "
+             "WHERE mailbox_id = %s AND modseq > %s "
+             "UNION ALL SELECT 2, uid, modseq, NULL, NULL, NULL, NULL FROM fd_expunged "
+             "WHERE mailbox_id = %s AND modseq > %s")
+
     def sync(self) -> list[MessageInfo]:
+        """The mailbox's messages, in UID order; the very list of the last call when nothing changed.
+
+        One round trip, one snapshot: the mailbox row and the messages changed or expunged since
+        the HIGHESTMODSEQ last seen (every change bumps it under the mailbox row's lock, so commits
+        come in MODSEQ order and the delta misses nothing). None at all while this process LISTENs
+        (_Listener), no NOTIFY for the mailbox came since the last check, and that check is less
+        than STALE_AFTER old: a commit on any node announces itself before its client hears OK."""
+        token = listener_for(self.store.url).token(self.id)
+        now = time.monotonic()
+        if token is not None and token == self._token and now - self._checked < self.STALE_AFTER:
+            return self._msgs
+        first = self._modseq < 0
+        since = 0 if first else self._modseq
         try:
             with self._conn() as conn:
-                row = conn.execute("SELECT highestmodseq, uidnext FROM fd_mailbox WHERE id = %s",
-                                   (self.id,)).fetchone()
-                if row is None:
-                    raise StorageError(f"Mailbox was deleted: {self.name}", "NONEXISTENT")
-                if row[0] == self._modseq:
-                    return self._msgs
-                rows = conn.execute("SELECT uid, flags, internaldate, size, modseq, sha256 FROM fd_message "
-                                    "WHERE mailbox_id = %s ORDER BY uid", (self.id,)).fetchall()
+                rows = conn.execute(self._SYNC, (self.id, self.id, since, self.id,
+                                                 1 << 62 if first else since)).fetchall()
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
-        self._modseq, self._uidnext = row
-        msgs = []
+        head = [r for r in rows if r[0] == 0]
+        if not head:
+            raise StorageError(f"Mailbox was deleted: {self.name}", "NONEXISTENT")
+        self._token, self._checked = token, now
+        highest, uidnext = head[0][1], head[0][2]
+        if highest == self._modseq:
+            self._uidnext = uidnext
+            return self._msgs
         old = self._by_uid
-        for uid, flags, idate, size, modseq, digest in rows:
-            fs = frozenset(flags)
-            m = old.get(uid)
-            if m is None or m.flags != fs or m.modseq != modseq:
-                m = MessageInfo(uid, fs, idate, digest, size, modseq)
-            msgs.append(m)
+        by_uid = {} if first else dict(old)
+        last = self._msgs[-1].uid if self._msgs and not first else 0
+        appended = True         # every new UID above the last one: the list grows at its end
+        replaced = False
+        for kind, uid, modseq, flags, idate, size, digest in rows:
+            if kind == 1:
+                fs = frozenset(flags)
+                m = old.get(uid)
+                if m is None or m.flags != fs or m.modseq != modseq:
+                    if m is not None or uid <= last:
+                        replaced = True
+                    by_uid[uid] = MessageInfo(uid, fs, idate, digest, size, modseq)
+                elif first:
+                    by_uid[uid] = m
+            elif kind == 2 and by_uid.pop(uid, None) is not None:
+                replaced = True
+        self._modseq, self._uidnext = highest, uidnext
+        if first or replaced:
+            msgs = sorted(by_uid.values(), key=lambda m: m.uid)
+            appended = False
+        else:
+            msgs = self._msgs + sorted((m for u, m in by_uid.items() if u > last), key=lambda m: m.uid)
+        if not first and not replaced and len(msgs) == len(self._msgs):
+            return self._msgs   # only a MODSEQ went by (e.g. a change already applied here)
         self._msgs = msgs
-        self._by_uid = {m.uid: m for m in msgs}
+        self._by_uid = by_uid
+        if appended:
+            self._pos.update((m.uid, i) for i, m in enumerate(msgs[len(self._pos):], len(self._pos)))
+        else:
+            self._pos = {m.uid: i for i, m in enumerate(msgs)}
+            self._ahead = {}
         if self._memo is not None:
-            self._memo.forget(set(old) - set(self._by_uid))
+            self._memo.forget(set(old) - set(by_uid))
         return msgs
 
     @_access
     def uidnext(self) -> int:
-        if self._modseq < 0:
-            self.sync()
-        with self._conn() as conn:
-            return conn.execute("SELECT uidnext FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
+        self.sync()
+        return self._uidnext
 
     @_access
     def keywords(self) -> list[str]:
-        with self._conn() as conn:
-            rows = conn.execute("SELECT DISTINCT unnest(flags) FROM fd_message WHERE mailbox_id = %s",
-                                (self.id,)).fetchall()
-        return sorted(r[0] for r in rows if r[0] not in SYSTEM_FLAGS)
+        return sorted({f for m in self.sync() for f in m.flags} - set(SYSTEM_FLAGS))
 
     def read(self, msg: MessageInfo) -> bytes:
+        """The message's bytes. Reads in UID order (SEARCH on text or uncached headers, FETCH
+        1:* BODY[]) are read ahead: the next messages of the mailbox, up to READ_AHEAD of them
+        and READ_AHEAD_BYTES, come in the same round trip. A lone read fetches one message."""
+        key = (self.store.url, self.id, msg.uid)
+        raw = _MESSAGES.get(key)
+        if raw is not None:
+            self._last_read = msg.uid
+            return raw
+        raw = self._read(msg)
+        _MESSAGES.put(key, raw)
+        return raw
+
+    def _read(self, msg: MessageInfo) -> bytes:
         try:
-            with self._conn() as conn:
-                row = conn.execute("SELECT m.prefix, b.body, b.s3, b.sha256 FROM fd_message m JOIN fd_blob b "
-                                   "ON b.sha256 = m.sha256 WHERE m.mailbox_id = %s AND m.uid = %s",
-                                   (self.id, msg.uid)).fetchone()
+            row = self._ahead.pop(msg.uid, None)
+            if row is None:
+                uids = self._next_uids(msg)
+                with self._conn() as conn:
+                    rows = conn.execute("SELECT m.uid, m.prefix, b.body, b.s3, b.sha256 FROM fd_message m "
+                                        "JOIN fd_blob b ON b.sha256 = m.sha256 WHERE m.mailbox_id = %s "
+                                        "AND m.uid = ANY(%s)", (self.id, uids)).fetchall()
+                self._ahead = {r[0]: r[1:] for r in rows}
+                row = self._ahead.pop(msg.uid, None)
+            self._last_read = msg.uid
             if row is None:
                 raise StorageError(f"message UID {msg.uid} is gone", "EXPUNGEISSUED")
             if row[1] is not None:
@@ -716,6 +854,21 @@ class PostgresMailbox(Mailbox):
             return bytes(row[0]) + blobs.get(row[2], bytes(row[3]))
         except TemporaryDeliveryError as e:
             raise self._temp(e) from e
+
+    def _next_uids(self, msg: MessageInfo) -> list[int]:
+        """[msg.uid], and when the previous read was of the message before it, the messages after
+        it (the read-ahead; bodies in the blob store are fetched only when read)."""
+        uids = [msg.uid]
+        pos = self._pos.get(msg.uid)
+        if pos is None or pos == 0 or self._msgs[pos - 1].uid != self._last_read:
+            return uids
+        budget = self.READ_AHEAD_BYTES - (msg._size or 0)
+        for m in self._msgs[pos + 1:pos + self.READ_AHEAD]:
+            budget -= m._size or 0
+            if budget < 0:
+                break
+            uids.append(m.uid)
+        return uids
 
     def size(self, msg: MessageInfo) -> int:
         if msg._size is None:
@@ -732,6 +885,7 @@ class PostgresMailbox(Mailbox):
                 cur.executemany("UPDATE fd_message SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
                                 [(_flags(f), modseq, self.id, m.uid) for m, f in changes])
             conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(self.id),))
+        changed(self.store.url, self.id)
         for m, f in changes:
             m.flags = frozenset(_flags(f))
             m.modseq = modseq
@@ -747,7 +901,8 @@ class PostgresMailbox(Mailbox):
                                      blobs=self.store.blobs)
                 if quota is not None:
                     quota.enforce(conn, rfc822_size(raw), 1, grace=False)
-                return uid
+            changed(self.store.url, self.id)
+            return uid
         except QuotaExceeded as e:
             raise StorageError(str(e), "OVERQUOTA") from e
         except TemporaryDeliveryError as e:
@@ -763,8 +918,10 @@ class PostgresMailbox(Mailbox):
                 if conn.execute("SELECT 1 FROM fd_expunged WHERE mailbox_id = %s AND uid = %s",
                                 (self.id, uid)).fetchone():
                     raise StorageError(f"UID {uid} was used before in {self.name}", "CANNOT")
-                return insert_message(conn, self.id, raw, flags, internaldate, uid=uid,
-                                      blobs=self.store.blobs)
+                uid = insert_message(conn, self.id, raw, flags, internaldate, uid=uid,
+                                     blobs=self.store.blobs)
+            changed(self.store.url, self.id)
+            return uid
         except psycopg.errors.UniqueViolation as e:
             raise StorageError(f"UID {uid} is taken in {self.name}", "CANNOT") from e
 
@@ -781,18 +938,20 @@ class PostgresMailbox(Mailbox):
                         quota.enforce(conn, int(size), len(uids), grace=False)
                     except QuotaExceeded as e:
                         raise StorageError(str(e), "OVERQUOTA") from e
-                return uids
+            changed(self.store.url, dest.id)
+            return uids
         return super().copy_to(msgs, dest)
 
     @_access
     def expunge(self, msgs) -> None:
         with self._conn() as conn, conn.transaction():
             expunge_uids(conn, self.id, [m.uid for m in msgs])
+        changed(self.store.url, self.id)
 
     @_access
     def highestmodseq(self) -> int:
-        with self._conn() as conn:
-            return conn.execute("SELECT highestmodseq FROM fd_mailbox WHERE id = %s", (self.id,)).fetchone()[0]
+        self.sync()
+        return self._modseq
 
     def watch_paths(self) -> list[str]:
         """A directory touched whenever a NOTIFY for this mailbox arrives (see _Listener)."""

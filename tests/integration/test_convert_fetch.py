@@ -110,7 +110,8 @@ def test_fetchmailrc_fetches_what_fetchmail_fetches(tmp_path, dovecot, case):
     fm_out = tmp_path / "fetchmail-out"
     rc_alice = rc("alice", fm_out)
     env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
-    r = subprocess.run([FETCHMAIL, "-f", str(rc_alice), "--nodetach", "--idfile", str(tmp_path / "ids")],
+    r = subprocess.run([FETCHMAIL, "-f", str(rc_alice), "--nodetach", "--idfile", str(tmp_path / "ids"),
+                        "--pidfile", str(tmp_path / "fetchmail.pid")],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
 

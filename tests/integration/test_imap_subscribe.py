@@ -12,16 +12,20 @@ from test_imap_differential import Conn, norm, run_on_both
 
 pytestmark = pytest.mark.timeout(120)
 
-# (Dovecot keeps the subscription of a deleted mailbox; our Maildir store's delete drops it, so a
-# deleted mailbox is not part of the comparison.)
+# (A deleted mailbox's subscription stays, in Dovecot and in our Maildir store (RFC 3501 6.3.6);
+# test_imap_ext_differential.py compares that case.)
 SETUP = [b"CREATE box/test", b"CREATE box/test2/test", b"CREATE box/test3/test3", b"CREATE box/test2",
-         b"SUBSCRIBE box/test", b"SUBSCRIBE box/test2/test", b"SUBSCRIBE box/test3/test3"]
+         b"SUBSCRIBE box/test", b"SUBSCRIBE box/test2/test", b"SUBSCRIBE box/test3/test3",
+         b"CREATE gone", b"SUBSCRIBE gone"]
 
 # (LIST-EXTENDED's other answers, \\NonExistent for a missing hierarchy level, are not compared here:
 # we do not offer LIST-EXTENDED, and Dovecot answers them only to its extended forms.)
 QUERIES = [b'LSUB "" "box/%"', b'LSUB "" "*test"', b'LSUB "" "%"', b'LSUB "" "*"', b'LSUB "box/" "%"',
            b'LIST (SUBSCRIBED) "" "*"', b"UNSUBSCRIBE box/test",
-           b'LSUB "" "box/%"', b"UNSUBSCRIBE box/test2/test", b'LSUB "" "box/*"', b'LSUB "" "box/%"']
+           b'LSUB "" "box/%"', b"UNSUBSCRIBE box/test2/test", b'LSUB "" "box/*"', b'LSUB "" "box/%"',
+           # DELETE keeps the subscription (RFC 3501 6.3.6), as Dovecot does
+           b"DELETE gone", b'LSUB "" "gone"', b'LIST (SUBSCRIBED) "" "gone"', b"UNSUBSCRIBE gone",
+           b'LSUB "" "gone"']
 
 
 def test_lsub_noselect_parents_and_missing_mailboxes(tmp_path):
@@ -41,13 +45,20 @@ def test_lsub_noselect_parents_and_missing_mailboxes(tmp_path):
         assert lsub(b'"box/%"') == [b'* LSUB () "/" "box/test"\r\n', b'* LSUB (\\Noselect) "/" "box/test2"\r\n',
                                     b'* LSUB (\\Noselect) "/" "box/test3"\r\n']
         assert lsub(b'"*test"') == [b'* LSUB () "/" "box/test"\r\n', b'* LSUB () "/" "box/test2/test"\r\n']
-        assert lsub(b'"%"') == [b'* LSUB (\\Noselect) "/" "box"\r\n', b'* LSUB (\\Noselect) "/" "never"\r\n']
+        assert lsub(b'"%"') == [b'* LSUB () "/" "gone"\r\n', b'* LSUB (\\Noselect) "/" "box"\r\n',
+                                b'* LSUB (\\Noselect) "/" "never"\r\n']
         assert b'* LSUB () "/" "never/there"\r\n' in lsub(b'"*"')
         c.command("u", b"SUBSCRIBE box/test2")
         assert b'* LSUB () "/" "box/test2"\r\n' in lsub(b'"box/%"')
         listed = c.command("l", b'LIST (SUBSCRIBED) "" "*"')
         assert b'* LIST (\\Subscribed \\NonExistent) "/" "never/there"\r\n' in listed
         assert b'* LIST (\\Subscribed) "/" "box/test"\r\n' in listed
+        # DELETE keeps the subscription (RFC 3501 6.3.6; Dovecot too): listed until UNSUBSCRIBE
+        assert c.command("d", b"DELETE box/test")[-1].startswith(b"d OK")
+        assert b'* LSUB () "/" "box/test"\r\n' in lsub(b'"box/%"')
+        assert b'* LIST (\\Subscribed \\NonExistent) "/" "box/test"\r\n' in c.command("l2", b'LIST (SUBSCRIBED) "" "box/test"')
+        c.command("u2", b"UNSUBSCRIBE box/test")
+        assert b'* LSUB () "/" "box/test"\r\n' not in lsub(b'"box/%"')
     finally:
         c.close()
         server.stop()

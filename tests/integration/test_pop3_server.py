@@ -614,7 +614,8 @@ def test_fetchmail_fetches_and_deletes(srv, tmp_path):
                   f"  mda \"{FD} deliver --maildir {out}\"\n")
     rc.chmod(0o600)
     env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
-    r = subprocess.run([FETCHMAIL, "-f", str(rc), "--nodetach", "--idfile", str(tmp_path / "ids")],
+    r = subprocess.run([FETCHMAIL, "-f", str(rc), "--nodetach", "--idfile", str(tmp_path / "ids"),
+                        "--pidfile", str(tmp_path / "fetchmail.pid")],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _message_ids(out) == sorted(f"<m.{i}@example.org>" for i in range(1, 5))

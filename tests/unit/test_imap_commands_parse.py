@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fetchdeliver.imapserver.commands import REGISTRY
-from fetchdeliver.imapserver.commands.authenticated import AppendArgs, CreateArgs, ListArgs, SelectArgs, StatusArgs
+from fetchdeliver.imapserver.commands.append import AppendMessage
+from fetchdeliver.imapserver.commands.authenticated import CreateArgs, ListArgs, SelectArgs, StatusArgs
 from fetchdeliver.imapserver.commands.registry import NO_ARGS
 from fetchdeliver.imapserver.commands.selected import SAVED, CopyArgs, FetchArgs, StoreArgs
 from fetchdeliver.imapserver.fetch import Section
@@ -66,7 +67,8 @@ def test_create_list_status():
     assert parse("CREATE", b" a/b/") == CreateArgs("a/b/", ())
     assert parse("RENAME", b" a b").new == "b"
     a = parse("LIST", b' (SUBSCRIBED) "" ("INBOX" "a/%") RETURN (SUBSCRIBED STATUS (MESSAGES UIDNEXT))')
-    assert a == ListArgs(False, "", (b"INBOX", b"a/%"), True, True, ("MESSAGES", "UIDNEXT"))
+    assert (a.reference, a.patterns, a.select_subscribed, a.return_subscribed, a.status_items) == \
+        ("", (b"INBOX", b"a/%"), True, True, ("MESSAGES", "UIDNEXT"))
     assert parse("LSUB", b' "" *') == ListArgs(True, "", (b"*",))
     with pytest.raises(ParseError):
         parse("LSUB", b' "" (*)')      # no LIST-EXTENDED pattern list in LSUB
@@ -78,8 +80,9 @@ def test_create_list_status():
 
 def test_append():
     a = parse("APPEND", b' Drafts (\\seen $Work) "24-Nov-2025 10:00:00 +0100" {5}\r\nhello')
-    assert a == AppendArgs("Drafts", frozenset({"\\Seen", "$Work"}), 1763974800.0, b"hello")
-    assert parse("APPEND", b" INBOX {0+}\r\n") == AppendArgs("INBOX", frozenset(), None, b"")
+    assert (a.mailbox, a.messages) == ("Drafts", (AppendMessage(frozenset({"\\Seen", "$Work"}), 1763974800.0, b"hello"),))
+    a = parse("APPEND", b" INBOX {0+}\r\n")
+    assert (a.mailbox, a.flags, a.date, a.message) == ("INBOX", frozenset(), None, b"")
     with pytest.raises(ParseError):
         parse("APPEND", b" INBOX (\\Recent) {1}\r\nx")
     with pytest.raises(ParseError):

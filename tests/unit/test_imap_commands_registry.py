@@ -22,7 +22,12 @@ from fetchdeliver.imapserver.session import Session
 BASE_CAPABILITIES = {"IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
                      "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC",
                      "ESEARCH", "SEARCHRES", "SORT", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-                     "LIST-STATUS", "STATUS=SIZE", "OBJECTID", "PREVIEW", "NOTIFY", "CONTEXT=SEARCH"}
+                     "LIST-STATUS", "STATUS=SIZE"}
+BASE_CAPABILITIES |= {"BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "IMAP4rev2", "UTF8=ACCEPT",
+                      "SORT=DISPLAY"}    # issue 12
+BASE_CAPABILITIES -= {"LITERAL+"}    # dynamic: LITERAL+ or, with literal_plus = false, LITERAL- (RFC 7888)
+DYNAMIC_ALWAYS = {"LITERAL+", f"APPENDLIMIT={64 * 1024 * 1024}"}
+BASE_CAPABILITIES |= {"OBJECTID", "PREVIEW", "NOTIFY", "CONTEXT=SEARCH"}    # issue 12 (h/imapext2)
 
 
 def test_every_command_has_a_handler_a_parser_and_states():
@@ -113,12 +118,12 @@ def test_capability_is_the_registry_capabilities(tmp_path, plaintext):
     before, after = _caps(out, "a"), _caps(out, "c") if plaintext else None
     assert len(before) == len(set(before))
     mechs = {"AUTH=" + m for m in sasl.offered(server.config.authenticator, plaintext)}
-    assert set(before) == static | mechs | (set() if plaintext else {"LOGINDISABLED"})
+    assert set(before) == static | mechs | DYNAMIC_ALWAYS | (set() if plaintext else {"LOGINDISABLED"})
     # the greeting says the same
     assert out.startswith(f"* OK [CAPABILITY {' '.join(before)}]")
     if plaintext:
         # after login: COMPRESS, and METADATA where the store keeps it (a Maildir does)
-        assert set(after) == static | {"COMPRESS=DEFLATE", "METADATA", "METADATA-SERVER"}
+        assert set(after) == static | DYNAMIC_ALWAYS | {"COMPRESS=DEFLATE", "METADATA", "METADATA-SERVER"}
         assert f"b OK [CAPABILITY {' '.join(after)}] Logged in." in out
     else:
         assert "b NO [PRIVACYREQUIRED]" in out

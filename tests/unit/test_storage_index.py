@@ -294,3 +294,153 @@ def test_a_delivery_moved_to_cur_by_another_process_in_our_tick_is_not_lost(root
     assert [box.read(m) for m in after if m.uid == 6] == [msg(60, "new")]
     assert box.vanished_since(0) == []
     box.close()
+
+
+# -- changes within one timestamp tick (issue #11) ---------------------------------------------
+# Two changes of cur/ within one tick of the kernel's clock leave the same directory stamp. The
+# tests make that happen on purpose: they put cur/'s mtime back after a change, and keep the
+# folder "changed just now" for the whole test by giving a file a stamp in the future (so no
+# listing becomes trustworthy by the mere passing of time, however loaded the machine is).
+
+
+def _keep_fresh(path: str) -> None:
+    """Give `path` an mtime well in the future: the folder counts as changed in the current tick."""
+    import time
+
+    later = time.time() + 3600
+    os.utime(path, (later, later))
+
+
+def _age(path: str) -> None:
+    """Give `path` an mtime long past (its contents are not changed)."""
+    import time
+
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+
+
+def _restore(path: str, st: os.stat_result) -> None:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size   # the simulation: the same stamp as before
+
+
+def _by_uid(msgs) -> dict:
+    return {m.uid: m for m in msgs}
+
+
+def test_another_session_s_change_in_the_tick_of_ours_is_seen_at_its_next_sync(root):
+    """Two mailboxes on one folder in one process (two IMAP sessions): A changes a flag, B changes
+    another and expunges a message within the same tick, so cur/'s stamp is the one A took after
+    its own change. A's next sync must show B's changes at once (the index says they happened),
+    not a tick later."""
+    store = MaildirStore(root)
+    _age(os.path.join(root, "new"))
+    a, b = store.open("INBOX"), store.open("INBOX")
+    msgs = _by_uid(a.sync())
+    b.sync()
+    _keep_fresh(os.path.join(root, "dovecot-uidlist"))
+    msgs = _by_uid(a.sync())
+    b.sync()
+    a.set_flags([(msgs[1], frozenset({"\\Seen", "\\Flagged"}))])
+    cur = os.path.join(root, "cur")
+    st = os.stat(cur)
+    theirs = _by_uid(b.sync())
+    assert theirs[1].flags == {"\\Seen", "\\Flagged"}
+    b.set_flags([(theirs[3], frozenset({"\\Seen", "\\Answered"}))])
+    b.expunge([theirs[5]])
+    _restore(cur, st)
+    hms = b.highestmodseq()
+    now = _by_uid(a.sync())
+    assert now[3].flags == {"\\Seen", "\\Answered"}
+    assert 5 not in now
+    assert now[3].modseq <= hms and a.highestmodseq() == hms
+    assert sorted(now) == [1, 2, 3, 4]
+    a.close()
+    b.close()
+
+
+def test_another_process_s_change_in_the_tick_of_ours_is_seen_at_our_next_sync(root):
+    """As above, with the other writer in another process (its own index connection): a flag
+    change and an expunge in cur/ within the tick of our own change are seen at our next sync."""
+    import subprocess
+    import sys
+    import textwrap
+
+    store = MaildirStore(root)
+    _age(os.path.join(root, "new"))
+    a = store.open("INBOX")
+    a.sync()
+    _keep_fresh(os.path.join(root, "dovecot-uidlist"))
+    msgs = _by_uid(a.sync())
+    a.set_flags([(msgs[1], frozenset({"\\Seen", "\\Flagged"}))])
+    cur = os.path.join(root, "cur")
+    st = os.stat(cur)
+    code = textwrap.dedent(f"""
+        from fetchdeliver.storage.maildir import MaildirStore
+        b = MaildirStore({root!r}).open("INBOX")
+        msgs = {{m.uid: m for m in b.sync()}}
+        b.set_flags([(msgs[3], frozenset({{"\\\\Seen", "\\\\Answered"}}))])
+        b.expunge([msgs[5]])
+        b.close()
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    _restore(cur, st)
+    now = _by_uid(a.sync())
+    assert now[3].flags == {"\\Seen", "\\Answered"}
+    assert sorted(now) == [1, 2, 3, 4]
+    a.close()
+
+
+def test_an_outside_rename_and_rm_in_the_tick_of_our_listing_are_seen_at_the_next_sync(root):
+    """mutt renames a file in cur/ (a flag change) and `rm` removes one, within the tick of our last
+    listing (cur/ changed "now"), so cur/'s stamp does not move and no index records it. The next
+    sync must not trust that stamp: it lists cur/ again and sees both."""
+    _age(os.path.join(root, "new"))
+    cur = os.path.join(root, "cur")
+    _keep_fresh(cur)
+    a = MaildirStore(root).open("INBOX")
+    msgs = _by_uid(a.sync())
+    assert msgs[1].flags == {"\\Seen"}
+    st = os.stat(cur)
+    name = msgs[1].handle.name
+    os.rename(os.path.join(cur, name), os.path.join(cur, name.replace(":2,S", ":2,FS")))
+    os.unlink(os.path.join(cur, msgs[5].handle.name))
+    _restore(cur, st)
+    now = _by_uid(a.sync())
+    assert now[1].flags == {"\\Seen", "\\Flagged"}
+    assert sorted(now) == [1, 2, 3, 4]
+    assert a.vanished_since(0) == [5]
+    a.close()
+
+
+def test_what_the_tick_rule_keeps_cheap(root, monkeypatch):
+    """The speed the index bought stays: a clean folder is answered without a listing, a delivery
+    into new/ lists new/ alone, and after a restart a listing of known files parses no
+    dovecot-uidlist."""
+    from fetchdeliver.storage import maildir
+
+    store = MaildirStore(root)
+    box = store.open("INBOX")
+    box.sync()
+    _age(os.path.join(root, "new"))
+    _age(os.path.join(root, "cur"))
+    _age(os.path.join(root, "dovecot-uidlist"))
+    box.sync()                              # a listing after the directories' tick: clean
+    listed: list[str] = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listed.append(os.path.basename(p)) or real_listdir(p))
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5]
+    assert listed == []
+    store.deliver(msg(70, "new"))
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6]
+    assert listed == ["new"]
+    box.close()
+    close_idle()
+    parsed: list[str] = []
+    real_parse = maildir.Uidlist.parse.__func__
+    monkeypatch.setattr(maildir.Uidlist, "parse",
+                        classmethod(lambda cls, data, path: parsed.append(path) or real_parse(cls, data, path)))
+    box = MaildirStore(root).open("INBOX")           # a restarted server
+    assert sorted(m.uid for m in box.sync()) == [1, 2, 3, 4, 5, 6]
+    assert parsed == []
+    box.close()

@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
 
-@command("CAPABILITY", ANY, parse=no_args, capabilities=("IMAP4rev1", "LITERAL+"))
+def _literal_capability(s: Session) -> list[str]:
+    # RFC 7888 section 5: LITERAL+ or LITERAL-, never both
+    return ["LITERAL+" if s.cfg.literal_plus else "LITERAL-"]
+
+
+@command("CAPABILITY", ANY, parse=no_args, capabilities=("IMAP4rev1", "IMAP4rev2"),
+         dynamic=_literal_capability)
 async def capability(s: Session, tag: str, args: NoArgs) -> None:
     await s.send(f"* CAPABILITY {s.capabilities()}\r\n{tag} OK Capability completed.\r\n".encode())
 
@@ -79,15 +85,26 @@ def parse_enable(p: Parser, uid: bool = False) -> EnableArgs:
     return EnableArgs(tuple(words))
 
 
-@command("ENABLE", AUTHED, parse=parse_enable, capabilities=("ENABLE",))
+@command("ENABLE", AUTHED, parse=parse_enable, capabilities=("ENABLE", "UTF8=ACCEPT"))
 async def enable(s: Session, tag: str, args: EnableArgs) -> None:
     enabled: list[str] = []
-    before = {"CONDSTORE": s.condstore, "QRESYNC": s.qresync}
+    before = {"CONDSTORE": s.condstore, "QRESYNC": s.qresync, "IMAP4REV2": s.rev2, "UTF8=ACCEPT": s.utf8}
     for word in args.extensions:
         if word in before and not before[word] and word not in enabled:
             enabled.append(word)    # RFC 5161: ENABLED names what this command turned on
-            s.qresync |= word == "QRESYNC"
-            s.enable_condstore()     # QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
+            if word in ("CONDSTORE", "QRESYNC"):
+                s.qresync |= word == "QRESYNC"
+                s.enable_condstore()     # QRESYNC implies CONDSTORE (RFC 7162 3.2.3)
+            elif word == "IMAP4REV2":
+                # RFC 9051: no \Recent nor RECENT from now on, SEARCH answers ESEARCH, mailbox
+                # names in UTF-8 (its UTF8=ACCEPT part)
+                s.rev2 = s.utf8 = True
+                if s.view is not None:
+                    s.view.rev2 = True
+                    s.view.recent = set()
+            else:
+                s.utf8 = True            # RFC 6855 3
+    enabled = ["IMAP4rev2" if w == "IMAP4REV2" else w for w in enabled]
     await s.send(f"* ENABLED{''.join(' ' + w for w in enabled)}\r\n{tag} OK Enabled.\r\n".encode())
 
 

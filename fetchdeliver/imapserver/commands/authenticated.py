@@ -1,7 +1,7 @@
 """Commands of the authenticated state (valid when selected too): SELECT/EXAMINE (with CONDSTORE/QRESYNC
 parameters, RFC 7162), CREATE (CREATE-SPECIAL-USE, RFC 6154), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE,
-LIST (LIST-EXTENDED, LIST-STATUS, CHILDREN, SPECIAL-USE), LSUB, NAMESPACE, STATUS (STATUS=SIZE),
-APPEND (UIDPLUS's APPENDUID) and IDLE (RFC 2177)."""
+LSUB, NAMESPACE, STATUS (STATUS=SIZE, DELETED, APPENDLIMIT) and IDLE (RFC 2177). LIST (LIST-EXTENDED,
+LIST-STATUS, CHILDREN, SPECIAL-USE) is in list_extended.py, APPEND in append.py."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fetchdeliver.imapserver import condstore, imapsieve, metadata, notify, objectid
+from fetchdeliver.imapserver import condstore, metadata, notify, objectid
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
-from fetchdeliver.storage.base import SPECIAL_USES, StorageError, canonical_flag
+from fetchdeliver.storage.base import SPECIAL_USES, StorageError
 
 if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
-                "DELETED", "DELETED-STORAGE",   # these two: RFC 9051 / RFC 9208 (commands/quota.py)
-                "MAILBOXID")                    # RFC 8474 (objectid.py)
+                "DELETED", "DELETED-STORAGE", "APPENDLIMIT",   # RFC 9051, RFC 9208 (commands/quota.py), RFC 7889
+                "MAILBOXID")                                   # RFC 8474 (objectid.py)
 
 
 # -- SELECT / EXAMINE ------------------------------------------------------------------------------
@@ -61,11 +61,17 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
     view.uids = [m.uid for m in msgs]
     view.flags = {m.uid: m.flags for m in msgs}
     view.uidvalidity = mbox.uidvalidity
+    view.synced = msgs      # the list the view now mirrors: the next command's sync has nothing to diff
+    if s.rev2:     # RFC 9051: no \Recent; the mailbox's LIST line instead of RECENT and UNSEEN
+        view.rev2, view.recent = True, set()
     s.view = view
     s.state = SELECTED
     view.keywords = set(mbox.keywords()) | {f for m in msgs for f in m.flags if not f.startswith("\\")}
     first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
     lines = s.flags_lines(view) + [f"* {len(msgs)} EXISTS", f"* {len(view.recent)} RECENT"]
+    if s.rev2:
+        lines[-1] = '* LIST () "/" ' + encode_mailbox(name, True).decode("utf-8")
+        first_unseen = None
     if first_unseen:
         lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
     lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
@@ -216,7 +222,7 @@ def parse_list(p: Parser, uid: bool = False, lsub: bool = False) -> ListArgs:
             select_subscribed |= opt == "SUBSCRIBED"
             p.maybe(b" ")
         p.sp()
-    ref = decode_mailbox(p.astring())
+    ref = decode_mailbox(p.astring(), p.utf8)
     p.sp()
     patterns = []
     if not lsub and p.peek() == 40:
@@ -248,7 +254,7 @@ def parse_lsub(p: Parser, uid: bool = False) -> ListArgs:
     return parse_list(p, uid, lsub=True)
 
 
-@command("LIST", AUTHED, parse=parse_list, capabilities=("CHILDREN", "SPECIAL-USE", "LIST-STATUS"))
+# LIST itself (LIST-EXTENDED) is in list_extended.py; list_() here answers LSUB.
 async def list_(s: Session, tag: str, args: ListArgs) -> None:
     lsub = args.lsub
     word = "LSUB" if lsub else "LIST"
@@ -260,7 +266,7 @@ async def list_(s: Session, tag: str, args: ListArgs) -> None:
     entries = s.storage.list()
     sub_list = s.storage.subscriptions() if (lsub or select_subscribed or return_subscribed) else []
     subs = set(sub_list)
-    regexes = [list_pattern(args.reference, decode_mailbox(pat)) for pat in patterns]
+    regexes = [list_pattern(args.reference, decode_mailbox(pat, s.utf8)) for pat in patterns]
     if lsub:
         listed = lsub_entries(entries, sub_list, regexes)
     else:
@@ -275,7 +281,7 @@ async def list_(s: Session, tag: str, args: ListArgs) -> None:
         if name in subs and (select_subscribed or return_subscribed):
             attrs.add("\\Subscribed")
         attr_text = " ".join(sorted(attrs, key=_attr_order))
-        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(name) + b"\r\n")
+        out.append(f"* {word} ({attr_text}) \"/\" ".encode() + encode_mailbox(name, s.utf8) + b"\r\n")
         if args.status_items and "\\Noselect" not in attrs and "\\NonExistent" not in attrs:
             try:
                 out.append(status_line(s, name, args.status_items))
@@ -399,78 +405,24 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
                 continue
             elif i == "HIGHESTMODSEQ":
                 v = condstore.highestmodseq(mbox, msgs) or 0
-            elif i == "DELETED":
+            elif i == "DELETED":      # IMAP4rev2 (RFC 9051 6.3.11)
                 v = sum(1 for m in msgs if "\\Deleted" in m.flags)
             elif i == "DELETED-STORAGE":   # KiB an EXPUNGE would free (RFC 9208 section 4.2.1)
                 v = (sum(mbox.size(m) for m in msgs if "\\Deleted" in m.flags) + 1023) // 1024
+            elif i == "APPENDLIMIT":  # RFC 7889 4: one limit for every mailbox
+                from fetchdeliver.imapserver.commands.append import append_limit
+
+                v = append_limit(s)
             else:
                 v = sum(mbox.size(m) for m in msgs)
             vals.append(f"{i} {v}")
     finally:
         if own:
             mbox.close()
-    return b"* STATUS " + encode_mailbox(name) + f" ({' '.join(vals)})\r\n".encode()
+    return b"* STATUS " + encode_mailbox(name, s.utf8) + f" ({' '.join(vals)})\r\n".encode()
 
 
-# -- APPEND ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AppendArgs:
-    mailbox: str
-    flags: frozenset[str]
-    date: float | None
-    message: bytes
-
-
-def parse_append(p: Parser, uid: bool = False) -> AppendArgs:
-    p.sp()
-    name = p.mailbox()
-    p.sp()
-    flags: list[str] = []
-    date = None
-    if p.peek() == 40:
-        flags = [canonical_flag(f) for f in p.flag_list()]
-        p.sp()
-    if p.peek() == 34:
-        date = p.date_time()
-        p.sp()
-    data = p.literal()
-    p.end()
-    if any(f.lower() == "\\recent" or f == "\\*" for f in flags):
-        raise ParseError("\\Recent and \\* cannot be set by APPEND")
-    return AppendArgs(name, frozenset(flags), date, data)
-
-
-@command("APPEND", AUTHED, parse=parse_append)
-async def append(s: Session, tag: str, args: AppendArgs) -> None:
-    name, flags, date, data = args.mailbox, args.flags, args.date, args.message
-    if s.view is not None and s.view.name == name:
-        mbox, own = s.view.mailbox, False
-    else:
-        try:
-            mbox, own = s.storage.open(name), True
-        except StorageError as e:
-            if e.code == "NONEXISTENT":
-                e.code = "TRYCREATE"
-            raise
-    try:
-        write = getattr(mbox, "write_message", None)
-        if write is not None and getattr(mbox, "adopt", None) is not None:
-            # The file's write and fsyncs run in a worker thread: other sessions go on meanwhile.
-            current = mbox.own_change()
-            path = await s.loop.run_in_executor(None, write, data, flags, date)
-            uid = mbox.adopt(path, current)
-        else:
-            uid = mbox.append(data, flags, date)
-        uidvalidity = mbox.uidvalidity
-        s.server.recent.add(mbox, [uid])
-    finally:
-        if own:
-            mbox.close()
-    if s.server.config.imapsieve is not None:   # RFC 6785: after the message is durable
-        await imapsieve.after_append(s, name, [uid])
-    await s.sync_out()
-    await s.send(f"{tag} OK [APPENDUID {uidvalidity} {uid}] Append completed.\r\n".encode())
+# APPEND (MULTIAPPEND, CATENATE, APPENDLIMIT, literal8) is in commands/append.py.
 
 
 # -- IDLE --------------------------------------------------------------------------------------------

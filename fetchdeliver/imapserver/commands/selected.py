@@ -110,7 +110,7 @@ def parse_fetch(p: Parser, uid: bool = False) -> FetchArgs:
     return FetchArgs(uid, ranges, items, changedsince, want_vanished)
 
 
-@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True, capabilities=("OBJECTID", "PREVIEW"))
+@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True, capabilities=("BINARY", "OBJECTID", "PREVIEW"))
 async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
     uid, items, changedsince = args.uid, args.items, args.changedsince
     ranges = s.seq_set(args.set, uid)
@@ -158,7 +158,12 @@ async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
                 parsed = fetchmod.Parsed(mbox.read(m))
             except StorageError:
                 continue  # expunged by someone else: nothing to say about it
-        data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid, memo)
+        try:
+            data = fetchmod.render(items, m, mbox, v.flags_of(m), parsed, uid, memo)
+        except fetchmod.UnknownCte as e:    # RFC 3516 4.3
+            s.out(b"".join(buf))
+            await s.send(f"{tag} NO [UNKNOWN-CTE] {e}.\r\n".encode())
+            return
         # One write per 256 KB, not per message: a socket send per line costs more than the line.
         buf.append(b"* %d FETCH " % (i + 1) + data + b"\r\n")
         pending += len(data)
@@ -401,6 +406,8 @@ def parse_search(p: Parser, uid: bool = False) -> SearchArgs:
          capabilities=("ESEARCH", "SEARCHRES", "CONTEXT=SEARCH"))
 async def search(s: Session, tag: str, args: SearchArgs) -> None:
     uid, opts = args.uid, args.returns
+    if opts is None and s.rev2:
+        opts = ["ALL"]       # IMAP4rev2 (RFC 9051 6.4.4): SEARCH answers ESEARCH
     tree = esearch.resolve_saved(args.criteria, s.saved)
     with_modseq = searchmod.uses_modseq(tree)
     if with_modseq:
@@ -409,16 +416,21 @@ async def search(s: Session, tag: str, args: SearchArgs) -> None:
     hits = []
     hit_uids: list[int] = []
     modseqs: list[int] = []
-    matched = s.matching(tree)
     if opts is not None and "UPDATE" in opts:     # CONTEXT=SEARCH (RFC 5267): keep it alive
-        if not context.add(s, tag, uid, opts, tree, matched):
+        if not context.add(s, tag, uid, opts, tree, s.matching(tree)):
             await s.send(f'{tag} NO [NOUPDATE "{tag}"] Too many searches kept up to date.\r\n'.encode())
             return
-    for m, c in matched:
-        hits.append(m.uid if uid else c.seq)
-        hit_uids.append(m.uid)
-        if with_modseq:
-            modseqs.append(condstore.msg_modseq(m))
+    found = None if with_modseq else s.matching_indices(tree)
+    if found is not None:       # flags and numbers only: answered from the view
+        uids = s.selected().uids
+        hit_uids = [uids[i] for i in found]
+        hits = hit_uids if uid else [i + 1 for i in found]
+    else:
+        for m, c in s.matching(tree):
+            hits.append(m.uid if uid else c.seq)
+            hit_uids.append(m.uid)
+            if with_modseq:
+                modseqs.append(condstore.msg_modseq(m))
     top = max(modseqs, default=0)
     if opts is not None:
         if "SAVE" in opts:
@@ -453,23 +465,40 @@ def parse_sort(p: Parser, uid: bool = False) -> SortArgs:
     return SortArgs(uid, opts, criteria, tree)
 
 
-@command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT"))
+@command("SORT", ONLY_SELECTED, parse=parse_sort, uid=True, capabilities=("SORT", "ESORT", "SORT=DISPLAY"))
 async def sort(s: Session, tag: str, args: SortArgs) -> None:
     uid, opts = args.uid, args.returns
     tree = esearch.resolve_saved(args.criteria, s.saved)
     await s.sync_out(expunge=uid)
-    found = s.matching(tree)
-    ordered = sort_thread.sort(found, args.sort_keys, s.content_memo, s.with_headers)
-    s.v_flush()
+    idx, uids = _matching_uids(s, tree)
+    order = None if idx is None else sort_thread.known_order(uids, args.sort_keys, s.key_table)
+    if order is not None and idx is not None:      # the same messages as the last time: that order
+        ordered_uids = [uids[k] for k in order]
+        nums = ordered_uids if uid else [idx[k] + 1 for k in order]
+    else:
+        found = s.matching(tree)
+        ordered = sort_thread.sort(found, args.sort_keys, s.key_table, s.with_headers)
+        s.v_flush()
+        ordered_uids = [m.uid for m, _ in ordered]
+        nums = ordered_uids if uid else [c.seq for _, c in ordered]
     if opts is not None:
         if "SAVE" in opts:
-            s.saved = esearch.saved_uids(opts, [m.uid for m, _ in ordered])
-        nums = [m.uid if uid else c.seq for m, c in ordered]
+            s.saved = esearch.saved_uids(opts, ordered_uids)
         await s.send(esearch.response(tag, uid, opts, nums, None, ordered=True)
                      + f"{tag} OK Sort completed.\r\n".encode())
         return
-    await s.send(("* SORT" + "".join(f" {m.uid if uid else c.seq}" for m, c in ordered) + "\r\n"
+    await s.send(("* SORT" + "".join([" " + str(n) for n in nums]) + "\r\n"
                   f"{tag} OK Sort completed.\r\n").encode())
+
+
+def _matching_uids(s: Session, tree) -> tuple[list[int] | None, tuple]:
+    """(indices into the view, their UIDs) of the messages a flag-and-number search matches
+    (SelectedMailbox.matching_indices), without a pair per message; (None, ()) for other searches."""
+    idx = s.matching_indices(tree)
+    if idx is None:
+        return None, ()
+    all_uids = s.selected().uids
+    return idx, tuple(all_uids) if len(idx) == len(all_uids) else tuple([all_uids[i] for i in idx])
 
 
 @dataclass(frozen=True)
@@ -498,7 +527,13 @@ def parse_thread(p: Parser, uid: bool = False) -> ThreadArgs:
 async def thread(s: Session, tag: str, args: ThreadArgs) -> None:
     tree = esearch.resolve_saved(args.criteria, s.saved)
     await s.sync_out(expunge=args.uid)
-    found = s.matching(tree)
-    text = sort_thread.thread(found, args.algorithm, args.uid, s.content_memo, s.with_headers)
-    s.v_flush()
+    idx, uids = _matching_uids(s, tree)
+    text = None
+    if idx is not None:       # the same messages under the same numbers as the last time: that answer
+        ident = (uids, None if args.uid else tuple([i + 1 for i in idx]))
+        text = sort_thread.known_thread(ident, args.algorithm, args.uid, s.key_table)
+    if text is None:
+        found = s.matching(tree)
+        text = sort_thread.thread(found, args.algorithm, args.uid, s.key_table, s.with_headers)
+        s.v_flush()
     await s.send(f"* THREAD{' ' + text if text else ''}\r\n{tag} OK Thread completed.\r\n".encode())
