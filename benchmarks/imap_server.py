@@ -42,6 +42,7 @@ THREAD, ESEARCH, the QRESYNC resync) after an untimed FETCH ENVELOPE and header 
 full run does before them in the same session), then, after each of the --restarts, the same
 commands as the first of the first session (ours answers from the index's `sortkey` table, Dovecot
 from its index): a short run, e.g. `--messages 10000 --ext-only`.
+--postgres: our server serves the messages from a PostgreSQL 15 started for the run (issue #14).
 """
 
 from __future__ import annotations
@@ -405,13 +406,14 @@ def run_server(name: str, port: int, deliver, args) -> dict:
 
 # -- the servers ------------------------------------------------------------------------------------
 
-def start_ours(work: str, maildir: str) -> tuple[subprocess.Popen, int]:
+def start_ours(work: str, maildir: str, pg_url: str | None = None) -> tuple[subprocess.Popen, int]:
     passwd = os.path.join(work, "fd-passwd")
     with open(passwd, "w") as f:   # {PLAIN}, as in Dovecot's test passwd-file: LOGIN costs no hashing
         f.write("alice:{PLAIN}secret\n")
     conf = os.path.join(work, "fd-config.toml")
     with open(conf, "w") as f:
-        f.write(f'[delivery]\nmaildir = "{maildir}"\n\n[imap]\nlisten = "127.0.0.1:0"\n'
+        store = f'[storage]\nurl = "{pg_url}"\n' if pg_url else f'[delivery]\nmaildir = "{maildir}"\n'
+        f.write(f'{store}\n[imap]\nlisten = "127.0.0.1:0"\n'
                 f'passwd_file = "{passwd}"\nlogin_failure_delay = "0s"\n')
     env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=os.path.join(work, "xdg-cache"),
                XDG_CONFIG_HOME=os.path.join(work, "xdg-config"))
@@ -441,6 +443,34 @@ def _deliverer(maildir: str, uid: int, gid: int):
     return deliver
 
 
+def _pg_deliverer(url: str):
+    """A function that delivers one message into alice's INBOX in PostgreSQL; the time just before
+    (the commit, inside, is when the message becomes visible)."""
+    from fetchdeliver.storage.postgres import PostgresStore
+
+    store = PostgresStore(url, user="alice")
+
+    def deliver(i: int) -> float:
+        t = time.perf_counter()
+        store.deliver(f"From: idle@example.org\nSubject: idle {i}\n\nwake up\n".encode())
+        return t
+    return deliver
+
+
+def load_postgres(url: str, msgs) -> None:
+    """The messages into alice's INBOX of a migrated database, in the Maildir's order."""
+    import psycopg
+
+    from fetchdeliver.storage import pgschema
+    from fetchdeliver.storage.postgres import PostgresStore
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pgschema.migrate(conn)
+    mbox = PostgresStore(url, user="alice").open("INBOX")
+    for raw, flags in msgs:
+        mbox.append(raw, flags)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", "--messages", type=int, default=10000, dest="count",
@@ -457,17 +487,28 @@ def main() -> int:
     ap.add_argument("--ext-only", action="store_true",
                     help="only the issue #12 rows (SORT, THREAD, ESEARCH, QRESYNC), and the same commands "
                          "as the first of a session after each restart: a short run")
+    ap.add_argument("--postgres", action="store_true",
+                    help="fetchdeliver serves the same messages from PostgreSQL 15 ([storage] url, a server "
+                         "started for the run) instead of its Maildir copy; Dovecot stays on its Maildir")
     args = ap.parse_args()
 
     from dovecot import Dovecot, DovecotUnavailable
 
     work = tempfile.mkdtemp(prefix="fd-imapbench-", dir=args.dir)
     os.chmod(work, 0o755)
-    dc = ours = None
+    dc = ours = pg = None
+    pg_url = None
     try:
         print(f"building a Maildir of {args.count} messages in {work}", flush=True)
         src = os.path.join(work, "src")
-        build_maildir(src, make_messages(args.count, args.seed))
+        msgs = make_messages(args.count, args.seed)
+        build_maildir(src, msgs)
+        if args.postgres:
+            from postgres_support import PostgresServer
+
+            pg = PostgresServer().start()
+            pg_url = pg.new_database()
+            load_postgres(pg_url, msgs)
         mine = os.path.join(work, "fd-Maildir")
         shutil.copytree(src, mine)
         try:
@@ -480,7 +521,8 @@ def main() -> int:
             return 2
         theirs = dc.load_maildir("alice", src)
         dc.start()
-        ours, port = start_ours(work, mine)
+        ours, port = start_ours(work, mine, pg_url)
+        ours_deliver = _pg_deliverer(pg_url) if pg_url else _deliverer(mine, os.getuid(), os.getgid())
         if args.restart_only:
             # The first sessions number the Maildir (Dovecot builds its index, we the uidlist and ours).
             results = {"fetchdeliver": {}, "Dovecot": {}}
@@ -492,7 +534,7 @@ def main() -> int:
                 c.close()
         else:
             results = {
-                "fetchdeliver": run_server("fetchdeliver", port, _deliverer(mine, os.getuid(), os.getgid()), args),
+                "fetchdeliver": run_server("fetchdeliver", port, ours_deliver, args),
                 "Dovecot": run_server("Dovecot", dc.port("imap"), _deliverer(theirs, dc.mail_uid, dc.mail_gid),
                                       args),
             }
@@ -502,7 +544,7 @@ def main() -> int:
             ours.wait(30)
             ours = None
             dc.stop(graceful=True)
-            ours, port = start_ours(work, mine)
+            ours, port = start_ours(work, mine, pg_url)
             dc.start()
             for name, p in (("fetchdeliver", port), ("Dovecot", dc.port("imap"))):
                 for label, (t, answer) in after_restart(p, cycle, args.appends, args.ext_only).items():
@@ -517,13 +559,15 @@ def main() -> int:
             ours.wait(30)
         if dc is not None:
             dc.cleanup()
+        if pg is not None:
+            pg.cleanup()
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
     ok = True
-    print(f"\n{args.count} messages, median of {args.repeat} runs (IDLE: of {args.idle_repeat} deliveries; "
+    print(f"\n{args.count} messages{' (ours in PostgreSQL)' if args.postgres else ''}, median of {args.repeat} runs (IDLE: of {args.idle_repeat} deliveries; "
           f"after restart: of {args.restarts} restarts)\n")
     print(f"{'operation':46s} {'fetchdeliver':>13s} {'Dovecot':>10s} {'ours/Dovecot':>13s}")
     for label, (t_ours, a_ours) in results["fetchdeliver"].items():

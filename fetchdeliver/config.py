@@ -48,6 +48,14 @@ def check_nonempty_str(v, where):
     return v
 
 
+def check_host(v, where):
+    """A host name or address (a server to connect to, an EHLO name): no spaces, no slash."""
+    v = check_nonempty_str(v, where)
+    if any(c.isspace() for c in v) or "/" in v:
+        raise ValueError(f"not a host name or address: {v!r}")
+    return v
+
+
 def plugin_ref(v, where):
     """A `package.module:callable` reference (the `backend` key of the servers' tables)."""
     v = check_nonempty_str(v, where)
@@ -239,6 +247,13 @@ SIEVE_KEYS = {
     "addressbook": check_path,                                  # extlists: the ":addrbook:default" list
     "report_from": check_nonempty_str,                          # vnd.dovecot.report: From of reports
     "user_email": check_nonempty_str,                           # the user's address (report_from = "user_email")
+    "vacation_use_original_recipient": check_bool,              # original recipient counts as the user's (default false)
+    "vacation_dont_check_recipient": check_bool,                # reply whatever To/Cc say (default false)
+    "vacation_max_subject_codepoints": check_int(0, 100000),    # longer reply subjects are cut with "…" (default 256)
+    "vacation_to_header_ignore_envelope": check_bool,           # reply to the Sender/From header, not the envelope
+    "vacation_send_from_recipient": check_bool,                 # reply's envelope sender: the recipient, not <>
+    "redirect_envelope_from": check_nonempty_str,
+    "notify_mailto_envelope_from": check_nonempty_str,          # postmaster (default), sender, recipient, ...               # sender (default), recipient, orig_recipient, user_email, <addr>
     "editheader_protected": check_str_list,                     # header names editheader may not add/delete
     "editheader_forbid_add": check_str_list,
     "editheader_forbid_delete": check_str_list,

@@ -235,7 +235,8 @@ class SelectedMailbox:
         kept = cache.key_table(v.mailbox, v.uidvalidity, "stored:" + name)   # {uid: None}; None: loaded
         if None not in kept:
             kept[None] = None
-            for uid, value in (v.mailbox.stored_keys(name) or {}).items():
+            stored = getattr(v.mailbox, "stored_keys", None)   # a plugin's store may lack it
+            for uid, value in ((stored(name) if stored is not None else None) or {}).items():
                 key = sort_thread.decode_key(name, value)
                 if key is not None:
                     table.setdefault(uid, key)
@@ -255,9 +256,10 @@ class SelectedMailbox:
             if table is None or kept is None or len(kept) > len(table):
                 continue
             new = {u: sort_thread.encode_key(name, k) for u, k in table.items() if u not in kept}
-            if new:
-                v.mailbox.store_keys(name, new)
-                kept.update(dict.fromkeys(new))
+            store = getattr(v.mailbox, "store_keys", None)
+            if new and store is not None:
+                store(name, new)
+            kept.update(dict.fromkeys(new))
 
     async def sync_out(self, expunge: bool = True) -> None:
         """Re-read the selected mailbox; tell the client what changed."""

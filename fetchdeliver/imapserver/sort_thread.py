@@ -189,24 +189,36 @@ STORED = ("sort:DATE", "sort:SUBJECT", "sort:FROM", "sort:TO", "sort:CC", "threa
 
 
 def encode_key(name: str, value):
-    """A derived key as a store keeps it: a number or text."""
+    """A derived key as a store keeps it: a number or text. THREAD's facts are one text: the
+    date's repr, subject key, reply flag, Message-ID and references joined by NUL (JSON, which
+    starts with "[", in the rare case that a value holds a NUL itself)."""
     if name == "thread:facts":
-        import json
+        date, subj, reply, mid, refs = value
+        parts = [subj, mid, *refs]
+        if any("\0" in x for x in parts):
+            import json
 
-        return json.dumps(value)
+            return json.dumps(value)
+        return "\0".join([repr(date), subj, "1" if reply else "", mid, *refs])
     return value
 
 
 def decode_key(name: str, stored):
     """encode_key's value back (None when it is not one: the key is then computed again)."""
     if name == "thread:facts":
-        import json
-
-        try:
-            date, subj, reply, mid, refs = json.loads(stored)
-        except (TypeError, ValueError):
+        if not isinstance(stored, str):
             return None
-        return (date, subj, reply, mid, tuple(refs))
+        try:
+            if stored.startswith("["):
+                import json
+
+                date, subj, reply, mid, refs = json.loads(stored)
+                return (date, subj, reply, mid, tuple(refs))
+            date_s, subj, reply_s, mid, *refs = stored.split("\0")
+            date = int(date_s) if date_s.lstrip("-").isdigit() else float(date_s)
+        except ValueError:
+            return None
+        return (date, subj, reply_s == "1", mid, tuple(refs))
     if name == "sort:DATE":
         return stored if isinstance(stored, (int, float)) else None
     return stored if isinstance(stored, str) else None
@@ -455,6 +467,17 @@ def _subject_of(n: Node) -> tuple[str, bool]:
     return m.subj, m.reply
 
 
+def _replace(out: list[Node], at: dict[int, int], old: Node, new: Node) -> None:
+    """`new` takes `old`'s place in `out`, or goes at its end when `old` is not in it."""
+    idx = at.pop(id(old), None)
+    if idx is not None:
+        out[idx] = new
+    else:
+        idx = len(out)
+        out.append(new)
+    at[id(new)] = idx
+
+
 def _group_by_subject(roots: list[Node]) -> list[Node]:
     """RFC 5256 REFERENCES step 5: threads whose roots share a base subject are merged."""
     table: dict[str, Node] = {}
@@ -467,12 +490,14 @@ def _group_by_subject(roots: list[Node]) -> list[Node]:
                 (old.cand is not None and r.cand is not None and _subject_of(old)[1] and not reply):
             table[subj] = r
     out: list[Node] = []
+    at: dict[int, int] = {}      # id(node) -> its place in `out` (a node enters `out` at most once)
     for r in roots:
         if r.parent is not None:       # merged into a later root already
             continue
         subj, reply = _subject_of(r)
         keep = table.get(subj) if subj else None
         if keep is None or keep is r:
+            at[id(r)] = len(out)
             out.append(r)
             continue
         if keep.cand is None and r.cand is None:
@@ -487,11 +512,7 @@ def _group_by_subject(roots: list[Node]) -> list[Node]:
             keep.parent = r
             r.children.append(keep)
             table[subj] = r
-            idx = next((i for i, x in enumerate(out) if x is keep), None)
-            if idx is not None:
-                out[idx] = r
-            else:
-                out.append(r)
+            _replace(out, at, keep, r)
         elif reply and not _subject_of(keep)[1]:
             r.parent = keep
             keep.children.append(r)
@@ -501,11 +522,7 @@ def _group_by_subject(roots: list[Node]) -> list[Node]:
                 x.parent = dummy
                 dummy.children.append(x)
             table[subj] = dummy
-            idx = next((i for i, x in enumerate(out) if x is keep), None)
-            if idx is not None:
-                out[idx] = dummy
-            else:
-                out.append(dummy)
+            _replace(out, at, keep, dummy)
     # A kept root that had not been emitted yet (it comes later in `roots`) is emitted when reached;
     # drop roots that became children.
     seen: set[int] = set()

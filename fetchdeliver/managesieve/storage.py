@@ -57,7 +57,28 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class ScriptStore:
+class ScriptLimits:
+    """The ManageSieve quota both script stores enforce: `max_scripts` and `max_script_size` (0: none)."""
+
+    max_scripts = 0
+    max_script_size = 0
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def check_space(self, name: str, size: int) -> None:
+        """ScriptError with QUOTA/MAXSIZE or QUOTA/MAXSCRIPTS when `name` of `size` bytes would not fit."""
+        check_name(name)
+        if self.max_script_size and size > self.max_script_size:
+            raise ScriptError(f"Script is too large (max {self.max_script_size} bytes).", "QUOTA/MAXSIZE")
+        if self.max_scripts and not self.exists(name) and len(self.names()) >= self.max_scripts:
+            raise ScriptError(f"Too many scripts (max {self.max_scripts}).", "QUOTA/MAXSCRIPTS")
+
+
+class ScriptStore(ScriptLimits):
     """The scripts of one user under `base` (see the module docstring)."""
 
     def __init__(self, base: str, *, max_scripts: int = 0, max_script_size: int = 0,
@@ -121,15 +142,6 @@ class ScriptStore:
                 return f.read()
         except FileNotFoundError:
             raise ScriptError(f"Script {name!r} does not exist.", "NONEXISTENT") from None
-
-    # -- quota -----------------------------------------------------------------------------
-    def check_space(self, name: str, size: int) -> None:
-        """ScriptError with QUOTA/MAXSIZE or QUOTA/MAXSCRIPTS when `name` of `size` bytes would not fit."""
-        check_name(name)
-        if self.max_script_size and size > self.max_script_size:
-            raise ScriptError(f"Script is too large (max {self.max_script_size} bytes).", "QUOTA/MAXSIZE")
-        if self.max_scripts and not self.exists(name) and len(self.names()) >= self.max_scripts:
-            raise ScriptError(f"Too many scripts (max {self.max_scripts}).", "QUOTA/MAXSCRIPTS")
 
     # -- changing ------------------------------------------------------------------------------
     def put(self, name: str, data: bytes) -> None:
@@ -222,8 +234,8 @@ class ScriptStore:
         fsync_dir(base)
 
 
-class PostgresScriptStore:
-    """One user's scripts in PostgreSQL (`fd_sieve_script`, schema step 9), for `[storage] url`:
+class PostgresScriptStore(ScriptLimits):
+    """One user's scripts in PostgreSQL (`fd_sieve_script`, schema step 10), for `[storage] url`:
     the same methods as ScriptStore, each change one transaction. At most one script is active
     (a partial unique index); deliveries read it through `active_script()`."""
 
@@ -290,13 +302,6 @@ class PostgresScriptStore:
         if row is None:
             raise ScriptError(f"Script {name!r} does not exist.", "NONEXISTENT")
         return bytes(row[0])
-
-    def check_space(self, name: str, size: int) -> None:
-        check_name(name)
-        if self.max_script_size and size > self.max_script_size:
-            raise ScriptError(f"Script is too large (max {self.max_script_size} bytes).", "QUOTA/MAXSIZE")
-        if self.max_scripts and not self.exists(name) and len(self.names()) >= self.max_scripts:
-            raise ScriptError(f"Too many scripts (max {self.max_scripts}).", "QUOTA/MAXSCRIPTS")
 
     # -- changing ------------------------------------------------------------------------------
     def put(self, name: str, data: bytes) -> None:

@@ -36,13 +36,6 @@ DEFAULT_BOUNCE_AFTER = 5 * 86400
 DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 
 
-def _host(v, where):
-    v = config.check_nonempty_str(v, where)
-    if any(c.isspace() for c in v) or "/" in v:
-        raise ValueError(f"not a host name or address: {v!r}")
-    return v
-
-
 def _durations(v, where):
     items = v if isinstance(v, list) else [v]
     out = []
@@ -79,7 +72,7 @@ def _nameservers(v, where):
 
 
 RELAY_KEYS = {
-    "host": _host,
+    "host": config.check_host,
     "port": config.check_int(lo=1, hi=65535),
     "tls": config.check_choice("starttls", "implicit", "none"),
     "user": config.check_nonempty_str,
@@ -90,7 +83,7 @@ RELAY_KEYS = {
     "oauth2_token_command": config.check_nonempty_str,   # ... or a command printing an access token
     "oauth2_mechanism": config.check_choice("xoauth2", "oauthbearer"),
     "ca_file": config.check_path,          # trust this CA (PEM) instead of the system store
-    "helo": _host,
+    "helo": config.check_host,
     "timeout": config.check_duration,
 }
 
@@ -98,7 +91,7 @@ QUEUE_KEYS = {
     "retry": _durations,
     "delay_notice": config.check_duration,
     "bounce_after": config.check_duration,
-    "hostname": _host,                # our name: EHLO, Message-IDs, MAILER-DAEMON@hostname
+    "hostname": config.check_host,         # our name: EHLO, Message-IDs, MAILER-DAEMON@hostname
     "nameservers": _nameservers,      # DNS servers for MX lookups (default: /etc/resolv.conf)
     "mx_port": config.check_int(lo=1, hi=65535),   # the SMTP port of MX hosts (25; tests use others)
     "timeout": config.check_duration,      # per SMTP connection / command

@@ -38,13 +38,6 @@ def _name(v, where):
     return v
 
 
-def _host(v, where):
-    v = config.check_nonempty_str(v, where)
-    if any(c.isspace() for c in v) or "/" in v:
-        raise ValueError(f"not a host name or address: {v!r}")
-    return v
-
-
 def _after(v, where):
     v = config.check_str(v, where)
     if v in ("keep", "delete", "mark-seen"):
@@ -85,7 +78,7 @@ def _url(v, where):
 KEYS = {
     "name": _name,
     "protocol": _protocol,
-    "host": _host,
+    "host": config.check_host,
     "port": config.check_int(1, 65535),
     "tls": config.check_choice("implicit", "starttls", "none"),
     "ca_file": config.check_path,

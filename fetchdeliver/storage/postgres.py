@@ -15,7 +15,8 @@ database at once:
 - The IMAP server's cached parts (ENVELOPE, BODYSTRUCTURE, BODY, header fields) are kept
   in the message row and `fd_field`, as the Maildir index keeps them; expunged UIDs with
   their MODSEQ in `fd_expunged` (QRESYNC's VANISHED).
-- Each commit that changes a mailbox sends `NOTIFY fd_mailbox, '<id>'`.
+- Each commit that changes a mailbox sends `NOTIFY fd_mailbox, '<id>'` (queued by the UPDATE that
+  allocates its UID/MODSEQ, in the same round trip).
 
 The schema is created by `fetchdeliver db migrate` (storage/pgschema.py).
 """
@@ -642,14 +643,17 @@ def store_blob(conn, raw: bytes, blobs=None) -> bytes:
 
 
 def next_uid_modseq(conn, mailbox_id: int, n: int = 1, uid: int | None = None) -> tuple[int, int]:
-    """Allocate n UIDs (or the given UID, for `store copy`) and one MODSEQ under the mailbox's row lock."""
+    """Allocate n UIDs (or the given UID, for `store copy`) and one MODSEQ under the mailbox's row lock.
+    Every change of a mailbox comes through here, so this statement also queues the mailbox's
+    NOTIFY (sent at COMMIT, dropped by a rollback): no round trip of its own."""
     if uid is None:
         row = conn.execute("UPDATE fd_mailbox SET uidnext = uidnext + %s, highestmodseq = highestmodseq + 1 "
-                           "WHERE id = %s RETURNING uidnext - %s, highestmodseq", (n, mailbox_id, n)).fetchone()
+                           "WHERE id = %s RETURNING uidnext - %s, highestmodseq, "
+                           "pg_notify('fd_mailbox', id::text)", (n, mailbox_id, n)).fetchone()
     else:
         row = conn.execute("UPDATE fd_mailbox SET uidnext = greatest(uidnext, %s + 1), "
-                           "highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING %s::bigint, highestmodseq",
-                           (uid, mailbox_id, uid)).fetchone()
+                           "highestmodseq = highestmodseq + 1 WHERE id = %s RETURNING %s::bigint, highestmodseq, "
+                           "pg_notify('fd_mailbox', id::text)", (uid, mailbox_id, uid)).fetchone()
     if row is None:
         raise StorageError("the mailbox was deleted meanwhile", "NONEXISTENT")
     return row[0], row[1]
@@ -657,14 +661,14 @@ def next_uid_modseq(conn, mailbox_id: int, n: int = 1, uid: int | None = None) -
 
 def insert_message(conn, mailbox_id: int, raw: bytes, flags, internaldate: float,
                    uid: int | None = None, blobs=None) -> int:
-    """Insert one message in the caller's transaction; its UID. NOTIFY goes out at COMMIT."""
+    """Insert one message in the caller's transaction; its UID. NOTIFY goes out at COMMIT
+    (queued by next_uid_modseq)."""
     prefix, rest = split_trace(raw)
     digest = store_blob(conn, rest, blobs)
     uid, modseq = next_uid_modseq(conn, mailbox_id, 1, uid)
     conn.execute("INSERT INTO fd_message (mailbox_id, uid, prefix, sha256, flags, internaldate, size, modseq) "
                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                  (mailbox_id, uid, prefix, digest, _flags(flags), internaldate, rfc822_size(raw), modseq))
-    conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(mailbox_id),))
     return uid
 
 
@@ -681,7 +685,6 @@ def copy_rows(conn, src_id: int, dst_id: int, uids: list[int]) -> list[int]:
         FROM unnest(%s::bigint[], %s::bigint[]) AS n(old_uid, new_uid)
         JOIN fd_message m ON m.mailbox_id = %s AND m.uid = n.old_uid""",
                  (dst_id, modseq, uids, new, src_id))
-    conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(dst_id),))
     return new
 
 
@@ -696,7 +699,6 @@ def expunge_uids(conn, mailbox_id: int, uids: list[int]) -> None:
             cur.executemany("INSERT INTO fd_expunged VALUES (%s, %s, %s) ON CONFLICT (mailbox_id, uid) "
                             "DO UPDATE SET modseq = excluded.modseq", [(mailbox_id, u, modseq) for u, _ in gone])
         _collect_blobs(conn, [d for _, d in gone])
-    conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(mailbox_id),))
 
 
 def _collect_blobs(conn, digests=None) -> None:
@@ -884,7 +886,6 @@ class PostgresMailbox(Mailbox):
             with conn.cursor() as cur:
                 cur.executemany("UPDATE fd_message SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
                                 [(_flags(f), modseq, self.id, m.uid) for m, f in changes])
-            conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(self.id),))
         changed(self.store.url, self.id)
         for m, f in changes:
             m.flags = frozenset(_flags(f))
@@ -1057,31 +1058,49 @@ class _MemoTable:
                 self.with_fields.discard(uid)
 
     def flush(self) -> None:
+        """Write the parts cached since the last flush in one transaction and a few round trips
+        (not two per message): one UPDATE claims the header fields of the messages that have none
+        yet (another session may have written them first; an expunged message is skipped), one
+        pipelined batch inserts their fields, one per column writes the columns, in UID order.
+        A failure loses cached facts only (the caller logs it)."""
         dirty, self.dirty = self.dirty, {}
         mid = self.mbox.id
+        heads: dict[int, dict] = {}
+        cols: dict[str, list] = {}
+        for uid in sorted(dirty):
+            m = self.memos.get(uid)
+            if m is None:
+                continue
+            for key in dirty[uid]:
+                value = dict.get(m, key)
+                if key == HEADERS:
+                    if value is not None:
+                        heads[uid] = value
+                elif isinstance(value, (bytes, bytearray, memoryview)):
+                    cols.setdefault(key, []).append((bytes(value), mid, uid))
+        if not heads and not cols:
+            return
+        claimed: list[int] = []
         with self.mbox.store.connection() as conn, conn.transaction():
-            for uid, keys in dirty.items():
-                m = self.memos.get(uid)
-                if m is None:
-                    continue
-                for key in keys:
-                    value = dict.get(m, key)
-                    if key == HEADERS:
-                        if conn.execute("UPDATE fd_message SET hdr = true WHERE mailbox_id = %s AND uid = %s "
-                                        "AND NOT hdr", (mid, uid)).rowcount == 0:
-                            continue   # expunged meanwhile, or another session wrote them first
-                        rows = [(mid, uid, i, n, bytes(v)) for i, (n, v) in
-                                enumerate((n, v) for n, vals in value.items() for v in vals)]
-                        with conn.cursor() as cur:
-                            cur.executemany("INSERT INTO fd_field VALUES (%s, %s, %s, %s, %s)", rows)
-                        if self.with_fields is not None:
-                            self.with_fields.add(uid)
-                        for n, vals in value.items():
-                            if n in self.fields:
-                                self.fields[n][uid] = list(vals)
-                    elif isinstance(value, (bytes, bytearray, memoryview)):
-                        conn.execute(f"UPDATE fd_message SET {COLUMNS[key]} = %s WHERE mailbox_id = %s "
-                                     f"AND uid = %s", (bytes(value), mid, uid))
+            if heads:
+                claimed = sorted(r[0] for r in conn.execute(
+                    "UPDATE fd_message SET hdr = true WHERE mailbox_id = %s AND uid = ANY(%s) AND NOT hdr "
+                    "RETURNING uid", (mid, list(heads))).fetchall())
+                rows = [(mid, uid, i, n, bytes(v)) for uid in claimed for i, (n, v) in
+                        enumerate((n, v) for n, vals in heads[uid].items() for v in vals)]
+                if rows:
+                    with conn.cursor() as cur:
+                        cur.executemany("INSERT INTO fd_field VALUES (%s, %s, %s, %s, %s)", rows)
+            for key, args in cols.items():
+                with conn.cursor() as cur:
+                    cur.executemany(f"UPDATE fd_message SET {COLUMNS[key]} = %s WHERE mailbox_id = %s "
+                                    f"AND uid = %s", args)
+        for uid in claimed:
+            if self.with_fields is not None:
+                self.with_fields.add(uid)
+            for n, vals in heads[uid].items():
+                if n in self.fields:
+                    self.fields[n][uid] = list(vals)
 
 
 def from_location(args: str) -> PostgresStore:

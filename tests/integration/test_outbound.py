@@ -315,7 +315,8 @@ def test_vacation_reply_once_per_period_and_only_when_addressed(tmp_path):
     items = q.items()
     assert [(i.kind, i.sender, i.recipient) for i in items] == [("vacation", "", "bob@src.test")] * 2
     reply = email.message_from_bytes(q.message(items[0].id))
-    assert reply["To"] == "bob@src.test" and reply["From"] == "alice@example.com"
+    # To: the original's From mailbox with its display name (as Pigeonhole's vacation)
+    assert reply["To"] == "Bob <bob@src.test>" and reply["From"] == "alice@example.com"
     assert reply["Subject"] == "Auto: hi" and reply["In-Reply-To"] == "<m1@src.test>"
     assert reply["Auto-Submitted"].startswith("auto-replied")
     assert reply.get_payload() == "I am away.\n"

@@ -89,6 +89,53 @@ def test_deliver_read_flags_expunge_vanished(db):
     assert r.uid == 3 and box.uidnext() == 4     # UIDs are never reused, not even after a rollback
 
 
+def _state(msgs):
+    return [(m.uid, set(m.flags), m.modseq) for m in msgs]
+
+
+def test_a_selected_mailbox_follows_another_nodes_commits_as_a_delta(db):
+    """Changes committed on another connection without this process's knowledge (as another node
+    would: only its NOTIFY comes) reach an open mailbox's sync(): new, re-flagged, expunged and a
+    UID inserted below the last one (`store copy`'s append_uid); untouched messages stay the very
+    objects, and the result equals a fresh mailbox's full read."""
+    import time
+
+    from fetchdeliver.storage.postgres import expunge_uids, insert_message, next_uid_modseq
+
+    store = PostgresStore(db, user="alice")
+    for i in (1, 2, 3):
+        store.deliver(plain(i))
+    box = store.open("INBOX")
+    box.append_uid(10, plain(10), (), 0.0)
+    first = box.sync()
+    assert [m.uid for m in first] == [1, 2, 3, 10]
+    assert box.sync() is first                                # nothing changed: the same list
+    with psycopg.connect(db) as conn:                          # "another node"
+        with conn.transaction():
+            insert_message(conn, box.id, plain(4), ["\\Seen"], time.time())       # UID 11
+        with conn.transaction():
+            insert_message(conn, box.id, plain(5), (), time.time(), uid=7)         # below UID 10
+        with conn.transaction():
+            _, modseq = next_uid_modseq(conn, box.id, 0)
+            conn.execute("UPDATE fd_message SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = 2",
+                         (["\\Flagged"], modseq, box.id))
+            conn.execute("SELECT pg_notify('fd_mailbox', %s)", (str(box.id),))
+        with conn.transaction():
+            expunge_uids(conn, box.id, [3])
+    deadline = time.monotonic() + 10
+    while [m.uid for m in box.sync()] != [1, 2, 7, 10, 11] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    now = box.sync()
+    fresh = store.open("INBOX").sync()
+    assert _state(now) == _state(fresh)
+    assert [m.uid for m in now] == [1, 2, 7, 10, 11]
+    assert now[1].flags == {"\\Flagged"} and now[4].flags == {"\\Seen"}
+    assert now[0] is first[0] and now[3] is first[3]        # untouched: the same objects
+    assert box.highestmodseq() == store.open("INBOX").highestmodseq()
+    assert box.uidnext() == 12
+    assert box.read(now[2]) == plain(5)
+
+
 def test_one_body_for_many_recipients(db):
     raw = plain(7) * 50
     for user in ("u%d" % i for i in range(20)):

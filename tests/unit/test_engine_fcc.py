@@ -34,7 +34,7 @@ def test_vacation_copy_is_filed(tmp_path):
     sent = files(maildir / ".Sent")
     assert len(sent) == 1
     copy = sent[0].read_bytes()
-    assert b"Subject: Away" in copy and b"I am away" in copy and b"To: alice@example.org" in copy
+    assert b"Subject: Away" in copy and b"I am away" in copy and b"To: <alice@example.org>" in copy
     assert len(files(maildir)) == 1  # the message itself: implicit keep in INBOX
 
 

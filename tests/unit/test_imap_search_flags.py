@@ -45,3 +45,4 @@ def test_flag_predicate_answers_as_matches(text, msgs):
 def test_text_keys_need_a_candidate():
     for text in ("SUBJECT x", "SEEN BODY x", "OR SEEN LARGER 5", "NOT SENTON 1-Jan-2020", "SINCE 1-Jan-2020"):
         assert search.flag_predicate(search.parse_search(Parser(text.encode())), 1, 1) is None
+

@@ -55,6 +55,8 @@ SETTING_OPTIONS = {
     "sieve_filter_exec_timeout": "pipe_timeout",
     "sieve_execute_exec_timeout": "pipe_timeout",
 }
+BOOL_OPTIONS = {"vacation_use_original_recipient", "vacation_dont_check_recipient",
+                "vacation_to_header_ignore_envelope", "vacation_send_from_recipient"}
 PERIOD_OPTIONS = {"vacation_min_period", "vacation_max_period", "vacation_default_period", "pipe_timeout"}
 _UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hour": 3600,
           "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800,
@@ -392,7 +394,9 @@ class Harness:
         key = self._option_key(name)
         if key is None:
             return
-        if key in PERIOD_OPTIONS:
+        if key in BOOL_OPTIONS:  # Dovecot's booleans: yes / no
+            self.options[key] = value.strip().lower() in ("yes", "y", "true", "1")
+        elif key in PERIOD_OPTIONS:
             self.options[key] = _period(value)
             if key == "pipe_timeout" and self.options[key] == 0:
                 self.options[key] = 86400  # Pigeonhole's 0: no time limit
@@ -626,19 +630,30 @@ class Harness:
                 self.mailbox_create(action.mailbox)
             return self._store(action.mailbox, message, action.flags)
         if t == "redirect":
-            env_from = self.settings.get("sieve_redirect_envelope_from")
-            sender = self.env.envelope_from if not env_from or env_from == "sender" else \
-                (local if env_from in ("recipient", "orig_recipient") else env_from.strip("<>"))
+            final = (message.recipients or [local])[0]
+            user_email = self.options.get("user_email")
+            sender = compose.redirect_envelope_from(
+                self.options.get("redirect_envelope_from"), self.env.envelope_from, final=final,
+                original=message.original_recipient or final, user_email=user_email)
+            user = user_email or final
+            if compose.redirected_from_loop(message, user_email, final):
+                # Pigeonhole sends nothing and counts the action done (the outbound queue refuses it
+                # instead, and the message is kept)
+                self.errors.append(f"not forwarding message to <{compose.bare(action.address)}> "
+                                   "(X-Sieve-Redirected-From header indicates mail loop)")
+                return True
             why = compose.redirect_loop(message, action.address, local)  # as the outbound queue
             if why:
                 self.errors.append(f"redirect to <{compose.bare(action.address)}> refused: {why}")
                 return False
-            self.smtp.append((sender, compose.bare(action.address), compose.redirect_raw(message, local)))
+            self.smtp.append((sender, compose.bare(action.address),
+                              compose.redirect_raw(message, local, redirected_from=compose.bare(user))))
             return True
         if t == "vacation":
-            if compose.vacation_refusal(action, message, local) is None:  # as the outbound queue
-                raw = compose.vacation_reply(action, message, local, "example.com")
-                self.smtp.append(("", compose.bare(message.sender), raw))
+            if compose.vacation_refusal(action, message, local, self.options) is None:
+                raw = compose.vacation_reply(action, message, local, "example.com", self.options)
+                rcpt = compose.vacation_recipient(message, self.options)[0]
+                self.smtp.append((compose.vacation_envelope_from(message, self.options), rcpt, raw))
                 self._fcc(action, raw)
             return True
         if t in ("reject", "ereject"):
@@ -654,8 +669,13 @@ class Harness:
                 self.errors.append(str(e))
                 return False
             raw = compose.notify_mail(action, message, local, "example.com", to, fields)
+            final = (message.recipients or [local])[0]
+            env_from = compose.notify_envelope_from(
+                self.options.get("notify_mailto_envelope_from"), action.from_, self.env.envelope_from,
+                final=final, original=message.original_recipient or final,
+                user_email=self.options.get("user_email"), hostname="example.com")
             for rcpt in to:
-                self.smtp.append(("", rcpt, raw))
+                self.smtp.append((env_from, rcpt, raw))
             self._fcc(action, raw)
             return True
         if t == "report":
