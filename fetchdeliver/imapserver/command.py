@@ -46,6 +46,10 @@ def build_config(args, data: dict):
         from fetchdeliver.config import Settings
 
         cfg.quota_settings = Settings(data)
+    if "imapsieve" in data:
+        from fetchdeliver.imapserver.imapsieve import config_from
+
+        cfg.imapsieve = config_from(data)
     return cfg
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fetchdeliver.imapserver.condstore import uid_set
 from fetchdeliver.imapserver.protocol import ParseError, Parser
 
-OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE")    # UPDATE: CONTEXT=SEARCH (context.py)
 
 
 def parse_return(p: Parser) -> list[str] | None:
@@ -20,12 +20,23 @@ def parse_return(p: Parser) -> list[str] | None:
     opts: list[str] = []
     while not p.maybe(b")"):
         word = p.atom().upper()
+        if word == "PARTIAL":     # CONTEXT=SEARCH (RFC 5267 4.4): PARTIAL lo:hi, positions in the result
+            p.sp()
+            lo = p.nz_number()
+            p.expect(b":")
+            hi = p.nz_number()
+            lo, hi = min(lo, hi), max(lo, hi)
+            opts = [o for o in opts if not o.startswith("PARTIAL ")] + [f"PARTIAL {lo}:{hi}"]
+            p.maybe(b" ")
+            continue
         if word not in OPTIONS:
-            raise ParseError(f"unknown SEARCH RETURN option {word} (MIN, MAX, ALL, COUNT or SAVE)")
+            raise ParseError(f"unknown SEARCH RETURN option {word} (MIN, MAX, ALL, COUNT, SAVE or UPDATE)")
         if word not in opts:
             opts.append(word)
         p.maybe(b" ")
     p.sp()
+    if "UPDATE" in opts and "SAVE" in opts:
+        raise ParseError("UPDATE and SAVE cannot be combined (RFC 5267 4.2)")
     return opts or ["ALL"]
 
 
@@ -33,6 +44,10 @@ def saved_uids(opts: list[str], hits_uids: list[int]) -> set[int]:
     """What SAVE keeps (RFC 5182 2.1): MIN and/or MAX alone save just those, else every hit."""
     if not hits_uids:
         return set()
+    partial = [o for o in opts if o.startswith("PARTIAL ")]
+    if partial and not ({"ALL", "COUNT", "MIN", "MAX"} & set(opts)):
+        lo, hi = (int(x) for x in partial[0][8:].split(":"))
+        return set(sorted(hits_uids)[lo - 1:hi])
     if "ALL" in opts or "COUNT" in opts or not ({"MIN", "MAX"} & set(opts)):
         return set(hits_uids)
     out = set()
@@ -62,6 +77,7 @@ def response(tag: str, uid: bool, opts: list[str], hits: list[int], modseq: int 
     (ESORT, RFC 5267 4.2) MIN and MAX are the first and last in sort order and ALL keeps the order."""
     if opts == ["SAVE"]:
         return b""
+    opts = [o for o in opts if o != "UPDATE"]
     parts = [f'* ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")
@@ -74,6 +90,11 @@ def response(tag: str, uid: bool, opts: list[str], hits: list[int], modseq: int 
             parts.append(f"ALL {ordered_set(hits) if ordered else uid_set(hits)}")
     if "COUNT" in opts:
         parts.append(f"COUNT {len(hits)}")
+    for o in opts:
+        if o.startswith("PARTIAL "):
+            lo, hi = (int(x) for x in o[8:].split(":"))
+            got = (hits if ordered else sorted(hits))[lo - 1:hi]
+            parts.append(f"PARTIAL ({lo}:{hi} {(ordered_set(got) if ordered else uid_set(got)) if got else 'NIL'})")
     if modseq is not None and hits:
         parts.append(f"MODSEQ {modseq}")
     return (" ".join(parts) + "\r\n").encode()

@@ -13,7 +13,7 @@ MACROS = {
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
 SIMPLE = {"FLAGS", "UID", "MODSEQ", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822",
-          "RFC822.HEADER", "RFC822.TEXT"}
+          "RFC822.HEADER", "RFC822.TEXT", "EMAILID", "THREADID", "PREVIEW"}   # the last three: objectid.py
 
 
 class Section:
@@ -58,6 +58,11 @@ def _fetch_att(p: Parser):
         return _binary_section(p, name)
     if name not in SIMPLE:
         raise ParseError(f"unknown FETCH item {name or p.b[p.i:p.i + 10]!r}")
+    if name == "PREVIEW" and p.maybe(b" ("):     # RFC 8970: PREVIEW (LAZY): we always have it at hand
+        while not p.maybe(b")"):
+            if p.atom().upper() != "LAZY":
+                raise ParseError("the PREVIEW modifier is LAZY")
+            p.maybe(b" ")
     return name
 
 
@@ -405,11 +410,12 @@ def sets_seen(items: list) -> bool:
 
 def needs_body(items: list) -> bool:
     return any(isinstance(it, Section) or it in ("ENVELOPE", "BODYSTRUCTURE", "BODY", "RFC822",
-                                                  "RFC822.HEADER", "RFC822.TEXT") for it in items)
+                                                  "RFC822.HEADER", "RFC822.TEXT", "EMAILID", "THREADID",
+                                                  "PREVIEW") for it in items)
 
 
 # FETCH items that depend on the message's content only and may be kept in the server's cache.
-CACHED_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+CACHED_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY", "EMAILID", "THREADID", "PREVIEW")
 CACHEABLE = frozenset(CACHED_ITEMS + ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"))
 
 
@@ -468,6 +474,8 @@ def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, 
             out.append(b"BODYSTRUCTURE " + _memo(memo, it, lambda: bodystructure(parsed.root, True)))
         elif it == "BODY":
             out.append(b"BODY " + _memo(memo, it, lambda: bodystructure(parsed.root, False)))
+        elif it in ("EMAILID", "THREADID", "PREVIEW"):
+            out.append(it.encode() + b" " + _memo(memo, it, lambda it=it: _object_item(it, parsed)))
         elif it == "RFC822":
             out.append(b"RFC822 " + _lit(parsed.raw))
         elif it == "RFC822.HEADER":
@@ -475,6 +483,18 @@ def render(items: list, msg, mailbox, flags_text: bytes, parsed: Parsed | None, 
         elif it == "RFC822.TEXT":
             out.append(b"RFC822.TEXT " + _lit(parsed.root.body_bytes()))
     return b"(" + b" ".join(out) + b")"
+
+
+def _object_item(item: str, parsed: Parsed | None) -> bytes:
+    """EMAILID/THREADID (RFC 8474) and PREVIEW (RFC 8970) of the message, as sent."""
+    from fetchdeliver.imapserver import objectid
+
+    raw = parsed.raw if parsed is not None else b""
+    if item == "EMAILID":
+        return b"(" + objectid.email_id(raw).encode() + b")"
+    if item == "THREADID":
+        return b"(" + objectid.thread_id(raw).encode() + b")"
+    return objectid.render_preview(raw)
 
 
 def _lit(data: bytes) -> bytes:

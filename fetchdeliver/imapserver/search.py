@@ -115,6 +115,9 @@ def _key(p: Parser, charset: str, depth: int = 0) -> tuple:
         if p.maybe(b"$"):
             return ("SAVED",)
         return ("UID", p.sequence_set())
+    if word in ("EMAILID", "THREADID"):    # RFC 8474 4.4
+        p.sp()
+        return (word, p.astring().decode("ascii", "replace"))
     if word == "MODSEQ":     # RFC 7162: MODSEQ ["/flags/\\seen" priv|shared|all] n
         from fetchdeliver.imapserver.condstore import modseq_number
 
@@ -361,6 +364,8 @@ def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
         return _in_set(c.uid, node[1], max_uid)
     if kind == "MODSEQ":
         return c.modseq >= node[1]
+    if kind in ("EMAILID", "THREADID"):
+        return _object_id(c, kind) == node[1]
     if kind == "NOT":
         return not matches(node[1], c, max_seq, max_uid)
     if kind == "OR":
@@ -398,6 +403,21 @@ def matches(node: tuple, c: Candidate, max_seq: int, max_uid: int) -> bool:
         g, w = calendar.timegm(got + (0, 0, 0)), calendar.timegm(want + (0, 0, 0))
         return g < w if base == "BEFORE" else g == w if base == "ON" else g >= w
     raise ValueError(f"unknown search node {kind}")
+
+
+def _object_id(c: Candidate, kind: str) -> str:
+    """The message's EMAILID or THREADID (RFC 8474), from the cache when it is there."""
+    memo = c.memo
+    cached = memo.get(kind) if memo is not None else None
+    if cached is None:
+        from fetchdeliver.imapserver import fetch, objectid
+
+        raw = fetch.Parsed(c.raw_fn()).raw
+        value = objectid.email_id(raw) if kind == "EMAILID" else objectid.thread_id(raw)
+        if memo is not None:
+            memo[kind] = b"(" + value.encode() + b")"
+        return value
+    return bytes(cached).decode("ascii").strip("()")
 
 
 class Hit:
@@ -533,7 +553,7 @@ def needs_text(node: tuple) -> bool:
         return needs_text(node[1])
     if kind == "OR":
         return needs_text(node[1]) or needs_text(node[2])
-    return kind in ("HEADER", "BODY", "TEXT", "DATE") and (kind != "DATE" or node[1].startswith("SENT"))
+    return kind in ("HEADER", "BODY", "TEXT", "DATE", "EMAILID", "THREADID") and (kind != "DATE" or node[1].startswith("SENT"))
 
 
 def uses_modseq(node: tuple) -> bool:

@@ -54,6 +54,7 @@ class ServerConfig:
         self.login_failure_max_delay = login_failure_max_delay
         self.login_failure_rate = login_failure_rate  # (count, seconds) for addresses with recent failures
         self.quota_settings = None     # config.Settings with a [quota] table: quotas (storage/quota.py)
+        self.imapsieve = None          # imapsieve.ImapSieveConfig from [imapsieve] (RFC 6785)
 
 
 def split_address(addr: str) -> tuple[str, int]:

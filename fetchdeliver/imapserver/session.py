@@ -77,6 +77,8 @@ class Session(SelectedMailbox):
         self.qresync = False      # RFC 7162: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...)
         self.saved: set[int] = set()   # RFC 5182: the UIDs of SEARCH RETURN (SAVE), named `$`
         self.compressed = False   # COMPRESS=DEFLATE (RFC 4978) is active
+        self.search_contexts: list = []   # CONTEXT=SEARCH (RFC 5267): imapserver/context.py
+        self.notify_state: Any = None  # NOTIFY (RFC 5465): imapserver/notify.py NotifyState
         self.rev2 = False         # ENABLE IMAP4rev2 (RFC 9051): no \Recent, ESEARCH answers, LIST in SELECT
         self.utf8 = False         # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2: mailbox names in UTF-8
 
@@ -84,7 +86,16 @@ class Session(SelectedMailbox):
 
     async def send(self, data: bytes) -> None:
         """Queue `data` after what out() queued, and write it all at once (one send per answer)."""
-        self._pending.append(data)
+        if self.search_contexts and data[:1] in (b"*", b"+"):
+            # CONTEXT=SEARCH around untagged news: REMOVEFROM before it (an expunged message is removed
+            # by the number it had), ADDTO after it (after the EXISTS of a new message)
+            from fetchdeliver.imapserver.context import updates
+
+            removed, added = updates(self)
+            self._pending += [removed, data, added]
+        else:                             # a tagged answer: the news before it
+            self._context_updates()
+            self._pending.append(data)
         await self.flush()
 
     def out(self, data: bytes) -> None:
@@ -92,11 +103,20 @@ class Session(SelectedMailbox):
         self._pending.append(data)
 
     async def flush(self) -> None:
+        self._context_updates()
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
             self.writer.write(data)
         await self.writer.drain()
+
+    def _context_updates(self) -> None:
+        """CONTEXT=SEARCH: what changed in the live searches, after what is queued (imapserver/context.py)."""
+        if self.search_contexts:
+            from fetchdeliver.imapserver.context import updates
+
+            removed, added = updates(self)
+            self._pending += [removed, added]
 
     def capabilities(self) -> str:
         """The CAPABILITY list for this session, from the command registry (and the settings)."""

@@ -74,6 +74,22 @@ def _check_imap(table: dict, file: str) -> None:
 
 config.register_table("imap", IMAP_KEYS, _check_imap)
 
+
+def _imapsieve_rules(v, where):
+    from fetchdeliver.imapserver.imapsieve import check_rules
+
+    return check_rules(v, where)
+
+
+# [imapsieve] and [[imapsieve.mailbox]] (RFC 6785, as Pigeonhole's imapsieve_*): imapserver/imapsieve.py
+IMAPSIEVE_KEYS = {
+    "mailbox": _imapsieve_rules,             # [[imapsieve.mailbox]]: name, causes, before, after, from
+    "expunge_discarded": config._bool,       # imapsieve_expunge_discarded
+    "url": config.check_nonempty_str,        # imapsieve_url: advertised as IMAPSIEVE=<url>
+    "user_script_dir": config._path,         # where METADATA /shared/imapsieve/script names a script
+}
+config.register_table("imapsieve", IMAPSIEVE_KEYS)
+
 DEFAULTS = {
     "listen": ["127.0.0.1:1143"],
     "tls_listen": [],

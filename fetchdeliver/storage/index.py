@@ -176,6 +176,10 @@ class MailboxIndex:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        have = {r[1] for r in db.execute("PRAGMA table_info(msg)")}
+        for col in ADDED_COLUMNS:
+            if col not in have:
+                db.execute(f"ALTER TABLE msg ADD COLUMN {col} BLOB")
         if self._get("version") is None:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (SCHEMA_VERSION,))
         if created:
@@ -334,7 +338,10 @@ class MailboxIndex:
 
 # The cached facts a caller may keep per message, and the column each lives in ("headers",
 # {lower-case name: [unfolded values]}, lives in the `field` table, one row per field).
-COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body"}
+COLUMNS = {"ENVELOPE": "envelope", "BODYSTRUCTURE": "bodystructure", "BODY": "body",
+           # RFC 8474 / RFC 8970 answers (imapserver/objectid.py); added to older indexes by _connect
+           "EMAILID": "emailid", "THREADID": "threadid", "PREVIEW": "preview"}
+ADDED_COLUMNS = ("emailid", "threadid", "preview")
 HEADERS = "headers"
 
 

@@ -244,6 +244,15 @@ CREATE TABLE fd_sieve_script (
 );
 CREATE UNIQUE INDEX fd_sieve_script_active ON fd_sieve_script (user_id) WHERE active;
 """),
+    ("IMAP METADATA (RFC 5464): each user's server ('') and mailbox entries", """
+CREATE TABLE fd_metadata (
+    user_id bigint NOT NULL REFERENCES fd_user ON DELETE CASCADE,
+    mailbox text NOT NULL,            -- the mailbox name ('INBOX' upper case), '' for the server
+    entry text NOT NULL,              -- lower case: /private/... or /shared/...
+    value bytea NOT NULL,
+    PRIMARY KEY (user_id, mailbox, entry)
+);
+"""),
 ]
 
 LATEST = len(STEPS)

@@ -242,7 +242,8 @@ def norm_untagged(r: bytes):
         if code is None:
             return None   # free text only
         name = code[1:].split(" ", 1)[0].rstrip("]").upper()
-        if name in ("CAPABILITY", "HIGHESTMODSEQ", "NOMODSEQ", "URLMECH", "CLOSED"):
+        if name in ("CAPABILITY", "HIGHESTMODSEQ", "NOMODSEQ", "URLMECH", "CLOSED",
+                    "MAILBOXID"):   # RFC 8474: Dovecot 2.3 has no OBJECTID; the ids are the server's own
             return None
         if name == "UIDVALIDITY":
             return ("UIDVALIDITY",)

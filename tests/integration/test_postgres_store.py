@@ -311,3 +311,42 @@ def test_idle_wakes_when_another_node_delivers(tmp_path, db, fetchdeliver_cmd):
         c.close()
     finally:
         server.stop()
+
+
+def test_imap_metadata_in_postgres(tmp_path, db):
+    """METADATA (RFC 5464) with a PostgreSQL store: entries in fd_metadata, per user, moved by RENAME,
+    dropped by DELETE, the limits as with a Maildir."""
+    from imap_helpers import RawClient
+
+    PostgresStore(db, user="alice").create("Work")
+    server = _serve(tmp_path, db)
+    try:
+        c = RawClient(server.port())
+        c.command("a", b"LOGIN alice secret")
+        assert b"METADATA" in c.command("b", b"CAPABILITY")[0].split()
+        assert c.command("c", b'SETMETADATA "" (/shared/comment "Shared comment")')[-1].startswith(b"c OK")
+        assert c.command("d", b'SETMETADATA Work (/private/color "red" /private/bin ~{2}\r\n\x00\xff)')[-1] \
+            .startswith(b"d OK")
+        got = c.command("e", b"GETMETADATA (DEPTH infinity) Work /private")
+        assert got[0] == b'* METADATA "Work" (/private/bin {2}\r\n'
+        assert got[1] == b'\x00\xff /private/color "red")\r\n'
+        assert c.command("f", b'GETMETADATA "" /shared/comment')[0] == \
+            b'* METADATA "" (/shared/comment "Shared comment")\r\n'
+        big = b"x" * 70000
+        c.send(b"g SETMETADATA Work (/private/big {%d+}\r\n" % len(big) + big + b")\r\n")
+        assert c.until("g")[-1].startswith(b"g NO [METADATA MAXSIZE 65536]")
+        mailbox_id = c.command("h0", b"STATUS Work (MAILBOXID)")[0]
+        assert mailbox_id.startswith(b'* STATUS "Work" (MAILBOXID (Fpg')
+        c.command("h", b"RENAME Work Job")
+        assert c.command("h1", b"STATUS Job (MAILBOXID)")[0] == mailbox_id.replace(b'"Work"', b'"Job"')   # RFC 8474
+        assert c.command("i", b"GETMETADATA Job /private/color")[0] == b'* METADATA "Job" (/private/color "red")\r\n'
+        c.command("j", b"DELETE Job")
+        c.command("k", b"CREATE Job")
+        assert c.command("l", b"GETMETADATA Job /private/color")[0] == b'* METADATA "Job" (/private/color NIL)\r\n'
+        c.close()
+        with psycopg.connect(db) as conn:
+            rows = conn.execute("SELECT u.name, m.mailbox, m.entry FROM fd_metadata m JOIN fd_user u ON "
+                                "u.id = m.user_id ORDER BY 2, 3").fetchall()
+        assert rows == [("alice", "", "/shared/comment")]
+    finally:
+        server.stop()

@@ -27,6 +27,7 @@ BASE_CAPABILITIES |= {"BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "IMA
                       "SORT=DISPLAY"}    # issue 12
 BASE_CAPABILITIES -= {"LITERAL+"}    # dynamic: LITERAL+ or, with literal_plus = false, LITERAL- (RFC 7888)
 DYNAMIC_ALWAYS = {"LITERAL+", f"APPENDLIMIT={64 * 1024 * 1024}"}
+BASE_CAPABILITIES |= {"OBJECTID", "PREVIEW", "NOTIFY", "CONTEXT=SEARCH"}    # issue 12 (h/imapext2)
 
 
 def test_every_command_has_a_handler_a_parser_and_states():
@@ -121,7 +122,8 @@ def test_capability_is_the_registry_capabilities(tmp_path, plaintext):
     # the greeting says the same
     assert out.startswith(f"* OK [CAPABILITY {' '.join(before)}]")
     if plaintext:
-        assert set(after) == static | DYNAMIC_ALWAYS | {"COMPRESS=DEFLATE"}
+        # after login: COMPRESS, and METADATA where the store keeps it (a Maildir does)
+        assert set(after) == static | DYNAMIC_ALWAYS | {"COMPRESS=DEFLATE", "METADATA", "METADATA-SERVER"}
         assert f"b OK [CAPABILITY {' '.join(after)}] Logged in." in out
     else:
         assert "b NO [PRIVACYREQUIRED]" in out

@@ -28,6 +28,9 @@ async def capability(s: Session, tag: str, args: NoArgs) -> None:
 @command("NOOP", ANY, parse=no_args)
 async def noop(s: Session, tag: str, args: NoArgs) -> None:
     await s.sync_out()
+    from fetchdeliver.imapserver import notify    # NOTIFY (RFC 5465): news of other mailboxes
+
+    await notify.poll(s)
     await s.send(f"{tag} OK NOOP completed.\r\n".encode())
 
 

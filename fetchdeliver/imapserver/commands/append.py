@@ -218,6 +218,10 @@ async def append(s: Session, tag: str, args: AppendArgs) -> None:
     finally:
         if own:
             mbox.close()
+    if s.server.config.imapsieve is not None:   # RFC 6785 (imapserver/imapsieve.py): after it is durable
+        from fetchdeliver.imapserver import imapsieve
+
+        await imapsieve.after_append(s, name, uids)
     await s.sync_out()
     await s.send(f"{tag} OK [APPENDUID {uidvalidity} {_uid_set(uids)}] Append completed.\r\n".encode())
 

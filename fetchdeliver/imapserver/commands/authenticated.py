@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fetchdeliver.imapserver import condstore
+from fetchdeliver.imapserver import condstore, metadata, notify, objectid
 from fetchdeliver.imapserver.commands.registry import AUTHED, SELECTED, NoArgs, command, no_args
 from fetchdeliver.imapserver.protocol import ParseError, Parser, decode_mailbox, encode_mailbox
 from fetchdeliver.imapserver.selection import View
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from fetchdeliver.imapserver.session import Session
 
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ",
-                "DELETED", "DELETED-STORAGE", "APPENDLIMIT")   # RFC 9051, RFC 9208 (commands/quota.py), RFC 7889
+                "DELETED", "DELETED-STORAGE", "APPENDLIMIT",   # RFC 9051, RFC 9208 (commands/quota.py), RFC 7889
+                "MAILBOXID")                                   # RFC 8474 (objectid.py)
 
 
 # -- SELECT / EXAMINE ------------------------------------------------------------------------------
@@ -75,6 +76,7 @@ async def _select(s: Session, tag: str, args: SelectArgs, readonly: bool) -> Non
         lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
     lines += [f"* OK [UIDVALIDITY {mbox.uidvalidity}] UIDs valid.",
               f"* OK [UIDNEXT {mbox.uidnext()}] Predicted next UID."]
+    lines.append(f"* OK [MAILBOXID ({objectid.mailbox_id(mbox)})] Ok.")    # RFC 8474
     hms = condstore.highestmodseq(mbox, msgs)
     lines.append(f"* OK [HIGHESTMODSEQ {hms}] Highest." if hms is not None else
                  "* OK [NOMODSEQ] No permanent modsequences.")
@@ -143,7 +145,16 @@ async def create(s: Session, tag: str, args: CreateArgs) -> None:
         await s.send(f"{tag} NO [ALREADYEXISTS] INBOX already exists.\r\n".encode())
         return
     s.storage.create(name, uses)
-    await s.send(f"{tag} OK Create completed.\r\n".encode())
+    code = ""
+    try:
+        created = s.storage.open(name, readonly=True)
+        try:
+            code = f"[MAILBOXID ({objectid.mailbox_id(created)})] "     # RFC 8474 4.1
+        finally:
+            created.close()
+    except StorageError:
+        pass     # a \Noselect parent: no id
+    await s.send(f"{tag} OK {code}Create completed.\r\n".encode())
 
 
 @command("DELETE", AUTHED, parse=parse_mailbox)
@@ -151,6 +162,7 @@ async def delete(s: Session, tag: str, args: MailboxArgs) -> None:
     if s.view is not None and s.view.name == args.mailbox:
         s.close_view()
     s.storage.delete(args.mailbox)
+    metadata.forget_mailbox(s, args.mailbox)      # RFC 5464 3.3: its entries go with it
     await s.send(f"{tag} OK Delete completed.\r\n".encode())
 
 
@@ -172,6 +184,7 @@ def parse_rename(p: Parser, uid: bool = False) -> RenameArgs:
 @command("RENAME", AUTHED, parse=parse_rename)
 async def rename(s: Session, tag: str, args: RenameArgs) -> None:
     s.storage.rename(args.old, args.new.rstrip("/"))
+    metadata.rename_mailbox(s, args.old, args.new.rstrip("/"))    # RFC 5464 3.3: the entries move
     await s.send(f"{tag} OK Rename completed.\r\n".encode())
 
 
@@ -387,6 +400,9 @@ def status_line(s: Session, name: str, items: tuple[str, ...]) -> bytes:
                 v = mbox.uidvalidity
             elif i == "UNSEEN":
                 v = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            elif i == "MAILBOXID":
+                vals.append(f"MAILBOXID ({objectid.mailbox_id(mbox)})")
+                continue
             elif i == "HIGHESTMODSEQ":
                 v = condstore.highestmodseq(mbox, msgs) or 0
             elif i == "DELETED":      # IMAP4rev2 (RFC 9051 6.3.11)
@@ -418,15 +434,18 @@ async def idle(s: Session, tag: str, args: NoArgs) -> None:
     # Watch first, then read: a change in between is not missed.
     if s.view is not None:
         s.watch(s.view.mailbox)
+    notify.watch(s)          # NOTIFY (RFC 5465): wake on every mailbox the client asked about
     try:
         await _idle(s, tag)
     finally:
         s.unwatch()
+        notify.unwatch(s)
 
 
 async def _idle(s: Session, tag: str) -> None:
     s.changed.clear()    # before reading: news from here on wakes the loop below
     await s.sync_out()
+    await notify.poll(s)
     await s.send(b"+ idling\r\n")
     reader_task = asyncio.ensure_future(s.read_line(s.cfg.idle_timeout * 3))
     try:
@@ -447,6 +466,7 @@ async def _idle(s: Session, tag: str) -> None:
             s.changed.clear()
             if s.state == SELECTED:
                 await s.sync_out()
+            await notify.poll(s)
     finally:
         if not reader_task.done():
             reader_task.cancel()

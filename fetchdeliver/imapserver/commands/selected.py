@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from fetchdeliver.imapserver import condstore, esearch
+from fetchdeliver.imapserver import condstore, context, esearch, imapsieve
 from fetchdeliver.imapserver import fetch as fetchmod
 from fetchdeliver.imapserver import search as searchmod
 from fetchdeliver.imapserver import sort_thread
@@ -110,7 +110,7 @@ def parse_fetch(p: Parser, uid: bool = False) -> FetchArgs:
     return FetchArgs(uid, ranges, items, changedsince, want_vanished)
 
 
-@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True, capabilities=("BINARY",))
+@command("FETCH", ONLY_SELECTED, parse=parse_fetch, uid=True, capabilities=("BINARY", "OBJECTID", "PREVIEW"))
 async def fetch(s: Session, tag: str, args: FetchArgs) -> None:
     uid, items, changedsince = args.uid, args.items, args.changedsince
     ranges = s.seq_set(args.set, uid)
@@ -253,9 +253,12 @@ async def store(s: Session, tag: str, args: StoreArgs) -> None:
         if new != cur:
             changes.append((m, new))
     if changes:
+        before = {m.uid: v.flags[m.uid] for m, _ in changes}
         v.mailbox.set_flags(changes)
         for m, new in changes:
             v.flags[m.uid] = new
+        if s.server.config.imapsieve is not None:    # RFC 6785: FLAG events
+            await imapsieve.after_flag_change(s, v.name, [(m.uid, before[m.uid], new) for m, new in changes])
         added = {f for f in fs if not f.startswith("\\")} - v.keywords
         if added and mode != "-":
             # A keyword new to this mailbox: tell the client before the FETCH answers (as Dovecot).
@@ -341,6 +344,8 @@ async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
         s.server.recent.add(dest, new_uids)     # \Recent for the next session that selects it
     finally:
         dest.close()
+    if new_uids and s.server.config.imapsieve is not None:   # RFC 6785: COPY (and MOVE) into a mailbox
+        await imapsieve.after_copy(s, v.name, args.mailbox, list(new_uids))
     code = ""
     if msgs:
         # Two lists in the same order: source UID i was copied to destination UID i.
@@ -355,6 +360,29 @@ async def _copy(s: Session, tag: str, args: CopyArgs, move: bool) -> None:
     else:
         await s.sync_out(expunge=uid)
         await s.send(f"{tag} OK {code}Copy completed.\r\n".encode())
+
+
+# -- CANCELUPDATE (CONTEXT=SEARCH, RFC 5267 4.3) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class CancelUpdateArgs:
+    tags: tuple[str, ...]
+
+
+def parse_cancelupdate(p: Parser, uid: bool = False) -> CancelUpdateArgs:
+    tags = []
+    while not p.at_end():
+        p.sp()
+        tags.append(p.string().decode("utf-8", "replace"))
+    if not tags:
+        raise ParseError("CANCELUPDATE needs the tag of a search")
+    return CancelUpdateArgs(tuple(tags))
+
+
+@command("CANCELUPDATE", ONLY_SELECTED, parse=parse_cancelupdate)
+async def cancelupdate(s: Session, tag: str, args: CancelUpdateArgs) -> None:
+    context.cancel(s, list(args.tags))
+    await s.send(f"{tag} OK Cancelupdate completed.\r\n".encode())
 
 
 # -- SEARCH / SORT / THREAD ------------------------------------------------------------------------------
@@ -374,7 +402,8 @@ def parse_search(p: Parser, uid: bool = False) -> SearchArgs:
     return SearchArgs(uid, opts, tree)
 
 
-@command("SEARCH", ONLY_SELECTED, parse=parse_search, uid=True, capabilities=("ESEARCH", "SEARCHRES"))
+@command("SEARCH", ONLY_SELECTED, parse=parse_search, uid=True,
+         capabilities=("ESEARCH", "SEARCHRES", "CONTEXT=SEARCH"))
 async def search(s: Session, tag: str, args: SearchArgs) -> None:
     uid, opts = args.uid, args.returns
     if opts is None and s.rev2:
@@ -387,6 +416,10 @@ async def search(s: Session, tag: str, args: SearchArgs) -> None:
     hits = []
     hit_uids: list[int] = []
     modseqs: list[int] = []
+    if opts is not None and "UPDATE" in opts:     # CONTEXT=SEARCH (RFC 5267): keep it alive
+        if not context.add(s, tag, uid, opts, tree, s.matching(tree)):
+            await s.send(f'{tag} NO [NOUPDATE "{tag}"] Too many searches kept up to date.\r\n'.encode())
+            return
     found = None if with_modseq else s.matching_indices(tree)
     if found is not None:       # flags and numbers only: answered from the view
         uids = s.selected().uids
