@@ -75,6 +75,8 @@ def _norm(cmd: bytes, untagged: list[bytes], tagged: bytes):
     rcode = t[1].upper().split(" ")[0] if len(t) > 1 and isinstance(t[1], str) and t[1].startswith("[") else None
     if rcode is not None and rcode.startswith(("[APPENDUID", "[READ-")):
         rcode = rcode.split(" ")[0]
+    if rcode is not None and rcode.startswith("[MAILBOXID"):
+        rcode = None   # RFC 8474: Dovecot 2.3 has no OBJECTID (as norm() leaves it out)
     return status, code or rcode, got, childinfo
 
 
