@@ -120,7 +120,11 @@ def run_mbsync(dc, work, proto, rules):
     return timed(["mbsync", "-q", "-c", rc, "bench"]), count_maildir(md)
 
 
-def run_fetchmail(dc, work, proto, rules):
+def fetchmail_procmail(work: str, poll: str, keep: str) -> tuple[list[str], dict, str]:
+    """fetchmail delivering through procmail into a Maildir under `work`: (argv, env, maildir).
+
+    `poll` is the fetchmailrc's server and user lines, `keep` its keep options ("keep", "keep fetchall").
+    """
     md = os.path.join(work, "Mail")
     for sub in ("new", "cur", "tmp"):
         os.makedirs(os.path.join(md, sub), exist_ok=True)
@@ -128,15 +132,20 @@ def run_fetchmail(dc, work, proto, rules):
     with open(procmailrc, "w") as f:
         f.write(f"DEFAULT={md}/\n")
     rc = os.path.join(work, "fetchmailrc")
-    port = dc.port("imaps" if proto == "imap" else "pop3s")
     with open(rc, "w") as f:
-        f.write(f"poll localhost protocol {proto.upper()} port {port}\n"
-                f"  user alice password secret ssl sslcertck sslcertfile {dc.ca_file}\n"
-                f"  keep fetchall mda \"/usr/bin/procmail -m {procmailrc}\"\n")
+        f.write(f"{poll}  {keep} mda \"/usr/bin/procmail -m {procmailrc}\"\n")
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=work, FETCHMAILHOME=work)
     # As root fetchmail locks /run/fetchmail.pid whatever FETCHMAILHOME says: its own pid file here.
     argv = ["fetchmail", "-f", rc, "--nodetach", "--silent", "--pidfile", os.path.join(work, "fetchmail.pid")]
+    return argv, env, md
+
+
+def run_fetchmail(dc, work, proto, rules):
+    port = dc.port("imaps" if proto == "imap" else "pop3s")
+    argv, env, md = fetchmail_procmail(
+        work, f"poll localhost protocol {proto.upper()} port {port}\n"
+              f"  user alice password secret ssl sslcertck sslcertfile {dc.ca_file}\n", "keep fetchall")
     return timed(argv, env=env), count_maildir(md)
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)
 
 from cyrus import Cyrus  # noqa: E402
-from fetch import count_maildir, messages, timed  # noqa: E402
+from fetch import count_maildir, fetchmail_procmail, messages, timed  # noqa: E402
 
 USER, PASSWORD = "alice", "secret"
 
@@ -64,20 +64,10 @@ def run_mbsync(cy: Cyrus, work: str, proto: str) -> tuple[float, int]:
 
 
 def run_fetchmail(cy: Cyrus, work: str, proto: str) -> tuple[float, int]:
-    md = os.path.join(work, "Mail")
-    for sub in ("new", "cur", "tmp"):
-        os.makedirs(os.path.join(md, sub), exist_ok=True)
-    procmailrc = os.path.join(work, "procmailrc")
-    with open(procmailrc, "w") as f:
-        f.write(f"DEFAULT={md}/\n")
-    rc = os.path.join(work, "fetchmailrc")
-    with open(rc, "w") as f:
-        f.write(f"poll 127.0.0.1 protocol IMAP port {cy.port('imap')}\n"
-                f"  user {USER} password {PASSWORD} sslproto ''\n"
-                f"  keep fetchall mda \"/usr/bin/procmail -m {procmailrc}\"\n")
-    os.chmod(rc, 0o600)
-    env = dict(os.environ, HOME=work, FETCHMAILHOME=work)
-    return timed(["fetchmail", "-f", rc, "--nodetach", "--silent"], env=env), count_maildir(md)
+    argv, env, md = fetchmail_procmail(
+        work, f"poll 127.0.0.1 protocol IMAP port {cy.port('imap')}\n"
+              f"  user {USER} password {PASSWORD} sslproto ''\n", "keep fetchall")
+    return timed(argv, env=env), count_maildir(md)
 
 
 def main() -> int:

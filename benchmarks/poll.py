@@ -102,21 +102,9 @@ class InProcessPoll:
 def run_fetchmail_new_only(dc, work):
     """fetchmail with `keep` and without `fetchall`: it fetches unseen messages and marks them \\Seen, so
     what it already fetched is the \\Seen flag on the server; each poll is a `SEARCH UNSEEN`."""
-    md = os.path.join(work, "Mail")
-    for sub in ("new", "cur", "tmp"):
-        os.makedirs(os.path.join(md, sub), exist_ok=True)
-    procmailrc = os.path.join(work, "procmailrc")
-    with open(procmailrc, "w") as f:
-        f.write(f"DEFAULT={md}/\n")
-    rc = os.path.join(work, "fetchmailrc")
-    with open(rc, "w") as f:
-        f.write(f"poll localhost protocol IMAP port {dc.port('imaps')}\n"
-                f"  user alice password secret ssl sslcertck sslcertfile {dc.ca_file}\n"
-                f"  keep mda \"/usr/bin/procmail -m {procmailrc}\"\n")
-    os.chmod(rc, 0o600)
-    env = dict(os.environ, HOME=work, FETCHMAILHOME=work)
-    # As root fetchmail locks /run/fetchmail.pid whatever FETCHMAILHOME says: its own pid file here.
-    argv = ["fetchmail", "-f", rc, "--nodetach", "--silent", "--pidfile", os.path.join(work, "fetchmail.pid")]
+    argv, env, md = bench.fetchmail_procmail(
+        work, f"poll localhost protocol IMAP port {dc.port('imaps')}\n"
+              f"  user alice password secret ssl sslcertck sslcertfile {dc.ca_file}\n", "keep")
     return bench.timed(argv, env=env), bench.count_maildir(md)
 
 
